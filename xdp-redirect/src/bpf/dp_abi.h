@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The kernel/user ABI of the data plane: map names, key and value layouts,
+ * action codes, counter indexes and limits. This header is the only source of
+ * truth: the XDP program includes it, and `xdp-redirect/build.rs` runs bindgen
+ * over it to generate the Rust types (with size/offset assertions). Never
+ * hand-copy anything from here into Rust.
+ *
+ * Rules for every struct here: fixed-width types only, explicit padding, no
+ * bool, and each field says its byte order.
+ */
+#ifndef DP_ABI_H
+#define DP_ABI_H
+
+#include <linux/types.h>
+
+/* Map names, as they appear in the object file and in bpffs pins. */
+#define DP_MAP_XSKS "xsks"
+#define DP_MAP_VERDICTS "verdicts"
+#define DP_MAP_COUNTERS "counters"
+
+/* Program (function) name of the XDP entry point. */
+#define DP_PROG_NAME "dp_xdp"
+
+/*
+ * Limits, each with the reason for its size.
+ */
+enum dp_limits {
+	/* XSKMAP slots: one per RX queue; 256 covers every NIC we know of
+	 * (ice tops out at 256 combined channels). */
+	DP_MAX_QUEUES = 256,
+	/* Default verdict map capacity. Each entry is ~40 B key + 32 B value +
+	 * ~60 B of LRU/hash bookkeeping, so 262144 entries is ~35 MiB of kernel
+	 * memory. Overridable at load time (`--verdict-map-size`). */
+	DP_VERDICT_ENTRIES_DEFAULT = 262144,
+	/* 802.1Q / 802.1ad tags parsed (QinQ = 2). A third tag is passed as
+	 * unparsed rather than guessed at. */
+	DP_MAX_VLAN_TAGS = 2,
+	/* IPv6 extension headers walked before giving up (hop-by-hop, routing,
+	 * destination options, fragment, AH). Real traffic rarely has more than
+	 * two; the bound keeps the verifier's state count small. */
+	DP_MAX_IPV6_EXT = 4,
+};
+
+/* What the kernel does with a flow that has an entry in `verdicts`. */
+enum dp_action {
+	/* No decision: the entry only carries counters (not used by the
+	 * program for the fast path; a miss is what sends a flow to user space). */
+	DP_ACTION_NONE = 0,
+	/* Hand the packet to the kernel network stack (XDP_PASS). */
+	DP_ACTION_PASS = 1,
+	/* Drop in XDP. */
+	DP_ACTION_DROP = 2,
+};
+
+/* Address families in `struct dp_flow_key.family` (numerically AF_INET/AF_INET6). */
+enum dp_family {
+	DP_FAMILY_IPV4 = 2,
+	DP_FAMILY_IPV6 = 10,
+};
+
+/*
+ * Direction-independent flow key.
+ *
+ * The two endpoints (address, port) are ordered so that both directions of a
+ * flow give the same key: endpoint A is the one whose address is smaller when
+ * the 16 address bytes are compared as unsigned bytes in order (memcmp), and on
+ * equal addresses, whose port is smaller as a number. IPv4 addresses occupy the
+ * first 4 bytes of `addr_a`/`addr_b`, the other 12 are zero.
+ *
+ * Ports: TCP/UDP ports; for ICMP/ICMPv6 echo request and reply, both are the
+ * echo identifier; otherwise zero.
+ */
+struct dp_flow_key {
+	__u8 addr_a[16]; /* network byte order */
+	__u8 addr_b[16]; /* network byte order */
+	__be16 port_a;   /* network byte order */
+	__be16 port_b;   /* network byte order */
+	__u8 family;     /* enum dp_family */
+	__u8 proto;      /* IP protocol number (IPPROTO_*) */
+	__u16 vlan;      /* innermost VLAN id (12 bits), 0 when untagged; host byte order */
+};
+
+/*
+ * Value of the `verdicts` map. User space writes `action` (and zeroes the
+ * counters); the program adds to the counters of every packet it handles for
+ * the flow and stamps `last_seen_ns`.
+ */
+struct dp_verdict {
+	__u32 action;        /* enum dp_action; host byte order */
+	__u32 flags;         /* reserved, zero; host byte order */
+	__u64 packets;       /* packets handled by XDP since the verdict; host byte order */
+	__u64 bytes;         /* bytes (L2 frame length) since the verdict; host byte order */
+	__u64 last_seen_ns;  /* bpf_ktime_get_ns() of the last packet; CLOCK_MONOTONIC */
+};
+
+/*
+ * Indexes into the per-CPU `counters` array (each a __u64 per CPU).
+ * Every packet increments DP_CNT_RX and exactly one of the outcome counters
+ * below it, so  rx = to_user + no_socket + bypass_pass + bypass_drop +
+ *                     parse_errors + non_ip + fragments.
+ */
+enum dp_counter {
+	DP_CNT_RX = 0,           /* every packet the program saw */
+	DP_CNT_TO_USER = 1,      /* redirected to the AF_XDP socket of its queue */
+	DP_CNT_NO_SOCKET = 2,    /* undecided, but no socket on its queue: passed */
+	DP_CNT_BYPASS_PASS = 3,  /* verdict PASS: handed to the stack in kernel */
+	DP_CNT_BYPASS_DROP = 4,  /* verdict DROP: dropped in kernel */
+	DP_CNT_PARSE_ERRORS = 5, /* truncated or malformed headers: passed */
+	DP_CNT_NON_IP = 6,       /* not IPv4/IPv6 (ARP, LLDP, ...) or 3+ VLAN tags: passed */
+	DP_CNT_FRAGMENTS = 7,    /* IPv4/IPv6 fragments: passed to the stack to reassemble */
+	DP_CNT_MAX = 8,
+};
+
+/*
+ * XDP metadata the program puts in front of every frame it redirects to user
+ * space (bpf_xdp_adjust_meta). User space reads it from the headroom of the
+ * UMEM frame, just before the packet data.
+ */
+struct dp_xdp_meta {
+	__u64 rx_ns; /* bpf_ktime_get_ns() when XDP saw the packet; CLOCK_MONOTONIC */
+};
+
+/*
+ * Load-time knobs (`const volatile` globals in the program, set by the loader
+ * with EbpfLoader::override_global before load). Named here so the loader
+ * refers to them by these strings.
+ */
+#define DP_GLOBAL_STAMP_META "dp_cfg_stamp_meta" /* __u32: 1 = write struct dp_xdp_meta */
+
+#endif /* DP_ABI_H */

@@ -1,0 +1,369 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * dp_xdp: the data plane's XDP program.
+ *
+ *  1. parse Ethernet, up to DP_MAX_VLAN_TAGS VLAN tags, IPv4 (options skipped)
+ *     or IPv6 (up to DP_MAX_IPV6_EXT extension headers), TCP/UDP/ICMP/ICMPv6;
+ *  2. build the direction-independent flow key (see dp_abi.h);
+ *  3. a hit in `verdicts` acts in the kernel: PASS to the stack or DROP;
+ *  4. a miss goes to the AF_XDP socket bound to the queue the packet came in
+ *     on (the only socket the kernel lets us redirect to).
+ *
+ * It never drops what it does not understand: non-IP frames (ARP, LLDP...),
+ * malformed or truncated headers and fragments are passed to the stack and
+ * counted. It contains no policy: verdicts come from user space.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "dp_abi.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Load-time knob (see dp_abi.h, DP_GLOBAL_STAMP_META). */
+const volatile __u32 dp_cfg_stamp_meta = 1;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, DP_MAX_QUEUES);
+	__type(key, __u32);
+	__type(value, __u32);
+} xsks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, DP_VERDICT_ENTRIES_DEFAULT);
+	__type(key, struct dp_flow_key);
+	__type(value, struct dp_verdict);
+} verdicts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DP_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+/* Not in the UAPI headers. */
+struct vlan_hdr {
+	__be16 tci;
+	__be16 encapsulated_proto;
+};
+
+/* ICMP and ICMPv6 share this layout for echo request/reply (RFC 792, RFC 4443).
+ * linux/icmp.h drags in glibc's socket headers, which do not build for -target bpf. */
+struct icmp_echo {
+	__u8 type;
+	__u8 code;
+	__sum16 checksum;
+	__be16 id;
+	__be16 sequence;
+};
+
+#define ICMP_ECHOREPLY 0
+#define ICMP_ECHO 8
+#define ICMPV6_ECHO_REQUEST 128
+#define ICMPV6_ECHO_REPLY 129
+
+/* IPv6 extension header numbers (netinet/in.h is not usable here). */
+#define NEXTHDR_HOP 0
+#define NEXTHDR_ROUTING 43
+#define NEXTHDR_FRAGMENT 44
+#define NEXTHDR_AUTH 51
+#define NEXTHDR_DEST 60
+
+enum parse_result {
+	PARSE_OK = 0,
+	PARSE_ERROR,    /* truncated or malformed: pass and count */
+	PARSE_NON_IP,   /* not IP, or too many VLAN tags: pass and count */
+	PARSE_FRAGMENT, /* IP fragment: pass to the stack to reassemble */
+};
+
+/* Bounds-checked cursor over the packet: every header read goes through
+ * cursor_take(), which returns NULL when the header does not fit. */
+struct cursor {
+	void *pos;
+	void *end;
+};
+
+static __always_inline void *cursor_take(struct cursor *c, __u32 len)
+{
+	void *hdr = c->pos;
+
+	if (hdr + len > c->end)
+		return NULL;
+	c->pos = hdr + len;
+	return hdr;
+}
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *value = bpf_map_lookup_elem(&counters, &idx);
+
+	if (value) /* per-CPU slot: no atomics needed */
+		*value += 1;
+}
+
+/* Lexicographic compare of two 16-byte addresses held as 4 network-order words. */
+static __always_inline int addr_cmp(const __u32 *a, const __u32 *b)
+{
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		__u32 x = bpf_ntohl(a[i]);
+		__u32 y = bpf_ntohl(b[i]);
+
+		if (x < y)
+			return -1;
+		if (x > y)
+			return 1;
+	}
+	return 0;
+}
+
+/* Order the endpoints so that both directions of a flow give one key. */
+static __always_inline void key_set_endpoints(struct dp_flow_key *key, const __u32 *src,
+					      const __u32 *dst, __be16 sport, __be16 dport)
+{
+	int cmp = addr_cmp(src, dst);
+
+	if (cmp < 0 || (cmp == 0 && bpf_ntohs(sport) <= bpf_ntohs(dport))) {
+		__builtin_memcpy(key->addr_a, src, 16);
+		__builtin_memcpy(key->addr_b, dst, 16);
+		key->port_a = sport;
+		key->port_b = dport;
+	} else {
+		__builtin_memcpy(key->addr_a, dst, 16);
+		__builtin_memcpy(key->addr_b, src, 16);
+		key->port_a = dport;
+		key->port_b = sport;
+	}
+}
+
+/* Read L4 ports (or the ICMP echo identifier) at the cursor. */
+static __always_inline int parse_l4(struct cursor *c, __u8 proto, __be16 *sport, __be16 *dport)
+{
+	switch (proto) {
+	case IPPROTO_TCP: {
+		struct tcphdr *tcp = cursor_take(c, sizeof(*tcp));
+
+		if (!tcp || tcp->doff < 5)
+			return PARSE_ERROR;
+		/* the options must be in the packet too */
+		if ((void *)tcp + tcp->doff * 4 > c->end)
+			return PARSE_ERROR;
+		*sport = tcp->source;
+		*dport = tcp->dest;
+		return PARSE_OK;
+	}
+	case IPPROTO_UDP: {
+		struct udphdr *udp = cursor_take(c, sizeof(*udp));
+
+		if (!udp)
+			return PARSE_ERROR;
+		*sport = udp->source;
+		*dport = udp->dest;
+		return PARSE_OK;
+	}
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6: {
+		struct icmp_echo *icmp = cursor_take(c, sizeof(*icmp));
+
+		if (!icmp)
+			return PARSE_ERROR;
+		if ((proto == IPPROTO_ICMP &&
+		     (icmp->type == ICMP_ECHO || icmp->type == ICMP_ECHOREPLY)) ||
+		    (proto == IPPROTO_ICMPV6 &&
+		     (icmp->type == ICMPV6_ECHO_REQUEST || icmp->type == ICMPV6_ECHO_REPLY))) {
+			*sport = icmp->id;
+			*dport = icmp->id;
+		}
+		return PARSE_OK;
+	}
+	default:
+		/* Other IP protocols (GRE, ESP, SCTP...) are flows without ports. */
+		return PARSE_OK;
+	}
+}
+
+static __always_inline int parse_ipv4(struct cursor *c, struct dp_flow_key *key)
+{
+	struct iphdr *ip = c->pos;
+	__u32 src[4] = {}, dst[4] = {};
+	__be16 sport = 0, dport = 0;
+	__u32 hlen;
+	int ret;
+
+	if ((void *)(ip + 1) > c->end)
+		return PARSE_ERROR;
+	if (ip->version != 4 || ip->ihl < 5)
+		return PARSE_ERROR;
+	hlen = ip->ihl * 4;
+	/* header with options, and the total length it claims, must be there */
+	if (bpf_ntohs(ip->tot_len) < hlen || c->pos + bpf_ntohs(ip->tot_len) > c->end)
+		return PARSE_ERROR;
+	if (!cursor_take(c, hlen))
+		return PARSE_ERROR;
+	/* MF set or a non-zero offset: a fragment */
+	if (ip->frag_off & bpf_htons(0x3fff))
+		return PARSE_FRAGMENT;
+
+	ret = parse_l4(c, ip->protocol, &sport, &dport);
+	if (ret != PARSE_OK)
+		return ret;
+
+	src[0] = ip->saddr;
+	dst[0] = ip->daddr;
+	key->family = DP_FAMILY_IPV4;
+	key->proto = ip->protocol;
+	key_set_endpoints(key, src, dst, sport, dport);
+	return PARSE_OK;
+}
+
+static __always_inline int parse_ipv6(struct cursor *c, struct dp_flow_key *key)
+{
+	struct ipv6hdr *ip6 = cursor_take(c, sizeof(struct ipv6hdr));
+	__u32 src[4], dst[4];
+	__be16 sport = 0, dport = 0;
+	__u8 nexthdr;
+	int ret;
+
+	if (!ip6 || ip6->version != 6)
+		return PARSE_ERROR;
+	if ((void *)(ip6 + 1) + bpf_ntohs(ip6->payload_len) > c->end)
+		return PARSE_ERROR;
+	nexthdr = ip6->nexthdr;
+
+#pragma unroll
+	for (int i = 0; i < DP_MAX_IPV6_EXT; i++) {
+		struct ipv6_opt_hdr *ext;
+
+		if (nexthdr == NEXTHDR_FRAGMENT)
+			return PARSE_FRAGMENT;
+		if (nexthdr != NEXTHDR_HOP && nexthdr != NEXTHDR_ROUTING &&
+		    nexthdr != NEXTHDR_DEST && nexthdr != NEXTHDR_AUTH)
+			break;
+		ext = cursor_take(c, sizeof(*ext));
+		if (!ext)
+			return PARSE_ERROR;
+		/* AH counts its length in 4-byte units minus 2, the others in
+		 * 8-byte units minus 1 (RFC 4302, RFC 8200) */
+		if (!cursor_take(c, nexthdr == NEXTHDR_AUTH ? (ext->hdrlen + 2) * 4 - 2
+							    : (ext->hdrlen + 1) * 8 - 2))
+			return PARSE_ERROR;
+		nexthdr = ext->nexthdr;
+	}
+	if (nexthdr == NEXTHDR_HOP || nexthdr == NEXTHDR_ROUTING || nexthdr == NEXTHDR_DEST ||
+	    nexthdr == NEXTHDR_AUTH || nexthdr == NEXTHDR_FRAGMENT)
+		return PARSE_ERROR; /* more extension headers than we walk */
+
+	ret = parse_l4(c, nexthdr, &sport, &dport);
+	if (ret != PARSE_OK)
+		return ret;
+
+	__builtin_memcpy(src, &ip6->saddr, 16);
+	__builtin_memcpy(dst, &ip6->daddr, 16);
+	key->family = DP_FAMILY_IPV6;
+	key->proto = nexthdr;
+	key_set_endpoints(key, src, dst, sport, dport);
+	return PARSE_OK;
+}
+
+static __always_inline int parse_packet(struct xdp_md *ctx, struct dp_flow_key *key)
+{
+	struct cursor c = {
+		.pos = (void *)(long)ctx->data,
+		.end = (void *)(long)ctx->data_end,
+	};
+	struct ethhdr *eth = cursor_take(&c, sizeof(*eth));
+	__be16 proto;
+
+	if (!eth)
+		return PARSE_ERROR;
+	proto = eth->h_proto;
+
+#pragma unroll
+	for (int i = 0; i < DP_MAX_VLAN_TAGS; i++) {
+		struct vlan_hdr *vlan;
+
+		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
+			break;
+		vlan = cursor_take(&c, sizeof(*vlan));
+		if (!vlan)
+			return PARSE_ERROR;
+		key->vlan = bpf_ntohs(vlan->tci) & 0x0fff;
+		proto = vlan->encapsulated_proto;
+	}
+
+	if (proto == bpf_htons(ETH_P_IP))
+		return parse_ipv4(&c, key);
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return parse_ipv6(&c, key);
+	return PARSE_NON_IP;
+}
+
+/* Put the receive time in front of the frame for user space (best effort). */
+static __always_inline void stamp_meta(struct xdp_md *ctx)
+{
+	struct dp_xdp_meta *meta;
+
+	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(*meta)))
+		return;
+	meta = (void *)(long)ctx->data_meta;
+	if ((void *)(meta + 1) > (void *)(long)ctx->data)
+		return;
+	meta->rx_ns = bpf_ktime_get_ns();
+}
+
+SEC("xdp")
+int dp_xdp(struct xdp_md *ctx)
+{
+	struct dp_flow_key key;
+	struct dp_verdict *verdict;
+	__u32 len = ctx->data_end - ctx->data;
+	__u32 queue = ctx->rx_queue_index;
+	int ret;
+
+	__builtin_memset(&key, 0, sizeof(key));
+	count(DP_CNT_RX);
+
+	ret = parse_packet(ctx, &key);
+	switch (ret) {
+	case PARSE_OK:
+		break;
+	case PARSE_NON_IP:
+		count(DP_CNT_NON_IP);
+		return XDP_PASS;
+	case PARSE_FRAGMENT:
+		count(DP_CNT_FRAGMENTS);
+		return XDP_PASS;
+	default:
+		count(DP_CNT_PARSE_ERRORS);
+		return XDP_PASS;
+	}
+
+	verdict = bpf_map_lookup_elem(&verdicts, &key);
+	if (verdict && verdict->action != DP_ACTION_NONE) {
+		__sync_fetch_and_add(&verdict->packets, 1);
+		__sync_fetch_and_add(&verdict->bytes, len);
+		verdict->last_seen_ns = bpf_ktime_get_ns();
+		if (verdict->action == DP_ACTION_DROP) {
+			count(DP_CNT_BYPASS_DROP);
+			return XDP_DROP;
+		}
+		count(DP_CNT_BYPASS_PASS);
+		return XDP_PASS;
+	}
+
+	if (dp_cfg_stamp_meta)
+		stamp_meta(ctx);
+	ret = bpf_redirect_map(&xsks, queue, XDP_PASS);
+	count(ret == XDP_REDIRECT ? DP_CNT_TO_USER : DP_CNT_NO_SOCKET);
+	return ret;
+}

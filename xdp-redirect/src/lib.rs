@@ -1,0 +1,457 @@
+//! `xdp-redirect`: the data plane's XDP program and its typed loader.
+//!
+//! Owns the one XDP program (C in `src/bpf/`, built by clang from `build.rs`
+//! and embedded in this crate), the kernel/user ABI generated from
+//! `src/bpf/dp_abi.h` ([`abi`]), and a loader over aya 0.14 that attaches the
+//! program in an explicit mode (with a logged fallback), refuses to replace
+//! somebody else's program unless told to, and hands out typed map handles.
+//!
+//! Contracts:
+//! - The program contains no policy: a flow is acted on in the kernel only
+//!   when user space has written a verdict for it ([`VerdictMap`]).
+//! - Dropping an [`XdpRedirect`] detaches the program from the interface.
+//! - Nothing here re-declares an ABI type by hand; all come from [`abi`].
+
+pub mod abi;
+mod attached;
+pub mod iface;
+
+use std::os::fd::{AsFd as _, AsRawFd};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, Map, MapData, MapError, PerCpuArray, XskMap},
+    programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
+};
+use thiserror::Error;
+
+pub use abi::{dp_flow_key as FlowKey, dp_verdict as Verdict, dp_xdp_meta as XdpMeta};
+pub use attached::AttachedProgram;
+
+/// The compiled XDP object, embedded at build time.
+pub static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dp_xdp.o"));
+
+/// Name of the program (the C function) in the object.
+pub const PROGRAM_NAME: &str = abi::c_name(abi::DP_PROG_NAME);
+/// Name of the XSKMAP indexed by RX queue.
+pub const MAP_XSKS: &str = abi::c_name(abi::DP_MAP_XSKS);
+/// Name of the LRU flow verdict map.
+pub const MAP_VERDICTS: &str = abi::c_name(abi::DP_MAP_VERDICTS);
+/// Name of the per-CPU counter array.
+pub const MAP_COUNTERS: &str = abi::c_name(abi::DP_MAP_COUNTERS);
+/// Highest number of RX queues the program can redirect from.
+pub const MAX_QUEUES: u32 = abi::dp_limits::DP_MAX_QUEUES;
+/// Default capacity of the verdict map.
+pub const VERDICT_ENTRIES_DEFAULT: u32 = abi::dp_limits::DP_VERDICT_ENTRIES_DEFAULT;
+
+/// Errors of the loader. Each names the interface or map involved.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// The kernel refused the object (verifier, missing BTF, no permission...).
+    #[error("loading the XDP program failed: {0} (are you root, or do you have CAP_BPF and CAP_NET_ADMIN?)")]
+    Load(#[from] aya::EbpfError),
+    /// The embedded object lacks something this crate expects: a build bug.
+    #[error("the embedded XDP object has no {kind} named `{name}` (build bug)")]
+    Missing { kind: &'static str, name: &'static str },
+    /// A program operation failed.
+    #[error("{what}: {source}")]
+    Program {
+        what: String,
+        #[source]
+        source: ProgramError,
+    },
+    /// A map operation failed.
+    #[error("map `{map}`: {what}: {source}")]
+    Map {
+        map: &'static str,
+        what: String,
+        #[source]
+        source: MapError,
+    },
+    /// No interface of that name in this network namespace.
+    #[error("interface `{0}` not found in this network namespace (see `ip link show`)")]
+    UnknownInterface(String),
+    /// Somebody else's XDP program is on the interface.
+    #[error(
+        "interface `{iface}` already has an XDP program attached ({existing}); \
+         stop whatever attached it, or pass --force to replace it"
+    )]
+    AlreadyAttached { iface: String, existing: AttachedProgram },
+    /// Native mode was required and the driver does not do it.
+    #[error(
+        "attaching XDP to `{iface}` in {mode} mode failed: {source} (driver `{driver}`); \
+         try --xdp-mode generic (slower) or --xdp-mode auto"
+    )]
+    Attach {
+        iface: String,
+        mode: AttachMode,
+        driver: String,
+        #[source]
+        source: ProgramError,
+    },
+    /// Querying or detaching an existing program failed.
+    #[error("interface `{iface}`: {what}: {source}")]
+    Netlink {
+        iface: String,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An action code outside `enum dp_action`.
+    #[error("unknown verdict action code {0}")]
+    UnknownAction(u32),
+}
+
+/// How the program is attached, as asked for on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Driver (native) mode only.
+    Native,
+    /// Generic (skb) mode only: works everywhere, costs an skb per packet.
+    Generic,
+    /// Native, falling back to generic with a warning naming the driver.
+    Auto,
+}
+
+impl std::fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AttachMode::Native => "native",
+            AttachMode::Generic => "generic",
+            AttachMode::Auto => "auto",
+        })
+    }
+}
+
+/// The mode the program actually got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachedMode {
+    Native,
+    Generic,
+}
+
+impl AttachedMode {
+    /// The name tools read (`"native"` / `"generic"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachedMode::Native => "native",
+            AttachedMode::Generic => "generic",
+        }
+    }
+}
+
+/// What the kernel does with a decided flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Hand to the kernel stack in XDP, never to user space again.
+    Pass,
+    /// Drop in XDP.
+    Drop,
+}
+
+impl Action {
+    /// The ABI code of this action.
+    pub fn code(self) -> u32 {
+        match self {
+            Action::Pass => abi::dp_action::DP_ACTION_PASS,
+            Action::Drop => abi::dp_action::DP_ACTION_DROP,
+        }
+    }
+
+    /// The action for an ABI code; `None` for `DP_ACTION_NONE`.
+    pub fn from_code(code: u32) -> Result<Option<Action>, Error> {
+        match code {
+            abi::dp_action::DP_ACTION_NONE => Ok(None),
+            abi::dp_action::DP_ACTION_PASS => Ok(Some(Action::Pass)),
+            abi::dp_action::DP_ACTION_DROP => Ok(Some(Action::Drop)),
+            other => Err(Error::UnknownAction(other)),
+        }
+    }
+
+    /// Lower-case name (`"pass"`, `"drop"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Pass => "pass",
+            Action::Drop => "drop",
+        }
+    }
+}
+
+/// Kernel-side counters, summed over CPUs. See `enum dp_counter`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub rx: u64,
+    pub to_user: u64,
+    pub no_socket: u64,
+    pub bypass_pass: u64,
+    pub bypass_drop: u64,
+    pub parse_errors: u64,
+    pub non_ip: u64,
+    pub fragments: u64,
+}
+
+impl Counters {
+    fn from_array(values: &[u64; abi::dp_counter::DP_CNT_MAX as usize]) -> Self {
+        use abi::dp_counter::*;
+        Counters {
+            rx: values[DP_CNT_RX as usize],
+            to_user: values[DP_CNT_TO_USER as usize],
+            no_socket: values[DP_CNT_NO_SOCKET as usize],
+            bypass_pass: values[DP_CNT_BYPASS_PASS as usize],
+            bypass_drop: values[DP_CNT_BYPASS_DROP as usize],
+            parse_errors: values[DP_CNT_PARSE_ERRORS as usize],
+            non_ip: values[DP_CNT_NON_IP as usize],
+            fragments: values[DP_CNT_FRAGMENTS as usize],
+        }
+    }
+
+    /// Counter-wise difference `self - earlier` (saturating).
+    pub fn since(&self, earlier: &Counters) -> Counters {
+        Counters {
+            rx: self.rx.saturating_sub(earlier.rx),
+            to_user: self.to_user.saturating_sub(earlier.to_user),
+            no_socket: self.no_socket.saturating_sub(earlier.no_socket),
+            bypass_pass: self.bypass_pass.saturating_sub(earlier.bypass_pass),
+            bypass_drop: self.bypass_drop.saturating_sub(earlier.bypass_drop),
+            parse_errors: self.parse_errors.saturating_sub(earlier.parse_errors),
+            non_ip: self.non_ip.saturating_sub(earlier.non_ip),
+            fragments: self.fragments.saturating_sub(earlier.fragments),
+        }
+    }
+
+    /// Sum of the outcome counters; equals `rx` (every packet has exactly one outcome).
+    pub fn outcomes(&self) -> u64 {
+        self.to_user
+            + self.no_socket
+            + self.bypass_pass
+            + self.bypass_drop
+            + self.parse_errors
+            + self.non_ip
+            + self.fragments
+    }
+}
+
+/// Load-time options.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Capacity of the verdict map (LRU: the least recently used flow is
+    /// evicted when full, and goes back to user space if it returns).
+    pub verdict_entries: u32,
+    /// Put `struct dp_xdp_meta` (receive time) in front of frames sent to user space.
+    pub stamp_meta: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { verdict_entries: VERDICT_ENTRIES_DEFAULT, stamp_meta: true }
+    }
+}
+
+/// Result of one `BPF_PROG_TEST_RUN`.
+#[derive(Clone, Copy, Debug)]
+pub struct TestRunOutcome {
+    /// The XDP action returned (`XDP_PASS` = 2, `XDP_DROP` = 1, `XDP_REDIRECT` = 4...).
+    pub action: u32,
+    /// Average time per repetition as measured by the kernel.
+    pub duration: std::time::Duration,
+}
+
+/// XDP action codes (`enum xdp_action` in linux/bpf.h).
+pub mod xdp_action {
+    pub const ABORTED: u32 = 0;
+    pub const DROP: u32 = 1;
+    pub const PASS: u32 = 2;
+    pub const TX: u32 = 3;
+    pub const REDIRECT: u32 = 4;
+}
+
+/// The loaded program, its maps, and (once attached) its link.
+#[derive(Debug)]
+pub struct XdpRedirect {
+    ebpf: Ebpf,
+    attached: Option<(String, XdpLinkId, AttachedMode)>,
+}
+
+impl XdpRedirect {
+    /// Loads (verifies) the embedded program. Nothing is attached yet.
+    pub fn load(options: &LoadOptions) -> Result<Self, Error> {
+        let stamp: u32 = options.stamp_meta.into();
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(MAP_VERDICTS, options.verdict_entries)
+            .override_global(abi::c_name(abi::DP_GLOBAL_STAMP_META), &stamp, true)
+            .load(PROGRAM_OBJECT)?;
+        let program = program_mut(&mut ebpf)?;
+        program
+            .load()
+            .map_err(|source| Error::Program { what: "verifying the XDP program".into(), source })?;
+        Ok(XdpRedirect { ebpf, attached: None })
+    }
+
+    /// Attaches to `iface`. Refuses if another XDP program is attached there,
+    /// unless `force`, in which case that program is detached first.
+    pub fn attach(&mut self, iface: &str, mode: AttachMode, force: bool) -> Result<AttachedMode, Error> {
+        let ifindex = iface::index(iface)?;
+        if let Some(existing) = attached::query(iface, ifindex)? {
+            if !force {
+                return Err(Error::AlreadyAttached { iface: iface.to_string(), existing });
+            }
+            tracing::warn!(iface, %existing, "--force: detaching the XDP program already attached");
+            attached::detach(iface, ifindex, &existing)?;
+        }
+        let driver = iface::driver(iface).unwrap_or_else(|_| "unknown".to_string());
+        let program = program_mut(&mut self.ebpf)?;
+        let (link, got) = match mode {
+            AttachMode::Native => (attach_in(program, iface, &driver, AttachMode::Native)?, AttachedMode::Native),
+            AttachMode::Generic => (attach_in(program, iface, &driver, AttachMode::Generic)?, AttachedMode::Generic),
+            AttachMode::Auto => match attach_in(program, iface, &driver, AttachMode::Native) {
+                Ok(link) => (link, AttachedMode::Native),
+                Err(native_error) => {
+                    tracing::warn!(
+                        iface, driver, error = %native_error,
+                        "driver does not support native XDP; falling back to generic (skb) mode, \
+                         which is much slower and reports wrong RX queue indexes on some drivers"
+                    );
+                    (attach_in(program, iface, &driver, AttachMode::Generic)?, AttachedMode::Generic)
+                }
+            },
+        };
+        self.attached = Some((iface.to_string(), link, got));
+        tracing::info!(iface, mode = got.as_str(), driver, "XDP program attached");
+        Ok(got)
+    }
+
+    /// Detaches from the interface (also done on drop).
+    pub fn detach(&mut self) -> Result<(), Error> {
+        if let Some((iface, link, _)) = self.attached.take() {
+            program_mut(&mut self.ebpf)?
+                .detach(link)
+                .map_err(|source| Error::Program { what: format!("detaching from `{iface}`"), source })?;
+            tracing::info!(iface, "XDP program detached");
+        }
+        Ok(())
+    }
+
+    /// Puts an AF_XDP socket in the XSKMAP slot of `queue`.
+    pub fn register_socket(&mut self, queue: u32, socket: impl AsRawFd) -> Result<(), Error> {
+        let map = self.ebpf.map_mut(MAP_XSKS).ok_or(Error::Missing { kind: "map", name: MAP_XSKS })?;
+        let mut xsks = XskMap::try_from(map).map_err(|source| map_error(MAP_XSKS, "open", source))?;
+        xsks.set(queue, socket, 0)
+            .map_err(|source| map_error(MAP_XSKS, &format!("register the socket of queue {queue}"), source))
+    }
+
+    /// A handle on the verdict map that a worker thread can own.
+    pub fn verdict_map(&self) -> Result<VerdictMap, Error> {
+        let map = self.ebpf.map(MAP_VERDICTS).ok_or(Error::Missing { kind: "map", name: MAP_VERDICTS })?;
+        let data = match map {
+            Map::LruHashMap(data) | Map::HashMap(data) => data,
+            _ => return Err(Error::Missing { kind: "LRU hash map", name: MAP_VERDICTS }),
+        };
+        let fd = data
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| map_error(MAP_VERDICTS, "duplicate the map fd", MapError::from(e)))?;
+        let owned = MapData::from_fd(fd).map_err(|source| map_error(MAP_VERDICTS, "open", source))?;
+        let map = HashMap::try_from(Map::LruHashMap(owned)).map_err(|source| map_error(MAP_VERDICTS, "open", source))?;
+        Ok(VerdictMap { map })
+    }
+
+    /// Reads the kernel counters, summed over CPUs.
+    pub fn counters(&self) -> Result<Counters, Error> {
+        let map = self.ebpf.map(MAP_COUNTERS).ok_or(Error::Missing { kind: "map", name: MAP_COUNTERS })?;
+        let array: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(map).map_err(|source| map_error(MAP_COUNTERS, "open", source))?;
+        let mut sums = [0u64; abi::dp_counter::DP_CNT_MAX as usize];
+        for (index, sum) in sums.iter_mut().enumerate() {
+            let per_cpu = array
+                .get(&(index as u32), 0)
+                .map_err(|source| map_error(MAP_COUNTERS, &format!("read counter {index}"), source))?;
+            *sum = per_cpu.iter().sum();
+        }
+        Ok(Counters::from_array(&sums))
+    }
+
+    /// Runs the program once per repetition on `frame` with `BPF_PROG_TEST_RUN`
+    /// (no interface needed). Map side effects are real.
+    pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutcome, Error> {
+        let program: &Xdp = self
+            .ebpf
+            .program(PROGRAM_NAME)
+            .ok_or(Error::Missing { kind: "program", name: PROGRAM_NAME })?
+            .try_into()
+            .map_err(|source| Error::Program { what: "open program".into(), source })?;
+        // The kernel wants room for the program to grow the packet; give it the
+        // same size back as output so a rewrite would be visible.
+        let mut out = vec![0u8; frame.len() + 256];
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                repeat: repeat.max(1),
+                ..TestRunOptions::default()
+            })
+            .map_err(|source| Error::Program { what: "BPF_PROG_TEST_RUN".into(), source })?;
+        Ok(TestRunOutcome { action: result.return_value, duration: result.duration })
+    }
+}
+
+fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, Error> {
+    ebpf.program_mut(PROGRAM_NAME)
+        .ok_or(Error::Missing { kind: "program", name: PROGRAM_NAME })?
+        .try_into()
+        .map_err(|source| Error::Program { what: "open program".into(), source })
+}
+
+fn attach_in(program: &mut Xdp, iface: &str, driver: &str, mode: AttachMode) -> Result<XdpLinkId, Error> {
+    let xdp_mode = match mode {
+        AttachMode::Native | AttachMode::Auto => XdpMode::Driver,
+        AttachMode::Generic => XdpMode::Skb,
+    };
+    program.attach(iface, xdp_mode).map_err(|source| match source {
+        ProgramError::UnknownInterface { name } => Error::UnknownInterface(name),
+        source => Error::Attach { iface: iface.to_string(), mode, driver: driver.to_string(), source },
+    })
+}
+
+fn map_error(map: &'static str, what: &str, source: MapError) -> Error {
+    Error::Map { map, what: what.to_string(), source }
+}
+
+/// A worker's handle on the kernel verdict map (an owned, duplicated fd, so
+/// each thread has its own and none takes a lock).
+#[derive(Debug)]
+pub struct VerdictMap {
+    map: HashMap<MapData, FlowKey, Verdict>,
+}
+
+impl VerdictMap {
+    /// Writes (or overwrites) the verdict of a flow; its kernel counters restart at zero.
+    pub fn set(&mut self, key: &FlowKey, action: Action) -> Result<(), Error> {
+        let value = Verdict { action: action.code(), ..Verdict::default() };
+        self.map
+            .insert(key, value, 0)
+            .map_err(|source| map_error(MAP_VERDICTS, "write a verdict", source))
+    }
+
+    /// The kernel's entry for a flow, if any.
+    pub fn get(&self, key: &FlowKey) -> Result<Option<Verdict>, Error> {
+        match self.map.get(key, 0) {
+            Ok(value) => Ok(Some(value)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(source) => Err(map_error(MAP_VERDICTS, "read a verdict", source)),
+        }
+    }
+
+    /// Removes a flow's verdict (the flow goes back to user space).
+    pub fn remove(&mut self, key: &FlowKey) -> Result<(), Error> {
+        match self.map.remove(key) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(map_error(MAP_VERDICTS, "remove a verdict", source)),
+        }
+    }
+
+    /// All entries (a snapshot walk; entries may change while walking).
+    pub fn entries(&self) -> impl Iterator<Item = Result<(FlowKey, Verdict), Error>> + '_ {
+        self.map.iter().map(|entry| entry.map_err(|source| map_error(MAP_VERDICTS, "walk", source)))
+    }
+}
