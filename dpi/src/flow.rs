@@ -38,9 +38,20 @@ impl FlowKey {
     pub fn new(src: SocketAddr, dst: SocketAddr, proto: u8, vlan: u16) -> (FlowKey, bool) {
         let (s, d) = (addr_bytes(src.ip()), addr_bytes(dst.ip()));
         let src_is_a = (s, src.port()) <= (d, dst.port());
-        let ((addr_a, port_a), (addr_b, port_b)) =
-            if src_is_a { ((s, src.port()), (d, dst.port())) } else { ((d, dst.port()), (s, src.port())) };
-        let key = FlowKey { addr_a, addr_b, port_a, port_b, proto, ipv6: src.is_ipv6(), vlan };
+        let ((addr_a, port_a), (addr_b, port_b)) = if src_is_a {
+            ((s, src.port()), (d, dst.port()))
+        } else {
+            ((d, dst.port()), (s, src.port()))
+        };
+        let key = FlowKey {
+            addr_a,
+            addr_b,
+            port_a,
+            port_b,
+            proto,
+            ipv6: src.is_ipv6(),
+            vlan,
+        };
         (key, src_is_a)
     }
 
@@ -165,13 +176,27 @@ pub fn decode_ethernet(frame: &[u8]) -> Result<Decoded, DecodeError> {
                 return Err(DecodeError::Fragment);
             }
             let l4 = &eth.payload()[upper.offset..40 + ip.payload().len()];
-            decode_l4(l4, base + upper.offset, IpAddr::V6(ip.src()), IpAddr::V6(ip.dst()), upper.protocol, eth.vlan())
+            decode_l4(
+                l4,
+                base + upper.offset,
+                IpAddr::V6(ip.src()),
+                IpAddr::V6(ip.dst()),
+                upper.protocol,
+                eth.vlan(),
+            )
         }
         ethertype => Err(DecodeError::NotIp { ethertype }),
     }
 }
 
-fn decode_l4(l4: &[u8], l4_base: usize, src: IpAddr, dst: IpAddr, proto: u8, vlan: u16) -> Result<Decoded, DecodeError> {
+fn decode_l4(
+    l4: &[u8],
+    l4_base: usize,
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    vlan: u16,
+) -> Result<Decoded, DecodeError> {
     let (sport, dport, header_len, tcp_flags) = match proto {
         PROTO_TCP => {
             let t = tcp::Packet::new_checked(l4).map_err(|e| e.at(l4_base))?;
@@ -182,13 +207,19 @@ fn decode_l4(l4: &[u8], l4_base: usize, src: IpAddr, dst: IpAddr, proto: u8, vla
             (u.src_port(), u.dst_port(), 8, 0)
         }
         PROTO_ICMP | PROTO_ICMPV6 => {
-            let i = icmp::Packet::new_checked(l4, proto == PROTO_ICMPV6).map_err(|e| e.at(l4_base))?;
+            let i =
+                icmp::Packet::new_checked(l4, proto == PROTO_ICMPV6).map_err(|e| e.at(l4_base))?;
             let id = i.echo().map_or(0, |(id, _)| id);
             (id, id, 8, 0)
         }
         _ => (0, 0, 0, 0),
     };
-    let (key, from_a) = FlowKey::new(SocketAddr::new(src, sport), SocketAddr::new(dst, dport), proto, vlan);
+    let (key, from_a) = FlowKey::new(
+        SocketAddr::new(src, sport),
+        SocketAddr::new(dst, dport),
+        proto,
+        vlan,
+    );
     Ok(Decoded {
         key,
         from_a,
@@ -227,7 +258,12 @@ mod tests {
 
     #[test]
     fn equal_addresses_order_by_port() {
-        let (k, src_is_a) = FlowKey::new("[::1]:9".parse().unwrap(), "[::1]:7".parse().unwrap(), PROTO_TCP, 0);
+        let (k, src_is_a) = FlowKey::new(
+            "[::1]:9".parse().unwrap(),
+            "[::1]:7".parse().unwrap(),
+            PROTO_TCP,
+            0,
+        );
         assert!(!src_is_a);
         assert_eq!((k.port_a, k.port_b), (7, 9));
     }
@@ -237,10 +273,16 @@ mod tests {
         let mut arp = vec![0xff; 12];
         arp.extend_from_slice(&[0x08, 0x06]);
         arp.extend_from_slice(&[0; 28]);
-        assert_eq!(decode_ethernet(&arp), Err(DecodeError::NotIp { ethertype: 0x0806 }));
+        assert_eq!(
+            decode_ethernet(&arp),
+            Err(DecodeError::NotIp { ethertype: 0x0806 })
+        );
         let frame = udp4([1, 2, 3, 4], 1, [5, 6, 7, 8], 2);
         for len in 0..frame.len() {
-            assert!(decode_ethernet(&frame[..len]).is_err(), "truncated to {len}");
+            assert!(
+                decode_ethernet(&frame[..len]).is_err(),
+                "truncated to {len}"
+            );
         }
         // Every single-byte corruption either decodes or errors, never panics.
         for i in 0..frame.len() {

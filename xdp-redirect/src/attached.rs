@@ -25,7 +25,11 @@ pub struct AttachedProgram {
 
 impl fmt::Display for AttachedProgram {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "program id {} `{}` in {} mode", self.prog_id, self.name, self.mode)?;
+        write!(
+            f,
+            "program id {} `{}` in {} mode",
+            self.prog_id, self.name, self.mode
+        )?;
         if let Some(link) = self.link_id {
             write!(f, ", held by bpf_link id {link}")?;
         }
@@ -35,11 +39,18 @@ impl fmt::Display for AttachedProgram {
 
 /// What XDP program, if any, is attached to `ifindex`.
 pub(crate) fn query(iface: &str, ifindex: u32) -> Result<Option<AttachedProgram>, Error> {
-    let mut opts = sys::bpf_xdp_query_opts { sz: mem::size_of::<sys::bpf_xdp_query_opts>() as _, ..Default::default() };
+    let mut opts = sys::bpf_xdp_query_opts {
+        sz: mem::size_of::<sys::bpf_xdp_query_opts>() as _,
+        ..Default::default()
+    };
     // SAFETY: `opts` is a valid, sized `bpf_xdp_query_opts` that outlives the call.
     let rc = unsafe { sys::bpf_xdp_query(ifindex as c_int, 0, &mut opts) };
     if rc < 0 {
-        return Err(Error::Netlink { iface: iface.into(), what: "query attached XDP program", source: io::Error::from_raw_os_error(-rc) });
+        return Err(Error::Netlink {
+            iface: iface.into(),
+            what: "query attached XDP program",
+            source: io::Error::from_raw_os_error(-rc),
+        });
     }
     let mode = match u32::from(opts.attach_mode) {
         sys::XDP_ATTACHED_NONE => return Ok(None),
@@ -48,11 +59,21 @@ pub(crate) fn query(iface: &str, ifindex: u32) -> Result<Option<AttachedProgram>
         sys::XDP_ATTACHED_HW => "offload",
         _ => "multi",
     };
-    let prog_id = [opts.prog_id, opts.drv_prog_id, opts.skb_prog_id, opts.hw_prog_id]
-        .into_iter()
-        .find(|id| *id != 0)
-        .unwrap_or(0);
-    Ok(Some(AttachedProgram { prog_id, name: prog_name(prog_id), mode, link_id: xdp_link_on(ifindex) }))
+    let prog_id = [
+        opts.prog_id,
+        opts.drv_prog_id,
+        opts.skb_prog_id,
+        opts.hw_prog_id,
+    ]
+    .into_iter()
+    .find(|id| *id != 0)
+    .unwrap_or(0);
+    Ok(Some(AttachedProgram {
+        prog_id,
+        name: prog_name(prog_id),
+        mode,
+        link_id: xdp_link_on(ifindex),
+    }))
 }
 
 /// Removes `existing` from the interface: through its link if it has one,
@@ -84,7 +105,11 @@ pub(crate) fn detach(iface: &str, ifindex: u32, existing: &AttachedProgram) -> R
         }
     };
     if rc < 0 {
-        return Err(Error::Netlink { iface: iface.into(), what: "detach the existing XDP program", source: io::Error::from_raw_os_error(-rc) });
+        return Err(Error::Netlink {
+            iface: iface.into(),
+            what: "detach the existing XDP program",
+            source: io::Error::from_raw_os_error(-rc),
+        });
     }
     Ok(())
 }
@@ -105,7 +130,12 @@ fn prog_name(prog_id: u32) -> String {
     if rc < 0 {
         return "?".into();
     }
-    let name: Vec<u8> = info.name.iter().take_while(|c| **c != 0).map(|c| *c as u8).collect();
+    let name: Vec<u8> = info
+        .name
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect();
     String::from_utf8_lossy(&name).into_owned()
 }
 
@@ -132,7 +162,10 @@ fn xdp_link_on(ifindex: u32) -> Option<u32> {
         // SAFETY: closing the fd we opened above.
         unsafe { libc::close(fd) };
         // SAFETY: the union member matches the link type checked first.
-        if rc == 0 && info.type_ == sys::BPF_LINK_TYPE_XDP && unsafe { info.__bindgen_anon_1.xdp.ifindex } == ifindex {
+        if rc == 0
+            && info.type_ == sys::BPF_LINK_TYPE_XDP
+            && unsafe { info.__bindgen_anon_1.xdp.ifindex } == ifindex
+        {
             return Some(id);
         }
     }

@@ -10,7 +10,11 @@ pub fn index(iface: &str) -> Result<u32, Error> {
     let name = CString::new(iface).map_err(|_| Error::UnknownInterface(iface.to_string()))?;
     // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
     let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if index == 0 { Err(Error::UnknownInterface(iface.to_string())) } else { Ok(index) }
+    if index == 0 {
+        Err(Error::UnknownInterface(iface.to_string()))
+    } else {
+        Ok(index)
+    }
 }
 
 /// Number of RX queues the kernel has for the interface (`/sys/class/net/IF/queues/rx-*`).
@@ -47,7 +51,10 @@ pub fn driver(iface: &str) -> io::Result<String> {
     const SIOCETHTOOL: libc::c_ulong = 0x8946;
 
     if iface.len() >= libc::IFNAMSIZ {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "interface name too long"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "interface name too long",
+        ));
     }
     // SAFETY: all-zero is a valid value for these plain-integer structs.
     let mut info: EthtoolDrvinfo = unsafe { std::mem::zeroed() };
@@ -71,6 +78,10 @@ pub fn driver(iface: &str) -> io::Result<String> {
     if rc < 0 {
         return Err(err);
     }
-    let len = info.driver.iter().position(|b| *b == 0).unwrap_or(info.driver.len());
+    let len = info
+        .driver
+        .iter()
+        .position(|b| *b == 0)
+        .unwrap_or(info.driver.len());
     Ok(String::from_utf8_lossy(&info.driver[..len]).into_owned())
 }

@@ -29,7 +29,8 @@ pub use abi::{dp_flow_key as FlowKey, dp_verdict as Verdict, dp_xdp_meta as XdpM
 pub use attached::AttachedProgram;
 
 /// The compiled XDP object, embedded at build time.
-pub static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dp_xdp.o"));
+pub static PROGRAM_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dp_xdp.o"));
 
 /// Name of the program (the C function) in the object.
 pub const PROGRAM_NAME: &str = abi::c_name(abi::DP_PROG_NAME);
@@ -48,17 +49,22 @@ pub const VERDICT_ENTRIES_DEFAULT: u32 = abi::dp_limits::DP_VERDICT_ENTRIES_DEFA
 #[derive(Debug, Error)]
 pub enum Error {
     /// The kernel refused the object (verifier, missing BTF, no permission...).
-    #[error("loading the XDP program failed: {0} (are you root, or do you have CAP_BPF and CAP_NET_ADMIN?)")]
-    Load(#[from] aya::EbpfError),
+    #[error(
+        "loading the XDP program failed: {0} (are you root, or do you have CAP_BPF and CAP_NET_ADMIN?)"
+    )]
+    Load(#[from] Box<aya::EbpfError>),
     /// The embedded object lacks something this crate expects: a build bug.
     #[error("the embedded XDP object has no {kind} named `{name}` (build bug)")]
-    Missing { kind: &'static str, name: &'static str },
+    Missing {
+        kind: &'static str,
+        name: &'static str,
+    },
     /// A program operation failed.
     #[error("{what}: {source}")]
     Program {
         what: String,
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     /// A map operation failed.
     #[error("map `{map}`: {what}: {source}")]
@@ -66,7 +72,7 @@ pub enum Error {
         map: &'static str,
         what: String,
         #[source]
-        source: MapError,
+        source: Box<MapError>,
     },
     /// No interface of that name in this network namespace.
     #[error("interface `{0}` not found in this network namespace (see `ip link show`)")]
@@ -76,7 +82,10 @@ pub enum Error {
         "interface `{iface}` already has an XDP program attached ({existing}); \
          stop whatever attached it, or pass --force to replace it"
     )]
-    AlreadyAttached { iface: String, existing: AttachedProgram },
+    AlreadyAttached {
+        iface: String,
+        existing: AttachedProgram,
+    },
     /// Native mode was required and the driver does not do it.
     #[error(
         "attaching XDP to `{iface}` in {mode} mode failed: {source} (driver `{driver}`); \
@@ -87,7 +96,7 @@ pub enum Error {
         mode: AttachMode,
         driver: String,
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     /// Querying or detaching an existing program failed.
     #[error("interface `{iface}`: {what}: {source}")]
@@ -243,7 +252,10 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { verdict_entries: VERDICT_ENTRIES_DEFAULT, stamp_meta: true }
+        LoadOptions {
+            verdict_entries: VERDICT_ENTRIES_DEFAULT,
+            stamp_meta: true,
+        }
     }
 }
 
@@ -265,6 +277,11 @@ pub mod xdp_action {
     pub const REDIRECT: u32 = 4;
 }
 
+/// The XDP program attached to `iface`, if any (ours or anybody's).
+pub fn attached_program(iface: &str) -> Result<Option<AttachedProgram>, Error> {
+    attached::query(iface, iface::index(iface)?)
+}
+
 /// The loaded program, its maps, and (once attached) its link.
 #[derive(Debug)]
 pub struct XdpRedirect {
@@ -279,21 +296,34 @@ impl XdpRedirect {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(MAP_VERDICTS, options.verdict_entries)
             .override_global(abi::c_name(abi::DP_GLOBAL_STAMP_META), &stamp, true)
-            .load(PROGRAM_OBJECT)?;
+            .load(PROGRAM_OBJECT)
+            .map_err(Box::new)?;
         let program = program_mut(&mut ebpf)?;
-        program
-            .load()
-            .map_err(|source| Error::Program { what: "verifying the XDP program".into(), source })?;
-        Ok(XdpRedirect { ebpf, attached: None })
+        program.load().map_err(|source| Error::Program {
+            what: "verifying the XDP program".into(),
+            source: Box::new(source),
+        })?;
+        Ok(XdpRedirect {
+            ebpf,
+            attached: None,
+        })
     }
 
     /// Attaches to `iface`. Refuses if another XDP program is attached there,
     /// unless `force`, in which case that program is detached first.
-    pub fn attach(&mut self, iface: &str, mode: AttachMode, force: bool) -> Result<AttachedMode, Error> {
+    pub fn attach(
+        &mut self,
+        iface: &str,
+        mode: AttachMode,
+        force: bool,
+    ) -> Result<AttachedMode, Error> {
         let ifindex = iface::index(iface)?;
         if let Some(existing) = attached::query(iface, ifindex)? {
             if !force {
-                return Err(Error::AlreadyAttached { iface: iface.to_string(), existing });
+                return Err(Error::AlreadyAttached {
+                    iface: iface.to_string(),
+                    existing,
+                });
             }
             tracing::warn!(iface, %existing, "--force: detaching the XDP program already attached");
             attached::detach(iface, ifindex, &existing)?;
@@ -301,8 +331,14 @@ impl XdpRedirect {
         let driver = iface::driver(iface).unwrap_or_else(|_| "unknown".to_string());
         let program = program_mut(&mut self.ebpf)?;
         let (link, got) = match mode {
-            AttachMode::Native => (attach_in(program, iface, &driver, AttachMode::Native)?, AttachedMode::Native),
-            AttachMode::Generic => (attach_in(program, iface, &driver, AttachMode::Generic)?, AttachedMode::Generic),
+            AttachMode::Native => (
+                attach_in(program, iface, &driver, AttachMode::Native)?,
+                AttachedMode::Native,
+            ),
+            AttachMode::Generic => (
+                attach_in(program, iface, &driver, AttachMode::Generic)?,
+                AttachedMode::Generic,
+            ),
             AttachMode::Auto => match attach_in(program, iface, &driver, AttachMode::Native) {
                 Ok(link) => (link, AttachedMode::Native),
                 Err(native_error) => {
@@ -311,7 +347,10 @@ impl XdpRedirect {
                         "driver does not support native XDP; falling back to generic (skb) mode, \
                          which is much slower and reports wrong RX queue indexes on some drivers"
                     );
-                    (attach_in(program, iface, &driver, AttachMode::Generic)?, AttachedMode::Generic)
+                    (
+                        attach_in(program, iface, &driver, AttachMode::Generic)?,
+                        AttachedMode::Generic,
+                    )
                 }
             },
         };
@@ -325,7 +364,10 @@ impl XdpRedirect {
         if let Some((iface, link, _)) = self.attached.take() {
             program_mut(&mut self.ebpf)?
                 .detach(link)
-                .map_err(|source| Error::Program { what: format!("detaching from `{iface}`"), source })?;
+                .map_err(|source| Error::Program {
+                    what: format!("detaching from `{iface}`"),
+                    source: Box::new(source),
+                })?;
             tracing::info!(iface, "XDP program detached");
         }
         Ok(())
@@ -333,39 +375,61 @@ impl XdpRedirect {
 
     /// Puts an AF_XDP socket in the XSKMAP slot of `queue`.
     pub fn register_socket(&mut self, queue: u32, socket: impl AsRawFd) -> Result<(), Error> {
-        let map = self.ebpf.map_mut(MAP_XSKS).ok_or(Error::Missing { kind: "map", name: MAP_XSKS })?;
-        let mut xsks = XskMap::try_from(map).map_err(|source| map_error(MAP_XSKS, "open", source))?;
-        xsks.set(queue, socket, 0)
-            .map_err(|source| map_error(MAP_XSKS, &format!("register the socket of queue {queue}"), source))
+        let map = self.ebpf.map_mut(MAP_XSKS).ok_or(Error::Missing {
+            kind: "map",
+            name: MAP_XSKS,
+        })?;
+        let mut xsks =
+            XskMap::try_from(map).map_err(|source| map_error(MAP_XSKS, "open", source))?;
+        xsks.set(queue, socket, 0).map_err(|source| {
+            map_error(
+                MAP_XSKS,
+                &format!("register the socket of queue {queue}"),
+                source,
+            )
+        })
     }
 
     /// A handle on the verdict map that a worker thread can own.
     pub fn verdict_map(&self) -> Result<VerdictMap, Error> {
-        let map = self.ebpf.map(MAP_VERDICTS).ok_or(Error::Missing { kind: "map", name: MAP_VERDICTS })?;
+        let map = self.ebpf.map(MAP_VERDICTS).ok_or(Error::Missing {
+            kind: "map",
+            name: MAP_VERDICTS,
+        })?;
         let data = match map {
             Map::LruHashMap(data) | Map::HashMap(data) => data,
-            _ => return Err(Error::Missing { kind: "LRU hash map", name: MAP_VERDICTS }),
+            _ => {
+                return Err(Error::Missing {
+                    kind: "LRU hash map",
+                    name: MAP_VERDICTS,
+                });
+            }
         };
         let fd = data
             .fd()
             .as_fd()
             .try_clone_to_owned()
             .map_err(|e| map_error(MAP_VERDICTS, "duplicate the map fd", MapError::from(e)))?;
-        let owned = MapData::from_fd(fd).map_err(|source| map_error(MAP_VERDICTS, "open", source))?;
-        let map = HashMap::try_from(Map::LruHashMap(owned)).map_err(|source| map_error(MAP_VERDICTS, "open", source))?;
+        let owned =
+            MapData::from_fd(fd).map_err(|source| map_error(MAP_VERDICTS, "open", source))?;
+        let map = HashMap::try_from(Map::LruHashMap(owned))
+            .map_err(|source| map_error(MAP_VERDICTS, "open", source))?;
         Ok(VerdictMap { map })
     }
 
     /// Reads the kernel counters, summed over CPUs.
     pub fn counters(&self) -> Result<Counters, Error> {
-        let map = self.ebpf.map(MAP_COUNTERS).ok_or(Error::Missing { kind: "map", name: MAP_COUNTERS })?;
+        let map = self.ebpf.map(MAP_COUNTERS).ok_or(Error::Missing {
+            kind: "map",
+            name: MAP_COUNTERS,
+        })?;
         let array: PerCpuArray<_, u64> =
             PerCpuArray::try_from(map).map_err(|source| map_error(MAP_COUNTERS, "open", source))?;
         let mut sums = [0u64; abi::dp_counter::DP_CNT_MAX as usize];
         for (index, sum) in sums.iter_mut().enumerate() {
-            let per_cpu = array
-                .get(&(index as u32), 0)
-                .map_err(|source| map_error(MAP_COUNTERS, &format!("read counter {index}"), source))?;
+            let per_cpu = array.get(&(index as u32), 0).map_err(|source| {
+                map_error(MAP_COUNTERS, &format!("read counter {index}"), source)
+            })?;
             *sum = per_cpu.iter().sum();
         }
         Ok(Counters::from_array(&sums))
@@ -377,9 +441,15 @@ impl XdpRedirect {
         let program: &Xdp = self
             .ebpf
             .program(PROGRAM_NAME)
-            .ok_or(Error::Missing { kind: "program", name: PROGRAM_NAME })?
+            .ok_or(Error::Missing {
+                kind: "program",
+                name: PROGRAM_NAME,
+            })?
             .try_into()
-            .map_err(|source| Error::Program { what: "open program".into(), source })?;
+            .map_err(|source| Error::Program {
+                what: "open program".into(),
+                source: Box::new(source),
+            })?;
         // The kernel wants room for the program to grow the packet; give it the
         // same size back as output so a rewrite would be visible.
         let mut out = vec![0u8; frame.len() + 256];
@@ -390,31 +460,59 @@ impl XdpRedirect {
                 repeat: repeat.max(1),
                 ..TestRunOptions::default()
             })
-            .map_err(|source| Error::Program { what: "BPF_PROG_TEST_RUN".into(), source })?;
-        Ok(TestRunOutcome { action: result.return_value, duration: result.duration })
+            .map_err(|source| Error::Program {
+                what: "BPF_PROG_TEST_RUN".into(),
+                source: Box::new(source),
+            })?;
+        Ok(TestRunOutcome {
+            action: result.return_value,
+            duration: result.duration,
+        })
     }
 }
 
 fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, Error> {
     ebpf.program_mut(PROGRAM_NAME)
-        .ok_or(Error::Missing { kind: "program", name: PROGRAM_NAME })?
+        .ok_or(Error::Missing {
+            kind: "program",
+            name: PROGRAM_NAME,
+        })?
         .try_into()
-        .map_err(|source| Error::Program { what: "open program".into(), source })
+        .map_err(|source| Error::Program {
+            what: "open program".into(),
+            source: Box::new(source),
+        })
 }
 
-fn attach_in(program: &mut Xdp, iface: &str, driver: &str, mode: AttachMode) -> Result<XdpLinkId, Error> {
+fn attach_in(
+    program: &mut Xdp,
+    iface: &str,
+    driver: &str,
+    mode: AttachMode,
+) -> Result<XdpLinkId, Error> {
     let xdp_mode = match mode {
         AttachMode::Native | AttachMode::Auto => XdpMode::Driver,
         AttachMode::Generic => XdpMode::Skb,
     };
-    program.attach(iface, xdp_mode).map_err(|source| match source {
-        ProgramError::UnknownInterface { name } => Error::UnknownInterface(name),
-        source => Error::Attach { iface: iface.to_string(), mode, driver: driver.to_string(), source },
-    })
+    program
+        .attach(iface, xdp_mode)
+        .map_err(|source| match source {
+            ProgramError::UnknownInterface { name } => Error::UnknownInterface(name),
+            source => Error::Attach {
+                iface: iface.to_string(),
+                mode,
+                driver: driver.to_string(),
+                source: Box::new(source),
+            },
+        })
 }
 
 fn map_error(map: &'static str, what: &str, source: MapError) -> Error {
-    Error::Map { map, what: what.to_string(), source }
+    Error::Map {
+        map,
+        what: what.to_string(),
+        source: Box::new(source),
+    }
 }
 
 /// A worker's handle on the kernel verdict map (an owned, duplicated fd, so
@@ -427,7 +525,10 @@ pub struct VerdictMap {
 impl VerdictMap {
     /// Writes (or overwrites) the verdict of a flow; its kernel counters restart at zero.
     pub fn set(&mut self, key: &FlowKey, action: Action) -> Result<(), Error> {
-        let value = Verdict { action: action.code(), ..Verdict::default() };
+        let value = Verdict {
+            action: action.code(),
+            ..Verdict::default()
+        };
         self.map
             .insert(key, value, 0)
             .map_err(|source| map_error(MAP_VERDICTS, "write a verdict", source))
@@ -452,6 +553,8 @@ impl VerdictMap {
 
     /// All entries (a snapshot walk; entries may change while walking).
     pub fn entries(&self) -> impl Iterator<Item = Result<(FlowKey, Verdict), Error>> + '_ {
-        self.map.iter().map(|entry| entry.map_err(|source| map_error(MAP_VERDICTS, "walk", source)))
+        self.map
+            .iter()
+            .map(|entry| entry.map_err(|source| map_error(MAP_VERDICTS, "walk", source)))
     }
 }

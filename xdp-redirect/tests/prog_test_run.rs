@@ -29,7 +29,10 @@ enum Outcome {
 }
 
 fn expected(outcome: Outcome) -> (u32, Counters) {
-    let mut c = Counters { rx: 1, ..Counters::default() };
+    let mut c = Counters {
+        rx: 1,
+        ..Counters::default()
+    };
     let action = match outcome {
         Outcome::ToUserSpace => {
             c.no_socket = 1;
@@ -61,33 +64,108 @@ fn expected(outcome: Outcome) -> (u32, Counters) {
 
 fn check(prog: &XdpRedirect, what: &str, frame: &[u8], outcome: Outcome) {
     let before = prog.counters().unwrap();
-    let result = prog.test_run(frame, 1).unwrap_or_else(|e| panic!("{what}: test_run failed: {e}"));
+    let result = prog
+        .test_run(frame, 1)
+        .unwrap_or_else(|e| panic!("{what}: test_run failed: {e}"));
     let delta = prog.counters().unwrap().since(&before);
     let (action, counters) = expected(outcome);
-    assert_eq!(result.action, action, "{what}: XDP action (frame {} bytes)", frame.len());
+    assert_eq!(
+        result.action,
+        action,
+        "{what}: XDP action (frame {} bytes)",
+        frame.len()
+    );
     assert_eq!(delta, counters, "{what}: counter change");
-    assert_eq!(delta.rx, delta.outcomes(), "{what}: every packet has exactly one outcome");
+    assert_eq!(
+        delta.rx,
+        delta.outcomes(),
+        "{what}: every packet has exactly one outcome"
+    );
 }
 
 fn base_packets() -> Vec<(&'static str, Packet)> {
     let v4 = |l4| Packet::new(ip("198.18.0.1"), ip("198.18.0.2"), l4);
     let v6 = |l4| Packet::new(ip("2001:db8::1"), ip("2001:db8::2"), l4);
-    let mut with_opts = v4(L4::Udp { sport: 1000, dport: 53 }).with_payload(b"query");
+    let mut with_opts = v4(L4::Udp {
+        sport: 1000,
+        dport: 53,
+    })
+    .with_payload(b"query");
     with_opts.ipv4_options = vec![0x94, 0x04, 0, 0, 1, 1, 1, 0]; // router alert + NOPs
-    let mut v6_ext = v6(L4::Tcp { sport: 40000, dport: 443, flags: frames::TCP_SYN });
+    let mut v6_ext = v6(L4::Tcp {
+        sport: 40000,
+        dport: 443,
+        flags: frames::TCP_SYN,
+    });
     v6_ext.ipv6_ext = vec![Ipv6Ext::HopByHop, Ipv6Ext::Routing, Ipv6Ext::DestOpts];
     vec![
-        ("IPv4 TCP", v4(L4::Tcp { sport: 40000, dport: 80, flags: frames::TCP_SYN })),
-        ("IPv4 UDP", v4(L4::Udp { sport: 5353, dport: 53 }).with_payload(b"dns")),
-        ("IPv6 TCP", v6(L4::Tcp { sport: 40000, dport: 443, flags: frames::TCP_ACK })),
-        ("IPv6 UDP", v6(L4::Udp { sport: 4433, dport: 443 }).with_payload(&[0xc0; 32])),
-        ("IPv4 UDP in VLAN 100", v4(L4::Udp { sport: 1, dport: 2 }).with_vlans(&[100])),
-        ("IPv6 TCP in QinQ 100/200", v6(L4::Tcp { sport: 3, dport: 4, flags: 0 }).with_vlans(&[100, 200])),
+        (
+            "IPv4 TCP",
+            v4(L4::Tcp {
+                sport: 40000,
+                dport: 80,
+                flags: frames::TCP_SYN,
+            }),
+        ),
+        (
+            "IPv4 UDP",
+            v4(L4::Udp {
+                sport: 5353,
+                dport: 53,
+            })
+            .with_payload(b"dns"),
+        ),
+        (
+            "IPv6 TCP",
+            v6(L4::Tcp {
+                sport: 40000,
+                dport: 443,
+                flags: frames::TCP_ACK,
+            }),
+        ),
+        (
+            "IPv6 UDP",
+            v6(L4::Udp {
+                sport: 4433,
+                dport: 443,
+            })
+            .with_payload(&[0xc0; 32]),
+        ),
+        (
+            "IPv4 UDP in VLAN 100",
+            v4(L4::Udp { sport: 1, dport: 2 }).with_vlans(&[100]),
+        ),
+        (
+            "IPv6 TCP in QinQ 100/200",
+            v6(L4::Tcp {
+                sport: 3,
+                dport: 4,
+                flags: 0,
+            })
+            .with_vlans(&[100, 200]),
+        ),
         ("IPv4 with options", with_opts),
         ("IPv6 with 3 extension headers", v6_ext),
-        ("ICMP echo", v4(L4::Echo { id: 7, seq: 1, reply: false })),
-        ("ICMPv6 echo reply", v6(L4::Echo { id: 7, seq: 1, reply: true })),
-        ("IPv4 GRE (no ports)", v4(L4::Other(47)).with_payload(&[0; 4])),
+        (
+            "ICMP echo",
+            v4(L4::Echo {
+                id: 7,
+                seq: 1,
+                reply: false,
+            }),
+        ),
+        (
+            "ICMPv6 echo reply",
+            v6(L4::Echo {
+                id: 7,
+                seq: 1,
+                reply: true,
+            }),
+        ),
+        (
+            "IPv4 GRE (no ports)",
+            v4(L4::Other(47)).with_payload(&[0; 4]),
+        ),
     ]
 }
 
@@ -101,50 +179,115 @@ fn table_of_frames_root() {
     let v4 = |l4| Packet::new(ip("198.18.0.1"), ip("198.18.0.2"), l4);
     let mut first_fragment = v4(L4::Udp { sport: 1, dport: 2 }).with_payload(&[0; 16]);
     first_fragment.ipv4_fragment = Some((0, true));
-    check(&prog, "IPv4 first fragment (MF)", &first_fragment.build(), Outcome::Fragment);
+    check(
+        &prog,
+        "IPv4 first fragment (MF)",
+        &first_fragment.build(),
+        Outcome::Fragment,
+    );
     let mut later_fragment = first_fragment.clone();
     later_fragment.ipv4_fragment = Some((185, false));
-    check(&prog, "IPv4 last fragment (offset)", &later_fragment.build(), Outcome::Fragment);
+    check(
+        &prog,
+        "IPv4 last fragment (offset)",
+        &later_fragment.build(),
+        Outcome::Fragment,
+    );
     let mut v6_frag = Packet::udp(ip("2001:db8::1"), 1, ip("2001:db8::2"), 2);
-    v6_frag.ipv6_ext = vec![Ipv6Ext::HopByHop, Ipv6Ext::Fragment { offset: 0, more: true }];
-    check(&prog, "IPv6 fragment header", &v6_frag.build(), Outcome::Fragment);
+    v6_frag.ipv6_ext = vec![
+        Ipv6Ext::HopByHop,
+        Ipv6Ext::Fragment {
+            offset: 0,
+            more: true,
+        },
+    ];
+    check(
+        &prog,
+        "IPv6 fragment header",
+        &v6_frag.build(),
+        Outcome::Fragment,
+    );
 
     let mut too_many_ext = Packet::udp(ip("2001:db8::1"), 1, ip("2001:db8::2"), 2);
     too_many_ext.ipv6_ext = vec![Ipv6Ext::DestOpts; 5];
-    check(&prog, "IPv6 with 5 extension headers", &too_many_ext.build(), Outcome::ParseError);
+    check(
+        &prog,
+        "IPv6 with 5 extension headers",
+        &too_many_ext.build(),
+        Outcome::ParseError,
+    );
 
     let arp = frames::arp_request([2, 0, 0, 0, 0, 1], [198, 18, 0, 1], [198, 18, 0, 2]);
     check(&prog, "ARP request", &arp, Outcome::NonIp);
-    let lldp: Vec<u8> = [[0x01, 0x80, 0xc2, 0, 0, 0x0e], [2, 0, 0, 0, 0, 1]].concat().into_iter().chain([0x88, 0xcc, 0, 0]).collect();
+    let lldp: Vec<u8> = [[0x01, 0x80, 0xc2, 0, 0, 0x0e], [2, 0, 0, 0, 0, 1]]
+        .concat()
+        .into_iter()
+        .chain([0x88, 0xcc, 0, 0])
+        .collect();
     check(&prog, "LLDP", &lldp, Outcome::NonIp);
     let three_tags = v4(L4::Udp { sport: 1, dport: 2 }).with_vlans(&[1, 2, 3]);
-    check(&prog, "three VLAN tags", &three_tags.build(), Outcome::NonIp);
+    check(
+        &prog,
+        "three VLAN tags",
+        &three_tags.build(),
+        Outcome::NonIp,
+    );
 
     let mut bad_ihl = v4(L4::Udp { sport: 1, dport: 2 }).build();
     bad_ihl[14] = 0x44;
     check(&prog, "IPv4 IHL 4", &bad_ihl, Outcome::ParseError);
     let mut bad_version = v4(L4::Udp { sport: 1, dport: 2 }).build();
     bad_version[14] = 0x65;
-    check(&prog, "IPv4 ethertype with version 6", &bad_version, Outcome::ParseError);
-    let mut bad_doff = v4(L4::Tcp { sport: 1, dport: 2, flags: 0 }).build();
+    check(
+        &prog,
+        "IPv4 ethertype with version 6",
+        &bad_version,
+        Outcome::ParseError,
+    );
+    let mut bad_doff = v4(L4::Tcp {
+        sport: 1,
+        dport: 2,
+        flags: 0,
+    })
+    .build();
     bad_doff[14 + 20 + 12] = 0x40;
     check(&prog, "TCP data offset 4", &bad_doff, Outcome::ParseError);
     let mut long_total = v4(L4::Udp { sport: 1, dport: 2 }).build();
     long_total[16..18].copy_from_slice(&1500u16.to_be_bytes());
-    check(&prog, "IPv4 total length beyond the frame", &long_total, Outcome::ParseError);
+    check(
+        &prog,
+        "IPv4 total length beyond the frame",
+        &long_total,
+        Outcome::ParseError,
+    );
     let mut garbage = vec![0u8; 64];
     for (i, b) in garbage.iter_mut().enumerate() {
         *b = (i as u8).wrapping_mul(151).wrapping_add(7);
     }
     garbage[12..14].copy_from_slice(&[0x08, 0x00]);
-    check(&prog, "garbage with IPv4 ethertype", &garbage, Outcome::ParseError);
+    check(
+        &prog,
+        "garbage with IPv4 ethertype",
+        &garbage,
+        Outcome::ParseError,
+    );
     garbage[12..14].copy_from_slice(&[0x86, 0xdd]);
-    check(&prog, "garbage with IPv6 ethertype", &garbage, Outcome::ParseError);
+    check(
+        &prog,
+        "garbage with IPv6 ethertype",
+        &garbage,
+        Outcome::ParseError,
+    );
 
     // A padded minimum-size frame is still the same flow (padding is not payload).
     let mut padded = v4(L4::Udp { sport: 1, dport: 2 }).build();
     padded.resize(60, 0);
-    check(&prog, "IPv4 UDP with Ethernet padding", &padded, Outcome::ToUserSpace);
+    check(
+        &prog,
+        "IPv4 UDP with Ethernet padding",
+        &padded,
+        Outcome::ToUserSpace,
+    );
 }
 
 #[test]
@@ -156,7 +299,12 @@ fn every_truncation_is_a_counted_parse_error_root() {
         // test_run refuses frames shorter than an Ethernet header (EINVAL).
         for len in 14..frame.len() {
             let outcome = Outcome::ParseError;
-            check(&prog, &format!("{what} truncated to {len} (headers end at {headers_end})"), &frame[..len], outcome);
+            check(
+                &prog,
+                &format!("{what} truncated to {len} (headers end at {headers_end})"),
+                &frame[..len],
+                outcome,
+            );
         }
     }
 }
@@ -176,7 +324,11 @@ fn key(a: IpAddr, port_a: u16, b: IpAddr, port_b: u16, proto: u8, vlan: u16) -> 
         addr_b: bytes(b),
         port_a: port_a.to_be(),
         port_b: port_b.to_be(),
-        family: if a.is_ipv4() { abi::dp_family::DP_FAMILY_IPV4 } else { abi::dp_family::DP_FAMILY_IPV6 } as u8,
+        family: if a.is_ipv4() {
+            abi::dp_family::DP_FAMILY_IPV4
+        } else {
+            abi::dp_family::DP_FAMILY_IPV6
+        } as u8,
         proto,
         vlan,
     }
@@ -190,33 +342,106 @@ fn verdicts_act_on_both_directions_root() {
     // 198.18.0.9:5000 -> 198.18.0.2:53: endpoint A is 198.18.0.2:53 (smaller address).
     let fwd = Packet::udp(ip("198.18.0.9"), 5000, ip("198.18.0.2"), 53).with_payload(b"query");
     let k = key(ip("198.18.0.2"), 53, ip("198.18.0.9"), 5000, 17, 0);
-    check(&prog, "UDP before any verdict", &fwd.build(), Outcome::ToUserSpace);
+    check(
+        &prog,
+        "UDP before any verdict",
+        &fwd.build(),
+        Outcome::ToUserSpace,
+    );
     verdicts.set(&k, Action::Drop).unwrap();
-    check(&prog, "UDP with DROP verdict", &fwd.build(), Outcome::BypassDrop);
-    check(&prog, "reverse UDP with DROP verdict", &fwd.reversed().build(), Outcome::BypassDrop);
+    check(
+        &prog,
+        "UDP with DROP verdict",
+        &fwd.build(),
+        Outcome::BypassDrop,
+    );
+    check(
+        &prog,
+        "reverse UDP with DROP verdict",
+        &fwd.reversed().build(),
+        Outcome::BypassDrop,
+    );
     let entry = verdicts.get(&k).unwrap().expect("entry stays");
     assert_eq!(entry.packets, 2);
-    assert_eq!(entry.bytes, (fwd.build().len() + fwd.reversed().build().len()) as u64);
+    assert_eq!(
+        entry.bytes,
+        (fwd.build().len() + fwd.reversed().build().len()) as u64
+    );
     assert_ne!(entry.last_seen_ns, 0);
     // Another flow between the same hosts is untouched.
     let other = Packet::udp(ip("198.18.0.9"), 5001, ip("198.18.0.2"), 53);
-    check(&prog, "neighbouring flow", &other.build(), Outcome::ToUserSpace);
+    check(
+        &prog,
+        "neighbouring flow",
+        &other.build(),
+        Outcome::ToUserSpace,
+    );
 
     // Same addresses, ports decide the order; VLAN is part of the key.
-    let tcp = Packet::tcp(ip("2001:db8::5"), 443, ip("2001:db8::5"), 80, frames::TCP_ACK).with_vlans(&[42]);
+    let tcp = Packet::tcp(
+        ip("2001:db8::5"),
+        443,
+        ip("2001:db8::5"),
+        80,
+        frames::TCP_ACK,
+    )
+    .with_vlans(&[42]);
     let k6 = key(ip("2001:db8::5"), 80, ip("2001:db8::5"), 443, 6, 42);
     verdicts.set(&k6, Action::Pass).unwrap();
-    check(&prog, "TCP with PASS verdict", &tcp.build(), Outcome::BypassPass);
-    check(&prog, "reverse TCP with PASS verdict", &tcp.reversed().build(), Outcome::BypassPass);
-    check(&prog, "same flow in another VLAN", &tcp.clone().with_vlans(&[43]).build(), Outcome::ToUserSpace);
+    check(
+        &prog,
+        "TCP with PASS verdict",
+        &tcp.build(),
+        Outcome::BypassPass,
+    );
+    check(
+        &prog,
+        "reverse TCP with PASS verdict",
+        &tcp.reversed().build(),
+        Outcome::BypassPass,
+    );
+    check(
+        &prog,
+        "same flow in another VLAN",
+        &tcp.clone().with_vlans(&[43]).build(),
+        Outcome::ToUserSpace,
+    );
 
     // ICMP echo: both directions keyed on the identifier.
-    let echo = Packet::new(ip("198.18.0.1"), ip("198.18.0.2"), L4::Echo { id: 99, seq: 1, reply: false });
-    verdicts.set(&key(ip("198.18.0.1"), 99, ip("198.18.0.2"), 99, 1, 0), Action::Drop).unwrap();
-    check(&prog, "ICMP echo with DROP verdict", &echo.build(), Outcome::BypassDrop);
-    check(&prog, "ICMP echo reply with DROP verdict", &echo.reversed().build(), Outcome::BypassDrop);
+    let echo = Packet::new(
+        ip("198.18.0.1"),
+        ip("198.18.0.2"),
+        L4::Echo {
+            id: 99,
+            seq: 1,
+            reply: false,
+        },
+    );
+    verdicts
+        .set(
+            &key(ip("198.18.0.1"), 99, ip("198.18.0.2"), 99, 1, 0),
+            Action::Drop,
+        )
+        .unwrap();
+    check(
+        &prog,
+        "ICMP echo with DROP verdict",
+        &echo.build(),
+        Outcome::BypassDrop,
+    );
+    check(
+        &prog,
+        "ICMP echo reply with DROP verdict",
+        &echo.reversed().build(),
+        Outcome::BypassDrop,
+    );
 
     // Clearing a verdict sends the flow back to user space.
     verdicts.remove(&k).unwrap();
-    check(&prog, "UDP after verdict removed", &fwd.build(), Outcome::ToUserSpace);
+    check(
+        &prog,
+        "UDP after verdict removed",
+        &fwd.build(),
+        Outcome::ToUserSpace,
+    );
 }

@@ -43,7 +43,9 @@ impl<T: AsRef<[u8]>> Frame<T> {
         let mut offset = field::HEADER_LEN;
         let mut vlan = 0;
         let mut vlan_tags = 0;
-        while (ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ) && (vlan_tags as usize) < MAX_VLAN_TAGS {
+        while (ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ)
+            && (vlan_tags as usize) < MAX_VLAN_TAGS
+        {
             let tag = &b[offset..];
             need(Layer::Vlan, tag, field::VLAN_LEN).map_err(|e| e.at(offset))?;
             vlan = be16(tag, field::VLAN_TCI) & 0x0fff;
@@ -51,7 +53,13 @@ impl<T: AsRef<[u8]>> Frame<T> {
             offset += field::VLAN_LEN;
             vlan_tags += 1;
         }
-        Ok(Frame { buffer, ethertype, vlan, vlan_tags, payload_offset: offset })
+        Ok(Frame {
+            buffer,
+            ethertype,
+            vlan,
+            vlan_tags,
+            payload_offset: offset,
+        })
     }
 
     pub fn dst(&self) -> [u8; 6] {
@@ -114,7 +122,15 @@ mod tests {
     #[test]
     fn truncated_tag_names_the_layer_and_offset() {
         let err = Frame::new_checked(&QINQ[..17]).unwrap_err();
-        assert_eq!(err, Error::Truncated { layer: Layer::Vlan, offset: 14, needed: 4, available: 3 });
+        assert_eq!(
+            err,
+            Error::Truncated {
+                layer: Layer::Vlan,
+                offset: 14,
+                needed: 4,
+                available: 3
+            }
+        );
         assert!(Frame::new_checked(&QINQ[..13]).is_err());
     }
 }

@@ -57,9 +57,15 @@ mod tests {
     #[test]
     fn echo_fields_only_for_echo_types() {
         let req = [8, 0, 0, 0, 0x12, 0x34, 0, 7];
-        assert_eq!(Packet::new_checked(&req[..], false).unwrap().echo(), Some((0x1234, 7)));
+        assert_eq!(
+            Packet::new_checked(&req[..], false).unwrap().echo(),
+            Some((0x1234, 7))
+        );
         assert_eq!(Packet::new_checked(&req[..], true).unwrap().echo(), None);
         let unreachable = [3, 3, 0, 0, 0, 0, 0, 0];
-        assert_eq!(Packet::new_checked(&unreachable[..], false).unwrap().echo(), None);
+        assert_eq!(
+            Packet::new_checked(&unreachable[..], false).unwrap().echo(),
+            None
+        );
     }
 }

@@ -28,16 +28,28 @@ impl<T: AsRef<[u8]>> Packet<T> {
         let b = buffer.as_ref();
         need(Layer::Ipv4, b, field::MIN_HEADER_LEN)?;
         if b[field::VER_IHL] >> 4 != 4 {
-            return Err(Error::Malformed { layer: Layer::Ipv4, offset: 0, what: "version is not 4" });
+            return Err(Error::Malformed {
+                layer: Layer::Ipv4,
+                offset: 0,
+                what: "version is not 4",
+            });
         }
         let header_len = usize::from(b[field::VER_IHL] & 0x0f) * 4;
         if header_len < field::MIN_HEADER_LEN {
-            return Err(Error::Malformed { layer: Layer::Ipv4, offset: 0, what: "header length below 20 bytes" });
+            return Err(Error::Malformed {
+                layer: Layer::Ipv4,
+                offset: 0,
+                what: "header length below 20 bytes",
+            });
         }
         need(Layer::Ipv4, b, header_len)?;
         let total = usize::from(be16(b, field::TOTAL_LEN));
         if total < header_len {
-            return Err(Error::Malformed { layer: Layer::Ipv4, offset: 2, what: "total length shorter than the header" });
+            return Err(Error::Malformed {
+                layer: Layer::Ipv4,
+                offset: 2,
+                what: "total length shorter than the header",
+            });
         }
         need(Layer::Ipv4, b, total)?;
         Ok(Packet { buffer })
@@ -86,7 +98,8 @@ mod tests {
 
     // 198.18.0.1 -> 198.18.0.2, UDP, one 4-byte option (NOP x3 + EOL), 4 bytes payload
     const WITH_OPTION: [u8; 28] = [
-        0x46, 0, 0, 28, 0x12, 0x34, 0, 0, 64, 17, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2, 1, 1, 1, 0, 0xde, 0xad, 0xbe, 0xef,
+        0x46, 0, 0, 28, 0x12, 0x34, 0, 0, 64, 17, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2, 1, 1, 1, 0,
+        0xde, 0xad, 0xbe, 0xef,
     ];
 
     #[test]
@@ -102,7 +115,10 @@ mod tests {
     #[test]
     fn every_truncation_is_an_error() {
         for len in 0..WITH_OPTION.len() {
-            assert!(Packet::new_checked(&WITH_OPTION[..len]).is_err(), "length {len}");
+            assert!(
+                Packet::new_checked(&WITH_OPTION[..len]).is_err(),
+                "length {len}"
+            );
         }
     }
 
@@ -117,8 +133,14 @@ mod tests {
     fn bad_version_and_ihl_are_malformed() {
         let mut b = WITH_OPTION;
         b[0] = 0x66;
-        assert!(matches!(Packet::new_checked(&b[..]), Err(Error::Malformed { .. })));
+        assert!(matches!(
+            Packet::new_checked(&b[..]),
+            Err(Error::Malformed { .. })
+        ));
         b[0] = 0x44;
-        assert!(matches!(Packet::new_checked(&b[..]), Err(Error::Malformed { .. })));
+        assert!(matches!(
+            Packet::new_checked(&b[..]),
+            Err(Error::Malformed { .. })
+        ));
     }
 }

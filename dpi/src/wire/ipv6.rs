@@ -45,9 +45,17 @@ impl<T: AsRef<[u8]>> Packet<T> {
         let b = buffer.as_ref();
         need(Layer::Ipv6, b, field::HEADER_LEN)?;
         if b[field::VERSION] >> 4 != 6 {
-            return Err(Error::Malformed { layer: Layer::Ipv6, offset: 0, what: "version is not 6" });
+            return Err(Error::Malformed {
+                layer: Layer::Ipv6,
+                offset: 0,
+                what: "version is not 6",
+            });
         }
-        need(Layer::Ipv6, b, field::HEADER_LEN + usize::from(be16(b, field::PAYLOAD_LEN)))?;
+        need(
+            Layer::Ipv6,
+            b,
+            field::HEADER_LEN + usize::from(be16(b, field::PAYLOAD_LEN)),
+        )?;
         Ok(Packet { buffer })
     }
 
@@ -87,9 +95,16 @@ impl<T: AsRef<[u8]>> Packet<T> {
         let mut offset = 0usize;
         for _ in 0..MAX_EXT_HEADERS {
             if next == NEXT_FRAGMENT {
-                return Ok(UpperLayer { protocol: next, offset: field::HEADER_LEN + offset, fragment: true });
+                return Ok(UpperLayer {
+                    protocol: next,
+                    offset: field::HEADER_LEN + offset,
+                    fragment: true,
+                });
             }
-            if !matches!(next, NEXT_HOP_BY_HOP | NEXT_ROUTING | NEXT_DEST_OPTS | NEXT_AUTH) {
+            if !matches!(
+                next,
+                NEXT_HOP_BY_HOP | NEXT_ROUTING | NEXT_DEST_OPTS | NEXT_AUTH
+            ) {
                 break;
             }
             let ext = payload.get(offset..).unwrap_or(&[]);
@@ -103,14 +118,21 @@ impl<T: AsRef<[u8]>> Packet<T> {
             next = ext[0];
             offset += len;
         }
-        if matches!(next, NEXT_HOP_BY_HOP | NEXT_ROUTING | NEXT_DEST_OPTS | NEXT_AUTH | NEXT_FRAGMENT) {
+        if matches!(
+            next,
+            NEXT_HOP_BY_HOP | NEXT_ROUTING | NEXT_DEST_OPTS | NEXT_AUTH | NEXT_FRAGMENT
+        ) {
             return Err(Error::Malformed {
                 layer: Layer::Ipv6Ext,
                 offset: field::HEADER_LEN + offset,
                 what: "more extension headers than are walked",
             });
         }
-        Ok(UpperLayer { protocol: next, offset: field::HEADER_LEN + offset, fragment: false })
+        Ok(UpperLayer {
+            protocol: next,
+            offset: field::HEADER_LEN + offset,
+            fragment: false,
+        })
     }
 }
 
@@ -135,13 +157,26 @@ mod tests {
         ext.extend_from_slice(&[0; 8]);
         let p = packet(NEXT_HOP_BY_HOP, &ext);
         let ip = Packet::new_checked(&p[..]).unwrap();
-        assert_eq!(ip.upper_layer().unwrap(), UpperLayer { protocol: 17, offset: 56, fragment: false });
+        assert_eq!(
+            ip.upper_layer().unwrap(),
+            UpperLayer {
+                protocol: 17,
+                offset: 56,
+                fragment: false
+            }
+        );
     }
 
     #[test]
     fn fragment_header_stops_the_walk() {
         let p = packet(NEXT_FRAGMENT, &[17, 0, 0, 1, 0, 0, 0, 1]);
-        assert!(Packet::new_checked(&p[..]).unwrap().upper_layer().unwrap().fragment);
+        assert!(
+            Packet::new_checked(&p[..])
+                .unwrap()
+                .upper_layer()
+                .unwrap()
+                .fragment
+        );
     }
 
     #[test]
@@ -151,13 +186,22 @@ mod tests {
             ext.extend_from_slice(&[NEXT_DEST_OPTS, 0, 1, 4, 0, 0, 0, 0]);
         }
         let p = packet(NEXT_DEST_OPTS, &ext);
-        assert!(matches!(Packet::new_checked(&p[..]).unwrap().upper_layer(), Err(Error::Malformed { .. })));
+        assert!(matches!(
+            Packet::new_checked(&p[..]).unwrap().upper_layer(),
+            Err(Error::Malformed { .. })
+        ));
     }
 
     #[test]
     fn payload_length_beyond_buffer_is_truncated() {
         let mut p = packet(17, &[0; 8]);
         p.truncate(44);
-        assert!(matches!(Packet::new_checked(&p[..]), Err(Error::Truncated { layer: Layer::Ipv6, .. })));
+        assert!(matches!(
+            Packet::new_checked(&p[..]),
+            Err(Error::Truncated {
+                layer: Layer::Ipv6,
+                ..
+            })
+        ));
     }
 }

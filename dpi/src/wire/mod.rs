@@ -44,19 +44,44 @@ impl fmt::Display for Layer {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Error {
     /// The buffer ends before the header does.
-    Truncated { layer: Layer, offset: usize, needed: usize, available: usize },
+    Truncated {
+        layer: Layer,
+        offset: usize,
+        needed: usize,
+        available: usize,
+    },
     /// A field holds a value the layer does not allow (version, header length...).
-    Malformed { layer: Layer, offset: usize, what: &'static str },
+    Malformed {
+        layer: Layer,
+        offset: usize,
+        what: &'static str,
+    },
 }
 
 impl Error {
     /// The same error with its offset moved by `base` (the header's position in the frame).
     pub fn at(self, base: usize) -> Error {
         match self {
-            Error::Truncated { layer, offset, needed, available } => {
-                Error::Truncated { layer, offset: offset + base, needed, available }
-            }
-            Error::Malformed { layer, offset, what } => Error::Malformed { layer, offset: offset + base, what },
+            Error::Truncated {
+                layer,
+                offset,
+                needed,
+                available,
+            } => Error::Truncated {
+                layer,
+                offset: offset + base,
+                needed,
+                available,
+            },
+            Error::Malformed {
+                layer,
+                offset,
+                what,
+            } => Error::Malformed {
+                layer,
+                offset: offset + base,
+                what,
+            },
         }
     }
 }
@@ -64,11 +89,20 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Truncated { layer, offset, needed, available } => write!(
+            Error::Truncated {
+                layer,
+                offset,
+                needed,
+                available,
+            } => write!(
                 f,
                 "{layer} header at offset {offset} truncated: needs {needed} bytes, {available} available"
             ),
-            Error::Malformed { layer, offset, what } => write!(f, "{layer} header at offset {offset}: {what}"),
+            Error::Malformed {
+                layer,
+                offset,
+                what,
+            } => write!(f, "{layer} header at offset {offset}: {what}"),
         }
     }
 }
@@ -90,7 +124,12 @@ fn be32(b: &[u8], f: Field) -> u32 {
 #[inline]
 fn need(layer: Layer, buf: &[u8], needed: usize) -> Result<(), Error> {
     if buf.len() < needed {
-        Err(Error::Truncated { layer, offset: 0, needed, available: buf.len() })
+        Err(Error::Truncated {
+            layer,
+            offset: 0,
+            needed,
+            available: buf.len(),
+        })
     } else {
         Ok(())
     }

@@ -31,7 +31,11 @@ impl<T: AsRef<[u8]>> Packet<T> {
         need(Layer::Tcp, b, field::MIN_HEADER_LEN)?;
         let header_len = usize::from(b[field::DATA_OFFSET] >> 4) * 4;
         if header_len < field::MIN_HEADER_LEN {
-            return Err(Error::Malformed { layer: Layer::Tcp, offset: field::DATA_OFFSET, what: "data offset below 5" });
+            return Err(Error::Malformed {
+                layer: Layer::Tcp,
+                offset: field::DATA_OFFSET,
+                what: "data offset below 5",
+            });
         }
         need(Layer::Tcp, b, header_len)?;
         Ok(Packet { buffer })
@@ -72,7 +76,8 @@ mod tests {
 
     // 40000 -> 443, SYN, data offset 6 (one 4-byte option), 2 bytes payload
     const SEGMENT: [u8; 26] = [
-        0x9c, 0x40, 0x01, 0xbb, 0, 0, 0, 1, 0, 0, 0, 0, 0x60, 0x02, 0xfa, 0xf0, 0, 0, 0, 0, 2, 4, 5, 0xb4, 0xaa, 0xbb,
+        0x9c, 0x40, 0x01, 0xbb, 0, 0, 0, 1, 0, 0, 0, 0, 0x60, 0x02, 0xfa, 0xf0, 0, 0, 0, 0, 2, 4,
+        5, 0xb4, 0xaa, 0xbb,
     ];
 
     #[test]
@@ -89,6 +94,9 @@ mod tests {
         assert!(Packet::new_checked(&SEGMENT[..23]).is_err());
         let mut bad = SEGMENT;
         bad[12] = 0x40;
-        assert!(matches!(Packet::new_checked(&bad[..]), Err(Error::Malformed { .. })));
+        assert!(matches!(
+            Packet::new_checked(&bad[..]),
+            Err(Error::Malformed { .. })
+        ));
     }
 }

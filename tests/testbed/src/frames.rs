@@ -8,10 +8,21 @@ use std::net::IpAddr;
 /// The transport part of a test packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum L4 {
-    Tcp { sport: u16, dport: u16, flags: u8 },
-    Udp { sport: u16, dport: u16 },
+    Tcp {
+        sport: u16,
+        dport: u16,
+        flags: u8,
+    },
+    Udp {
+        sport: u16,
+        dport: u16,
+    },
     /// ICMP (v4) or ICMPv6 echo request (`reply` = false) or reply.
-    Echo { id: u16, seq: u16, reply: bool },
+    Echo {
+        id: u16,
+        seq: u16,
+        reply: bool,
+    },
     /// Any other IP protocol number, with no transport header.
     Other(u8),
 }
@@ -23,7 +34,10 @@ pub enum Ipv6Ext {
     Routing,
     DestOpts,
     /// Fragment header with this offset (8-byte units) and more-fragments bit.
-    Fragment { offset: u16, more: bool },
+    Fragment {
+        offset: u16,
+        more: bool,
+    },
 }
 
 impl Ipv6Ext {
@@ -85,7 +99,15 @@ impl Packet {
     }
 
     pub fn tcp(src: IpAddr, sport: u16, dst: IpAddr, dport: u16, flags: u8) -> Self {
-        Packet::new(src, dst, L4::Tcp { sport, dport, flags })
+        Packet::new(
+            src,
+            dst,
+            L4::Tcp {
+                sport,
+                dport,
+                flags,
+            },
+        )
     }
 
     pub fn with_payload(mut self, payload: &[u8]) -> Self {
@@ -110,9 +132,24 @@ impl Packet {
         std::mem::swap(&mut p.src, &mut p.dst);
         std::mem::swap(&mut p.src_mac, &mut p.dst_mac);
         p.l4 = match self.l4 {
-            L4::Tcp { sport, dport, flags } => L4::Tcp { sport: dport, dport: sport, flags },
-            L4::Udp { sport, dport } => L4::Udp { sport: dport, dport: sport },
-            L4::Echo { id, seq, reply } => L4::Echo { id, seq, reply: !reply },
+            L4::Tcp {
+                sport,
+                dport,
+                flags,
+            } => L4::Tcp {
+                sport: dport,
+                dport: sport,
+                flags,
+            },
+            L4::Udp { sport, dport } => L4::Udp {
+                sport: dport,
+                dport: sport,
+            },
+            L4::Echo { id, seq, reply } => L4::Echo {
+                id,
+                seq,
+                reply: !reply,
+            },
             L4::Other(proto) => L4::Other(proto),
         };
         p
@@ -146,7 +183,11 @@ impl Packet {
         f.extend_from_slice(&self.src_mac);
         let ethertype: u16 = if self.src.is_ipv4() { 0x0800 } else { 0x86dd };
         for (i, vid) in self.vlans.iter().enumerate() {
-            let tpid: u16 = if i == 0 && self.vlans.len() > 1 { 0x88a8 } else { 0x8100 };
+            let tpid: u16 = if i == 0 && self.vlans.len() > 1 {
+                0x88a8
+            } else {
+                0x8100
+            };
             f.extend_from_slice(&tpid.to_be_bytes());
             f.extend_from_slice(&vid.to_be_bytes());
         }
@@ -157,7 +198,7 @@ impl Packet {
         match (self.src, self.dst) {
             (IpAddr::V4(src), IpAddr::V4(dst)) => {
                 let mut opts = self.ipv4_options.clone();
-                while opts.len() % 4 != 0 {
+                while !opts.len().is_multiple_of(4) {
                     opts.push(0); // end-of-options padding
                 }
                 let hlen = 20 + opts.len();
@@ -185,13 +226,20 @@ impl Packet {
                 pseudo += u32::from(self.ip_proto()) + transport.len() as u32;
                 let l4_start = f.len();
                 f.extend_from_slice(&transport);
-                self.fill_l4_checksum(&mut f[l4_start..], if self.ip_proto() == 1 { 0 } else { pseudo });
+                self.fill_l4_checksum(
+                    &mut f[l4_start..],
+                    if self.ip_proto() == 1 { 0 } else { pseudo },
+                );
             }
             (IpAddr::V6(src), IpAddr::V6(dst)) => {
                 let mut ext_bytes = Vec::new();
                 let mut ext_bounds = Vec::new();
                 for (i, ext) in self.ipv6_ext.iter().enumerate() {
-                    let next = self.ipv6_ext.get(i + 1).map(|e| e.number()).unwrap_or(self.ip_proto());
+                    let next = self
+                        .ipv6_ext
+                        .get(i + 1)
+                        .map(|e| e.number())
+                        .unwrap_or(self.ip_proto());
                     match ext {
                         Ipv6Ext::Fragment { offset, more } => {
                             let fo = (offset << 3) | u16::from(*more);
@@ -207,7 +255,11 @@ impl Packet {
                     ext_bounds.push(ext_bytes.len());
                 }
                 let payload_len = ext_bytes.len() + transport.len();
-                let first_next = self.ipv6_ext.first().map(|e| e.number()).unwrap_or(self.ip_proto());
+                let first_next = self
+                    .ipv6_ext
+                    .first()
+                    .map(|e| e.number())
+                    .unwrap_or(self.ip_proto());
                 f.extend_from_slice(&[0x60, 0, 0, 0]);
                 f.extend_from_slice(&(payload_len as u16).to_be_bytes());
                 f.push(first_next);
@@ -243,7 +295,11 @@ impl Packet {
     fn transport_bytes(&self) -> Vec<u8> {
         let mut t = Vec::new();
         match self.l4 {
-            L4::Tcp { sport, dport, flags } => {
+            L4::Tcp {
+                sport,
+                dport,
+                flags,
+            } => {
                 t.extend_from_slice(&sport.to_be_bytes());
                 t.extend_from_slice(&dport.to_be_bytes());
                 t.extend_from_slice(&1000u32.to_be_bytes());
@@ -331,20 +387,38 @@ mod tests {
 
     #[test]
     fn ipv4_header_checksum_verifies() {
-        let p = Packet::udp("198.18.0.1".parse().unwrap(), 1000, "198.18.0.2".parse().unwrap(), 53)
-            .with_payload(b"hello");
+        let p = Packet::udp(
+            "198.18.0.1".parse().unwrap(),
+            1000,
+            "198.18.0.2".parse().unwrap(),
+            53,
+        )
+        .with_payload(b"hello");
         let f = p.build();
-        assert_eq!(checksum(&f[14..34], 0), 0, "a header with its checksum sums to zero");
+        assert_eq!(
+            checksum(&f[14..34], 0),
+            0,
+            "a header with its checksum sums to zero"
+        );
         assert_eq!(f.len(), 14 + 20 + 8 + 5);
         assert_eq!(p.header_boundaries(), vec![14, 34, 42]);
     }
 
     #[test]
     fn boundaries_cover_vlans_and_extensions() {
-        let mut p = Packet::tcp("2001:db8::1".parse().unwrap(), 1, "2001:db8::2".parse().unwrap(), 2, TCP_SYN)
-            .with_vlans(&[10, 20]);
+        let mut p = Packet::tcp(
+            "2001:db8::1".parse().unwrap(),
+            1,
+            "2001:db8::2".parse().unwrap(),
+            2,
+            TCP_SYN,
+        )
+        .with_vlans(&[10, 20]);
         p.ipv6_ext = vec![Ipv6Ext::HopByHop, Ipv6Ext::DestOpts];
-        assert_eq!(p.header_boundaries(), vec![22, 22 + 40, 22 + 48, 22 + 56, 22 + 56 + 20]);
+        assert_eq!(
+            p.header_boundaries(),
+            vec![22, 22 + 40, 22 + 48, 22 + 56, 22 + 56 + 20]
+        );
         assert_eq!(p.build().len(), 22 + 56 + 20);
     }
 }

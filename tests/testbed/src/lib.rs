@@ -46,7 +46,11 @@ pub fn run(cmd: &mut Command) -> io::Result<Output> {
 
 fn unique_suffix() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A network namespace this process created; deleted on drop.
@@ -85,13 +89,18 @@ impl Netns {
     /// Writes a sysctl of this namespace (`net.*` keys are per namespace).
     pub fn sysctl(&self, key: &str, value: &str) -> io::Result<()> {
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
-        run(self.command("sh").args(["-c", &format!("echo {value} > {path}")]))?;
+        run(self
+            .command("sh")
+            .args(["-c", &format!("echo {value} > {path}")]))?;
         Ok(())
     }
 
     /// Runs `f` on a thread that has entered this namespace; sockets it opens
     /// stay in the namespace.
-    pub fn run_inside<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
+    pub fn run_inside<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> io::Result<T> {
         let path = format!("/var/run/netns/{}", self.name);
         let handle = thread::spawn(move || -> io::Result<T> {
             let file = std::fs::File::open(&path)?;
@@ -103,13 +112,18 @@ impl Netns {
             }
             Ok(f())
         });
-        handle.join().map_err(|_| io::Error::other("namespace thread panicked"))?
+        handle
+            .join()
+            .map_err(|_| io::Error::other("namespace thread panicked"))?
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).stderr(Stdio::null()).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -141,10 +155,29 @@ impl Testbed {
         let dut = Netns::new("dpdut")?;
         let q = queues.to_string();
         gen_ns.ip(&[
-            "link", "add", "gen0", "numtxqueues", &q, "numrxqueues", &q, "type", "veth", "peer", "name", "dut0",
-            "netns", dut.name(), "numtxqueues", &q, "numrxqueues", &q,
+            "link",
+            "add",
+            "gen0",
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "dut0",
+            "netns",
+            dut.name(),
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
         ])?;
-        for (ns, ifname, addr) in [(&gen_ns, "gen0", "198.18.0.1/24"), (&dut, "dut0", "198.18.0.2/24")] {
+        for (ns, ifname, addr) in [
+            (&gen_ns, "gen0", "198.18.0.1/24"),
+            (&dut, "dut0", "198.18.0.2/24"),
+        ] {
             ns.sysctl(&format!("net.ipv6.conf.{ifname}.disable_ipv6"), "1")?;
             ns.ip(&["addr", "add", addr, "dev", ifname])?;
             run(ns.command("ethtool").args(["-K", ifname, "tx", "off"]))?;
@@ -174,10 +207,14 @@ impl Testbed {
 
 fn mac_of(ns: &Netns, ifname: &str) -> io::Result<[u8; 6]> {
     let out = ns.ip(&["-br", "link", "show", "dev", ifname])?;
-    let text = out.split_whitespace().nth(2).ok_or_else(|| io::Error::other(format!("no MAC in `{out}`")))?;
+    let text = out
+        .split_whitespace()
+        .nth(2)
+        .ok_or_else(|| io::Error::other(format!("no MAC in `{out}`")))?;
     let mut mac = [0u8; 6];
     for (i, part) in text.split(':').enumerate().take(6) {
-        mac[i] = u8::from_str_radix(part, 16).map_err(|e| io::Error::other(format!("MAC `{text}`: {e}")))?;
+        mac[i] = u8::from_str_radix(part, 16)
+            .map_err(|e| io::Error::other(format!("MAC `{text}`: {e}")))?;
     }
     Ok(mac)
 }
@@ -193,7 +230,11 @@ pub struct Process {
 impl Process {
     /// Spawns `cmd` with stdout and stderr captured.
     pub fn spawn(mut cmd: Command) -> io::Result<Process> {
-        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
         let lines = Arc::new(Mutex::new(Vec::new()));
         let (tx, new_line) = mpsc::channel();
         let out: Box<dyn Read + Send> = Box::new(child.stdout.take().expect("piped"));
@@ -209,7 +250,11 @@ impl Process {
                 }
             });
         }
-        Ok(Process { child, lines, new_line })
+        Ok(Process {
+            child,
+            lines,
+            new_line,
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -225,22 +270,46 @@ impl Process {
     pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> Result<String, String> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(line) = self.lines.lock().expect("no panics while held").iter().find(|l| l.contains(needle)) {
+            if let Some(line) = self
+                .lines
+                .lock()
+                .expect("no panics while held")
+                .iter()
+                .find(|l| l.contains(needle))
+            {
                 return Ok(line.clone());
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 // drain what the reader threads still hold
-                while self.new_line.recv_timeout(Duration::from_millis(100)).is_ok() {}
-                if let Some(line) = self.lines.lock().expect("no panics while held").iter().find(|l| l.contains(needle)) {
+                while self
+                    .new_line
+                    .recv_timeout(Duration::from_millis(100))
+                    .is_ok()
+                {}
+                if let Some(line) = self
+                    .lines
+                    .lock()
+                    .expect("no panics while held")
+                    .iter()
+                    .find(|l| l.contains(needle))
+                {
                     return Ok(line.clone());
                 }
-                return Err(format!("process exited ({status}) before printing `{needle}`:\n{}", self.output()));
+                return Err(format!(
+                    "process exited ({status}) before printing `{needle}`:\n{}",
+                    self.output()
+                ));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(format!("no `{needle}` within {timeout:?}:\n{}", self.output()));
+                return Err(format!(
+                    "no `{needle}` within {timeout:?}:\n{}",
+                    self.output()
+                ));
             }
-            let _ = self.new_line.recv_timeout(left.min(Duration::from_millis(200)));
+            let _ = self
+                .new_line
+                .recv_timeout(left.min(Duration::from_millis(200)));
         }
     }
 
@@ -258,11 +327,18 @@ impl Process {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait()? {
-                while self.new_line.recv_timeout(Duration::from_millis(100)).is_ok() {}
+                while self
+                    .new_line
+                    .recv_timeout(Duration::from_millis(100))
+                    .is_ok()
+                {}
                 return Ok(status);
             }
             if Instant::now() >= deadline {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, format!("still running after {timeout:?}")));
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("still running after {timeout:?}"),
+                ));
             }
             let _ = self.new_line.recv_timeout(Duration::from_millis(50));
         }
@@ -279,7 +355,11 @@ impl Drop for Process {
 }
 
 /// Polls `check` until it returns `Some`, or fails after `timeout` with `what`.
-pub fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Result<T, String> {
+pub fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Result<T, String> {
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_millis(5);
     loop {

@@ -53,7 +53,13 @@ enum Flow {
 
 fn raw_tcp_socket() -> io::Result<OwnedFd> {
     // SAFETY: plain socket(2); the fd is owned right away.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_TCP) };
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_TCP,
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -64,9 +70,15 @@ fn raw_tcp_socket() -> io::Result<OwnedFd> {
 /// The TCP header and payload of a segment (the kernel adds the IP header).
 fn tcp_segment(spec: &FlowSpec, sport: u16) -> Vec<u8> {
     let payload = vec![b't'; spec.payload_len];
-    let frame = frames::Packet::tcp(spec.src.into(), sport, spec.dst.into(), spec.dst_port, frames::TCP_ACK | frames::TCP_PSH)
-        .with_payload(&payload)
-        .build();
+    let frame = frames::Packet::tcp(
+        spec.src.into(),
+        sport,
+        spec.dst.into(),
+        spec.dst_port,
+        frames::TCP_ACK | frames::TCP_PSH,
+    )
+    .with_payload(&payload)
+    .build();
     frame[14 + 20..].to_vec()
 }
 
@@ -86,13 +98,18 @@ fn send_here(spec: &FlowSpec) -> io::Result<Sent> {
         let addr = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: 0,
-            sin_addr: libc::in_addr { s_addr: u32::from(spec.dst).to_be() },
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(spec.dst).to_be(),
+            },
             sin_zero: [0; 8],
         };
         flows.push(Flow::Tcp(raw_tcp_socket()?, tcp_segment(spec, sport), addr));
     }
     let payload = vec![b'u'; spec.payload_len];
-    let mut sent = Sent { flows: flows.len() as u32, ..Sent::default() };
+    let mut sent = Sent {
+        flows: flows.len() as u32,
+        ..Sent::default()
+    };
     let start = Instant::now();
     'rounds: for _ in 0..spec.packets_per_flow {
         for flow in &flows {

@@ -1,0 +1,246 @@
+//! Command line (clap derive). `dataplane --iface IF --queues N` runs the
+//! data plane; subcommands are added as the tool grows.
+
+use std::{path::PathBuf, str::FromStr};
+
+use clap::{Parser, ValueEnum};
+
+use crate::logging::LogFormat;
+
+/// Hybrid XDP / AF_XDP network function data plane.
+///
+/// Attaches an XDP program to IFACE, opens one AF_XDP socket per RX queue
+/// with a worker pinned to a core for each, sends the first packets of every
+/// flow to user space and, once a flow is decided, lets the kernel handle
+/// the rest of it. Ctrl-C (SIGINT) or SIGTERM stops it, detaches the program
+/// and prints a summary.
+#[derive(Debug, Parser)]
+#[command(name = "dataplane", version, about, long_about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// Log line format on stderr (level from RUST_LOG, default info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// Options of a data plane run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Network interface to attach to (e.g. eth1).
+    #[arg(long, short = 'i', value_name = "IFACE")]
+    pub iface: String,
+
+    /// Number of RX queues to serve, from queue 0 up; one AF_XDP socket and one worker each.
+    #[arg(long, short = 'q', default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub queues: u32,
+
+    /// Cores to pin workers to, in queue order (e.g. "2,3" or "2-5"). Default: one
+    /// core per queue starting at core 0, wrapping when there are fewer cores than queues.
+    #[arg(long, value_name = "LIST", value_parser = parse_core_list)]
+    pub cores: Option<CoreList>,
+
+    /// XDP attach mode. auto = native, else generic with a warning naming the driver.
+    #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
+    pub xdp_mode: XdpModeArg,
+
+    /// AF_XDP zero copy. auto = zero copy where the driver supports it, else copy mode
+    /// (logged); require = fail if not available; off = always copy mode.
+    #[arg(long, value_enum, default_value_t = ZeroCopyArg::Auto)]
+    pub zero_copy: ZeroCopyArg,
+
+    /// Entries in each AF_XDP ring (RX, TX, fill, completion); a power of two.
+    #[arg(long, default_value_t = 2048, value_parser = parse_power_of_two)]
+    pub ring_size: u32,
+
+    /// UMEM frame size in bytes: 2048 or 4096.
+    #[arg(long, default_value_t = 4096, value_parser = parse_frame_size)]
+    pub frame_size: u32,
+
+    /// Most frames a worker takes from its RX ring at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub batch: u32,
+
+    /// Busy-poll the sockets (SO_PREFER_BUSY_POLL) instead of sleeping in poll():
+    /// lower latency, a fully used core per worker.
+    #[arg(long)]
+    pub busy_poll: bool,
+
+    /// Packets of a flow user space sees before it writes a PASS verdict and the
+    /// kernel takes over the rest of the flow; "unlimited" keeps every packet in user space.
+    #[arg(long, default_value = "8", value_name = "K|unlimited")]
+    pub sniff_packets: SniffLimit,
+
+    /// Flows each worker tracks (LRU: the least recently seen flow is evicted when full).
+    #[arg(long, default_value_t = 262_144, value_parser = clap::value_parser!(u32).range(1..))]
+    pub flow_table_size: u32,
+
+    /// Capacity of the kernel's verdict map (LRU hash).
+    #[arg(long, default_value_t = xdp_redirect::VERDICT_ENTRIES_DEFAULT, value_parser = clap::value_parser!(u32).range(1..))]
+    pub verdict_map_size: u32,
+
+    /// Write the stats as JSON to this file when stopping (and every --stats-interval while running).
+    #[arg(long, value_name = "PATH")]
+    pub stats_json: Option<PathBuf>,
+
+    /// Seconds between stats refreshes (JSON file and a status log line); 0 = only at exit.
+    #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
+    pub stats_interval: f64,
+
+    /// Stop by itself after this many seconds, as on Ctrl-C.
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+
+    /// Replace an XDP program that is already attached to the interface.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `--xdp-mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum XdpModeArg {
+    Native,
+    Generic,
+    Auto,
+}
+
+impl From<XdpModeArg> for xdp_redirect::AttachMode {
+    fn from(mode: XdpModeArg) -> Self {
+        match mode {
+            XdpModeArg::Native => xdp_redirect::AttachMode::Native,
+            XdpModeArg::Generic => xdp_redirect::AttachMode::Generic,
+            XdpModeArg::Auto => xdp_redirect::AttachMode::Auto,
+        }
+    }
+}
+
+/// `--zero-copy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ZeroCopyArg {
+    Auto,
+    Require,
+    Off,
+}
+
+/// `--sniff-packets`: how many packets of a flow user space sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SniffLimit {
+    Packets(u32),
+    Unlimited,
+}
+
+impl FromStr for SniffLimit {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("unlimited") {
+            return Ok(SniffLimit::Unlimited);
+        }
+        match s.parse::<u32>() {
+            Ok(0) => Err("must be at least 1 (the first packet always reaches user space)".into()),
+            Ok(k) => Ok(SniffLimit::Packets(k)),
+            Err(_) => Err(format!("`{s}` is neither a packet count nor \"unlimited\"")),
+        }
+    }
+}
+
+impl std::fmt::Display for SniffLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SniffLimit::Packets(k) => write!(f, "{k}"),
+            SniffLimit::Unlimited => f.write_str("unlimited"),
+        }
+    }
+}
+
+/// A parsed `--cores` list, in queue order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CoreList(pub Vec<usize>);
+
+fn parse_core_list(s: &str) -> Result<CoreList, String> {
+    let mut cores = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = |_| format!("`{part}` is not a core number or range like 2-5");
+        match part.split_once('-') {
+            Some((lo, hi)) => {
+                let (lo, hi): (usize, usize) = (
+                    lo.trim().parse().map_err(bad)?,
+                    hi.trim().parse().map_err(bad)?,
+                );
+                if lo > hi {
+                    return Err(format!("range `{part}` runs backwards"));
+                }
+                cores.extend(lo..=hi);
+            }
+            None => cores.push(part.parse().map_err(bad)?),
+        }
+    }
+    if cores.is_empty() {
+        return Err("empty core list".into());
+    }
+    Ok(CoreList(cores))
+}
+
+fn parse_power_of_two(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if !(64..=65536).contains(&n) || !n.is_power_of_two() {
+        return Err(format!("{n} is not a power of two between 64 and 65536"));
+    }
+    Ok(n)
+}
+
+fn parse_frame_size(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n @ (2048 | 4096)) => Ok(n),
+        _ => Err(format!(
+            "`{s}`: the frame size must be 2048 or 4096 (an aligned UMEM needs a power of two, at least 2048, at most a page)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_lists_and_ranges() {
+        assert_eq!(
+            parse_core_list("0,2-4, 7").unwrap(),
+            CoreList(vec![0, 2, 3, 4, 7])
+        );
+        assert!(parse_core_list("4-2").is_err());
+        assert!(parse_core_list("x").is_err());
+        assert!(parse_core_list("").is_err());
+    }
+
+    #[test]
+    fn sniff_limit_values() {
+        assert_eq!("8".parse::<SniffLimit>().unwrap(), SniffLimit::Packets(8));
+        assert_eq!(
+            "Unlimited".parse::<SniffLimit>().unwrap(),
+            SniffLimit::Unlimited
+        );
+        assert!("0".parse::<SniffLimit>().is_err());
+        assert!("many".parse::<SniffLimit>().is_err());
+    }
+
+    #[test]
+    fn cli_defaults_and_validation() {
+        let cli = Cli::try_parse_from(["dataplane", "--iface", "eth1", "--queues", "4"]).unwrap();
+        assert_eq!(cli.run.queues, 4);
+        assert_eq!(cli.run.sniff_packets, SniffLimit::Packets(8));
+        assert_eq!(cli.run.xdp_mode, XdpModeArg::Auto);
+        assert!(
+            Cli::try_parse_from(["dataplane", "--iface", "eth1", "--ring-size", "1000"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["dataplane", "--iface", "eth1", "--queues", "0"]).is_err());
+        assert!(
+            Cli::try_parse_from(["dataplane", "--iface", "eth1", "--frame-size", "3000"]).is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["dataplane"]).is_err(),
+            "--iface is required"
+        );
+    }
+}

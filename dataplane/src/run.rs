@@ -1,0 +1,270 @@
+//! Start-up, the main loop and shutdown of a data plane run.
+//!
+//! Order matters: check everything, load the program, open every socket and
+//! put it in the XSKMAP, and only then attach the program, so a failure at any
+//! step leaves nothing on the interface. Shutdown detaches the program first
+//! (new packets go to the stack), lets the workers drain what is in flight,
+//! then reads the kernel counters, so the books balance.
+
+use std::{
+    collections::BTreeMap,
+    num::NonZeroUsize,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use crossbeam_channel::select;
+use hdrhistogram::Histogram;
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+use crate::{
+    cli::{Cli, RunArgs, SniffLimit},
+    preflight,
+    stats::{self, KernelStats, Percentiles, QueueStats, StatsDoc, WorkerReport},
+    worker::{Worker, WorkerConfig},
+    xsk::{self, BindMode, XskConfig},
+};
+
+/// Runs the data plane until SIGINT/SIGTERM or `--duration`.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    run_dataplane(&cli.run)
+}
+
+struct Merged {
+    reports: BTreeMap<u32, WorkerReport>,
+    processing: Histogram<u64>,
+    kernel_to_user: Histogram<u64>,
+    processing_by_queue: BTreeMap<u32, Histogram<u64>>,
+}
+
+impl Merged {
+    fn new() -> Self {
+        Merged {
+            reports: BTreeMap::new(),
+            processing: stats::new_histogram(),
+            kernel_to_user: stats::new_histogram(),
+            processing_by_queue: BTreeMap::new(),
+        }
+    }
+
+    fn add(&mut self, report: WorkerReport) {
+        // Histograms share bounds, so adding cannot fail.
+        let _ = self.processing.add(&report.processing_ns);
+        let _ = self.kernel_to_user.add(&report.kernel_to_user_ns);
+        let _ = self
+            .processing_by_queue
+            .entry(report.queue)
+            .or_insert_with(stats::new_histogram)
+            .add(&report.processing_ns);
+        self.reports.insert(report.queue, report);
+    }
+}
+
+fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
+    let plan = preflight::check(args)?;
+    let sniff_limit = match args.sniff_packets {
+        SniffLimit::Packets(k) => Some(k),
+        SniffLimit::Unlimited => None,
+    };
+
+    let mut program = xdp_redirect::XdpRedirect::load(&xdp_redirect::LoadOptions {
+        verdict_entries: args.verdict_map_size,
+        stamp_meta: true,
+    })?;
+
+    // Generic XDP cannot feed a zero-copy socket; when the mode is auto we
+    // find out which one we get only at attach time, so ask the driver up front.
+    let generic_xdp = args.xdp_mode == crate::cli::XdpModeArg::Generic;
+    let xsk_config = XskConfig {
+        ring_size: args.ring_size,
+        frame_size: args.frame_size,
+        zero_copy: args.zero_copy,
+        generic_xdp,
+        busy_poll: args.busy_poll,
+        batch: args.batch,
+    };
+    let mut sockets = Vec::with_capacity(args.queues as usize);
+    for queue in 0..args.queues {
+        let socket = xsk::open(&xsk_config, &args.iface, &plan.driver, queue)?;
+        program.register_socket(queue, socket.fd())?;
+        sockets.push(socket);
+    }
+    let bind_mode = sockets.first().map_or(BindMode::Copy, |s| s.bind_mode);
+
+    let xdp_mode = program.attach(&args.iface, args.xdp_mode.into(), args.force)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (report_tx, report_rx) = crossbeam_channel::unbounded::<WorkerReport>();
+    let report_every =
+        (args.stats_interval > 0.0).then(|| Duration::from_secs_f64(args.stats_interval));
+    let worker_config = WorkerConfig {
+        batch: args.batch,
+        ring_size: args.ring_size,
+        busy_poll: args.busy_poll,
+        sniff_limit,
+        flow_table_size: NonZeroUsize::new(args.flow_table_size as usize)
+            .context("--flow-table-size must be positive")?,
+        report_every,
+    };
+    let verdict_maps = (0..sockets.len())
+        .map(|_| program.verdict_map())
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut handles = Vec::with_capacity(sockets.len());
+    for ((socket, core), verdicts) in sockets
+        .into_iter()
+        .zip(plan.cores.iter().copied())
+        .zip(verdict_maps)
+    {
+        let queue = socket.queue;
+        let worker = Worker::new(
+            socket,
+            core,
+            worker_config,
+            verdicts,
+            report_tx.clone(),
+            Arc::clone(&stop),
+        );
+        handles.push((
+            queue,
+            worker
+                .spawn()
+                .with_context(|| format!("spawn the worker of queue {queue}"))?,
+        ));
+    }
+    drop(report_tx);
+
+    let started = Instant::now();
+    println!(
+        "dataplane: running on {}: {} queue(s) on cores {:?}, XDP {} mode, AF_XDP {} mode, sniffing {} packet(s) per flow; Ctrl-C to stop",
+        args.iface,
+        args.queues,
+        plan.cores,
+        xdp_mode.as_str(),
+        bind_mode.as_str(),
+        args.sniff_packets
+    );
+
+    let (signal_tx, signal_rx) = crossbeam_channel::bounded::<i32>(1);
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("install signal handlers")?;
+    let signals_handle = signals.handle();
+    std::thread::Builder::new()
+        .name("dp-signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                let _ = signal_tx.send(signal);
+            }
+        })?;
+
+    let deadline = args.duration.map(|d| started + Duration::from_secs_f64(d));
+    let tick = report_every.unwrap_or(Duration::from_secs(3600));
+    let mut merged = Merged::new();
+    let mut next_write = Instant::now() + tick;
+    let describe = |merged: &Merged, stopped: bool, kernel: KernelStats| StatsDoc {
+        iface: args.iface.clone(),
+        driver: plan.driver.clone(),
+        xdp_mode: xdp_mode.as_str(),
+        bind_mode: bind_mode.as_str(),
+        sniff_packets: args.sniff_packets.to_string(),
+        uptime_s: started.elapsed().as_secs_f64(),
+        stopped,
+        queues: merged
+            .reports
+            .values()
+            .map(|r| QueueStats {
+                queue: r.queue,
+                core: r.core,
+                counters: r.counters,
+                xsk: r.xsk,
+                latency_ns: merged
+                    .processing_by_queue
+                    .get(&r.queue)
+                    .map(Percentiles::of)
+                    .unwrap_or_default(),
+            })
+            .collect(),
+        kernel,
+        latency_ns: Percentiles::of(&merged.processing),
+        kernel_to_user_ns: Percentiles::of(&merged.kernel_to_user),
+    };
+
+    let reason = loop {
+        let until_deadline = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if until_deadline == Some(Duration::ZERO) {
+            break "duration reached".to_string();
+        }
+        let wait = until_deadline
+            .map_or(tick, |d| d.min(tick))
+            .min(next_write.saturating_duration_since(Instant::now()));
+        select! {
+            recv(signal_rx) -> signal => break format!("signal {}", signal.unwrap_or(0)),
+            recv(report_rx) -> report => match report {
+                Ok(report) => {
+                    if report.last {
+                        break format!("worker of queue {} stopped unexpectedly", report.queue);
+                    }
+                    merged.add(report);
+                }
+                Err(_) => break "all workers stopped".to_string(),
+            },
+            default(wait) => {}
+        }
+        if report_every.is_some() && Instant::now() >= next_write {
+            next_write = Instant::now() + tick;
+            let kernel = program
+                .counters()
+                .map(KernelStats::from)
+                .unwrap_or_default();
+            let doc = describe(&merged, false, kernel);
+            if let Some(path) = &args.stats_json
+                && let Err(e) = doc.write(path)
+            {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write the stats file");
+            }
+            let rx: u64 = doc.queues.iter().map(|q| q.counters.rx_packets).sum();
+            tracing::debug!(
+                user_rx = rx,
+                kernel_rx = kernel.rx,
+                bypass = kernel.bypass_pass + kernel.bypass_drop,
+                "status"
+            );
+        }
+    };
+    tracing::info!(%reason, "stopping");
+    signals_handle.close();
+
+    // 1. No new packets to user space; 2. workers drain what is in flight.
+    program.detach().context("detach the XDP program")?;
+    stop.store(true, Ordering::Release);
+    let mut failures = Vec::new();
+    for (queue, handle) in handles {
+        match handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failures.push(e.to_string()),
+            Err(_) => failures.push(format!("worker of queue {queue} panicked")),
+        }
+    }
+    while let Ok(report) = report_rx.try_recv() {
+        merged.add(report);
+    }
+    // 3. The maps outlive the detach: the counters are final now.
+    let kernel = KernelStats::from(program.counters()?);
+    let doc = describe(&merged, true, kernel);
+    if let Some(path) = &args.stats_json {
+        doc.write(path)
+            .with_context(|| format!("write the stats to {}", path.display()))?;
+    }
+    println!(
+        "{}",
+        stats::summary(&doc, &merged.processing, &merged.kernel_to_user)
+    );
+    drop(program);
+    if !failures.is_empty() {
+        bail!("{}", failures.join("; "));
+    }
+    Ok(())
+}

@@ -1,0 +1,282 @@
+//! End-to-end tests of the data plane core (root, network namespaces, real
+//! traffic from real sockets over a 4-queue veth pair). Each test builds its
+//! own testbed, which is removed on every exit path, panics included.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde_json::Value;
+use testbed::{Process, Testbed, traffic};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dataplane");
+const K: u64 = 8;
+
+fn start(tb: &Testbed, extra: &[&str]) -> Process {
+    let mut cmd = tb.dut.command(BIN);
+    cmd.args(["--iface", &tb.dut_if])
+        .args(extra)
+        .env("RUST_LOG", "info");
+    Process::spawn(cmd).expect("spawn dataplane")
+}
+
+fn stats_path(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("dataplane-e2e-{tag}-{}.json", std::process::id()))
+}
+
+fn read_stats(path: &Path) -> Option<Value> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+fn u(v: &Value, path: &str) -> u64 {
+    v.pointer(path)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("stats has no number at {path}: {v}"))
+}
+
+fn queue_sum(v: &Value, field: &str) -> u64 {
+    v["queues"]
+        .as_array()
+        .expect("queues array")
+        .iter()
+        .map(|q| q[field].as_u64().expect("number"))
+        .sum()
+}
+
+/// Packets user space or the kernel's verdict path accounted for.
+fn accounted(v: &Value) -> u64 {
+    queue_sum(v, "rx_packets") + u(v, "/kernel/bypass_pass") + u(v, "/kernel/bypass_drop")
+}
+
+#[test]
+fn four_queues_account_for_every_packet_root() {
+    testbed::require_root("the data plane end-to-end test");
+    let tb = Testbed::up(4).expect("testbed");
+    let stats = stats_path("account");
+    let _ = std::fs::remove_file(&stats);
+    let mut dp = start(
+        &tb,
+        &[
+            "--queues",
+            "4",
+            "--sniff-packets",
+            &K.to_string(),
+            "--stats-json",
+            stats.to_str().unwrap(),
+            "--stats-interval",
+            "0.1",
+        ],
+    );
+    dp.wait_for_line("dataplane: running", Duration::from_secs(20))
+        .unwrap();
+    assert!(tb.dut_has_xdp().unwrap(), "program attached while running");
+
+    // A few hundred flows, round robin, paced so that consecutive packets of
+    // one flow are far apart (30 ms) compared to a worker's batch turnaround.
+    let spec = traffic::FlowSpec {
+        src: tb.gen_ip,
+        dst: tb.dut_ip,
+        udp_flows: 200,
+        tcp_flows: 100,
+        packets_per_flow: 20,
+        payload_len: 64,
+        rate_pps: 10_000,
+        src_port_base: 20_000,
+        dst_port: 9,
+        max_duration: Duration::from_secs(20),
+    };
+    let flows = u64::from(spec.udp_flows + spec.tcp_flows);
+    let sent = traffic::send_flows(&tb.gen_ns, spec.clone()).expect("send traffic");
+    assert_eq!(
+        sent.packets(),
+        flows * u64::from(spec.packets_per_flow),
+        "generator sent everything within its time bound"
+    );
+
+    // Await the live stats catching up with what was sent.
+    testbed::wait_until(
+        "the live stats to account for every packet",
+        Duration::from_secs(15),
+        || read_stats(&stats).filter(|v| accounted(v) >= sent.packets()),
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nlast stats: {:?}\noutput:\n{}",
+            read_stats(&stats),
+            dp.output()
+        )
+    });
+
+    dp.signal(libc::SIGINT).unwrap();
+    let status = dp.wait_exit(Duration::from_secs(15)).unwrap();
+    assert!(
+        status.success(),
+        "dataplane exit {status}:\n{}",
+        dp.output()
+    );
+    assert!(
+        !tb.dut_has_xdp().unwrap(),
+        "no XDP program may remain attached after exit"
+    );
+    assert!(
+        dp.output().contains("percentile"),
+        "summary with latency percentiles:\n{}",
+        dp.output()
+    );
+
+    let v = read_stats(&stats).expect("final stats JSON");
+    let _ = std::fs::remove_file(&stats);
+    assert_eq!(v["stopped"], Value::Bool(true));
+    assert_eq!(v["xdp_mode"], "native");
+    assert_eq!(v["bind_mode"], "copy", "veth only does copy mode");
+    let user_rx = queue_sum(&v, "rx_packets");
+    let lost: u64 = v["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| u(q, "/xsk/rx_ring_full") + u(q, "/xsk/rx_dropped"))
+        .sum();
+    let ctx = format!("stats: {v:#}");
+
+    // Every packet sent is accounted for, exactly once.
+    assert_eq!(
+        user_rx + lost + u(&v, "/kernel/bypass_pass") + u(&v, "/kernel/bypass_drop"),
+        sent.packets(),
+        "{ctx}"
+    );
+    assert_eq!(
+        u(&v, "/kernel/to_user"),
+        user_rx + lost,
+        "redirected = received by workers + lost in rings; {ctx}"
+    );
+    assert_eq!(
+        lost, 0,
+        "no frames lost in the AF_XDP rings at 10 kpps; {ctx}"
+    );
+    assert_eq!(u(&v, "/kernel/parse_errors"), 0, "{ctx}");
+    assert_eq!(u(&v, "/kernel/no_socket"), 0, "{ctx}");
+    assert!(
+        u(&v, "/kernel/non_ip") >= 1,
+        "the ARP exchange went through XDP to the stack; {ctx}"
+    );
+
+    // Dynamic sniffing: each flow reached user space exactly K times, then the kernel took over.
+    assert_eq!(queue_sum(&v, "flows_seen"), flows, "{ctx}");
+    assert_eq!(
+        queue_sum(&v, "verdicts_written"),
+        flows,
+        "one verdict per flow; {ctx}"
+    );
+    assert_eq!(queue_sum(&v, "after_verdict_packets"), 0, "{ctx}");
+    for q in v["queues"].as_array().unwrap() {
+        assert!(
+            u(q, "/max_flow_packets") <= K,
+            "queue {} saw a flow more than K times; {ctx}",
+            q["queue"]
+        );
+    }
+    assert_eq!(user_rx, flows * K, "{ctx}");
+    assert_eq!(
+        u(&v, "/kernel/bypass_pass"),
+        sent.packets() - flows * K,
+        "{ctx}"
+    );
+
+    // RSS-like spreading: flows landed on more than one queue.
+    let busy_queues = v["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|q| u(q, "/rx_packets") > 0)
+        .count();
+    assert!(
+        busy_queues > 1,
+        "flows spread over {busy_queues} queue(s); {ctx}"
+    );
+    assert_eq!(
+        u(&v, "/latency_ns/count"),
+        user_rx,
+        "one processing-time sample per packet; {ctx}"
+    );
+
+    // ARP still resolves through the program.
+    let neigh = tb
+        .gen_ns
+        .ip(&["neigh", "show", &tb.dut_ip.to_string()])
+        .unwrap();
+    assert!(
+        neigh.contains("lladdr"),
+        "generator resolved the DUT's MAC: {neigh}"
+    );
+}
+
+#[test]
+fn second_dataplane_on_same_interface_is_refused_root() {
+    testbed::require_root("the data plane end-to-end test");
+    let tb = Testbed::up(2).expect("testbed");
+    let mut first = start(&tb, &["--queues", "2"]);
+    first
+        .wait_for_line("dataplane: running", Duration::from_secs(20))
+        .unwrap();
+
+    let mut second = start(&tb, &["--queues", "2"]);
+    let status = second.wait_exit(Duration::from_secs(20)).unwrap();
+    assert!(
+        !status.success(),
+        "second instance must fail:\n{}",
+        second.output()
+    );
+    assert!(
+        second
+            .output()
+            .contains("already has an XDP program attached")
+            && second.output().contains("--force"),
+        "says why and what to do:\n{}",
+        second.output()
+    );
+    assert!(
+        tb.dut_has_xdp().unwrap(),
+        "the first instance's program is untouched"
+    );
+
+    first.signal(libc::SIGTERM).unwrap();
+    let status = first.wait_exit(Duration::from_secs(15)).unwrap();
+    assert!(
+        status.success(),
+        "first instance exits cleanly:\n{}",
+        first.output()
+    );
+    assert!(!tb.dut_has_xdp().unwrap());
+}
+
+#[test]
+fn bad_input_fails_clearly_and_attaches_nothing_root() {
+    testbed::require_root("the data plane end-to-end test");
+    let tb = Testbed::up(4).expect("testbed");
+    let cases: [(&[&str], &str); 4] = [
+        (&["--iface", "nosuch0"], "interface `nosuch0` not found"),
+        (&["--iface", "dut0", "--queues", "8"], "has 4 RX queue(s)"),
+        (
+            &["--iface", "dut0", "--zero-copy", "require"],
+            "does not support AF_XDP zero copy",
+        ),
+        (&["--iface", "dut0", "--cores", "4096"], "names core 4096"),
+    ];
+    for (args, expected) in cases {
+        let mut cmd = tb.dut.command(BIN);
+        cmd.args(args);
+        let mut p = Process::spawn(cmd).unwrap();
+        let status = p.wait_exit(Duration::from_secs(20)).unwrap();
+        assert!(!status.success(), "{args:?} must fail");
+        assert!(
+            p.output().contains(expected),
+            "{args:?}: expected `{expected}` in:\n{}",
+            p.output()
+        );
+        assert!(
+            !tb.dut_has_xdp().unwrap(),
+            "{args:?} left a program attached"
+        );
+    }
+}
