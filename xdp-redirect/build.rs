@@ -4,16 +4,19 @@
 
 use std::{env, path::PathBuf, process::Command};
 
-const BPF_SOURCE: &str = "src/bpf/dp_xdp.c";
+/// (source, object) pairs: the data plane's program and the benchmark baselines.
+const BPF_PROGRAMS: [(&str, &str); 2] = [("src/bpf/dp_xdp.c", "dp_xdp.o"), ("src/bpf/dp_baseline.c", "dp_baseline.o")];
 const ABI_HEADER: &str = "src/bpf/dp_abi.h";
 
 fn main() {
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    println!("cargo:rerun-if-changed={BPF_SOURCE}");
     println!("cargo:rerun-if-changed={ABI_HEADER}");
     println!("cargo:rerun-if-env-changed=CLANG");
 
-    build_bpf_object(&out_dir);
+    for (source, object) in BPF_PROGRAMS {
+        println!("cargo:rerun-if-changed={source}");
+        build_bpf_object(source, &out_dir.join(object));
+    }
     generate_abi_bindings(&out_dir);
 }
 
@@ -24,16 +27,15 @@ fn multiarch_include() -> String {
     format!("/usr/include/{arch}-linux-gnu")
 }
 
-fn build_bpf_object(out_dir: &std::path::Path) {
+fn build_bpf_object(source: &str, object: &std::path::Path) {
     let clang = env::var("CLANG").unwrap_or_else(|_| "clang".to_string());
-    let object = out_dir.join("dp_xdp.o");
     let status = Command::new(&clang)
         .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
         .arg(format!("-I{}", multiarch_include()))
         .arg("-c")
-        .arg(BPF_SOURCE)
+        .arg(source)
         .arg("-o")
-        .arg(&object)
+        .arg(object)
         .status()
         .unwrap_or_else(|e| {
             panic!(
@@ -43,7 +45,7 @@ fn build_bpf_object(out_dir: &std::path::Path) {
         });
     assert!(
         status.success(),
-        "`{clang}` failed to build {BPF_SOURCE} (exit {status}); the compiler's message is above"
+        "`{clang}` failed to build {source} (exit {status}); the compiler's message is above"
     );
 }
 

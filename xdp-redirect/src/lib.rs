@@ -14,6 +14,7 @@
 
 pub mod abi;
 mod attached;
+pub mod baseline;
 pub mod iface;
 
 use std::os::fd::{AsFd as _, AsRawFd};
@@ -507,7 +508,7 @@ fn attach_in(
         })
 }
 
-fn map_error(map: &'static str, what: &str, source: MapError) -> Error {
+pub(crate) fn map_error(map: &'static str, what: &str, source: MapError) -> Error {
     Error::Map {
         map,
         what: what.to_string(),

@@ -91,7 +91,7 @@ struct dp_verdict {
 	__u32 flags;         /* reserved, zero; host byte order */
 	__u64 packets;       /* packets handled by XDP since the verdict; host byte order */
 	__u64 bytes;         /* bytes (L2 frame length) since the verdict; host byte order */
-	__u64 last_seen_ns;  /* bpf_ktime_get_ns() of the last packet; CLOCK_MONOTONIC */
+	__u64 last_seen_ns;  /* bpf_ktime_get_coarse_ns() of the last packet; CLOCK_MONOTONIC_COARSE */
 };
 
 /*

@@ -352,7 +352,7 @@ int dp_xdp(struct xdp_md *ctx)
 	if (verdict && verdict->action != DP_ACTION_NONE) {
 		__sync_fetch_and_add(&verdict->packets, 1);
 		__sync_fetch_and_add(&verdict->bytes, len);
-		verdict->last_seen_ns = bpf_ktime_get_ns();
+		verdict->last_seen_ns = bpf_ktime_get_coarse_ns(); /* ms precision is plenty for idle timeouts, and ~35 ns cheaper */
 		if (verdict->action == DP_ACTION_DROP) {
 			count(DP_CNT_BYPASS_DROP);
 			return XDP_DROP;

@@ -1,0 +1,103 @@
+//! Baseline XDP programs for benchmarks (`src/bpf/dp_baseline.c`): drop
+//! everything, pass everything, or redirect everything to the AF_XDP socket
+//! of its queue without parsing. Never used by the data plane itself.
+
+use std::os::fd::AsRawFd;
+
+use aya::{
+    Ebpf,
+    maps::XskMap,
+    programs::{TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
+};
+
+use crate::{Error, TestRunOutcome};
+
+/// The compiled baseline object, embedded at build time.
+pub static BASELINE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dp_baseline.o"));
+
+/// Which baseline program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `XDP_DROP` for every packet: the kernel ceiling.
+    DropAll,
+    /// `XDP_PASS` for every packet.
+    PassAll,
+    /// Redirect every packet to the socket of its queue: the user-space ceiling.
+    XskAll,
+}
+
+impl Kind {
+    pub fn program_name(self) -> &'static str {
+        match self {
+            Kind::DropAll => "xdp_drop_all",
+            Kind::PassAll => "xdp_pass_all",
+            Kind::XskAll => "xdp_xsk_all",
+        }
+    }
+}
+
+/// The loaded baseline programs.
+#[derive(Debug)]
+pub struct Baseline {
+    ebpf: Ebpf,
+    link: Option<(Kind, XdpLinkId)>,
+}
+
+impl Baseline {
+    /// Loads all three programs (verified, not attached).
+    pub fn load() -> Result<Self, Error> {
+        let mut ebpf = Ebpf::load(BASELINE_OBJECT).map_err(Box::new)?;
+        for kind in [Kind::DropAll, Kind::PassAll, Kind::XskAll] {
+            program_mut(&mut ebpf, kind)?
+                .load()
+                .map_err(|source| Error::Program { what: format!("load {}", kind.program_name()), source: Box::new(source) })?;
+        }
+        Ok(Baseline { ebpf, link: None })
+    }
+
+    /// `BPF_PROG_TEST_RUN` of one program on `frame`.
+    pub fn test_run(&self, kind: Kind, frame: &[u8], repeat: u32) -> Result<TestRunOutcome, Error> {
+        let program: &Xdp = self
+            .ebpf
+            .program(kind.program_name())
+            .ok_or(Error::Missing { kind: "program", name: kind.program_name() })?
+            .try_into()
+            .map_err(|source| Error::Program { what: "open program".into(), source: Box::new(source) })?;
+        let mut out = vec![0u8; frame.len() + 256];
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                repeat: repeat.max(1),
+                ..TestRunOptions::default()
+            })
+            .map_err(|source| Error::Program { what: "BPF_PROG_TEST_RUN".into(), source: Box::new(source) })?;
+        Ok(TestRunOutcome { action: result.return_value, duration: result.duration })
+    }
+
+    /// Attaches one program in native mode (detached on drop).
+    pub fn attach(&mut self, kind: Kind, iface: &str) -> Result<(), Error> {
+        let link = program_mut(&mut self.ebpf, kind)?.attach(iface, XdpMode::Driver).map_err(|source| Error::Attach {
+            iface: iface.to_string(),
+            mode: crate::AttachMode::Native,
+            driver: crate::iface::driver(iface).unwrap_or_default(),
+            source: Box::new(source),
+        })?;
+        self.link = Some((kind, link));
+        Ok(())
+    }
+
+    /// Puts a socket in the bare XSKMAP slot of `queue` (for [`Kind::XskAll`]).
+    pub fn register_socket(&mut self, queue: u32, socket: impl AsRawFd) -> Result<(), Error> {
+        let map = self.ebpf.map_mut("bare_xsks").ok_or(Error::Missing { kind: "map", name: "bare_xsks" })?;
+        let mut xsks = XskMap::try_from(map).map_err(|source| crate::map_error("bare_xsks", "open", source))?;
+        xsks.set(queue, socket, 0).map_err(|source| crate::map_error("bare_xsks", "register a socket", source))
+    }
+}
+
+fn program_mut(ebpf: &mut Ebpf, kind: Kind) -> Result<&mut Xdp, Error> {
+    ebpf.program_mut(kind.program_name())
+        .ok_or(Error::Missing { kind: "program", name: kind.program_name() })?
+        .try_into()
+        .map_err(|source| Error::Program { what: "open program".into(), source: Box::new(source) })
+}
