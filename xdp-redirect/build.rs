@@ -5,7 +5,10 @@
 use std::{env, path::PathBuf, process::Command};
 
 /// (source, object) pairs: the data plane's program and the benchmark baselines.
-const BPF_PROGRAMS: [(&str, &str); 2] = [("src/bpf/dp_xdp.c", "dp_xdp.o"), ("src/bpf/dp_baseline.c", "dp_baseline.o")];
+const BPF_PROGRAMS: [(&str, &str); 2] = [
+    ("src/bpf/dp_xdp.c", "dp_xdp.o"),
+    ("src/bpf/dp_baseline.c", "dp_baseline.o"),
+];
 const ABI_HEADER: &str = "src/bpf/dp_abi.h";
 
 fn main() {

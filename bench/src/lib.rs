@@ -12,7 +12,11 @@ pub fn median(values: &mut [f64]) -> f64 {
     assert!(!values.is_empty(), "median of nothing");
     values.sort_by(f64::total_cmp);
     let mid = values.len() / 2;
-    if values.len() % 2 == 1 { values[mid] } else { (values[mid - 1] + values[mid]) / 2.0 }
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
 }
 
 #[cfg(test)]

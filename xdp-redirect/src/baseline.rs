@@ -13,7 +13,8 @@ use aya::{
 use crate::{Error, TestRunOutcome};
 
 /// The compiled baseline object, embedded at build time.
-pub static BASELINE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dp_baseline.o"));
+pub static BASELINE_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dp_baseline.o"));
 
 /// Which baseline program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,7 +51,10 @@ impl Baseline {
         for kind in [Kind::DropAll, Kind::PassAll, Kind::XskAll] {
             program_mut(&mut ebpf, kind)?
                 .load()
-                .map_err(|source| Error::Program { what: format!("load {}", kind.program_name()), source: Box::new(source) })?;
+                .map_err(|source| Error::Program {
+                    what: format!("load {}", kind.program_name()),
+                    source: Box::new(source),
+                })?;
         }
         Ok(Baseline { ebpf, link: None })
     }
@@ -60,9 +64,15 @@ impl Baseline {
         let program: &Xdp = self
             .ebpf
             .program(kind.program_name())
-            .ok_or(Error::Missing { kind: "program", name: kind.program_name() })?
+            .ok_or(Error::Missing {
+                kind: "program",
+                name: kind.program_name(),
+            })?
             .try_into()
-            .map_err(|source| Error::Program { what: "open program".into(), source: Box::new(source) })?;
+            .map_err(|source| Error::Program {
+                what: "open program".into(),
+                source: Box::new(source),
+            })?;
         let mut out = vec![0u8; frame.len() + 256];
         let result = program
             .test_run(TestRunOptions {
@@ -71,33 +81,52 @@ impl Baseline {
                 repeat: repeat.max(1),
                 ..TestRunOptions::default()
             })
-            .map_err(|source| Error::Program { what: "BPF_PROG_TEST_RUN".into(), source: Box::new(source) })?;
-        Ok(TestRunOutcome { action: result.return_value, duration: result.duration })
+            .map_err(|source| Error::Program {
+                what: "BPF_PROG_TEST_RUN".into(),
+                source: Box::new(source),
+            })?;
+        Ok(TestRunOutcome {
+            action: result.return_value,
+            duration: result.duration,
+        })
     }
 
     /// Attaches one program in native mode (detached on drop).
     pub fn attach(&mut self, kind: Kind, iface: &str) -> Result<(), Error> {
-        let link = program_mut(&mut self.ebpf, kind)?.attach(iface, XdpMode::Driver).map_err(|source| Error::Attach {
-            iface: iface.to_string(),
-            mode: crate::AttachMode::Native,
-            driver: crate::iface::driver(iface).unwrap_or_default(),
-            source: Box::new(source),
-        })?;
+        let link = program_mut(&mut self.ebpf, kind)?
+            .attach(iface, XdpMode::Driver)
+            .map_err(|source| Error::Attach {
+                iface: iface.to_string(),
+                mode: crate::AttachMode::Native,
+                driver: crate::iface::driver(iface).unwrap_or_default(),
+                source: Box::new(source),
+            })?;
         self.link = Some((kind, link));
         Ok(())
     }
 
     /// Puts a socket in the bare XSKMAP slot of `queue` (for [`Kind::XskAll`]).
     pub fn register_socket(&mut self, queue: u32, socket: impl AsRawFd) -> Result<(), Error> {
-        let map = self.ebpf.map_mut("bare_xsks").ok_or(Error::Missing { kind: "map", name: "bare_xsks" })?;
-        let mut xsks = XskMap::try_from(map).map_err(|source| crate::map_error("bare_xsks", "open", source))?;
-        xsks.set(queue, socket, 0).map_err(|source| crate::map_error("bare_xsks", "register a socket", source))
+        let map = self.ebpf.map_mut("bare_xsks").ok_or(Error::Missing {
+            kind: "map",
+            name: "bare_xsks",
+        })?;
+        let mut xsks = XskMap::try_from(map)
+            .map_err(|source| crate::map_error("bare_xsks", "open", source))?;
+        xsks.set(queue, socket, 0)
+            .map_err(|source| crate::map_error("bare_xsks", "register a socket", source))
     }
 }
 
 fn program_mut(ebpf: &mut Ebpf, kind: Kind) -> Result<&mut Xdp, Error> {
     ebpf.program_mut(kind.program_name())
-        .ok_or(Error::Missing { kind: "program", name: kind.program_name() })?
+        .ok_or(Error::Missing {
+            kind: "program",
+            name: kind.program_name(),
+        })?
         .try_into()
-        .map_err(|source| Error::Program { what: "open program".into(), source: Box::new(source) })
+        .map_err(|source| Error::Program {
+            what: "open program".into(),
+            source: Box::new(source),
+        })
 }

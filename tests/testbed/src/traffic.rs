@@ -84,10 +84,11 @@ fn tcp_segment(spec: &FlowSpec, sport: u16) -> Vec<u8> {
 
 /// Sends `spec` from inside `ns`. Returns what was actually sent.
 pub fn send_flows(ns: &Netns, spec: FlowSpec) -> io::Result<Sent> {
-    ns.run_inside(move || send_here(&spec))?
+    ns.run_inside(move || send_from_here(&spec))?
 }
 
-fn send_here(spec: &FlowSpec) -> io::Result<Sent> {
+/// Sends `spec` from the calling thread's network namespace.
+pub fn send_from_here(spec: &FlowSpec) -> io::Result<Sent> {
     let mut flows = Vec::new();
     for i in 0..spec.udp_flows {
         let sock = UdpSocket::bind(SocketAddrV4::new(spec.src, spec.src_port_base + i))?;

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing the data plane need on a fresh
+# Debian machine, and nothing else. Safe to run again: only missing packages
+# are installed.
+#   clang, llvm, libbpf-dev, linux-libc-dev  build the XDP program (clang -target bpf)
+#   libclang1 (with clang)                   bindgen generates the ABI types
+#   libelf-dev zlib1g-dev m4 make pkg-config xsk-rs builds libxdp/libbpf from source
+#   iproute2 ethtool                         the veth testbed and NIC setup
+set -euo pipefail
+
+packages=(clang llvm libbpf-dev linux-libc-dev libelf-dev zlib1g-dev m4 make pkg-config iproute2 ethtool)
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || { echo "install-deps.sh: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+        sudo=sudo
+    fi
+    echo "install-deps.sh: installing ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+    echo "install-deps.sh: cargo not found; install Rust 1.95 (rustup) and run this again" >&2
+    exit 1
+fi
+for component in fmt clippy; do
+    cargo "$component" --version >/dev/null 2>&1 || echo "install-deps.sh: warning: cargo $component is missing (rustup component add ${component/fmt/rustfmt})" >&2
+done
+echo "install-deps.sh: all build and test dependencies present"
