@@ -85,6 +85,7 @@ fn four_queues_account_for_every_packet_root() {
         src_port_base: 20_000,
         dst_port: 9,
         max_duration: Duration::from_secs(20),
+        burst: 1,
     };
     let flows = u64::from(spec.udp_flows + spec.tcp_flows);
     let sent = traffic::send_flows(&tb.gen_ns, spec.clone()).expect("send traffic");

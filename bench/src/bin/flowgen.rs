@@ -11,7 +11,7 @@ use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
 
 use anyhow::bail;
 use clap::Parser;
-use testbed::traffic::{FlowSpec, send_from_here};
+use testbed::traffic::{FlowSpec, send_parallel};
 
 /// Sends bounded UDP/TCP flows from real sockets.
 #[derive(Parser, Debug)]
@@ -37,9 +37,15 @@ struct Args {
     /// Payload bytes per packet.
     #[arg(long, default_value_t = 64)]
     payload: usize,
-    /// Packets per second over all flows.
+    /// Packets per second over all flows; 0 = as fast as the sockets go.
     #[arg(long, default_value_t = 20_000)]
     rate: u64,
+    /// Packets per flow per turn, sent with one sendmmsg() (1 = strict round robin).
+    #[arg(long, default_value_t = 1)]
+    burst: u32,
+    /// Sender threads (flows and rate are divided between them).
+    #[arg(long, default_value_t = 1)]
+    threads: u16,
     /// Stop after this many seconds, whatever is left.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
@@ -83,8 +89,9 @@ fn main() -> anyhow::Result<()> {
         src_port_base: args.src_port_base,
         dst_port: args.dst_port,
         max_duration: Duration::from_secs_f64(args.duration),
+        burst: args.burst,
     };
-    let sent = send_from_here(&spec)?;
+    let sent = send_parallel(&spec, args.threads)?;
     let secs = sent.elapsed.as_secs_f64().max(1e-9);
     println!(
         "flowgen: sent {} packets ({} UDP, {} TCP) in {} flows over {:.2} s = {:.0} pps",

@@ -22,13 +22,15 @@ pub struct FlowSpec {
     pub tcp_flows: u16,
     pub packets_per_flow: u32,
     pub payload_len: usize,
-    /// Packets per second over all flows.
+    /// Packets per second over all flows; 0 = as fast as possible.
     pub rate_pps: u64,
     /// First source port; flow `i` uses `src_port_base + i`.
     pub src_port_base: u16,
     pub dst_port: u16,
     /// Hard stop, whatever is left unsent.
     pub max_duration: Duration,
+    /// Packets sent per flow per turn, in one sendmmsg() call (1 = strict round robin).
+    pub burst: u32,
 }
 
 /// What was sent.
@@ -46,9 +48,49 @@ impl Sent {
     }
 }
 
-enum Flow {
-    Udp(UdpSocket, SocketAddrV4),
-    Tcp(OwnedFd, Vec<u8>, libc::sockaddr_in),
+/// One flow: a socket and the bytes it sends each time (the UDP payload, or
+/// the whole TCP segment on a raw socket).
+struct Flow {
+    _udp: Option<UdpSocket>,
+    raw: Option<OwnedFd>,
+    bytes: Vec<u8>,
+    dst: libc::sockaddr_in,
+    tcp: bool,
+}
+
+impl Flow {
+    fn fd(&self) -> i32 {
+        match (&self._udp, &self.raw) {
+            (Some(udp), _) => udp.as_raw_fd(),
+            (None, Some(raw)) => raw.as_raw_fd(),
+            (None, None) => unreachable!("a flow has a socket"),
+        }
+    }
+
+    /// Sends `count` copies with one sendmmsg(); returns how many left.
+    fn send(&self, count: usize) -> io::Result<usize> {
+        let mut iov = libc::iovec {
+            iov_base: self.bytes.as_ptr() as *mut libc::c_void,
+            iov_len: self.bytes.len(),
+        };
+        // SAFETY: all-zero is a valid mmsghdr; the pointers set below stay
+        // valid until sendmmsg returns.
+        let mut msgs: Vec<libc::mmsghdr> =
+            (0..count).map(|_| unsafe { std::mem::zeroed() }).collect();
+        for m in &mut msgs {
+            m.msg_hdr.msg_name = (&self.dst as *const libc::sockaddr_in).cast_mut().cast();
+            m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            m.msg_hdr.msg_iov = &mut iov;
+            m.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: `msgs` holds `count` initialised headers pointing at live buffers.
+        let rc = unsafe { libc::sendmmsg(self.fd(), msgs.as_mut_ptr(), count as libc::c_uint, 0) };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(rc as usize)
+        }
+    }
 }
 
 fn raw_tcp_socket() -> io::Result<OwnedFd> {
@@ -82,9 +124,62 @@ fn tcp_segment(spec: &FlowSpec, sport: u16) -> Vec<u8> {
     frame[14 + 20..].to_vec()
 }
 
+fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
 /// Sends `spec` from inside `ns`. Returns what was actually sent.
 pub fn send_flows(ns: &Netns, spec: FlowSpec) -> io::Result<Sent> {
     ns.run_inside(move || send_from_here(&spec))?
+}
+
+/// Sends `spec` split over `threads` threads (flows and rate divided between
+/// them), from the calling thread's network namespace.
+pub fn send_parallel(spec: &FlowSpec, threads: u16) -> io::Result<Sent> {
+    let threads = threads.clamp(1, (spec.udp_flows + spec.tcp_flows).max(1));
+    let mut parts = Vec::new();
+    let mut port = spec.src_port_base;
+    for t in 0..threads {
+        let share = |n: u16| n / threads + u16::from(t < n % threads);
+        let part = FlowSpec {
+            udp_flows: share(spec.udp_flows),
+            tcp_flows: share(spec.tcp_flows),
+            rate_pps: spec.rate_pps / u64::from(threads),
+            src_port_base: port,
+            ..spec.clone()
+        };
+        port += part.udp_flows + part.tcp_flows;
+        parts.push(part);
+    }
+    let results: Vec<io::Result<Sent>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = parts
+            .iter()
+            .map(|part| scope.spawn(move || send_from_here(part)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("sender panicked")))
+            })
+            .collect()
+    });
+    let mut total = Sent::default();
+    for r in results {
+        let r = r?;
+        total.udp_packets += r.udp_packets;
+        total.tcp_packets += r.tcp_packets;
+        total.flows += r.flows;
+        total.elapsed = total.elapsed.max(r.elapsed);
+    }
+    Ok(total)
 }
 
 /// Sends `spec` from the calling thread's network namespace.
@@ -92,62 +187,64 @@ pub fn send_from_here(spec: &FlowSpec) -> io::Result<Sent> {
     let mut flows = Vec::new();
     for i in 0..spec.udp_flows {
         let sock = UdpSocket::bind(SocketAddrV4::new(spec.src, spec.src_port_base + i))?;
-        flows.push(Flow::Udp(sock, SocketAddrV4::new(spec.dst, spec.dst_port)));
+        flows.push(Flow {
+            _udp: Some(sock),
+            raw: None,
+            bytes: vec![b'u'; spec.payload_len],
+            dst: sockaddr(spec.dst, spec.dst_port),
+            tcp: false,
+        });
     }
     for i in 0..spec.tcp_flows {
         let sport = spec.src_port_base + spec.udp_flows + i;
-        let addr = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: 0,
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(spec.dst).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        flows.push(Flow::Tcp(raw_tcp_socket()?, tcp_segment(spec, sport), addr));
+        flows.push(Flow {
+            _udp: None,
+            raw: Some(raw_tcp_socket()?),
+            bytes: tcp_segment(spec, sport),
+            dst: sockaddr(spec.dst, 0),
+            tcp: true,
+        });
     }
-    let payload = vec![b'u'; spec.payload_len];
+    let burst = spec.burst.max(1);
     let mut sent = Sent {
         flows: flows.len() as u32,
         ..Sent::default()
     };
     let start = Instant::now();
-    'rounds: for _ in 0..spec.packets_per_flow {
+    let mut left = spec.packets_per_flow;
+    'rounds: while left > 0 {
+        let n = burst.min(left);
         for flow in &flows {
-            let total = sent.packets();
-            // pace: packet n leaves no earlier than n / rate after the start
-            let due = start + Duration::from_secs_f64(total as f64 / spec.rate_pps.max(1) as f64);
             let now = Instant::now();
             if now.duration_since(start) > spec.max_duration {
                 break 'rounds;
             }
-            if due > now {
-                std::thread::sleep(due - now);
+            if spec.rate_pps > 0 {
+                // pace: packet k leaves no earlier than k / rate after the start
+                let due =
+                    start + Duration::from_secs_f64(sent.packets() as f64 / spec.rate_pps as f64);
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
             }
-            match flow {
-                Flow::Udp(sock, dst) => {
-                    sock.send_to(&payload, dst)?;
-                    sent.udp_packets += 1;
+            let mut done = 0;
+            while done < n as usize {
+                match flow.send(n as usize - done) {
+                    Ok(k) => done += k,
+                    // A full socket buffer at full speed: try again.
+                    Err(e)
+                        if e.kind() == io::ErrorKind::WouldBlock
+                            || e.raw_os_error() == Some(libc::ENOBUFS) => {}
+                    Err(e) => return Err(e),
                 }
-                Flow::Tcp(fd, segment, addr) => {
-                    // SAFETY: `segment` and `addr` are valid for the lengths given.
-                    let rc = unsafe {
-                        libc::sendto(
-                            fd.as_raw_fd(),
-                            segment.as_ptr().cast(),
-                            segment.len(),
-                            0,
-                            (addr as *const libc::sockaddr_in).cast(),
-                            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                        )
-                    };
-                    if rc < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    sent.tcp_packets += 1;
-                }
+            }
+            if flow.tcp {
+                sent.tcp_packets += n as u64;
+            } else {
+                sent.udp_packets += n as u64;
             }
         }
+        left -= n;
     }
     sent.elapsed = start.elapsed();
     Ok(sent)
