@@ -9,7 +9,10 @@
 //! the copy into the UMEM, so on a 2-core machine generator and data plane
 //! share both cores; read the figures as ratios within one run.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
@@ -58,7 +61,7 @@ fn num(v: &Value, path: &str) -> u64 {
     v.pointer(path).and_then(Value::as_u64).unwrap_or(0)
 }
 
-fn run_one(bin: &PathBuf, args: &Args, queues: u32, sniff: &str) -> anyhow::Result<Row> {
+fn run_one(bin: &Path, args: &Args, queues: u32, sniff: &str) -> anyhow::Result<Row> {
     // A veth pair with exactly as many queues as are served: with fewer
     // sockets than queues, the other queues' packets would go to the stack.
     let tb = Testbed::up(queues)?;
