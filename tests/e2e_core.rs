@@ -280,4 +280,99 @@ fn bad_input_fails_clearly_and_attaches_nothing_root() {
             "{args:?} left a program attached"
         );
     }
+
+    // Not root: refused before anything is loaded, saying what is missing.
+    let mut cmd = tb.dut.command("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        BIN,
+        "--iface",
+        "dut0",
+    ]);
+    let mut p = Process::spawn(cmd).unwrap();
+    let status = p.wait_exit(Duration::from_secs(20)).unwrap();
+    assert!(!status.success(), "an unprivileged run must fail");
+    assert!(
+        p.output().contains("missing capabilities") && p.output().contains("CAP_BPF"),
+        "says which: {}",
+        p.output()
+    );
+    assert!(!tb.dut_has_xdp().unwrap());
+}
+
+#[test]
+fn ipv6_neighbour_discovery_keeps_working_root() {
+    testbed::require_root("the data plane end-to-end test");
+    let tb = Testbed::up(2).expect("testbed");
+    let stats = stats_path("nd");
+    let mut dp = start(
+        &tb,
+        &[
+            "--queues",
+            "2",
+            "--stats-json",
+            stats.to_str().unwrap(),
+            "--stats-interval",
+            "0.1",
+        ],
+    );
+    dp.wait_for_line("dataplane: running", Duration::from_secs(20))
+        .unwrap();
+    let dut_ll = tb
+        .enable_ipv6_link_local()
+        .expect("IPv6 link-local on the testbed");
+
+    // A datagram to the DUT's link-local address makes the generator's kernel
+    // resolve it with a neighbour solicitation, which must reach the DUT's
+    // stack through the XDP program and be answered.
+    let gen_if = tb.gen_if.clone();
+    tb.gen_ns
+        .run_inside(move || {
+            let scope = xdp_redirect::iface::index(&gen_if).expect("gen0 index");
+            let sock = std::net::UdpSocket::bind("[::]:0").expect("bind");
+            sock.send_to(b"nd", std::net::SocketAddrV6::new(dut_ll, 9, 0, scope))
+                .expect("send");
+        })
+        .unwrap();
+    let dut_mac = tb
+        .dut_mac
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    testbed::wait_until(
+        "the generator to resolve the DUT over IPv6",
+        Duration::from_secs(10),
+        || {
+            let neigh = tb
+                .gen_ns
+                .ip(&["-6", "neigh", "show", "dev", &tb.gen_if])
+                .ok()?;
+            neigh
+                .lines()
+                .any(|l| l.starts_with(&dut_ll.to_string()) && l.contains(&dut_mac))
+                .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}",
+            tb.gen_ns.ip(&["-6", "neigh"]).unwrap_or_default()
+        )
+    });
+
+    dp.signal(libc::SIGINT).unwrap();
+    assert!(
+        dp.wait_exit(Duration::from_secs(15)).unwrap().success(),
+        "{}",
+        dp.output()
+    );
+    let v = read_stats(&stats).expect("final stats JSON");
+    let _ = std::fs::remove_file(&stats);
+    assert!(
+        u(&v, "/kernel/link_control") >= 2,
+        "solicitation (and MLD/RS chatter) passed in XDP: {v:#}"
+    );
 }

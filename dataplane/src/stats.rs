@@ -111,6 +111,7 @@ pub struct KernelStats {
     pub parse_errors: u64,
     pub non_ip: u64,
     pub fragments: u64,
+    pub link_control: u64,
 }
 
 impl From<xdp_redirect::Counters> for KernelStats {
@@ -124,6 +125,7 @@ impl From<xdp_redirect::Counters> for KernelStats {
             parse_errors: c.parse_errors,
             non_ip: c.non_ip,
             fragments: c.fragments,
+            link_control: c.link_control,
         }
     }
 }
@@ -224,7 +226,7 @@ pub fn summary(
     );
     let _ = writeln!(
         s,
-        "\nkernel (XDP): rx {}  to_user {}  bypass_pass {}  bypass_drop {}  no_socket {}  parse_errors {}  non_ip {}  fragments {}",
+        "\nkernel (XDP): rx {}  to_user {}  bypass_pass {}  bypass_drop {}  no_socket {}  parse_errors {}  non_ip {}  fragments {}  link_control {}",
         k.rx,
         k.to_user,
         k.bypass_pass,
@@ -232,7 +234,8 @@ pub fn summary(
         k.no_socket,
         k.parse_errors,
         k.non_ip,
-        k.fragments
+        k.fragments,
+        k.link_control
     );
     if k.rx > 0 {
         let _ = writeln!(

@@ -198,6 +198,7 @@ pub struct Counters {
     pub parse_errors: u64,
     pub non_ip: u64,
     pub fragments: u64,
+    pub link_control: u64,
 }
 
 impl Counters {
@@ -212,6 +213,7 @@ impl Counters {
             parse_errors: values[DP_CNT_PARSE_ERRORS as usize],
             non_ip: values[DP_CNT_NON_IP as usize],
             fragments: values[DP_CNT_FRAGMENTS as usize],
+            link_control: values[DP_CNT_LINK_CONTROL as usize],
         }
     }
 
@@ -226,6 +228,7 @@ impl Counters {
             parse_errors: self.parse_errors.saturating_sub(earlier.parse_errors),
             non_ip: self.non_ip.saturating_sub(earlier.non_ip),
             fragments: self.fragments.saturating_sub(earlier.fragments),
+            link_control: self.link_control.saturating_sub(earlier.link_control),
         }
     }
 
@@ -238,6 +241,7 @@ impl Counters {
             + self.parse_errors
             + self.non_ip
             + self.fragments
+            + self.link_control
     }
 }
 

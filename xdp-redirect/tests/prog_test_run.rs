@@ -24,6 +24,7 @@ enum Outcome {
     NonIp,
     ParseError,
     Fragment,
+    LinkControl,
     BypassPass,
     BypassDrop,
 }
@@ -48,6 +49,10 @@ fn expected(outcome: Outcome) -> (u32, Counters) {
         }
         Outcome::Fragment => {
             c.fragments = 1;
+            xdp_action::PASS
+        }
+        Outcome::LinkControl => {
+            c.link_control = 1;
             xdp_action::PASS
         }
         Outcome::BypassPass => {
@@ -225,6 +230,22 @@ fn table_of_frames_root() {
         .chain([0x88, 0xcc, 0, 0])
         .collect();
     check(&prog, "LLDP", &lldp, Outcome::NonIp);
+    // IPv6's ARP: neighbour discovery and MLD stay with the stack.
+    for (name, icmp_type) in [
+        ("neighbour solicitation", 135u8),
+        ("neighbour advertisement", 136),
+        ("router advertisement", 134),
+        ("MLDv2 report", 143),
+    ] {
+        let nd = Packet::new(ip("fe80::1"), ip("ff02::1:ff00:2"), L4::Other(58))
+            .with_payload(&[icmp_type, 0, 0, 0, 0, 0, 0, 0]);
+        check(
+            &prog,
+            &format!("ICMPv6 {name}"),
+            &nd.build(),
+            Outcome::LinkControl,
+        );
+    }
     let three_tags = v4(L4::Udp { sport: 1, dport: 2 }).with_vlans(&[1, 2, 3]);
     check(
         &prog,

@@ -198,6 +198,32 @@ impl Testbed {
         })
     }
 
+    /// Turns IPv6 on for the link (link-local addresses only, no duplicate
+    /// address detection delay) and returns the DUT's link-local address.
+    pub fn enable_ipv6_link_local(&self) -> io::Result<std::net::Ipv6Addr> {
+        for (ns, ifname) in [(&self.gen_ns, &self.gen_if), (&self.dut, &self.dut_if)] {
+            ns.sysctl(&format!("net.ipv6.conf.{ifname}.accept_dad"), "0")?;
+            ns.sysctl(&format!("net.ipv6.conf.{ifname}.disable_ipv6"), "0")?;
+        }
+        let dut_if = self.dut_if.clone();
+        let dut = &self.dut;
+        wait_until(
+            "a link-local address on the DUT",
+            Duration::from_secs(5),
+            || {
+                let out = dut
+                    .ip(&["-6", "-o", "addr", "show", "dev", &dut_if, "scope", "link"])
+                    .ok()?;
+                let addr = out
+                    .split_whitespace()
+                    .skip_while(|w| *w != "inet6")
+                    .nth(1)?;
+                addr.split('/').next()?.parse().ok()
+            },
+        )
+        .map_err(io::Error::other)
+    }
+
     /// True if an XDP program is attached to the DUT interface.
     pub fn dut_has_xdp(&self) -> io::Result<bool> {
         let out = self.dut.ip(&["-d", "link", "show", "dev", &self.dut_if])?;

@@ -98,7 +98,7 @@ struct dp_verdict {
  * Indexes into the per-CPU `counters` array (each a __u64 per CPU).
  * Every packet increments DP_CNT_RX and exactly one of the outcome counters
  * below it, so  rx = to_user + no_socket + bypass_pass + bypass_drop +
- *                     parse_errors + non_ip + fragments.
+ *                     parse_errors + non_ip + fragments + link_control.
  */
 enum dp_counter {
 	DP_CNT_RX = 0,           /* every packet the program saw */
@@ -109,7 +109,8 @@ enum dp_counter {
 	DP_CNT_PARSE_ERRORS = 5, /* truncated or malformed headers: passed */
 	DP_CNT_NON_IP = 6,       /* not IPv4/IPv6 (ARP, LLDP, ...) or 3+ VLAN tags: passed */
 	DP_CNT_FRAGMENTS = 7,    /* IPv4/IPv6 fragments: passed to the stack to reassemble */
-	DP_CNT_MAX = 8,
+	DP_CNT_LINK_CONTROL = 8, /* ICMPv6 neighbour discovery and MLD: passed, like ARP */
+	DP_CNT_MAX = 9,
 };
 
 /*

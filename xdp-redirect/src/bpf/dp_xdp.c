@@ -10,8 +10,9 @@
  *     on (the only socket the kernel lets us redirect to).
  *
  * It never drops what it does not understand: non-IP frames (ARP, LLDP...),
- * malformed or truncated headers and fragments are passed to the stack and
- * counted. It contains no policy: verdicts come from user space.
+ * IPv6 neighbour discovery and MLD, malformed or truncated headers and
+ * fragments are passed to the stack and counted. It contains no policy:
+ * verdicts come from user space.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -71,6 +72,11 @@ struct icmp_echo {
 #define ICMP_ECHO 8
 #define ICMPV6_ECHO_REQUEST 128
 #define ICMPV6_ECHO_REPLY 129
+/* MLD query/report/done (130-132), router solicitation/advertisement,
+ * neighbour solicitation/advertisement, redirect (133-137), MLDv2 report (143):
+ * IPv6's equivalent of ARP and IGMP, which must keep working whatever user
+ * space does with flows. */
+#define ICMPV6_IS_LINK_CONTROL(t) (((t) >= 130 && (t) <= 137) || (t) == 143)
 
 /* IPv6 extension header numbers (netinet/in.h is not usable here). */
 #define NEXTHDR_HOP 0
@@ -84,6 +90,7 @@ enum parse_result {
 	PARSE_ERROR,    /* truncated or malformed: pass and count */
 	PARSE_NON_IP,   /* not IP, or too many VLAN tags: pass and count */
 	PARSE_FRAGMENT, /* IP fragment: pass to the stack to reassemble */
+	PARSE_LINK_CONTROL, /* ICMPv6 ND/MLD: the link's own control plane, pass */
 };
 
 /* Bounds-checked cursor over the packet: every header read goes through
@@ -177,6 +184,8 @@ static __always_inline int parse_l4(struct cursor *c, __u8 proto, __be16 *sport,
 
 		if (!icmp)
 			return PARSE_ERROR;
+		if (proto == IPPROTO_ICMPV6 && ICMPV6_IS_LINK_CONTROL(icmp->type))
+			return PARSE_LINK_CONTROL;
 		if ((proto == IPPROTO_ICMP &&
 		     (icmp->type == ICMP_ECHO || icmp->type == ICMP_ECHOREPLY)) ||
 		    (proto == IPPROTO_ICMPV6 &&
@@ -342,6 +351,9 @@ int dp_xdp(struct xdp_md *ctx)
 		return XDP_PASS;
 	case PARSE_FRAGMENT:
 		count(DP_CNT_FRAGMENTS);
+		return XDP_PASS;
+	case PARSE_LINK_CONTROL:
+		count(DP_CNT_LINK_CONTROL);
 		return XDP_PASS;
 	default:
 		count(DP_CNT_PARSE_ERRORS);
