@@ -6,6 +6,8 @@
 //!   as a ratio to a bare `XDP_PASS` program measured in the same run.
 //! - `flowgen`: bounded UDP/TCP flows from real sockets (used by the demo and
 //!   the throughput runs on the veth testbed).
+//! - `throughput`: the data plane with 1 and 4 queues on the veth testbed.
+//! - `ndpi-agreement`: the DPI engine against nDPI's results on its own captures.
 
 /// The median of a non-empty slice of measurements.
 pub fn median(values: &mut [f64]) -> f64 {
@@ -27,3 +29,5 @@ mod tests {
         assert_eq!(super::median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
     }
 }
+
+pub mod ndpi;

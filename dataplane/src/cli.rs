@@ -15,14 +15,34 @@ use crate::logging::LogFormat;
 /// the rest of it. Ctrl-C (SIGINT) or SIGTERM stops it, detaches the program
 /// and prints a summary.
 #[derive(Debug, Parser)]
-#[command(name = "dataplane", version, about, long_about)]
+#[command(name = "dataplane", version, about, long_about, args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Running the data plane: `dataplane --iface IF [OPTIONS]`.
     #[command(flatten)]
-    pub run: RunArgs,
+    pub run: Option<RunArgs>,
 
     /// Log line format on stderr (level from RUST_LOG, default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+}
+
+/// What to do besides running the data plane.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Classify the flows of pcap/pcapng captures offline, with the same DPI
+    /// engine the workers use; one line per flow, then a summary.
+    Inspect {
+        /// Capture files (pcap, microsecond or nanosecond, or pcapng).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// table: aligned columns; json: one JSON object per flow (JSON Lines),
+        /// the summary as JSON on stderr.
+        #[arg(long, value_enum, default_value_t = crate::inspect::Format::Table)]
+        format: crate::inspect::Format,
+    },
 }
 
 /// Options of a data plane run.
@@ -228,9 +248,10 @@ mod tests {
     #[test]
     fn cli_defaults_and_validation() {
         let cli = Cli::try_parse_from(["dataplane", "--iface", "eth1", "--queues", "4"]).unwrap();
-        assert_eq!(cli.run.queues, 4);
-        assert_eq!(cli.run.sniff_packets, SniffLimit::Packets(8));
-        assert_eq!(cli.run.xdp_mode, XdpModeArg::Auto);
+        let run = cli.run.unwrap();
+        assert_eq!(run.queues, 4);
+        assert_eq!(run.sniff_packets, SniffLimit::Packets(8));
+        assert_eq!(run.xdp_mode, XdpModeArg::Auto);
         assert!(
             Cli::try_parse_from(["dataplane", "--iface", "eth1", "--ring-size", "1000"]).is_err()
         );

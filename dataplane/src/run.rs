@@ -22,16 +22,21 @@ use hdrhistogram::Histogram;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::{
-    cli::{Cli, RunArgs, SniffLimit},
+    cli::{Cli, Command, RunArgs, SniffLimit},
     preflight,
     stats::{self, KernelStats, Percentiles, QueueStats, StatsDoc, WorkerReport},
     worker::{Worker, WorkerConfig},
     xsk::{self, BindMode, XskConfig},
 };
 
-/// Runs the data plane until SIGINT/SIGTERM or `--duration`.
+/// Runs what the command line asks: a subcommand, or the data plane until
+/// SIGINT/SIGTERM or `--duration`.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    run_dataplane(&cli.run)
+    match (cli.command, cli.run) {
+        (Some(Command::Inspect { files, format }), _) => crate::inspect::run(&files, format),
+        (None, Some(run)) => run_dataplane(&run),
+        (None, None) => bail!("nothing to do: give --iface IF to run the data plane, or a subcommand (see --help)"),
+    }
 }
 
 struct Merged {

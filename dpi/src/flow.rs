@@ -117,6 +117,8 @@ pub struct Decoded {
     pub payload_len: usize,
     /// TCP flags (0 for other protocols).
     pub tcp_flags: u8,
+    /// TCP sequence number (0 for other protocols).
+    pub tcp_seq: u32,
 }
 
 /// Why a frame has no flow key.
@@ -152,40 +154,45 @@ impl From<wire::Error> for DecodeError {
 /// same acceptance rules as the XDP program.
 pub fn decode_ethernet(frame: &[u8]) -> Result<Decoded, DecodeError> {
     let eth = ethernet::Frame::new_checked(frame)?;
-    let base = eth.payload_offset();
     match eth.ethertype() {
-        ethernet::ETHERTYPE_IPV4 => {
-            let ip = ipv4::Packet::new_checked(eth.payload()).map_err(|e| e.at(base))?;
-            if ip.is_fragment() {
-                return Err(DecodeError::Fragment);
-            }
-            let l4_base = base + ip.header_len();
-            decode_l4(
-                ip.payload(),
-                l4_base,
-                IpAddr::V4(ip.src()),
-                IpAddr::V4(ip.dst()),
-                ip.protocol(),
-                eth.vlan(),
-            )
-        }
-        ethernet::ETHERTYPE_IPV6 => {
-            let ip = ipv6::Packet::new_checked(eth.payload()).map_err(|e| e.at(base))?;
-            let upper = ip.upper_layer().map_err(|e| e.at(base))?;
-            if upper.fragment {
-                return Err(DecodeError::Fragment);
-            }
-            let l4 = &eth.payload()[upper.offset..40 + ip.payload().len()];
-            decode_l4(
-                l4,
-                base + upper.offset,
-                IpAddr::V6(ip.src()),
-                IpAddr::V6(ip.dst()),
-                upper.protocol,
-                eth.vlan(),
-            )
-        }
+        et @ (ethernet::ETHERTYPE_IPV4 | ethernet::ETHERTYPE_IPV6) => decode_ip(frame, eth.payload_offset(), eth.vlan(), Some(et)),
         ethertype => Err(DecodeError::NotIp { ethertype }),
+    }
+}
+
+/// Decodes the IP packet that starts at `offset` in `frame`. `ethertype`
+/// says which version to expect; `None` reads it from the version nibble
+/// (raw IP captures).
+pub fn decode_ip(frame: &[u8], offset: usize, vlan: u16, ethertype: Option<u16>) -> Result<Decoded, DecodeError> {
+    let packet = frame.get(offset..).unwrap_or(&[]);
+    let ethertype = match ethertype {
+        Some(et) => et,
+        None => match packet.first().map(|b| b >> 4) {
+            Some(4) => ethernet::ETHERTYPE_IPV4,
+            Some(6) => ethernet::ETHERTYPE_IPV6,
+            _ => {
+                return Err(DecodeError::Wire(wire::Error::Malformed {
+                    layer: wire::Layer::Ipv4,
+                    offset,
+                    what: "raw IP packet with neither version 4 nor 6",
+                }));
+            }
+        },
+    };
+    if ethertype == ethernet::ETHERTYPE_IPV4 {
+        let ip = ipv4::Packet::new_checked(packet).map_err(|e| e.at(offset))?;
+        if ip.is_fragment() {
+            return Err(DecodeError::Fragment);
+        }
+        decode_l4(ip.payload(), offset + ip.header_len(), IpAddr::V4(ip.src()), IpAddr::V4(ip.dst()), ip.protocol(), vlan)
+    } else {
+        let ip = ipv6::Packet::new_checked(packet).map_err(|e| e.at(offset))?;
+        let upper = ip.upper_layer().map_err(|e| e.at(offset))?;
+        if upper.fragment {
+            return Err(DecodeError::Fragment);
+        }
+        let l4 = &packet[upper.offset..40 + ip.payload().len()];
+        decode_l4(l4, offset + upper.offset, IpAddr::V6(ip.src()), IpAddr::V6(ip.dst()), upper.protocol, vlan)
     }
 }
 
@@ -197,22 +204,22 @@ fn decode_l4(
     proto: u8,
     vlan: u16,
 ) -> Result<Decoded, DecodeError> {
-    let (sport, dport, header_len, tcp_flags) = match proto {
+    let (sport, dport, header_len, tcp_flags, tcp_seq) = match proto {
         PROTO_TCP => {
             let t = tcp::Packet::new_checked(l4).map_err(|e| e.at(l4_base))?;
-            (t.src_port(), t.dst_port(), t.header_len(), t.flags())
+            (t.src_port(), t.dst_port(), t.header_len(), t.flags(), t.seq())
         }
         PROTO_UDP => {
             let u = udp::Packet::new_checked(l4).map_err(|e| e.at(l4_base))?;
-            (u.src_port(), u.dst_port(), 8, 0)
+            (u.src_port(), u.dst_port(), 8, 0, 0)
         }
         PROTO_ICMP | PROTO_ICMPV6 => {
             let i =
                 icmp::Packet::new_checked(l4, proto == PROTO_ICMPV6).map_err(|e| e.at(l4_base))?;
             let id = i.echo().map_or(0, |(id, _)| id);
-            (id, id, 8, 0)
+            (id, id, 8, 0, 0)
         }
-        _ => (0, 0, 0, 0),
+        _ => (0, 0, 0, 0, 0),
     };
     let (key, from_a) = FlowKey::new(
         SocketAddr::new(src, sport),
@@ -226,6 +233,7 @@ fn decode_l4(
         payload_offset: l4_base + header_len,
         payload_len: l4.len() - header_len,
         tcp_flags,
+        tcp_seq,
     })
 }
 

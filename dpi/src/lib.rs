@@ -14,8 +14,12 @@
 //!   holds on to it, so a UMEM frame can go back to the fill ring right after.
 #![deny(unsafe_code)]
 
+pub mod classify;
 pub mod flow;
+pub mod link;
 pub mod wire;
 
-pub use flow::{Decoded, FlowKey, decode_ethernet};
+pub use classify::{Classification, Confidence, FlowClassifier, Protocol};
+pub use flow::{DecodeError, Decoded, FlowKey, decode_ethernet};
+pub use link::LinkType;
 pub use wire::{Error as WireError, Layer};

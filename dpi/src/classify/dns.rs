@@ -1,0 +1,132 @@
+//! DNS, mDNS and LLMNR (one wire format, told apart by port), with the first
+//! question's name as the host. Only DNS-family ports are considered: random
+//! bytes parse as a DNS header far too often to trust it elsewhere.
+
+use super::{Dissect, Payload, Protocol, Scratch, tls::Reader};
+use crate::flow::PROTO_TCP;
+
+const MAX_NAME: usize = 255;
+
+/// Reads a (possibly compressed) name starting at `pos` of `msg`.
+fn read_name(msg: &[u8], mut pos: usize) -> Option<(String, usize)> {
+    let mut name = String::new();
+    let mut end = None;
+    for _ in 0..64 {
+        let len = *msg.get(pos)?;
+        match len {
+            0 => {
+                return Some((name, end.unwrap_or(pos + 1)));
+            }
+            l if l & 0xc0 == 0xc0 => {
+                let target = usize::from(l & 0x3f) << 8 | usize::from(*msg.get(pos + 1)?);
+                end.get_or_insert(pos + 2);
+                if target >= pos {
+                    return None; // pointers must go backwards
+                }
+                pos = target;
+            }
+            l if l & 0xc0 == 0 => {
+                let label = msg.get(pos + 1..pos + 1 + usize::from(l))?;
+                if !name.is_empty() {
+                    name.push('.');
+                }
+                name.push_str(&String::from_utf8_lossy(label));
+                if name.len() > MAX_NAME {
+                    return None;
+                }
+                pos += 1 + usize::from(l);
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// Parses a DNS message; returns the first question's (or answer's) name.
+pub(crate) fn parse(msg: &[u8]) -> Option<Option<String>> {
+    let mut r = Reader::new(msg);
+    let _id = r.u16()?;
+    let flags = r.u16()?;
+    let (qd, an, ns, ar) = (r.u16()?, r.u16()?, r.u16()?, r.u16()?);
+    let opcode = (flags >> 11) & 0xf;
+    let rcode = flags & 0xf;
+    let is_response = flags & 0x8000 != 0;
+    if !matches!(opcode, 0 | 1 | 2 | 4 | 5) || rcode > 10 || qd > 32 || an > 512 || ns > 512 || ar > 512 {
+        return None;
+    }
+    if qd == 0 && !is_response || qd == 0 && an == 0 && ns == 0 && ar == 0 {
+        return None;
+    }
+    // First question, else first answer (mDNS announcements have no question).
+    let (name, after) = read_name(msg, 12)?;
+    let rr = msg.get(after..after + 4)?;
+    let class = u16::from_be_bytes([rr[2], rr[3]]) & 0x7fff;
+    if !matches!(class, 1 | 3 | 4 | 254 | 255) {
+        return None;
+    }
+    Some((!name.is_empty()).then(|| name.to_lowercase()))
+}
+
+pub(crate) fn dns(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
+    let protocol = if p.port(53) || (p.l4 == PROTO_TCP && p.port(5353)) {
+        Protocol::Dns
+    } else if p.port(5353) {
+        Protocol::Mdns
+    } else if p.port(5355) {
+        Protocol::Llmnr
+    } else {
+        return Dissect::No;
+    };
+    let msg = if p.l4 == PROTO_TCP {
+        // Two-byte length prefix; the message may continue in later segments.
+        if p.data.len() < 14 {
+            return if p.index < 2 { Dissect::More } else { Dissect::No };
+        }
+        &p.data[2..]
+    } else {
+        p.data
+    };
+    match parse(msg) {
+        Some(host) => Dissect::Match(protocol, host),
+        None => Dissect::No,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(name: &str) -> Vec<u8> {
+        let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in name.split('.') {
+            m.push(label.len() as u8);
+            m.extend_from_slice(label.as_bytes());
+        }
+        m.extend_from_slice(&[0, 0, 1, 0, 1]);
+        m
+    }
+
+    fn payload(data: &[u8], dst_port: u16) -> Payload<'_> {
+        Payload { data, from_client: true, src_port: 40000, dst_port, index: 0, l4: 17 }
+    }
+
+    #[test]
+    fn query_names_by_port() {
+        let q = query("WWW.example.com");
+        assert_eq!(dns(&payload(&q, 53), &mut Scratch::default()), Dissect::Match(Protocol::Dns, Some("www.example.com".into())));
+        assert_eq!(dns(&payload(&q, 5353), &mut Scratch::default()), Dissect::Match(Protocol::Mdns, Some("www.example.com".into())));
+        assert_eq!(dns(&payload(&q, 5355), &mut Scratch::default()), Dissect::Match(Protocol::Llmnr, Some("www.example.com".into())));
+        assert_eq!(dns(&payload(&q, 9999), &mut Scratch::default()), Dissect::No);
+    }
+
+    #[test]
+    fn pointer_loops_and_truncation_are_rejected() {
+        let mut looped = vec![0, 1, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
+        looped.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+        assert_eq!(parse(&looped), None);
+        let q = query("a.example");
+        for len in 0..q.len() {
+            assert_eq!(parse(&q[..len]), None, "{len}");
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! TLS and DTLS: record and handshake headers, and the ClientHello fields a
+//! classifier wants (SNI, ALPN, offered versions). The ClientHello parser is
+//! shared with QUIC, whose Initial packets carry one in CRYPTO frames.
+
+use super::{Dissect, Payload, Protocol, Scratch};
+
+/// Most ClientHello bytes buffered from a client whose hello spans segments.
+pub(crate) const MAX_HELLO: usize = 16 * 1024 + 5;
+
+/// The parts of a ClientHello the classifier uses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientHello {
+    pub sni: Option<String>,
+    pub alpn: Vec<String>,
+    /// Highest version offered (supported_versions, else legacy_version).
+    pub version: u16,
+}
+
+/// A bounds-checked reader over a byte slice.
+pub(crate) struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(data: &'a [u8]) -> Self {
+        Reader { data, pos: 0 }
+    }
+
+    pub(crate) fn u8(&mut self) -> Option<u8> {
+        let v = *self.data.get(self.pos)?;
+        self.pos += 1;
+        Some(v)
+    }
+
+    pub(crate) fn u16(&mut self) -> Option<u16> {
+        let b = self.bytes(2)?;
+        Some(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    pub(crate) fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let b = self.data.get(self.pos..end)?;
+        self.pos = end;
+        Some(b)
+    }
+
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        &self.data[self.pos.min(self.data.len())..]
+    }
+}
+
+/// Parses a ClientHello body (after the 4-byte handshake header; for DTLS
+/// `dtls` skips the cookie).
+pub fn parse_client_hello(body: &[u8], dtls: bool) -> Option<ClientHello> {
+    let mut r = Reader::new(body);
+    let legacy_version = r.u16()?;
+    r.bytes(32)?; // random
+    let sid = r.u8()?;
+    r.bytes(usize::from(sid))?;
+    if dtls {
+        let cookie = r.u8()?;
+        r.bytes(usize::from(cookie))?;
+    }
+    let suites = r.u16()?;
+    r.bytes(usize::from(suites))?;
+    let compression = r.u8()?;
+    r.bytes(usize::from(compression))?;
+    let mut hello = ClientHello { version: legacy_version, ..ClientHello::default() };
+    let Some(ext_len) = r.u16() else { return Some(hello) };
+    let ext_data = r.bytes(usize::from(ext_len)).unwrap_or_else(|| r.rest());
+    let mut ext = Reader::new(ext_data);
+    while let (Some(kind), Some(len)) = (ext.u16(), ext.u16()) {
+        let Some(data) = ext.bytes(usize::from(len)) else { break };
+        let mut e = Reader::new(data);
+        match kind {
+            0 => {
+                // server_name: list length, then (type, length, name)*
+                e.u16();
+                while let (Some(name_type), Some(name_len)) = (e.u8(), e.u16()) {
+                    let Some(name) = e.bytes(usize::from(name_len)) else { break };
+                    if name_type == 0 && !name.is_empty() && name.iter().all(|b| b.is_ascii_graphic()) {
+                        hello.sni = Some(String::from_utf8_lossy(name).to_ascii_lowercase());
+                        break;
+                    }
+                }
+            }
+            16 => {
+                e.u16();
+                while let Some(n) = e.u8() {
+                    let Some(proto) = e.bytes(usize::from(n)) else { break };
+                    hello.alpn.push(String::from_utf8_lossy(proto).into_owned());
+                }
+            }
+            43 => {
+                let n = e.u8().unwrap_or(0) / 2;
+                for _ in 0..n {
+                    match e.u16() {
+                        // skip GREASE values (0x?a?a)
+                        Some(v) if v & 0x0f0f == 0x0a0a => {}
+                        Some(v) if v > hello.version || hello.version == legacy_version => hello.version = v,
+                        Some(_) => {}
+                        None => break,
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(hello)
+}
+
+fn tls_version(v: u16) -> bool {
+    (0x0300..=0x0304).contains(&v)
+}
+
+pub(crate) fn tls(p: &Payload<'_>, s: &mut Scratch) -> Dissect {
+    // A ClientHello spanning several segments: keep adding the client's bytes.
+    if !s.tls_hello.is_empty() {
+        if !p.from_client {
+            return Dissect::More;
+        }
+        let room = MAX_HELLO.saturating_sub(s.tls_hello.len());
+        s.tls_hello.extend_from_slice(&p.data[..p.data.len().min(room)]);
+        let buffered = std::mem::take(&mut s.tls_hello);
+        return match client_hello_record(&buffered) {
+            Some(Ok(hello)) => Dissect::Match(Protocol::Tls, hello.sni),
+            Some(Err(())) => Dissect::Match(Protocol::Tls, None),
+            None if buffered.len() < MAX_HELLO => {
+                s.tls_hello = buffered;
+                Dissect::More
+            }
+            None => Dissect::Match(Protocol::Tls, None),
+        };
+    }
+    let d = p.data;
+    if d.len() < 5 || !tls_version(u16::from_be_bytes([d[1], d[2]])) {
+        return if p.index == 0 && d.len() < 5 { Dissect::More } else { Dissect::No };
+    }
+    match d[0] {
+        22 => {
+            let handshake_type = d.get(5).copied();
+            match handshake_type {
+                Some(1) if p.from_client => match client_hello_record(d) {
+                    Some(Ok(hello)) => Dissect::Match(Protocol::Tls, hello.sni),
+                    Some(Err(())) => Dissect::No,
+                    None => {
+                        s.tls_hello.extend_from_slice(&d[..d.len().min(MAX_HELLO)]);
+                        Dissect::More
+                    }
+                },
+                Some(2) => Dissect::Match(Protocol::Tls, None),
+                _ => Dissect::No,
+            }
+        }
+        // Change cipher spec, alert or application data: a flow caught mid-way.
+        20 | 21 | 23 if u16::from_be_bytes([d[3], d[4]]) <= 16_384 + 2048 => Dissect::Match(Protocol::Tls, None),
+        _ => Dissect::No,
+    }
+}
+
+/// Parses a record holding a ClientHello: `None` if more bytes are needed,
+/// `Some(Err)` if it is not one.
+fn client_hello_record(d: &[u8]) -> Option<Result<ClientHello, ()>> {
+    if d.len() < 9 {
+        return None;
+    }
+    if d[0] != 22 || d[5] != 1 {
+        return Some(Err(()));
+    }
+    let hs_len = usize::from(d[6]) << 16 | usize::from(d[7]) << 8 | usize::from(d[8]);
+    // The hello may span several records; gather their fragments in order.
+    let mut handshake = Vec::new();
+    let mut rest = d;
+    while rest.len() >= 5 && rest[0] == 22 {
+        let len = usize::from(u16::from_be_bytes([rest[3], rest[4]]));
+        let end = (5 + len).min(rest.len());
+        handshake.extend_from_slice(&rest[5..end]);
+        if end < 5 + len {
+            break;
+        }
+        rest = &rest[end..];
+    }
+    if handshake.len() < 4 + hs_len {
+        return None;
+    }
+    parse_client_hello(&handshake[4..4 + hs_len], false).map(Ok).or(Some(Err(())))
+}
+
+fn dtls_version(v: u16) -> bool {
+    matches!(v, 0xfeff | 0xfefd | 0xfefc | 0x0100)
+}
+
+pub(crate) fn dtls(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
+    let d = p.data;
+    if d.len() < 13 || !(20..=25).contains(&d[0]) || !dtls_version(u16::from_be_bytes([d[1], d[2]])) {
+        return Dissect::No;
+    }
+    let len = usize::from(u16::from_be_bytes([d[11], d[12]]));
+    if len > d.len() - 13 + 4096 {
+        return Dissect::No;
+    }
+    if d[0] == 22 && d.len() >= 25 && d[13] == 1 {
+        let body = &d[25..d.len().min(13 + len)];
+        let sni = parse_client_hello(body, true).and_then(|h| h.sni);
+        return Dissect::Match(Protocol::Dtls, sni);
+    }
+    Dissect::Match(Protocol::Dtls, None)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A minimal TLS 1.3-style ClientHello record with SNI and ALPN.
+    pub(crate) fn client_hello(sni: &str) -> Vec<u8> {
+        let mut ext = Vec::new();
+        let name = sni.as_bytes();
+        ext.extend_from_slice(&0u16.to_be_bytes());
+        ext.extend_from_slice(&((name.len() + 5) as u16).to_be_bytes());
+        ext.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
+        ext.push(0);
+        ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        ext.extend_from_slice(name);
+        ext.extend_from_slice(&[0, 16, 0, 5, 0, 3, 2, b'h', b'2']);
+        ext.extend_from_slice(&[0, 43, 0, 5, 4, 0x1a, 0x1a, 0x03, 0x04]);
+        let mut body = vec![0x03, 0x03];
+        body.extend_from_slice(&[7; 32]);
+        body.push(0);
+        body.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
+        body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+        body.extend_from_slice(&ext);
+        let mut hs = vec![1];
+        hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+        hs.extend_from_slice(&body);
+        let mut rec = vec![22, 3, 1];
+        rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+        rec.extend_from_slice(&hs);
+        rec
+    }
+
+    fn payload(data: &[u8], index: u32) -> Payload<'_> {
+        Payload { data, from_client: true, src_port: 40000, dst_port: 443, index, l4: 6 }
+    }
+
+    #[test]
+    fn sni_alpn_and_version() {
+        let rec = client_hello("Example.COM");
+        let hello = parse_client_hello(&rec[9..], false).unwrap();
+        assert_eq!(hello.sni.as_deref(), Some("example.com"));
+        assert_eq!(hello.alpn, vec!["h2".to_string()]);
+        assert_eq!(hello.version, 0x0304);
+        assert_eq!(tls(&payload(&rec, 0), &mut Scratch::default()), Dissect::Match(Protocol::Tls, Some("example.com".into())));
+    }
+
+    #[test]
+    fn hello_split_across_segments() {
+        let rec = client_hello("split.example");
+        let mut s = Scratch::default();
+        assert_eq!(tls(&payload(&rec[..20], 0), &mut s), Dissect::More);
+        assert_eq!(tls(&payload(&rec[20..], 1), &mut s), Dissect::Match(Protocol::Tls, Some("split.example".into())));
+    }
+
+    #[test]
+    fn truncated_hellos_never_panic() {
+        let rec = client_hello("a.b");
+        for len in 0..rec.len() {
+            let _ = parse_client_hello(&rec[9..9.max(len)], false);
+            let _ = tls(&payload(&rec[..len], 0), &mut Scratch::default());
+        }
+    }
+}
