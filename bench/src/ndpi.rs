@@ -28,17 +28,25 @@ pub struct NdpiFlow {
 pub fn parse_result(text: &str) -> Vec<NdpiFlow> {
     let mut flows = Vec::new();
     for line in text.lines() {
-        let Some(rest) = line.strip_prefix('\t') else { continue };
+        let Some(rest) = line.strip_prefix('\t') else {
+            continue;
+        };
         let mut parts = rest.splitn(2, '\t');
-        let (Some(num), Some(body)) = (parts.next(), parts.next()) else { continue };
+        let (Some(num), Some(body)) = (parts.next(), parts.next()) else {
+            continue;
+        };
         if num.parse::<u32>().is_err() {
             continue;
         }
         let mut words = body.split(' ');
-        let (Some(l4), Some(a), Some(_arrow), Some(b)) = (words.next(), words.next(), words.next(), words.next()) else {
+        let (Some(l4), Some(a), Some(_arrow), Some(b)) =
+            (words.next(), words.next(), words.next(), words.next())
+        else {
             continue;
         };
-        let Some(proto_at) = body.find("[proto: ") else { continue };
+        let Some(proto_at) = body.find("[proto: ") else {
+            continue;
+        };
         let proto = &body[proto_at + 8..];
         let Some(end) = proto.find(']') else { continue };
         let proto = &proto[..end];
@@ -48,7 +56,13 @@ pub fn parse_result(text: &str) -> Vec<NdpiFlow> {
             let h = &body[at + 15..];
             h.find(']').map(|e| h[..e].to_string())
         });
-        flows.push(NdpiFlow { l4: l4.to_string(), a: a.to_string(), b: b.to_string(), master, host });
+        flows.push(NdpiFlow {
+            l4: l4.to_string(),
+            a: a.to_string(),
+            b: b.to_string(),
+            master,
+            host,
+        });
     }
     flows
 }
@@ -59,7 +73,11 @@ fn addr_only(endpoint: &str) -> &str {
 
 fn match_key(l4: &str, a: &str, b: &str) -> (String, String, String) {
     let icmp = l4.starts_with("ICMP");
-    let (a, b) = if icmp { (addr_only(a), addr_only(b)) } else { (a, b) };
+    let (a, b) = if icmp {
+        (addr_only(a), addr_only(b))
+    } else {
+        (a, b)
+    };
     let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
     (l4.to_string(), lo.to_string(), hi.to_string())
 }
@@ -86,11 +104,13 @@ pub struct Agreement {
     pub protocols: BTreeMap<String, ProtocolRow>,
     /// nDPI said Unknown or a protocol outside our list...
     pub other_flows: u64,
-    /// ...and we claimed a protocol anyway (by DPI or by port).
+    /// ...and we claimed a different protocol anyway (by DPI or by port).
     pub other_claimed: u64,
     pub other_claims: BTreeMap<String, u64>,
     pub packets: u64,
     pub seconds: f64,
+    /// Disagreements, as `file: l4 a <-> b: nDPI X, ours Y` (for reading them).
+    pub disagreements: Vec<(String, String)>,
 }
 
 impl Agreement {
@@ -137,14 +157,21 @@ impl Agreement {
             self.packets,
             self.seconds
         );
-        let _ = writeln!(s, "| nDPI protocol | flows | agree | % | hosts (both) | hosts agree | we said instead |");
+        let _ = writeln!(
+            s,
+            "| nDPI protocol | flows | agree | % | hosts (both) | hosts agree | we said instead |"
+        );
         let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---|");
         let mut rows: Vec<_> = self.protocols.iter().collect();
-        rows.sort_by(|a, b| b.1.flows.cmp(&a.1.flows));
+        rows.sort_by_key(|r| std::cmp::Reverse(r.1.flows));
         for (name, r) in rows {
             let mut instead: Vec<_> = r.instead.iter().collect();
             instead.sort_by(|a, b| b.1.cmp(a.1));
-            let instead: Vec<String> = instead.iter().take(4).map(|(p, n)| format!("{p} {n}")).collect();
+            let instead: Vec<String> = instead
+                .iter()
+                .take(4)
+                .map(|(p, n)| format!("{p} {n}"))
+                .collect();
             let _ = writeln!(
                 s,
                 "| {name} | {} | {} | {:.1} | {} | {} | {} |",
@@ -171,7 +198,11 @@ impl Agreement {
         );
         let mut claims: Vec<_> = self.other_claims.iter().collect();
         claims.sort_by(|a, b| b.1.cmp(a.1));
-        let claims: Vec<String> = claims.iter().take(12).map(|(k, v)| format!("{k} {v}")).collect();
+        let claims: Vec<String> = claims
+            .iter()
+            .take(12)
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
         let _ = writeln!(s, "\nthose claims (nDPI -> ours): {}", claims.join(", "));
         s
     }
@@ -184,13 +215,22 @@ pub fn default_dataset() -> PathBuf {
 
 /// Runs the classifier over every capture of `dataset` and compares.
 pub fn compare(dataset: &Path) -> std::io::Result<Agreement> {
-    let mut names: Vec<PathBuf> = std::fs::read_dir(dataset.join("pcap"))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dataset.join("pcap"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
     names.sort();
     let mut report = Agreement::default();
     let started = Instant::now();
     for pcap in names {
-        let name = pcap.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let Ok(expected) = std::fs::read_to_string(dataset.join("result").join(format!("{name}.out"))) else { continue };
+        let name = pcap
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let Ok(expected) =
+            std::fs::read_to_string(dataset.join("result").join(format!("{name}.out")))
+        else {
+            continue;
+        };
         report.captures += 1;
         let mut inspection = Inspection::new();
         if let Err(e) = inspection.read_file(&pcap) {
@@ -198,11 +238,15 @@ pub fn compare(dataset: &Path) -> std::io::Result<Agreement> {
         }
         let (records, summary) = inspection.finish(started.elapsed());
         report.packets += summary.packets;
-        let ours: HashMap<(String, String, String), &FlowRecord> =
-            records.iter().map(|r| (match_key(&r.l4, &r.src, &r.dst), r)).collect();
+        let ours: HashMap<(String, String, String), &FlowRecord> = records
+            .iter()
+            .map(|r| (match_key(&r.l4, &r.src, &r.dst), r))
+            .collect();
         for flow in parse_result(&expected) {
             report.ndpi_flows += 1;
-            let Some(our) = ours.get(&match_key(&flow.l4, &flow.a, &flow.b)) else { continue };
+            let Some(our) = ours.get(&match_key(&flow.l4, &flow.a, &flow.b)) else {
+                continue;
+            };
             report.matched_flows += 1;
             let listed = Protocol::from_name(&flow.master).filter(|p| *p != Protocol::Unknown);
             match listed {
@@ -213,19 +257,45 @@ pub fn compare(dataset: &Path) -> std::io::Result<Agreement> {
                         row.agree += 1;
                     } else {
                         *row.instead.entry(our.protocol.clone()).or_default() += 1;
+                        report.disagreements.push((
+                            flow.master.clone(),
+                            format!(
+                                "{name}: {} {} <-> {}: nDPI {}, ours {} ({})",
+                                flow.l4, flow.a, flow.b, flow.master, our.protocol, our.confidence
+                            ),
+                        ));
                     }
                     if let (Some(theirs), Some(mine)) = (&flow.host, &our.host) {
                         row.hosts_both += 1;
                         if theirs.eq_ignore_ascii_case(mine) {
                             row.hosts_agree += 1;
+                        } else {
+                            report.disagreements.push((
+                                flow.master.clone(),
+                                format!(
+                                    "{name}: {} {} <-> {}: host nDPI `{theirs}`, ours `{mine}`",
+                                    flow.l4, flow.a, flow.b
+                                ),
+                            ));
                         }
                     }
                 }
                 None => {
                     report.other_flows += 1;
-                    if our.protocol != Protocol::Unknown.name() {
+                    // Naming the same protocol nDPI named is no false claim.
+                    if our.protocol != Protocol::Unknown.name() && our.protocol != flow.master {
+                        report.disagreements.push((
+                            flow.master.clone(),
+                            format!(
+                                "{name}: {} {} <-> {}: nDPI {}, ours {} ({})",
+                                flow.l4, flow.a, flow.b, flow.master, our.protocol, our.confidence
+                            ),
+                        ));
                         report.other_claimed += 1;
-                        *report.other_claims.entry(format!("{} -> {}", flow.master, our.protocol)).or_default() += 1;
+                        *report
+                            .other_claims
+                            .entry(format!("{} -> {}", flow.master, our.protocol))
+                            .or_default() += 1;
                     }
                 }
             }
@@ -250,7 +320,13 @@ mod tests {
         assert_eq!(flows[0].host.as_deref(), Some("e7.whatsapp.net"));
         assert_eq!(flows[1].master, "Google");
         assert_eq!(flows[1].a, "[2001:db8::1]:443");
-        assert_eq!(match_key("TCP", "b:1", "a:2"), match_key("TCP", "a:2", "b:1"));
-        assert_eq!(match_key("ICMP", "1.1.1.1:0", "2.2.2.2:0"), match_key("ICMP", "2.2.2.2:7", "1.1.1.1:7"));
+        assert_eq!(
+            match_key("TCP", "b:1", "a:2"),
+            match_key("TCP", "a:2", "b:1")
+        );
+        assert_eq!(
+            match_key("ICMP", "1.1.1.1:0", "2.2.2.2:0"),
+            match_key("ICMP", "2.2.2.2:7", "1.1.1.1:7")
+        );
     }
 }

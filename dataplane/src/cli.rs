@@ -15,7 +15,13 @@ use crate::logging::LogFormat;
 /// the rest of it. Ctrl-C (SIGINT) or SIGTERM stops it, detaches the program
 /// and prints a summary.
 #[derive(Debug, Parser)]
-#[command(name = "dataplane", version, about, long_about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "dataplane",
+    version,
+    about,
+    long_about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -34,8 +34,15 @@ pub enum InspectError {
     },
     #[error("{path}: not a pcap or pcapng file (magic {magic:02x?})")]
     NotACapture { path: PathBuf, magic: [u8; 4] },
-    #[error("{path}: unreadable at byte offset {offset}: {reason} ({packets} packets were read before it)")]
-    Corrupt { path: PathBuf, offset: u64, reason: String, packets: u64 },
+    #[error(
+        "{path}: unreadable at byte offset {offset}: {reason} ({packets} packets were read before it)"
+    )]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+        packets: u64,
+    },
 }
 
 /// One flow of a capture, as reported.
@@ -138,7 +145,11 @@ impl Inspection {
         });
         flow.packets += 1;
         flow.bytes += u64::from(wire_len);
-        let from_client = if decoded.from_a { decoded.key.a() == flow.client } else { decoded.key.b() == flow.client };
+        let from_client = if decoded.from_a {
+            decoded.key.a() == flow.client
+        } else {
+            decoded.key.b() == flow.client
+        };
         let (src_port, dst_port) = if from_client {
             (flow.client.port(), flow.server.port())
         } else {
@@ -146,37 +157,58 @@ impl Inspection {
         };
         let end = decoded.payload_offset + decoded.payload_len;
         if let Some(payload) = frame.get(decoded.payload_offset..end) {
-            flow.classifier.on_packet(payload, from_client, src_port, dst_port);
+            flow.classifier
+                .on_packet(payload, from_client, src_port, dst_port);
         }
     }
 
     /// Reads a whole pcap or pcapng file.
     pub fn read_file(&mut self, path: &Path) -> Result<(), InspectError> {
         self.summary.files += 1;
-        let open = |source| InspectError::Open { path: path.to_path_buf(), source };
+        let open = |source| InspectError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
         let mut file = File::open(path).map_err(open)?;
         let mut magic = [0u8; 4];
         file.read_exact(&mut magic).map_err(open)?;
         let file = File::open(path).map_err(open)?;
-        let mut reader = Counting { inner: BufReader::with_capacity(1 << 20, file), offset: 0 };
+        let mut reader = Counting {
+            inner: BufReader::with_capacity(1 << 20, file),
+            offset: 0,
+        };
         let before = self.summary.packets;
-        let corrupt = |offset: u64, reason: String, packets: u64| InspectError::Corrupt { path: path.to_path_buf(), offset, reason, packets };
+        let corrupt = |offset: u64, reason: String, packets: u64| InspectError::Corrupt {
+            path: path.to_path_buf(),
+            offset,
+            reason,
+            packets,
+        };
         match magic {
-            [0xd4, 0xc3, 0xb2, 0xa1] | [0xa1, 0xb2, 0xc3, 0xd4] | [0x4d, 0x3c, 0xb2, 0xa1] | [0xa1, 0xb2, 0x3c, 0x4d] => {
-                let mut pcap = PcapReader::new(&mut reader).map_err(|e| corrupt(0, e.to_string(), 0))?;
+            [0xd4, 0xc3, 0xb2, 0xa1]
+            | [0xa1, 0xb2, 0xc3, 0xd4]
+            | [0x4d, 0x3c, 0xb2, 0xa1]
+            | [0xa1, 0xb2, 0x3c, 0x4d] => {
+                let mut pcap =
+                    PcapReader::new(&mut reader).map_err(|e| corrupt(0, e.to_string(), 0))?;
                 let link = LinkType::from_linktype(u32::from(pcap.header().datalink));
                 while let Some(packet) = pcap.next_packet() {
                     match packet {
                         Ok(p) => self.frame(link, &p.data, p.orig_len),
                         Err(e) => {
                             let offset = pcap.into_reader().offset;
-                            return Err(corrupt(offset, e.to_string(), self.summary.packets - before));
+                            return Err(corrupt(
+                                offset,
+                                e.to_string(),
+                                self.summary.packets - before,
+                            ));
                         }
                     }
                 }
             }
             [0x0a, 0x0d, 0x0d, 0x0a] => {
-                let mut ng = PcapNgReader::new(&mut reader).map_err(|e| corrupt(0, e.to_string(), 0))?;
+                let mut ng =
+                    PcapNgReader::new(&mut reader).map_err(|e| corrupt(0, e.to_string(), 0))?;
                 // Link type of each interface of the current section, by interface id.
                 let mut interfaces: Vec<Option<LinkType>> = Vec::new();
                 loop {
@@ -185,7 +217,11 @@ impl Inspection {
                         Some(Ok(b)) => b,
                         Some(Err(e)) => {
                             let offset = ng.into_inner().offset;
-                            return Err(corrupt(offset, e.to_string(), self.summary.packets - before));
+                            return Err(corrupt(
+                                offset,
+                                e.to_string(),
+                                self.summary.packets - before,
+                            ));
                         }
                     };
                     match block {
@@ -203,7 +239,12 @@ impl Inspection {
                     }
                 }
             }
-            magic => return Err(InspectError::NotACapture { path: path.to_path_buf(), magic }),
+            magic => {
+                return Err(InspectError::NotACapture {
+                    path: path.to_path_buf(),
+                    magic,
+                });
+            }
         }
         Ok(())
     }
@@ -235,7 +276,8 @@ impl Inspection {
             .collect();
         self.summary.flows = records.len();
         self.summary.seconds = elapsed.as_secs_f64();
-        self.summary.packets_per_second = self.summary.packets as f64 / self.summary.seconds.max(1e-9);
+        self.summary.packets_per_second =
+            self.summary.packets as f64 / self.summary.seconds.max(1e-9);
         (records, self.summary)
     }
 }
@@ -277,7 +319,11 @@ pub fn run(files: &[PathBuf], format: Format) -> anyhow::Result<()> {
                 "#", "src", "dst", "l4", "protocol", "host", "packets", "bytes", "dpi", "verdict"
             );
             for (i, r) in records.iter().enumerate() {
-                let protocol = if r.confidence == "port" { format!("{} (by port)", r.protocol) } else { r.protocol.clone() };
+                let protocol = if r.confidence == "port" {
+                    format!("{} (by port)", r.protocol)
+                } else {
+                    r.protocol.clone()
+                };
                 println!(
                     "{:<4} {:<46} {:<46} {:<5} {:<26} {:<40} {:>8} {:>10} {:>4} {:<7}",
                     i + 1,

@@ -35,7 +35,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match (cli.command, cli.run) {
         (Some(Command::Inspect { files, format }), _) => crate::inspect::run(&files, format),
         (None, Some(run)) => run_dataplane(&run),
-        (None, None) => bail!("nothing to do: give --iface IF to run the data plane, or a subcommand (see --help)"),
+        (None, None) => bail!(
+            "nothing to do: give --iface IF to run the data plane, or a subcommand (see --help)"
+        ),
     }
 }
 

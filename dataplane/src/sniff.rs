@@ -146,6 +146,7 @@ mod tests {
             payload_offset: 42,
             payload_len: 0,
             tcp_flags: 0,
+            tcp_seq: 0,
         }
     }
 

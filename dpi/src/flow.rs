@@ -155,7 +155,9 @@ impl From<wire::Error> for DecodeError {
 pub fn decode_ethernet(frame: &[u8]) -> Result<Decoded, DecodeError> {
     let eth = ethernet::Frame::new_checked(frame)?;
     match eth.ethertype() {
-        et @ (ethernet::ETHERTYPE_IPV4 | ethernet::ETHERTYPE_IPV6) => decode_ip(frame, eth.payload_offset(), eth.vlan(), Some(et)),
+        et @ (ethernet::ETHERTYPE_IPV4 | ethernet::ETHERTYPE_IPV6) => {
+            decode_ip(frame, eth.payload_offset(), eth.vlan(), Some(et))
+        }
         ethertype => Err(DecodeError::NotIp { ethertype }),
     }
 }
@@ -163,7 +165,12 @@ pub fn decode_ethernet(frame: &[u8]) -> Result<Decoded, DecodeError> {
 /// Decodes the IP packet that starts at `offset` in `frame`. `ethertype`
 /// says which version to expect; `None` reads it from the version nibble
 /// (raw IP captures).
-pub fn decode_ip(frame: &[u8], offset: usize, vlan: u16, ethertype: Option<u16>) -> Result<Decoded, DecodeError> {
+pub fn decode_ip(
+    frame: &[u8],
+    offset: usize,
+    vlan: u16,
+    ethertype: Option<u16>,
+) -> Result<Decoded, DecodeError> {
     let packet = frame.get(offset..).unwrap_or(&[]);
     let ethertype = match ethertype {
         Some(et) => et,
@@ -184,7 +191,14 @@ pub fn decode_ip(frame: &[u8], offset: usize, vlan: u16, ethertype: Option<u16>)
         if ip.is_fragment() {
             return Err(DecodeError::Fragment);
         }
-        decode_l4(ip.payload(), offset + ip.header_len(), IpAddr::V4(ip.src()), IpAddr::V4(ip.dst()), ip.protocol(), vlan)
+        decode_l4(
+            ip.payload(),
+            offset + ip.header_len(),
+            IpAddr::V4(ip.src()),
+            IpAddr::V4(ip.dst()),
+            ip.protocol(),
+            vlan,
+        )
     } else {
         let ip = ipv6::Packet::new_checked(packet).map_err(|e| e.at(offset))?;
         let upper = ip.upper_layer().map_err(|e| e.at(offset))?;
@@ -192,7 +206,14 @@ pub fn decode_ip(frame: &[u8], offset: usize, vlan: u16, ethertype: Option<u16>)
             return Err(DecodeError::Fragment);
         }
         let l4 = &packet[upper.offset..40 + ip.payload().len()];
-        decode_l4(l4, offset + upper.offset, IpAddr::V6(ip.src()), IpAddr::V6(ip.dst()), upper.protocol, vlan)
+        decode_l4(
+            l4,
+            offset + upper.offset,
+            IpAddr::V6(ip.src()),
+            IpAddr::V6(ip.dst()),
+            upper.protocol,
+            vlan,
+        )
     }
 }
 
@@ -207,7 +228,13 @@ fn decode_l4(
     let (sport, dport, header_len, tcp_flags, tcp_seq) = match proto {
         PROTO_TCP => {
             let t = tcp::Packet::new_checked(l4).map_err(|e| e.at(l4_base))?;
-            (t.src_port(), t.dst_port(), t.header_len(), t.flags(), t.seq())
+            (
+                t.src_port(),
+                t.dst_port(),
+                t.header_len(),
+                t.flags(),
+                t.seq(),
+            )
         }
         PROTO_UDP => {
             let u = udp::Packet::new_checked(l4).map_err(|e| e.at(l4_base))?;

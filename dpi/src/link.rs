@@ -48,7 +48,12 @@ const PPP_IPV4: u16 = 0x0021;
 const PPP_IPV6: u16 = 0x0057;
 
 fn too_short(layer: Layer, needed: usize, available: usize) -> DecodeError {
-    DecodeError::Wire(wire::Error::Truncated { layer, offset: 0, needed, available })
+    DecodeError::Wire(wire::Error::Truncated {
+        layer,
+        offset: 0,
+        needed,
+        available,
+    })
 }
 
 /// Decodes one frame of link type `link`.
@@ -67,11 +72,17 @@ pub fn decode(link: LinkType, frame: &[u8]) -> Result<Decoded, DecodeError> {
             }
             let le = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]);
             let be = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]);
-            let family = if link == LinkType::Loop || le > 0xffff { be } else { le };
+            let family = if link == LinkType::Loop || le > 0xffff {
+                be
+            } else {
+                le
+            };
             match family {
                 2 => decode_ip(frame, 4, 0, Some(ethernet::ETHERTYPE_IPV4)),
                 10 | 24 | 28 | 30 => decode_ip(frame, 4, 0, Some(ethernet::ETHERTYPE_IPV6)),
-                other => Err(DecodeError::NotIp { ethertype: other as u16 }),
+                other => Err(DecodeError::NotIp {
+                    ethertype: other as u16,
+                }),
             }
         }
         LinkType::LinuxSll => {
@@ -99,7 +110,11 @@ pub fn decode(link: LinkType, frame: &[u8]) -> Result<Decoded, DecodeError> {
             if link == LinkType::CiscoHdlc {
                 return decode_ethertype(frame, 4, u16::from_be_bytes([frame[2], frame[3]]));
             }
-            let start = if frame[0] == 0xff && frame[1] == 0x03 { 2 } else { 0 };
+            let start = if frame[0] == 0xff && frame[1] == 0x03 {
+                2
+            } else {
+                0
+            };
             let (proto, len) = if frame[start] & 1 == 1 {
                 (u16::from(frame[start]), 1)
             } else {
@@ -116,13 +131,19 @@ pub fn decode(link: LinkType, frame: &[u8]) -> Result<Decoded, DecodeError> {
 
 fn decode_ethertype(frame: &[u8], offset: usize, ethertype: u16) -> Result<Decoded, DecodeError> {
     match ethertype {
-        ethernet::ETHERTYPE_IPV4 | ethernet::ETHERTYPE_IPV6 => decode_ip(frame, offset, 0, Some(ethertype)),
+        ethernet::ETHERTYPE_IPV4 | ethernet::ETHERTYPE_IPV6 => {
+            decode_ip(frame, offset, 0, Some(ethertype))
+        }
         ethernet::ETHERTYPE_VLAN | ethernet::ETHERTYPE_QINQ => {
-            let tag = frame.get(offset..offset + 4).ok_or_else(|| too_short(Layer::Vlan, 4, frame.len() - offset))?;
+            let tag = frame
+                .get(offset..offset + 4)
+                .ok_or_else(|| too_short(Layer::Vlan, 4, frame.len() - offset))?;
             let vlan = u16::from_be_bytes([tag[0], tag[1]]) & 0x0fff;
             let inner = u16::from_be_bytes([tag[2], tag[3]]);
             match inner {
-                ethernet::ETHERTYPE_IPV4 | ethernet::ETHERTYPE_IPV6 => decode_ip(frame, offset + 4, vlan, Some(inner)),
+                ethernet::ETHERTYPE_IPV4 | ethernet::ETHERTYPE_IPV6 => {
+                    decode_ip(frame, offset + 4, vlan, Some(inner))
+                }
                 other => Err(DecodeError::NotIp { ethertype: other }),
             }
         }
@@ -135,7 +156,9 @@ mod tests {
     use super::*;
 
     fn ipv4_udp() -> Vec<u8> {
-        let mut p = vec![0x45, 0, 0, 30, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+        let mut p = vec![
+            0x45, 0, 0, 30, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
         p.extend_from_slice(&[0x04, 0xd2, 0x00, 0x35, 0, 10, 0, 0, b'h', b'i']);
         p
     }
@@ -147,7 +170,9 @@ mod tests {
         let null = decode(LinkType::Null, &[&[2, 0, 0, 0][..], &ip].concat()).unwrap();
         let mut sll = vec![0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0x08, 0x00];
         sll.extend_from_slice(&ip);
-        let mut sll2 = vec![0x08, 0x00, 0, 0, 0, 0, 0, 2, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0];
+        let mut sll2 = vec![
+            0x08, 0x00, 0, 0, 0, 0, 0, 2, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
         sll2.extend_from_slice(&ip);
         let ppp = [&[0xff, 0x03, 0x00, 0x21][..], &ip].concat();
         for (name, d) in [
@@ -166,7 +191,10 @@ mod tests {
     fn short_and_foreign_frames_are_errors() {
         assert!(decode(LinkType::LinuxSll, &[0; 10]).is_err());
         assert!(decode(LinkType::Null, &[0x18, 0, 0]).is_err());
-        assert!(matches!(decode(LinkType::Null, &[7, 0, 0, 0, 1]), Err(DecodeError::NotIp { .. })));
+        assert!(matches!(
+            decode(LinkType::Null, &[7, 0, 0, 0, 1]),
+            Err(DecodeError::NotIp { .. })
+        ));
         assert_eq!(LinkType::from_linktype(147), None);
     }
 }

@@ -12,6 +12,9 @@ use clap::Parser;
 struct Args {
     /// Folder with pcap/ and result/ (nDPI's tests/cfgs/default layout).
     dataset: Option<PathBuf>,
+    /// List the flows where we disagree with nDPI about this nDPI protocol.
+    #[arg(long, value_name = "PROTO")]
+    show: Vec<String>,
     /// Also write the full comparison as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -20,8 +23,14 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let dataset = args.dataset.unwrap_or_else(bench::ndpi::default_dataset);
-    let report = bench::ndpi::compare(&dataset).map_err(|e| anyhow::anyhow!("{}: {e}", dataset.display()))?;
+    let report = bench::ndpi::compare(&dataset)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dataset.display()))?;
     print!("{}", report.markdown());
+    for (master, line) in &report.disagreements {
+        if args.show.iter().any(|s| s == master) {
+            println!("{line}");
+        }
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
     }

@@ -22,10 +22,16 @@ pub(crate) fn slp(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
             let len = usize::from(d[2]) << 16 | usize::from(d[3]) << 8 | usize::from(d[4]);
             (1..=11).contains(&d[1]) && len == d.len()
         }
-        Some(1) if d.len() >= 12 => (1..=10).contains(&d[1]) && be16(d, 2).map(usize::from) == Some(d.len()),
+        Some(1) if d.len() >= 12 => {
+            (1..=10).contains(&d[1]) && be16(d, 2).map(usize::from) == Some(d.len())
+        }
         _ => false,
     };
-    if ok { Dissect::Match(Protocol::Slp, None) } else { Dissect::No }
+    if ok {
+        Dissect::Match(Protocol::Slp, None)
+    } else {
+        Dissect::No
+    }
 }
 
 /// Decodes a NetBIOS first-level encoded name (32 bytes 'A'..'P').
@@ -33,9 +39,14 @@ fn netbios_name(encoded: &[u8]) -> Option<String> {
     if encoded.len() != 32 || !encoded.iter().all(|b| (b'A'..=b'P').contains(b)) {
         return None;
     }
-    let raw: Vec<u8> = encoded.chunks(2).map(|c| ((c[0] - b'A') << 4) | (c[1] - b'A')).collect();
+    let raw: Vec<u8> = encoded
+        .chunks(2)
+        .map(|c| ((c[0] - b'A') << 4) | (c[1] - b'A'))
+        .collect();
     // 15 characters padded with spaces, then the suffix byte.
-    let name = String::from_utf8_lossy(&raw[..15]).trim_end().to_lowercase();
+    let name = String::from_utf8_lossy(&raw[..15])
+        .trim_end()
+        .to_lowercase();
     (!name.is_empty() && name.chars().all(|c| !c.is_control())).then_some(name)
 }
 
@@ -47,12 +58,16 @@ pub(crate) fn netbios_ns(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
     }
     let flags = be16(d, 2).unwrap_or(0);
     let opcode = (flags >> 11) & 0xf;
-    if !matches!(opcode, 0 | 5 | 6 | 7 | 8) || be16(d, 4).unwrap_or(99) > 1 && be16(d, 6).unwrap_or(99) > 1 {
+    if !matches!(opcode, 0 | 5 | 6 | 7 | 8)
+        || be16(d, 4).unwrap_or(99) > 1 && be16(d, 6).unwrap_or(99) > 1
+    {
         return Dissect::No;
     }
     match (d[12], netbios_name(&d[13..45])) {
         (32, Some(name)) => Dissect::Match(Protocol::NetBios, Some(name)),
-        (32, None) if d[13..45].iter().all(|b| (b'A'..=b'P').contains(b)) => Dissect::Match(Protocol::NetBios, None),
+        (32, None) if d[13..45].iter().all(|b| (b'A'..=b'P').contains(b)) => {
+            Dissect::Match(Protocol::NetBios, None)
+        }
         // node status queries use '*' (CKAAAA...), decoded above as not printable
         (32, None) => Dissect::Match(Protocol::NetBios, None),
         _ => Dissect::No,
@@ -105,7 +120,9 @@ pub(crate) fn dhcp(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
             255 => break,
             12 => {
                 if let Some(v) = d.get(i + 2..i + 2 + len) {
-                    let name = String::from_utf8_lossy(v).trim_end_matches('\0').to_lowercase();
+                    let name = String::from_utf8_lossy(v)
+                        .trim_end_matches('\0')
+                        .to_lowercase();
                     host = (!name.is_empty()).then_some(name);
                 }
             }
@@ -160,10 +177,14 @@ pub(crate) fn snmp(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
     if !(p.port(161) || p.port(162)) || d.first() != Some(&0x30) {
         return Dissect::No;
     }
-    let Some((len, used)) = ber_len(d, 1) else { return Dissect::No };
+    let Some((len, used)) = ber_len(d, 1) else {
+        return Dissect::No;
+    };
     let at = 1 + used;
     match d.get(at..at + 3) {
-        Some([0x02, 0x01, 0 | 1 | 3]) if len + at == d.len() => Dissect::Match(Protocol::Snmp, None),
+        Some([0x02, 0x01, 0 | 1 | 3]) if len + at == d.len() => {
+            Dissect::Match(Protocol::Snmp, None)
+        }
         _ => Dissect::No,
     }
 }
@@ -178,14 +199,22 @@ pub(crate) fn stun(p: &Payload<'_>, s: &mut Scratch) -> Dissect {
         return Dissect::No;
     }
     let len = usize::from(be16(d, 2).unwrap_or(0));
-    if len + 20 != d.len() || len % 4 != 0 {
+    if len + 20 != d.len() {
         return Dissect::No;
     }
     let msg_type = be16(d, 0).unwrap_or(0);
+    // With the magic cookie the length alone is enough; some (WhatsApp)
+    // leave attributes unpadded, so no multiple-of-4 rule here.
     if be32(d, 4) == Some(0x2112_a442) {
         return Dissect::Match(Protocol::Stun, None);
     }
-    let classic = matches!(msg_type, 0x0001 | 0x0101 | 0x0111 | 0x0002 | 0x0102 | 0x0112);
+    if len % 4 != 0 {
+        return Dissect::No;
+    }
+    let classic = matches!(
+        msg_type,
+        0x0001 | 0x0101 | 0x0111 | 0x0002 | 0x0102 | 0x0112
+    );
     if classic && (p.port(3478) || s.first_len[usize::from(!p.from_client)].is_some()) {
         return Dissect::Match(Protocol::Stun, None);
     }
@@ -199,7 +228,12 @@ pub(crate) fn stun(p: &Payload<'_>, s: &mut Scratch) -> Dissect {
 /// RDP: TPKT + X.224 connection request/confirm.
 pub(crate) fn rdp(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
     let d = p.data;
-    if d.len() >= 11 && d[0] == 3 && d[1] == 0 && be16(d, 2).map(usize::from) == Some(d.len()) && matches!(d[5], 0xe0 | 0xd0) {
+    if d.len() >= 11
+        && d[0] == 3
+        && d[1] == 0
+        && be16(d, 2).map(usize::from) == Some(d.len())
+        && matches!(d[5], 0xe0 | 0xd0)
+    {
         let cookie = d.windows(17).any(|w| w == b"Cookie: mstshash=");
         if cookie || p.port(3389) || d.len() == 19 {
             return Dissect::Match(Protocol::Rdp, None);
@@ -214,11 +248,17 @@ pub(crate) fn smb(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
     if d.len() >= 8 && d[0] == 0 {
         match &d[4..8] {
             [0xff, b'S', b'M', b'B'] => return Dissect::Match(Protocol::SmbV1, None),
-            [0xfe, b'S', b'M', b'B'] | [0xfd, b'S', b'M', b'B'] => return Dissect::Match(Protocol::SmbV23, None),
+            [0xfe, b'S', b'M', b'B'] | [0xfd, b'S', b'M', b'B'] => {
+                return Dissect::Match(Protocol::SmbV23, None);
+            }
             _ => {}
         }
     }
-    if p.index < 2 && (p.port(445) || p.port(139)) { Dissect::More } else { Dissect::No }
+    if p.index < 2 && (p.port(445) || p.port(139)) {
+        Dissect::More
+    } else {
+        Dissect::No
+    }
 }
 
 /// Kerberos v5: an application-tagged message whose pvno is 5.
@@ -230,15 +270,22 @@ pub(crate) fn kerberos(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
     if d.len() < 16 || !matches!(d[0], 0x6a..=0x6e | 0x7e) {
         return Dissect::No;
     }
-    let Some((_, used)) = ber_len(d, 1) else { return Dissect::No };
+    let Some((_, used)) = ber_len(d, 1) else {
+        return Dissect::No;
+    };
     let body = &d[1 + used..];
     if body.first() != Some(&0x30) {
         return Dissect::No;
     }
-    let Some((_, used)) = ber_len(body, 1) else { return Dissect::No };
+    let Some((_, used)) = ber_len(body, 1) else {
+        return Dissect::No;
+    };
     let fields = &body[1 + used..];
     // pvno [0] or [1] INTEGER 5 comes first (KRB-ERROR/AP-REQ use [0], KDC-REQ [1]).
-    if fields.len() >= 5 && matches!(fields[0], 0xa0 | 0xa1) && fields[1..5] == [0x03, 0x02, 0x01, 0x05] {
+    if fields.len() >= 5
+        && matches!(fields[0], 0xa0 | 0xa1)
+        && fields[1..5] == [0x03, 0x02, 0x01, 0x05]
+    {
         Dissect::Match(Protocol::Kerberos, None)
     } else {
         Dissect::No
@@ -251,7 +298,9 @@ pub(crate) fn ldap(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
     if d.first() != Some(&0x30) {
         return Dissect::No;
     }
-    let Some((len, used)) = ber_len(d, 1) else { return Dissect::No };
+    let Some((len, used)) = ber_len(d, 1) else {
+        return Dissect::No;
+    };
     let at = 1 + used;
     if len + at > d.len() + 1500 || d.get(at) != Some(&0x02) {
         return Dissect::No;
@@ -266,10 +315,18 @@ pub(crate) fn ldap(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
     }
 }
 
-/// RADIUS (RFC 2865): code and a length equal to the datagram's.
+/// RADIUS (RFC 2865) on its ports (the code-and-length test alone matches
+/// random datagrams too often): code and a length equal to the datagram's.
 pub(crate) fn radius(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
     let d = p.data;
-    if d.len() >= 20 && matches!(d[0], 1..=5 | 11..=13 | 40..=45) && be16(d, 2).map(usize::from) == Some(d.len()) {
+    let port = [1812, 1813, 1645, 1646, 3799]
+        .iter()
+        .any(|port| p.port(*port));
+    if port
+        && d.len() >= 20
+        && matches!(d[0], 1..=5 | 11..=13 | 40..=45)
+        && be16(d, 2).map(usize::from) == Some(d.len())
+    {
         Dissect::Match(Protocol::Radius, None)
     } else {
         Dissect::No
@@ -282,7 +339,11 @@ pub(crate) fn bittorrent(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
     if d.len() >= 20 && d[0] == 19 && &d[1..20] == b"BitTorrent protocol" {
         return Dissect::Match(Protocol::BitTorrent, None);
     }
-    if p.l4 != PROTO_TCP && (d.starts_with(b"d1:ad2:id20:") || d.starts_with(b"d1:rd2:id20:") || d.starts_with(b"d1:eli")) {
+    if p.l4 != PROTO_TCP
+        && (d.starts_with(b"d1:ad2:id20:")
+            || d.starts_with(b"d1:rd2:id20:")
+            || d.starts_with(b"d1:eli"))
+    {
         return Dissect::Match(Protocol::BitTorrent, None);
     }
     Dissect::No
@@ -358,7 +419,8 @@ pub(crate) fn ike(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
     let version = d[17];
     let exchange = d[18];
     let len = be32(d, 24).unwrap_or(0) as usize;
-    if matches!(version, 0x10 | 0x20) && matches!(exchange, 1..=6 | 32..=37 | 243) && len == d.len() {
+    if matches!(version, 0x10 | 0x20) && matches!(exchange, 1..=6 | 32..=37 | 243) && len == d.len()
+    {
         Dissect::Match(Protocol::IpSec, None)
     } else {
         Dissect::No
@@ -369,7 +431,11 @@ pub(crate) fn ike(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
 pub(crate) fn mqtt(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
     let d = p.data;
     if d.first() != Some(&0x10) {
-        return if p.index == 0 && !p.from_client { Dissect::More } else { Dissect::No };
+        return if p.index == 0 && !p.from_client {
+            Dissect::More
+        } else {
+            Dissect::No
+        };
     }
     // remaining length: 1-4 byte varint
     let mut i = 1;
@@ -388,13 +454,21 @@ pub(crate) fn mqtt(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
 pub(crate) fn postgresql(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
     let d = p.data;
     if !p.from_client || d.len() < 8 {
-        return if p.index == 0 { Dissect::More } else { Dissect::No };
+        return if p.index == 0 {
+            Dissect::More
+        } else {
+            Dissect::No
+        };
     }
     let len = be32(d, 0).unwrap_or(0) as usize;
     let code = be32(d, 4).unwrap_or(0);
     match code {
-        0x0003_0000 if len == d.len() && d.ends_with(&[0]) => Dissect::Match(Protocol::PostgreSql, None),
-        0x04d2_162f | 0x04d2_1630 if len == 8 && d.len() == 8 => Dissect::Match(Protocol::PostgreSql, None),
+        0x0003_0000 if len == d.len() && d.ends_with(&[0]) => {
+            Dissect::Match(Protocol::PostgreSql, None)
+        }
+        0x04d2_162f | 0x04d2_1630 if len == 8 && d.len() == 8 => {
+            Dissect::Match(Protocol::PostgreSql, None)
+        }
         _ => Dissect::No,
     }
 }
@@ -403,12 +477,22 @@ pub(crate) fn postgresql(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
 pub(crate) fn mysql(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
     let d = p.data;
     if p.from_client {
-        return if p.index == 0 { Dissect::More } else { Dissect::No };
+        return if p.index == 0 {
+            Dissect::More
+        } else {
+            Dissect::No
+        };
     }
     let len = usize::from(d.first().copied().unwrap_or(0))
         | usize::from(d.get(1).copied().unwrap_or(0)) << 8
         | usize::from(d.get(2).copied().unwrap_or(0)) << 16;
-    if d.len() > 10 && len + 4 == d.len() && d[3] == 0 && d[4] == 10 && d[5].is_ascii_digit() && d[6] == b'.' {
+    if d.len() > 10
+        && len + 4 == d.len()
+        && d[3] == 0
+        && d[4] == 10
+        && d[5].is_ascii_digit()
+        && d[6] == b'.'
+    {
         Dissect::Match(Protocol::MySql, None)
     } else {
         Dissect::No
@@ -418,7 +502,13 @@ pub(crate) fn mysql(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
 /// MS-SQL TDS: pre-login or login packet whose header length is the segment's.
 pub(crate) fn tds(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
     let d = p.data;
-    if d.len() >= 8 && matches!(d[0], 0x10 | 0x12) && d[1] <= 1 && be16(d, 2).map(usize::from) == Some(d.len()) && d[7] == 0 && p.port(1433) {
+    if d.len() >= 8
+        && matches!(d[0], 0x10 | 0x12)
+        && d[1] <= 1
+        && be16(d, 2).map(usize::from) == Some(d.len())
+        && d[7] == 0
+        && p.port(1433)
+    {
         Dissect::Match(Protocol::Tds, None)
     } else {
         Dissect::No
@@ -439,7 +529,9 @@ pub(crate) fn socks(p: &Payload<'_>, s: &mut Scratch) -> Dissect {
     }
     match (s.first_len[0], p.from_client, d) {
         (Some(5), false, [5, 0 | 1 | 2 | 0xff]) => Dissect::Match(Protocol::Socks, None),
-        (Some(4), false, [0, 0x5a..=0x5d, ..]) if d.len() == 8 => Dissect::Match(Protocol::Socks, None),
+        (Some(4), false, [0, 0x5a..=0x5d, ..]) if d.len() == 8 => {
+            Dissect::Match(Protocol::Socks, None)
+        }
         (Some(_), true, _) => Dissect::More,
         _ => Dissect::No,
     }
@@ -457,11 +549,17 @@ pub(crate) fn rtp(p: &Payload<'_>, s: &mut Scratch) -> Dissect {
         return Dissect::No;
     }
     let mut r = Reader::new(&d[2..]);
-    let (Some(seq), Some(_ts)) = (r.u16(), r.bytes(4)) else { return Dissect::No };
-    let Some(ssrc) = be32(d, 8) else { return Dissect::No };
+    let (Some(seq), Some(_ts)) = (r.u16(), r.bytes(4)) else {
+        return Dissect::No;
+    };
+    let Some(ssrc) = be32(d, 8) else {
+        return Dissect::No;
+    };
     let dir = usize::from(!p.from_client);
     match s.rtp[dir] {
-        Some((prev_ssrc, prev_seq)) if prev_ssrc == ssrc && seq.wrapping_sub(prev_seq) < 16 && seq != prev_seq => {
+        Some((prev_ssrc, prev_seq))
+            if prev_ssrc == ssrc && seq.wrapping_sub(prev_seq) < 16 && seq != prev_seq =>
+        {
             Dissect::Match(Protocol::Rtp, None)
         }
         Some((prev_ssrc, _)) if prev_ssrc != ssrc => Dissect::No,
@@ -476,17 +574,36 @@ pub(crate) fn rtp(p: &Payload<'_>, s: &mut Scratch) -> Dissect {
 mod tests {
     use super::*;
 
-    fn payload(data: &[u8], from_client: bool, src_port: u16, dst_port: u16, l4: u8) -> Payload<'_> {
-        Payload { data, from_client, src_port, dst_port, index: 0, l4 }
+    fn payload(
+        data: &[u8],
+        from_client: bool,
+        src_port: u16,
+        dst_port: u16,
+        l4: u8,
+    ) -> Payload<'_> {
+        Payload {
+            data,
+            from_client,
+            src_port,
+            dst_port,
+            index: 0,
+            l4,
+        }
     }
 
     #[test]
     fn slp_needs_matching_length() {
         let mut v2 = vec![2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, b'e', b'n'];
         v2[4] = v2.len() as u8;
-        assert_eq!(slp(&payload(&v2, true, 1, 427, 17), &mut Scratch::default()), Dissect::Match(Protocol::Slp, None));
+        assert_eq!(
+            slp(&payload(&v2, true, 1, 427, 17), &mut Scratch::default()),
+            Dissect::Match(Protocol::Slp, None)
+        );
         v2[4] += 1;
-        assert_eq!(slp(&payload(&v2, true, 1, 427, 17), &mut Scratch::default()), Dissect::No);
+        assert_eq!(
+            slp(&payload(&v2, true, 1, 427, 17), &mut Scratch::default()),
+            Dissect::No
+        );
     }
 
     #[test]
@@ -494,7 +611,10 @@ mod tests {
         // "WORKGROUP" padded, suffix 0x00
         let mut name = b"WORKGROUP      ".to_vec();
         name.push(0);
-        let encoded: Vec<u8> = name.iter().flat_map(|b| [b'A' + (b >> 4), b'A' + (b & 0xf)]).collect();
+        let encoded: Vec<u8> = name
+            .iter()
+            .flat_map(|b| [b'A' + (b >> 4), b'A' + (b & 0xf)])
+            .collect();
         assert_eq!(netbios_name(&encoded).as_deref(), Some("workgroup"));
         assert_eq!(netbios_name(&encoded[..30]), None);
     }
@@ -503,9 +623,15 @@ mod tests {
     fn stun_with_cookie() {
         let mut m = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
         m.extend_from_slice(&[9; 12]);
-        assert_eq!(stun(&payload(&m, true, 1, 2, 17), &mut Scratch::default()), Dissect::Match(Protocol::Stun, None));
+        assert_eq!(
+            stun(&payload(&m, true, 1, 2, 17), &mut Scratch::default()),
+            Dissect::Match(Protocol::Stun, None)
+        );
         m[3] = 4; // length disagrees with the datagram
-        assert_eq!(stun(&payload(&m, true, 1, 2, 17), &mut Scratch::default()), Dissect::No);
+        assert_eq!(
+            stun(&payload(&m, true, 1, 2, 17), &mut Scratch::default()),
+            Dissect::No
+        );
     }
 
     #[test]
@@ -518,17 +644,29 @@ mod tests {
             d
         };
         let mut s = Scratch::default();
-        assert_eq!(rtp(&payload(&pkt(100), true, 5004, 5006, 17), &mut s), Dissect::More);
-        assert_eq!(rtp(&payload(&pkt(101), true, 5004, 5006, 17), &mut s), Dissect::Match(Protocol::Rtp, None));
+        assert_eq!(
+            rtp(&payload(&pkt(100), true, 5004, 5006, 17), &mut s),
+            Dissect::More
+        );
+        assert_eq!(
+            rtp(&payload(&pkt(101), true, 5004, 5006, 17), &mut s),
+            Dissect::Match(Protocol::Rtp, None)
+        );
     }
 
     #[test]
     fn wireguard_initiation_size() {
         let mut init = vec![1, 0, 0, 0];
         init.resize(148, 7);
-        assert_eq!(wireguard(&payload(&init, true, 1, 51820, 17), &mut Scratch::default()), Dissect::Match(Protocol::WireGuard, None));
+        assert_eq!(
+            wireguard(&payload(&init, true, 1, 51820, 17), &mut Scratch::default()),
+            Dissect::Match(Protocol::WireGuard, None)
+        );
         init.push(0);
-        assert_eq!(wireguard(&payload(&init, true, 1, 51820, 17), &mut Scratch::default()), Dissect::No);
+        assert_eq!(
+            wireguard(&payload(&init, true, 1, 51820, 17), &mut Scratch::default()),
+            Dissect::No
+        );
     }
 
     #[test]
@@ -544,10 +682,37 @@ mod tests {
                 })
                 .collect();
             for l4 in [6, 17] {
-                for port in [53, 88, 137, 138, 139, 161, 389, 427, 445, 500, 1194, 1433, 3389, 4500, 5060] {
+                for port in [
+                    53, 88, 137, 138, 139, 161, 389, 427, 445, 500, 1194, 1433, 3389, 4500, 5060,
+                ] {
                     let p = payload(&data, len % 2 == 0, 40000, port, l4);
                     let mut s = Scratch::default();
-                    for f in [slp, netbios_ns, netbios_dgm, netbios_session, dhcp, dhcpv6, ntp, snmp, stun, rdp, smb, kerberos, ldap, radius, bittorrent, openvpn, wireguard, ike, mqtt, postgresql, mysql, tds, socks, rtp] {
+                    for f in [
+                        slp,
+                        netbios_ns,
+                        netbios_dgm,
+                        netbios_session,
+                        dhcp,
+                        dhcpv6,
+                        ntp,
+                        snmp,
+                        stun,
+                        rdp,
+                        smb,
+                        kerberos,
+                        ldap,
+                        radius,
+                        bittorrent,
+                        openvpn,
+                        wireguard,
+                        ike,
+                        mqtt,
+                        postgresql,
+                        mysql,
+                        tds,
+                        socks,
+                        rtp,
+                    ] {
                         let _ = f(&p, &mut s);
                     }
                 }

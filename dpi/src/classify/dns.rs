@@ -30,7 +30,15 @@ fn read_name(msg: &[u8], mut pos: usize) -> Option<(String, usize)> {
                 if !name.is_empty() {
                     name.push('.');
                 }
-                name.push_str(&String::from_utf8_lossy(label));
+                // Rendered as nDPI renders names, so hosts compare: a byte
+                // outside the host-name alphabet becomes '?', '*' becomes '_'.
+                name.extend(label.iter().map(|b| match b {
+                    b'*' => '_',
+                    b if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') => {
+                        char::from(b.to_ascii_lowercase())
+                    }
+                    _ => '?',
+                }));
                 if name.len() > MAX_NAME {
                     return None;
                 }
@@ -42,7 +50,9 @@ fn read_name(msg: &[u8], mut pos: usize) -> Option<(String, usize)> {
     None
 }
 
-/// Parses a DNS message; returns the first question's (or answer's) name.
+/// Parses a DNS message; returns the first question's (or answer's) name,
+/// `Some(None)` when the header is sound but the name is not (nDPI still calls
+/// such a message DNS, flagged malformed).
 pub(crate) fn parse(msg: &[u8]) -> Option<Option<String>> {
     let mut r = Reader::new(msg);
     let _id = r.u16()?;
@@ -51,20 +61,30 @@ pub(crate) fn parse(msg: &[u8]) -> Option<Option<String>> {
     let opcode = (flags >> 11) & 0xf;
     let rcode = flags & 0xf;
     let is_response = flags & 0x8000 != 0;
-    if !matches!(opcode, 0 | 1 | 2 | 4 | 5) || rcode > 10 || qd > 32 || an > 512 || ns > 512 || ar > 512 {
+    if !matches!(opcode, 0 | 1 | 2 | 4 | 5)
+        || rcode > 10
+        || qd > 32
+        || an > 512
+        || ns > 512
+        || ar > 512
+    {
         return None;
     }
     if qd == 0 && !is_response || qd == 0 && an == 0 && ns == 0 && ar == 0 {
         return None;
     }
     // First question, else first answer (mDNS announcements have no question).
-    let (name, after) = read_name(msg, 12)?;
-    let rr = msg.get(after..after + 4)?;
+    let Some((name, after)) = read_name(msg, 12) else {
+        return Some(None);
+    };
+    let Some(rr) = msg.get(after..after + 4) else {
+        return Some(None);
+    };
     let class = u16::from_be_bytes([rr[2], rr[3]]) & 0x7fff;
     if !matches!(class, 1 | 3 | 4 | 254 | 255) {
-        return None;
+        return Some(None);
     }
-    Some((!name.is_empty()).then(|| name.to_lowercase()))
+    Some((!name.is_empty()).then_some(name))
 }
 
 pub(crate) fn dns(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
@@ -80,7 +100,11 @@ pub(crate) fn dns(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
     let msg = if p.l4 == PROTO_TCP {
         // Two-byte length prefix; the message may continue in later segments.
         if p.data.len() < 14 {
-            return if p.index < 2 { Dissect::More } else { Dissect::No };
+            return if p.index < 2 {
+                Dissect::More
+            } else {
+                Dissect::No
+            };
         }
         &p.data[2..]
     } else {
@@ -89,6 +113,20 @@ pub(crate) fn dns(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
     match parse(msg) {
         Some(host) => Dissect::Match(protocol, host),
         None => Dissect::No,
+    }
+}
+
+/// The response to a query already classified: its name replaces the query's.
+pub(crate) fn response(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
+    let msg = if p.l4 == PROTO_TCP {
+        p.data.get(2..).unwrap_or(&[])
+    } else {
+        p.data
+    };
+    let is_response = msg.get(2).is_some_and(|b| b & 0x80 != 0);
+    match parse(msg) {
+        Some(host) if is_response => Dissect::Match(Protocol::Dns, host),
+        _ => Dissect::More,
     }
 }
 
@@ -107,26 +145,51 @@ mod tests {
     }
 
     fn payload(data: &[u8], dst_port: u16) -> Payload<'_> {
-        Payload { data, from_client: true, src_port: 40000, dst_port, index: 0, l4: 17 }
+        Payload {
+            data,
+            from_client: true,
+            src_port: 40000,
+            dst_port,
+            index: 0,
+            l4: 17,
+        }
     }
 
     #[test]
     fn query_names_by_port() {
         let q = query("WWW.example.com");
-        assert_eq!(dns(&payload(&q, 53), &mut Scratch::default()), Dissect::Match(Protocol::Dns, Some("www.example.com".into())));
-        assert_eq!(dns(&payload(&q, 5353), &mut Scratch::default()), Dissect::Match(Protocol::Mdns, Some("www.example.com".into())));
-        assert_eq!(dns(&payload(&q, 5355), &mut Scratch::default()), Dissect::Match(Protocol::Llmnr, Some("www.example.com".into())));
-        assert_eq!(dns(&payload(&q, 9999), &mut Scratch::default()), Dissect::No);
+        assert_eq!(
+            dns(&payload(&q, 53), &mut Scratch::default()),
+            Dissect::Match(Protocol::Dns, Some("www.example.com".into()))
+        );
+        assert_eq!(
+            dns(&payload(&q, 5353), &mut Scratch::default()),
+            Dissect::Match(Protocol::Mdns, Some("www.example.com".into()))
+        );
+        assert_eq!(
+            dns(&payload(&q, 5355), &mut Scratch::default()),
+            Dissect::Match(Protocol::Llmnr, Some("www.example.com".into()))
+        );
+        assert_eq!(
+            dns(&payload(&q, 9999), &mut Scratch::default()),
+            Dissect::No
+        );
     }
 
     #[test]
-    fn pointer_loops_and_truncation_are_rejected() {
+    fn pointer_loops_and_truncation_give_no_name() {
         let mut looped = vec![0, 1, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
         looped.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
-        assert_eq!(parse(&looped), None);
+        assert_eq!(parse(&looped), Some(None), "sound header, unusable name");
         let q = query("a.example");
-        for len in 0..q.len() {
-            assert_eq!(parse(&q[..len]), None, "{len}");
+        for len in 0..12 {
+            assert_eq!(parse(&q[..len]), None, "{len}: no header");
         }
+        for len in 12..q.len() {
+            assert_eq!(parse(&q[..len]), Some(None), "{len}: truncated name");
+        }
+        let mut bad_opcode = query("a.example");
+        bad_opcode[2] = 0x7 << 3;
+        assert_eq!(parse(&bad_opcode), None);
     }
 }

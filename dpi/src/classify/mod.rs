@@ -58,7 +58,11 @@ macro_rules! protocols {
 protocols! {
     Unknown => "Unknown",
     Http => "HTTP",
+    HttpProxy => "HTTP_Proxy",
     Tls => "TLS",
+    Imaps => "IMAPS",
+    Pops => "POPS",
+    Smtps => "SMTPS",
     Quic => "QUIC",
     Dns => "DNS",
     Mdns => "MDNS",
@@ -186,6 +190,8 @@ pub struct Scratch {
     pub tls_hello: Vec<u8>,
     /// HTTP: a request line was seen, its Host header has not been yet.
     pub http_request: bool,
+    /// QUIC: CRYPTO stream bytes of the client's Initials, by offset.
+    pub quic_crypto: Vec<u8>,
 }
 
 struct Entry {
@@ -195,15 +201,27 @@ struct Entry {
 }
 
 const fn tcp(dissect: Dissector) -> Entry {
-    Entry { dissect, tcp: true, udp: false }
+    Entry {
+        dissect,
+        tcp: true,
+        udp: false,
+    }
 }
 
 const fn udp(dissect: Dissector) -> Entry {
-    Entry { dissect, tcp: false, udp: true }
+    Entry {
+        dissect,
+        tcp: false,
+        udp: true,
+    }
 }
 
 const fn both(dissect: Dissector) -> Entry {
-    Entry { dissect, tcp: true, udp: true }
+    Entry {
+        dissect,
+        tcp: true,
+        udp: true,
+    }
 }
 
 /// Dissectors in the order they are tried. Specific, cheap checks first.
@@ -246,6 +264,27 @@ const DISSECTORS: &[Entry] = &[
     udp(binary::rtp),
 ];
 
+/// A decided protocol that another may still refine within the give-up
+/// limit: WebRTC flows start with STUN and carry DTLS (nDPI reports DTLS).
+/// A DNS query is refined by its response, whose name nDPI reports.
+fn upgrade_of(protocol: Protocol) -> Option<(Protocol, Dissector)> {
+    match protocol {
+        Protocol::Stun => Some((Protocol::Dtls, tls::dtls)),
+        Protocol::Dns | Protocol::Mdns | Protocol::Llmnr => Some((protocol, dns::response)),
+        _ => None,
+    }
+}
+
+/// TLS on the implicit-TLS mail ports is named for the mail protocol, as nDPI does.
+fn tls_by_port(protocol: Protocol, ports: Option<(u16, u16)>) -> Protocol {
+    match (protocol, ports.map(|(_, server)| server)) {
+        (Protocol::Tls, Some(993)) => Protocol::Imaps,
+        (Protocol::Tls, Some(995)) => Protocol::Pops,
+        (Protocol::Tls, Some(465)) => Protocol::Smtps,
+        _ => protocol,
+    }
+}
+
 /// Default give-up limits (packets with payload), as in the original work.
 pub const GIVE_UP_TCP: u32 = 10;
 pub const GIVE_UP_UDP: u32 = 8;
@@ -262,6 +301,8 @@ pub struct FlowClassifier {
     result: Option<Classification>,
     /// Ports as (client, server) once known.
     ports: Option<(u16, u16)>,
+    /// Decided, but an upgrade is still being looked for.
+    refining: bool,
 }
 
 impl FlowClassifier {
@@ -275,13 +316,34 @@ impl FlowClassifier {
             PROTO_ESP | PROTO_AH => Some(Protocol::IpSec),
             _ => None,
         }
-        .map(|protocol| Classification { protocol, confidence: Confidence::Dpi, host: None, dpi_packets: 1 });
-        FlowClassifier { l4, excluded: 0, seen: 0, give_up, scratch: Scratch::default(), result, ports: None }
+        .map(|protocol| Classification {
+            protocol,
+            confidence: Confidence::Dpi,
+            host: None,
+            dpi_packets: 1,
+        });
+        FlowClassifier {
+            l4,
+            excluded: 0,
+            seen: 0,
+            give_up,
+            scratch: Scratch::default(),
+            result,
+            ports: None,
+            refining: false,
+        }
     }
 
     /// With the default give-up limit for the transport.
     pub fn for_transport(l4: u8) -> Self {
-        FlowClassifier::new(l4, if l4 == PROTO_TCP { GIVE_UP_TCP } else { GIVE_UP_UDP })
+        FlowClassifier::new(
+            l4,
+            if l4 == PROTO_TCP {
+                GIVE_UP_TCP
+            } else {
+                GIVE_UP_UDP
+            },
+        )
     }
 
     /// The decision, once there is one.
@@ -294,18 +356,40 @@ impl FlowClassifier {
         self.seen
     }
 
-    /// Feeds one packet. Returns true once the flow is decided.
-    pub fn on_packet(&mut self, data: &[u8], from_client: bool, src_port: u16, dst_port: u16) -> bool {
+    /// Feeds one packet. Returns true once the flow is decided (a decided
+    /// flow may still be refined, see [`FlowClassifier::wants_more`]).
+    pub fn on_packet(
+        &mut self,
+        data: &[u8],
+        from_client: bool,
+        src_port: u16,
+        dst_port: u16,
+    ) -> bool {
+        if self.refining {
+            self.refine(data, from_client, src_port, dst_port);
+            return true;
+        }
         if self.result.is_some() {
             return true;
         }
         if self.ports.is_none() {
-            self.ports = Some(if from_client { (src_port, dst_port) } else { (dst_port, src_port) });
+            self.ports = Some(if from_client {
+                (src_port, dst_port)
+            } else {
+                (dst_port, src_port)
+            });
         }
         if data.is_empty() {
             return false;
         }
-        let payload = Payload { data, from_client, src_port, dst_port, index: self.seen, l4: self.l4 };
+        let payload = Payload {
+            data,
+            from_client,
+            src_port,
+            dst_port,
+            index: self.seen,
+            l4: self.l4,
+        };
         self.seen += 1;
         let is_tcp = self.l4 == PROTO_TCP;
         let is_udp = self.l4 == PROTO_UDP;
@@ -316,7 +400,14 @@ impl FlowClassifier {
             }
             match (entry.dissect)(&payload, &mut self.scratch) {
                 Dissect::Match(protocol, host) => {
-                    self.result = Some(Classification { protocol, confidence: Confidence::Dpi, host, dpi_packets: self.seen });
+                    let protocol = tls_by_port(protocol, self.ports);
+                    self.result = Some(Classification {
+                        protocol,
+                        confidence: Confidence::Dpi,
+                        host,
+                        dpi_packets: self.seen,
+                    });
+                    self.refining = upgrade_of(protocol).is_some() && self.seen < self.give_up;
                     return true;
                 }
                 Dissect::No => self.excluded |= 1 << i,
@@ -330,6 +421,45 @@ impl FlowClassifier {
         false
     }
 
+    /// True while a decided flow is still being looked at for a refinement.
+    pub fn wants_more(&self) -> bool {
+        self.result.is_none() || self.refining
+    }
+
+    fn refine(&mut self, data: &[u8], from_client: bool, src_port: u16, dst_port: u16) {
+        if data.is_empty() {
+            return;
+        }
+        let Some(current) = self.result.as_ref().map(|r| r.protocol) else {
+            return;
+        };
+        let Some((better, dissect)) = upgrade_of(current) else {
+            self.refining = false;
+            return;
+        };
+        let payload = Payload {
+            data,
+            from_client,
+            src_port,
+            dst_port,
+            index: self.seen,
+            l4: self.l4,
+        };
+        self.seen += 1;
+        if let Dissect::Match(_, host) = dissect(&payload, &mut self.scratch) {
+            let host = host.or_else(|| self.result.as_ref().and_then(|r| r.host.clone()));
+            self.result = Some(Classification {
+                protocol: better,
+                confidence: Confidence::Dpi,
+                host,
+                dpi_packets: self.seen,
+            });
+            self.refining = false;
+        } else if self.seen >= self.give_up {
+            self.refining = false;
+        }
+    }
+
     /// The decision now, whether or not the give-up limit was reached: the
     /// result if there is one, else a port guess (or Unknown).
     pub fn finish(&mut self) -> Classification {
@@ -339,11 +469,31 @@ impl FlowClassifier {
         self.result.clone().expect("set above")
     }
 
+    /// Last resort. Only a flow that carried no payload at all (a lone SYN,
+    /// an unanswered handshake) is guessed by port: when there was payload and
+    /// no dissector recognised it, the port says little (DNSCrypt on UDP/443
+    /// is not QUIC), so the answer is Unknown.
     fn guess(&self) -> Classification {
-        let by_port = self.ports.and_then(|(client, server)| port_guess(self.l4, server).or_else(|| port_guess(self.l4, client)));
+        let by_port = if self.seen > 0 {
+            None
+        } else {
+            self.ports.and_then(|(client, server)| {
+                port_guess(self.l4, server).or_else(|| port_guess(self.l4, client))
+            })
+        };
         match by_port {
-            Some(protocol) => Classification { protocol, confidence: Confidence::Port, host: None, dpi_packets: self.seen },
-            None => Classification { protocol: Protocol::Unknown, confidence: Confidence::Unknown, host: None, dpi_packets: self.seen },
+            Some(protocol) => Classification {
+                protocol,
+                confidence: Confidence::Port,
+                host: None,
+                dpi_packets: self.seen,
+            },
+            None => Classification {
+                protocol: Protocol::Unknown,
+                confidence: Confidence::Unknown,
+                host: None,
+                dpi_packets: self.seen,
+            },
         }
     }
 }
@@ -354,7 +504,13 @@ pub fn port_guess(l4: u8, port: u16) -> Option<Protocol> {
     let tcp = l4 == PROTO_TCP;
     Some(match (tcp, port) {
         (true, 80 | 8080) => Http,
-        (_, 443) => if tcp { Tls } else { Quic },
+        (_, 443) => {
+            if tcp {
+                Tls
+            } else {
+                Quic
+            }
+        }
         (_, 53) => Dns,
         (false, 5353) => Mdns,
         (false, 5355) => Llmnr,
@@ -411,14 +567,26 @@ mod tests {
     }
 
     #[test]
-    fn unknown_payload_falls_back_to_port_with_port_confidence() {
+    fn only_flows_without_payload_are_guessed_by_port() {
         let mut c = FlowClassifier::new(PROTO_TCP, 3);
-        for _ in 0..3 {
-            c.on_packet(&[0xde, 0xad, 0xbe, 0xef, 0x01, 0x02, 0x03, 0x04, 0x05], true, 40000, 3306);
-        }
+        c.on_packet(&[], true, 40000, 3306);
         let r = c.finish();
         assert_eq!(r.confidence, Confidence::Port);
         assert_eq!(r.protocol, Protocol::MySql);
+        let mut c = FlowClassifier::new(PROTO_TCP, 3);
+        for _ in 0..3 {
+            c.on_packet(
+                &[0xde, 0xad, 0xbe, 0xef, 0x01, 0x02, 0x03, 0x04, 0x05],
+                true,
+                40000,
+                3306,
+            );
+        }
+        assert_eq!(
+            c.finish().protocol,
+            Protocol::Unknown,
+            "payload nobody recognised is not guessed"
+        );
         let mut c = FlowClassifier::new(PROTO_UDP, 2);
         c.on_packet(&[0xde, 0xad, 0xbe, 0xef], true, 40000, 40001);
         c.on_packet(&[0xde, 0xad, 0xbe, 0xef], false, 40001, 40000);

@@ -66,20 +66,32 @@ pub fn parse_client_hello(body: &[u8], dtls: bool) -> Option<ClientHello> {
     r.bytes(usize::from(suites))?;
     let compression = r.u8()?;
     r.bytes(usize::from(compression))?;
-    let mut hello = ClientHello { version: legacy_version, ..ClientHello::default() };
-    let Some(ext_len) = r.u16() else { return Some(hello) };
+    let mut hello = ClientHello {
+        version: legacy_version,
+        ..ClientHello::default()
+    };
+    let Some(ext_len) = r.u16() else {
+        return Some(hello);
+    };
     let ext_data = r.bytes(usize::from(ext_len)).unwrap_or_else(|| r.rest());
     let mut ext = Reader::new(ext_data);
     while let (Some(kind), Some(len)) = (ext.u16(), ext.u16()) {
-        let Some(data) = ext.bytes(usize::from(len)) else { break };
+        let Some(data) = ext.bytes(usize::from(len)) else {
+            break;
+        };
         let mut e = Reader::new(data);
         match kind {
             0 => {
                 // server_name: list length, then (type, length, name)*
                 e.u16();
                 while let (Some(name_type), Some(name_len)) = (e.u8(), e.u16()) {
-                    let Some(name) = e.bytes(usize::from(name_len)) else { break };
-                    if name_type == 0 && !name.is_empty() && name.iter().all(|b| b.is_ascii_graphic()) {
+                    let Some(name) = e.bytes(usize::from(name_len)) else {
+                        break;
+                    };
+                    if name_type == 0
+                        && !name.is_empty()
+                        && name.iter().all(|b| b.is_ascii_graphic())
+                    {
                         hello.sni = Some(String::from_utf8_lossy(name).to_ascii_lowercase());
                         break;
                     }
@@ -88,7 +100,9 @@ pub fn parse_client_hello(body: &[u8], dtls: bool) -> Option<ClientHello> {
             16 => {
                 e.u16();
                 while let Some(n) = e.u8() {
-                    let Some(proto) = e.bytes(usize::from(n)) else { break };
+                    let Some(proto) = e.bytes(usize::from(n)) else {
+                        break;
+                    };
                     hello.alpn.push(String::from_utf8_lossy(proto).into_owned());
                 }
             }
@@ -98,7 +112,9 @@ pub fn parse_client_hello(body: &[u8], dtls: bool) -> Option<ClientHello> {
                     match e.u16() {
                         // skip GREASE values (0x?a?a)
                         Some(v) if v & 0x0f0f == 0x0a0a => {}
-                        Some(v) if v > hello.version || hello.version == legacy_version => hello.version = v,
+                        Some(v) if v > hello.version || hello.version == legacy_version => {
+                            hello.version = v
+                        }
                         Some(_) => {}
                         None => break,
                     }
@@ -121,7 +137,8 @@ pub(crate) fn tls(p: &Payload<'_>, s: &mut Scratch) -> Dissect {
             return Dissect::More;
         }
         let room = MAX_HELLO.saturating_sub(s.tls_hello.len());
-        s.tls_hello.extend_from_slice(&p.data[..p.data.len().min(room)]);
+        s.tls_hello
+            .extend_from_slice(&p.data[..p.data.len().min(room)]);
         let buffered = std::mem::take(&mut s.tls_hello);
         return match client_hello_record(&buffered) {
             Some(Ok(hello)) => Dissect::Match(Protocol::Tls, hello.sni),
@@ -135,7 +152,11 @@ pub(crate) fn tls(p: &Payload<'_>, s: &mut Scratch) -> Dissect {
     }
     let d = p.data;
     if d.len() < 5 || !tls_version(u16::from_be_bytes([d[1], d[2]])) {
-        return if p.index == 0 && d.len() < 5 { Dissect::More } else { Dissect::No };
+        return if p.index == 0 && d.len() < 5 {
+            Dissect::More
+        } else {
+            Dissect::No
+        };
     }
     match d[0] {
         22 => {
@@ -154,7 +175,9 @@ pub(crate) fn tls(p: &Payload<'_>, s: &mut Scratch) -> Dissect {
             }
         }
         // Change cipher spec, alert or application data: a flow caught mid-way.
-        20 | 21 | 23 if u16::from_be_bytes([d[3], d[4]]) <= 16_384 + 2048 => Dissect::Match(Protocol::Tls, None),
+        20 | 21 | 23 if u16::from_be_bytes([d[3], d[4]]) <= 16_384 + 2048 => {
+            Dissect::Match(Protocol::Tls, None)
+        }
         _ => Dissect::No,
     }
 }
@@ -184,7 +207,9 @@ fn client_hello_record(d: &[u8]) -> Option<Result<ClientHello, ()>> {
     if handshake.len() < 4 + hs_len {
         return None;
     }
-    parse_client_hello(&handshake[4..4 + hs_len], false).map(Ok).or(Some(Err(())))
+    parse_client_hello(&handshake[4..4 + hs_len], false)
+        .map(Ok)
+        .or(Some(Err(())))
 }
 
 fn dtls_version(v: u16) -> bool {
@@ -193,7 +218,8 @@ fn dtls_version(v: u16) -> bool {
 
 pub(crate) fn dtls(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
     let d = p.data;
-    if d.len() < 13 || !(20..=25).contains(&d[0]) || !dtls_version(u16::from_be_bytes([d[1], d[2]])) {
+    if d.len() < 13 || !(20..=25).contains(&d[0]) || !dtls_version(u16::from_be_bytes([d[1], d[2]]))
+    {
         return Dissect::No;
     }
     let len = usize::from(u16::from_be_bytes([d[11], d[12]]));
@@ -240,7 +266,14 @@ pub(crate) mod tests {
     }
 
     fn payload(data: &[u8], index: u32) -> Payload<'_> {
-        Payload { data, from_client: true, src_port: 40000, dst_port: 443, index, l4: 6 }
+        Payload {
+            data,
+            from_client: true,
+            src_port: 40000,
+            dst_port: 443,
+            index,
+            l4: 6,
+        }
     }
 
     #[test]
@@ -250,7 +283,10 @@ pub(crate) mod tests {
         assert_eq!(hello.sni.as_deref(), Some("example.com"));
         assert_eq!(hello.alpn, vec!["h2".to_string()]);
         assert_eq!(hello.version, 0x0304);
-        assert_eq!(tls(&payload(&rec, 0), &mut Scratch::default()), Dissect::Match(Protocol::Tls, Some("example.com".into())));
+        assert_eq!(
+            tls(&payload(&rec, 0), &mut Scratch::default()),
+            Dissect::Match(Protocol::Tls, Some("example.com".into()))
+        );
     }
 
     #[test]
@@ -258,7 +294,10 @@ pub(crate) mod tests {
         let rec = client_hello("split.example");
         let mut s = Scratch::default();
         assert_eq!(tls(&payload(&rec[..20], 0), &mut s), Dissect::More);
-        assert_eq!(tls(&payload(&rec[20..], 1), &mut s), Dissect::Match(Protocol::Tls, Some("split.example".into())));
+        assert_eq!(
+            tls(&payload(&rec[20..], 1), &mut s),
+            Dissect::Match(Protocol::Tls, Some("split.example".into()))
+        );
     }
 
     #[test]
