@@ -1,0 +1,240 @@
+//! Classification speed: `dataplane inspect` against `ndpiReader -i` (nDPI,
+//! Debian's libndpi-bin) on the same large capture, in the same run.
+//!
+//! The capture is built from the Ethernet captures of the nDPI development
+//! set, repeated `--repeat` times; each repetition XORs its number into the
+//! IPv4 source address, so its flows are new flows, not continuations. Both
+//! tools then read that file, in alternating rounds; the median wall time per
+//! tool gives packets per second. Peak RSS of each is reported too.
+
+use std::{
+    fs::File,
+    io::BufWriter,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use pcap_file::{
+    DataLink,
+    pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter},
+    pcapng::{Block, PcapNgReader},
+};
+use serde::Serialize;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// nDPI dataset folder (pcap/ inside).
+    #[arg(long)]
+    dataset: Option<PathBuf>,
+    /// Times the set is repeated in the merged capture.
+    #[arg(long, default_value_t = 40)]
+    repeat: u32,
+    /// Rounds per tool (median kept).
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// Where to write the merged capture.
+    #[arg(long, default_value = "/tmp/dataplane-ndpi-speed.pcap")]
+    capture: PathBuf,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct Result {
+    packets: u64,
+    bytes: u64,
+    dataplane_seconds: f64,
+    ndpi_seconds: f64,
+    dataplane_pps: f64,
+    ndpi_pps: f64,
+    ratio: f64,
+    dataplane_max_rss_kib: i64,
+    ndpi_max_rss_kib: i64,
+}
+
+/// Ethernet frames of every capture in `dir`.
+fn ethernet_frames(dir: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    names.sort();
+    let mut frames = Vec::new();
+    for path in names {
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        if bytes.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]) {
+            let Ok(mut ng) = PcapNgReader::new(&bytes[..]) else {
+                continue;
+            };
+            let mut links = Vec::new();
+            while let Some(Ok(block)) = ng.next_block() {
+                match block {
+                    Block::InterfaceDescription(i) => links.push(i.linktype),
+                    Block::EnhancedPacket(p)
+                        if links.get(p.interface_id as usize) == Some(&DataLink::ETHERNET) =>
+                    {
+                        frames.push(p.data.into_owned())
+                    }
+                    _ => {}
+                }
+            }
+        } else if let Ok(mut pcap) = PcapReader::new(&bytes[..]) {
+            if pcap.header().datalink != DataLink::ETHERNET {
+                continue;
+            }
+            while let Some(Ok(p)) = pcap.next_packet() {
+                frames.push(p.data.into_owned());
+            }
+        }
+    }
+    Ok(frames)
+}
+
+fn write_capture(path: &Path, frames: &[Vec<u8>], repeat: u32) -> anyhow::Result<(u64, u64)> {
+    let file =
+        BufWriter::new(File::create(path).with_context(|| format!("create {}", path.display()))?);
+    let header = PcapHeader {
+        datalink: DataLink::ETHERNET,
+        snaplen: 65_535,
+        ..PcapHeader::default()
+    };
+    let mut writer = PcapWriter::with_header(file, header)?;
+    let (mut packets, mut bytes) = (0u64, 0u64);
+    let mut frame = Vec::with_capacity(2048);
+    for rep in 0..repeat {
+        for (i, original) in frames.iter().enumerate() {
+            frame.clear();
+            frame.extend_from_slice(original);
+            // IPv4 without VLAN: make each repetition's flows distinct.
+            if frame.len() >= 34 && frame[12..14] == [0x08, 0x00] {
+                frame[14 + 12 + 1] ^= (rep & 0xff) as u8;
+                frame[14 + 12 + 2] ^= (rep >> 8) as u8;
+            }
+            let ts = Duration::from_micros(u64::from(rep) * 1_000_000_000 + i as u64);
+            writer.write_packet(&PcapPacket::new(ts, frame.len() as u32, &frame))?;
+            packets += 1;
+            bytes += frame.len() as u64;
+        }
+    }
+    Ok((packets, bytes))
+}
+
+/// Runs a command with output discarded; returns wall time and its peak RSS (KiB).
+fn timed(cmd: &mut Command) -> anyhow::Result<(f64, i64)> {
+    let started = Instant::now();
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("run {cmd:?}"))?;
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is valid; wait4 reaps our own child by PID and
+    // fills its resource usage (the child handle is not waited on again).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let rc = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    let secs = started.elapsed().as_secs_f64();
+    if rc < 0 {
+        bail!("wait4 on {cmd:?}: {}", std::io::Error::last_os_error());
+    }
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!("{cmd:?} failed: wait status {status}");
+    }
+    Ok((secs, usage.ru_maxrss))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    bench::median(&mut v)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let dataset = args
+        .dataset
+        .clone()
+        .unwrap_or_else(bench::ndpi::default_dataset);
+    let ndpi = Command::new("ndpiReader")
+        .arg("-h")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if ndpi.is_err() {
+        bail!("ndpiReader not found: install it with `apt-get install libndpi-bin`");
+    }
+    let dataplane = std::env::current_exe()?.with_file_name("dataplane");
+    if !dataplane.exists() {
+        bail!(
+            "{} not found: cargo build --release -p dataplane -p bench",
+            dataplane.display()
+        );
+    }
+    let frames = ethernet_frames(&dataset.join("pcap"))?;
+    let (packets, bytes) = write_capture(&args.capture, &frames, args.repeat)?;
+    eprintln!(
+        "ndpi-speed: {} packets ({} MB) in {}",
+        packets,
+        bytes / 1_000_000,
+        args.capture.display()
+    );
+
+    // Alternate the tools round by round, so drift on a shared machine hits both.
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let (mut our_rss, mut ndpi_rss) = (0, 0);
+    for _ in 0..args.rounds {
+        let (t, rss) = timed(
+            Command::new("ndpiReader")
+                .arg("-i")
+                .arg(&args.capture)
+                .arg("-q"),
+        )?;
+        theirs.push(t);
+        ndpi_rss = ndpi_rss.max(rss);
+        let (t, rss) = timed(
+            Command::new(&dataplane)
+                .args(["inspect", "--format", "json"])
+                .arg(&args.capture),
+        )?;
+        ours.push(t);
+        our_rss = our_rss.max(rss);
+    }
+    let (d, n) = (median(ours), median(theirs));
+    let result = Result {
+        packets,
+        bytes,
+        dataplane_seconds: d,
+        ndpi_seconds: n,
+        dataplane_pps: packets as f64 / d,
+        ndpi_pps: packets as f64 / n,
+        ratio: n / d,
+        dataplane_max_rss_kib: our_rss.max(0),
+        ndpi_max_rss_kib: ndpi_rss,
+    };
+    println!(
+        "same capture, same run: {} packets, {} bytes, median of {} rounds each (wall time, output discarded)\n",
+        packets, bytes, args.rounds
+    );
+    println!("| tool | seconds | packets/s | peak RSS |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| dataplane inspect | {:.2} | {:.0} | {} MiB |",
+        d,
+        result.dataplane_pps,
+        result.dataplane_max_rss_kib / 1024
+    );
+    println!(
+        "| ndpiReader -i (nDPI 4.2) | {:.2} | {:.0} | {} MiB |",
+        n,
+        result.ndpi_pps,
+        result.ndpi_max_rss_kib / 1024
+    );
+    println!("\nspeed ratio: {:.2}x", result.ratio);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&result)?)?;
+    }
+    Ok(())
+}
