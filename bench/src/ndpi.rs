@@ -9,8 +9,10 @@ use std::{
     time::Instant,
 };
 
+use std::num::NonZeroUsize;
+
 use dataplane::inspect::{FlowRecord, Inspection};
-use dpi::Protocol;
+use dpi::{Protocol, table::Timeouts};
 use serde::Serialize;
 
 /// One flow line of an nDPI result file.
@@ -232,11 +234,16 @@ pub fn compare(dataset: &Path) -> std::io::Result<Agreement> {
             continue;
         };
         report.captures += 1;
-        let mut inspection = Inspection::new();
+        let mut records = Vec::new();
+        let mut inspection = Inspection::new(
+            NonZeroUsize::new(1 << 20).expect("non-zero"),
+            Timeouts::default(),
+            |r| records.push(r),
+        );
         if let Err(e) = inspection.read_file(&pcap) {
             report.unreadable.push(e.to_string());
         }
-        let (records, summary) = inspection.finish(started.elapsed());
+        let summary = inspection.finish(started.elapsed());
         report.packets += summary.packets;
         let ours: HashMap<(String, String, String), &FlowRecord> = records
             .iter()

@@ -48,6 +48,10 @@ pub enum Command {
         /// the summary as JSON on stderr.
         #[arg(long, value_enum, default_value_t = crate::inspect::Format::Table)]
         format: crate::inspect::Format,
+        /// Flows tracked at once; when full, the least recently seen flow is
+        /// ended (reason "evicted") to make room, so memory stays bounded.
+        #[arg(long, default_value_t = 262_144, value_parser = clap::value_parser!(u32).range(1..))]
+        max_flows: u32,
     },
 }
 

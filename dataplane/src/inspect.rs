@@ -7,14 +7,17 @@
 //! stopped, after what was read before it.
 
 use std::{
-    collections::HashMap,
     fs::File,
     io::{self, BufReader, Read},
+    num::NonZeroUsize,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
-use dpi::{Classification, FlowClassifier, FlowKey, LinkType};
+use dpi::{
+    Classification, FlowClassifier, FlowKey, LinkType,
+    table::{EndReason, Entry, FlowTable, Timeouts},
+};
 use pcap_file::{
     DataLink,
     pcap::PcapReader,
@@ -61,6 +64,8 @@ pub struct FlowRecord {
     pub dpi_packets: u32,
     pub verdict: String,
     pub sids: Vec<u32>,
+    /// Why the flow record was written: timeout, evicted (table full) or shutdown (end of input).
+    pub reason: &'static str,
     #[serde(skip)]
     pub key: FlowKey,
 }
@@ -74,6 +79,8 @@ pub struct Summary {
     pub flows: usize,
     /// Frames without a flow (not IP, fragments, malformed, unknown link type).
     pub skipped_frames: u64,
+    /// Flows evicted to keep the table within --max-flows.
+    pub evicted_flows: u64,
     pub seconds: f64,
     pub packets_per_second: f64,
 }
@@ -84,15 +91,17 @@ struct FlowState {
     packets: u64,
     bytes: u64,
     classifier: FlowClassifier,
-    order: usize,
 }
 
-/// The flows of a set of captures, in order of first appearance.
-#[derive(Default)]
-pub struct Inspection {
-    flows: HashMap<FlowKey, FlowState>,
-    next_order: usize,
+/// How often (in packets) idle flows are looked for.
+const EXPIRE_EVERY: u64 = 4096;
+
+/// The flows of a set of captures, handed to a sink as each one ends.
+pub struct Inspection<'s> {
+    flows: FlowTable<FlowState>,
     summary: Summary,
+    now_ns: u64,
+    sink: Box<dyn FnMut(FlowRecord) + 's>,
 }
 
 /// Counts the bytes a reader has handed out, so errors can say where.
@@ -109,15 +118,31 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-impl Inspection {
-    pub fn new() -> Self {
-        Inspection::default()
+impl<'s> Inspection<'s> {
+    /// At most `max_flows` flows are tracked at once; each ended flow goes to `sink`.
+    pub fn new(
+        max_flows: NonZeroUsize,
+        timeouts: Timeouts,
+        sink: impl FnMut(FlowRecord) + 's,
+    ) -> Self {
+        Inspection {
+            flows: FlowTable::new(max_flows, timeouts),
+            summary: Summary::default(),
+            now_ns: 0,
+            sink: Box::new(sink),
+        }
     }
 
-    /// Feeds one frame of link type `link`.
-    pub fn frame(&mut self, link: Option<LinkType>, frame: &[u8], wire_len: u32) {
+    /// Feeds one frame of link type `link`, captured at `ts_ns`.
+    pub fn frame(&mut self, link: Option<LinkType>, frame: &[u8], wire_len: u32, ts_ns: u64) {
         self.summary.packets += 1;
         self.summary.bytes += u64::from(wire_len);
+        self.now_ns = self.now_ns.max(ts_ns);
+        if self.summary.packets % EXPIRE_EVERY == 0 {
+            for (key, entry) in self.flows.expire(self.now_ns) {
+                self.emit(key, entry, EndReason::Timeout);
+            }
+        }
         let Some(link) = link else {
             self.summary.skipped_frames += 1;
             return;
@@ -129,20 +154,18 @@ impl Inspection {
                 return;
             }
         };
-        let next_order = &mut self.next_order;
-        let flow = self.flows.entry(decoded.key).or_insert_with(|| {
+        let (entry, evicted) = self.flows.touch(decoded.key, ts_ns, decoded.tcp_flags, || {
             let (a, b) = (decoded.key.a(), decoded.key.b());
             let (client, server) = if decoded.from_a { (a, b) } else { (b, a) };
-            *next_order += 1;
             FlowState {
                 client,
                 server,
                 packets: 0,
                 bytes: 0,
                 classifier: FlowClassifier::for_transport(decoded.key.proto),
-                order: *next_order,
             }
         });
+        let flow = &mut entry.value;
         flow.packets += 1;
         flow.bytes += u64::from(wire_len);
         let from_client = if decoded.from_a {
@@ -155,11 +178,38 @@ impl Inspection {
         } else {
             (flow.server.port(), flow.client.port())
         };
-        let end = decoded.payload_offset + decoded.payload_len;
-        if let Some(payload) = frame.get(decoded.payload_offset..end) {
-            flow.classifier
-                .on_packet(payload, from_client, src_port, dst_port);
+        if flow.classifier.wants_more() {
+            let end = decoded.payload_offset + decoded.payload_len;
+            if let Some(payload) = frame.get(decoded.payload_offset..end) {
+                flow.classifier
+                    .on_packet(payload, from_client, src_port, dst_port);
+            }
         }
+        if let Some((key, entry)) = evicted {
+            self.summary.evicted_flows += 1;
+            self.emit(key, entry, EndReason::Evicted);
+        }
+    }
+
+    fn emit(&mut self, key: FlowKey, entry: Entry<FlowState>, reason: EndReason) {
+        let mut f = entry.value;
+        let c: Classification = f.classifier.finish();
+        self.summary.flows += 1;
+        (self.sink)(FlowRecord {
+            src: f.client.to_string(),
+            dst: f.server.to_string(),
+            l4: key.l4_name(),
+            protocol: c.protocol.name().to_string(),
+            confidence: c.confidence.name().to_string(),
+            host: c.host,
+            packets: f.packets,
+            bytes: f.bytes,
+            dpi_packets: c.dpi_packets,
+            verdict: "allow".to_string(),
+            sids: Vec::new(),
+            reason: reason.name(),
+            key,
+        });
     }
 
     /// Reads a whole pcap or pcapng file.
@@ -194,7 +244,9 @@ impl Inspection {
                 let link = LinkType::from_linktype(u32::from(pcap.header().datalink));
                 while let Some(packet) = pcap.next_packet() {
                     match packet {
-                        Ok(p) => self.frame(link, &p.data, p.orig_len),
+                        Ok(p) => {
+                            self.frame(link, &p.data, p.orig_len, p.timestamp.as_nanos() as u64)
+                        }
                         Err(e) => {
                             let offset = pcap.into_reader().offset;
                             return Err(corrupt(
@@ -229,11 +281,16 @@ impl Inspection {
                         Block::InterfaceDescription(idb) => interfaces.push(link_of(idb.linktype)),
                         Block::EnhancedPacket(epb) => {
                             let link = interfaces.get(epb.interface_id as usize).copied().flatten();
-                            self.frame(link, &epb.data, epb.original_len);
+                            self.frame(
+                                link,
+                                &epb.data,
+                                epb.original_len,
+                                epb.timestamp.as_nanos() as u64,
+                            );
                         }
                         Block::SimplePacket(spb) => {
                             let link = interfaces.first().copied().flatten();
-                            self.frame(link, &spb.data, spb.original_len);
+                            self.frame(link, &spb.data, spb.original_len, self.now_ns);
                         }
                         _ => {}
                     }
@@ -249,36 +306,15 @@ impl Inspection {
         Ok(())
     }
 
-    /// Decides every flow still undecided and returns the records in order
-    /// of first appearance, with the totals.
-    pub fn finish(mut self, elapsed: Duration) -> (Vec<FlowRecord>, Summary) {
-        let mut flows: Vec<(FlowKey, FlowState)> = self.flows.drain().collect();
-        flows.sort_by_key(|(_, f)| f.order);
-        let records: Vec<FlowRecord> = flows
-            .into_iter()
-            .map(|(key, mut f)| {
-                let c: Classification = f.classifier.finish();
-                FlowRecord {
-                    src: f.client.to_string(),
-                    dst: f.server.to_string(),
-                    l4: key.l4_name(),
-                    protocol: c.protocol.name().to_string(),
-                    confidence: c.confidence.name().to_string(),
-                    host: c.host,
-                    packets: f.packets,
-                    bytes: f.bytes,
-                    dpi_packets: c.dpi_packets,
-                    verdict: "allow".to_string(),
-                    sids: Vec::new(),
-                    key,
-                }
-            })
-            .collect();
-        self.summary.flows = records.len();
+    /// Ends every flow still in the table (reason `shutdown`) and returns the totals.
+    pub fn finish(mut self, elapsed: Duration) -> Summary {
+        for (key, entry) in self.flows.drain() {
+            self.emit(key, entry, EndReason::Shutdown);
+        }
         self.summary.seconds = elapsed.as_secs_f64();
         self.summary.packets_per_second =
             self.summary.packets as f64 / self.summary.seconds.max(1e-9);
-        (records, self.summary)
+        self.summary.clone()
     }
 }
 
@@ -293,40 +329,36 @@ pub enum Format {
     Json,
 }
 
-/// Runs `dataplane inspect`: prints the flows, then the summary. Returns an
-/// error (after printing what was read) if a file could not be read to its end.
-pub fn run(files: &[PathBuf], format: Format) -> anyhow::Result<()> {
+/// Runs `dataplane inspect`: prints each flow as it ends, then the summary.
+/// Returns an error (after printing what was read) if a file could not be
+/// read to its end.
+pub fn run(files: &[PathBuf], format: Format, max_flows: NonZeroUsize) -> anyhow::Result<()> {
+    use std::io::Write as _;
     let started = Instant::now();
-    let mut inspection = Inspection::new();
-    let mut failure = None;
-    for path in files {
-        if let Err(e) = inspection.read_file(path) {
-            failure = Some(e);
-            break;
-        }
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    if format == Format::Table {
+        writeln!(
+            out,
+            "{:<46} {:<46} {:<5} {:<26} {:<40} {:>8} {:>10} {:>4} {:<7}",
+            "src", "dst", "l4", "protocol", "host", "packets", "bytes", "dpi", "verdict"
+        )?;
     }
-    let (records, summary) = inspection.finish(started.elapsed());
-    match format {
-        Format::Json => {
-            for r in &records {
-                println!("{}", serde_json::to_string(r)?);
-            }
-            eprintln!("{}", serde_json::to_string(&summary)?);
-        }
-        Format::Table => {
-            println!(
-                "{:<4} {:<46} {:<46} {:<5} {:<26} {:<40} {:>8} {:>10} {:>4} {:<7}",
-                "#", "src", "dst", "l4", "protocol", "host", "packets", "bytes", "dpi", "verdict"
-            );
-            for (i, r) in records.iter().enumerate() {
+    let mut write_error = None;
+    let mut inspection = Inspection::new(max_flows, Timeouts::default(), |r: FlowRecord| {
+        let line = match format {
+            Format::Json => serde_json::to_string(&r)
+                .map_err(io::Error::other)
+                .and_then(|j| writeln!(out, "{j}")),
+            Format::Table => {
                 let protocol = if r.confidence == "port" {
                     format!("{} (by port)", r.protocol)
                 } else {
                     r.protocol.clone()
                 };
-                println!(
-                    "{:<4} {:<46} {:<46} {:<5} {:<26} {:<40} {:>8} {:>10} {:>4} {:<7}",
-                    i + 1,
+                writeln!(
+                    out,
+                    "{:<46} {:<46} {:<5} {:<26} {:<40} {:>8} {:>10} {:>4} {:<7}",
                     r.src,
                     r.dst,
                     r.l4,
@@ -336,20 +368,40 @@ pub fn run(files: &[PathBuf], format: Format) -> anyhow::Result<()> {
                     r.bytes,
                     r.dpi_packets,
                     r.verdict
-                );
+                )
             }
-            println!(
-                "\n{} file(s), {} packets, {} bytes, {} flows, {} frames without a flow, {:.3} s, {:.0} packets/s",
-                summary.files,
-                summary.packets,
-                summary.bytes,
-                summary.flows,
-                summary.skipped_frames,
-                summary.seconds,
-                summary.packets_per_second
-            );
+        };
+        if let Err(e) = line {
+            write_error.get_or_insert(e);
+        }
+    });
+    let mut failure = None;
+    for path in files {
+        if let Err(e) = inspection.read_file(path) {
+            failure = Some(e);
+            break;
         }
     }
+    let summary = inspection.finish(started.elapsed());
+    if let Some(e) = write_error {
+        return Err(anyhow::Error::new(e).context("write the flow records"));
+    }
+    match format {
+        Format::Json => eprintln!("{}", serde_json::to_string(&summary)?),
+        Format::Table => writeln!(
+            out,
+            "\n{} file(s), {} packets, {} bytes, {} flows ({} evicted for room), {} frames without a flow, {:.3} s, {:.0} packets/s",
+            summary.files,
+            summary.packets,
+            summary.bytes,
+            summary.flows,
+            summary.evicted_flows,
+            summary.skipped_frames,
+            summary.seconds,
+            summary.packets_per_second
+        )?,
+    }
+    out.flush()?;
     match failure {
         Some(e) => Err(e.into()),
         None => Ok(()),

@@ -33,7 +33,18 @@ use crate::{
 /// SIGINT/SIGTERM or `--duration`.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match (cli.command, cli.run) {
-        (Some(Command::Inspect { files, format }), _) => crate::inspect::run(&files, format),
+        (
+            Some(Command::Inspect {
+                files,
+                format,
+                max_flows,
+            }),
+            _,
+        ) => crate::inspect::run(
+            &files,
+            format,
+            NonZeroUsize::new(max_flows as usize).context("--max-flows must be positive")?,
+        ),
         (None, Some(run)) => run_dataplane(&run),
         (None, None) => bail!(
             "nothing to do: give --iface IF to run the data plane, or a subcommand (see --help)"

@@ -17,6 +17,7 @@
 pub mod classify;
 pub mod flow;
 pub mod link;
+pub mod table;
 pub mod wire;
 
 pub use classify::{Classification, Confidence, FlowClassifier, Protocol};
