@@ -138,7 +138,7 @@ impl<'s> Inspection<'s> {
         self.summary.packets += 1;
         self.summary.bytes += u64::from(wire_len);
         self.now_ns = self.now_ns.max(ts_ns);
-        if self.summary.packets % EXPIRE_EVERY == 0 {
+        if self.summary.packets.is_multiple_of(EXPIRE_EVERY) {
             for (key, entry) in self.flows.expire(self.now_ns) {
                 self.emit(key, entry, EndReason::Timeout);
             }
