@@ -19,6 +19,8 @@ mod tls;
 
 use std::fmt;
 
+pub use tls::{ClientHello, parse_client_hello};
+
 use crate::flow::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 
 pub const PROTO_IGMP: u8 = 2;
