@@ -28,11 +28,11 @@ pub const PROTO_ESP: u8 = 50;
 pub const PROTO_AH: u8 = 51;
 
 macro_rules! protocols {
-    ($($variant:ident => $name:literal),+ $(,)?) => {
+    ($($(#[$attr:meta])* $variant:ident => $name:literal),+ $(,)?) => {
         /// An application protocol, named as nDPI names it.
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum Protocol {
-            $($variant),+
+            $($(#[$attr])* $variant),+
         }
 
         impl Protocol {
@@ -58,6 +58,7 @@ macro_rules! protocols {
 }
 
 protocols! {
+    #[default]
     Unknown => "Unknown",
     Http => "HTTP",
     HttpProxy => "HTTP_Proxy",
@@ -115,13 +116,14 @@ impl fmt::Display for Protocol {
 }
 
 /// How the protocol was found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Confidence {
     /// A dissector recognised the payload.
     Dpi,
     /// No dissector recognised it; this is the usual protocol of its port.
     Port,
     /// Nothing to go on.
+    #[default]
     Unknown,
 }
 
@@ -136,7 +138,7 @@ impl Confidence {
 }
 
 /// What a classifier concluded about a flow.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Classification {
     pub protocol: Protocol,
     pub confidence: Confidence,
@@ -144,6 +146,20 @@ pub struct Classification {
     pub host: Option<String>,
     /// Packets with payload that were looked at before deciding.
     pub dpi_packets: u32,
+    /// Further fields the dissector read (for rules and flow records).
+    pub info: AppInfo,
+}
+
+/// Application fields besides the host, as far as the dissector read them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AppInfo {
+    pub http_method: Option<String>,
+    pub http_uri: Option<String>,
+    pub http_user_agent: Option<String>,
+    /// TLS/QUIC ALPN protocols offered by the client.
+    pub alpn: Vec<String>,
+    /// Highest TLS version the client offered.
+    pub tls_version: Option<u16>,
 }
 
 /// What a dissector says about one payload.
@@ -194,6 +210,8 @@ pub struct Scratch {
     pub http_request: bool,
     /// QUIC: CRYPTO stream bytes of the client's Initials, by offset.
     pub quic_crypto: Vec<u8>,
+    /// Fields read so far, moved into the [`Classification`].
+    pub info: AppInfo,
 }
 
 struct Entry {
@@ -321,8 +339,8 @@ impl FlowClassifier {
         .map(|protocol| Classification {
             protocol,
             confidence: Confidence::Dpi,
-            host: None,
             dpi_packets: 1,
+            ..Classification::default()
         });
         FlowClassifier {
             l4,
@@ -403,11 +421,13 @@ impl FlowClassifier {
             match (entry.dissect)(&payload, &mut self.scratch) {
                 Dissect::Match(protocol, host) => {
                     let protocol = tls_by_port(protocol, self.ports);
+                    let info = std::mem::take(&mut self.scratch.info);
                     self.result = Some(Classification {
                         protocol,
                         confidence: Confidence::Dpi,
                         host,
                         dpi_packets: self.seen,
+                        info,
                     });
                     self.refining = upgrade_of(protocol).is_some() && self.seen < self.give_up;
                     return true;
@@ -450,11 +470,17 @@ impl FlowClassifier {
         self.seen += 1;
         if let Dissect::Match(_, host) = dissect(&payload, &mut self.scratch) {
             let host = host.or_else(|| self.result.as_ref().and_then(|r| r.host.clone()));
+            let mut info = self.result.take().map(|r| r.info).unwrap_or_default();
+            let fresh = std::mem::take(&mut self.scratch.info);
+            if fresh != AppInfo::default() {
+                info = fresh;
+            }
             self.result = Some(Classification {
                 protocol: better,
                 confidence: Confidence::Dpi,
                 host,
                 dpi_packets: self.seen,
+                info,
             });
             self.refining = false;
         } else if self.seen >= self.give_up {
@@ -487,14 +513,12 @@ impl FlowClassifier {
             Some(protocol) => Classification {
                 protocol,
                 confidence: Confidence::Port,
-                host: None,
                 dpi_packets: self.seen,
+                ..Classification::default()
             },
             None => Classification {
-                protocol: Protocol::Unknown,
-                confidence: Confidence::Unknown,
-                host: None,
                 dpi_packets: self.seen,
+                ..Classification::default()
             },
         }
     }

@@ -255,8 +255,13 @@ pub(crate) fn quic(p: &Payload<'_>, s: &mut Scratch) -> Dissect {
             let len =
                 usize::from(hello[1]) << 16 | usize::from(hello[2]) << 8 | usize::from(hello[3]);
             if hello.len() >= 4 + len {
-                let sni = tls::parse_client_hello(&hello[4..4 + len], false).and_then(|h| h.sni);
+                let hello = tls::parse_client_hello(&hello[4..4 + len], false);
                 s.quic_crypto = Vec::new();
+                let sni = hello.and_then(|h| {
+                    s.info.alpn = h.alpn;
+                    s.info.tls_version = Some(h.version);
+                    h.sni
+                });
                 return Dissect::Match(Protocol::Quic, sni);
             }
             if len + 4 > MAX_CRYPTO || p.index >= 3 {

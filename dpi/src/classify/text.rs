@@ -66,6 +66,10 @@ pub(crate) fn http(p: &Payload<'_>, s: &mut Scratch) -> Dissect {
     let d = p.data;
     if s.http_request && p.from_client {
         // The Host header comes in the next segment of a split request.
+        if s.info.http_user_agent.is_none() {
+            s.info.http_user_agent =
+                header(d, b"user-agent").map(|v| String::from_utf8_lossy(v).into_owned());
+        }
         return Dissect::Match(Protocol::Http, header(d, b"host").and_then(host_name));
     }
     if starts_with_any(d, HTTP_METHODS) {
@@ -74,6 +78,11 @@ pub(crate) fn http(p: &Payload<'_>, s: &mut Scratch) -> Dissect {
         if !line.windows(6).any(|w| w == b" HTTP/") && line_end < d.len() {
             return Dissect::No;
         }
+        let mut parts = line.trim_ascii_end().split(|b| *b == b' ');
+        let text = |b: &[u8]| Some(String::from_utf8_lossy(b).into_owned());
+        s.info.http_method = parts.next().and_then(text);
+        s.info.http_uri = parts.next().and_then(text);
+        s.info.http_user_agent = header(d, b"user-agent").and_then(text);
         // A proxy request: CONNECT, or an absolute URI in the request line.
         let target = line.split(|b| *b == b' ').nth(1).unwrap_or(&[]);
         if d.starts_with(b"CONNECT ")

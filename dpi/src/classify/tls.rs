@@ -141,7 +141,7 @@ pub(crate) fn tls(p: &Payload<'_>, s: &mut Scratch) -> Dissect {
             .extend_from_slice(&p.data[..p.data.len().min(room)]);
         let buffered = std::mem::take(&mut s.tls_hello);
         return match client_hello_record(&buffered) {
-            Some(Ok(hello)) => Dissect::Match(Protocol::Tls, hello.sni),
+            Some(Ok(hello)) => matched_hello(s, hello),
             Some(Err(())) => Dissect::Match(Protocol::Tls, None),
             None if buffered.len() < MAX_HELLO => {
                 s.tls_hello = buffered;
@@ -163,7 +163,7 @@ pub(crate) fn tls(p: &Payload<'_>, s: &mut Scratch) -> Dissect {
             let handshake_type = d.get(5).copied();
             match handshake_type {
                 Some(1) if p.from_client => match client_hello_record(d) {
-                    Some(Ok(hello)) => Dissect::Match(Protocol::Tls, hello.sni),
+                    Some(Ok(hello)) => matched_hello(s, hello),
                     Some(Err(())) => Dissect::No,
                     None => {
                         s.tls_hello.extend_from_slice(&d[..d.len().min(MAX_HELLO)]);
@@ -180,6 +180,13 @@ pub(crate) fn tls(p: &Payload<'_>, s: &mut Scratch) -> Dissect {
         }
         _ => Dissect::No,
     }
+}
+
+/// A TLS match from a ClientHello: SNI as host, ALPN and version kept.
+fn matched_hello(s: &mut Scratch, hello: ClientHello) -> Dissect {
+    s.info.alpn = hello.alpn;
+    s.info.tls_version = Some(hello.version);
+    Dissect::Match(Protocol::Tls, hello.sni)
 }
 
 /// Parses a record holding a ClientHello: `None` if more bytes are needed,

@@ -1,0 +1,594 @@
+//! Signature rules in Suricata's syntax, so users can bring rules they have.
+//!
+//! `action proto src sport -> dst dport (options)`, with `<>`, `any`, lists,
+//! negation and `$VARIABLES` from a vars file. Options: `msg`, `sid`, `rev`,
+//! `content` (with `|hex|`), `nocase`, `depth`, `offset`, `distance`,
+//! `within`, `pcre`, `flow`, `app-layer-protocol`, and the sticky buffers
+//! `http.host`, `http.uri`, `http.method`, `http.user_agent`, `tls.sni`,
+//! `ja4.hash`, `dns.query` (plus `pkt_data`). Informational keywords
+//! (`classtype`, `reference`, `metadata`, `priority`, `gid`, `fast_pattern`)
+//! are accepted. Anything else is an error naming the file, line and keyword
+//! (or, leniently, a warning and that rule skipped): never silently ignored.
+//!
+//! Every rule's longest content goes into an Aho-Corasick automaton per
+//! buffer, so a packet only runs the rules whose fast pattern it contains
+//! (plus the few with no content at all): 10,000 rules cost little more than 10.
+
+mod parse;
+
+use std::{
+    collections::HashMap,
+    fmt,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use aho_corasick::AhoCorasick;
+
+pub use parse::Vars;
+
+use crate::classify::{Classification, Protocol};
+
+/// What a matching rule does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Action {
+    /// Log, keep inspecting.
+    Alert,
+    /// Drop the flow.
+    Drop,
+    /// Stop inspecting and let the flow through (no more rules).
+    Pass,
+    /// Stop inspecting; the kernel handles the rest of the flow.
+    Bypass,
+}
+
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Alert => "alert",
+            Action::Drop => "drop",
+            Action::Pass => "pass",
+            Action::Bypass => "bypass",
+        }
+    }
+}
+
+/// Where a content or pcre looks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Buffer {
+    Payload,
+    HttpHost,
+    HttpUri,
+    HttpMethod,
+    HttpUserAgent,
+    TlsSni,
+    Ja4,
+    DnsQuery,
+}
+
+const BUFFERS: [Buffer; 8] = [
+    Buffer::Payload,
+    Buffer::HttpHost,
+    Buffer::HttpUri,
+    Buffer::HttpMethod,
+    Buffer::HttpUserAgent,
+    Buffer::TlsSni,
+    Buffer::Ja4,
+    Buffer::DnsQuery,
+];
+
+/// A rule file problem: which file, which line, what.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
+    }
+}
+
+impl std::error::Error for RuleError {}
+
+/// One `content` (or negated content) with its modifiers.
+#[derive(Clone, Debug)]
+pub(crate) struct Content {
+    pub bytes: Vec<u8>,
+    pub nocase: bool,
+    pub negated: bool,
+    pub offset: Option<usize>,
+    pub depth: Option<usize>,
+    pub distance: Option<isize>,
+    pub within: Option<usize>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Matcher {
+    Content(Content),
+    Pcre {
+        regex: regex::bytes::Regex,
+        negated: bool,
+        relative: bool,
+    },
+}
+
+/// An address set: positive ranges (empty = any) minus negated ones.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct AddrSet {
+    pub include: Vec<(IpAddr, u8)>,
+    pub exclude: Vec<(IpAddr, u8)>,
+}
+
+fn in_net(ip: IpAddr, (net, prefix): (IpAddr, u8)) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(prefix))
+            };
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(prefix))
+            };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+impl AddrSet {
+    fn contains(&self, ip: IpAddr) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|n| in_net(ip, *n)))
+            && !self.exclude.iter().any(|n| in_net(ip, *n))
+    }
+}
+
+/// A port set: positive ranges (empty = any) minus negated ones.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PortSet {
+    pub include: Vec<(u16, u16)>,
+    pub exclude: Vec<(u16, u16)>,
+}
+
+impl PortSet {
+    fn contains(&self, port: u16) -> bool {
+        let hit = |(lo, hi): &(u16, u16)| (*lo..=*hi).contains(&port);
+        (self.include.is_empty() || self.include.iter().any(hit)) && !self.exclude.iter().any(hit)
+    }
+}
+
+/// `flow:` constraints.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct FlowOpts {
+    pub to_server: Option<bool>,
+    pub established: Option<bool>,
+}
+
+/// A parsed rule.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    pub sid: u32,
+    pub rev: u32,
+    pub msg: String,
+    pub action: Action,
+    /// File and line it came from.
+    pub origin: (PathBuf, usize),
+    pub(crate) l4: Option<u8>,
+    pub(crate) app_proto: Option<(Vec<Protocol>, bool)>,
+    pub(crate) src: AddrSet,
+    pub(crate) sport: PortSet,
+    pub(crate) dst: AddrSet,
+    pub(crate) dport: PortSet,
+    pub(crate) bidirectional: bool,
+    pub(crate) flow: FlowOpts,
+    /// Matchers per buffer, in rule order.
+    pub(crate) matchers: Vec<(Buffer, Matcher)>,
+}
+
+/// One packet as the rules see it.
+#[derive(Clone, Copy, Debug)]
+pub struct PacketView<'a> {
+    pub l4: u8,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    /// From the flow's initiator.
+    pub to_server: bool,
+    /// Both sides have sent something (TCP: the handshake is done).
+    pub established: bool,
+    /// Transport payload.
+    pub payload: &'a [u8],
+    /// The flow's classification so far.
+    pub app: Option<&'a Classification>,
+    /// The flow's JA4 fingerprint, if it has one.
+    pub ja4: Option<&'a str>,
+}
+
+impl<'a> PacketView<'a> {
+    fn buffer(&self, buffer: Buffer) -> Option<&'a [u8]> {
+        let app = self.app;
+        let proto = app.map(|a| a.protocol);
+        let host = || app.and_then(|a| a.host.as_deref()).map(str::as_bytes);
+        match buffer {
+            Buffer::Payload => Some(self.payload),
+            Buffer::HttpHost if matches!(proto, Some(Protocol::Http | Protocol::HttpProxy)) => {
+                host()
+            }
+            Buffer::HttpUri => app
+                .and_then(|a| a.info.http_uri.as_deref())
+                .map(str::as_bytes),
+            Buffer::HttpMethod => app
+                .and_then(|a| a.info.http_method.as_deref())
+                .map(str::as_bytes),
+            Buffer::HttpUserAgent => app
+                .and_then(|a| a.info.http_user_agent.as_deref())
+                .map(str::as_bytes),
+            Buffer::TlsSni
+                if matches!(
+                    proto,
+                    Some(
+                        Protocol::Tls
+                            | Protocol::Quic
+                            | Protocol::Dtls
+                            | Protocol::Imaps
+                            | Protocol::Pops
+                            | Protocol::Smtps
+                    )
+                ) =>
+            {
+                host()
+            }
+            Buffer::DnsQuery
+                if matches!(
+                    proto,
+                    Some(Protocol::Dns | Protocol::Mdns | Protocol::Llmnr)
+                ) =>
+            {
+                host()
+            }
+            Buffer::Ja4 => self.ja4.map(str::as_bytes),
+            _ => None,
+        }
+    }
+}
+
+/// A rule that matched a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hit {
+    pub sid: u32,
+    pub action: Action,
+}
+
+/// A loaded set of rules with its prefilter.
+pub struct RuleSet {
+    rules: Vec<Rule>,
+    /// Per buffer: automaton over fast patterns, and the rule of each pattern.
+    prefilters: HashMap<Buffer, (AhoCorasick, Vec<usize>)>,
+    /// Rules without any positive content: always evaluated.
+    unfiltered: Vec<usize>,
+    /// Rules skipped in lenient mode, with why.
+    pub warnings: Vec<RuleError>,
+}
+
+impl fmt::Debug for RuleSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuleSet")
+            .field("rules", &self.rules.len())
+            .field("unfiltered", &self.unfiltered.len())
+            .finish()
+    }
+}
+
+impl RuleSet {
+    /// Parses rule text. `file` names it in errors. Lenient: a rule with an
+    /// unsupported keyword is skipped with a warning instead of failing all.
+    pub fn parse(
+        text: &str,
+        file: &Path,
+        vars: &Vars,
+        lenient: bool,
+    ) -> Result<RuleSet, Vec<RuleError>> {
+        let mut rules = Vec::new();
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        let mut sids: HashMap<u32, usize> = HashMap::new();
+        // Rules may continue over lines ending in a backslash.
+        let mut pending = String::new();
+        let mut start_line = 0;
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if pending.is_empty() {
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                start_line = i + 1;
+            }
+            if let Some(cont) = line.strip_suffix('\\') {
+                pending.push_str(cont);
+                continue;
+            }
+            pending.push_str(line);
+            let rule_text = std::mem::take(&mut pending);
+            match parse::rule(&rule_text, vars) {
+                Ok(mut rule) => {
+                    rule.origin = (file.to_path_buf(), start_line);
+                    if let Some(first) = sids.insert(rule.sid, start_line) {
+                        errors.push(RuleError {
+                            file: file.into(),
+                            line: start_line,
+                            message: format!("duplicate sid {} (first on line {first})", rule.sid),
+                        });
+                        continue;
+                    }
+                    rules.push(rule);
+                }
+                Err(e) => {
+                    let error = RuleError {
+                        file: file.into(),
+                        line: start_line,
+                        message: e.message,
+                    };
+                    if lenient && e.unsupported {
+                        warnings.push(error);
+                    } else {
+                        errors.push(error);
+                    }
+                }
+            }
+        }
+        if !pending.is_empty() {
+            errors.push(RuleError {
+                file: file.into(),
+                line: start_line,
+                message: "rule continues past the end of the file".into(),
+            });
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let mut set = RuleSet::build(rules).map_err(|message| {
+            vec![RuleError {
+                file: file.into(),
+                line: 0,
+                message,
+            }]
+        })?;
+        set.warnings = warnings;
+        Ok(set)
+    }
+
+    /// Reads and parses a rule file (see [`RuleSet::parse`]).
+    pub fn load(path: &Path, vars: &Vars, lenient: bool) -> Result<RuleSet, Vec<RuleError>> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            vec![RuleError {
+                file: path.into(),
+                line: 0,
+                message: format!("cannot read: {e}"),
+            }]
+        })?;
+        RuleSet::parse(&text, path, vars, lenient)
+    }
+
+    fn build(rules: Vec<Rule>) -> Result<RuleSet, String> {
+        let mut patterns: HashMap<Buffer, (Vec<Vec<u8>>, Vec<usize>)> = HashMap::new();
+        let mut unfiltered = Vec::new();
+        for (i, rule) in rules.iter().enumerate() {
+            let fast = rule
+                .matchers
+                .iter()
+                .filter_map(|(b, m)| match m {
+                    Matcher::Content(c) if !c.negated && !c.bytes.is_empty() => {
+                        Some((*b, &c.bytes))
+                    }
+                    _ => None,
+                })
+                .max_by_key(|(_, bytes)| bytes.len());
+            match fast {
+                Some((buffer, bytes)) => {
+                    let entry = patterns.entry(buffer).or_default();
+                    entry.0.push(bytes.clone());
+                    entry.1.push(i);
+                }
+                None => unfiltered.push(i),
+            }
+        }
+        let mut prefilters = HashMap::new();
+        for (buffer, (pats, owners)) in patterns {
+            // Case-insensitive: a superset of the real matches; the full check decides.
+            let ac = AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build(&pats)
+                .map_err(|e| e.to_string())?;
+            prefilters.insert(buffer, (ac, owners));
+        }
+        Ok(RuleSet {
+            rules,
+            prefilters,
+            unfiltered,
+            warnings: Vec::new(),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The rules matching `packet`, in file order.
+    pub fn matches(&self, packet: &PacketView<'_>) -> Vec<Hit> {
+        let mut candidates: Vec<usize> = self.unfiltered.clone();
+        for buffer in BUFFERS {
+            let (Some((ac, owners)), Some(data)) =
+                (self.prefilters.get(&buffer), packet.buffer(buffer))
+            else {
+                continue;
+            };
+            for m in ac.find_overlapping_iter(data) {
+                candidates.push(owners[m.pattern().as_usize()]);
+            }
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        candidates
+            .into_iter()
+            .filter(|i| self.rules[*i].matches(packet))
+            .map(|i| Hit {
+                sid: self.rules[i].sid,
+                action: self.rules[i].action,
+            })
+            .collect()
+    }
+}
+
+impl Rule {
+    fn header_matches(&self, p: &PacketView<'_>) -> bool {
+        if self.l4.is_some_and(|l4| l4 != p.l4) {
+            return false;
+        }
+        let forward = self.src.contains(p.src)
+            && self.sport.contains(p.sport)
+            && self.dst.contains(p.dst)
+            && self.dport.contains(p.dport);
+        let backward = self.bidirectional
+            && self.src.contains(p.dst)
+            && self.sport.contains(p.dport)
+            && self.dst.contains(p.src)
+            && self.dport.contains(p.sport);
+        forward || backward
+    }
+
+    fn matches(&self, p: &PacketView<'_>) -> bool {
+        if !self.header_matches(p) {
+            return false;
+        }
+        if self.flow.to_server.is_some_and(|t| t != p.to_server)
+            || self.flow.established.is_some_and(|e| e != p.established)
+        {
+            return false;
+        }
+        if let Some((protos, negated)) = &self.app_proto {
+            let proto = p.app.map(|a| a.protocol).unwrap_or(Protocol::Unknown);
+            if protos.contains(&proto) == *negated {
+                return false;
+            }
+        }
+        // Matchers run per buffer, in order, with relative positions carried along.
+        let mut i = 0;
+        while i < self.matchers.len() {
+            let buffer = self.matchers[i].0;
+            let end = self.matchers[i..]
+                .iter()
+                .position(|(b, _)| *b != buffer)
+                .map_or(self.matchers.len(), |n| i + n);
+            let Some(data) = p.buffer(buffer) else {
+                // A buffer the flow does not have: only negated matchers can hold.
+                if self.matchers[i..end].iter().any(|m| !is_negated(m)) {
+                    return false;
+                }
+                i = end;
+                continue;
+            };
+            if !sequence_matches(&self.matchers[i..end], data, 0) {
+                return false;
+            }
+            i = end;
+        }
+        true
+    }
+}
+
+fn is_negated(m: &(Buffer, Matcher)) -> bool {
+    match &m.1 {
+        Matcher::Content(c) => c.negated,
+        Matcher::Pcre { negated, .. } => *negated,
+    }
+}
+
+/// Every position of `needle` in `haystack` (the parser rejects empty contents).
+fn find<'h>(
+    haystack: &'h [u8],
+    needle: &'h [u8],
+    nocase: bool,
+) -> impl Iterator<Item = usize> + 'h {
+    let last = haystack.len().checked_sub(needle.len());
+    (0..=last.unwrap_or(0)).filter(move |i| {
+        last.is_some() && {
+            let w = &haystack[*i..*i + needle.len()];
+            if nocase {
+                w.eq_ignore_ascii_case(needle)
+            } else {
+                w == needle
+            }
+        }
+    })
+}
+
+/// Whether `matchers` all hold in `data`, the first one relative to `prev_end`
+/// (end of the previous match in this buffer). Tries every occurrence, as
+/// Suricata does, so a later relative match can use an earlier alternative.
+fn sequence_matches(matchers: &[(Buffer, Matcher)], data: &[u8], prev_end: usize) -> bool {
+    let Some(((_, first), rest)) = matchers.split_first() else {
+        return true;
+    };
+    match first {
+        Matcher::Content(c) => {
+            let relative = c.distance.is_some() || c.within.is_some();
+            let (lo, hi) = if relative {
+                let lo = (prev_end as isize + c.distance.unwrap_or(0)).max(0) as usize;
+                let hi = c.within.map_or(data.len(), |w| {
+                    (prev_end as isize + c.distance.unwrap_or(0)).max(0) as usize + w
+                });
+                (lo, hi.min(data.len()))
+            } else {
+                let lo = c.offset.unwrap_or(0);
+                let hi = c.depth.map_or(data.len(), |d| lo + d).min(data.len());
+                (lo, hi)
+            };
+            if lo > hi || lo > data.len() {
+                return c.negated && sequence_matches(rest, data, prev_end);
+            }
+            let window = &data[lo..hi];
+            if c.negated {
+                return find(window, &c.bytes, c.nocase).next().is_none()
+                    && sequence_matches(rest, data, prev_end);
+            }
+            find(window, &c.bytes, c.nocase)
+                .any(|at| sequence_matches(rest, data, lo + at + c.bytes.len()))
+        }
+        Matcher::Pcre {
+            regex,
+            negated,
+            relative,
+        } => {
+            let from = if *relative {
+                prev_end.min(data.len())
+            } else {
+                0
+            };
+            match regex.find(&data[from..]) {
+                Some(m) if !negated => sequence_matches(rest, data, from + m.end()),
+                None if *negated => sequence_matches(rest, data, prev_end),
+                _ => false,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,699 @@
+//! The rule text parser: header, options, contents, pcre, variables.
+
+use std::{collections::HashMap, net::IpAddr, path::Path};
+
+use super::{Action, AddrSet, Buffer, Content, FlowOpts, Matcher, PortSet, Rule, RuleError};
+use crate::classify::Protocol;
+
+/// Address and port variables (`$HOME_NET`...), from a TOML vars file:
+///
+/// ```toml
+/// [address-groups]
+/// HOME_NET = "[198.18.0.0/15]"
+/// EXTERNAL_NET = "!$HOME_NET"
+/// [port-groups]
+/// HTTP_PORTS = "[80,8080]"
+/// ```
+#[derive(Clone, Debug)]
+pub struct Vars {
+    addresses: HashMap<String, String>,
+    ports: HashMap<String, String>,
+}
+
+impl Default for Vars {
+    /// Suricata's shipped defaults for the variables most rule sets use,
+    /// with HOME_NET and EXTERNAL_NET both `any` until a vars file says otherwise.
+    fn default() -> Self {
+        let addresses = [
+            "HOME_NET",
+            "EXTERNAL_NET",
+            "HTTP_SERVERS",
+            "SMTP_SERVERS",
+            "SQL_SERVERS",
+            "DNS_SERVERS",
+            "TELNET_SERVERS",
+        ]
+        .into_iter()
+        .map(|k| (k.to_string(), "any".to_string()))
+        .collect();
+        let ports = [
+            ("HTTP_PORTS", "80"),
+            ("SHELLCODE_PORTS", "!80"),
+            ("ORACLE_PORTS", "1521"),
+            ("SSH_PORTS", "22"),
+            ("DNP3_PORTS", "20000"),
+            ("MODBUS_PORTS", "502"),
+            ("FILE_DATA_PORTS", "[$HTTP_PORTS,110,143]"),
+            ("FTP_PORTS", "21"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        Vars { addresses, ports }
+    }
+}
+
+impl Vars {
+    /// Parses a TOML vars file over the defaults.
+    pub fn parse(text: &str, file: &Path) -> Result<Vars, RuleError> {
+        let error = |line: usize, message: String| RuleError {
+            file: file.into(),
+            line,
+            message,
+        };
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let line = e.span().map_or(0, |s| {
+                text[..s.start.min(text.len())].lines().count().max(1)
+            });
+            error(line, e.message().to_string())
+        })?;
+        let mut vars = Vars::default();
+        for (section, value) in table {
+            let target = match section.as_str() {
+                "address-groups" => &mut vars.addresses,
+                "port-groups" => &mut vars.ports,
+                other => {
+                    return Err(error(
+                        0,
+                        format!(
+                            "unknown section [{other}] (expected [address-groups] or [port-groups])"
+                        ),
+                    ));
+                }
+            };
+            let toml::Value::Table(entries) = value else {
+                return Err(error(0, format!("[{section}] must be a table")));
+            };
+            for (name, value) in entries {
+                let toml::Value::String(v) = value else {
+                    return Err(error(0, format!("{section}.{name} must be a string")));
+                };
+                target.insert(name, v);
+            }
+        }
+        Ok(vars)
+    }
+
+    /// Reads a vars file.
+    pub fn load(path: &Path) -> Result<Vars, RuleError> {
+        let text = std::fs::read_to_string(path).map_err(|e| RuleError {
+            file: path.into(),
+            line: 0,
+            message: format!("cannot read: {e}"),
+        })?;
+        Vars::parse(&text, path)
+    }
+}
+
+/// Why a rule did not parse; `unsupported` marks keywords we do not have
+/// (skippable in lenient mode), as opposed to malformed rules.
+#[derive(Debug)]
+pub(crate) struct ParseError {
+    pub message: String,
+    pub unsupported: bool,
+}
+
+fn bad(message: impl Into<String>) -> ParseError {
+    ParseError {
+        message: message.into(),
+        unsupported: false,
+    }
+}
+
+fn unsupported(message: impl Into<String>) -> ParseError {
+    ParseError {
+        message: message.into(),
+        unsupported: true,
+    }
+}
+
+/// Splits on whitespace outside brackets.
+fn header_tokens(header: &str) -> Vec<String> {
+    let mut tokens = Vec::new();
+    let mut current = String::new();
+    let mut depth = 0;
+    for c in header.chars() {
+        match c {
+            '[' => {
+                depth += 1;
+                current.push(c);
+            }
+            ']' => {
+                depth -= 1;
+                current.push(c);
+            }
+            c if c.is_whitespace() && depth == 0 => {
+                if !current.is_empty() {
+                    tokens.push(std::mem::take(&mut current));
+                }
+            }
+            c if c.is_whitespace() => {}
+            c => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        tokens.push(current);
+    }
+    tokens
+}
+
+/// Splits a list `[a,b,[c,d]]` at top-level commas.
+fn list_items(list: &str) -> Vec<&str> {
+    let mut items = Vec::new();
+    let mut depth = 0;
+    let mut start = 0;
+    for (i, c) in list.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            ',' if depth == 0 => {
+                items.push(&list[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&list[start..]);
+    items
+        .into_iter()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn parse_net(s: &str) -> Result<(IpAddr, u8), ParseError> {
+    let (addr, prefix) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let ip: IpAddr = addr
+        .parse()
+        .map_err(|_| bad(format!("`{s}` is not an address or CIDR")))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        Some(p) => p
+            .parse::<u8>()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(|| bad(format!("bad prefix length in `{s}`")))?,
+        None => max,
+    };
+    Ok((ip, prefix))
+}
+
+fn addresses(
+    spec: &str,
+    vars: &Vars,
+    negate: bool,
+    set: &mut AddrSet,
+    depth: u32,
+) -> Result<(), ParseError> {
+    if depth > 16 {
+        return Err(bad("variables nest too deep (a cycle?)"));
+    }
+    let spec = spec.trim();
+    if let Some(rest) = spec.strip_prefix('!') {
+        return addresses(rest, vars, !negate, set, depth + 1);
+    }
+    if let Some(inner) = spec.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+        for item in list_items(inner) {
+            addresses(item, vars, negate, set, depth + 1)?;
+        }
+        return Ok(());
+    }
+    if let Some(name) = spec.strip_prefix('$') {
+        let value = vars.addresses.get(name).ok_or_else(|| {
+            bad(format!(
+                "address variable ${name} is not defined (add it to the vars file)"
+            ))
+        })?;
+        return addresses(value, vars, negate, set, depth + 1);
+    }
+    if spec == "any" {
+        if negate {
+            return Err(bad("`!any` matches nothing"));
+        }
+        return Ok(());
+    }
+    let net = parse_net(spec)?;
+    if negate {
+        set.exclude.push(net)
+    } else {
+        set.include.push(net)
+    }
+    Ok(())
+}
+
+fn ports(
+    spec: &str,
+    vars: &Vars,
+    negate: bool,
+    set: &mut PortSet,
+    depth: u32,
+) -> Result<(), ParseError> {
+    if depth > 16 {
+        return Err(bad("variables nest too deep (a cycle?)"));
+    }
+    let spec = spec.trim();
+    if let Some(rest) = spec.strip_prefix('!') {
+        return ports(rest, vars, !negate, set, depth + 1);
+    }
+    if let Some(inner) = spec.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+        for item in list_items(inner) {
+            ports(item, vars, negate, set, depth + 1)?;
+        }
+        return Ok(());
+    }
+    if let Some(name) = spec.strip_prefix('$') {
+        let value = vars.ports.get(name).ok_or_else(|| {
+            bad(format!(
+                "port variable ${name} is not defined (add it to the vars file)"
+            ))
+        })?;
+        return ports(value, vars, negate, set, depth + 1);
+    }
+    if spec == "any" {
+        return if negate {
+            Err(bad("`!any` matches nothing"))
+        } else {
+            Ok(())
+        };
+    }
+    let num = |s: &str, default: u16| -> Result<u16, ParseError> {
+        if s.is_empty() {
+            Ok(default)
+        } else {
+            s.parse()
+                .map_err(|_| bad(format!("`{spec}` is not a port or range")))
+        }
+    };
+    let range = match spec.split_once(':') {
+        Some((lo, hi)) => (num(lo, 0)?, num(hi, u16::MAX)?),
+        None => {
+            let p = num(spec, 0)?;
+            (p, p)
+        }
+    };
+    if range.0 > range.1 {
+        return Err(bad(format!("port range `{spec}` runs backwards")));
+    }
+    if negate {
+        set.exclude.push(range)
+    } else {
+        set.include.push(range)
+    }
+    Ok(())
+}
+
+/// Transport and application protocols of a Suricata protocol name.
+fn protocol_of(name: &str) -> Option<(Option<u8>, Option<Vec<Protocol>>)> {
+    use Protocol::*;
+    let app = |l4: Option<u8>, protos: &[Protocol]| Some((l4, Some(protos.to_vec())));
+    match name {
+        "ip" | "any" => Some((None, None)),
+        "tcp" | "tcp-pkt" | "tcp-stream" => Some((Some(6), None)),
+        "udp" => Some((Some(17), None)),
+        "icmp" => Some((Some(1), None)),
+        "icmpv6" => Some((Some(58), None)),
+        "http" | "http1" => app(Some(6), &[Http, HttpProxy]),
+        "tls" | "ssl" => app(Some(6), &[Tls, Imaps, Pops, Smtps]),
+        "dns" => app(None, &[Dns]),
+        "quic" => app(Some(17), &[Quic]),
+        "ssh" => app(Some(6), &[Ssh]),
+        "smtp" => app(Some(6), &[Smtp]),
+        "ftp" => app(Some(6), &[FtpControl]),
+        "imap" => app(Some(6), &[Imap]),
+        "pop3" => app(Some(6), &[Pop3]),
+        "dhcp" => app(Some(17), &[Dhcp]),
+        "ntp" => app(Some(17), &[Ntp]),
+        "snmp" => app(Some(17), &[Snmp]),
+        "sip" => app(None, &[Sip]),
+        "smb" => app(Some(6), &[SmbV1, SmbV23]),
+        "krb5" => app(None, &[Kerberos]),
+        "rdp" => app(Some(6), &[Rdp]),
+        "mqtt" => app(Some(6), &[Mqtt]),
+        "pgsql" => app(Some(6), &[PostgreSql]),
+        "ike" | "ikev2" => app(Some(17), &[IpSec]),
+        "ldap" => app(None, &[Ldap]),
+        "rtsp" => app(Some(6), &[Rtsp]),
+        "mdns" => app(Some(17), &[Mdns]),
+        "unknown" | "failed" => app(None, &[Unknown]),
+        _ => None,
+    }
+}
+
+/// Splits the option list at `;` outside quotes (honouring `\` escapes).
+fn options(text: &str) -> Result<Vec<(String, Option<String>)>, ParseError> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    let mut escaped = false;
+    for c in text.chars() {
+        if escaped {
+            current.push('\\');
+            current.push(c);
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' => escaped = true,
+            '"' => {
+                quoted = !quoted;
+                current.push(c);
+            }
+            ';' if !quoted => {
+                let opt = std::mem::take(&mut current);
+                let opt = opt.trim();
+                if !opt.is_empty() {
+                    out.push(match opt.split_once(':') {
+                        Some((k, v)) => (k.trim().to_string(), Some(v.trim().to_string())),
+                        None => (opt.to_string(), None),
+                    });
+                }
+            }
+            c => current.push(c),
+        }
+    }
+    if quoted {
+        return Err(bad("unterminated quoted string in the options"));
+    }
+    if !current.trim().is_empty() {
+        return Err(bad(format!(
+            "option `{}` is missing its terminating `;`",
+            current.trim()
+        )));
+    }
+    Ok(out)
+}
+
+/// A quoted option value without its quotes, escapes resolved.
+fn unquote(value: &str) -> Result<String, ParseError> {
+    let inner = value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .ok_or_else(|| bad(format!("expected a quoted string, got `{value}`")))?;
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some(e @ ('"' | ';' | '\\' | ':')) => out.push(e),
+                Some(other) => return Err(bad(format!("unknown escape `\\{other}`"))),
+                None => return Err(bad("trailing backslash")),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
+/// `abc|0d 0a|def` to bytes.
+fn content_bytes(spec: &str) -> Result<Vec<u8>, ParseError> {
+    let mut out = Vec::new();
+    let mut in_hex = false;
+    let mut hex = String::new();
+    for c in spec.chars() {
+        match (c, in_hex) {
+            ('|', false) => in_hex = true,
+            ('|', true) => {
+                let digits: String = hex.chars().filter(|c| !c.is_whitespace()).collect();
+                if !digits.len().is_multiple_of(2) || !digits.chars().all(|c| c.is_ascii_hexdigit())
+                {
+                    return Err(bad(format!("bad hex bytes `|{hex}|` in content")));
+                }
+                for i in (0..digits.len()).step_by(2) {
+                    out.push(u8::from_str_radix(&digits[i..i + 2], 16).expect("checked hex"));
+                }
+                hex.clear();
+                in_hex = false;
+            }
+            (c, true) => hex.push(c),
+            (c, false) => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+    if in_hex {
+        return Err(bad("unterminated `|` in content"));
+    }
+    if out.is_empty() {
+        return Err(bad("empty content"));
+    }
+    Ok(out)
+}
+
+fn pcre(value: &str) -> Result<(regex::bytes::Regex, bool, bool), ParseError> {
+    let (negated, value) = match value.strip_prefix('!') {
+        Some(v) => (true, v),
+        None => (false, value),
+    };
+    // Backslashes belong to the regex; only \" and \; are rule-level escapes.
+    let inner = value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .ok_or_else(|| bad(format!("expected a quoted pcre, got `{value}`")))?;
+    let text = inner.replace("\\\"", "\"").replace("\\;", ";");
+    let body = text
+        .strip_prefix('/')
+        .ok_or_else(|| bad("pcre must look like \"/regex/flags\""))?;
+    let end = body
+        .rfind('/')
+        .ok_or_else(|| bad("pcre must look like \"/regex/flags\""))?;
+    let (pattern, flags) = (&body[..end], &body[end + 1..]);
+    let mut builder = regex::bytes::RegexBuilder::new(pattern);
+    builder.unicode(false);
+    let mut relative = false;
+    for f in flags.chars() {
+        match f {
+            'i' => {
+                builder.case_insensitive(true);
+            }
+            's' => {
+                builder.dot_matches_new_line(true);
+            }
+            'm' => {
+                builder.multi_line(true);
+            }
+            'x' => {
+                builder.ignore_whitespace(true);
+            }
+            'R' => relative = true,
+            other => {
+                return Err(unsupported(format!(
+                    "pcre modifier `{other}` is not supported (supported: i s m x R)"
+                )));
+            }
+        }
+    }
+    let regex = builder
+        .build()
+        .map_err(|e| bad(format!("pcre `{pattern}` is not valid in the regex crate's syntax (no backreferences or look-around): {e}")))?;
+    Ok((regex, negated, relative))
+}
+
+fn number<T: std::str::FromStr>(key: &str, value: Option<&str>) -> Result<T, ParseError> {
+    value
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| bad(format!("`{key}` needs a number")))
+}
+
+fn last_content<'a>(
+    matchers: &'a mut [(Buffer, Matcher)],
+    key: &str,
+) -> Result<&'a mut Content, ParseError> {
+    match matchers.last_mut() {
+        Some((_, Matcher::Content(c))) => Ok(c),
+        _ => Err(bad(format!("`{key}` must follow a content"))),
+    }
+}
+
+/// Parses one rule (without file context).
+pub(crate) fn rule(text: &str, vars: &Vars) -> Result<Rule, ParseError> {
+    let open = text
+        .find('(')
+        .ok_or_else(|| bad("no option list `( ... )`"))?;
+    let close = text
+        .rfind(')')
+        .filter(|c| *c > open)
+        .ok_or_else(|| bad("the option list is not closed with `)`"))?;
+    if !text[close + 1..].trim().is_empty() {
+        return Err(bad("text after the closing `)`"));
+    }
+    let header = header_tokens(&text[..open]);
+    let [action, proto, src, sport, dir, dst, dport] = header.as_slice() else {
+        return Err(bad(format!(
+            "the header needs 7 fields (action proto src sport -> dst dport), found {}",
+            header.len()
+        )));
+    };
+    let action = match action.as_str() {
+        "alert" => Action::Alert,
+        "drop" => Action::Drop,
+        "pass" => Action::Pass,
+        "bypass" => Action::Bypass,
+        other => {
+            return Err(unsupported(format!(
+                "action `{other}` is not supported (alert, drop, pass, bypass)"
+            )));
+        }
+    };
+    let (l4, app) = protocol_of(proto)
+        .ok_or_else(|| unsupported(format!("protocol `{proto}` is not supported")))?;
+    let bidirectional = match dir.as_str() {
+        "->" => false,
+        "<>" => true,
+        other => return Err(bad(format!("direction must be -> or <>, got `{other}`"))),
+    };
+    let mut rule = Rule {
+        sid: 0,
+        rev: 1,
+        msg: String::new(),
+        action,
+        origin: Default::default(),
+        l4,
+        app_proto: app.map(|p| (p, false)),
+        src: AddrSet::default(),
+        sport: PortSet::default(),
+        dst: AddrSet::default(),
+        dport: PortSet::default(),
+        bidirectional,
+        flow: FlowOpts::default(),
+        matchers: Vec::new(),
+    };
+    addresses(src, vars, false, &mut rule.src, 0)?;
+    addresses(dst, vars, false, &mut rule.dst, 0)?;
+    ports(sport, vars, false, &mut rule.sport, 0)?;
+    ports(dport, vars, false, &mut rule.dport, 0)?;
+
+    let mut buffer = Buffer::Payload;
+    let mut sid = None;
+    for (key, value) in options(&text[open + 1..close])? {
+        let v = value.as_deref();
+        match key.as_str() {
+            "msg" => rule.msg = unquote(v.unwrap_or_default())?,
+            "sid" => sid = Some(number::<u32>("sid", v)?),
+            "rev" => rule.rev = number("rev", v)?,
+            "classtype" | "reference" | "metadata" | "priority" | "gid" | "fast_pattern"
+            | "target" => {}
+            "content" => {
+                let raw = v.ok_or_else(|| bad("content needs a value"))?;
+                let (negated, raw) = match raw.strip_prefix('!') {
+                    Some(r) => (true, r.trim()),
+                    None => (false, raw),
+                };
+                let bytes = content_bytes(&unquote(raw)?)?;
+                rule.matchers.push((
+                    buffer,
+                    Matcher::Content(Content {
+                        bytes,
+                        nocase: false,
+                        negated,
+                        offset: None,
+                        depth: None,
+                        distance: None,
+                        within: None,
+                    }),
+                ));
+            }
+            "nocase" => last_content(&mut rule.matchers, "nocase")?.nocase = true,
+            "depth" => last_content(&mut rule.matchers, "depth")?.depth = Some(number("depth", v)?),
+            "offset" => {
+                last_content(&mut rule.matchers, "offset")?.offset = Some(number("offset", v)?)
+            }
+            "distance" => {
+                last_content(&mut rule.matchers, "distance")?.distance =
+                    Some(number("distance", v)?)
+            }
+            "within" => {
+                last_content(&mut rule.matchers, "within")?.within = Some(number("within", v)?)
+            }
+            "pcre" => {
+                let (regex, negated, relative) = pcre(v.ok_or_else(|| bad("pcre needs a value"))?)?;
+                rule.matchers.push((
+                    buffer,
+                    Matcher::Pcre {
+                        regex,
+                        negated,
+                        relative,
+                    },
+                ));
+            }
+            "flow" => {
+                for part in v.unwrap_or_default().split(',').map(str::trim) {
+                    match part {
+                        "to_server" | "from_client" => rule.flow.to_server = Some(true),
+                        "to_client" | "from_server" => rule.flow.to_server = Some(false),
+                        "established" => rule.flow.established = Some(true),
+                        "not_established" => rule.flow.established = Some(false),
+                        "stateless" => {}
+                        other => {
+                            return Err(unsupported(format!(
+                                "flow option `{other}` is not supported"
+                            )));
+                        }
+                    }
+                }
+            }
+            "app-layer-protocol" => {
+                let name = v.unwrap_or_default().trim();
+                let (negated, name) = match name.strip_prefix('!') {
+                    Some(n) => (true, n),
+                    None => (false, name),
+                };
+                let protos = protocol_of(name)
+                    .and_then(|(_, app)| app)
+                    .ok_or_else(|| bad(format!("unknown app-layer-protocol `{name}`")))?;
+                rule.app_proto = Some((protos, negated));
+            }
+            "http.host" | "http_host" => {
+                buffer = sticky_or_modifier(&key, Buffer::HttpHost, &mut rule.matchers, buffer)?
+            }
+            "http.uri" | "http_uri" => {
+                buffer = sticky_or_modifier(&key, Buffer::HttpUri, &mut rule.matchers, buffer)?
+            }
+            "http.method" | "http_method" => {
+                buffer = sticky_or_modifier(&key, Buffer::HttpMethod, &mut rule.matchers, buffer)?
+            }
+            "http.user_agent" | "http_user_agent" => {
+                buffer =
+                    sticky_or_modifier(&key, Buffer::HttpUserAgent, &mut rule.matchers, buffer)?
+            }
+            "tls.sni" | "tls_sni" => {
+                buffer = sticky_or_modifier(&key, Buffer::TlsSni, &mut rule.matchers, buffer)?
+            }
+            "ja4.hash" => buffer = Buffer::Ja4,
+            "dns.query" | "dns_query" => {
+                buffer = sticky_or_modifier(&key, Buffer::DnsQuery, &mut rule.matchers, buffer)?
+            }
+            "pkt_data" => buffer = Buffer::Payload,
+            other => return Err(unsupported(format!("keyword `{other}` is not supported"))),
+        }
+    }
+    rule.sid = sid.ok_or_else(|| bad("the rule has no sid"))?;
+    Ok(rule)
+}
+
+/// `http.host` (sticky: applies to what follows) or the legacy `http_host`
+/// modifier (applies to the content before it).
+fn sticky_or_modifier(
+    key: &str,
+    target: Buffer,
+    matchers: &mut [(Buffer, Matcher)],
+    current: Buffer,
+) -> Result<Buffer, ParseError> {
+    if key.contains('.') {
+        return Ok(target);
+    }
+    match matchers.last_mut() {
+        Some((buffer, Matcher::Content(_))) => {
+            *buffer = target;
+            Ok(current)
+        }
+        _ => Err(bad(format!(
+            "`{key}` must follow a content (or use the sticky buffer `{}`)",
+            key.replacen('_', ".", 1)
+        ))),
+    }
+}

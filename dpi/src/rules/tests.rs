@@ -1,0 +1,191 @@
+use std::path::Path;
+
+use super::*;
+use crate::classify::{AppInfo, Confidence};
+
+fn set(text: &str) -> RuleSet {
+    RuleSet::parse(text, Path::new("test.rules"), &Vars::default(), false)
+        .unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+fn errors(text: &str) -> Vec<RuleError> {
+    RuleSet::parse(text, Path::new("bad.rules"), &Vars::default(), false).expect_err("must fail")
+}
+
+fn packet<'a>(payload: &'a [u8], app: Option<&'a Classification>) -> PacketView<'a> {
+    PacketView {
+        l4: 6,
+        src: "198.18.0.1".parse().unwrap(),
+        dst: "198.18.0.2".parse().unwrap(),
+        sport: 40000,
+        dport: 80,
+        to_server: true,
+        established: true,
+        payload,
+        app,
+        ja4: None,
+    }
+}
+
+fn sids(set: &RuleSet, p: &PacketView<'_>) -> Vec<u32> {
+    set.matches(p).into_iter().map(|h| h.sid).collect()
+}
+
+#[test]
+fn content_hex_nocase_and_positions() {
+    let s = set(concat!(
+        "alert tcp any any -> any 80 (msg:\"hex\"; content:\"GET |2f|admin\"; sid:1;)\n",
+        "alert tcp any any -> any 80 (content:\"get\"; nocase; depth:3; sid:2;)\n",
+        "alert tcp any any -> any 80 (content:\"admin\"; offset:10; sid:3;)\n",
+        "alert tcp any any -> any 80 (content:\"GET\"; content:\"HTTP\"; distance:0; within:20; sid:4;)\n",
+        "alert tcp any any -> any 80 (content:\"GET\"; content:!\"evil\"; sid:5;)\n",
+    ));
+    assert_eq!(
+        sids(&s, &packet(b"GET /admin HTTP/1.1\r\n", None)),
+        vec![1, 2, 4, 5]
+    );
+    assert_eq!(
+        sids(&s, &packet(b"xGET /evil ...", None)),
+        Vec::<u32>::new()
+    );
+}
+
+#[test]
+fn header_addresses_ports_lists_negation_and_bidirection() {
+    let s = set(concat!(
+        "alert tcp 198.18.0.0/24 any -> ![198.18.0.3,198.18.0.4] [80,443] (content:\"x\"; sid:1;)\n",
+        "alert tcp any any -> any !80 (content:\"x\"; sid:2;)\n",
+        "alert tcp 198.18.0.2 80 <> any any (content:\"x\"; sid:3;)\n",
+        "alert udp any any -> any any (content:\"x\"; sid:4;)\n",
+        "alert tcp any 1024: -> any :1023 (content:\"x\"; sid:5;)\n",
+    ));
+    assert_eq!(sids(&s, &packet(b"x", None)), vec![1, 3, 5]);
+}
+
+#[test]
+fn variables_from_a_vars_file() {
+    let vars = Vars::parse(
+        "[address-groups]\nHOME_NET = \"[198.18.0.0/15]\"\nEXTERNAL_NET = \"!$HOME_NET\"\n[port-groups]\nWEB = \"[80,8080]\"\n",
+        Path::new("vars.toml"),
+    )
+    .unwrap();
+    let s = RuleSet::parse(
+        "alert tcp $HOME_NET any -> $HOME_NET $WEB (content:\"x\"; sid:1;)\nalert tcp $EXTERNAL_NET any -> any any (content:\"x\"; sid:2;)\n",
+        Path::new("r"),
+        &vars,
+        false,
+    )
+    .unwrap();
+    assert_eq!(sids(&s, &packet(b"x", None)), vec![1]);
+    let missing = RuleSet::parse(
+        "alert tcp $NOPE any -> any any (sid:1;)",
+        Path::new("r"),
+        &vars,
+        false,
+    )
+    .unwrap_err();
+    assert!(missing[0].message.contains("$NOPE"), "{:?}", missing);
+}
+
+#[test]
+fn sticky_buffers_flow_and_app_layer_protocol() {
+    let app = Classification {
+        protocol: Protocol::Http,
+        confidence: Confidence::Dpi,
+        host: Some("evil.test".into()),
+        dpi_packets: 1,
+        info: AppInfo {
+            http_method: Some("POST".into()),
+            http_uri: Some("/upload".into()),
+            http_user_agent: Some("curl/8.0".into()),
+            ..AppInfo::default()
+        },
+    };
+    let s = set(concat!(
+        "drop http any any -> any any (msg:\"host\"; http.host; content:\"evil.test\"; sid:10;)\n",
+        "alert tcp any any -> any any (http.method; content:\"POST\"; http.uri; content:\"/upl\"; sid:11;)\n",
+        "alert tcp any any -> any any (http.user_agent; pcre:\"/^curl\\/[0-9]/\"; sid:12;)\n",
+        "alert tcp any any -> any any (flow:to_client; content:\"x\"; sid:13;)\n",
+        "alert tcp any any -> any any (app-layer-protocol:tls; sid:14;)\n",
+        "alert tcp any any -> any any (app-layer-protocol:!tls; flow:established,to_server; sid:15;)\n",
+        "alert tcp any any -> any any (tls.sni; content:\"evil\"; sid:16;)\n",
+        "alert tcp any any -> any any (content:\"POST\"; http_method; sid:17;)\n",
+    ));
+    let hits = s.matches(&packet(b"x", Some(&app)));
+    assert_eq!(
+        hits.iter().map(|h| h.sid).collect::<Vec<_>>(),
+        vec![10, 11, 12, 15, 17]
+    );
+    assert_eq!(hits[0].action, Action::Drop);
+    // Without a classification, the HTTP buffers do not exist.
+    assert_eq!(sids(&s, &packet(b"x", None)), vec![15]);
+}
+
+#[test]
+fn errors_name_line_and_keyword() {
+    let e =
+        errors("\n# comment\nalert tcp any any -> any any (content:\"x\"; isdataat:1; sid:1;)\n");
+    assert_eq!(e[0].line, 3);
+    assert!(e[0].message.contains("isdataat"), "{}", e[0]);
+    assert_eq!(
+        e[0].to_string(),
+        "bad.rules:3: keyword `isdataat` is not supported"
+    );
+    let e = errors("alert tcp any any -> any any (pcre:\"/(a)\\1/\"; sid:2;)\n");
+    assert!(e[0].message.contains("regex crate"), "{}", e[0]);
+    let e = errors(
+        "alert tcp any any -> any any (content:\"x\"; sid:3;)\nalert tcp any any -> any any (content:\"y\"; sid:3;)\n",
+    );
+    assert!(e[0].message.contains("duplicate sid 3"));
+    assert!(
+        !errors("reject tcp any any -> any any (sid:4;)")[0]
+            .message
+            .is_empty()
+    );
+    assert!(
+        errors("alert tcp any any -> any any (content:\"x\"; sid:5)")[0]
+            .message
+            .contains("terminating")
+    );
+    assert!(
+        errors("alert tcp any any -> any any (content:\"|4|\"; sid:6;)")[0]
+            .message
+            .contains("hex")
+    );
+}
+
+#[test]
+fn lenient_mode_skips_unsupported_rules_with_a_warning() {
+    let text = "alert tcp any any -> any any (content:\"x\"; isdataat:1; sid:1;)\nalert tcp any any -> any any (content:\"x\"; sid:2;)\n";
+    let s = RuleSet::parse(text, Path::new("l.rules"), &Vars::default(), true).unwrap();
+    assert_eq!(s.len(), 1);
+    assert_eq!(s.warnings.len(), 1);
+    assert_eq!(s.warnings[0].line, 1);
+    // Malformed rules are errors even when lenient.
+    assert!(
+        RuleSet::parse(
+            "alert tcp any any -> (sid:1;)",
+            Path::new("l"),
+            &Vars::default(),
+            true
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn ten_thousand_rules_only_run_candidates() {
+    let mut text = String::new();
+    for i in 0..10_000 {
+        text.push_str(&format!(
+            "alert tcp any any -> any any (content:\"pattern-{i:05}\"; sid:{};)\n",
+            i + 1
+        ));
+    }
+    let s = set(&text);
+    assert_eq!(
+        sids(&s, &packet(b"... pattern-04242 ...", None)),
+        vec![4243]
+    );
+    assert!(s.unfiltered.is_empty());
+}
