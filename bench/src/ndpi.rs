@@ -24,6 +24,7 @@ pub struct NdpiFlow {
     /// The master protocol (`TLS` of `TLS.Google`; `Google` of a lone `Google`).
     pub master: String,
     pub host: Option<String>,
+    pub ja4: Option<String>,
 }
 
 /// Parses the flow lines of an `ndpiReader -v 2` output.
@@ -58,12 +59,17 @@ pub fn parse_result(text: &str) -> Vec<NdpiFlow> {
             let h = &body[at + 15..];
             h.find(']').map(|e| h[..e].to_string())
         });
+        let ja4 = body.find("[JA4: ").and_then(|at| {
+            let j = &body[at + 6..];
+            j.find(']').map(|e| j[..e].to_string())
+        });
         flows.push(NdpiFlow {
             l4: l4.to_string(),
             a: a.to_string(),
             b: b.to_string(),
             master,
             host,
+            ja4,
         });
     }
     flows
@@ -111,6 +117,13 @@ pub struct Agreement {
     pub other_claims: BTreeMap<String, u64>,
     pub packets: u64,
     pub seconds: f64,
+    /// Flows where both give a JA4, and where they are equal.
+    pub ja4_both: u64,
+    pub ja4_agree: u64,
+    /// ...and where the two hash parts (ciphers; extensions and signature
+    /// algorithms) agree, the part that does not depend on how the ALPN and
+    /// SNI characters are read (nDPI 4.x reads them differently from FoxIO's spec).
+    pub ja4_hashes_agree: u64,
     /// Disagreements, as `file: l4 a <-> b: nDPI X, ours Y` (for reading them).
     pub disagreements: Vec<(String, String)>,
 }
@@ -198,6 +211,15 @@ impl Agreement {
             self.other_claimed,
             self.other_flows
         );
+        let _ = writeln!(
+            s,
+            "\nJA4 agreement {:.1}% ({} of {} flows where both compute one); the hash parts alone {:.1}% ({})",
+            100.0 * self.ja4_agree as f64 / self.ja4_both.max(1) as f64,
+            self.ja4_agree,
+            self.ja4_both,
+            100.0 * self.ja4_hashes_agree as f64 / self.ja4_both.max(1) as f64,
+            self.ja4_hashes_agree
+        );
         let mut claims: Vec<_> = self.other_claims.iter().collect();
         claims.sort_by(|a, b| b.1.cmp(a.1));
         let claims: Vec<String> = claims
@@ -255,6 +277,23 @@ pub fn compare(dataset: &Path) -> std::io::Result<Agreement> {
                 continue;
             };
             report.matched_flows += 1;
+            if let (Some(theirs), Some(mine)) = (&flow.ja4, &our.ja4) {
+                report.ja4_both += 1;
+                if theirs.split_once('_').map(|x| x.1) == mine.split_once('_').map(|x| x.1) {
+                    report.ja4_hashes_agree += 1;
+                }
+                if theirs == mine {
+                    report.ja4_agree += 1;
+                } else {
+                    report.disagreements.push((
+                        "JA4".into(),
+                        format!(
+                            "{name}: {} {} <-> {}: JA4 nDPI {theirs}, ours {mine}",
+                            flow.l4, flow.a, flow.b
+                        ),
+                    ));
+                }
+            }
             let listed = Protocol::from_name(&flow.master).filter(|p| *p != Protocol::Unknown);
             match listed {
                 Some(_) => {

@@ -58,6 +58,9 @@ pub struct FlowRecord {
     pub protocol: String,
     pub confidence: String,
     pub host: Option<String>,
+    /// JA4 fingerprint of the ClientHello (TLS, QUIC, DTLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ja4: Option<String>,
     pub packets: u64,
     pub bytes: u64,
     /// Packets with payload looked at before the protocol was decided.
@@ -202,6 +205,7 @@ impl<'s> Inspection<'s> {
             protocol: c.protocol.name().to_string(),
             confidence: c.confidence.name().to_string(),
             host: c.host,
+            ja4: c.info.ja4,
             packets: f.packets,
             bytes: f.bytes,
             dpi_packets: c.dpi_packets,

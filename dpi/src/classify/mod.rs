@@ -160,6 +160,8 @@ pub struct AppInfo {
     pub alpn: Vec<String>,
     /// Highest TLS version the client offered.
     pub tls_version: Option<u16>,
+    /// JA4 fingerprint of the TLS/QUIC/DTLS ClientHello.
+    pub ja4: Option<String>,
 }
 
 /// What a dissector says about one payload.

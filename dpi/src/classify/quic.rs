@@ -258,6 +258,7 @@ pub(crate) fn quic(p: &Payload<'_>, s: &mut Scratch) -> Dissect {
                 let hello = tls::parse_client_hello(&hello[4..4 + len], false);
                 s.quic_crypto = Vec::new();
                 let sni = hello.and_then(|h| {
+                    s.info.ja4 = Some(h.ja4('q'));
                     s.info.alpn = h.alpn;
                     s.info.tls_version = Some(h.version);
                     h.sni

@@ -14,6 +14,107 @@ pub struct ClientHello {
     pub alpn: Vec<String>,
     /// Highest version offered (supported_versions, else legacy_version).
     pub version: u16,
+    /// Cipher suites, extension types and signature algorithms, in order
+    /// (GREASE values included; JA4 leaves them out).
+    pub ciphers: Vec<u16>,
+    pub extensions: Vec<u16>,
+    pub signature_algorithms: Vec<u16>,
+    /// First ALPN value as raw bytes (JA4 looks at its first and last byte).
+    pub first_alpn: Option<Vec<u8>>,
+}
+
+fn is_grease(v: u16) -> bool {
+    v & 0x0f0f == 0x0a0a && v >> 8 == v & 0xff
+}
+
+impl ClientHello {
+    /// The JA4 fingerprint (FoxIO, BSD-3) of this hello; `transport` is
+    /// `'t'` for TCP, `'q'` for QUIC, `'d'` for DTLS.
+    pub fn ja4(&self, transport: char) -> String {
+        use sha2::{Digest, Sha256};
+        let version = match self.version {
+            0x0304 => "13",
+            0x0303 => "12",
+            0x0302 => "11",
+            0x0301 => "10",
+            0x0300 => "s3",
+            0x0002 => "s2",
+            0xfeff => "d1",
+            0xfefd => "d2",
+            0xfefc => "d3",
+            _ => "00",
+        };
+        let ciphers: Vec<u16> = self
+            .ciphers
+            .iter()
+            .copied()
+            .filter(|c| !is_grease(*c))
+            .collect();
+        let extensions: Vec<u16> = self
+            .extensions
+            .iter()
+            .copied()
+            .filter(|e| !is_grease(*e))
+            .collect();
+        let alpn = match self.first_alpn.as_deref() {
+            Some([first, .., last]) | Some([first @ last])
+                if first.is_ascii_alphanumeric() && last.is_ascii_alphanumeric() =>
+            {
+                format!("{}{}", char::from(*first), char::from(*last))
+            }
+            Some(bytes @ [_, ..]) => {
+                let hex = |b: u8| format!("{b:02x}");
+                let (first, last) = (hex(bytes[0]), hex(bytes[bytes.len() - 1]));
+                format!("{}{}", &first[..1], &last[1..])
+            }
+            _ => "00".to_string(),
+        };
+        // 'd': an SNI extension naming a domain; 'i': none, or an IP literal.
+        let domain = self.extensions.contains(&0)
+            && !self
+                .sni
+                .as_deref()
+                .is_some_and(|s| s.parse::<std::net::IpAddr>().is_ok());
+        let a = format!(
+            "{transport}{version}{}{:02}{:02}{alpn}",
+            if domain { 'd' } else { 'i' },
+            ciphers.len().min(99),
+            extensions.len().min(99)
+        );
+        let truncated_hash = |text: String| -> String {
+            if text.is_empty() {
+                return "000000000000".into();
+            }
+            let digest = Sha256::digest(text.as_bytes());
+            digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+        };
+        let joined = |mut v: Vec<u16>, sort: bool| {
+            if sort {
+                v.sort_unstable();
+            }
+            v.iter()
+                .map(|x| format!("{x:04x}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let b = truncated_hash(joined(ciphers, true));
+        let ext_sorted = joined(
+            extensions
+                .into_iter()
+                .filter(|e| *e != 0x0000 && *e != 0x0010)
+                .collect(),
+            true,
+        );
+        let sigs = joined(self.signature_algorithms.clone(), false);
+        let c = if ext_sorted.is_empty() {
+            "000000000000".to_string()
+        } else if sigs.is_empty() {
+            truncated_hash(ext_sorted)
+        } else {
+            truncated_hash(format!("{ext_sorted}_{sigs}"))
+        };
+        format!("{a}_{b}_{c}")
+    }
 }
 
 /// A bounds-checked reader over a byte slice.
@@ -63,11 +164,16 @@ pub fn parse_client_hello(body: &[u8], dtls: bool) -> Option<ClientHello> {
         r.bytes(usize::from(cookie))?;
     }
     let suites = r.u16()?;
-    r.bytes(usize::from(suites))?;
+    let ciphers: Vec<u16> = r
+        .bytes(usize::from(suites))?
+        .chunks_exact(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+        .collect();
     let compression = r.u8()?;
     r.bytes(usize::from(compression))?;
     let mut hello = ClientHello {
         version: legacy_version,
+        ciphers,
         ..ClientHello::default()
     };
     let Some(ext_len) = r.u16() else {
@@ -79,6 +185,7 @@ pub fn parse_client_hello(body: &[u8], dtls: bool) -> Option<ClientHello> {
         let Some(data) = ext.bytes(usize::from(len)) else {
             break;
         };
+        hello.extensions.push(kind);
         let mut e = Reader::new(data);
         match kind {
             0 => {
@@ -103,7 +210,17 @@ pub fn parse_client_hello(body: &[u8], dtls: bool) -> Option<ClientHello> {
                     let Some(proto) = e.bytes(usize::from(n)) else {
                         break;
                     };
+                    if hello.first_alpn.is_none() {
+                        hello.first_alpn = Some(proto.to_vec());
+                    }
                     hello.alpn.push(String::from_utf8_lossy(proto).into_owned());
+                }
+            }
+            13 => {
+                let n = usize::from(e.u16().unwrap_or(0)) / 2;
+                for _ in 0..n {
+                    let Some(v) = e.u16() else { break };
+                    hello.signature_algorithms.push(v);
                 }
             }
             43 => {
@@ -184,6 +301,7 @@ pub(crate) fn tls(p: &Payload<'_>, s: &mut Scratch) -> Dissect {
 
 /// A TLS match from a ClientHello: SNI as host, ALPN and version kept.
 fn matched_hello(s: &mut Scratch, hello: ClientHello) -> Dissect {
+    s.info.ja4 = Some(hello.ja4('t'));
     s.info.alpn = hello.alpn;
     s.info.tls_version = Some(hello.version);
     Dissect::Match(Protocol::Tls, hello.sni)
@@ -223,7 +341,7 @@ fn dtls_version(v: u16) -> bool {
     matches!(v, 0xfeff | 0xfefd | 0xfefc | 0x0100)
 }
 
-pub(crate) fn dtls(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
+pub(crate) fn dtls(p: &Payload<'_>, s: &mut Scratch) -> Dissect {
     let d = p.data;
     if d.len() < 13 || !(20..=25).contains(&d[0]) || !dtls_version(u16::from_be_bytes([d[1], d[2]]))
     {
@@ -235,7 +353,10 @@ pub(crate) fn dtls(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
     }
     if d[0] == 22 && d.len() >= 25 && d[13] == 1 {
         let body = &d[25..d.len().min(13 + len)];
-        let sni = parse_client_hello(body, true).and_then(|h| h.sni);
+        let sni = parse_client_hello(body, true).and_then(|h| {
+            s.info.ja4 = Some(h.ja4('d'));
+            h.sni
+        });
         return Dissect::Match(Protocol::Dtls, sni);
     }
     Dissect::Match(Protocol::Dtls, None)
@@ -294,6 +415,39 @@ pub(crate) mod tests {
             tls(&payload(&rec, 0), &mut Scratch::default()),
             Dissect::Match(Protocol::Tls, Some("example.com".into()))
         );
+    }
+
+    #[test]
+    fn ja4_of_the_test_hello() {
+        let rec = client_hello("example.com");
+        let hello = parse_client_hello(&rec[9..], false).unwrap();
+        // TLS 1.3, SNI, 1 cipher, 3 extensions (sni, alpn, supported_versions), ALPN h2
+        let ja4 = hello.ja4('t');
+        assert!(ja4.starts_with("t13d0103h2_"), "{ja4}");
+        // b: sha256("1301")[..12]; c: extensions without SNI/ALPN = "002b", no signature algorithms
+        let sha = |s: &str| {
+            use sha2::{Digest, Sha256};
+            Sha256::digest(s.as_bytes())
+                .iter()
+                .take(6)
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        assert_eq!(ja4, format!("t13d0103h2_{}_{}", sha("1301"), sha("002b")));
+    }
+
+    /// The cipher hash of Chrome's hello, as published with JA4.
+    #[test]
+    fn ja4_cipher_hash_vector() {
+        let hello = ClientHello {
+            version: 0x0304,
+            ciphers: vec![
+                0x1301, 0x1302, 0x1303, 0xc02b, 0xc02f, 0xc02c, 0xc030, 0xcca9, 0xcca8, 0xc013,
+                0xc014, 0x009c, 0x009d, 0x002f, 0x0035, 0x0a0a,
+            ],
+            ..ClientHello::default()
+        };
+        assert_eq!(hello.ja4('t').split('_').nth(1), Some("8daaf6152771"));
     }
 
     #[test]
