@@ -71,10 +71,10 @@ impl ClientHello {
         };
         // 'd': an SNI extension naming a domain; 'i': none, or an IP literal.
         let domain = self.extensions.contains(&0)
-            && !self
+            && self
                 .sni
                 .as_deref()
-                .is_some_and(|s| s.parse::<std::net::IpAddr>().is_ok());
+                .is_none_or(|s| s.parse::<std::net::IpAddr>().is_err());
         let a = format!(
             "{transport}{version}{}{:02}{:02}{alpn}",
             if domain { 'd' } else { 'i' },
