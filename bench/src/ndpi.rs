@@ -12,7 +12,7 @@ use std::{
 use std::num::NonZeroUsize;
 
 use dataplane::inspect::{FlowRecord, Inspection};
-use dpi::{Protocol, table::Timeouts};
+use dpi::{Protocol, policy::Engine, table::Timeouts};
 use serde::Serialize;
 
 /// One flow line of an nDPI result file.
@@ -257,7 +257,9 @@ pub fn compare(dataset: &Path) -> std::io::Result<Agreement> {
         };
         report.captures += 1;
         let mut records = Vec::new();
+        let engine = Engine::default();
         let mut inspection = Inspection::new(
+            &engine,
             NonZeroUsize::new(1 << 20).expect("non-zero"),
             Timeouts::default(),
             |r| records.push(r),

@@ -52,7 +52,78 @@ pub enum Command {
         /// ended (reason "evicted") to make room, so memory stays bounded.
         #[arg(long, default_value_t = 262_144, value_parser = clap::value_parser!(u32).range(1..))]
         max_flows: u32,
+        #[command(flatten)]
+        engine: EngineArgs,
     },
+}
+
+/// Rules and policy (shared by `inspect` and, later, the workers).
+#[derive(Debug, Clone, clap::Args)]
+pub struct EngineArgs {
+    /// Signature rules in Suricata's syntax.
+    #[arg(long, value_name = "FILE")]
+    pub rules: Option<PathBuf>,
+    /// Address and port variables for the rules ($HOME_NET...), TOML with
+    /// [address-groups] and [port-groups].
+    #[arg(long, value_name = "FILE")]
+    pub vars: Option<PathBuf>,
+    /// Skip rules with unsupported keywords (with a warning each) instead of refusing the file.
+    #[arg(long)]
+    pub lenient: bool,
+    /// Verdict policy (TOML): give-up limits, protocol/host wildcard -> allow|drop, default.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+}
+
+impl EngineArgs {
+    /// Loads rules and policy, reporting what was loaded on stderr. Errors
+    /// list every bad line; nothing is used unless everything parses.
+    pub fn load(&self) -> anyhow::Result<dpi::policy::Engine> {
+        let vars = match &self.vars {
+            Some(path) => dpi::rules::Vars::load(path)?,
+            None => dpi::rules::Vars::default(),
+        };
+        let rules = match &self.rules {
+            Some(path) => {
+                let set =
+                    dpi::rules::RuleSet::load(path, &vars, self.lenient).map_err(|errors| {
+                        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                        anyhow::anyhow!(
+                            "{} error(s) in the rules, none loaded:\n  {}",
+                            errors.len(),
+                            lines.join("\n  ")
+                        )
+                    })?;
+                for w in &set.warnings {
+                    tracing::warn!("{w} (rule skipped, --lenient)");
+                }
+                eprintln!(
+                    "rules: {} loaded from {} ({} skipped)",
+                    set.len(),
+                    path.display(),
+                    set.warnings.len()
+                );
+                Some(set)
+            }
+            None => None,
+        };
+        let policy = match &self.policy {
+            Some(path) => {
+                let p = dpi::policy::Policy::load(path)?;
+                eprintln!(
+                    "policy: {} entries from {}, give up after {} TCP / {} UDP packets, default {}",
+                    p.entries(),
+                    path.display(),
+                    p.give_up_tcp,
+                    p.give_up_udp,
+                    p.default.name()
+                );
+                p
+            }
+            None => dpi::policy::Policy::default(),
+        };
+        Ok(dpi::policy::Engine { rules, policy })
+    }
 }
 
 /// Options of a data plane run.

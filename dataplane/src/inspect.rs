@@ -15,7 +15,8 @@ use std::{
 };
 
 use dpi::{
-    Classification, FlowClassifier, FlowKey, LinkType,
+    Classification, FlowKey, LinkType,
+    policy::{Engine, FlowInspector, FlowPacket},
     table::{EndReason, Entry, FlowTable, Timeouts},
 };
 use pcap_file::{
@@ -93,7 +94,7 @@ struct FlowState {
     server: std::net::SocketAddr,
     packets: u64,
     bytes: u64,
-    classifier: FlowClassifier,
+    inspector: FlowInspector,
 }
 
 /// How often (in packets) idle flows are looked for.
@@ -101,6 +102,7 @@ const EXPIRE_EVERY: u64 = 4096;
 
 /// The flows of a set of captures, handed to a sink as each one ends.
 pub struct Inspection<'s> {
+    engine: &'s Engine,
     flows: FlowTable<FlowState>,
     summary: Summary,
     now_ns: u64,
@@ -124,11 +126,13 @@ impl<R: Read> Read for Counting<R> {
 impl<'s> Inspection<'s> {
     /// At most `max_flows` flows are tracked at once; each ended flow goes to `sink`.
     pub fn new(
+        engine: &'s Engine,
         max_flows: NonZeroUsize,
         timeouts: Timeouts,
         sink: impl FnMut(FlowRecord) + 's,
     ) -> Self {
         Inspection {
+            engine,
             flows: FlowTable::new(max_flows, timeouts),
             summary: Summary::default(),
             now_ns: 0,
@@ -157,6 +161,7 @@ impl<'s> Inspection<'s> {
                 return;
             }
         };
+        let engine = self.engine;
         let (entry, evicted) = self.flows.touch(decoded.key, ts_ns, decoded.tcp_flags, || {
             let (a, b) = (decoded.key.a(), decoded.key.b());
             let (client, server) = if decoded.from_a { (a, b) } else { (b, a) };
@@ -165,7 +170,7 @@ impl<'s> Inspection<'s> {
                 server,
                 packets: 0,
                 bytes: 0,
-                classifier: FlowClassifier::for_transport(decoded.key.proto),
+                inspector: FlowInspector::new(decoded.key.proto, engine),
             }
         });
         let flow = &mut entry.value;
@@ -181,12 +186,22 @@ impl<'s> Inspection<'s> {
         } else {
             (flow.server.port(), flow.client.port())
         };
-        if flow.classifier.wants_more() {
-            let end = decoded.payload_offset + decoded.payload_len;
-            if let Some(payload) = frame.get(decoded.payload_offset..end) {
-                flow.classifier
-                    .on_packet(payload, from_client, src_port, dst_port);
-            }
+        let end = decoded.payload_offset + decoded.payload_len;
+        if let Some(payload) = frame.get(decoded.payload_offset..end) {
+            let (src, dst) = if from_client {
+                (flow.client, flow.server)
+            } else {
+                (flow.server, flow.client)
+            };
+            let packet = FlowPacket {
+                src: src.ip(),
+                dst: dst.ip(),
+                sport: src_port,
+                dport: dst_port,
+                from_client,
+                payload,
+            };
+            flow.inspector.on_packet(engine, &packet);
         }
         if let Some((key, entry)) = evicted {
             self.summary.evicted_flows += 1;
@@ -196,7 +211,7 @@ impl<'s> Inspection<'s> {
 
     fn emit(&mut self, key: FlowKey, entry: Entry<FlowState>, reason: EndReason) {
         let mut f = entry.value;
-        let c: Classification = f.classifier.finish();
+        let c: Classification = f.inspector.finish();
         self.summary.flows += 1;
         (self.sink)(FlowRecord {
             src: f.client.to_string(),
@@ -209,8 +224,8 @@ impl<'s> Inspection<'s> {
             packets: f.packets,
             bytes: f.bytes,
             dpi_packets: c.dpi_packets,
-            verdict: "allow".to_string(),
-            sids: Vec::new(),
+            verdict: f.inspector.verdict().name().to_string(),
+            sids: f.inspector.sids().to_vec(),
             reason: reason.name(),
             key,
         });
@@ -336,7 +351,12 @@ pub enum Format {
 /// Runs `dataplane inspect`: prints each flow as it ends, then the summary.
 /// Returns an error (after printing what was read) if a file could not be
 /// read to its end.
-pub fn run(files: &[PathBuf], format: Format, max_flows: NonZeroUsize) -> anyhow::Result<()> {
+pub fn run(
+    files: &[PathBuf],
+    format: Format,
+    max_flows: NonZeroUsize,
+    engine: &Engine,
+) -> anyhow::Result<()> {
     use std::io::Write as _;
     let started = Instant::now();
     let stdout = io::stdout();
@@ -344,41 +364,47 @@ pub fn run(files: &[PathBuf], format: Format, max_flows: NonZeroUsize) -> anyhow
     if format == Format::Table {
         writeln!(
             out,
-            "{:<46} {:<46} {:<5} {:<26} {:<40} {:>8} {:>10} {:>4} {:<7}",
+            "{:<46} {:<46} {:<5} {:<26} {:<40} {:>8} {:>10} {:>4} {:<12} sids",
             "src", "dst", "l4", "protocol", "host", "packets", "bytes", "dpi", "verdict"
         )?;
     }
     let mut write_error = None;
-    let mut inspection = Inspection::new(max_flows, Timeouts::default(), |r: FlowRecord| {
-        let line = match format {
-            Format::Json => serde_json::to_string(&r)
-                .map_err(io::Error::other)
-                .and_then(|j| writeln!(out, "{j}")),
-            Format::Table => {
-                let protocol = if r.confidence == "port" {
-                    format!("{} (by port)", r.protocol)
-                } else {
-                    r.protocol.clone()
-                };
-                writeln!(
-                    out,
-                    "{:<46} {:<46} {:<5} {:<26} {:<40} {:>8} {:>10} {:>4} {:<7}",
-                    r.src,
-                    r.dst,
-                    r.l4,
-                    protocol,
-                    r.host.as_deref().unwrap_or("-"),
-                    r.packets,
-                    r.bytes,
-                    r.dpi_packets,
-                    r.verdict
-                )
+    let mut inspection =
+        Inspection::new(engine, max_flows, Timeouts::default(), |r: FlowRecord| {
+            let line = match format {
+                Format::Json => serde_json::to_string(&r)
+                    .map_err(io::Error::other)
+                    .and_then(|j| writeln!(out, "{j}")),
+                Format::Table => {
+                    let protocol = if r.confidence == "port" {
+                        format!("{} (by port)", r.protocol)
+                    } else {
+                        r.protocol.clone()
+                    };
+                    writeln!(
+                        out,
+                        "{:<46} {:<46} {:<5} {:<26} {:<40} {:>8} {:>10} {:>4} {:<12} {}",
+                        r.src,
+                        r.dst,
+                        r.l4,
+                        protocol,
+                        r.host.as_deref().unwrap_or("-"),
+                        r.packets,
+                        r.bytes,
+                        r.dpi_packets,
+                        r.verdict,
+                        r.sids
+                            .iter()
+                            .map(u32::to_string)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    )
+                }
+            };
+            if let Err(e) = line {
+                write_error.get_or_insert(e);
             }
-        };
-        if let Err(e) = line {
-            write_error.get_or_insert(e);
-        }
-    });
+        });
     let mut failure = None;
     for path in files {
         if let Err(e) = inspection.read_file(path) {

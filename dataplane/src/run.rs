@@ -38,13 +38,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 files,
                 format,
                 max_flows,
+                engine,
             }),
             _,
-        ) => crate::inspect::run(
-            &files,
-            format,
-            NonZeroUsize::new(max_flows as usize).context("--max-flows must be positive")?,
-        ),
+        ) => {
+            let engine = engine.load()?;
+            let max_flows =
+                NonZeroUsize::new(max_flows as usize).context("--max-flows must be positive")?;
+            crate::inspect::run(&files, format, max_flows, &engine)
+        }
         (None, Some(run)) => run_dataplane(&run),
         (None, None) => bail!(
             "nothing to do: give --iface IF to run the data plane, or a subcommand (see --help)"

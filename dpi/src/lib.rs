@@ -17,6 +17,7 @@
 pub mod classify;
 pub mod flow;
 pub mod link;
+pub mod policy;
 pub mod rules;
 pub mod table;
 pub mod wire;

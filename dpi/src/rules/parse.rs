@@ -63,7 +63,7 @@ impl Vars {
         };
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             let line = e.span().map_or(0, |s| {
-                text[..s.start.min(text.len())].lines().count().max(1)
+                text[..s.start.min(text.len())].matches('\n').count() + 1
             });
             error(line, e.message().to_string())
         })?;
