@@ -193,6 +193,10 @@ impl<'s> Inspection<'s> {
             } else {
                 (flow.server, flow.client)
             };
+            let tcp = (decoded.key.proto == dpi::flow::PROTO_TCP).then_some((
+                decoded.tcp_seq,
+                decoded.tcp_flags & dpi::wire::tcp::SYN != 0,
+            ));
             let packet = FlowPacket {
                 src: src.ip(),
                 dst: dst.ip(),
@@ -200,6 +204,7 @@ impl<'s> Inspection<'s> {
                 dport: dst_port,
                 from_client,
                 payload,
+                tcp,
             };
             flow.inspector.on_packet(engine, &packet);
         }

@@ -195,6 +195,8 @@ pub struct FlowPacket<'a> {
     pub dport: u16,
     pub from_client: bool,
     pub payload: &'a [u8],
+    /// TCP sequence number and SYN flag (None for other transports).
+    pub tcp: Option<(u32, bool)>,
 }
 
 /// Inspection state of one flow: classifier, matched rules, verdict.
@@ -370,6 +372,7 @@ mod tests {
             dport: 80,
             from_client: true,
             payload: req.as_bytes(),
+            tcp: None,
         };
         f.on_packet(engine, &p);
         f
@@ -410,6 +413,7 @@ mod tests {
             dport: 80,
             from_client: true,
             payload,
+            tcp: None,
         };
         // Every dissector rules itself out: Unknown, and the policy decides.
         let mut f = FlowInspector::new(17, &engine);

@@ -14,6 +14,7 @@
 mod binary;
 mod dns;
 mod quic;
+pub mod reassembly;
 mod text;
 mod tls;
 
@@ -325,6 +326,8 @@ pub struct FlowClassifier {
     ports: Option<(u16, u16)>,
     /// Decided, but an upgrade is still being looked for.
     refining: bool,
+    /// TCP: puts segments back in order before the dissectors see them.
+    reassembly: reassembly::Reassembler,
 }
 
 impl FlowClassifier {
@@ -353,6 +356,7 @@ impl FlowClassifier {
             result,
             ports: None,
             refining: false,
+            reassembly: reassembly::Reassembler::default(),
         }
     }
 
@@ -443,6 +447,37 @@ impl FlowClassifier {
             return true;
         }
         false
+    }
+
+    /// Feeds one TCP segment: its payload reaches the dissectors in sequence
+    /// order (held briefly if it arrived early, trimmed if retransmitted).
+    pub fn on_tcp_segment(
+        &mut self,
+        seq: u32,
+        syn: bool,
+        data: &[u8],
+        from_client: bool,
+        src_port: u16,
+        dst_port: u16,
+    ) -> bool {
+        if !self.wants_more() {
+            return true;
+        }
+        if data.is_empty() {
+            // Still tracks the sequence (a SYN) and learns the ports.
+            self.reassembly
+                .push(usize::from(!from_client), seq, syn, data, |_| {});
+            return self.on_packet(data, from_client, src_port, dst_port);
+        }
+        let mut chunks: Vec<Vec<u8>> = Vec::new();
+        self.reassembly
+            .push(usize::from(!from_client), seq, syn, data, |d| {
+                chunks.push(d.to_vec())
+            });
+        for chunk in chunks {
+            self.on_packet(&chunk, from_client, src_port, dst_port);
+        }
+        self.result.is_some()
     }
 
     /// True while a decided flow is still being looked at for a refinement.
