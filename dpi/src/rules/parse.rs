@@ -423,7 +423,10 @@ fn content_bytes(spec: &str) -> Result<Vec<u8>, ParseError> {
                     return Err(bad(format!("bad hex bytes `|{hex}|` in content")));
                 }
                 for i in (0..digits.len()).step_by(2) {
-                    out.push(u8::from_str_radix(&digits[i..i + 2], 16).expect("checked hex"));
+                    out.push(
+                        u8::from_str_radix(&digits[i..i + 2], 16)
+                            .map_err(|_| bad(format!("bad hex bytes `|{hex}|` in content")))?,
+                    );
                 }
                 hex.clear();
                 in_hex = false;

@@ -1,0 +1,27 @@
+//! The rule parser on arbitrary text: never panics; a rule set that parses
+//! can be evaluated on a packet without panicking either.
+#![no_main]
+
+use std::path::Path;
+
+use dpi::rules::{PacketView, RuleSet, Vars};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Ok(set) = RuleSet::parse(text, Path::new("fuzz.rules"), &Vars::default(), true) {
+        let view = PacketView {
+            l4: 6,
+            src: "198.18.0.1".parse().expect("literal"),
+            dst: "198.18.0.2".parse().expect("literal"),
+            sport: 40000,
+            dport: 80,
+            to_server: true,
+            established: true,
+            payload: data,
+            app: None,
+            ja4: None,
+        };
+        let _ = set.matches(&view);
+    }
+});
