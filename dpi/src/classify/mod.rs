@@ -320,7 +320,9 @@ pub struct FlowClassifier {
     excluded: u64,
     seen: u32,
     give_up: u32,
-    scratch: Scratch,
+    /// Allocated at the first payload, freed once the flow is decided:
+    /// decided flows (nearly all of a busy table) do not carry it.
+    scratch: Option<Box<Scratch>>,
     result: Option<Classification>,
     /// Ports as (client, server) once known.
     ports: Option<(u16, u16)>,
@@ -352,7 +354,7 @@ impl FlowClassifier {
             excluded: 0,
             seen: 0,
             give_up,
-            scratch: Scratch::default(),
+            scratch: None,
             result,
             ports: None,
             refining: false,
@@ -420,14 +422,15 @@ impl FlowClassifier {
         let is_tcp = self.l4 == PROTO_TCP;
         let is_udp = self.l4 == PROTO_UDP;
         let mut pending = false;
+        let scratch = self.scratch.get_or_insert_with(Box::default);
         for (i, entry) in DISSECTORS.iter().enumerate() {
             if self.excluded & (1 << i) != 0 || !((entry.tcp && is_tcp) || (entry.udp && is_udp)) {
                 continue;
             }
-            match (entry.dissect)(&payload, &mut self.scratch) {
+            match (entry.dissect)(&payload, scratch) {
                 Dissect::Match(protocol, host) => {
                     let protocol = tls_by_port(protocol, self.ports);
-                    let info = std::mem::take(&mut self.scratch.info);
+                    let info = std::mem::take(&mut scratch.info);
                     self.result = Some(Classification {
                         protocol,
                         confidence: Confidence::Dpi,
@@ -436,6 +439,9 @@ impl FlowClassifier {
                         info,
                     });
                     self.refining = upgrade_of(protocol).is_some() && self.seen < self.give_up;
+                    if !self.refining {
+                        self.scratch = None;
+                    }
                     return true;
                 }
                 Dissect::No => self.excluded |= 1 << i,
@@ -444,6 +450,7 @@ impl FlowClassifier {
         }
         if !pending || self.seen >= self.give_up {
             self.result = Some(self.guess());
+            self.scratch = None;
             return true;
         }
         false
@@ -505,10 +512,11 @@ impl FlowClassifier {
             l4: self.l4,
         };
         self.seen += 1;
-        if let Dissect::Match(_, host) = dissect(&payload, &mut self.scratch) {
+        let scratch = self.scratch.get_or_insert_with(Box::default);
+        if let Dissect::Match(_, host) = dissect(&payload, scratch) {
             let host = host.or_else(|| self.result.as_ref().and_then(|r| r.host.clone()));
             let mut info = self.result.take().map(|r| r.info).unwrap_or_default();
-            let fresh = std::mem::take(&mut self.scratch.info);
+            let fresh = std::mem::take(&mut scratch.info);
             if fresh != AppInfo::default() {
                 info = fresh;
             }
@@ -520,8 +528,10 @@ impl FlowClassifier {
                 info,
             });
             self.refining = false;
+            self.scratch = None;
         } else if self.seen >= self.give_up {
             self.refining = false;
+            self.scratch = None;
         }
     }
 
