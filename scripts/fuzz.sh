@@ -15,13 +15,18 @@ fi
 # with RUSTC_BOOTSTRAP=1, so no nightly toolchain is needed.
 export RUSTC_BOOTSTRAP=1
 cd dpi
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 for target in $(cargo fuzz list); do
     echo "fuzz.sh: $target for ${secs}s"
-    cargo fuzz run "$target" -- -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 2>&1 \
-        | grep -E "^(#[0-9]+ +DONE|INFO: seed corpus|==[0-9]+==|SUMMARY|stat::number_of_executed_units|Done)" || true
-    # grep hides libFuzzer's progress lines; its exit status is what counts:
-    status=${PIPESTATUS[0]}
+    set +e
+    cargo fuzz run "$target" -- -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1
+    status=$?
+    set -e
+    # libFuzzer's progress lines are noise here; its summary and any crash report are not.
+    grep -aE "^(Done|INFO: seed corpus|==[0-9]+==|SUMMARY|stat::number_of_executed_units|thread '.*' panicked|Test unit written)" "$log" || true
     if [ "$status" -ne 0 ]; then
+        grep -aA20 "panicked" "$log" | head -40 >&2 || true
         echo "fuzz.sh: $target failed (exit $status); the crashing input is in dpi/fuzz/artifacts/$target/" >&2
         exit "$status"
     fi

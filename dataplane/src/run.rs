@@ -235,10 +235,7 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         }
         if report_every.is_some() && Instant::now() >= next_write {
             next_write = Instant::now() + tick;
-            let kernel = program
-                .counters()
-                .map(KernelStats::from)
-                .unwrap_or_default();
+            let kernel = program.counters().unwrap_or_default();
             let doc = describe(&merged, false, kernel);
             if let Some(path) = &args.stats_json
                 && let Err(e) = doc.write(path)
@@ -272,7 +269,7 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         merged.add(report);
     }
     // 3. The maps outlive the detach: the counters are final now.
-    let kernel = KernelStats::from(program.counters()?);
+    let kernel: KernelStats = program.counters()?;
     let doc = describe(&merged, true, kernel);
     if let Some(path) = &args.stats_json {
         doc.write(path)

@@ -100,35 +100,8 @@ pub struct QueueStats {
     pub latency_ns: Percentiles,
 }
 
-/// Kernel counters in the stats document.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
-pub struct KernelStats {
-    pub rx: u64,
-    pub to_user: u64,
-    pub no_socket: u64,
-    pub bypass_pass: u64,
-    pub bypass_drop: u64,
-    pub parse_errors: u64,
-    pub non_ip: u64,
-    pub fragments: u64,
-    pub link_control: u64,
-}
-
-impl From<xdp_redirect::Counters> for KernelStats {
-    fn from(c: xdp_redirect::Counters) -> Self {
-        KernelStats {
-            rx: c.rx,
-            to_user: c.to_user,
-            no_socket: c.no_socket,
-            bypass_pass: c.bypass_pass,
-            bypass_drop: c.bypass_drop,
-            parse_errors: c.parse_errors,
-            non_ip: c.non_ip,
-            fragments: c.fragments,
-            link_control: c.link_control,
-        }
-    }
-}
+/// Kernel counters in the stats document: the loader's own type.
+pub type KernelStats = xdp_redirect::Counters;
 
 /// The `--stats-json` document (`dataplane ctl stats` will serve the same).
 #[derive(Clone, Debug, Serialize)]

@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 use aya::{
     Ebpf,
     maps::XskMap,
-    programs::{TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 
 use crate::{Error, TestRunOutcome};
@@ -61,34 +61,11 @@ impl Baseline {
 
     /// `BPF_PROG_TEST_RUN` of one program on `frame`.
     pub fn test_run(&self, kind: Kind, frame: &[u8], repeat: u32) -> Result<TestRunOutcome, Error> {
-        let program: &Xdp = self
-            .ebpf
-            .program(kind.program_name())
-            .ok_or(Error::Missing {
-                kind: "program",
-                name: kind.program_name(),
-            })?
-            .try_into()
-            .map_err(|source| Error::Program {
-                what: "open program".into(),
-                source: Box::new(source),
-            })?;
-        let mut out = vec![0u8; frame.len() + 256];
-        let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                repeat: repeat.max(1),
-                ..TestRunOptions::default()
-            })
-            .map_err(|source| Error::Program {
-                what: "BPF_PROG_TEST_RUN".into(),
-                source: Box::new(source),
-            })?;
-        Ok(TestRunOutcome {
-            action: result.return_value,
-            duration: result.duration,
-        })
+        crate::run_test(
+            crate::program_named(&self.ebpf, kind.program_name())?,
+            frame,
+            repeat,
+        )
     }
 
     /// Attaches one program in native mode (detached on drop).
@@ -119,14 +96,5 @@ impl Baseline {
 }
 
 fn program_mut(ebpf: &mut Ebpf, kind: Kind) -> Result<&mut Xdp, Error> {
-    ebpf.program_mut(kind.program_name())
-        .ok_or(Error::Missing {
-            kind: "program",
-            name: kind.program_name(),
-        })?
-        .try_into()
-        .map_err(|source| Error::Program {
-            what: "open program".into(),
-            source: Box::new(source),
-        })
+    crate::program_named_mut(ebpf, kind.program_name())
 }

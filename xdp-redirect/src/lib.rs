@@ -188,7 +188,7 @@ impl Action {
 }
 
 /// Kernel-side counters, summed over CPUs. See `enum dp_counter`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counters {
     pub rx: u64,
     pub to_user: u64,
@@ -443,50 +443,65 @@ impl XdpRedirect {
     /// Runs the program once per repetition on `frame` with `BPF_PROG_TEST_RUN`
     /// (no interface needed). Map side effects are real.
     pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutcome, Error> {
-        let program: &Xdp = self
-            .ebpf
-            .program(PROGRAM_NAME)
-            .ok_or(Error::Missing {
-                kind: "program",
-                name: PROGRAM_NAME,
-            })?
-            .try_into()
-            .map_err(|source| Error::Program {
-                what: "open program".into(),
-                source: Box::new(source),
-            })?;
-        // The kernel wants room for the program to grow the packet; give it the
-        // same size back as output so a rewrite would be visible.
-        let mut out = vec![0u8; frame.len() + 256];
-        let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                repeat: repeat.max(1),
-                ..TestRunOptions::default()
-            })
-            .map_err(|source| Error::Program {
-                what: "BPF_PROG_TEST_RUN".into(),
-                source: Box::new(source),
-            })?;
-        Ok(TestRunOutcome {
-            action: result.return_value,
-            duration: result.duration,
-        })
+        run_test(program_named(&self.ebpf, PROGRAM_NAME)?, frame, repeat)
     }
 }
 
-fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, Error> {
-    ebpf.program_mut(PROGRAM_NAME)
+/// The XDP program `name` of a loaded object.
+pub(crate) fn program_named<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a Xdp, Error> {
+    ebpf.program(name)
         .ok_or(Error::Missing {
             kind: "program",
-            name: PROGRAM_NAME,
+            name,
         })?
         .try_into()
         .map_err(|source| Error::Program {
-            what: "open program".into(),
+            what: format!("open program `{name}`"),
             source: Box::new(source),
         })
+}
+
+/// The XDP program `name` of a loaded object, mutably (load, attach).
+pub(crate) fn program_named_mut<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut Xdp, Error> {
+    ebpf.program_mut(name)
+        .ok_or(Error::Missing {
+            kind: "program",
+            name,
+        })?
+        .try_into()
+        .map_err(|source| Error::Program {
+            what: format!("open program `{name}`"),
+            source: Box::new(source),
+        })
+}
+
+fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, Error> {
+    program_named_mut(ebpf, PROGRAM_NAME)
+}
+
+/// `BPF_PROG_TEST_RUN` of `program` on `frame`, `repeat` times.
+pub(crate) fn run_test(program: &Xdp, frame: &[u8], repeat: u32) -> Result<TestRunOutcome, Error> {
+    // The kernel wants room for the program to grow the packet; give it the
+    // same size back as output so a rewrite would be visible.
+    let mut out = vec![0u8; frame.len() + 256];
+    let result = program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat: repeat.max(1),
+            ..TestRunOptions::default()
+        })
+        .map_err(|source| Error::Program {
+            what: "BPF_PROG_TEST_RUN".into(),
+            source: Box::new(source),
+        })?;
+    Ok(TestRunOutcome {
+        action: result.return_value,
+        duration: result.duration,
+    })
 }
 
 fn attach_in(

@@ -352,7 +352,9 @@ pub(crate) fn dtls(p: &Payload<'_>, s: &mut Scratch) -> Dissect {
         return Dissect::No;
     }
     if d[0] == 22 && d.len() >= 25 && d[13] == 1 {
-        let body = &d[25..d.len().min(13 + len)];
+        // The record length bounds the hello; a length shorter than the
+        // handshake header leaves no hello to read (found by fuzzing).
+        let body = d.get(25..d.len().min(13 + len)).unwrap_or(&[]);
         let sni = parse_client_hello(body, true).and_then(|h| {
             s.info.ja4 = Some(h.ja4('d'));
             h.sni
@@ -458,6 +460,29 @@ pub(crate) mod tests {
         assert_eq!(
             tls(&payload(&rec[20..], 1), &mut s),
             Dissect::Match(Protocol::Tls, Some("split.example".into()))
+        );
+    }
+
+    /// Fuzzer find: a DTLS handshake record whose length field (0) is shorter
+    /// than the handshake header it carries.
+    #[test]
+    fn dtls_record_shorter_than_its_header() {
+        let d = [
+            0x16, 0x01, 0x00, 0x00, 0x00, 0x11, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01,
+            0x53, 0x53, 0x00, 0x4c, 0x32, 0xd1, 0x0d, 0x20, 0x2f, 0x20, 0x48, 0xd8, 0xd8, 0xc8,
+            0xff, 0x0a, 0x0d, 0x0a, 0x25,
+        ];
+        let p = Payload {
+            data: &d,
+            from_client: true,
+            src_port: 53507,
+            dst_port: 53,
+            index: 0,
+            l4: 17,
+        };
+        assert_eq!(
+            dtls(&p, &mut Scratch::default()),
+            Dissect::Match(Protocol::Dtls, None)
         );
     }
 

@@ -201,76 +201,37 @@ fn parse_net(s: &str) -> Result<(IpAddr, u8), ParseError> {
     Ok((ip, prefix))
 }
 
-fn addresses(
+/// Walks an address or port spec: `!` negation, `[a,b]` lists and `$VAR`s
+/// (looked up in `vars`, named `kind` in errors) down to single items, which
+/// go to `leaf` with whether they are negated. `any` is the empty set.
+fn walk(
     spec: &str,
-    vars: &Vars,
+    vars: &HashMap<String, String>,
+    kind: &str,
     negate: bool,
-    set: &mut AddrSet,
     depth: u32,
+    leaf: &mut dyn FnMut(&str, bool) -> Result<(), ParseError>,
 ) -> Result<(), ParseError> {
     if depth > 16 {
         return Err(bad("variables nest too deep (a cycle?)"));
     }
     let spec = spec.trim();
     if let Some(rest) = spec.strip_prefix('!') {
-        return addresses(rest, vars, !negate, set, depth + 1);
+        return walk(rest, vars, kind, !negate, depth + 1, leaf);
     }
     if let Some(inner) = spec.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
         for item in list_items(inner) {
-            addresses(item, vars, negate, set, depth + 1)?;
+            walk(item, vars, kind, negate, depth + 1, leaf)?;
         }
         return Ok(());
     }
     if let Some(name) = spec.strip_prefix('$') {
-        let value = vars.addresses.get(name).ok_or_else(|| {
+        let value = vars.get(name).ok_or_else(|| {
             bad(format!(
-                "address variable ${name} is not defined (add it to the vars file)"
+                "{kind} variable ${name} is not defined (add it to the vars file)"
             ))
         })?;
-        return addresses(value, vars, negate, set, depth + 1);
-    }
-    if spec == "any" {
-        if negate {
-            return Err(bad("`!any` matches nothing"));
-        }
-        return Ok(());
-    }
-    let net = parse_net(spec)?;
-    if negate {
-        set.exclude.push(net)
-    } else {
-        set.include.push(net)
-    }
-    Ok(())
-}
-
-fn ports(
-    spec: &str,
-    vars: &Vars,
-    negate: bool,
-    set: &mut PortSet,
-    depth: u32,
-) -> Result<(), ParseError> {
-    if depth > 16 {
-        return Err(bad("variables nest too deep (a cycle?)"));
-    }
-    let spec = spec.trim();
-    if let Some(rest) = spec.strip_prefix('!') {
-        return ports(rest, vars, !negate, set, depth + 1);
-    }
-    if let Some(inner) = spec.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
-        for item in list_items(inner) {
-            ports(item, vars, negate, set, depth + 1)?;
-        }
-        return Ok(());
-    }
-    if let Some(name) = spec.strip_prefix('$') {
-        let value = vars.ports.get(name).ok_or_else(|| {
-            bad(format!(
-                "port variable ${name} is not defined (add it to the vars file)"
-            ))
-        })?;
-        return ports(value, vars, negate, set, depth + 1);
+        return walk(value, vars, kind, negate, depth + 1, leaf);
     }
     if spec == "any" {
         return if negate {
@@ -279,30 +240,55 @@ fn ports(
             Ok(())
         };
     }
-    let num = |s: &str, default: u16| -> Result<u16, ParseError> {
-        if s.is_empty() {
-            Ok(default)
+    leaf(spec, negate)
+}
+
+fn addresses(spec: &str, vars: &Vars, set: &mut AddrSet) -> Result<(), ParseError> {
+    walk(
+        spec,
+        &vars.addresses,
+        "address",
+        false,
+        0,
+        &mut |item, negate| {
+            let net = parse_net(item)?;
+            if negate {
+                set.exclude.push(net)
+            } else {
+                set.include.push(net)
+            }
+            Ok(())
+        },
+    )
+}
+
+fn ports(spec: &str, vars: &Vars, set: &mut PortSet) -> Result<(), ParseError> {
+    walk(spec, &vars.ports, "port", false, 0, &mut |item, negate| {
+        let num = |s: &str, default: u16| -> Result<u16, ParseError> {
+            if s.is_empty() {
+                Ok(default)
+            } else {
+                s.parse()
+                    .map_err(|_| bad(format!("`{item}` is not a port or range")))
+            }
+        };
+        let range = match item.split_once(':') {
+            Some((lo, hi)) => (num(lo, 0)?, num(hi, u16::MAX)?),
+            None => {
+                let p = num(item, 0)?;
+                (p, p)
+            }
+        };
+        if range.0 > range.1 {
+            return Err(bad(format!("port range `{item}` runs backwards")));
+        }
+        if negate {
+            set.exclude.push(range)
         } else {
-            s.parse()
-                .map_err(|_| bad(format!("`{spec}` is not a port or range")))
+            set.include.push(range)
         }
-    };
-    let range = match spec.split_once(':') {
-        Some((lo, hi)) => (num(lo, 0)?, num(hi, u16::MAX)?),
-        None => {
-            let p = num(spec, 0)?;
-            (p, p)
-        }
-    };
-    if range.0 > range.1 {
-        return Err(bad(format!("port range `{spec}` runs backwards")));
-    }
-    if negate {
-        set.exclude.push(range)
-    } else {
-        set.include.push(range)
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Transport and application protocols of a Suricata protocol name.
@@ -565,10 +551,10 @@ pub(crate) fn rule(text: &str, vars: &Vars) -> Result<Rule, ParseError> {
         flow: FlowOpts::default(),
         matchers: Vec::new(),
     };
-    addresses(src, vars, false, &mut rule.src, 0)?;
-    addresses(dst, vars, false, &mut rule.dst, 0)?;
-    ports(sport, vars, false, &mut rule.sport, 0)?;
-    ports(dport, vars, false, &mut rule.dport, 0)?;
+    addresses(src, vars, &mut rule.src)?;
+    addresses(dst, vars, &mut rule.dst)?;
+    ports(sport, vars, &mut rule.sport)?;
+    ports(dport, vars, &mut rule.dport)?;
 
     let mut buffer = Buffer::Payload;
     let mut sid = None;
