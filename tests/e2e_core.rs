@@ -86,6 +86,7 @@ fn four_queues_account_for_every_packet_root() {
         dst_port: 9,
         max_duration: Duration::from_secs(20),
         burst: 1,
+        payload: None,
     };
     let flows = u64::from(spec.udp_flows + spec.tcp_flows);
     let sent = traffic::send_flows(&tb.gen_ns, spec.clone()).expect("send traffic");
@@ -374,5 +375,100 @@ fn ipv6_neighbour_discovery_keeps_working_root() {
     assert!(
         u(&v, "/kernel/link_control") >= 2,
         "solicitation (and MLD/RS chatter) passed in XDP: {v:#}"
+    );
+}
+
+#[test]
+fn dpi_verdicts_are_enforced_in_the_kernel_root() {
+    testbed::require_root("the data plane end-to-end test");
+    let tb = Testbed::up(4).expect("testbed");
+    let dir = std::env::temp_dir();
+    let rules = dir.join(format!("dataplane-e2e-{}.rules", std::process::id()));
+    std::fs::write(
+        &rules,
+        "drop udp any any -> any 9 (msg:\"blocked payload\"; content:\"blockme\"; sid:100;)\n",
+    )
+    .unwrap();
+    let stats = stats_path("dpi");
+    let _ = std::fs::remove_file(&stats);
+    let mut dp = start(
+        &tb,
+        &[
+            "--queues",
+            "4",
+            "--rules",
+            rules.to_str().unwrap(),
+            "--stats-json",
+            stats.to_str().unwrap(),
+            "--stats-interval",
+            "0.1",
+        ],
+    );
+    dp.wait_for_line("dataplane: running", Duration::from_secs(20))
+        .unwrap();
+
+    // 50 flows the rule drops and 50 the policy allows (Unknown -> default allow),
+    // each decided on its first packet; the other 9 packets of each stay in XDP.
+    let spec = |base: u16, payload: &[u8]| traffic::FlowSpec {
+        src: tb.gen_ip,
+        dst: tb.dut_ip,
+        udp_flows: 50,
+        tcp_flows: 0,
+        packets_per_flow: 10,
+        payload_len: 0,
+        rate_pps: 5_000,
+        src_port_base: base,
+        dst_port: 9,
+        max_duration: Duration::from_secs(20),
+        burst: 1,
+        payload: Some(payload.to_vec()),
+    };
+    let blocked = traffic::send_flows(&tb.gen_ns, spec(30_000, b"please blockme now")).unwrap();
+    let allowed = traffic::send_flows(&tb.gen_ns, spec(31_000, b"hello there")).unwrap();
+    let sent = blocked.packets() + allowed.packets();
+    assert_eq!(sent, 1000);
+    testbed::wait_until(
+        "the live stats to account for every packet",
+        Duration::from_secs(15),
+        || read_stats(&stats).filter(|v| accounted(v) >= sent),
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nlast stats: {:?}\noutput:\n{}",
+            read_stats(&stats),
+            dp.output()
+        )
+    });
+    dp.signal(libc::SIGINT).unwrap();
+    assert!(
+        dp.wait_exit(Duration::from_secs(15)).unwrap().success(),
+        "{}",
+        dp.output()
+    );
+    assert!(
+        dp.output().contains("rules: 1 loaded"),
+        "says what it loaded:\n{}",
+        dp.output()
+    );
+    let v = read_stats(&stats).expect("final stats JSON");
+    let _ = std::fs::remove_file(&stats);
+    let _ = std::fs::remove_file(&rules);
+    let ctx = format!("stats: {v:#}");
+    assert_eq!(
+        queue_sum(&v, "rx_packets"),
+        100,
+        "one packet per flow reached user space; {ctx}"
+    );
+    assert_eq!(queue_sum(&v, "verdicts_written"), 100, "{ctx}");
+    assert_eq!(queue_sum(&v, "verdicts_drop"), 50, "{ctx}");
+    assert_eq!(
+        u(&v, "/kernel/bypass_drop"),
+        50 * 9,
+        "blocked flows dropped in XDP after the first packet; {ctx}"
+    );
+    assert_eq!(
+        u(&v, "/kernel/bypass_pass"),
+        50 * 9,
+        "allowed flows passed in XDP after the first packet; {ctx}"
     );
 }

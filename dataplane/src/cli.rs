@@ -57,7 +57,7 @@ pub enum Command {
     },
 }
 
-/// Rules and policy (shared by `inspect` and, later, the workers).
+/// Rules and policy (shared by `inspect` and the workers).
 #[derive(Debug, Clone, clap::Args)]
 pub struct EngineArgs {
     /// Signature rules in Suricata's syntax.
@@ -196,6 +196,36 @@ pub struct RunArgs {
     /// Replace an XDP program that is already attached to the interface.
     #[arg(long)]
     pub force: bool,
+
+    /// Decide flows with the DPI engine (classification, rules, policy)
+    /// instead of after --sniff-packets packets; implied by --rules or --policy.
+    #[arg(long)]
+    pub dpi: bool,
+
+    /// Signature rules in Suricata's syntax (implies --dpi).
+    #[arg(long, value_name = "FILE")]
+    pub rules: Option<PathBuf>,
+    /// Address and port variables for the rules (TOML).
+    #[arg(long, value_name = "FILE")]
+    pub vars: Option<PathBuf>,
+    /// Skip rules with unsupported keywords, with a warning each.
+    #[arg(long)]
+    pub lenient: bool,
+    /// Verdict policy (TOML; implies --dpi).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// The rules and policy options as `inspect` takes them.
+    pub fn engine(&self) -> EngineArgs {
+        EngineArgs {
+            rules: self.rules.clone(),
+            vars: self.vars.clone(),
+            lenient: self.lenient,
+            policy: self.policy.clone(),
+        }
+    }
 }
 
 /// `--xdp-mode`.
@@ -333,6 +363,18 @@ mod tests {
         assert_eq!(run.queues, 4);
         assert_eq!(run.sniff_packets, SniffLimit::Packets(8));
         assert_eq!(run.xdp_mode, XdpModeArg::Auto);
+        assert!(!run.dpi && run.rules.is_none());
+        let cli = Cli::try_parse_from([
+            "dataplane",
+            "--iface",
+            "eth1",
+            "--rules",
+            "r.rules",
+            "--policy",
+            "p.toml",
+        ])
+        .unwrap();
+        assert!(cli.run.unwrap().engine().policy.is_some());
         assert!(
             Cli::try_parse_from(["dataplane", "--iface", "eth1", "--ring-size", "1000"]).is_err()
         );

@@ -86,6 +86,17 @@ impl Merged {
 
 fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
     let plan = preflight::check(args)?;
+    // Rules and policy parse fully before anything is attached.
+    let use_dpi = args.dpi || args.rules.is_some() || args.policy.is_some();
+    let engine = if use_dpi {
+        Some(Arc::new(args.engine().load()?))
+    } else {
+        None
+    };
+    let decision = match &engine {
+        Some(_) => "by DPI (classification, rules, policy)".to_string(),
+        None => format!("after {} packet(s)", args.sniff_packets),
+    };
     let sniff_limit = match args.sniff_packets {
         SniffLimit::Packets(k) => Some(k),
         SniffLimit::Unlimited => None,
@@ -147,6 +158,7 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
             verdicts,
             report_tx.clone(),
             Arc::clone(&stop),
+            engine.clone(),
         );
         handles.push((
             queue,
@@ -159,13 +171,13 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
 
     let started = Instant::now();
     println!(
-        "dataplane: running on {}: {} queue(s) on cores {:?}, XDP {} mode, AF_XDP {} mode, sniffing {} packet(s) per flow; Ctrl-C to stop",
+        "dataplane: running on {}: {} queue(s) on cores {:?}, XDP {} mode, AF_XDP {} mode, deciding flows {}; Ctrl-C to stop",
         args.iface,
         args.queues,
         plan.cores,
         xdp_mode.as_str(),
         bind_mode.as_str(),
-        args.sniff_packets
+        decision
     );
 
     let (signal_tx, signal_rx) = crossbeam_channel::bounded::<i32>(1);
@@ -189,7 +201,11 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         driver: plan.driver.clone(),
         xdp_mode: xdp_mode.as_str(),
         bind_mode: bind_mode.as_str(),
-        sniff_packets: args.sniff_packets.to_string(),
+        sniff_packets: if engine.is_some() {
+            "dpi".to_string()
+        } else {
+            args.sniff_packets.to_string()
+        },
         uptime_s: started.elapsed().as_secs_f64(),
         stopped,
         queues: merged

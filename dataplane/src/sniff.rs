@@ -7,7 +7,12 @@
 
 use std::num::NonZeroUsize;
 
-use dpi::{Decoded, FlowKey};
+use std::sync::Arc;
+
+use dpi::{
+    Decoded, FlowKey,
+    policy::{Engine, FlowInspector, FlowPacket, Verdict},
+};
 use lru::LruCache;
 use xdp_redirect::Action;
 
@@ -22,9 +27,18 @@ pub enum Decision {
 
 /// Decides flows from the packets user space sees of them.
 pub trait Decider {
+    /// What the decider keeps per flow (stored in the flow table).
+    type Flow: Default;
+
     /// Called for each packet of an undecided flow; `flow` already counts it.
     /// `frame` is the whole frame, lent for the duration of the call.
-    fn on_packet(&mut self, flow: &FlowState, packet: &Decoded, frame: &[u8]) -> Decision;
+    fn on_packet(
+        &mut self,
+        state: &mut Self::Flow,
+        flow: &FlowState,
+        packet: &Decoded,
+        frame: &[u8],
+    ) -> Decision;
 }
 
 /// The stand-in decider: PASS after `limit` packets (never, if `None`).
@@ -34,10 +48,67 @@ pub struct PacketCount {
 }
 
 impl Decider for PacketCount {
-    fn on_packet(&mut self, flow: &FlowState, _packet: &Decoded, _frame: &[u8]) -> Decision {
+    type Flow = ();
+
+    fn on_packet(
+        &mut self,
+        _: &mut (),
+        flow: &FlowState,
+        _packet: &Decoded,
+        _frame: &[u8],
+    ) -> Decision {
         match self.limit {
             Some(limit) if flow.packets >= limit => Decision::Decide(Action::Pass),
             _ => Decision::InspectMore,
+        }
+    }
+}
+
+/// The worker's decider: the DPI engine (classifier, rules, policy) when one
+/// is configured, else [`PacketCount`].
+pub struct SniffDecider {
+    pub count: PacketCount,
+    pub engine: Option<Arc<Engine>>,
+}
+
+impl Decider for SniffDecider {
+    type Flow = Option<FlowInspector>;
+
+    fn on_packet(
+        &mut self,
+        state: &mut Self::Flow,
+        flow: &FlowState,
+        packet: &Decoded,
+        frame: &[u8],
+    ) -> Decision {
+        let Some(engine) = &self.engine else {
+            return self.count.on_packet(&mut (), flow, packet, frame);
+        };
+        let inspector = state.get_or_insert_with(|| FlowInspector::new(packet.key.proto, engine));
+        let from_client = packet.from_a == flow.client_is_a;
+        let (src, dst) = if packet.from_a {
+            (packet.key.a(), packet.key.b())
+        } else {
+            (packet.key.b(), packet.key.a())
+        };
+        let payload = frame
+            .get(packet.payload_offset..packet.payload_offset + packet.payload_len)
+            .unwrap_or(&[]);
+        let tcp = (packet.key.proto == dpi::flow::PROTO_TCP)
+            .then_some((packet.tcp_seq, packet.tcp_flags & dpi::wire::tcp::SYN != 0));
+        let view = FlowPacket {
+            src: src.ip(),
+            dst: dst.ip(),
+            sport: src.port(),
+            dport: dst.port(),
+            from_client,
+            payload,
+            tcp,
+        };
+        match inspector.on_packet(engine, &view) {
+            Verdict::Allow => Decision::Decide(Action::Pass),
+            Verdict::Drop => Decision::Decide(Action::Drop),
+            Verdict::InspectMore => Decision::InspectMore,
         }
     }
 }
@@ -53,6 +124,8 @@ pub struct FlowState {
     /// Packets that reached user space after the verdict was written (in
     /// flight when it was written, or the kernel entry was evicted).
     pub after_verdict: u32,
+    /// The flow's first packet came from endpoint A of its key.
+    pub client_is_a: bool,
 }
 
 /// Result of accounting one packet in the table.
@@ -71,8 +144,8 @@ pub struct Seen {
 }
 
 /// One worker's flow table.
-pub struct FlowTable<D> {
-    flows: LruCache<FlowKey, FlowState>,
+pub struct FlowTable<D: Decider> {
+    flows: LruCache<FlowKey, (FlowState, D::Flow)>,
     decider: D,
 }
 
@@ -93,7 +166,7 @@ impl<D: Decider> FlowTable<D> {
     }
 
     pub fn get(&self, key: &FlowKey) -> Option<&FlowState> {
-        self.flows.peek(key)
+        self.flows.peek(key).map(|(state, _)| state)
     }
 
     /// Accounts a packet and asks the decider when the flow is undecided.
@@ -107,9 +180,16 @@ impl<D: Decider> FlowTable<D> {
         };
         if !self.flows.contains(&packet.key) {
             seen.new_flow = true;
-            seen.evicted = self.flows.push(packet.key, FlowState::default()).is_some();
+            let state = FlowState {
+                client_is_a: packet.from_a,
+                ..FlowState::default()
+            };
+            seen.evicted = self
+                .flows
+                .push(packet.key, (state, D::Flow::default()))
+                .is_some();
         }
-        let flow = self
+        let (flow, decider_state) = self
             .flows
             .get_mut(&packet.key)
             .expect("present: inserted above");
@@ -121,9 +201,12 @@ impl<D: Decider> FlowTable<D> {
             seen.after_verdict = true;
             return seen;
         }
-        if let Decision::Decide(action) = self.decider.on_packet(flow, packet, frame) {
+        if let Decision::Decide(action) = self.decider.on_packet(decider_state, flow, packet, frame)
+        {
             flow.decided = Some(action);
             seen.verdict = Some(action);
+            // The decider's per-flow state is no longer needed.
+            *decider_state = D::Flow::default();
         }
         seen
     }

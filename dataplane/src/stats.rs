@@ -30,6 +30,8 @@ pub struct QueueCounters {
     pub flows_evicted: u64,
     /// Verdicts written to the kernel map.
     pub verdicts_written: u64,
+    /// Of those, DROP verdicts.
+    pub verdicts_drop: u64,
     /// Verdict writes the kernel refused (logged).
     pub verdict_errors: u64,
     /// Frames that did not decode (the XDP program passes these to the
@@ -147,7 +149,7 @@ pub fn summary(
     let total_rx: u64 = doc.queues.iter().map(|q| q.counters.rx_packets).sum();
     let _ = writeln!(
         s,
-        "\ndataplane on {} (driver {}, XDP {}, AF_XDP {} mode), {} queue(s), {:.2} s, sniffing {} packet(s) per flow",
+        "\ndataplane on {} (driver {}, XDP {}, AF_XDP {} mode), {} queue(s), {:.2} s, flows decided: {}",
         doc.iface,
         doc.driver,
         doc.xdp_mode,

@@ -24,7 +24,7 @@ use xsk_rs::FrameDesc;
 
 use crate::{
     key,
-    sniff::{FlowTable, PacketCount},
+    sniff::{FlowTable, PacketCount, SniffDecider},
     stats::{QueueCounters, WorkerReport, new_histogram},
     xsk::QueueSocket,
 };
@@ -56,8 +56,6 @@ pub enum WorkerError {
         #[source]
         source: std::io::Error,
     },
-    #[error("queue {queue}: the fill ring refused the initial {frames} frames")]
-    InitialFill { queue: u32, frames: usize },
 }
 
 /// Nanoseconds on CLOCK_MONOTONIC, the clock `bpf_ktime_get_ns()` uses.
@@ -80,10 +78,12 @@ pub struct Worker {
     verdicts: VerdictMap,
     reports: Sender<WorkerReport>,
     stop: Arc<AtomicBool>,
+    /// The DPI engine deciding flows; None: decide by packet count.
+    engine: Option<Arc<dpi::policy::Engine>>,
 }
 
 struct State {
-    table: FlowTable<PacketCount>,
+    table: FlowTable<SniffDecider>,
     counters: QueueCounters,
     processing_ns: Histogram<u64>,
     kernel_to_user_ns: Histogram<u64>,
@@ -99,6 +99,7 @@ impl Worker {
         verdicts: VerdictMap,
         reports: Sender<WorkerReport>,
         stop: Arc<AtomicBool>,
+        engine: Option<Arc<dpi::policy::Engine>>,
     ) -> Self {
         Worker {
             socket,
@@ -107,6 +108,7 @@ impl Worker {
             verdicts,
             reports,
             stop,
+            engine,
         }
     }
 
@@ -129,8 +131,11 @@ impl Worker {
         let mut state = State {
             table: FlowTable::new(
                 self.config.flow_table_size,
-                PacketCount {
-                    limit: self.config.sniff_limit,
+                SniffDecider {
+                    count: PacketCount {
+                        limit: self.config.sniff_limit,
+                    },
+                    engine: self.engine.clone(),
                 },
             ),
             counters: QueueCounters::default(),
@@ -140,17 +145,8 @@ impl Worker {
             verdict_error_logged: false,
         };
 
-        // Hand the kernel a full fill ring; the other frames stay free (TX later).
-        let initial = (self.config.ring_size as usize).min(self.socket.free_frames.len());
-        let fill_frames: Vec<FrameDesc> = self.socket.free_frames.drain(..initial).collect();
-        // SAFETY: the frames come from this socket's own UMEM and are owned by
-        // no ring yet.
-        if unsafe { self.socket.fill.produce(&fill_frames) } != fill_frames.len() {
-            return Err(WorkerError::InitialFill {
-                queue,
-                frames: fill_frames.len(),
-            });
-        }
+        // The fill ring was primed when the socket was opened (xsk::open),
+        // before the program was attached, so no early packet finds it empty.
         self.wake_fill_ring()?;
 
         let mut batch = vec![FrameDesc::default(); self.config.batch as usize];
@@ -221,7 +217,10 @@ impl Worker {
         state.counters.batches += 1;
         for (key, action) in state.pending_verdicts.drain(..) {
             match self.verdicts.set(&key, action) {
-                Ok(()) => state.counters.verdicts_written += 1,
+                Ok(()) => {
+                    state.counters.verdicts_written += 1;
+                    state.counters.verdicts_drop += u64::from(action == Action::Drop);
+                }
                 Err(error) => {
                     state.counters.verdict_errors += 1;
                     if !state.verdict_error_logged {

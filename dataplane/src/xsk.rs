@@ -323,6 +323,24 @@ pub fn open(
             }
         },
     };
+    // Hand the kernel a full fill ring now, before the program is attached:
+    // a packet redirected to a socket with an empty fill ring is dropped.
+    // The other frames stay free (for TX later).
+    let mut socket = socket;
+    let initial = (config.ring_size as usize).min(socket.free_frames.len());
+    let fill_frames: Vec<FrameDesc> = socket.free_frames.drain(..initial).collect();
+    // SAFETY: the frames come from this socket's own UMEM and are owned by no ring yet.
+    if unsafe { socket.fill.produce(&fill_frames) } != fill_frames.len() {
+        return Err(XskError::Bind {
+            iface: iface.to_string(),
+            queue,
+            mode: socket.bind_mode.as_str(),
+            reason: format!(
+                "the fill ring refused the initial {} frames",
+                fill_frames.len()
+            ),
+        });
+    }
     if config.busy_poll {
         let fd = socket.fd();
         let sockopt = |what, option, value| {

@@ -90,6 +90,7 @@ fn main() -> anyhow::Result<()> {
         dst_port: args.dst_port,
         max_duration: Duration::from_secs_f64(args.duration),
         burst: args.burst,
+        payload: None,
     };
     let sent = send_parallel(&spec, args.threads)?;
     let secs = sent.elapsed.as_secs_f64().max(1e-9);

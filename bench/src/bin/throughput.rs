@@ -101,6 +101,7 @@ fn run_one(bin: &Path, args: &Args, queues: u32, sniff: &str) -> anyhow::Result<
         dst_port: 9,
         max_duration: Duration::from_secs_f64(args.duration),
         burst: 32,
+        payload: None,
     };
     let threads = args.threads;
     let sent = tb

@@ -31,6 +31,8 @@ pub struct FlowSpec {
     pub max_duration: Duration,
     /// Packets sent per flow per turn, in one sendmmsg() call (1 = strict round robin).
     pub burst: u32,
+    /// Payload of every packet; None: `payload_len` bytes of filler.
+    pub payload: Option<Vec<u8>>,
 }
 
 /// What was sent.
@@ -111,7 +113,10 @@ fn raw_tcp_socket() -> io::Result<OwnedFd> {
 
 /// The TCP header and payload of a segment (the kernel adds the IP header).
 fn tcp_segment(spec: &FlowSpec, sport: u16) -> Vec<u8> {
-    let payload = vec![b't'; spec.payload_len];
+    let payload = spec
+        .payload
+        .clone()
+        .unwrap_or_else(|| vec![b't'; spec.payload_len]);
     let frame = frames::Packet::tcp(
         spec.src.into(),
         sport,
@@ -190,7 +195,10 @@ pub fn send_from_here(spec: &FlowSpec) -> io::Result<Sent> {
         flows.push(Flow {
             _udp: Some(sock),
             raw: None,
-            bytes: vec![b'u'; spec.payload_len],
+            bytes: spec
+                .payload
+                .clone()
+                .unwrap_or_else(|| vec![b'u'; spec.payload_len]),
             dst: sockaddr(spec.dst, spec.dst_port),
             tcp: false,
         });
