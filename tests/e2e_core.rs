@@ -44,6 +44,21 @@ fn queue_sum(v: &Value, field: &str) -> u64 {
         .sum()
 }
 
+/// Stops the data plane with SIGINT, asserts it exits cleanly, and returns
+/// its final stats document (the file is removed).
+fn stop_and_read_stats(dp: &mut Process, stats: &Path) -> Value {
+    dp.signal(libc::SIGINT).unwrap();
+    let status = dp.wait_exit(Duration::from_secs(15)).unwrap();
+    assert!(
+        status.success(),
+        "dataplane exit {status}:\n{}",
+        dp.output()
+    );
+    let v = read_stats(stats).expect("final stats JSON");
+    let _ = std::fs::remove_file(stats);
+    v
+}
+
 /// Packets user space or the kernel's verdict path accounted for.
 fn accounted(v: &Value) -> u64 {
     queue_sum(v, "rx_packets") + u(v, "/kernel/bypass_pass") + u(v, "/kernel/bypass_drop")
@@ -110,13 +125,7 @@ fn four_queues_account_for_every_packet_root() {
         )
     });
 
-    dp.signal(libc::SIGINT).unwrap();
-    let status = dp.wait_exit(Duration::from_secs(15)).unwrap();
-    assert!(
-        status.success(),
-        "dataplane exit {status}:\n{}",
-        dp.output()
-    );
+    let v = stop_and_read_stats(&mut dp, &stats);
     assert!(
         !tb.dut_has_xdp().unwrap(),
         "no XDP program may remain attached after exit"
@@ -126,9 +135,6 @@ fn four_queues_account_for_every_packet_root() {
         "summary with latency percentiles:\n{}",
         dp.output()
     );
-
-    let v = read_stats(&stats).expect("final stats JSON");
-    let _ = std::fs::remove_file(&stats);
     assert_eq!(v["stopped"], Value::Bool(true));
     assert_eq!(v["xdp_mode"], "native");
     assert_eq!(v["bind_mode"], "copy", "veth only does copy mode");
@@ -364,14 +370,7 @@ fn ipv6_neighbour_discovery_keeps_working_root() {
         )
     });
 
-    dp.signal(libc::SIGINT).unwrap();
-    assert!(
-        dp.wait_exit(Duration::from_secs(15)).unwrap().success(),
-        "{}",
-        dp.output()
-    );
-    let v = read_stats(&stats).expect("final stats JSON");
-    let _ = std::fs::remove_file(&stats);
+    let v = stop_and_read_stats(&mut dp, &stats);
     assert!(
         u(&v, "/kernel/link_control") >= 2,
         "solicitation (and MLD/RS chatter) passed in XDP: {v:#}"
@@ -439,19 +438,12 @@ fn dpi_verdicts_are_enforced_in_the_kernel_root() {
             dp.output()
         )
     });
-    dp.signal(libc::SIGINT).unwrap();
-    assert!(
-        dp.wait_exit(Duration::from_secs(15)).unwrap().success(),
-        "{}",
-        dp.output()
-    );
+    let v = stop_and_read_stats(&mut dp, &stats);
     assert!(
         dp.output().contains("rules: 1 loaded"),
         "says what it loaded:\n{}",
         dp.output()
     );
-    let v = read_stats(&stats).expect("final stats JSON");
-    let _ = std::fs::remove_file(&stats);
     let _ = std::fs::remove_file(&rules);
     let ctx = format!("stats: {v:#}");
     assert_eq!(

@@ -21,6 +21,29 @@ pub fn median(values: &mut [f64]) -> f64 {
     }
 }
 
+/// Runs `cmd` to completion (its stdio as the caller set it up) and returns
+/// the wall time in seconds and the child's own peak RSS in KiB, read with
+/// `wait4` so other children do not blur it. Fails unless it exits 0.
+pub fn run_child(cmd: &mut std::process::Command) -> anyhow::Result<(f64, i64)> {
+    use anyhow::{Context as _, bail};
+    let started = std::time::Instant::now();
+    let child = cmd.spawn().with_context(|| format!("run {cmd:?}"))?;
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is valid; wait4 reaps our own child by PID and
+    // fills its resource usage (the child handle is not waited on again).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let rc = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    let secs = started.elapsed().as_secs_f64();
+    if rc < 0 {
+        bail!("wait4 on {cmd:?}: {}", std::io::Error::last_os_error());
+    }
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!("{cmd:?} failed: wait status {status}");
+    }
+    Ok((secs, usage.ru_maxrss))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

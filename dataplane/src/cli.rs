@@ -202,6 +202,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub dpi: bool,
 
+    // The next four repeat `EngineArgs` on purpose: flattening it here made
+    // clap report no run options at all (the top level holds an optional
+    // `RunArgs`), so `RunArgs::engine` builds one from these fields.
     /// Signature rules in Suricata's syntax (implies --dpi).
     #[arg(long, value_name = "FILE")]
     pub rules: Option<PathBuf>,

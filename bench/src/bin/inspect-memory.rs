@@ -5,7 +5,6 @@
 
 use std::{fs::File, io::BufWriter, path::Path, process::Command, time::Duration};
 
-use anyhow::{Context as _, bail};
 use clap::Parser;
 use pcap_file::{
     DataLink,
@@ -53,20 +52,7 @@ fn write_flows(path: &Path, flows: u32) -> anyhow::Result<()> {
 
 /// Peak RSS (KiB) of a command, by wait4.
 fn peak_rss(cmd: &mut Command) -> anyhow::Result<i64> {
-    let child = cmd
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .with_context(|| format!("{cmd:?}"))?;
-    let mut status = 0;
-    // SAFETY: zeroed rusage is valid; wait4 reaps our own child once.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) } < 0
-        || status != 0
-    {
-        bail!("{cmd:?} failed (status {status})");
-    }
-    Ok(usage.ru_maxrss)
+    Ok(bench::run_child(cmd.stdout(std::process::Stdio::null()))?.1)
 }
 
 fn main() -> anyhow::Result<()> {

@@ -12,7 +12,7 @@ use std::{
     io::BufWriter,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context as _, bail};
@@ -126,26 +126,7 @@ fn write_capture(path: &Path, frames: &[Vec<u8>], repeat: u32) -> anyhow::Result
 
 /// Runs a command with output discarded; returns wall time and its peak RSS (KiB).
 fn timed(cmd: &mut Command) -> anyhow::Result<(f64, i64)> {
-    let started = Instant::now();
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("run {cmd:?}"))?;
-    let mut status = 0;
-    // SAFETY: a zeroed rusage is valid; wait4 reaps our own child by PID and
-    // fills its resource usage (the child handle is not waited on again).
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    let rc = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
-    let secs = started.elapsed().as_secs_f64();
-    if rc < 0 {
-        bail!("wait4 on {cmd:?}: {}", std::io::Error::last_os_error());
-    }
-    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        bail!("{cmd:?} failed: wait status {status}");
-    }
-    Ok((secs, usage.ru_maxrss))
+    bench::run_child(cmd.stdout(Stdio::null()).stderr(Stdio::null()))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
