@@ -8,7 +8,8 @@
 #   iproute2 ethtool                         the veth testbed and NIC setup
 set -euo pipefail
 
-packages=(clang llvm libbpf-dev linux-libc-dev libelf-dev zlib1g-dev m4 make pkg-config iproute2 ethtool)
+packages=(clang llvm libbpf-dev linux-libc-dev libelf-dev zlib1g-dev m4 make pkg-config iproute2 ethtool
+          iputils-ping curl openssl python3)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -133,6 +133,31 @@ pub struct RunArgs {
     #[arg(long, short = 'i', value_name = "IFACE")]
     pub iface: String,
 
+    /// Inline bridge (IPS) mode: everything entering --iface leaves this
+    /// interface and the reverse, unless dropped. Without it, monitor (IDS) mode.
+    #[arg(long, value_name = "IFACE2")]
+    pub peer: Option<String>,
+
+    /// Append a JSON Lines record for each flow that ends (Suricata eve `flow` style).
+    #[arg(long, value_name = "PATH")]
+    pub flow_log: Option<PathBuf>,
+
+    /// Idle timeout of TCP flows (seconds).
+    #[arg(long, default_value_t = 600.0, value_name = "SECONDS", value_parser = parse_timeout)]
+    pub timeout_tcp: f64,
+
+    /// Idle timeout of TCP flows after a FIN or RST (seconds).
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS", value_parser = parse_timeout)]
+    pub timeout_tcp_closing: f64,
+
+    /// Idle timeout of UDP flows (seconds).
+    #[arg(long, default_value_t = 300.0, value_name = "SECONDS", value_parser = parse_timeout)]
+    pub timeout_udp: f64,
+
+    /// Idle timeout of ICMP and other flows (seconds).
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS", value_parser = parse_timeout)]
+    pub timeout_other: f64,
+
     /// Number of RX queues to serve, from queue 0 up; one AF_XDP socket and one worker each.
     #[arg(long, short = 'q', default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub queues: u32,
@@ -220,6 +245,17 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// The idle timeouts.
+    pub fn timeouts(&self) -> crate::flowlog::FlowTimeouts {
+        let secs = std::time::Duration::from_secs_f64;
+        crate::flowlog::FlowTimeouts {
+            tcp: secs(self.timeout_tcp),
+            tcp_closing: secs(self.timeout_tcp_closing),
+            udp: secs(self.timeout_udp),
+            other: secs(self.timeout_other),
+        }
+    }
+
     /// The rules and policy options as `inspect` takes them.
     pub fn engine(&self) -> EngineArgs {
         EngineArgs {
@@ -390,4 +426,17 @@ mod tests {
             "--iface is required"
         );
     }
+}
+
+/// A timeout in seconds: positive, finite, at most a year.
+fn parse_timeout(text: &str) -> Result<f64, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if !(secs > 0.0 && secs <= 365.0 * 86_400.0) {
+        return Err(format!(
+            "`{text}`: a timeout must be more than 0 and at most a year (in seconds)"
+        ));
+    }
+    Ok(secs)
 }

@@ -16,6 +16,7 @@
 //!   copied, and goes back to the fill ring after the call.
 
 pub mod cli;
+pub mod flowlog;
 pub mod inspect;
 pub mod key;
 pub mod logging;

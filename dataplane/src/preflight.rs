@@ -26,6 +26,8 @@ pub enum PreflightError {
          count (e.g. `ethtool -L {iface} combined {asked}`)"
     )]
     TooManyQueues { iface: String, asked: u32, has: u32 },
+    #[error("--peer {0} is the --iface interface itself; a bridge needs two different interfaces")]
+    PeerIsIface(String),
     #[error("--queues {asked} is more than the {max} queues the XDP program can serve")]
     AboveProgramLimit { asked: u32, max: u32 },
     #[error("--cores names core {core}, but this machine's usable cores are {available:?}")]
@@ -42,6 +44,8 @@ pub enum PreflightError {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub ifindex: u32,
+    /// Bridge mode: the `--peer` interface's index.
+    pub peer_ifindex: Option<u32>,
     pub driver: String,
     pub rx_queues: u32,
     /// Core of each queue, in queue order.
@@ -90,37 +94,18 @@ pub fn check(args: &RunArgs) -> Result<Plan, PreflightError> {
     }
 
     let ifindex = xdp_redirect::iface::index(&args.iface)?;
-    let rx_queues =
-        xdp_redirect::iface::rx_queues(&args.iface).map_err(|source| PreflightError::Queues {
-            iface: args.iface.clone(),
-            source,
-        })?;
-    if args.queues > rx_queues {
-        return Err(PreflightError::TooManyQueues {
-            iface: args.iface.clone(),
-            asked: args.queues,
-            has: rx_queues,
-        });
-    }
-    if args.queues > xdp_redirect::MAX_QUEUES {
-        return Err(PreflightError::AboveProgramLimit {
-            asked: args.queues,
-            max: xdp_redirect::MAX_QUEUES,
-        });
-    }
-    let driver = xdp_redirect::iface::driver(&args.iface).unwrap_or_else(|_| "unknown".into());
-    // Checked here, before any socket is bound: another data plane on this
-    // interface also holds its queues, and binding would fail less clearly.
-    if !args.force
-        && let Some(existing) = xdp_redirect::attached_program(&args.iface)?
-    {
-        return Err(xdp_redirect::Error::AlreadyAttached {
-            iface: args.iface.clone(),
-            existing,
+    let (rx_queues, driver) = check_port(args, &args.iface)?;
+    let peer = match &args.peer {
+        None => None,
+        Some(peer) if peer == &args.iface => {
+            return Err(PreflightError::PeerIsIface(peer.clone()));
         }
-        .into());
-    }
-
+        Some(peer) => {
+            let index = xdp_redirect::iface::index(peer)?;
+            check_port(args, peer)?;
+            Some(index)
+        }
+    };
     let available: Vec<usize> = core_affinity::get_core_ids()
         .ok_or(PreflightError::NoCores)?
         .iter()
@@ -147,8 +132,45 @@ pub fn check(args: &RunArgs) -> Result<Plan, PreflightError> {
     };
     Ok(Plan {
         ifindex,
+        peer_ifindex: peer,
         driver,
         rx_queues,
         cores,
     })
+}
+
+/// Queue count, program limit and "no XDP program there yet" for one port;
+/// returns its RX queue count and driver.
+fn check_port(args: &RunArgs, iface: &str) -> Result<(u32, String), PreflightError> {
+    let rx_queues =
+        xdp_redirect::iface::rx_queues(iface).map_err(|source| PreflightError::Queues {
+            iface: iface.to_string(),
+            source,
+        })?;
+    if args.queues > rx_queues {
+        return Err(PreflightError::TooManyQueues {
+            iface: iface.to_string(),
+            asked: args.queues,
+            has: rx_queues,
+        });
+    }
+    if args.queues > xdp_redirect::MAX_QUEUES {
+        return Err(PreflightError::AboveProgramLimit {
+            asked: args.queues,
+            max: xdp_redirect::MAX_QUEUES,
+        });
+    }
+    let driver = xdp_redirect::iface::driver(iface).unwrap_or_else(|_| "unknown".into());
+    // Checked here, before any socket is bound: another data plane on this
+    // interface also holds its queues, and binding would fail less clearly.
+    if !args.force
+        && let Some(existing) = xdp_redirect::attached_program(iface)?
+    {
+        return Err(xdp_redirect::Error::AlreadyAttached {
+            iface: iface.to_string(),
+            existing,
+        }
+        .into());
+    }
+    Ok((rx_queues, driver))
 }

@@ -21,6 +21,8 @@ use crossbeam_channel::select;
 use hdrhistogram::Histogram;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
+use xdp_redirect::Port;
+
 use crate::{
     cli::{Cli, Command, RunArgs, SniffLimit},
     preflight,
@@ -102,10 +104,24 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         SniffLimit::Unlimited => None,
     };
 
+    let bridge = plan.peer_ifindex.map(|peer| xdp_redirect::BridgePorts {
+        primary: plan.ifindex,
+        peer,
+    });
     let mut program = xdp_redirect::XdpRedirect::load(&xdp_redirect::LoadOptions {
         verdict_entries: args.verdict_map_size,
         stamp_meta: true,
+        bridge,
     })?;
+    // Opened before anything is attached: a bad path fails cleanly.
+    let flow_log = match &args.flow_log {
+        Some(path) => Some(crate::flowlog::FlowLog::start(path)?),
+        None => None,
+    };
+    let (flow_log, flow_log_tx) = match flow_log {
+        Some((log, tx)) => (Some(log), Some(tx)),
+        None => (None, None),
+    };
 
     // Generic XDP cannot feed a zero-copy socket; when the mode is auto we
     // find out which one we get only at attach time, so ask the driver up front.
@@ -120,13 +136,34 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
     };
     let mut sockets = Vec::with_capacity(args.queues as usize);
     for queue in 0..args.queues {
-        let socket = xsk::open(&xsk_config, &args.iface, &plan.driver, queue)?;
-        program.register_socket(queue, socket.fd())?;
+        let socket = xsk::open(
+            &xsk_config,
+            &args.iface,
+            &plan.driver,
+            queue,
+            args.peer.as_deref(),
+        )?;
+        program.register_socket(Port::Primary, queue, socket.fd())?;
+        if let Some(peer) = &socket.peer {
+            program.register_socket(Port::Peer, queue, peer.fd())?;
+        }
         sockets.push(socket);
     }
     let bind_mode = sockets.first().map_or(BindMode::Copy, |s| s.bind_mode);
 
     let xdp_mode = program.attach(&args.iface, args.xdp_mode.into(), args.force)?;
+    if let Some(peer) = &args.peer {
+        // Same mode on both ports; on failure `program` detaches the first on drop.
+        let peer_mode = program.attach(peer, args.xdp_mode.into(), args.force)?;
+        if peer_mode != xdp_mode {
+            tracing::warn!(
+                iface = %args.iface, peer = %peer,
+                "the two bridge ports run XDP in different modes ({} and {})",
+                xdp_mode.as_str(),
+                peer_mode.as_str()
+            );
+        }
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let (report_tx, report_rx) = crossbeam_channel::unbounded::<WorkerReport>();
@@ -140,6 +177,8 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         flow_table_size: NonZeroUsize::new(args.flow_table_size as usize)
             .context("--flow-table-size must be positive")?,
         report_every,
+        bridge: args.peer.is_some(),
+        timeouts: args.timeouts(),
     };
     let verdict_maps = (0..sockets.len())
         .map(|_| program.verdict_map())
@@ -159,6 +198,7 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
             report_tx.clone(),
             Arc::clone(&stop),
             engine.clone(),
+            flow_log_tx.clone(),
         );
         handles.push((
             queue,
@@ -168,11 +208,16 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         ));
     }
     drop(report_tx);
+    drop(flow_log_tx);
 
     let started = Instant::now();
+    let ports = match &args.peer {
+        Some(peer) => format!("{} <-> {} (inline bridge)", args.iface, peer),
+        None => format!("{} (monitor)", args.iface),
+    };
     println!(
         "dataplane: running on {}: {} queue(s) on cores {:?}, XDP {} mode, AF_XDP {} mode, deciding flows {}; Ctrl-C to stop",
-        args.iface,
+        ports,
         args.queues,
         plan.cores,
         xdp_mode.as_str(),
@@ -295,6 +340,15 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         "{}",
         stats::summary(&doc, &merged.processing, &merged.kernel_to_user)
     );
+    if let (Some(log), Some(path)) = (flow_log, &args.flow_log) {
+        match log.finish() {
+            Ok(records) => println!(
+                "flow log: {records} record(s) appended to {}",
+                path.display()
+            ),
+            Err(e) => failures.push(format!("{e:#}")),
+        }
+    }
     drop(program);
     if !failures.is_empty() {
         bail!("{}", failures.join("; "));

@@ -25,10 +25,29 @@ pub enum Decision {
     Decide(Action),
 }
 
+/// What the flow log says a flow was, kept after the decider's state is freed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlowLabel {
+    /// nDPI-style protocol name (`"HTTP"`, `"TLS"`, `"Unknown"`...).
+    pub protocol: &'static str,
+    /// Host name the protocol carried (HTTP Host, TLS SNI, DNS query...).
+    pub host: Option<String>,
+    /// Signature ids that matched.
+    pub sids: Vec<u32>,
+    /// What decided the flow: "rule", "policy", "give-up", "packet-count".
+    pub decided_by: Option<&'static str>,
+}
+
 /// Decides flows from the packets user space sees of them.
 pub trait Decider {
     /// What the decider keeps per flow (stored in the flow table).
     type Flow: Default;
+
+    /// What to log about the flow (called when it is decided, and when an
+    /// undecided flow ends). None: nothing beyond the 5-tuple.
+    fn label(&self, _state: &mut Self::Flow) -> Option<FlowLabel> {
+        None
+    }
 
     /// Called for each packet of an undecided flow; `flow` already counts it.
     /// `frame` is the whole frame, lent for the duration of the call.
@@ -74,6 +93,17 @@ pub struct SniffDecider {
 impl Decider for SniffDecider {
     type Flow = Option<FlowInspector>;
 
+    fn label(&self, state: &mut Self::Flow) -> Option<FlowLabel> {
+        let inspector = state.as_mut()?;
+        let classification = inspector.finish();
+        Some(FlowLabel {
+            protocol: classification.protocol.name(),
+            host: classification.host,
+            sids: inspector.sids().to_vec(),
+            decided_by: inspector.decided_by,
+        })
+    }
+
     fn on_packet(
         &mut self,
         state: &mut Self::Flow,
@@ -114,7 +144,7 @@ impl Decider for SniffDecider {
 }
 
 /// What user space knows about one flow.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FlowState {
     /// Packets of this flow that reached user space.
     pub packets: u32,
@@ -126,19 +156,28 @@ pub struct FlowState {
     pub after_verdict: u32,
     /// The flow's first packet came from endpoint A of its key.
     pub client_is_a: bool,
+    /// CLOCK_MONOTONIC ns of the first and the latest packet seen in user space.
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// A TCP FIN or RST was seen in user space.
+    pub closing: bool,
+    /// When the worker next checks whether the flow is idle (CLOCK_MONOTONIC ns).
+    pub check_ns: u64,
+    /// What the decider made of the flow (DPI), once decided or ended.
+    pub label: Option<Box<FlowLabel>>,
 }
 
 /// Result of accounting one packet in the table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Seen {
     /// The flow is new to this table.
     pub new_flow: bool,
-    /// A flow was evicted to make room.
-    pub evicted: bool,
+    /// A flow evicted to make room (for the flow log).
+    pub evicted: Option<(FlowKey, FlowState)>,
     /// A verdict to write to the kernel now.
     pub verdict: Option<Action>,
-    /// The packet belongs to a flow already decided.
-    pub after_verdict: bool,
+    /// The packet belongs to a flow already decided (with that decision).
+    pub after_verdict: Option<Action>,
     /// Packets of this flow user space has seen so far, this one included.
     pub flow_packets: u32,
 }
@@ -169,25 +208,37 @@ impl<D: Decider> FlowTable<D> {
         self.flows.peek(key).map(|(state, _)| state)
     }
 
-    /// Accounts a packet and asks the decider when the flow is undecided.
-    pub fn on_packet(&mut self, packet: &Decoded, frame: &[u8]) -> Seen {
+    /// The flow's state, without touching its LRU position.
+    pub fn get_mut(&mut self, key: &FlowKey) -> Option<&mut FlowState> {
+        self.flows.peek_mut(key).map(|(state, _)| state)
+    }
+
+    /// Accounts a packet seen at `now_ns` (CLOCK_MONOTONIC) and asks the
+    /// decider when the flow is undecided.
+    pub fn on_packet(&mut self, packet: &Decoded, frame: &[u8], now_ns: u64) -> Seen {
         let mut seen = Seen {
             new_flow: false,
-            evicted: false,
+            evicted: None,
             verdict: None,
-            after_verdict: false,
+            after_verdict: None,
             flow_packets: 0,
         };
         if !self.flows.contains(&packet.key) {
             seen.new_flow = true;
             let state = FlowState {
                 client_is_a: packet.from_a,
+                first_ns: now_ns,
                 ..FlowState::default()
             };
             seen.evicted = self
                 .flows
                 .push(packet.key, (state, D::Flow::default()))
-                .is_some();
+                .map(|(key, (mut state, mut decider_state))| {
+                    if state.label.is_none() {
+                        state.label = self.decider.label(&mut decider_state).map(Box::new);
+                    }
+                    (key, state)
+                });
         }
         let (flow, decider_state) = self
             .flows
@@ -195,20 +246,39 @@ impl<D: Decider> FlowTable<D> {
             .expect("present: inserted above");
         flow.packets = flow.packets.saturating_add(1);
         flow.bytes += frame.len() as u64;
+        flow.last_ns = now_ns;
+        if packet.tcp_flags & (dpi::wire::tcp::FIN | dpi::wire::tcp::RST) != 0 {
+            flow.closing = true;
+        }
         seen.flow_packets = flow.packets;
-        if flow.decided.is_some() {
+        if let Some(decided) = flow.decided {
             flow.after_verdict = flow.after_verdict.saturating_add(1);
-            seen.after_verdict = true;
+            seen.after_verdict = Some(decided);
             return seen;
         }
         if let Decision::Decide(action) = self.decider.on_packet(decider_state, flow, packet, frame)
         {
             flow.decided = Some(action);
             seen.verdict = Some(action);
+            flow.label = self.decider.label(decider_state).map(Box::new);
             // The decider's per-flow state is no longer needed.
             *decider_state = D::Flow::default();
         }
         seen
+    }
+
+    /// Removes a flow, with what the decider made of it if it was undecided.
+    pub fn remove(&mut self, key: &FlowKey) -> Option<FlowState> {
+        let (mut state, mut decider_state) = self.flows.pop(key)?;
+        if state.label.is_none() {
+            state.label = self.decider.label(&mut decider_state).map(Box::new);
+        }
+        Some(state)
+    }
+
+    /// Every flow's key (for the shutdown flush).
+    pub fn keys(&self) -> Vec<FlowKey> {
+        self.flows.iter().map(|(key, _)| *key).collect()
     }
 }
 
@@ -241,18 +311,19 @@ mod tests {
         );
         let p = packet(1000);
         let frame = [0u8; 60];
-        assert!(table.on_packet(&p, &frame).new_flow);
-        assert_eq!(table.on_packet(&p, &frame).verdict, None);
-        let third = table.on_packet(&p, &frame);
+        assert!(table.on_packet(&p, &frame, 1).new_flow);
+        assert_eq!(table.on_packet(&p, &frame, 2).verdict, None);
+        let third = table.on_packet(&p, &frame, 3);
         assert_eq!(third.verdict, Some(Action::Pass));
         assert_eq!(third.flow_packets, 3);
-        let late = table.on_packet(&p, &frame);
-        assert!(late.after_verdict && late.verdict.is_none());
+        let late = table.on_packet(&p, &frame, 4);
+        assert!(late.after_verdict == Some(Action::Pass) && late.verdict.is_none());
         let state = table.get(&p.key).unwrap();
         assert_eq!(
             (state.packets, state.after_verdict, state.bytes),
             (4, 1, 240)
         );
+        assert_eq!((state.first_ns, state.last_ns), (1, 4));
     }
 
     #[test]
@@ -261,9 +332,9 @@ mod tests {
         let mut evictions = 0;
         for sport in 0..100 {
             for _ in 0..20 {
-                let seen = table.on_packet(&packet(sport), &[0; 64]);
+                let seen = table.on_packet(&packet(sport), &[0; 64], 0);
                 assert_eq!(seen.verdict, None);
-                evictions += usize::from(seen.evicted);
+                evictions += usize::from(seen.evicted.is_some());
             }
         }
         assert_eq!(table.len(), 4);

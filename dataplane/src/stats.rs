@@ -43,6 +43,25 @@ pub struct QueueCounters {
     pub max_flow_packets: u64,
     /// RX batches processed.
     pub batches: u64,
+    /// Allow verdicts not written because the flow already had a verdict in
+    /// the kernel: the other direction of the flow reached another queue
+    /// (asymmetric RSS) and its worker decided first. "Drop" always wins.
+    pub verdict_conflicts: u64,
+    /// Verdicts written again for decided flows whose packets came back to
+    /// user space (their kernel entry had been evicted by the map's LRU).
+    pub verdicts_rewritten: u64,
+    /// Flows ended (idle timeout, close, eviction), each with a flow record.
+    pub flows_ended: u64,
+    /// Of those, flows of which only one direction reached this queue while
+    /// another queue's worker decided the flow: a diagnostic for RSS that is
+    /// not symmetric (configure a symmetric RSS key on the NIC).
+    pub flows_split: u64,
+    /// Flow records dropped because the flow log writer fell behind.
+    pub flow_log_dropped: u64,
+    /// Bridge mode: frames the worker sent out of the other port.
+    pub tx_packets: u64,
+    /// Bridge mode: frames dropped because the other port's TX ring was full.
+    pub tx_ring_full: u64,
 }
 
 /// A worker's periodic report to the main thread.

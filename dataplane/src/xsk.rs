@@ -1,6 +1,10 @@
 //! UMEM and AF_XDP sockets, one pair per RX queue, over xsk-rs.
 //!
-//! Each queue owns its UMEM (so no two workers share ring state), with
+//! Each queue owns its UMEM (so no two workers share ring state). In bridge
+//! mode the queue has a second socket, on the same queue of the peer
+//! interface, sharing that UMEM (`XDP_SHARED_UMEM` with its own fill and
+//! completion rings), so a frame received on one port is sent out of the
+//! other by passing its descriptor, without a copy. Sockets are bound with
 //! `XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD` so our program, not libxdp's, owns the
 //! XSKMAP. Zero copy is asked for per `--zero-copy`; on refusal the UMEM is
 //! rebuilt and bound in copy mode. The mode actually obtained is read back
@@ -53,10 +57,10 @@ pub struct XskConfig {
 }
 
 impl XskConfig {
-    /// Frames per UMEM: enough to fill the fill ring and have as many again
-    /// in flight on the RX ring (and later the TX ring).
-    pub fn frame_count(&self) -> u32 {
-        self.ring_size * 2
+    /// Frames per UMEM: per port, enough to fill the fill ring and have as
+    /// many again in flight on the RX and TX rings.
+    pub fn frame_count(&self, ports: u32) -> u32 {
+        self.ring_size * 2 * ports
     }
 }
 
@@ -112,8 +116,26 @@ pub struct QueueSocket {
     pub comp: CompQueue,
     pub rx: RxQueue,
     pub tx: TxQueue,
-    /// Frames not yet handed to the kernel (initially all of them).
+    /// Frames not handed to the kernel (the fill rings were primed from the rest).
     pub free_frames: Vec<FrameDesc>,
+    /// Bridge mode: the socket on the same queue of the peer interface.
+    pub peer: Option<PeerSocket>,
+}
+
+/// The peer port's socket of a queue in bridge mode, sharing the UMEM of
+/// its [`QueueSocket`].
+pub struct PeerSocket {
+    pub fill: FillQueue,
+    pub comp: CompQueue,
+    pub rx: RxQueue,
+    pub tx: TxQueue,
+}
+
+impl PeerSocket {
+    /// The socket's file descriptor (for the XSKMAP).
+    pub fn fd(&self) -> RawFd {
+        self.rx.fd().as_raw_fd()
+    }
 }
 
 impl QueueSocket {
@@ -122,17 +144,31 @@ impl QueueSocket {
         self.rx.fd().as_raw_fd()
     }
 
-    /// The socket's kernel statistics.
+    /// The kernel statistics of the queue's socket(s), summed over both
+    /// ports in bridge mode.
     pub fn statistics(&self) -> io::Result<XskStatistics> {
-        let s = self.rx.fd().xdp_statistics()?;
-        Ok(XskStatistics {
-            rx_dropped: s.rx_dropped(),
-            rx_invalid_descs: s.rx_invalid_descs(),
-            rx_ring_full: s.rx_ring_full(),
-            rx_fill_ring_empty: s.rx_fill_ring_empty_descs(),
-            tx_invalid_descs: s.tx_invalid_descs(),
-        })
+        let mut sum = statistics_of(&self.rx)?;
+        if let Some(peer) = &self.peer {
+            let p = statistics_of(&peer.rx)?;
+            sum.rx_dropped += p.rx_dropped;
+            sum.rx_invalid_descs += p.rx_invalid_descs;
+            sum.rx_ring_full += p.rx_ring_full;
+            sum.rx_fill_ring_empty += p.rx_fill_ring_empty;
+            sum.tx_invalid_descs += p.tx_invalid_descs;
+        }
+        Ok(sum)
     }
+}
+
+fn statistics_of(rx: &RxQueue) -> io::Result<XskStatistics> {
+    let s = rx.fd().xdp_statistics()?;
+    Ok(XskStatistics {
+        rx_dropped: s.rx_dropped(),
+        rx_invalid_descs: s.rx_invalid_descs(),
+        rx_ring_full: s.rx_ring_full(),
+        rx_fill_ring_empty: s.rx_fill_ring_empty_descs(),
+        tx_invalid_descs: s.tx_invalid_descs(),
+    })
 }
 
 /// `XDP_STATISTICS` of a socket.
@@ -171,7 +207,12 @@ fn queue_size(n: u32) -> Result<QueueSize, XskError> {
     QueueSize::new(n).map_err(|e| XskError::Config(e.to_string()))
 }
 
-fn umem(config: &XskConfig, iface: &str, queue: u32) -> Result<(Umem, Vec<FrameDesc>), XskError> {
+fn umem(
+    config: &XskConfig,
+    iface: &str,
+    queue: u32,
+    ports: u32,
+) -> Result<(Umem, Vec<FrameDesc>), XskError> {
     let frame_size =
         FrameSize::new(config.frame_size).map_err(|e| XskError::Config(e.to_string()))?;
     let umem_config = UmemConfig::builder()
@@ -180,15 +221,35 @@ fn umem(config: &XskConfig, iface: &str, queue: u32) -> Result<(Umem, Vec<FrameD
         .comp_queue_size(queue_size(config.ring_size)?)
         .build()
         .map_err(|e| XskError::Config(e.to_string()))?;
-    let frames = NonZeroU32::new(config.frame_count())
+    let frames = NonZeroU32::new(config.frame_count(ports))
         .ok_or_else(|| XskError::Config("zero frames".into()))?;
     Umem::new(umem_config, frames, false).map_err(|e| XskError::Umem {
         iface: iface.to_string(),
         queue,
-        frames: config.frame_count(),
+        frames: config.frame_count(ports),
         frame_size: config.frame_size,
         reason: with_causes(&e),
     })
+}
+
+fn socket_config(config: &XskConfig, mode: BindMode) -> Result<SocketConfig, String> {
+    let bind_flags = BindFlags::XDP_USE_NEED_WAKEUP
+        | match mode {
+            BindMode::ZeroCopy => BindFlags::XDP_ZEROCOPY,
+            BindMode::Copy => BindFlags::XDP_COPY,
+        };
+    Ok(SocketConfig::builder()
+        .rx_queue_size(queue_size(config.ring_size).map_err(|e| e.to_string())?)
+        .tx_queue_size(queue_size(config.ring_size).map_err(|e| e.to_string())?)
+        .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+        .bind_flags(bind_flags)
+        .build())
+}
+
+fn interface(iface: &str) -> Result<Interface, String> {
+    iface
+        .parse()
+        .map_err(|_| format!("interface name `{iface}` contains a NUL byte"))
 }
 
 fn bind(
@@ -196,29 +257,48 @@ fn bind(
     iface: &str,
     queue: u32,
     mode: BindMode,
+    peer: Option<&str>,
 ) -> Result<QueueSocket, String> {
-    let (umem, descs) = umem(config, iface, queue).map_err(|e| e.to_string())?;
-    let bind_flags = BindFlags::XDP_USE_NEED_WAKEUP
-        | match mode {
-            BindMode::ZeroCopy => BindFlags::XDP_ZEROCOPY,
-            BindMode::Copy => BindFlags::XDP_COPY,
-        };
-    let socket_config = SocketConfig::builder()
-        .rx_queue_size(queue_size(config.ring_size).map_err(|e| e.to_string())?)
-        .tx_queue_size(queue_size(config.ring_size).map_err(|e| e.to_string())?)
-        .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
-        .bind_flags(bind_flags)
-        .build();
-    let ifname: Interface = iface
-        .parse()
-        .map_err(|_| format!("interface name `{iface}` contains a NUL byte"))?;
+    let ports = if peer.is_some() { 2 } else { 1 };
+    let (umem, descs) = umem(config, iface, queue, ports).map_err(|e| e.to_string())?;
     // SAFETY: the UMEM is new and not shared with any other socket, so the
     // shared-UMEM double-free hazard documented on `Socket::new` cannot arise.
-    let (tx, rx, rings) = unsafe { Socket::new(socket_config, &umem, &ifname, queue) }
-        .map_err(|e| with_causes(&e))?;
+    let (tx, rx, rings) = unsafe {
+        Socket::new(
+            socket_config(config, mode)?,
+            &umem,
+            &interface(iface)?,
+            queue,
+        )
+    }
+    .map_err(|e| with_causes(&e))?;
     let (fill, comp) =
         rings.ok_or("the kernel returned no fill/completion rings for a fresh UMEM")?;
     let bound = zero_copy_of(rx.fd().as_raw_fd()).map_err(|e| format!("XDP_OPTIONS: {e}"))?;
+    let peer = match peer {
+        None => None,
+        Some(peer) => {
+            // SAFETY: the UMEM is shared with the socket above, but on another
+            // interface, so this (interface, queue) pair is not bound yet and
+            // the kernel hands out a fresh fill/completion ring pair;
+            // INHIBIT_PROG_LOAD is set (socket_config), as `Socket::new`
+            // requires for shared UMEMs. libxdp binds it with
+            // XDP_SHARED_UMEM, inheriting the first socket's mode.
+            let (tx, rx, rings) = unsafe {
+                Socket::new(
+                    socket_config(config, mode)?,
+                    &umem,
+                    &interface(peer)?,
+                    queue,
+                )
+            }
+            .map_err(|e| format!("peer {peer} queue {queue}: {}", with_causes(&e)))?;
+            let (fill, comp) = rings.ok_or_else(|| {
+                format!("peer {peer} queue {queue}: the kernel returned no fill/completion rings")
+            })?;
+            Some(PeerSocket { fill, comp, rx, tx })
+        }
+    };
     Ok(QueueSocket {
         queue,
         bind_mode: bound,
@@ -228,6 +308,7 @@ fn bind(
         rx,
         tx,
         free_frames: descs,
+        peer,
     })
 }
 
@@ -273,12 +354,14 @@ fn set_int_sockopt(fd: RawFd, option: libc::c_int, value: libc::c_int) -> io::Re
     }
 }
 
-/// Opens the socket of one queue per `config.zero_copy`.
+/// Opens the socket of one queue per `config.zero_copy` (and, in bridge
+/// mode, the socket on the same queue of `peer`, sharing its UMEM).
 pub fn open(
     config: &XskConfig,
     iface: &str,
     driver: &str,
     queue: u32,
+    peer: Option<&str>,
 ) -> Result<QueueSocket, XskError> {
     let bind_error = |mode: BindMode, reason: String| XskError::Bind {
         iface: iface.to_string(),
@@ -287,9 +370,8 @@ pub fn open(
         reason,
     };
     let socket = match (config.zero_copy, config.generic_xdp) {
-        (ZeroCopyArg::Off, _) => {
-            bind(config, iface, queue, BindMode::Copy).map_err(|r| bind_error(BindMode::Copy, r))?
-        }
+        (ZeroCopyArg::Off, _) => bind(config, iface, queue, BindMode::Copy, peer)
+            .map_err(|r| bind_error(BindMode::Copy, r))?,
         (ZeroCopyArg::Require, true) => {
             return Err(XskError::ZeroCopyUnavailable {
                 iface: iface.into(),
@@ -298,10 +380,9 @@ pub fn open(
                 reason: "the XDP program runs in generic mode".into(),
             });
         }
-        (ZeroCopyArg::Auto, true) => {
-            bind(config, iface, queue, BindMode::Copy).map_err(|r| bind_error(BindMode::Copy, r))?
-        }
-        (zero_copy, false) => match bind(config, iface, queue, BindMode::ZeroCopy) {
+        (ZeroCopyArg::Auto, true) => bind(config, iface, queue, BindMode::Copy, peer)
+            .map_err(|r| bind_error(BindMode::Copy, r))?,
+        (zero_copy, false) => match bind(config, iface, queue, BindMode::ZeroCopy, peer) {
             Ok(socket) => socket,
             Err(reason) if zero_copy == ZeroCopyArg::Require => {
                 return Err(XskError::ZeroCopyUnavailable {
@@ -318,28 +399,35 @@ pub fn open(
                         "AF_XDP zero copy not available; using copy mode (frames are copied once by the kernel into the UMEM)"
                     );
                 }
-                bind(config, iface, queue, BindMode::Copy)
+                bind(config, iface, queue, BindMode::Copy, peer)
                     .map_err(|r| bind_error(BindMode::Copy, r))?
             }
         },
     };
-    // Hand the kernel a full fill ring now, before the program is attached:
+    // Hand the kernel full fill rings now, before the program is attached:
     // a packet redirected to a socket with an empty fill ring is dropped.
-    // The other frames stay free (for TX later).
+    // The other frames stay free (for frames in flight on the TX rings).
     let mut socket = socket;
     let initial = (config.ring_size as usize).min(socket.free_frames.len());
     let fill_frames: Vec<FrameDesc> = socket.free_frames.drain(..initial).collect();
+    let mode = socket.bind_mode.as_str();
+    let refused = |what: &str| XskError::Bind {
+        iface: iface.to_string(),
+        queue,
+        mode,
+        reason: format!("the {what} fill ring refused the initial {initial} frames"),
+    };
     // SAFETY: the frames come from this socket's own UMEM and are owned by no ring yet.
     if unsafe { socket.fill.produce(&fill_frames) } != fill_frames.len() {
-        return Err(XskError::Bind {
-            iface: iface.to_string(),
-            queue,
-            mode: socket.bind_mode.as_str(),
-            reason: format!(
-                "the fill ring refused the initial {} frames",
-                fill_frames.len()
-            ),
-        });
+        return Err(refused("primary"));
+    }
+    if socket.peer.is_some() {
+        let peer_frames: Vec<FrameDesc> = socket.free_frames.drain(..initial).collect();
+        let peer = socket.peer.as_mut().expect("checked above");
+        // SAFETY: as above; the peer socket shares this UMEM.
+        if unsafe { peer.fill.produce(&peer_frames) } != peer_frames.len() {
+            return Err(refused("peer"));
+        }
     }
     if config.busy_poll {
         let fd = socket.fd();

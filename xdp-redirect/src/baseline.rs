@@ -25,6 +25,10 @@ pub enum Kind {
     PassAll,
     /// Redirect every packet to the socket of its queue: the user-space ceiling.
     XskAll,
+    /// Send every frame out of the other port (see [`Baseline::set_bridge`]).
+    Bridge,
+    /// Count and drop (see [`Baseline::sink_counts`]).
+    Sink,
 }
 
 impl Kind {
@@ -33,6 +37,8 @@ impl Kind {
             Kind::DropAll => "xdp_drop_all",
             Kind::PassAll => "xdp_pass_all",
             Kind::XskAll => "xdp_xsk_all",
+            Kind::Bridge => "xdp_bridge",
+            Kind::Sink => "xdp_sink",
         }
     }
 }
@@ -45,10 +51,16 @@ pub struct Baseline {
 }
 
 impl Baseline {
-    /// Loads all three programs (verified, not attached).
+    /// Loads every program (verified, not attached).
     pub fn load() -> Result<Self, Error> {
         let mut ebpf = Ebpf::load(BASELINE_OBJECT).map_err(Box::new)?;
-        for kind in [Kind::DropAll, Kind::PassAll, Kind::XskAll] {
+        for kind in [
+            Kind::DropAll,
+            Kind::PassAll,
+            Kind::XskAll,
+            Kind::Bridge,
+            Kind::Sink,
+        ] {
             program_mut(&mut ebpf, kind)?
                 .load()
                 .map_err(|source| Error::Program {
@@ -92,6 +104,46 @@ impl Baseline {
             .map_err(|source| crate::map_error("bare_xsks", "open", source))?;
         xsks.set(queue, socket, 0)
             .map_err(|source| crate::map_error("bare_xsks", "register a socket", source))
+    }
+}
+
+impl Baseline {
+    /// Makes [`Kind::Bridge`] send what enters `a` out of `b` and the reverse.
+    pub fn set_bridge(&mut self, a: u32, b: u32) -> Result<(), Error> {
+        let map = self.ebpf.map_mut("bare_peers").ok_or(Error::Missing {
+            kind: "map",
+            name: "bare_peers",
+        })?;
+        let mut peers = aya::maps::DevMapHash::try_from(map)
+            .map_err(|source| crate::map_error("bare_peers", "open", source))?;
+        for (from, to) in [(a, b), (b, a)] {
+            peers
+                .insert(from, to, None, 0)
+                .map_err(|source| Error::Bridge {
+                    what: format!("map `bare_peers`: {from} -> {to}"),
+                    source: Box::new(source),
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Frames and bytes [`Kind::Sink`] has counted, summed over CPUs.
+    pub fn sink_counts(&self) -> Result<(u64, u64), Error> {
+        let map = self.ebpf.map("sink_counters").ok_or(Error::Missing {
+            kind: "map",
+            name: "sink_counters",
+        })?;
+        let array: aya::maps::PerCpuArray<_, u64> = aya::maps::PerCpuArray::try_from(map)
+            .map_err(|source| crate::map_error("sink_counters", "open", source))?;
+        let mut sums = [0u64; 2];
+        for (index, sum) in sums.iter_mut().enumerate() {
+            *sum = array
+                .get(&(index as u32), 0)
+                .map_err(|source| crate::map_error("sink_counters", "read", source))?
+                .iter()
+                .sum();
+        }
+        Ok((sums[0], sums[1]))
     }
 }
 

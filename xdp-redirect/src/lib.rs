@@ -21,7 +21,7 @@ use std::os::fd::{AsFd as _, AsRawFd};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, Map, MapData, MapError, PerCpuArray, XskMap},
+    maps::{DevMap, HashMap, Map, MapData, MapError, PerCpuArray, XskMap},
     programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use thiserror::Error;
@@ -41,6 +41,8 @@ pub const MAP_XSKS: &str = abi::c_name(abi::DP_MAP_XSKS);
 pub const MAP_VERDICTS: &str = abi::c_name(abi::DP_MAP_VERDICTS);
 /// Name of the per-CPU counter array.
 pub const MAP_COUNTERS: &str = abi::c_name(abi::DP_MAP_COUNTERS);
+/// Name of the bridge DEVMAP (ingress side -> egress interface).
+pub const MAP_PEERS: &str = abi::c_name(abi::DP_MAP_PEERS);
 /// Highest number of RX queues the program can redirect from.
 pub const MAX_QUEUES: u32 = abi::dp_limits::DP_MAX_QUEUES;
 /// Default capacity of the verdict map.
@@ -107,6 +109,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Setting up the bridge ports failed.
+    #[error("{what}: {source}")]
+    Bridge {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// An action code outside `enum dp_action`.
     #[error("unknown verdict action code {0}")]
     UnknownAction(u32),
@@ -157,6 +166,8 @@ pub enum Action {
     Pass,
     /// Drop in XDP.
     Drop,
+    /// Bridge mode: send out of the other port in XDP.
+    Forward,
 }
 
 impl Action {
@@ -165,6 +176,7 @@ impl Action {
         match self {
             Action::Pass => abi::dp_action::DP_ACTION_PASS,
             Action::Drop => abi::dp_action::DP_ACTION_DROP,
+            Action::Forward => abi::dp_action::DP_ACTION_FORWARD,
         }
     }
 
@@ -174,15 +186,17 @@ impl Action {
             abi::dp_action::DP_ACTION_NONE => Ok(None),
             abi::dp_action::DP_ACTION_PASS => Ok(Some(Action::Pass)),
             abi::dp_action::DP_ACTION_DROP => Ok(Some(Action::Drop)),
+            abi::dp_action::DP_ACTION_FORWARD => Ok(Some(Action::Forward)),
             other => Err(Error::UnknownAction(other)),
         }
     }
 
-    /// Lower-case name (`"pass"`, `"drop"`).
+    /// Lower-case name (`"pass"`, `"drop"`, `"forward"`).
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Pass => "pass",
             Action::Drop => "drop",
+            Action::Forward => "forward",
         }
     }
 }
@@ -199,6 +213,9 @@ pub struct Counters {
     pub non_ip: u64,
     pub fragments: u64,
     pub link_control: u64,
+    pub bypass_forward: u64,
+    /// Bridge mode: unparsed frames (already counted by their reason) sent to the peer port.
+    pub bridged: u64,
 }
 
 impl Counters {
@@ -214,6 +231,8 @@ impl Counters {
             non_ip: values[DP_CNT_NON_IP as usize],
             fragments: values[DP_CNT_FRAGMENTS as usize],
             link_control: values[DP_CNT_LINK_CONTROL as usize],
+            bypass_forward: values[DP_CNT_BYPASS_FORWARD as usize],
+            bridged: values[DP_CNT_BRIDGED as usize],
         }
     }
 
@@ -229,6 +248,8 @@ impl Counters {
             non_ip: self.non_ip.saturating_sub(earlier.non_ip),
             fragments: self.fragments.saturating_sub(earlier.fragments),
             link_control: self.link_control.saturating_sub(earlier.link_control),
+            bypass_forward: self.bypass_forward.saturating_sub(earlier.bypass_forward),
+            bridged: self.bridged.saturating_sub(earlier.bridged),
         }
     }
 
@@ -238,6 +259,7 @@ impl Counters {
             + self.no_socket
             + self.bypass_pass
             + self.bypass_drop
+            + self.bypass_forward
             + self.parse_errors
             + self.non_ip
             + self.fragments
@@ -253,6 +275,8 @@ pub struct LoadOptions {
     pub verdict_entries: u32,
     /// Put `struct dp_xdp_meta` (receive time) in front of frames sent to user space.
     pub stamp_meta: bool,
+    /// Bridge mode between two interfaces (attach the program to both).
+    pub bridge: Option<BridgePorts>,
 }
 
 impl Default for LoadOptions {
@@ -260,6 +284,35 @@ impl Default for LoadOptions {
         LoadOptions {
             verdict_entries: VERDICT_ENTRIES_DEFAULT,
             stamp_meta: true,
+            bridge: None,
+        }
+    }
+}
+
+/// The two ports of an inline bridge, by interface index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BridgePorts {
+    /// The `--iface` interface (side 0).
+    pub primary: u32,
+    /// The `--peer` interface (side 1).
+    pub peer: u32,
+}
+
+/// Which port a socket serves (its XSKMAP slots).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Port {
+    /// The `--iface` interface.
+    Primary,
+    /// The bridge peer.
+    Peer,
+}
+
+impl Port {
+    /// XSKMAP slot of this port's socket on `queue` (see `DP_MAX_PORTS`).
+    pub fn xsk_slot(self, queue: u32) -> u32 {
+        match self {
+            Port::Primary => queue,
+            Port::Peer => MAX_QUEUES + queue,
         }
     }
 }
@@ -291,16 +344,21 @@ pub fn attached_program(iface: &str) -> Result<Option<AttachedProgram>, Error> {
 #[derive(Debug)]
 pub struct XdpRedirect {
     ebpf: Ebpf,
-    attached: Option<(String, XdpLinkId, AttachedMode)>,
+    /// Every interface the program is attached to (two in bridge mode).
+    attached: Vec<(String, XdpLinkId, AttachedMode)>,
 }
 
 impl XdpRedirect {
     /// Loads (verifies) the embedded program. Nothing is attached yet.
     pub fn load(options: &LoadOptions) -> Result<Self, Error> {
         let stamp: u32 = options.stamp_meta.into();
+        let bridge: u32 = options.bridge.is_some().into();
+        let side1: u32 = options.bridge.map_or(0, |ports| ports.peer);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(MAP_VERDICTS, options.verdict_entries)
             .override_global(abi::c_name(abi::DP_GLOBAL_STAMP_META), &stamp, true)
+            .override_global(abi::c_name(abi::DP_GLOBAL_BRIDGE), &bridge, true)
+            .override_global(abi::c_name(abi::DP_GLOBAL_SIDE1_IFINDEX), &side1, true)
             .load(PROGRAM_OBJECT)
             .map_err(Box::new)?;
         let program = program_mut(&mut ebpf)?;
@@ -308,14 +366,34 @@ impl XdpRedirect {
             what: "verifying the XDP program".into(),
             source: Box::new(source),
         })?;
+        if let Some(ports) = options.bridge {
+            let map = ebpf.map_mut(MAP_PEERS).ok_or(Error::Missing {
+                kind: "map",
+                name: MAP_PEERS,
+            })?;
+            let mut peers =
+                DevMap::try_from(map).map_err(|source| map_error(MAP_PEERS, "open", source))?;
+            // side 0 (primary) sends to the peer, side 1 (peer) to the primary
+            for (side, target) in [(0, ports.peer), (1, ports.primary)] {
+                peers
+                    .set(side, target, None, 0)
+                    .map_err(|source| Error::Bridge {
+                        what: format!(
+                            "map `{MAP_PEERS}`: set interface {target} as egress of side {side}"
+                        ),
+                        source: Box::new(source),
+                    })?;
+            }
+        }
         Ok(XdpRedirect {
             ebpf,
-            attached: None,
+            attached: Vec::new(),
         })
     }
 
-    /// Attaches to `iface`. Refuses if another XDP program is attached there,
-    /// unless `force`, in which case that program is detached first.
+    /// Attaches to `iface` (call once per port in bridge mode). Refuses if
+    /// another XDP program is attached there, unless `force`, in which case
+    /// that program is detached first.
     pub fn attach(
         &mut self,
         iface: &str,
@@ -359,14 +437,14 @@ impl XdpRedirect {
                 }
             },
         };
-        self.attached = Some((iface.to_string(), link, got));
+        self.attached.push((iface.to_string(), link, got));
         tracing::info!(iface, mode = got.as_str(), driver, "XDP program attached");
         Ok(got)
     }
 
-    /// Detaches from the interface (also done on drop).
+    /// Detaches from every interface (also done on drop).
     pub fn detach(&mut self) -> Result<(), Error> {
-        if let Some((iface, link, _)) = self.attached.take() {
+        while let Some((iface, link, _)) = self.attached.pop() {
             program_mut(&mut self.ebpf)?
                 .detach(link)
                 .map_err(|source| Error::Program {
@@ -378,15 +456,20 @@ impl XdpRedirect {
         Ok(())
     }
 
-    /// Puts an AF_XDP socket in the XSKMAP slot of `queue`.
-    pub fn register_socket(&mut self, queue: u32, socket: impl AsRawFd) -> Result<(), Error> {
+    /// Puts an AF_XDP socket in the XSKMAP slot of `port`'s `queue`.
+    pub fn register_socket(
+        &mut self,
+        port: Port,
+        queue: u32,
+        socket: impl AsRawFd,
+    ) -> Result<(), Error> {
         let map = self.ebpf.map_mut(MAP_XSKS).ok_or(Error::Missing {
             kind: "map",
             name: MAP_XSKS,
         })?;
         let mut xsks =
             XskMap::try_from(map).map_err(|source| map_error(MAP_XSKS, "open", source))?;
-        xsks.set(queue, socket, 0).map_err(|source| {
+        xsks.set(port.xsk_slot(queue), socket, 0).map_err(|source| {
             map_error(
                 MAP_XSKS,
                 &format!("register the socket of queue {queue}"),
@@ -552,6 +635,24 @@ impl VerdictMap {
         self.map
             .insert(key, value, 0)
             .map_err(|source| map_error(MAP_VERDICTS, "write a verdict", source))
+    }
+
+    /// Writes a verdict unless the flow already has one (`BPF_NOEXIST`);
+    /// returns whether it was written. Lets "drop" win over "allow" when two
+    /// workers see the two directions of one flow.
+    pub fn set_if_absent(&mut self, key: &FlowKey, action: Action) -> Result<bool, Error> {
+        let value = Verdict {
+            action: action.code(),
+            ..Verdict::default()
+        };
+        const BPF_NOEXIST: u64 = 1;
+        match self.map.insert(key, value, BPF_NOEXIST) {
+            Ok(()) => Ok(true),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                Ok(false)
+            }
+            Err(source) => Err(map_error(MAP_VERDICTS, "write a verdict", source)),
+        }
     }
 
     /// The kernel's entry for a flow, if any.

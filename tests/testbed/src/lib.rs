@@ -231,6 +231,84 @@ impl Testbed {
     }
 }
 
+/// Three namespaces for an inline bridge: `client` — [`dut`: `br0`, `br1`]
+/// — `server`. The client (`cli0`, 198.18.1.1/24) and the server (`srv0`,
+/// 198.18.1.2/24) share one subnet, so they reach each other only if the
+/// DUT bridges frames between its two ports, which have no addresses.
+/// No routes beyond the link, IPv6 off, TX checksum offload off.
+#[derive(Debug)]
+pub struct InlineTestbed {
+    // Field order is drop order: the namespaces go last.
+    pub client_if: String,
+    pub server_if: String,
+    /// The DUT's port facing the client, and the one facing the server.
+    pub dut_client_if: String,
+    pub dut_server_if: String,
+    pub client_ip: std::net::Ipv4Addr,
+    pub server_ip: std::net::Ipv4Addr,
+    pub queues: u32,
+    pub dut: Netns,
+    pub client: Netns,
+    pub server: Netns,
+}
+
+impl InlineTestbed {
+    pub fn up(queues: u32) -> io::Result<InlineTestbed> {
+        require_root("the inline bridge testbed");
+        let client = Netns::new("dpcli")?;
+        let dut = Netns::new("dpbr")?;
+        let server = Netns::new("dpsrv")?;
+        let q = queues.to_string();
+        for (ns, end, peer) in [(&client, "cli0", "br0"), (&server, "srv0", "br1")] {
+            ns.ip(&[
+                "link",
+                "add",
+                end,
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                peer,
+                "netns",
+                dut.name(),
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
+            ])?;
+        }
+        for (ns, ifname, addr) in [
+            (&client, "cli0", Some("198.18.1.1/24")),
+            (&server, "srv0", Some("198.18.1.2/24")),
+            (&dut, "br0", None),
+            (&dut, "br1", None),
+        ] {
+            ns.sysctl(&format!("net.ipv6.conf.{ifname}.disable_ipv6"), "1")?;
+            if let Some(addr) = addr {
+                ns.ip(&["addr", "add", addr, "dev", ifname])?;
+            }
+            run(ns.command("ethtool").args(["-K", ifname, "tx", "off"]))?;
+            ns.ip(&["link", "set", ifname, "up"])?;
+        }
+        Ok(InlineTestbed {
+            client_if: "cli0".into(),
+            server_if: "srv0".into(),
+            dut_client_if: "br0".into(),
+            dut_server_if: "br1".into(),
+            client_ip: "198.18.1.1".parse().expect("literal"),
+            server_ip: "198.18.1.2".parse().expect("literal"),
+            queues,
+            dut,
+            client,
+            server,
+        })
+    }
+}
+
 fn mac_of(ns: &Netns, ifname: &str) -> io::Result<[u8; 6]> {
     let out = ns.ip(&["-br", "link", "show", "dev", ifname])?;
     let text = out

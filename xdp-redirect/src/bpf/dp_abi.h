@@ -18,6 +18,7 @@
 #define DP_MAP_XSKS "xsks"
 #define DP_MAP_VERDICTS "verdicts"
 #define DP_MAP_COUNTERS "counters"
+#define DP_MAP_PEERS "peers" /* DEVMAP: port side -> the other port (bridge mode) */
 
 /* Program (function) name of the XDP entry point. */
 #define DP_PROG_NAME "dp_xdp"
@@ -29,6 +30,10 @@ enum dp_limits {
 	/* XSKMAP slots: one per RX queue; 256 covers every NIC we know of
 	 * (ice tops out at 256 combined channels). */
 	DP_MAX_QUEUES = 256,
+	/* Ports a program instance serves: the monitored interface (side 0)
+	 * and, in bridge mode, its peer (side 1). The XSKMAP holds one socket
+	 * per (side, queue) at index side * DP_MAX_QUEUES + queue. */
+	DP_MAX_PORTS = 2,
 	/* Default verdict map capacity. Each entry is ~40 B key + 32 B value +
 	 * ~60 B of LRU/hash bookkeeping, so 262144 entries is ~35 MiB of kernel
 	 * memory. Overridable at load time (`--verdict-map-size`). */
@@ -51,6 +56,17 @@ enum dp_action {
 	DP_ACTION_PASS = 1,
 	/* Drop in XDP. */
 	DP_ACTION_DROP = 2,
+	/* Bridge mode: send out of the other port (bpf_redirect_map on
+	 * `peers`), never touching the stack or user space. Outside bridge mode
+	 * the program treats it as PASS. */
+	DP_ACTION_FORWARD = 3,
+};
+
+/* Bits of `struct dp_verdict.flags`, set by the program. */
+enum dp_verdict_flags {
+	/* A TCP FIN or RST of the flow went through the kernel path: user
+	 * space applies the shorter closing timeout. */
+	DP_VERDICT_F_CLOSING = 1,
 };
 
 /* Address families in `struct dp_flow_key.family` (numerically AF_INET/AF_INET6). */
@@ -88,7 +104,7 @@ struct dp_flow_key {
  */
 struct dp_verdict {
 	__u32 action;        /* enum dp_action; host byte order */
-	__u32 flags;         /* reserved, zero; host byte order */
+	__u32 flags;         /* enum dp_verdict_flags, set by the program; user space writes 0; host byte order */
 	__u64 packets;       /* packets handled by XDP since the verdict; host byte order */
 	__u64 bytes;         /* bytes (L2 frame length) since the verdict; host byte order */
 	__u64 last_seen_ns;  /* bpf_ktime_get_coarse_ns() of the last packet; CLOCK_MONOTONIC_COARSE */
@@ -98,7 +114,12 @@ struct dp_verdict {
  * Indexes into the per-CPU `counters` array (each a __u64 per CPU).
  * Every packet increments DP_CNT_RX and exactly one of the outcome counters
  * below it, so  rx = to_user + no_socket + bypass_pass + bypass_drop +
- *                     parse_errors + non_ip + fragments + link_control.
+ *                     bypass_forward + parse_errors + non_ip + fragments +
+ *                     link_control.
+ * In bridge mode the packets counted as parse_errors, non_ip, fragments and
+ * link_control are also counted in DP_CNT_BRIDGED when they were sent to the
+ * peer port (the bridge forwards what it does not understand), which is not
+ * an outcome of its own and stays out of the sum.
  */
 enum dp_counter {
 	DP_CNT_RX = 0,           /* every packet the program saw */
@@ -110,7 +131,9 @@ enum dp_counter {
 	DP_CNT_NON_IP = 6,       /* not IPv4/IPv6 (ARP, LLDP, ...) or 3+ VLAN tags: passed */
 	DP_CNT_FRAGMENTS = 7,    /* IPv4/IPv6 fragments: passed to the stack to reassemble */
 	DP_CNT_LINK_CONTROL = 8, /* ICMPv6 neighbour discovery and MLD: passed, like ARP */
-	DP_CNT_MAX = 9,
+	DP_CNT_BYPASS_FORWARD = 9, /* verdict FORWARD: sent to the peer port in kernel */
+	DP_CNT_BRIDGED = 10,     /* bridge mode: unparsed traffic sent to the peer (see above) */
+	DP_CNT_MAX = 11,
 };
 
 /*
@@ -128,5 +151,11 @@ struct dp_xdp_meta {
  * refers to them by these strings.
  */
 #define DP_GLOBAL_STAMP_META "dp_cfg_stamp_meta" /* __u32: 1 = write struct dp_xdp_meta */
+/* __u32: 0 = monitor mode (one port); 1 = bridge mode: frames the program does
+ * not hand to a verdict or to user space go out of the other port. */
+#define DP_GLOBAL_BRIDGE "dp_cfg_bridge"
+/* __u32: ifindex of the side-1 port (bridge mode); every other ingress
+ * interface is side 0. */
+#define DP_GLOBAL_SIDE1_IFINDEX "dp_cfg_side1_ifindex"
 
 #endif /* DP_ABI_H */

@@ -5,14 +5,16 @@
  *  1. parse Ethernet, up to DP_MAX_VLAN_TAGS VLAN tags, IPv4 (options skipped)
  *     or IPv6 (up to DP_MAX_IPV6_EXT extension headers), TCP/UDP/ICMP/ICMPv6;
  *  2. build the direction-independent flow key (see dp_abi.h);
- *  3. a hit in `verdicts` acts in the kernel: PASS to the stack or DROP;
- *  4. a miss goes to the AF_XDP socket bound to the queue the packet came in
- *     on (the only socket the kernel lets us redirect to).
+ *  3. a hit in `verdicts` acts in the kernel: PASS to the stack, DROP, or
+ *     (bridge mode) FORWARD out of the other port through the `peers` DEVMAP;
+ *  4. a miss goes to the AF_XDP socket bound to the port and queue the packet
+ *     came in on (the only socket the kernel lets us redirect to).
  *
  * It never drops what it does not understand: non-IP frames (ARP, LLDP...),
  * IPv6 neighbour discovery and MLD, malformed or truncated headers and
- * fragments are passed to the stack and counted. It contains no policy:
- * verdicts come from user space.
+ * fragments are passed to the stack (monitor mode) or to the other port
+ * (bridge mode) and counted. It contains no policy: verdicts come from user
+ * space.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -30,10 +32,13 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* Load-time knob (see dp_abi.h, DP_GLOBAL_STAMP_META). */
 const volatile __u32 dp_cfg_stamp_meta = 1;
+/* Load-time knobs (DP_GLOBAL_BRIDGE, DP_GLOBAL_SIDE1_IFINDEX). */
+const volatile __u32 dp_cfg_bridge = 0;
+const volatile __u32 dp_cfg_side1_ifindex = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
-	__uint(max_entries, DP_MAX_QUEUES);
+	__uint(max_entries, DP_MAX_PORTS * DP_MAX_QUEUES);
 	__type(key, __u32);
 	__type(value, __u32);
 } xsks SEC(".maps");
@@ -44,6 +49,14 @@ struct {
 	__type(key, struct dp_flow_key);
 	__type(value, struct dp_verdict);
 } verdicts SEC(".maps");
+
+/* Bridge mode: index = ingress side, value = the interface to send to. */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__uint(max_entries, DP_MAX_PORTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} peers SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -154,7 +167,16 @@ static __always_inline void key_set_endpoints(struct dp_flow_key *key, const __u
 }
 
 /* Read L4 ports (or the ICMP echo identifier) at the cursor. */
-static __always_inline int parse_l4(struct cursor *c, __u8 proto, __be16 *sport, __be16 *dport)
+#define TCP_FLAG_FIN 0x01
+#define TCP_FLAG_RST 0x04
+
+/* What the parser learnt besides the key. */
+struct parse_info {
+	__u8 tcp_flags; /* TCP flags byte (FIN = 0x01, RST = 0x04), 0 for other protocols */
+};
+
+static __always_inline int parse_l4(struct cursor *c, __u8 proto, __be16 *sport, __be16 *dport,
+				    struct parse_info *info)
 {
 	switch (proto) {
 	case IPPROTO_TCP: {
@@ -167,6 +189,7 @@ static __always_inline int parse_l4(struct cursor *c, __u8 proto, __be16 *sport,
 			return PARSE_ERROR;
 		*sport = tcp->source;
 		*dport = tcp->dest;
+		info->tcp_flags = ((__u8 *)tcp)[13];
 		return PARSE_OK;
 	}
 	case IPPROTO_UDP: {
@@ -201,7 +224,8 @@ static __always_inline int parse_l4(struct cursor *c, __u8 proto, __be16 *sport,
 	}
 }
 
-static __always_inline int parse_ipv4(struct cursor *c, struct dp_flow_key *key)
+static __always_inline int parse_ipv4(struct cursor *c, struct dp_flow_key *key,
+				      struct parse_info *info)
 {
 	struct iphdr *ip = c->pos;
 	__u32 src[4] = {}, dst[4] = {};
@@ -223,7 +247,7 @@ static __always_inline int parse_ipv4(struct cursor *c, struct dp_flow_key *key)
 	if (ip->frag_off & bpf_htons(0x3fff))
 		return PARSE_FRAGMENT;
 
-	ret = parse_l4(c, ip->protocol, &sport, &dport);
+	ret = parse_l4(c, ip->protocol, &sport, &dport, info);
 	if (ret != PARSE_OK)
 		return ret;
 
@@ -235,7 +259,8 @@ static __always_inline int parse_ipv4(struct cursor *c, struct dp_flow_key *key)
 	return PARSE_OK;
 }
 
-static __always_inline int parse_ipv6(struct cursor *c, struct dp_flow_key *key)
+static __always_inline int parse_ipv6(struct cursor *c, struct dp_flow_key *key,
+				      struct parse_info *info)
 {
 	struct ipv6hdr *ip6 = cursor_take(c, sizeof(struct ipv6hdr));
 	__u32 src[4], dst[4];
@@ -272,7 +297,7 @@ static __always_inline int parse_ipv6(struct cursor *c, struct dp_flow_key *key)
 	    nexthdr == NEXTHDR_AUTH || nexthdr == NEXTHDR_FRAGMENT)
 		return PARSE_ERROR; /* more extension headers than we walk */
 
-	ret = parse_l4(c, nexthdr, &sport, &dport);
+	ret = parse_l4(c, nexthdr, &sport, &dport, info);
 	if (ret != PARSE_OK)
 		return ret;
 
@@ -284,7 +309,8 @@ static __always_inline int parse_ipv6(struct cursor *c, struct dp_flow_key *key)
 	return PARSE_OK;
 }
 
-static __always_inline int parse_packet(struct xdp_md *ctx, struct dp_flow_key *key)
+static __always_inline int parse_packet(struct xdp_md *ctx, struct dp_flow_key *key,
+					struct parse_info *info)
 {
 	struct cursor c = {
 		.pos = (void *)(long)ctx->data,
@@ -311,9 +337,9 @@ static __always_inline int parse_packet(struct xdp_md *ctx, struct dp_flow_key *
 	}
 
 	if (proto == bpf_htons(ETH_P_IP))
-		return parse_ipv4(&c, key);
+		return parse_ipv4(&c, key, info);
 	if (proto == bpf_htons(ETH_P_IPV6))
-		return parse_ipv6(&c, key);
+		return parse_ipv6(&c, key, info);
 	return PARSE_NON_IP;
 }
 
@@ -330,34 +356,48 @@ static __always_inline void stamp_meta(struct xdp_md *ctx)
 	meta->rx_ns = bpf_ktime_get_ns();
 }
 
+/* Ingress side: 1 for the bridge peer port, 0 for the monitored port. */
+static __always_inline __u32 ingress_side(struct xdp_md *ctx)
+{
+	return dp_cfg_bridge && ctx->ingress_ifindex == dp_cfg_side1_ifindex ? 1 : 0;
+}
+
+/* Frames the program does not decide on: to the stack (monitor mode) or to
+ * the other port (bridge mode; XDP_PASS if the peer is missing). */
+static __always_inline int not_decided(struct xdp_md *ctx, __u32 reason)
+{
+	count(reason);
+	if (!dp_cfg_bridge)
+		return XDP_PASS;
+	count(DP_CNT_BRIDGED);
+	return bpf_redirect_map(&peers, ingress_side(ctx), XDP_PASS);
+}
+
 SEC("xdp")
 int dp_xdp(struct xdp_md *ctx)
 {
 	struct dp_flow_key key;
+	struct parse_info info = {};
 	struct dp_verdict *verdict;
 	__u32 len = ctx->data_end - ctx->data;
-	__u32 queue = ctx->rx_queue_index;
+	__u32 slot;
 	int ret;
 
 	__builtin_memset(&key, 0, sizeof(key));
 	count(DP_CNT_RX);
 
-	ret = parse_packet(ctx, &key);
+	ret = parse_packet(ctx, &key, &info);
 	switch (ret) {
 	case PARSE_OK:
 		break;
 	case PARSE_NON_IP:
-		count(DP_CNT_NON_IP);
-		return XDP_PASS;
+		return not_decided(ctx, DP_CNT_NON_IP);
 	case PARSE_FRAGMENT:
-		count(DP_CNT_FRAGMENTS);
-		return XDP_PASS;
+		return not_decided(ctx, DP_CNT_FRAGMENTS);
 	case PARSE_LINK_CONTROL:
-		count(DP_CNT_LINK_CONTROL);
-		return XDP_PASS;
+		return not_decided(ctx, DP_CNT_LINK_CONTROL);
 	default:
-		count(DP_CNT_PARSE_ERRORS);
-		return XDP_PASS;
+		return not_decided(ctx, DP_CNT_PARSE_ERRORS);
 	}
 
 	verdict = bpf_map_lookup_elem(&verdicts, &key);
@@ -365,9 +405,18 @@ int dp_xdp(struct xdp_md *ctx)
 		__sync_fetch_and_add(&verdict->packets, 1);
 		__sync_fetch_and_add(&verdict->bytes, len);
 		verdict->last_seen_ns = bpf_ktime_get_coarse_ns(); /* ms precision is plenty for idle timeouts, and ~35 ns cheaper */
+		/* a plain store: setting the same bit from two CPUs is idempotent,
+		 * and 32-bit atomics need -mcpu=v3 */
+		if ((info.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST)) &&
+		    !(verdict->flags & DP_VERDICT_F_CLOSING))
+			verdict->flags |= DP_VERDICT_F_CLOSING;
 		if (verdict->action == DP_ACTION_DROP) {
 			count(DP_CNT_BYPASS_DROP);
 			return XDP_DROP;
+		}
+		if (verdict->action == DP_ACTION_FORWARD && dp_cfg_bridge) {
+			count(DP_CNT_BYPASS_FORWARD);
+			return bpf_redirect_map(&peers, ingress_side(ctx), XDP_PASS);
 		}
 		count(DP_CNT_BYPASS_PASS);
 		return XDP_PASS;
@@ -375,7 +424,8 @@ int dp_xdp(struct xdp_md *ctx)
 
 	if (dp_cfg_stamp_meta)
 		stamp_meta(ctx);
-	ret = bpf_redirect_map(&xsks, queue, XDP_PASS);
+	slot = ingress_side(ctx) * DP_MAX_QUEUES + ctx->rx_queue_index;
+	ret = bpf_redirect_map(&xsks, slot, XDP_PASS);
 	count(ret == XDP_REDIRECT ? DP_CNT_TO_USER : DP_CNT_NO_SOCKET);
 	return ret;
 }

@@ -1,0 +1,300 @@
+//! Flow lifecycle: idle timeouts, and the record written when a flow ends
+//! (`--flow-log PATH`, JSON Lines in the spirit of Suricata's eve `flow`
+//! events).
+//!
+//! Workers build [`FlowRecord`]s and hand them to one writer thread over a
+//! bounded crossbeam channel, so no worker ever blocks on a file. When the
+//! writer falls behind, records are dropped and counted
+//! (`flow_log_dropped`), never queued without bound.
+
+use std::{
+    fs::File,
+    io::{BufWriter, Write as _},
+    net::IpAddr,
+    path::{Path, PathBuf},
+    thread,
+    time::{Duration, SystemTime},
+};
+
+use anyhow::Context as _;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use serde::Serialize;
+
+/// Records queued between the workers and the writer.
+const CHANNEL_CAPACITY: usize = 65_536;
+/// The writer flushes at least this often while records arrive.
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+/// Idle timeouts by transport and TCP state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowTimeouts {
+    /// TCP flows with no FIN or RST seen.
+    pub tcp: Duration,
+    /// TCP flows after a FIN or RST (in user space or in XDP).
+    pub tcp_closing: Duration,
+    pub udp: Duration,
+    /// ICMP and every other IP protocol.
+    pub other: Duration,
+}
+
+impl Default for FlowTimeouts {
+    /// Suricata's defaults for established flows, shortened for closing TCP.
+    fn default() -> Self {
+        FlowTimeouts {
+            tcp: Duration::from_secs(600),
+            tcp_closing: Duration::from_secs(30),
+            udp: Duration::from_secs(300),
+            other: Duration::from_secs(30),
+        }
+    }
+}
+
+impl FlowTimeouts {
+    /// How long after its last packet a flow is next looked at, in
+    /// nanoseconds. TCP flows are looked at every closing timeout, because a
+    /// FIN or RST handled in XDP only shows as a flag on the kernel entry.
+    pub fn check_after(&self, proto: u8) -> u64 {
+        self.for_flow(proto, proto == dpi::flow::PROTO_TCP)
+    }
+
+    /// The idle timeout of a flow, in nanoseconds.
+    pub fn for_flow(&self, proto: u8, closing: bool) -> u64 {
+        let timeout = match proto {
+            dpi::flow::PROTO_TCP if closing => self.tcp_closing,
+            dpi::flow::PROTO_TCP => self.tcp,
+            dpi::flow::PROTO_UDP => self.udp,
+            _ => self.other,
+        };
+        timeout.as_nanos().min(u128::from(u64::MAX)) as u64
+    }
+}
+
+/// Why a flow ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// Idle past its timeout.
+    Timeout,
+    /// Idle past the closing timeout after a FIN or RST.
+    Closed,
+    /// Pushed out of the worker's table by a new flow (table full).
+    Evicted,
+    /// The data plane stopped.
+    Shutdown,
+}
+
+/// One ended flow. `src` is the endpoint that sent the first packet user
+/// space saw (the client, for flows seen from their start).
+#[derive(Clone, Debug, Serialize)]
+pub struct FlowRecord {
+    pub event_type: &'static str,
+    /// RFC 3339, UTC.
+    pub start: String,
+    pub end: String,
+    pub src: IpAddr,
+    pub sport: u16,
+    pub dst: IpAddr,
+    pub dport: u16,
+    /// `"tcp"`, `"udp"`, `"icmp"`, `"ipv6-icmp"` or the protocol number.
+    pub l4: String,
+    pub vlan: u16,
+    /// nDPI-style protocol name; `"Unknown"` when not classified or no DPI.
+    pub protocol: &'static str,
+    pub host: Option<String>,
+    pub sids: Vec<u32>,
+    /// `"allow"`, `"drop"`, or `"undecided"` (ended before a decision).
+    pub verdict: &'static str,
+    /// What the kernel did with the rest of the flow: `"pass"`,
+    /// `"forward"`, `"drop"`; None when undecided.
+    pub kernel_action: Option<&'static str>,
+    pub decided_by: Option<&'static str>,
+    /// Packets and bytes of the flow seen in user space.
+    pub user_packets: u64,
+    pub user_bytes: u64,
+    /// Packets and bytes handled by XDP after the verdict.
+    pub kernel_packets: u64,
+    pub kernel_bytes: u64,
+    pub reason: EndReason,
+    /// The worker (RX queue) that saw the flow.
+    pub queue: u32,
+    /// Only one direction of the flow reached this queue; the other went to
+    /// another queue, whose worker decided it (asymmetric RSS hashing).
+    pub split: bool,
+}
+
+/// Name of an IP protocol for the `l4` field.
+pub fn l4_name(proto: u8) -> String {
+    match proto {
+        dpi::flow::PROTO_TCP => "tcp".into(),
+        dpi::flow::PROTO_UDP => "udp".into(),
+        1 => "icmp".into(),
+        58 => "ipv6-icmp".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Converts CLOCK_MONOTONIC nanoseconds to wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct WallClock {
+    /// Wall time at monotonic zero.
+    origin: SystemTime,
+}
+
+impl WallClock {
+    /// Captures the offset between the two clocks now.
+    pub fn new(monotonic_now_ns: u64) -> Self {
+        WallClock {
+            origin: SystemTime::now() - Duration::from_nanos(monotonic_now_ns),
+        }
+    }
+
+    /// RFC 3339 (UTC, microseconds) of a CLOCK_MONOTONIC instant.
+    pub fn rfc3339(&self, monotonic_ns: u64) -> String {
+        humantime::format_rfc3339_micros(self.origin + Duration::from_nanos(monotonic_ns))
+            .to_string()
+    }
+}
+
+/// The sending side of the flow log, one clone per worker.
+pub type FlowLogSender = Sender<FlowRecord>;
+
+/// The flow log writer thread.
+pub struct FlowLog {
+    path: PathBuf,
+    handle: thread::JoinHandle<std::io::Result<u64>>,
+}
+
+impl FlowLog {
+    /// Opens `path` for appending (creating it) and starts the writer. Fails
+    /// before anything is attached if the file cannot be opened.
+    pub fn start(path: &Path) -> anyhow::Result<(FlowLog, FlowLogSender)> {
+        let file = File::options()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("--flow-log: cannot open {} for appending", path.display()))?;
+        let (tx, rx) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
+        let handle = thread::Builder::new()
+            .name("dp-flowlog".into())
+            .spawn(move || write_records(BufWriter::new(file), rx))
+            .context("spawn the flow log writer")?;
+        Ok((
+            FlowLog {
+                path: path.to_path_buf(),
+                handle,
+            },
+            tx,
+        ))
+    }
+
+    /// Waits for the writer to drain (every sender must be dropped first);
+    /// returns the number of records written.
+    pub fn finish(self) -> anyhow::Result<u64> {
+        let path = self.path.display().to_string();
+        self.handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("the flow log writer panicked"))?
+            .with_context(|| format!("write the flow log {path}"))
+    }
+}
+
+fn write_records(mut out: BufWriter<File>, rx: Receiver<FlowRecord>) -> std::io::Result<u64> {
+    let mut written = 0u64;
+    let mut dirty = false;
+    loop {
+        match rx.recv_timeout(FLUSH_EVERY) {
+            Ok(record) => {
+                serde_json::to_writer(&mut out, &record)?;
+                out.write_all(b"\n")?;
+                written += 1;
+                dirty = true;
+                if rx.is_empty() {
+                    out.flush()?;
+                    dirty = false;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                if dirty {
+                    out.flush()?;
+                    dirty = false;
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    out.flush()?;
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_follow_transport_and_tcp_state() {
+        let t = FlowTimeouts {
+            tcp: Duration::from_secs(10),
+            tcp_closing: Duration::from_secs(2),
+            udp: Duration::from_secs(5),
+            other: Duration::from_secs(1),
+        };
+        assert_eq!(t.for_flow(6, false), 10_000_000_000);
+        assert_eq!(t.for_flow(6, true), 2_000_000_000);
+        assert_eq!(t.for_flow(17, true), 5_000_000_000, "closing is TCP only");
+        assert_eq!(t.for_flow(1, false), 1_000_000_000);
+    }
+
+    #[test]
+    fn records_are_json_lines_with_the_documented_names() {
+        let path = std::env::temp_dir().join(format!("flowlog-test-{}.jsonl", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let (log, tx) = FlowLog::start(&path).unwrap();
+        let clock = WallClock::new(0);
+        for reason in [EndReason::Timeout, EndReason::Closed] {
+            tx.send(FlowRecord {
+                event_type: "flow",
+                start: clock.rfc3339(0),
+                end: clock.rfc3339(1_500_000_000),
+                src: "198.18.1.1".parse().unwrap(),
+                sport: 40000,
+                dst: "198.18.1.2".parse().unwrap(),
+                dport: 80,
+                l4: l4_name(6),
+                vlan: 0,
+                protocol: "HTTP",
+                host: Some("allowed.test".into()),
+                sids: vec![],
+                verdict: "allow",
+                kernel_action: Some("forward"),
+                decided_by: Some("policy"),
+                user_packets: 4,
+                user_bytes: 400,
+                kernel_packets: 7000,
+                kernel_bytes: 10_000_000,
+                reason,
+                queue: 1,
+                split: false,
+            })
+            .unwrap();
+        }
+        drop(tx);
+        assert_eq!(log.finish().unwrap(), 2);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["reason"], "timeout");
+        assert_eq!(lines[1]["reason"], "closed");
+        assert_eq!(lines[0]["l4"], "tcp");
+        assert_eq!(lines[0]["kernel_bytes"], 10_000_000);
+        let start = humantime::parse_rfc3339(lines[0]["start"].as_str().unwrap()).unwrap();
+        let end = humantime::parse_rfc3339(lines[0]["end"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            end.duration_since(start).unwrap(),
+            Duration::from_millis(1500)
+        );
+    }
+}

@@ -1,0 +1,380 @@
+//! End-to-end test of the inline bridge (root, three network namespaces):
+//! client — [dut: br0, br1] — server, the data plane bridging br0 and br1
+//! with DPI, real programs on both ends: curl in the client namespace,
+//! Python's http.server (HTTP and HTTPS with a self-signed certificate) and a
+//! DNS responder in the server namespace, ping and ARP through the bridge.
+//! Everything is removed on every exit path, panics included.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use serde_json::Value;
+use testbed::{InlineTestbed, Netns, Process};
+use xdp_redirect::baseline::{Baseline, Kind};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dataplane");
+const PEERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/peers");
+/// The policy's default give-up limit for TCP (dpi::policy).
+const GIVE_UP_TCP: u64 = 10;
+const BIG: u64 = 10 * 1024 * 1024;
+
+const RULES: &str = r#"
+drop http any any -> any any (msg:"blocked site"; http.host; content:"blocked.test"; sid:1001;)
+drop tls any any -> any any (msg:"evil SNI"; tls.sni; content:"evil.test"; sid:1002;)
+drop dns any any -> any any (msg:"blocked name"; dns.query; content:"blocked.test"; sid:1003;)
+"#;
+
+/// Files of one run, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Scratch {
+        let dir = std::env::temp_dir().join(format!("dataplane-inline-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// veth delivers frames redirected in XDP only to a peer that runs XDP
+/// itself (DESIGN.md), so the client and server ends get an XDP_PASS program
+/// (the stack still sees everything). Detached when the returned value drops.
+fn attach_pass(ns: &Netns, iface: &str) -> Baseline {
+    let iface = iface.to_string();
+    ns.run_inside(move || {
+        let mut programs = Baseline::load().expect("load the baseline programs");
+        programs
+            .attach(Kind::PassAll, &iface)
+            .expect("attach XDP_PASS");
+        programs
+    })
+    .expect("enter the namespace")
+}
+
+fn run_in(ns: &Netns, program: &str, args: &[&str]) -> (bool, String) {
+    let out = ns
+        .command(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {program}: {e}"));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn curl(tb: &InlineTestbed, url: &str, host: &str, port: u16, max_time: u32) -> (bool, String) {
+    let resolve = format!("{host}:{port}:{}", tb.server_ip);
+    run_in(
+        &tb.client,
+        "curl",
+        &[
+            "-sS",
+            "-k",
+            "--noproxy",
+            "*",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download}",
+            "--max-time",
+            &max_time.to_string(),
+            "--resolve",
+            &resolve,
+            url,
+        ],
+    )
+}
+
+fn dns_query(tb: &InlineTestbed, name: &str, sport: u16) -> String {
+    let script = format!("{PEERS}/dns_query.py");
+    let (_, out) = run_in(
+        &tb.client,
+        "python3",
+        &[
+            &script,
+            &tb.server_ip.to_string(),
+            name,
+            &sport.to_string(),
+            "2",
+        ],
+    );
+    out.trim().to_string()
+}
+
+fn ping(tb: &InlineTestbed) -> (bool, String) {
+    run_in(
+        &tb.client,
+        "ping",
+        &["-c", "3", "-i", "0.2", "-W", "2", &tb.server_ip.to_string()],
+    )
+}
+
+fn flow_records(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("flow log line is JSON"))
+        .collect()
+}
+
+fn u(v: &Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no number `{key}` in {v}"))
+}
+
+#[test]
+fn inline_bridge_enforces_dpi_verdicts_on_real_traffic_root() {
+    testbed::require_root("the inline bridge end-to-end test");
+    for tool in ["curl", "python3", "openssl", "ping"] {
+        assert!(
+            Command::new("sh")
+                .args(["-c", &format!("command -v {tool} >/dev/null")])
+                .status()
+                .is_ok_and(|s| s.success()),
+            "`{tool}` is needed for this test; run scripts/install-deps.sh"
+        );
+    }
+    let tb = InlineTestbed::up(4).expect("inline testbed");
+    let scratch = Scratch::new();
+    let _client_xdp = attach_pass(&tb.client, &tb.client_if);
+    let _server_xdp = attach_pass(&tb.server, &tb.server_if);
+
+    // A self-signed certificate, made for this run.
+    let (cert, key) = (scratch.path("cert.pem"), scratch.path("key.pem"));
+    let status = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=test", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run openssl");
+    assert!(status.success(), "openssl made the test certificate");
+
+    let mut servers = {
+        let mut cmd = tb.server.command("python3");
+        cmd.arg(format!("{PEERS}/servers.py"))
+            .arg(tb.server_ip.to_string())
+            .arg(&cert)
+            .arg(&key);
+        Process::spawn(cmd).expect("start the servers")
+    };
+    servers
+        .wait_for_line("ready", Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("servers: {e}\n{}", servers.output()));
+
+    let rules = scratch.path("inline.rules");
+    std::fs::write(&rules, RULES).unwrap();
+    let flow_log = scratch.path("flows.jsonl");
+    let stats = scratch.path("stats.json");
+    let mut dp = {
+        let mut cmd = tb.dut.command(BIN);
+        cmd.args(["--iface", &tb.dut_client_if, "--peer", &tb.dut_server_if])
+            .args(["--queues", &tb.queues.to_string()])
+            .arg("--rules")
+            .arg(&rules)
+            .arg("--flow-log")
+            .arg(&flow_log)
+            .arg("--stats-json")
+            .arg(&stats)
+            .args(["--stats-interval", "0.2"])
+            .args(["--timeout-udp", "1", "--timeout-other", "1"])
+            // The blocked connections never close (their FIN waits behind
+            // the dropped request), so they end by the TCP idle timeout.
+            .args(["--timeout-tcp", "2", "--timeout-tcp-closing", "1"])
+            .env("RUST_LOG", "info");
+        Process::spawn(cmd).expect("spawn dataplane")
+    };
+    dp.wait_for_line("dataplane: running", Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
+    assert!(
+        dp.output().contains("rules: 3 loaded"),
+        "prints what it loaded:\n{}",
+        dp.output()
+    );
+    assert!(dp.output().contains("inline bridge"), "{}", dp.output());
+
+    // Ping and ARP across the bridge (ARP is bridged by XDP unparsed).
+    let (ok, out) = ping(&tb);
+    assert!(ok, "ping through the bridge: {out}\n{}", dp.output());
+
+    // The allowed 10 MB download completes; the blocked site does not.
+    let (ok, out) = curl(&tb, "http://allowed.test/big", "allowed.test", 80, 60);
+    assert!(
+        ok && out.trim() == BIG.to_string(),
+        "allowed download: {out}\n{}",
+        dp.output()
+    );
+    let (ok, out) = curl(&tb, "http://blocked.test/", "blocked.test", 80, 3);
+    assert!(!ok, "blocked.test must not load: {out}");
+
+    // TLS: the SNI decides.
+    let (ok, out) = curl(&tb, "https://good.test/", "good.test", 443, 10);
+    assert!(ok && out.trim() == "3", "HTTPS to good.test: {out}");
+    let (ok, out) = curl(&tb, "https://evil.test/", "evil.test", 443, 3);
+    assert!(!ok, "HTTPS to evil.test must fail: {out}");
+
+    // DNS (UDP): the blocked name's query is dropped.
+    assert_eq!(
+        dns_query(&tb, "allowed.test", 40053),
+        tb.server_ip.to_string()
+    );
+    assert_eq!(dns_query(&tb, "blocked.test", 40054), "timeout");
+
+    // Ping still works after all that.
+    let (ok, out) = ping(&tb);
+    assert!(ok, "ping through the bridge afterwards: {out}");
+
+    // Idle expiry: the DNS flow ends after its 1 s timeout (its kernel entry
+    // is removed), and the same 5-tuple is inspected again when it returns.
+    let is_dns_flow = |r: &Value| r["sport"] == 40053 && r["dport"] == 53;
+    testbed::wait_until("the idle DNS flow to end", Duration::from_secs(10), || {
+        flow_records(&flow_log).into_iter().find(|r| is_dns_flow(r))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
+    assert_eq!(
+        dns_query(&tb, "allowed.test", 40053),
+        tb.server_ip.to_string()
+    );
+    let dns_records = testbed::wait_until(
+        "the returning DNS flow to end too",
+        Duration::from_secs(10),
+        || {
+            let found: Vec<Value> = flow_records(&flow_log)
+                .into_iter()
+                .filter(|r| is_dns_flow(r))
+                .collect();
+            (found.len() >= 2).then_some(found)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
+    for record in &dns_records {
+        assert_eq!(record["reason"], "timeout", "{record}");
+        assert_eq!(record["verdict"], "allow", "{record}");
+        assert_eq!(record["host"], "allowed.test", "{record}");
+        assert!(
+            u(record, "user_packets") >= 1,
+            "inspected again in user space: {record}"
+        );
+    }
+
+    // The download's flow record: user space saw at most the give-up limit
+    // of its packets, the kernel forwarded the rest.
+    let download = testbed::wait_until(
+        "the download's flow record (FIN, then the closing timeout)",
+        Duration::from_secs(15),
+        || {
+            flow_records(&flow_log)
+                .into_iter()
+                .find(|r| r["host"] == "allowed.test" && r["protocol"] == "HTTP")
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nrecords: {:#?}\nstats: {}\n{}",
+            flow_records(&flow_log),
+            std::fs::read_to_string(&stats).unwrap_or_default(),
+            dp.output()
+        )
+    });
+    assert_eq!(download["verdict"], "allow", "{download}");
+    assert_eq!(download["kernel_action"], "forward", "{download}");
+    assert_eq!(download["reason"], "closed", "{download}");
+    assert!(
+        u(&download, "user_packets") <= GIVE_UP_TCP,
+        "user space saw at most the give-up limit: {download}"
+    );
+    assert!(
+        u(&download, "kernel_bytes") >= BIG,
+        "the kernel carried the 10 MB: {download}"
+    );
+
+    // Every blocked flow is logged as dropped, with what it was.
+    let records = flow_records(&flow_log);
+    for (host, protocol) in [
+        ("blocked.test", "HTTP"),
+        ("evil.test", "TLS"),
+        ("blocked.test", "DNS"),
+    ] {
+        let blocked = testbed::wait_until(
+            &format!("the {protocol} flow to {host} to end"),
+            Duration::from_secs(15),
+            || {
+                flow_records(&flow_log)
+                    .into_iter()
+                    .find(|r| r["host"] == host && r["protocol"] == protocol)
+            },
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}\nrecords: {records:#?}\nstats: {}",
+                std::fs::read_to_string(&stats).unwrap_or_default()
+            )
+        });
+        assert_eq!(blocked["verdict"], "drop", "{blocked}");
+        assert!(u(&blocked, "user_packets") >= 1, "{blocked}");
+        assert_eq!(blocked["kernel_action"], "drop", "{blocked}");
+    }
+
+    dp.signal(libc::SIGINT).unwrap();
+    let status = dp.wait_exit(Duration::from_secs(15)).unwrap();
+    assert!(
+        status.success(),
+        "dataplane exit {status}:\n{}",
+        dp.output()
+    );
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    let kernel = &v["kernel"];
+    assert!(
+        u(kernel, "bypass_forward") >= BIG / 1500,
+        "the download went through XDP: {v:#}"
+    );
+    assert!(u(kernel, "bypass_drop") >= 1, "{v:#}");
+    assert!(u(kernel, "bridged") >= 2, "ARP was bridged in XDP: {v:#}");
+    assert_eq!(u(kernel, "rx"), {
+        let k = kernel;
+        u(k, "to_user")
+            + u(k, "no_socket")
+            + u(k, "bypass_pass")
+            + u(k, "bypass_drop")
+            + u(k, "bypass_forward")
+            + u(k, "parse_errors")
+            + u(k, "non_ip")
+            + u(k, "fragments")
+            + u(k, "link_control")
+    });
+    let queues = v["queues"].as_array().unwrap();
+    let tx: u64 = queues.iter().map(|q| u(q, "tx_packets")).sum();
+    let user: u64 = queues.iter().map(|q| u(q, "rx_packets")).sum();
+    assert!(
+        tx >= 1 && tx <= user,
+        "undecided frames forwarded by the workers: {v:#}"
+    );
+    assert!(
+        dp.output().contains("flow log:"),
+        "says where the flow records went:\n{}",
+        dp.output()
+    );
+    drop(servers);
+}
