@@ -369,6 +369,19 @@ fn parse_frame_size(s: &str) -> Result<u32, String> {
     }
 }
 
+/// A timeout in seconds: positive, finite, at most a year.
+fn parse_timeout(text: &str) -> Result<f64, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if !(secs > 0.0 && secs <= 365.0 * 86_400.0) {
+        return Err(format!(
+            "`{text}`: a timeout must be more than 0 and at most a year (in seconds)"
+        ));
+    }
+    Ok(secs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,17 +439,4 @@ mod tests {
             "--iface is required"
         );
     }
-}
-
-/// A timeout in seconds: positive, finite, at most a year.
-fn parse_timeout(text: &str) -> Result<f64, String> {
-    let secs: f64 = text
-        .parse()
-        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
-    if !(secs > 0.0 && secs <= 365.0 * 86_400.0) {
-        return Err(format!(
-            "`{text}`: a timeout must be more than 0 and at most a year (in seconds)"
-        ));
-    }
-    Ok(secs)
 }

@@ -27,7 +27,7 @@ use crate::{
     cli::{Cli, Command, RunArgs, SniffLimit},
     preflight,
     stats::{self, KernelStats, Percentiles, QueueStats, StatsDoc, WorkerReport},
-    worker::{Worker, WorkerConfig},
+    worker::{Worker, WorkerConfig, WorkerLinks},
     xsk::{self, BindMode, XskConfig},
 };
 
@@ -195,10 +195,12 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
             core,
             worker_config,
             verdicts,
-            report_tx.clone(),
-            Arc::clone(&stop),
-            engine.clone(),
-            flow_log_tx.clone(),
+            WorkerLinks {
+                reports: report_tx.clone(),
+                stop: Arc::clone(&stop),
+                engine: engine.clone(),
+                flow_log: flow_log_tx.clone(),
+            },
         );
         handles.push((
             queue,

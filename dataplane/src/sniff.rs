@@ -143,6 +143,11 @@ impl Decider for SniffDecider {
     }
 }
 
+/// A decided flow's packet that reaches user space this long after the
+/// verdict was written means the kernel lost the entry (not a packet that was
+/// in flight while it was written).
+pub const RESTORE_AFTER_NS: u64 = 100_000_000;
+
 /// What user space knows about one flow.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FlowState {
@@ -163,6 +168,8 @@ pub struct FlowState {
     pub closing: bool,
     /// When the worker next checks whether the flow is idle (CLOCK_MONOTONIC ns).
     pub check_ns: u64,
+    /// When the verdict was last written (or restored) to the kernel.
+    pub verdict_ns: u64,
     /// What the decider made of the flow (DPI), once decided or ended.
     pub label: Option<Box<FlowLabel>>,
 }
@@ -178,6 +185,10 @@ pub struct Seen {
     pub verdict: Option<Action>,
     /// The packet belongs to a flow already decided (with that decision).
     pub after_verdict: Option<Action>,
+    /// The decision is old enough that a packet reaching user space means
+    /// the kernel entry is gone (LRU eviction): write it again. Packets in
+    /// flight while the verdict was written do not ask for this.
+    pub restore: bool,
     /// Packets of this flow user space has seen so far, this one included.
     pub flow_packets: u32,
 }
@@ -221,6 +232,7 @@ impl<D: Decider> FlowTable<D> {
             evicted: None,
             verdict: None,
             after_verdict: None,
+            restore: false,
             flow_packets: 0,
         };
         if !self.flows.contains(&packet.key) {
@@ -254,11 +266,16 @@ impl<D: Decider> FlowTable<D> {
         if let Some(decided) = flow.decided {
             flow.after_verdict = flow.after_verdict.saturating_add(1);
             seen.after_verdict = Some(decided);
+            if now_ns.saturating_sub(flow.verdict_ns) >= RESTORE_AFTER_NS {
+                seen.restore = true;
+                flow.verdict_ns = now_ns;
+            }
             return seen;
         }
         if let Decision::Decide(action) = self.decider.on_packet(decider_state, flow, packet, frame)
         {
             flow.decided = Some(action);
+            flow.verdict_ns = now_ns;
             seen.verdict = Some(action);
             flow.label = self.decider.label(decider_state).map(Box::new);
             // The decider's per-flow state is no longer needed.
@@ -318,12 +335,22 @@ mod tests {
         assert_eq!(third.flow_packets, 3);
         let late = table.on_packet(&p, &frame, 4);
         assert!(late.after_verdict == Some(Action::Pass) && late.verdict.is_none());
+        assert!(!late.restore, "in flight while the verdict was written");
         let state = table.get(&p.key).unwrap();
         assert_eq!(
             (state.packets, state.after_verdict, state.bytes),
             (4, 1, 240)
         );
         assert_eq!((state.first_ns, state.last_ns), (1, 4));
+        let much_later = 3 + RESTORE_AFTER_NS;
+        assert!(
+            table.on_packet(&p, &frame, much_later).restore,
+            "entry lost: restore"
+        );
+        assert!(
+            !table.on_packet(&p, &frame, much_later + 1).restore,
+            "once per RESTORE_AFTER_NS"
+        );
     }
 
     #[test]

@@ -71,14 +71,18 @@ pub enum WorkerError {
     },
 }
 
-/// Why a verdict is written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Write {
-    /// The flow was just decided.
-    Decided,
-    /// A packet of a decided flow reached user space: restore the kernel
-    /// entry if the map's LRU evicted it (no-op if it is there).
-    Restore,
+/// Verdicts to write at the end of an RX batch, grouped so that each group
+/// is one `BPF_MAP_UPDATE_BATCH` syscall.
+#[derive(Default)]
+struct PendingVerdicts {
+    /// Flows just decided "drop": overwrite whatever is there.
+    drop: Vec<xdp_redirect::FlowKey>,
+    /// Flows just decided "allow": never replace an existing verdict.
+    allow: Vec<xdp_redirect::FlowKey>,
+    /// Decided flows whose packets came back long after the verdict: put the
+    /// entry back if the map's LRU evicted it (no-op if it is there).
+    restore_drop: Vec<xdp_redirect::FlowKey>,
+    restore_allow: Vec<xdp_redirect::FlowKey>,
 }
 
 /// The two ports of a queue: the `--iface` socket and, in bridge mode, the
@@ -110,6 +114,19 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// What a worker shares with the rest of the process.
+#[derive(Clone)]
+pub struct WorkerLinks {
+    /// Periodic reports to the main thread.
+    pub reports: Sender<WorkerReport>,
+    /// Set by the main thread to stop the worker.
+    pub stop: Arc<AtomicBool>,
+    /// The DPI engine deciding flows; None: decide by packet count.
+    pub engine: Option<Arc<dpi::policy::Engine>>,
+    /// Where ended flows go, with `--flow-log`.
+    pub flow_log: Option<FlowLogSender>,
+}
+
 /// A worker, ready to run on its own thread.
 pub struct Worker {
     socket: QueueSocket,
@@ -118,9 +135,18 @@ pub struct Worker {
     verdicts: VerdictMap,
     reports: Sender<WorkerReport>,
     stop: Arc<AtomicBool>,
-    /// The DPI engine deciding flows; None: decide by packet count.
     engine: Option<Arc<dpi::policy::Engine>>,
     flow_log: Option<FlowLogSender>,
+}
+
+/// How a flow ended, for its record.
+#[derive(Clone, Copy, Debug)]
+struct Ending {
+    reason: EndReason,
+    /// CLOCK_MONOTONIC ns of the flow's last packet (or the eviction).
+    end_ns: u64,
+    /// Only one direction reached this queue (see `FlowRecord::split`).
+    split: bool,
 }
 
 struct State {
@@ -128,8 +154,8 @@ struct State {
     counters: QueueCounters,
     processing_ns: Histogram<u64>,
     kernel_to_user_ns: Histogram<u64>,
-    /// Verdict writes of this batch.
-    pending_verdicts: Vec<(xdp_redirect::FlowKey, Action, Write)>,
+    /// Verdict writes of this batch, by kind and action.
+    pending: PendingVerdicts,
     verdict_error_logged: bool,
     /// Frames owned by the worker, on no ring.
     free: Vec<FrameDesc>,
@@ -151,20 +177,17 @@ impl Worker {
         core: usize,
         config: WorkerConfig,
         verdicts: VerdictMap,
-        reports: Sender<WorkerReport>,
-        stop: Arc<AtomicBool>,
-        engine: Option<Arc<dpi::policy::Engine>>,
-        flow_log: Option<FlowLogSender>,
+        links: WorkerLinks,
     ) -> Self {
         Worker {
             socket,
             core,
             config,
             verdicts,
-            reports,
-            stop,
-            engine,
-            flow_log,
+            reports: links.reports,
+            stop: links.stop,
+            engine: links.engine,
+            flow_log: links.flow_log,
         }
     }
 
@@ -207,7 +230,7 @@ impl Worker {
             counters: QueueCounters::default(),
             processing_ns: new_histogram(),
             kernel_to_user_ns: new_histogram(),
-            pending_verdicts: Vec::with_capacity(self.config.batch as usize),
+            pending: PendingVerdicts::default(),
             verdict_error_logged: false,
             free: std::mem::take(&mut self.socket.free_frames),
             // xsk::open primed every fill ring with ring_size frames
@@ -316,34 +339,31 @@ impl Worker {
                         let kernel = flow
                             .decided
                             .and_then(|_| self.verdicts.get(&key::to_kernel(&key)).ok().flatten());
-                        self.end_flow(
-                            state,
-                            key,
-                            flow,
-                            kernel,
-                            EndReason::Evicted,
-                            picked_up,
-                            false,
-                        );
+                        let ending = Ending {
+                            reason: EndReason::Evicted,
+                            end_ns: picked_up,
+                            split: false,
+                        };
+                        self.end_flow(state, key, flow, kernel, ending);
                     }
                     if let Some(action) = seen.verdict {
-                        let action = self.kernel_action(action);
-                        state.pending_verdicts.push((
-                            key::to_kernel(&decoded.key),
-                            action,
-                            Write::Decided,
-                        ));
+                        let list = match action {
+                            Action::Drop => &mut state.pending.drop,
+                            _ => &mut state.pending.allow,
+                        };
+                        list.push(key::to_kernel(&decoded.key));
                         action != Action::Drop
                     } else if let Some(action) = seen.after_verdict {
                         // In flight while the verdict was written, or the
-                        // kernel entry was evicted: put it back if missing.
+                        // kernel entry was evicted (then `restore`).
                         state.counters.after_verdict_packets += 1;
-                        let action = self.kernel_action(action);
-                        state.pending_verdicts.push((
-                            key::to_kernel(&decoded.key),
-                            action,
-                            Write::Restore,
-                        ));
+                        if seen.restore {
+                            let list = match action {
+                                Action::Drop => &mut state.pending.restore_drop,
+                                _ => &mut state.pending.restore_allow,
+                            };
+                            list.push(key::to_kernel(&decoded.key));
+                        }
                         action != Action::Drop
                     } else {
                         true
@@ -370,35 +390,48 @@ impl Worker {
         state.counters.flows_active = state.table.len() as u64;
     }
 
-    /// Writes the batch's verdicts: "drop" overwrites, "allow" never
-    /// replaces an existing verdict (so drop wins when two workers see the
-    /// two directions of a flow), and re-writes only fill a missing entry.
+    /// Writes the batch's verdicts: "drop" overwrites, all of the batch's
+    /// drops in one syscall; "allow" never replaces an existing verdict (so
+    /// drop wins when two workers see the two directions of a flow), one
+    /// `BPF_NOEXIST` write per decided flow, as the kernel's batch update
+    /// has no per-element flags; restores only fill a missing entry.
     fn write_verdicts(&mut self, state: &mut State) {
-        let mut pending = std::mem::take(&mut state.pending_verdicts);
-        for (key, action, why) in pending.drain(..) {
-            let result = match (why, action) {
-                (Write::Decided, Action::Drop) => self.verdicts.set(&key, action).map(|()| true),
-                _ => self.verdicts.set_if_absent(&key, action),
-            };
-            match (why, result) {
-                (Write::Decided, Ok(true)) => {
-                    state.counters.verdicts_written += 1;
-                    state.counters.verdicts_drop += u64::from(action == Action::Drop);
+        let queue = self.socket.queue;
+        let failed = |state: &mut State, n: u64, error: xdp_redirect::Error| {
+            state.counters.verdict_errors += n;
+            if !state.verdict_error_logged {
+                state.verdict_error_logged = true;
+                tracing::warn!(queue, %error, "verdict write failed (logged once per worker; counted in verdict_errors)");
+            }
+        };
+        if !state.pending.drop.is_empty() {
+            match self.verdicts.set_batch(&state.pending.drop, Action::Drop) {
+                Ok(n) => {
+                    state.counters.verdicts_written += n as u64;
+                    state.counters.verdicts_drop += n as u64;
                 }
-                (Write::Decided, Ok(false)) => state.counters.verdict_conflicts += 1,
-                (Write::Restore, Ok(written)) => {
-                    state.counters.verdicts_rewritten += u64::from(written)
-                }
-                (_, Err(error)) => {
-                    state.counters.verdict_errors += 1;
-                    if !state.verdict_error_logged {
-                        state.verdict_error_logged = true;
-                        tracing::warn!(queue = self.socket.queue, %error, "verdict write failed (logged once per worker; counted in verdict_errors)");
-                    }
+                Err(error) => failed(state, state.pending.drop.len() as u64, error),
+            }
+            state.pending.drop.clear();
+        }
+        let allow = self.kernel_action(Action::Pass);
+        let mut pending = std::mem::take(&mut state.pending);
+        let groups = [
+            (&mut pending.allow, allow, false),
+            (&mut pending.restore_drop, Action::Drop, true),
+            (&mut pending.restore_allow, allow, true),
+        ];
+        for (keys, action, restore) in groups {
+            for key in keys.drain(..) {
+                match (self.verdicts.set_if_absent(&key, action), restore) {
+                    (Ok(written), true) => state.counters.verdicts_rewritten += u64::from(written),
+                    (Ok(true), false) => state.counters.verdicts_written += 1,
+                    (Ok(false), false) => state.counters.verdict_conflicts += 1,
+                    (Err(error), _) => failed(state, 1, error),
                 }
             }
         }
-        state.pending_verdicts = pending;
+        state.pending = pending;
     }
 
     /// Records XDP-receive-to-pickup latency from the program's metadata.
@@ -614,7 +647,12 @@ impl Worker {
             } else {
                 EndReason::Timeout
             };
-            self.end_flow(state, key, flow, kernel, reason, last, split);
+            let ending = Ending {
+                reason,
+                end_ns: last,
+                split,
+            };
+            self.end_flow(state, key, flow, kernel, ending);
             ended += 1;
         }
         state.counters.flows_active = state.table.len() as u64;
@@ -634,7 +672,12 @@ impl Worker {
                 .last_ns
                 .max(kernel.map_or(0, |k| k.last_seen_ns))
                 .min(now);
-            self.end_flow(state, key, flow, kernel, EndReason::Shutdown, end, false);
+            let ending = Ending {
+                reason: EndReason::Shutdown,
+                end_ns: end,
+                split: false,
+            };
+            self.end_flow(state, key, flow, kernel, ending);
         }
         state.counters.flows_active = 0;
     }
@@ -646,9 +689,7 @@ impl Worker {
         key: dpi::FlowKey,
         flow: FlowState,
         kernel: Option<xdp_redirect::Verdict>,
-        reason: EndReason,
-        end_ns: u64,
-        split: bool,
+        ending: Ending,
     ) {
         state.counters.flows_ended += 1;
         let Some(log) = &self.flow_log else {
@@ -663,7 +704,7 @@ impl Worker {
         let record = FlowRecord {
             event_type: "flow",
             start: state.clock.rfc3339(flow.first_ns),
-            end: state.clock.rfc3339(end_ns.max(flow.first_ns)),
+            end: state.clock.rfc3339(ending.end_ns.max(flow.first_ns)),
             src: client.ip(),
             sport: client.port(),
             dst: server.ip(),
@@ -686,9 +727,9 @@ impl Worker {
             user_bytes: flow.bytes,
             kernel_packets: kernel.map_or(0, |k| k.packets),
             kernel_bytes: kernel.map_or(0, |k| k.bytes),
-            reason,
+            reason: ending.reason,
             queue: self.socket.queue,
-            split,
+            split: ending.split,
         };
         if let Err(TrySendError::Full(_)) = log.try_send(record) {
             state.counters.flow_log_dropped += 1;

@@ -421,9 +421,8 @@ pub fn open(
     if unsafe { socket.fill.produce(&fill_frames) } != fill_frames.len() {
         return Err(refused("primary"));
     }
-    if socket.peer.is_some() {
+    if let Some(peer) = &mut socket.peer {
         let peer_frames: Vec<FrameDesc> = socket.free_frames.drain(..initial).collect();
-        let peer = socket.peer.as_mut().expect("checked above");
         // SAFETY: as above; the peer socket shares this UMEM.
         if unsafe { peer.fill.produce(&peer_frames) } != peer_frames.len() {
             return Err(refused("peer"));

@@ -29,7 +29,25 @@ pub enum Kind {
     Bridge,
     /// Count and drop (see [`Baseline::sink_counts`]).
     Sink,
+    /// In-kernel generator (see [`Baseline::generate`]).
+    Gen,
 }
+
+/// Flow mix of [`Baseline::generate`] (mirrors `struct gen_config`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GenMix {
+    /// Long flows cycled over by most packets.
+    pub long_flows: u32,
+    /// Every this-many-th packet belongs to a short flow (0: none).
+    pub short_every: u32,
+    /// Packets per short flow.
+    pub short_len: u32,
+    pub pad: u32,
+}
+
+// SAFETY: plain integers, no padding beyond the explicit field.
+unsafe impl aya::Pod for GenMix {}
 
 impl Kind {
     pub fn program_name(self) -> &'static str {
@@ -39,6 +57,7 @@ impl Kind {
             Kind::XskAll => "xdp_xsk_all",
             Kind::Bridge => "xdp_bridge",
             Kind::Sink => "xdp_sink",
+            Kind::Gen => "xdp_gen",
         }
     }
 }
@@ -60,6 +79,7 @@ impl Baseline {
             Kind::XskAll,
             Kind::Bridge,
             Kind::Sink,
+            Kind::Gen,
         ] {
             program_mut(&mut ebpf, kind)?
                 .load()
@@ -125,6 +145,48 @@ impl Baseline {
                 })?;
         }
         Ok(())
+    }
+
+    /// Sends `count` copies of `frame` out of interface `ifindex` with the
+    /// in-kernel generator (`BPF_PROG_TEST_RUN` with live frames; the
+    /// calling thread must be in the interface's network namespace), ports
+    /// rewritten per `mix`. Returns how long the kernel took.
+    pub fn generate(
+        &mut self,
+        frame: &[u8],
+        ifindex: u32,
+        mix: GenMix,
+        count: u32,
+    ) -> Result<std::time::Duration, Error> {
+        let map = self.ebpf.map_mut("gen_config").ok_or(Error::Missing {
+            kind: "map",
+            name: "gen_config",
+        })?;
+        let mut config: aya::maps::Array<_, GenMix> = aya::maps::Array::try_from(map)
+            .map_err(|source| crate::map_error("gen_config", "open", source))?;
+        config
+            .set(0, mix, 0)
+            .map_err(|source| crate::map_error("gen_config", "set", source))?;
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+        use aya::programs::TestRun as _;
+        let program = crate::program_named(&self.ebpf, Kind::Gen.program_name())?;
+        let started = std::time::Instant::now();
+        program
+            .test_run(aya::programs::TestRunOptions {
+                data_in: Some(frame),
+                ctx_in: Some(&ctx),
+                repeat: count.max(1),
+                attrs: aya::programs::TestRunAttrs::new().xdp_live_frames(256),
+                ..aya::programs::TestRunOptions::default()
+            })
+            .map_err(|source| Error::Program {
+                what: "BPF_PROG_TEST_RUN with live frames".into(),
+                source: Box::new(source),
+            })?;
+        Ok(started.elapsed())
     }
 
     /// Frames and bytes [`Kind::Sink`] has counted, summed over CPUs.

@@ -109,6 +109,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A map syscall made through libbpf failed.
+    #[error("map `{map}`: {what}: {source}")]
+    Syscall {
+        map: &'static str,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// Setting up the bridge ports failed.
     #[error("{what}: {source}")]
     Bridge {
@@ -653,6 +661,49 @@ impl VerdictMap {
             }
             Err(source) => Err(map_error(MAP_VERDICTS, "write a verdict", source)),
         }
+    }
+
+    /// Writes (overwrites) one `action` for many flows in one syscall
+    /// (`BPF_MAP_UPDATE_BATCH`); returns how many were written. The kernel's
+    /// batch update takes no per-element `BPF_NOEXIST`, so "only if absent"
+    /// writes go through [`VerdictMap::set_if_absent`].
+    pub fn set_batch(&mut self, keys: &[FlowKey], action: Action) -> Result<usize, Error> {
+        use aya::maps::IterableMap as _;
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let fd = self.map.map().fd().as_fd().as_raw_fd();
+        let value = Verdict {
+            action: action.code(),
+            ..Verdict::default()
+        };
+        let values = vec![value; keys.len()];
+        let opts = libbpf_sys::bpf_map_batch_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
+            elem_flags: 0,
+            flags: 0,
+        };
+        let mut count = keys.len() as u32;
+        // SAFETY: `keys` and `values` hold `count` elements with the map's
+        // key and value layouts (the ABI types); `count` and `opts` are
+        // valid for the call.
+        let rc = unsafe {
+            libbpf_sys::bpf_map_update_batch(
+                fd,
+                keys.as_ptr().cast(),
+                values.as_ptr().cast(),
+                &mut count,
+                &opts,
+            )
+        };
+        if rc != 0 {
+            return Err(Error::Syscall {
+                map: MAP_VERDICTS,
+                what: format!("write {} verdict(s) in a batch", keys.len()),
+                source: std::io::Error::from_raw_os_error(-rc),
+            });
+        }
+        Ok(count as usize)
     }
 
     /// The kernel's entry for a flow, if any.

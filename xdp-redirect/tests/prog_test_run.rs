@@ -536,6 +536,17 @@ fn bridge_mode_forwards_in_kernel_root() {
     let (action, delta) = run("drop verdict", &flow.build());
     assert_eq!((action, delta.bypass_drop), (xdp_action::DROP, 1));
 
+    // Batched writes: one syscall for many flows, overwriting.
+    let others: Vec<FlowKey> = (1..=3)
+        .map(|i| key(ip("198.18.1.1"), 41000 + i, ip("198.18.1.2"), 80, 6, 0))
+        .collect();
+    assert_eq!(verdicts.set_batch(&others, Action::Forward).unwrap(), 3);
+    assert_eq!(verdicts.set_batch(&others, Action::Drop).unwrap(), 3);
+    for other in &others {
+        let entry = verdicts.get(other).unwrap().expect("written");
+        assert_eq!(Action::from_code(entry.action).unwrap(), Some(Action::Drop));
+    }
+
     // What the program does not parse is bridged, and counted by reason.
     let (action, delta) = run(
         "ARP",

@@ -101,8 +101,18 @@ impl Netns {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> io::Result<T> {
+        self.spawn_inside(f)
+            .join()
+            .map_err(|_| io::Error::other("namespace thread panicked"))?
+    }
+
+    /// Starts `f` on a new thread that enters this namespace first.
+    pub fn spawn_inside<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> thread::JoinHandle<io::Result<T>> {
         let path = format!("/var/run/netns/{}", self.name);
-        let handle = thread::spawn(move || -> io::Result<T> {
+        thread::spawn(move || -> io::Result<T> {
             let file = std::fs::File::open(&path)?;
             use std::os::fd::AsRawFd;
             // SAFETY: setns on a valid namespace fd affects only this thread,
@@ -111,10 +121,7 @@ impl Netns {
                 return Err(io::Error::last_os_error());
             }
             Ok(f())
-        });
-        handle
-            .join()
-            .map_err(|_| io::Error::other("namespace thread panicked"))?
+        })
     }
 }
 

@@ -6,6 +6,7 @@
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 
 #include "dp_abi.h"
 
@@ -75,4 +76,70 @@ int xdp_sink(struct xdp_md *ctx)
 	if (b)
 		*b += ctx->data_end - ctx->data;
 	return XDP_DROP;
+}
+
+/*
+ * In-kernel traffic generator for BPF_PROG_TEST_RUN with
+ * BPF_F_TEST_XDP_LIVE_FRAMES (what xdp-trafficgen does): each run rewrites
+ * the UDP ports of the template frame to pick a flow, then XDP_TX sends it
+ * out of the ingress interface. Flow mix, from `gen_config`:
+ *   every `short_every`-th packet belongs to a short flow of `short_len`
+ *   packets (a new flow each time); the others cycle over `long_flows` long
+ *   flows. The template's UDP checksum must be 0 (none), as ports change.
+ * Each CPU generates its own flows (as RSS would give each queue its own),
+ * so two generator threads never update the same flow's state.
+ */
+struct gen_config {
+	__u32 long_flows;
+	__u32 short_every; /* 0: no short flows */
+	__u32 short_len;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gen_config);
+} gen_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} gen_seq SEC(".maps");
+
+/* Ethernet (14) + IPv4 without options (20): where the UDP ports are. */
+#define GEN_UDP_OFFSET 34
+
+SEC("xdp")
+int xdp_gen(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__be16 *ports = data + GEN_UDP_OFFSET;
+	__u32 zero = 0;
+	struct gen_config *cfg = bpf_map_lookup_elem(&gen_config, &zero);
+	__u64 *seq = bpf_map_lookup_elem(&gen_seq, &zero);
+	__u64 n, flow;
+	__u32 cpu;
+	__u16 sport, dport;
+
+	if (!cfg || !seq || (void *)(ports + 2) > end)
+		return XDP_ABORTED;
+	n = (*seq)++;
+	cpu = bpf_get_smp_processor_id() % 8;
+	if (cfg->short_every && n % cfg->short_every == 0) {
+		flow = (n / cfg->short_every) / (cfg->short_len ? cfg->short_len : 1);
+		sport = 10000 + flow % 50000;
+		dport = 20000 + cpu * 2000 + (flow / 50000) % 2000;
+	} else {
+		flow = n % (cfg->long_flows ? cfg->long_flows : 1);
+		sport = 1000 + cpu * 1000 + flow % 1000;
+		dport = 9;
+	}
+	ports[0] = bpf_htons(sport);
+	ports[1] = bpf_htons(dport);
+	return XDP_TX;
 }

@@ -45,6 +45,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__uint(max_entries, DP_VERDICT_ENTRIES_DEFAULT);
 	__type(key, struct dp_flow_key);
 	__type(value, struct dp_verdict);

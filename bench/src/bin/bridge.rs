@@ -1,0 +1,398 @@
+//! Inline bridge throughput: the data plane with dynamic sniffing against
+//! the same data plane with every packet in user space (`--sniff-packets
+//! unlimited`) and against a bare XDP bridge (a program that only redirects
+//! between the two ports), all measured in one run on the three-namespace
+//! testbed (client — [br0, br1] — server).
+//!
+//! Traffic comes from the in-kernel generator (`BPF_PROG_TEST_RUN` with live
+//! frames, XDP_TX out of the client's veth) with a mix of a few long flows
+//! and many short ones; the server's veth end counts what arrives in XDP and
+//! drops it. Throughput = frames delivered / time until the count settles.
+//! Needs root and the release `dataplane` binary next to this one
+//! (`cargo build --release -p dataplane -p bench`).
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use serde::Serialize;
+use testbed::{InlineTestbed, Process};
+use xdp_redirect::baseline::{Baseline, GenMix, Kind};
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "Inline bridge throughput: dynamic sniffing vs every packet in user space vs a bare XDP bridge"
+)]
+struct Args {
+    /// Frame size in bytes without FCS (60 to 1514).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u16).range(60..=1514))]
+    size: u16,
+    /// Frames per measurement.
+    #[arg(long, default_value_t = 2_000_000)]
+    packets: u32,
+    /// Repetitions of each mode (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Long flows that carry most packets.
+    #[arg(long, default_value_t = 16)]
+    long_flows: u32,
+    /// Every N-th packet belongs to a new short flow...
+    #[arg(long, default_value_t = 16)]
+    short_every: u32,
+    /// ...of this many packets.
+    #[arg(long, default_value_t = 4)]
+    short_len: u32,
+    /// Queues on each veth and for the data plane.
+    #[arg(long, default_value_t = 2)]
+    queues: u32,
+    /// Cores of the generator threads, one thread each (the kernel's receive
+    /// path of the generated frames runs there too; on veth, the core picks
+    /// the receive queue).
+    #[arg(long, default_value = "0,1", value_delimiter = ',')]
+    gen_cores: Vec<usize>,
+    /// Cores of the data plane's workers (its --cores).
+    #[arg(long, default_value = "0,1")]
+    worker_cores: String,
+    /// Extra arguments for both data plane runs (e.g. "--rx-coalesce-us=0").
+    #[arg(long, allow_hyphen_values = true, value_delimiter = ' ')]
+    dataplane_args: Vec<String>,
+    /// Write the raw figures here as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Serialize, Debug, Clone)]
+struct Run {
+    mode: &'static str,
+    offered_pps: f64,
+    delivered_pps: f64,
+    delivered: u64,
+    user_packets: Option<u64>,
+}
+
+/// An Ethernet/IPv4/UDP frame of `size` bytes (without FCS), UDP checksum 0
+/// (the generator rewrites the ports).
+fn template(src_mac: [u8; 6], dst_mac: [u8; 6], size: u16) -> Vec<u8> {
+    let mut f = Vec::with_capacity(size.into());
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let total_len: u16 = size - 14;
+    let mut ip = [
+        0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 198, 18, 1, 1, 198, 18, 1, 2,
+    ];
+    ip[2..4].copy_from_slice(&total_len.to_be_bytes());
+    let sum = ip
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum::<u32>();
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let sum = !((sum & 0xffff) + (sum >> 16)) as u16;
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    f.extend_from_slice(&ip);
+    let udp_len = total_len - 20;
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f.extend_from_slice(&udp_len.to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.resize(size.into(), 0xab);
+    f
+}
+
+fn mac(tb_ns: &testbed::Netns, iface: &str) -> anyhow::Result<[u8; 6]> {
+    let out = tb_ns.ip(&["-br", "link", "show", "dev", iface])?;
+    let text = out.split_whitespace().nth(2).context("no MAC")?;
+    let mut m = [0u8; 6];
+    for (i, part) in text.split(':').enumerate().take(6) {
+        m[i] = u8::from_str_radix(part, 16)?;
+    }
+    Ok(m)
+}
+
+/// Pins the calling thread to one core.
+fn pin(core: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays in bounds
+    // for any core below CPU_SETSIZE, and the call only affects this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+struct Bench {
+    tb: InlineTestbed,
+    gen_cores: Vec<usize>,
+    frame: Vec<u8>,
+    mix: GenMix,
+    /// One generator per core (its own program instance and maps).
+    generators: Vec<Baseline>,
+    sink: Baseline,
+    client_ifindex: u32,
+}
+
+impl Bench {
+    /// Sends `packets` frames and waits for the sink's count to settle.
+    fn measure(&mut self, mode: &'static str, packets: u32) -> anyhow::Result<Run> {
+        let (before, _) = self.sink.sink_counts()?;
+        let (frame, mix, ifindex) = (self.frame.clone(), self.mix, self.client_ifindex);
+        let per_thread = packets / self.gen_cores.len() as u32;
+        let started = Instant::now();
+        let threads: Vec<_> = self
+            .generators
+            .drain(..)
+            .zip(self.gen_cores.clone())
+            .map(|(mut generator, core)| {
+                let frame = frame.clone();
+                self.tb.client.spawn_inside(move || {
+                    pin(core);
+                    let sent = generator.generate(&frame, ifindex, mix, per_thread);
+                    (generator, sent)
+                })
+            })
+            .collect();
+        let mut gen_time = Duration::ZERO;
+        for thread in threads {
+            let (generator, sent) = thread
+                .join()
+                .map_err(|_| anyhow::anyhow!("generator thread panicked"))??;
+            self.generators.push(generator);
+            gen_time = gen_time.max(sent?);
+        }
+        let packets = per_thread * self.gen_cores.len() as u32;
+        // Settled: no new frame for 200 ms (user space drains its rings).
+        let mut last = before;
+        let mut last_change = Instant::now();
+        loop {
+            std::thread::sleep(Duration::from_millis(20));
+            let (now, _) = self.sink.sink_counts()?;
+            if now != last {
+                last = now;
+                last_change = Instant::now();
+            } else if last_change.elapsed() >= Duration::from_millis(200) {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                bail!("{mode}: the sink never settled");
+            }
+        }
+        let elapsed = last_change.duration_since(started).max(gen_time);
+        let delivered = last - before;
+        Ok(Run {
+            mode,
+            offered_pps: f64::from(packets) / gen_time.as_secs_f64(),
+            delivered_pps: delivered as f64 / elapsed.as_secs_f64(),
+            delivered,
+            user_packets: None,
+        })
+    }
+}
+
+fn dataplane(
+    tb: &InlineTestbed,
+    cores: &str,
+    extra: &[&str],
+    more: &[String],
+    stats: &PathBuf,
+) -> anyhow::Result<Process> {
+    let bin = std::env::current_exe()?.with_file_name("dataplane");
+    if !bin.exists() {
+        bail!(
+            "{} not found: build it first (cargo build --release -p dataplane -p bench)",
+            bin.display()
+        );
+    }
+    let mut cmd = tb.dut.command(bin.to_str().context("path")?);
+    cmd.args(["--iface", &tb.dut_client_if, "--peer", &tb.dut_server_if])
+        .args(["--queues", &tb.queues.to_string()])
+        .arg("--stats-json")
+        .arg(stats)
+        .args(["--stats-interval", "0", "--cores", cores])
+        .args(extra)
+        .args(more);
+    let mut dp = Process::spawn(cmd)?;
+    dp.wait_for_line("dataplane: running", Duration::from_secs(20))
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", dp.output()))?;
+    Ok(dp)
+}
+
+fn stop(mut dp: Process, stats: &PathBuf) -> anyhow::Result<u64> {
+    dp.signal(libc::SIGINT)?;
+    let status = dp.wait_exit(Duration::from_secs(20))?;
+    if !status.success() {
+        bail!("dataplane failed ({status}):\n{}", dp.output());
+    }
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(stats)?)?;
+    let _ = std::fs::remove_file(stats);
+    Ok(v["queues"]
+        .as_array()
+        .context("queues")?
+        .iter()
+        .filter_map(|q| q["rx_packets"].as_u64())
+        .sum())
+}
+
+fn median_run(mut runs: Vec<Run>) -> Run {
+    runs.sort_by(|a, b| a.delivered_pps.total_cmp(&b.delivered_pps));
+    runs[runs.len() / 2].clone()
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    testbed::require_root("the bridge benchmark");
+    let tb = InlineTestbed::up(args.queues)?;
+    let src_mac = mac(&tb.client, &tb.client_if)?;
+    let dst_mac = mac(&tb.server, &tb.server_if)?;
+    let client_if = tb.client_if.clone();
+    let threads = args.gen_cores.len();
+    let (generators, client_ifindex) = tb.client.run_inside(move || -> anyhow::Result<_> {
+        Ok((
+            (0..threads)
+                .map(|_| Baseline::load())
+                .collect::<Result<Vec<_>, _>>()?,
+            xdp_redirect::iface::index(&client_if)?,
+        ))
+    })??;
+    let server_if = tb.server_if.clone();
+    let sink = tb.server.run_inside(move || -> anyhow::Result<Baseline> {
+        let mut b = Baseline::load()?;
+        b.attach(Kind::Sink, &server_if)?;
+        Ok(b)
+    })??;
+    let mut bench = Bench {
+        frame: template(src_mac, dst_mac, args.size),
+        mix: GenMix {
+            long_flows: args.long_flows,
+            short_every: args.short_every,
+            short_len: args.short_len,
+            pad: 0,
+        },
+        generators,
+        gen_cores: args.gen_cores.clone(),
+        sink,
+        client_ifindex,
+        tb,
+    };
+    let stats = std::env::temp_dir().join(format!("bridge-bench-{}.json", std::process::id()));
+
+    // Rounds of the three modes back to back, so each ratio compares runs
+    // minutes apart at most on this shared, noisy machine; the medians of
+    // the per-round ratios are reported.
+    let modes: [(&'static str, Option<&[&str]>); 3] = [
+        ("bare XDP bridge", None),
+        ("dataplane, dynamic sniffing (DPI)", Some(&["--dpi"][..])),
+        (
+            "dataplane, every packet in user space",
+            Some(&["--sniff-packets", "unlimited"][..]),
+        ),
+    ];
+    let mut rounds: Vec<[Run; 3]> = Vec::new();
+    for round in 0..args.reps {
+        let mut runs = Vec::new();
+        for (mode, extra) in modes {
+            let run = match extra {
+                None => {
+                    let (a, b) = (
+                        bench.tb.dut_client_if.clone(),
+                        bench.tb.dut_server_if.clone(),
+                    );
+                    let bridge =
+                        bench
+                            .tb
+                            .dut
+                            .run_inside(move || -> anyhow::Result<Baseline> {
+                                let mut prog = Baseline::load()?;
+                                let (ia, ib) = (
+                                    xdp_redirect::iface::index(&a)?,
+                                    xdp_redirect::iface::index(&b)?,
+                                );
+                                prog.set_bridge(ia, ib)?;
+                                prog.attach(Kind::Bridge, &a)?;
+                                prog.attach(Kind::Bridge, &b)?;
+                                Ok(prog)
+                            })??;
+                    let run = bench.measure(mode, args.packets)?;
+                    drop(bridge);
+                    run
+                }
+                Some(extra) => {
+                    let dp = dataplane(
+                        &bench.tb,
+                        &args.worker_cores,
+                        extra,
+                        &args.dataplane_args,
+                        &stats,
+                    )?;
+                    let mut run = bench.measure(mode, args.packets)?;
+                    run.user_packets = Some(stop(dp, &stats)?);
+                    run
+                }
+            };
+            eprintln!(
+                "round {}: {mode}: {:.0} pps delivered",
+                round + 1,
+                run.delivered_pps
+            );
+            runs.push(run);
+        }
+        rounds.push(runs.try_into().expect("three modes"));
+    }
+    let mut vs_unlimited: Vec<f64> = rounds
+        .iter()
+        .map(|r| r[1].delivered_pps / r[2].delivered_pps)
+        .collect();
+    let mut vs_bare: Vec<f64> = rounds
+        .iter()
+        .map(|r| r[1].delivered_pps / r[0].delivered_pps)
+        .collect();
+    let results: Vec<Run> = (0..3)
+        .map(|i| median_run(rounds.iter().map(|r| r[i].clone()).collect()))
+        .collect();
+    let dynamic_vs_unlimited = bench::median(&mut vs_unlimited);
+    let dynamic_vs_bare = bench::median(&mut vs_bare);
+    println!(
+        "\n{}-byte UDP frames (+4 B FCS on a wire), {} long flows + a new {}-packet flow every {} packets, {} queue(s), generator on cores {:?}, workers on cores {}, copy-mode AF_XDP on veth, median of {} rounds\n",
+        args.size,
+        args.long_flows,
+        args.short_len,
+        args.short_every,
+        args.queues,
+        args.gen_cores,
+        args.worker_cores,
+        args.reps
+    );
+    println!("| mode | offered (pps) | delivered (pps) | packets in user space |");
+    println!("|---|---:|---:|---:|");
+    for r in &results {
+        println!(
+            "| {} | {:.0} | {:.0} | {} |",
+            r.mode,
+            r.offered_pps,
+            r.delivered_pps,
+            r.user_packets.map_or("-".to_string(), |u| format!(
+                "{u} ({:.1}%)",
+                100.0 * u as f64 / r.delivered.max(1) as f64
+            ))
+        );
+    }
+    println!(
+        "\ndynamic / every-packet-in-user-space = {dynamic_vs_unlimited:.2}x (goal >= 5)\ndynamic / bare XDP bridge = {dynamic_vs_bare:.2}x (goal >= 0.8)\n(medians of the per-round ratios: {vs_unlimited:.2?} and {vs_bare:.2?})"
+    );
+    if let Some(path) = &args.json {
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&serde_json::json!({
+                "packets": args.packets,
+                "mix": {"long_flows": args.long_flows, "short_every": args.short_every, "short_len": args.short_len},
+                "queues": args.queues,
+                "runs": results,
+                "rounds": rounds,
+                "ratio_dynamic_vs_unlimited": dynamic_vs_unlimited,
+                "ratio_dynamic_vs_bare": dynamic_vs_bare,
+            }))?,
+        )?;
+    }
+    Ok(())
+}
