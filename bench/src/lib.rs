@@ -8,6 +8,11 @@
 //!   the throughput runs on the veth testbed).
 //! - `throughput`: the data plane with 1 and 4 queues on the veth testbed.
 //! - `ndpi-agreement`: the DPI engine against nDPI's results on its own captures.
+//! - `bridge`: the inline bridge against a bare XDP bridge and against
+//!   every packet in user space.
+//! - `pktgen`: the packet generator (in-kernel live frames, AF_XDP, AF_PACKET).
+
+pub mod pktgen;
 
 /// The median of a non-empty slice of measurements.
 pub fn median(values: &mut [f64]) -> f64 {

@@ -13,6 +13,8 @@ include!(concat!(env!("OUT_DIR"), "/dp_abi.rs"));
 unsafe impl aya::Pod for dp_flow_key {}
 // SAFETY: as above.
 unsafe impl aya::Pod for dp_verdict {}
+// SAFETY: as above (explicit `pad` field, no implicit padding).
+unsafe impl aya::Pod for dp_gen_config {}
 
 /// A C string constant from the header (`b"name\0"`) as a `&str`.
 pub const fn c_name(bytes: &'static [u8]) -> &'static str {

@@ -33,21 +33,11 @@ pub enum Kind {
     Gen,
 }
 
-/// Flow mix of [`Baseline::generate`] (mirrors `struct gen_config`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct GenMix {
-    /// Long flows cycled over by most packets.
-    pub long_flows: u32,
-    /// Every this-many-th packet belongs to a short flow (0: none).
-    pub short_every: u32,
-    /// Packets per short flow.
-    pub short_len: u32,
-    pub pad: u32,
-}
-
-// SAFETY: plain integers, no padding beyond the explicit field.
-unsafe impl aya::Pod for GenMix {}
+/// Configuration of [`Baseline::generate`]: flow mix, where the ports,
+/// checksum and stamp are (`struct dp_gen_config` in dp_abi.h).
+pub use crate::abi::dp_gen_config as GenConfig;
+/// The stamp [`GenConfig::stamp_off`] asks for (`struct dp_gen_stamp`).
+pub use crate::abi::dp_gen_stamp as GenStamp;
 
 impl Kind {
     pub fn program_name(self) -> &'static str {
@@ -150,22 +140,22 @@ impl Baseline {
     /// Sends `count` copies of `frame` out of interface `ifindex` with the
     /// in-kernel generator (`BPF_PROG_TEST_RUN` with live frames; the
     /// calling thread must be in the interface's network namespace), ports
-    /// rewritten per `mix`. Returns how long the kernel took.
+    /// (and stamp) rewritten per `config`. Returns how long the kernel took.
     pub fn generate(
         &mut self,
         frame: &[u8],
         ifindex: u32,
-        mix: GenMix,
+        config: GenConfig,
         count: u32,
     ) -> Result<std::time::Duration, Error> {
         let map = self.ebpf.map_mut("gen_config").ok_or(Error::Missing {
             kind: "map",
             name: "gen_config",
         })?;
-        let mut config: aya::maps::Array<_, GenMix> = aya::maps::Array::try_from(map)
+        let mut array: aya::maps::Array<_, GenConfig> = aya::maps::Array::try_from(map)
             .map_err(|source| crate::map_error("gen_config", "open", source))?;
-        config
-            .set(0, mix, 0)
+        array
+            .set(0, config, 0)
             .map_err(|source| crate::map_error("gen_config", "set", source))?;
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
         let mut ctx = [0u8; 24];

@@ -20,7 +20,7 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use serde::Serialize;
 use testbed::{InlineTestbed, Process};
-use xdp_redirect::baseline::{Baseline, GenMix, Kind};
+use xdp_redirect::baseline::{Baseline, GenConfig, Kind};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -126,7 +126,7 @@ struct Bench {
     tb: InlineTestbed,
     gen_cores: Vec<usize>,
     frame: Vec<u8>,
-    mix: GenMix,
+    mix: GenConfig,
     /// One generator per core (its own program instance and maps).
     generators: Vec<Baseline>,
     sink: Baseline,
@@ -263,10 +263,15 @@ fn main() -> anyhow::Result<()> {
     })??;
     let mut bench = Bench {
         frame: template(src_mac, dst_mac, args.size),
-        mix: GenMix {
+        mix: GenConfig {
             long_flows: args.long_flows,
             short_every: args.short_every,
             short_len: args.short_len,
+            l4_off: 34, // Ethernet + IPv4 without options
+            csum_off: 0,
+            stamp_off: 0,
+            sport_base: 1000,
+            dport: 9,
             pad: 0,
         },
         generators,

@@ -146,6 +146,37 @@ struct dp_xdp_meta {
 };
 
 /*
+ * Configuration of the benchmark generator `xdp_gen` (dp_baseline.c), run by
+ * BPF_PROG_TEST_RUN with live frames: each run rewrites the template frame's
+ * ports to pick a flow and optionally stamps a sequence number and the send
+ * time into the payload, fixing the L4 checksum incrementally.
+ *
+ * Flow choice for the n-th frame of a CPU: if short_every != 0 and
+ * n % short_every == 0, a short flow (a new one every short_len such frames:
+ * sport = 10000 + k % 50000, dport = 20000 + cpu * 2000 + (k / 50000) % 2000);
+ * otherwise long flow n % long_flows (sport = sport_base + cpu * long_flows +
+ * flow, dport = dport). Each CPU thus sends its own flows, as RSS would give
+ * each queue its own.
+ */
+struct dp_gen_config {
+	__u32 long_flows;  /* >= 1; host byte order */
+	__u32 short_every; /* 0: no short flows; host byte order */
+	__u32 short_len;   /* packets per short flow, >= 1; host byte order */
+	__u16 l4_off;      /* offset of the L4 source port in the frame; host byte order */
+	__u16 csum_off;    /* offset of the L4 checksum, 0 = leave it (UDP/IPv4 with checksum 0) */
+	__u16 stamp_off;   /* offset of a struct dp_gen_stamp in the payload, 0 = no stamp */
+	__u16 sport_base;  /* host byte order */
+	__u16 dport;       /* host byte order */
+	__u16 pad;         /* zero */
+};
+
+/* What `xdp_gen` writes into the payload with stamp_off set (latency runs). */
+struct dp_gen_stamp {
+	__u64 seq;     /* per-CPU sequence number; network byte order */
+	__u64 sent_ns; /* bpf_ktime_get_ns() when the frame was made; network byte order */
+};
+
+/*
  * Load-time knobs (`const volatile` globals in the program, set by the loader
  * with EbpfLoader::override_global before load). Named here so the loader
  * refers to them by these strings.

@@ -81,26 +81,17 @@ int xdp_sink(struct xdp_md *ctx)
 /*
  * In-kernel traffic generator for BPF_PROG_TEST_RUN with
  * BPF_F_TEST_XDP_LIVE_FRAMES (what xdp-trafficgen does): each run rewrites
- * the UDP ports of the template frame to pick a flow, then XDP_TX sends it
- * out of the ingress interface. Flow mix, from `gen_config`:
- *   every `short_every`-th packet belongs to a short flow of `short_len`
- *   packets (a new flow each time); the others cycle over `long_flows` long
- *   flows. The template's UDP checksum must be 0 (none), as ports change.
- * Each CPU generates its own flows (as RSS would give each queue its own),
- * so two generator threads never update the same flow's state.
+ * the template frame's ports (and stamp) per `struct dp_gen_config` (see
+ * dp_abi.h), then XDP_TX sends it out of the ingress interface. Live frames
+ * reuse pages without re-initialising them, so every field that changes is
+ * rewritten on every run, and the checksum is updated from the values the
+ * frame holds, whatever run wrote them.
  */
-struct gen_config {
-	__u32 long_flows;
-	__u32 short_every; /* 0: no short flows */
-	__u32 short_len;
-	__u32 pad;
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct gen_config);
+	__type(value, struct dp_gen_config);
 } gen_config SEC(".maps");
 
 struct {
@@ -110,24 +101,62 @@ struct {
 	__type(value, __u64);
 } gen_seq SEC(".maps");
 
-/* Ethernet (14) + IPv4 without options (20): where the UDP ports are. */
-#define GEN_UDP_OFFSET 34
+/* Bounds the verifier needs for the configured offsets. */
+#define GEN_MAX_OFF 1500
+
+static __always_inline __u16 csum_fold(__s64 sum)
+{
+	__u64 s = (__u64)sum;
+
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		if (s >> 16)
+			s = (s & 0xffff) + (s >> 16);
+	return ~s;
+}
 
 SEC("xdp")
 int xdp_gen(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
-	__be16 *ports = data + GEN_UDP_OFFSET;
 	__u32 zero = 0;
-	struct gen_config *cfg = bpf_map_lookup_elem(&gen_config, &zero);
+	struct dp_gen_config *cfg = bpf_map_lookup_elem(&gen_config, &zero);
 	__u64 *seq = bpf_map_lookup_elem(&gen_seq, &zero);
+	__u32 old_ports, new_ports;
+	struct dp_gen_stamp old_stamp = {}, new_stamp = {};
+	__u16 *ports, *csum = NULL;
+	struct dp_gen_stamp *stamp = NULL;
 	__u64 n, flow;
-	__u32 cpu;
+	__u32 cpu, off;
 	__u16 sport, dport;
+	__s64 sum;
 
-	if (!cfg || !seq || (void *)(ports + 2) > end)
+	if (!cfg || !seq)
 		return XDP_ABORTED;
+	off = cfg->l4_off;
+	if (off > GEN_MAX_OFF)
+		return XDP_ABORTED;
+	ports = data + off;
+	if ((void *)(ports + 2) > end)
+		return XDP_ABORTED;
+	if (cfg->csum_off) {
+		off = cfg->csum_off;
+		if (off > GEN_MAX_OFF)
+			return XDP_ABORTED;
+		csum = data + off;
+		if ((void *)(csum + 1) > end)
+			return XDP_ABORTED;
+	}
+	if (cfg->stamp_off) {
+		off = cfg->stamp_off;
+		if (off > GEN_MAX_OFF)
+			return XDP_ABORTED;
+		stamp = data + off;
+		if ((void *)(stamp + 1) > end)
+			return XDP_ABORTED;
+	}
+
 	n = (*seq)++;
 	cpu = bpf_get_smp_processor_id() % 8;
 	if (cfg->short_every && n % cfg->short_every == 0) {
@@ -135,11 +164,29 @@ int xdp_gen(struct xdp_md *ctx)
 		sport = 10000 + flow % 50000;
 		dport = 20000 + cpu * 2000 + (flow / 50000) % 2000;
 	} else {
-		flow = n % (cfg->long_flows ? cfg->long_flows : 1);
-		sport = 1000 + cpu * 1000 + flow % 1000;
-		dport = 9;
+		__u32 flows = cfg->long_flows ? cfg->long_flows : 1;
+
+		flow = n % flows;
+		sport = cfg->sport_base + cpu * flows + flow;
+		dport = cfg->dport;
 	}
+
+	__builtin_memcpy(&old_ports, ports, 4);
 	ports[0] = bpf_htons(sport);
 	ports[1] = bpf_htons(dport);
+	__builtin_memcpy(&new_ports, ports, 4);
+	if (stamp) {
+		__builtin_memcpy(&old_stamp, stamp, sizeof(old_stamp));
+		new_stamp.seq = bpf_cpu_to_be64(n);
+		new_stamp.sent_ns = bpf_cpu_to_be64(bpf_ktime_get_ns());
+		__builtin_memcpy(stamp, &new_stamp, sizeof(new_stamp));
+	}
+	if (csum) {
+		sum = bpf_csum_diff(&old_ports, 4, &new_ports, 4, ~((__u32)*csum) & 0xffff);
+		if (stamp)
+			sum = bpf_csum_diff((__be32 *)&old_stamp, sizeof(old_stamp),
+					    (__be32 *)&new_stamp, sizeof(new_stamp), sum);
+		*csum = csum_fold(sum) ?: 0xffff;
+	}
 	return XDP_TX;
 }
