@@ -12,6 +12,7 @@
 //!   every packet in user space.
 //! - `pktgen`: the packet generator (in-kernel live frames, AF_XDP, AF_PACKET).
 
+pub mod latency;
 pub mod pktgen;
 
 /// The median of a non-empty slice of measurements.

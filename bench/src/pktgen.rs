@@ -256,6 +256,8 @@ pub struct Bounds {
     pub duration: Duration,
     /// Frames per second in all; 0 = as fast as possible.
     pub rate: u64,
+    /// Frames per kernel batch (xdp-live) or per send call (the others).
+    pub batch: u32,
 }
 
 /// Where to send.
@@ -415,6 +417,7 @@ pub fn run(
             move || -> anyhow::Result<()> {
                 pin(core);
                 let job = Job {
+                    batch: bounds.batch.clamp(1, 256),
                     queue: index as u32,
                     count: per_thread_count,
                     rate: per_thread_rate,
@@ -497,6 +500,7 @@ pub fn run(
 
 /// One sending thread's share.
 struct Job<'a> {
+    batch: u32,
     queue: u32,
     count: u64,
     rate: u64,
@@ -535,7 +539,7 @@ fn xdp_live(spec: &Spec, template: Template, target: &Target, job: Job<'_>) -> a
     while !job.done(sent) {
         let n = pacer.allow(chunk.min(job.count - sent));
         generator
-            .generate(&template.frame, target.ifindex, config, n as u32)
+            .generate(&template.frame, target.ifindex, config, n as u32, job.batch)
             .with_context(|| format!("live-frames generator on {}", target.iface))?;
         sent += n;
         pacer.sent(n);
@@ -596,14 +600,14 @@ fn afpacket(frames: &[Vec<u8>], target: &Target, job: Job<'_>) -> anyhow::Result
             std::io::Error::last_os_error()
         );
     }
-    const BATCH: usize = 64;
-    let mut iovecs: Vec<libc::iovec> = Vec::with_capacity(BATCH);
-    let mut msgs: Vec<libc::mmsghdr> = Vec::with_capacity(BATCH);
+    let batch = job.batch as usize;
+    let mut iovecs: Vec<libc::iovec> = Vec::with_capacity(batch);
+    let mut msgs: Vec<libc::mmsghdr> = Vec::with_capacity(batch);
     let mut pacer = Pacer::new(job.rate);
     let mut sent = 0u64;
     let mut next = job.queue as usize;
     while !job.done(sent) {
-        let n = pacer.allow((BATCH as u64).min(job.count - sent)) as usize;
+        let n = pacer.allow((batch as u64).min(job.count - sent)) as usize;
         iovecs.clear();
         msgs.clear();
         let mut bytes = 0u64;
@@ -719,7 +723,7 @@ fn afxdp(frames: &[Vec<u8>], target: &Target, job: Job<'_>) -> anyhow::Result<()
         let n = unsafe { comp.consume(&mut completed) };
         free.extend(completed[..n].iter().map(|d| by_addr[&d.addr()]));
         in_flight -= n;
-        let want = pacer.allow(64.min(job.count - sent)) as usize;
+        let want = pacer.allow(u64::from(job.batch).min(job.count - sent)) as usize;
         let n = want.min(free.len());
         if n == 0 {
             tx.wakeup().context("kick the TX ring")?;

@@ -76,11 +76,14 @@ fallback_run() {
     local bin
     bin=$(fallback_binary)
     local rate=$((RATE * THREADS))
+    local batch=$BURST
+    if [ "$batch" -lt 2 ]; then batch=64; fi
+    if [ "$batch" -gt 256 ]; then batch=256; fi
     local total=$((COUNT * THREADS))
     if [ "$COUNT" -eq 0 ]; then total=18446744073709551615; fi
     set -- --iface "$DEV" --dst-ip "$DEST_IP" --dst-mac "$DST_MAC" --size "$PKT_SIZE" \
         --threads "$THREADS" --first-cpu "$F_THREAD" --count "$total" --duration "$DURATION" \
-        --rate "$rate" --flows "$flows" --engine "$ENGINE"
+        --rate "$rate" --flows "$flows" --engine "$ENGINE" --batch "$batch"
     info "$bin $*"
     "$bin" "$@"
 }

@@ -13,7 +13,7 @@ Usage: $0 -i ethX [options]
   -f : (\$F_THREAD)  index of the first thread's core (default 0)
   -c : (\$SKB_CLONE) SKB clones per packet (kernel pktgen only; ignored by the fallback)
   -n : (\$COUNT)     packets to send per thread, 0 = until -w seconds (default 100000)
-  -b : (\$BURST)     burst: packets sent back to back (kernel pktgen's burst; the fallback batches anyway)
+  -b : (\$BURST)     burst: packets sent back to back (kernel pktgen), frames per batch (fallback, 1-256)
   -l : (\$FLOWS)     flows: source ports varied over this many values (default 1)
   -r : (\$RATE)      packets per second per thread, 0 = as fast as possible (default 0)
   -w : (\$DURATION)  stop after this many seconds (default 30; every run is bounded)

@@ -31,6 +31,8 @@ pub enum Kind {
     Sink,
     /// In-kernel generator (see [`Baseline::generate`]).
     Gen,
+    /// One-way latency sink (see [`Baseline::latency_samples`]).
+    Latency,
 }
 
 /// Configuration of [`Baseline::generate`]: flow mix, where the ports,
@@ -48,6 +50,7 @@ impl Kind {
             Kind::Bridge => "xdp_bridge",
             Kind::Sink => "xdp_sink",
             Kind::Gen => "xdp_gen",
+            Kind::Latency => "xdp_latency",
         }
     }
 }
@@ -70,6 +73,7 @@ impl Baseline {
             Kind::Bridge,
             Kind::Sink,
             Kind::Gen,
+            Kind::Latency,
         ] {
             program_mut(&mut ebpf, kind)?
                 .load()
@@ -140,13 +144,16 @@ impl Baseline {
     /// Sends `count` copies of `frame` out of interface `ifindex` with the
     /// in-kernel generator (`BPF_PROG_TEST_RUN` with live frames; the
     /// calling thread must be in the interface's network namespace), ports
-    /// (and stamp) rewritten per `config`. Returns how long the kernel took.
+    /// (and stamp) rewritten per `config`, `batch` frames (1 to 256) per
+    /// kernel batch: larger is faster, smaller queues frames for less time
+    /// before they leave. Returns how long the kernel took.
     pub fn generate(
         &mut self,
         frame: &[u8],
         ifindex: u32,
         config: GenConfig,
         count: u32,
+        batch: u32,
     ) -> Result<std::time::Duration, Error> {
         let map = self.ebpf.map_mut("gen_config").ok_or(Error::Missing {
             kind: "map",
@@ -169,7 +176,7 @@ impl Baseline {
                 data_in: Some(frame),
                 ctx_in: Some(&ctx),
                 repeat: count.max(1),
-                attrs: aya::programs::TestRunAttrs::new().xdp_live_frames(256),
+                attrs: aya::programs::TestRunAttrs::new().xdp_live_frames(batch.clamp(1, 256)),
                 ..aya::programs::TestRunOptions::default()
             })
             .map_err(|source| Error::Program {
@@ -177,6 +184,37 @@ impl Baseline {
                 source: Box::new(source),
             })?;
         Ok(started.elapsed())
+    }
+
+    /// The ring buffer of one-way latencies (ns, one `u64` each) that
+    /// [`Kind::Latency`] fills; take it once.
+    pub fn latency_samples(&mut self) -> Result<aya::maps::RingBuf<aya::maps::MapData>, Error> {
+        let map = self.ebpf.take_map("latency_samples").ok_or(Error::Missing {
+            kind: "map",
+            name: "latency_samples",
+        })?;
+        aya::maps::RingBuf::try_from(map)
+            .map_err(|source| crate::map_error("latency_samples", "open", source))
+    }
+
+    /// [`Kind::Latency`]'s counters: (stamped frames, frames without a stamp,
+    /// samples lost to a full ring buffer).
+    pub fn latency_counts(&self) -> Result<(u64, u64, u64), Error> {
+        let map = self.ebpf.map("latency_counters").ok_or(Error::Missing {
+            kind: "map",
+            name: "latency_counters",
+        })?;
+        let array: aya::maps::PerCpuArray<_, u64> = aya::maps::PerCpuArray::try_from(map)
+            .map_err(|source| crate::map_error("latency_counters", "open", source))?;
+        let mut sums = [0u64; 3];
+        for (index, sum) in sums.iter_mut().enumerate() {
+            *sum = array
+                .get(&(index as u32), 0)
+                .map_err(|source| crate::map_error("latency_counters", "read", source))?
+                .iter()
+                .sum();
+        }
+        Ok((sums[0], sums[1], sums[2]))
     }
 
     /// Frames and bytes [`Kind::Sink`] has counted, summed over CPUs.

@@ -148,7 +148,7 @@ impl Bench {
                 let frame = frame.clone();
                 self.tb.client.spawn_inside(move || {
                     pin(core);
-                    let sent = generator.generate(&frame, ifindex, mix, per_thread);
+                    let sent = generator.generate(&frame, ifindex, mix, per_thread, 256);
                     (generator, sent)
                 })
             })

@@ -61,6 +61,11 @@ struct Args {
     /// First core to pin a thread to.
     #[arg(long, default_value_t = 0)]
     first_cpu: usize,
+    /// Frames per kernel batch (xdp-live) or per send call (afxdp,
+    /// afpacket), 1 to 256: smaller queues frames for less time (latency
+    /// runs), larger is faster.
+    #[arg(long, short = 'b', default_value_t = 64)]
+    batch: u32,
     /// Engine; auto picks the fastest available and says why.
     #[arg(long, value_enum, default_value_t = Engine::Auto)]
     engine: Engine,
@@ -169,6 +174,7 @@ fn main() -> anyhow::Result<()> {
             count: args.count,
             duration: Duration::from_secs_f64(args.duration),
             rate: args.rate,
+            batch: args.batch,
         },
         args.quiet,
     )?;

@@ -190,3 +190,75 @@ int xdp_gen(struct xdp_md *ctx)
 	}
 	return XDP_TX;
 }
+
+/*
+ * Latency sink: for every UDP frame (IPv4 or IPv6, no VLAN) whose payload
+ * starts with a struct dp_gen_stamp, the one-way latency (now - sent_ns, the
+ * same CLOCK_MONOTONIC on one host) goes into a ring buffer for user space;
+ * then the frame is dropped. Counters: [0] stamped frames, [1] frames without
+ * a stamp, [2] samples lost to a full ring buffer.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} latency_samples SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 3);
+	__type(key, __u32);
+	__type(value, __u64);
+} latency_counters SEC(".maps");
+
+static __always_inline void latency_count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&latency_counters, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+SEC("xdp")
+int xdp_latency(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u64 now = bpf_ktime_get_ns();
+	struct dp_gen_stamp *stamp;
+	__u16 proto;
+	__u32 l4;
+	__u64 sent, *slot;
+
+	if (data + 14 > end)
+		goto unstamped;
+	proto = *(__u16 *)(data + 12);
+	if (proto == bpf_htons(0x0800)) {
+		if (data + 34 > end || *(__u8 *)(data + 23) != 17 || (*(__u8 *)(data + 14) & 0x0f) != 5)
+			goto unstamped;
+		l4 = 34;
+	} else if (proto == bpf_htons(0x86dd)) {
+		if (data + 54 > end || *(__u8 *)(data + 20) != 17)
+			goto unstamped;
+		l4 = 54;
+	} else {
+		goto unstamped;
+	}
+	stamp = data + l4 + 8;
+	if ((void *)(stamp + 1) > end)
+		goto unstamped;
+	sent = bpf_be64_to_cpu(stamp->sent_ns);
+	if (sent == 0 || sent > now)
+		goto unstamped;
+	latency_count(0);
+	slot = bpf_ringbuf_reserve(&latency_samples, sizeof(*slot), 0);
+	if (!slot) {
+		latency_count(2);
+		return XDP_DROP;
+	}
+	*slot = now - sent;
+	bpf_ringbuf_submit(slot, BPF_RB_NO_WAKEUP);
+	return XDP_DROP;
+unstamped:
+	latency_count(1);
+	return XDP_DROP;
+}
