@@ -3,14 +3,19 @@
 # namespace joined by a multiqueue veth pair, addressed from 198.18.0.0/15
 # (RFC 2544 benchmarking range) with no route out of either namespace.
 #
-#   scripts/testbed.sh up [NAME] [QUEUES]   build it (default NAME=dp, QUEUES=4)
-#   scripts/testbed.sh down [NAME]          remove it
-#   scripts/testbed.sh env [NAME]           print the variables the other scripts use
+#   scripts/testbed.sh up [NAME] [QUEUES]     build it (default NAME=dp, QUEUES=4)
+#   scripts/testbed.sh inline [NAME] [QUEUES] build the inline-bridge testbed instead
+#   scripts/testbed.sh down [NAME]            remove either
+#   scripts/testbed.sh env [NAME]             print the variables the other scripts use
 #
 # Layout (NAME=dp):
 #   netns dp-gen: gen0 198.18.0.1/24  <-- veth, QUEUES tx/rx queues -->  netns dp-dut: dut0 198.18.0.2/24
+#   inline: dp-cli: cli0 198.18.1.1/24 <--> dp-br: br0 | br1 <--> dp-srv: srv0 198.18.1.2/24
+#     veth delivers frames redirected in XDP only to a peer that runs XDP itself: put
+#     a program on cli0/srv0 (latency-sink, xdp-baseline) when the bridge forwards in XDP
 # Then, for example:
-#   sudo ip netns exec dp-dut target/release/dataplane --iface dut0 --queues 4
+#   ip netns exec dp-dut target/release/dataplane --iface dut0 --queues 4
+#   ip netns exec dp-br target/release/dataplane --iface br0 --peer br1 --queues 4 --dpi
 set -euo pipefail
 
 cmd=${1:-}
@@ -19,7 +24,7 @@ queues=${3:-4}
 gen="$name-gen"
 dut="$name-dut"
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 
 need_root() {
     if [ "$(id -u)" -ne 0 ]; then
@@ -29,8 +34,40 @@ need_root() {
 }
 
 down() {
-    ip netns del "$gen" 2>/dev/null || true
-    ip netns del "$dut" 2>/dev/null || true
+    for ns in "$gen" "$dut" "$name-cli" "$name-br" "$name-srv"; do
+        ip netns del "$ns" 2>/dev/null || true
+    done
+}
+
+inline() {
+    need_root
+    local cli="$name-cli" br="$name-br" srv="$name-srv"
+    if ip netns list | grep -qw -e "$cli" -e "$br" -e "$srv"; then
+        echo "testbed.sh: namespaces $cli / $br / $srv already exist; run '$0 down $name' first" >&2
+        exit 1
+    fi
+    trap 'echo "testbed.sh: setup failed, removing what was made" >&2; down' ERR
+    for ns in "$cli" "$br" "$srv"; do
+        ip netns add "$ns"
+        ip -n "$ns" link set lo up
+    done
+    ip -n "$cli" link add cli0 numtxqueues "$queues" numrxqueues "$queues" type veth \
+        peer name br0 netns "$br" numtxqueues "$queues" numrxqueues "$queues"
+    ip -n "$srv" link add srv0 numtxqueues "$queues" numrxqueues "$queues" type veth \
+        peer name br1 netns "$br" numtxqueues "$queues" numrxqueues "$queues"
+    for spec in "$cli:cli0:198.18.1.1/24" "$srv:srv0:198.18.1.2/24" "$br:br0:" "$br:br1:"; do
+        IFS=: read -r ns ifname addr <<<"$spec"
+        ip netns exec "$ns" sh -c "echo 1 > /proc/sys/net/ipv6/conf/$ifname/disable_ipv6"
+        if [ -n "$addr" ]; then ip -n "$ns" addr add "$addr" dev "$ifname"; fi
+        ip netns exec "$ns" ethtool -K "$ifname" tx off >/dev/null
+        ip -n "$ns" link set "$ifname" up
+    done
+    trap - ERR
+    echo "CLIENT_NS=$cli"
+    echo "BRIDGE_NS=$br"
+    echo "SERVER_NS=$srv"
+    echo "CLIENT_MAC=$(ip -n "$cli" -br link show dev cli0 | awk '{print $3}')"
+    echo "SERVER_MAC=$(ip -n "$srv" -br link show dev srv0 | awk '{print $3}')"
 }
 
 up() {
@@ -73,6 +110,7 @@ env_vars() {
 
 case "$cmd" in
     up) up ;;
+    inline) inline ;;
     down) need_root; down ;;
     env) env_vars ;;
     -h|--help|help) usage ;;

@@ -3,7 +3,7 @@
 //! percentile table, and an SVG plot of latency by percentile with the
 //! percentile axis log-scaled (1/(1-p)), several runs on one chart.
 
-use std::{fmt::Write as _, path::Path};
+use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use hdrhistogram::Histogram;
@@ -13,51 +13,9 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("static bounds are valid")
 }
 
-/// HdrHistogram's percentile distribution text (`outputPercentileDistribution`
-/// with 5 ticks per half distance), values scaled by `scale` (e.g. 1000.0
-/// to print microseconds from nanoseconds). HdrHistogram's plotter reads it.
-pub fn hgrm(h: &Histogram<u64>, scale: f64) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:>12} {:>14} {:>10} {:>14}\n",
-        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
-    );
-    let mut total = 0u64;
-    for v in h.iter_quantiles(5) {
-        total += v.count_since_last_iteration();
-        let q = v.quantile_iterated_to();
-        let value = v.value_iterated_to() as f64 / scale;
-        if q < 1.0 {
-            let _ = writeln!(
-                out,
-                "{value:>12.3} {q:>14.12} {total:>10} {:>14.2}",
-                1.0 / (1.0 - q)
-            );
-        } else {
-            let _ = writeln!(out, "{value:>12.3} {q:>14.12} {total:>10}");
-        }
-    }
-    let _ = writeln!(
-        out,
-        "#[Mean    = {:>12.3}, StdDeviation   = {:>12.3}]",
-        h.mean() / scale,
-        h.stdev() / scale
-    );
-    let _ = writeln!(
-        out,
-        "#[Max     = {:>12.3}, Total count    = {:>12}]",
-        h.max() as f64 / scale,
-        h.len()
-    );
-    let _ = writeln!(
-        out,
-        "#[Buckets = {:>12}, SubBuckets     = {:>12}]",
-        h.buckets(),
-        h.distinct_values()
-    );
-    out
-}
+/// HdrHistogram's percentile distribution text, the `.hgrm` its plotter
+/// reads (the data plane writes its own histograms with the same function).
+pub use dataplane::stats::hgrm;
 
 /// The points of `.hgrm` text: (percentile in 0..=1, value).
 pub fn hgrm_points(text: &str) -> Vec<(f64, f64)> {

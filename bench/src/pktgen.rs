@@ -400,9 +400,12 @@ pub fn run(
         None if engine != Engine::XdpLive => spec.frames()?,
         None => Vec::new(),
     };
-    let started = Instant::now();
+    // Every thread sets its engine up (program load, UMEM...), then all start
+    // together; the clock starts then.
+    let ready = Arc::new(std::sync::Barrier::new(threads + 1));
     let mut handles = Vec::new();
     for (index, &core) in target.cores.iter().enumerate() {
+        let ready = Arc::clone(&ready);
         let progress = Arc::clone(&progress[index]);
         let stop = Arc::clone(&stop);
         let target = target.clone();
@@ -416,7 +419,10 @@ pub fn run(
         handles.push(thread::Builder::new().name(format!("pktgen-{core}")).spawn(
             move || -> anyhow::Result<()> {
                 pin(core);
+                let started = std::cell::Cell::new(false);
                 let job = Job {
+                    ready: &ready,
+                    started: &started,
                     batch: bounds.batch.clamp(1, 256),
                     queue: index as u32,
                     count: per_thread_count,
@@ -425,17 +431,22 @@ pub fn run(
                     stop: &stop,
                     progress: &progress,
                 };
-                match engine {
+                let result = match engine {
                     Engine::XdpLive => {
-                        xdp_live(&spec, template.expect("built above"), &target, job)
+                        xdp_live(&spec, template.expect("built above"), &target, &job)
                     }
-                    Engine::Afpacket => afpacket(&frames, &target, job),
-                    Engine::Afxdp => afxdp(&frames, &target, job),
+                    Engine::Afpacket => afpacket(&frames, &target, &job),
+                    Engine::Afxdp => afxdp(&frames, &target, &job),
                     Engine::Auto => unreachable!("resolved above"),
-                }
+                };
+                // a thread that failed before starting still lets the others go
+                job.start();
+                result
             },
         )?);
     }
+    ready.wait();
+    let started = Instant::now();
     // Report every second until every thread is done.
     let mut last = vec![(0u64, 0u64); threads];
     let mut next = Instant::now() + Duration::from_secs(1);
@@ -500,6 +511,8 @@ pub fn run(
 
 /// One sending thread's share.
 struct Job<'a> {
+    ready: &'a std::sync::Barrier,
+    started: &'a std::cell::Cell<bool>,
     batch: u32,
     queue: u32,
     count: u64,
@@ -510,6 +523,12 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
+    /// Set up: wait for the other threads, then go (once).
+    fn start(&self) {
+        if !self.started.replace(true) {
+            self.ready.wait();
+        }
+    }
     fn done(&self, sent: u64) -> bool {
         sent >= self.count || Instant::now() >= self.deadline || self.stop.load(Ordering::Relaxed)
     }
@@ -519,7 +538,7 @@ impl Job<'_> {
     }
 }
 
-fn xdp_live(spec: &Spec, template: Template, target: &Target, job: Job<'_>) -> anyhow::Result<()> {
+fn xdp_live(spec: &Spec, template: Template, target: &Target, job: &Job<'_>) -> anyhow::Result<()> {
     let mut generator = Baseline::load().context("load the generator program")?;
     let config = GenConfig {
         long_flows: spec.flows.max(1),
@@ -532,6 +551,7 @@ fn xdp_live(spec: &Spec, template: Template, target: &Target, job: Job<'_>) -> a
         dport: spec.dport,
         pad: 0,
     };
+    job.start();
     let mut pacer = Pacer::new(job.rate);
     let mut sent = 0u64;
     // Chunks bound how long one syscall runs (and so the time bound's slack).
@@ -548,7 +568,7 @@ fn xdp_live(spec: &Spec, template: Template, target: &Target, job: Job<'_>) -> a
     Ok(())
 }
 
-fn afpacket(frames: &[Vec<u8>], target: &Target, job: Job<'_>) -> anyhow::Result<()> {
+fn afpacket(frames: &[Vec<u8>], target: &Target, job: &Job<'_>) -> anyhow::Result<()> {
     if frames.is_empty() {
         bail!("no frames to send");
     }
@@ -603,6 +623,7 @@ fn afpacket(frames: &[Vec<u8>], target: &Target, job: Job<'_>) -> anyhow::Result
     let batch = job.batch as usize;
     let mut iovecs: Vec<libc::iovec> = Vec::with_capacity(batch);
     let mut msgs: Vec<libc::mmsghdr> = Vec::with_capacity(batch);
+    job.start();
     let mut pacer = Pacer::new(job.rate);
     let mut sent = 0u64;
     let mut next = job.queue as usize;
@@ -653,7 +674,7 @@ fn afpacket(frames: &[Vec<u8>], target: &Target, job: Job<'_>) -> anyhow::Result
     Ok(())
 }
 
-fn afxdp(frames: &[Vec<u8>], target: &Target, job: Job<'_>) -> anyhow::Result<()> {
+fn afxdp(frames: &[Vec<u8>], target: &Target, job: &Job<'_>) -> anyhow::Result<()> {
     use xsk_rs::{
         Socket, Umem,
         config::{BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig},
@@ -715,6 +736,7 @@ fn afxdp(frames: &[Vec<u8>], target: &Target, job: Job<'_>) -> anyhow::Result<()
         loaded.iter().map(|d| (d.addr(), *d)).collect();
     let mut free = loaded;
     let mut completed = vec![xsk_rs::FrameDesc::default(); RING as usize];
+    job.start();
     let mut pacer = Pacer::new(job.rate);
     let mut sent = 0u64;
     let mut in_flight = 0usize;

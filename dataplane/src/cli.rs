@@ -210,6 +210,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub stats_json: Option<PathBuf>,
 
+    /// At exit, write the per-packet processing and XDP-to-worker histograms
+    /// as HdrHistogram `.hgrm` files (microseconds): PREFIX-processing.hgrm
+    /// and PREFIX-kernel-to-user.hgrm (plot them with `latency-plot`).
+    #[arg(long, value_name = "PREFIX")]
+    pub latency_hgrm: Option<PathBuf>,
+
     /// Seconds between stats refreshes (JSON file and a status log line); 0 = only at exit.
     #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
     pub stats_interval: f64,

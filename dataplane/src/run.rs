@@ -342,6 +342,17 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         "{}",
         stats::summary(&doc, &merged.processing, &merged.kernel_to_user)
     );
+    if let Some(prefix) = &args.latency_hgrm {
+        for (name, histogram) in [
+            ("processing", &merged.processing),
+            ("kernel-to-user", &merged.kernel_to_user),
+        ] {
+            let path = format!("{}-{name}.hgrm", prefix.display());
+            if let Err(e) = std::fs::write(&path, stats::hgrm(histogram, 1000.0)) {
+                failures.push(format!("write {path}: {e}"));
+            }
+        }
+    }
     if let (Some(log), Some(path)) = (flow_log, &args.flow_log) {
         match log.finish() {
             Ok(records) => println!(

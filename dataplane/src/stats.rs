@@ -220,23 +220,25 @@ pub fn summary(
     );
     let _ = writeln!(
         s,
-        "\nkernel (XDP): rx {}  to_user {}  bypass_pass {}  bypass_drop {}  no_socket {}  parse_errors {}  non_ip {}  fragments {}  link_control {}",
+        "\nkernel (XDP): rx {}  to_user {}  bypass_pass {}  bypass_drop {}  bypass_forward {}  no_socket {}  parse_errors {}  non_ip {}  fragments {}  link_control {}  (bridged {})",
         k.rx,
         k.to_user,
         k.bypass_pass,
         k.bypass_drop,
+        k.bypass_forward,
         k.no_socket,
         k.parse_errors,
         k.non_ip,
         k.fragments,
-        k.link_control
+        k.link_control,
+        k.bridged
     );
     if k.rx > 0 {
         let _ = writeln!(
             s,
             "handled in kernel after a verdict: {:.1}% of IP packets",
-            100.0 * (k.bypass_pass + k.bypass_drop) as f64
-                / (k.to_user + k.bypass_pass + k.bypass_drop).max(1) as f64
+            100.0 * (k.bypass_pass + k.bypass_drop + k.bypass_forward) as f64
+                / (k.to_user + k.bypass_pass + k.bypass_drop + k.bypass_forward).max(1) as f64
         );
     }
     s.push_str(&histogram_table(
@@ -338,4 +340,52 @@ mod tests {
         assert_eq!(format_ns(4_100_000), "4.1ms");
         assert_eq!(format_ns(2_000_000_000), "2.00s");
     }
+}
+
+/// HdrHistogram's percentile distribution text (`outputPercentileDistribution`
+/// with 5 ticks per half distance), values divided by `scale` (1000.0 prints
+/// microseconds from nanoseconds): the `.hgrm` format HdrHistogram's plotter
+/// and `latency-plot` read.
+pub fn hgrm(h: &Histogram<u64>, scale: f64) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>12} {:>14} {:>10} {:>14}\n",
+        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+    );
+    let mut total = 0u64;
+    for v in h.iter_quantiles(5) {
+        total += v.count_since_last_iteration();
+        let q = v.quantile_iterated_to();
+        let value = v.value_iterated_to() as f64 / scale;
+        if q < 1.0 {
+            let _ = writeln!(
+                out,
+                "{value:>12.3} {q:>14.12} {total:>10} {:>14.2}",
+                1.0 / (1.0 - q)
+            );
+        } else {
+            let _ = writeln!(out, "{value:>12.3} {q:>14.12} {total:>10}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "#[Mean    = {:>12.3}, StdDeviation   = {:>12.3}]",
+        h.mean() / scale,
+        h.stdev() / scale
+    );
+    let _ = writeln!(
+        out,
+        "#[Max     = {:>12.3}, Total count    = {:>12}]",
+        h.max() as f64 / scale,
+        h.len()
+    );
+    let _ = writeln!(
+        out,
+        "#[Buckets = {:>12}, SubBuckets     = {:>12}]",
+        h.buckets(),
+        h.distinct_values()
+    );
+    out
 }

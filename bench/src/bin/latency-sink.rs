@@ -8,8 +8,8 @@
 //!   ip netns exec dp-srv latency-sink --iface srv0 --duration 10 \
 //!       --hgrm run.hgrm --plot run.svg
 //!
-//! Bounded: stops after --duration, or --idle seconds without a sample once
-//! samples have arrived.
+//! Bounded: stops after --duration, on SIGINT/SIGTERM, or --idle seconds
+//! without a sample once samples have arrived; then reports.
 
 use std::{
     path::PathBuf,
@@ -49,6 +49,10 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, std::sync::Arc::clone(&stop))?;
+    }
     let mut sink = Baseline::load().context("load the latency sink program")?;
     let mut ring = sink.latency_samples()?;
     sink.attach(Kind::Latency, &args.iface)
@@ -73,7 +77,10 @@ fn main() -> anyhow::Result<()> {
         if got > 0 {
             last_sample = Some(now);
         }
-        if now >= deadline || last_sample.is_some_and(|t| now - t >= idle) {
+        if now >= deadline
+            || last_sample.is_some_and(|t| now - t >= idle)
+            || stop.load(std::sync::atomic::Ordering::Relaxed)
+        {
             break;
         }
         std::thread::sleep(Duration::from_millis(1));

@@ -1,0 +1,498 @@
+//! `compare`: side-by-side comparison runs, one command each, on the veth
+//! testbeds, as ratios measured in the same run. Prints a markdown table and
+//! saves the raw numbers as JSON (`--json`). Peers that are not installed
+//! are skipped with a line saying how to install them. `--smoke` shrinks
+//! every run to seconds (CI runs it).
+//!
+//!   compare kernel    dataplane bypass vs a bare XDP_DROP (and vs a bare bridge)
+//!   compare user      dataplane workers vs a bare AF_XDP receive-and-drop loop
+//!   compare dpi       dataplane inspect vs ndpiReader (and Suricata) on one capture
+//!   compare lb        the XDP balancer vs nftables DNAT vs haproxy
+//!   compare latency   p50/p99/p99.9 of the kernel and user-space paths at
+//!                     10 %, 50 % and 90 % of the measured maximum rate
+//!   compare all       every one of the above
+//!
+//! Needs root and the release binaries next to this one
+//! (`cargo build --release -p dataplane -p bench`).
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+use testbed::{InlineTestbed, Netns, Process, Testbed};
+
+#[derive(Parser, Debug)]
+#[command(about = "Comparison runs on the veth testbed, as ratios measured in the same run")]
+struct Args {
+    #[command(subcommand)]
+    what: What,
+    /// Seconds-long runs (CI): fewer frames, one round.
+    #[arg(long, global = true)]
+    smoke: bool,
+    /// Rounds per comparison (median of the per-round ratios).
+    #[arg(long, global = true, default_value_t = 3)]
+    rounds: usize,
+    /// Write the raw numbers here.
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+enum What {
+    Kernel,
+    User,
+    Dpi,
+    Lb,
+    Latency,
+    All,
+}
+
+fn bin(name: &str) -> anyhow::Result<String> {
+    let path = std::env::current_exe()?.with_file_name(name);
+    if !path.exists() {
+        bail!(
+            "{} not found: build first (cargo build --release -p dataplane -p bench)",
+            path.display()
+        );
+    }
+    Ok(path.to_string_lossy().into_owned())
+}
+
+fn installed(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool} >/dev/null")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    bench::median(&mut v)
+}
+
+fn mac(ns: &Netns, iface: &str) -> anyhow::Result<String> {
+    Ok(ns
+        .command("cat")
+        .arg(format!("/sys/class/net/{iface}/address"))
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())?)
+}
+
+/// Runs pktgen in `ns`; returns its JSON result.
+fn pktgen(ns: &Netns, extra: &[String]) -> anyhow::Result<Value> {
+    let json = std::env::temp_dir().join(format!("compare-pktgen-{}.json", std::process::id()));
+    let out = ns
+        .command(&bin("pktgen")?)
+        .args(extra)
+        .arg("--quiet")
+        .arg("--json")
+        .arg(&json)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "pktgen failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let v = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
+    let _ = std::fs::remove_file(&json);
+    Ok(v)
+}
+
+/// A program held on an interface by a child process, stopped with SIGINT;
+/// returns what it printed last (JSON for xdp-baseline).
+struct Held(Process);
+
+impl Held {
+    fn start(mut cmd: Command, ready: &str) -> anyhow::Result<Held> {
+        let mut p = Process::spawn({
+            cmd.env("RUST_LOG", "warn");
+            cmd
+        })?;
+        p.wait_for_line(ready, Duration::from_secs(20))
+            .map_err(|e| anyhow::anyhow!("{e}\n{}", p.output()))?;
+        Ok(Held(p))
+    }
+    fn stop(mut self) -> anyhow::Result<String> {
+        self.0.signal(libc::SIGINT)?;
+        let status = self.0.wait_exit(Duration::from_secs(20))?;
+        if !status.success() {
+            bail!("{status}:\n{}", self.0.output());
+        }
+        Ok(self.0.output())
+    }
+}
+
+fn last_json(output: &str) -> anyhow::Result<Value> {
+    output
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l.trim()).ok())
+        .context("no JSON line in the output")
+}
+
+fn stats_file(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("compare-{tag}-{}.json", std::process::id()))
+}
+
+fn read_json(path: &Path) -> anyhow::Result<Value> {
+    let v = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+    let _ = std::fs::remove_file(path);
+    Ok(v)
+}
+
+fn sum_queues(v: &Value, field: &str) -> u64 {
+    v["queues"]
+        .as_array()
+        .map(|q| q.iter().filter_map(|q| q[field].as_u64()).sum())
+        .unwrap_or(0)
+}
+
+struct Sizes {
+    frames: u64,
+    rounds: usize,
+}
+
+fn sizes(args: &Args) -> Sizes {
+    if args.smoke {
+        Sizes {
+            frames: 200_000,
+            rounds: 1,
+        }
+    } else {
+        Sizes {
+            frames: 4_000_000,
+            rounds: args.rounds.max(1),
+        }
+    }
+}
+
+/// Kernel path on the two-namespace testbed: the data plane dropping every
+/// flow in XDP after its first packet (a drop rule) against a bare XDP_DROP
+/// that counts; plus the inline bridge against a bare XDP bridge (`bridge`).
+fn kernel(args: &Args) -> anyhow::Result<Value> {
+    let s = sizes(args);
+    let tb = Testbed::up(2)?;
+    let dst_mac = mac(&tb.dut, &tb.dut_if)?;
+    let rules = std::env::temp_dir().join(format!("compare-drop-{}.rules", std::process::id()));
+    std::fs::write(
+        &rules,
+        "drop udp any any -> any any (msg:\"drop all\"; sid:1;)\n",
+    )?;
+    let gen_args: Vec<String> = [
+        "--iface", "gen0", "--dst-ip", "198.18.0.2", "--dst-mac", &dst_mac, "--threads", "2",
+        "--flows", "64", "--engine", "xdp-live", "--batch", "256", "--count",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([s.frames.to_string()])
+    .collect();
+    let mut rounds = Vec::new();
+    for _ in 0..s.rounds {
+        let mut cmd = tb.dut.command(&bin("xdp-baseline")?);
+        cmd.args(["--iface", "dut0", "--kind", "sink"]);
+        let held = Held::start(cmd, "xdp-baseline: attached")?;
+        let sent = pktgen(&tb.gen_ns, &gen_args)?;
+        let bare = last_json(&held.stop()?)?["packets"].as_u64().unwrap_or(0) as f64
+            / sent["seconds"].as_f64().unwrap_or(1.0);
+
+        let stats = stats_file("kernel");
+        let mut cmd = tb.dut.command(&bin("dataplane")?);
+        cmd.args(["--iface", "dut0", "--queues", "2", "--rules"])
+            .arg(&rules)
+            .arg("--stats-json")
+            .arg(&stats)
+            .args(["--stats-interval", "0"]);
+        let held = Held::start(cmd, "dataplane: running")?;
+        let sent = pktgen(&tb.gen_ns, &gen_args)?;
+        held.stop()?;
+        let v = read_json(&stats)?;
+        let dp = v["kernel"]["rx"].as_u64().unwrap_or(0) as f64
+            / sent["seconds"].as_f64().unwrap_or(1.0);
+        rounds.push(json!({"bare_xdp_drop_pps": bare, "dataplane_bypass_drop_pps": dp,
+            "in_kernel": v["kernel"]["bypass_drop"], "to_user": v["kernel"]["to_user"]}));
+    }
+    let _ = std::fs::remove_file(&rules);
+    drop(tb);
+    let ratio = median(
+        rounds
+            .iter()
+            .map(|r| {
+                r["dataplane_bypass_drop_pps"].as_f64().unwrap_or(0.0)
+                    / r["bare_xdp_drop_pps"].as_f64().unwrap_or(1.0)
+            })
+            .collect(),
+    );
+    let bare = median(rounds.iter().map(|r| r["bare_xdp_drop_pps"].as_f64().unwrap_or(0.0)).collect());
+    let dp = median(rounds.iter().map(|r| r["dataplane_bypass_drop_pps"].as_f64().unwrap_or(0.0)).collect());
+    println!("\n### Kernel path: drop in XDP (64 B UDP, 64 flows per core, 2 generator threads, in-kernel generator)\n");
+    println!("| program | frames/s | ratio |\n|---|---:|---:|");
+    println!("| bare XDP_DROP (counting) | {bare:.0} | 1.00 |");
+    println!("| dataplane, drop verdicts in XDP | {dp:.0} | {ratio:.2} |");
+
+    // The bridge comparison has its own benchmark; run it short.
+    let bridge_json = stats_file("bridge");
+    let packets = if args.smoke { "200000" } else { "2000000" };
+    let reps = s.rounds.to_string();
+    let out = Command::new(bin("bridge")?)
+        .args(["--packets", packets, "--reps", &reps, "--short-every", "0", "--json"])
+        .arg(&bridge_json)
+        .output()?;
+    if !out.status.success() {
+        bail!("bridge: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let bridge = read_json(&bridge_json)?;
+    println!(
+        "\nInline bridge, only long flows (`bridge --short-every 0`): dataplane / bare XDP bridge = {:.2}",
+        bridge["ratio_dynamic_vs_bare"].as_f64().unwrap_or(0.0)
+    );
+    Ok(json!({"drop": {"rounds": rounds, "ratio": ratio}, "bridge": bridge}))
+}
+
+/// User-space path: every packet to user space, the data plane's workers
+/// against a bare AF_XDP receive-and-drop loop.
+fn user(args: &Args) -> anyhow::Result<Value> {
+    let s = sizes(args);
+    let tb = Testbed::up(2)?;
+    let dst_mac = mac(&tb.dut, &tb.dut_if)?;
+    let gen_args: Vec<String> = [
+        "--iface", "gen0", "--dst-ip", "198.18.0.2", "--dst-mac", &dst_mac, "--threads", "2",
+        "--flows", "64", "--engine", "xdp-live", "--batch", "64", "--count",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([(s.frames / 4).to_string()])
+    .collect();
+    let mut rounds = Vec::new();
+    for _ in 0..s.rounds {
+        let mut cmd = tb.dut.command(&bin("xdp-baseline")?);
+        cmd.args(["--iface", "dut0", "--kind", "xsk-drop", "--queues", "2"]);
+        let held = Held::start(cmd, "xdp-baseline: attached")?;
+        let sent = pktgen(&tb.gen_ns, &gen_args)?;
+        std::thread::sleep(Duration::from_millis(200)); // rings drain
+        let bare = last_json(&held.stop()?)?["packets"].as_u64().unwrap_or(0) as f64
+            / sent["seconds"].as_f64().unwrap_or(1.0);
+
+        let stats = stats_file("user");
+        let mut cmd = tb.dut.command(&bin("dataplane")?);
+        cmd.args(["--iface", "dut0", "--queues", "2", "--sniff-packets", "unlimited"])
+            .arg("--stats-json")
+            .arg(&stats)
+            .args(["--stats-interval", "0"]);
+        let held = Held::start(cmd, "dataplane: running")?;
+        let sent = pktgen(&tb.gen_ns, &gen_args)?;
+        std::thread::sleep(Duration::from_millis(200));
+        held.stop()?;
+        let v = read_json(&stats)?;
+        let dp = sum_queues(&v, "rx_packets") as f64 / sent["seconds"].as_f64().unwrap_or(1.0);
+        rounds.push(json!({"bare_af_xdp_pps": bare, "dataplane_workers_pps": dp}));
+    }
+    drop(tb);
+    let ratio = median(
+        rounds
+            .iter()
+            .map(|r| {
+                r["dataplane_workers_pps"].as_f64().unwrap_or(0.0)
+                    / r["bare_af_xdp_pps"].as_f64().unwrap_or(1.0)
+            })
+            .collect(),
+    );
+    let bare = median(rounds.iter().map(|r| r["bare_af_xdp_pps"].as_f64().unwrap_or(0.0)).collect());
+    let dp = median(rounds.iter().map(|r| r["dataplane_workers_pps"].as_f64().unwrap_or(0.0)).collect());
+    println!("\n### User-space path: every packet to user space (64 B UDP, copy-mode AF_XDP on veth, 2 queues)\n");
+    println!("| receiver | frames/s received | ratio |\n|---|---:|---:|");
+    println!("| bare AF_XDP receive-and-drop loop | {bare:.0} | 1.00 |");
+    println!("| dataplane workers (decode, flow table, stats) | {dp:.0} | {ratio:.2} |");
+    Ok(json!({"rounds": rounds, "ratio": ratio}))
+}
+
+/// DPI: dataplane inspect vs ndpiReader (and Suricata) on one capture.
+fn dpi(args: &Args) -> anyhow::Result<Value> {
+    println!("\n### DPI on one capture\n");
+    let mut result = json!({});
+    if installed("ndpiReader") {
+        let out_json = stats_file("ndpi");
+        let repeat = if args.smoke { "1" } else { "40" };
+        let rounds = if args.smoke { "1" } else { "3" };
+        let out = Command::new(bin("ndpi-speed")?)
+            .args(["--repeat", repeat, "--rounds", rounds, "--json"])
+            .arg(&out_json)
+            .output()?;
+        if out.status.success() {
+            println!("{}", String::from_utf8_lossy(&out.stdout));
+            result["ndpi"] = read_json(&out_json)?;
+        } else {
+            println!(
+                "nDPI comparison failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    } else {
+        println!("- ndpiReader: not installed, skipped (apt-get install libndpi-bin)");
+    }
+    if installed("suricata") {
+        println!(
+            "- Suricata: installed, but this comparison is not written yet (see bench/README.md)"
+        );
+    } else {
+        println!(
+            "- Suricata: not installed, skipped (Debian 13 or bookworm-backports: apt-get install suricata)"
+        );
+    }
+    Ok(result)
+}
+
+fn lb(_args: &Args) -> anyhow::Result<Value> {
+    println!("\n### Load balancer\n");
+    println!(
+        "- the XDP balancer: not built yet (issue 5), skipped; nothing to compare the peers with"
+    );
+    for (tool, package) in [("nft", "nftables"), ("haproxy", "haproxy")] {
+        if installed(tool) {
+            println!("- {tool}: installed");
+        } else {
+            println!("- {tool}: not installed (apt-get install {package})");
+        }
+    }
+    Ok(json!({"skipped": "the XDP balancer (issue 5) is not built yet"}))
+}
+
+/// Latency through the inline bridge at 10/50/90 % of each path's maximum
+/// rate: the kernel path (flows forwarded in XDP after their first packet)
+/// and the user-space path (every packet through a worker).
+fn latency(args: &Args) -> anyhow::Result<Value> {
+    let tb = InlineTestbed::up(2)?;
+    // the client end needs nothing: XDP_TX from the generator enters br0,
+    // which runs the data plane; the server end runs the latency sink
+    let dst_mac = mac(&tb.server, &tb.server_if)?;
+    let frames: u64 = if args.smoke { 50_000 } else { 1_000_000 };
+    let dir = std::env::temp_dir().join(format!("compare-latency-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut result = json!({});
+    let mut table = Vec::new();
+    let mut plotted = Vec::new();
+    for (path, extra) in [
+        ("kernel", &["--sniff-packets", "1"][..]),
+        ("user", &["--sniff-packets", "unlimited"][..]),
+    ] {
+        let mut cmd = tb.dut.command(&bin("dataplane")?);
+        // Workers on core 0, the generator on core 1: on veth the
+        // generator's core picks the receive queue, and a worker sharing
+        // its core would measure the scheduler, not the data plane.
+        cmd.args(["--iface", "br0", "--peer", "br1", "--queues", "2", "--cores", "0"])
+            .args(extra)
+            .args(["--stats-interval", "0"])
+            .arg("--latency-hgrm")
+            .arg(dir.join(format!("dataplane-{path}")));
+        let dp = Held::start(cmd, "dataplane: running")?;
+        let send = |rate: u64, count: u64| -> anyhow::Result<Value> {
+            pktgen(
+                &tb.client,
+                &[
+                    "--iface", "cli0", "--dst-ip", "198.18.1.2", "--dst-mac", &dst_mac,
+                    "--threads", "1", "--first-cpu", "1", "--flows", "16", "--engine",
+                    "xdp-live", "--batch", "16",
+                    "--latency", "--rate", &rate.to_string(), "--count", &count.to_string(),
+                ]
+                .map(String::from),
+            )
+        };
+        let sink = |tag: &str| -> anyhow::Result<Held> {
+            let mut cmd = tb.server.command(&bin("latency-sink")?);
+            cmd.args(["--iface", "srv0", "--duration", "60", "--idle", "1", "--announce"])
+                .arg("--hgrm")
+                .arg(dir.join(format!("{tag}.hgrm")));
+            Held::start(cmd, "latency-sink: listening")
+        };
+        // Maximum rate: what arrives when sending as fast as possible.
+        let s = sink(&format!("{path}-max"))?;
+        let sent = send(0, frames)?;
+        let out = s.stop()?;
+        let delivered: f64 = out
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("latency-sink: ")?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0.0);
+        let max_rate = delivered / sent["seconds"].as_f64().unwrap_or(1.0);
+        eprintln!(
+            "latency, {path} path: {delivered} of {} frames arrived at full speed ({max_rate:.0} pps)",
+            sent["packets"]
+        );
+        result[path] = json!({"max_pps": max_rate});
+        for pct in [10u64, 50, 90] {
+            let rate = (max_rate * pct as f64 / 100.0).max(1000.0) as u64;
+            let tag = format!("{path}-{pct}");
+            let s = sink(&tag)?;
+            let count = (rate * 2).min(frames); // about 2 s
+            send(rate, count)?;
+            s.stop()?;
+            let points = bench::latency::read_hgrm(&dir.join(format!("{tag}.hgrm")))?;
+            let at = |q: f64| {
+                points
+                    .iter()
+                    .find(|(p, _)| *p >= q)
+                    .map_or(f64::NAN, |&(_, v)| v)
+            };
+            let (p50, p99, p999) = (at(0.5), at(0.99), at(0.999));
+            table.push(format!(
+                "| {path} | {pct} % ({rate} pps) | {p50:.1} | {p99:.1} | {p999:.1} |"
+            ));
+            result[path][format!("at_{pct}")] =
+                json!({"rate": rate, "p50_us": p50, "p99_us": p99, "p999_us": p999});
+            plotted.push((format!("{path} path, {pct} %"), points));
+        }
+        dp.stop()?;
+    }
+    drop(tb);
+    println!("\n### Latency through the inline bridge (one-way, µs; 64 B UDP, 16 flows, in-kernel generator on core 1 in batches of 16, workers on core 0)\n");
+    println!("| path | load | p50 | p99 | p99.9 |\n|---|---|---:|---:|---:|");
+    for row in &table {
+        println!("{row}");
+    }
+    let plot = dir.join("latency.svg");
+    bench::latency::plot(&plotted, "us", &plot)?;
+    println!(
+        "\n.hgrm files and the plot: {} (latency.svg)",
+        dir.display()
+    );
+    result["files"] = json!(dir);
+    Ok(result)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    testbed::require_root("the comparison runs");
+    let mut out = json!({"date": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        "smoke": args.smoke});
+    let all = args.what == What::All;
+    if all || args.what == What::Kernel {
+        out["kernel"] = kernel(&args)?;
+    }
+    if all || args.what == What::User {
+        out["user"] = user(&args)?;
+    }
+    if all || args.what == What::Dpi {
+        out["dpi"] = dpi(&args)?;
+    }
+    if all || args.what == What::Lb {
+        out["lb"] = lb(&args)?;
+    }
+    if all || args.what == What::Latency {
+        out["latency"] = latency(&args)?;
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&out)?)
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok(())
+}
