@@ -59,8 +59,12 @@ kernel_run() {
     done
 }
 
-# The bundled generator, built if needed.
+# The bundled generator ($PKTGEN_BIN if set), built if needed.
 fallback_binary() {
+    if [ -n "${PKTGEN_BIN:-}" ]; then
+        echo "$PKTGEN_BIN"
+        return
+    fi
     local bin="$REPO/target/release/pktgen"
     if [ ! -x "$bin" ]; then
         echo "Building the bundled generator (cargo build --release -p bench --bin pktgen)..." >&2
