@@ -106,7 +106,9 @@ pub fn plot(runs: &[(String, Vec<(f64, f64)>)], unit: &str, out: &Path) -> anyho
                 color.stroke_width(2),
             ))?
             .label(label.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()
@@ -148,8 +150,12 @@ mod tests {
         // TotalCount is cumulative and ends at the total
         let last_count: u64 = text
             .lines()
-            .filter(|l| l.split_whitespace().nth(1).is_some_and(|c| c.parse::<f64>().is_ok()))
-            .last()
+            .rev()
+            .find(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .is_some_and(|c| c.parse::<f64>().is_ok())
+            })
             .and_then(|l| l.split_whitespace().nth(2)?.parse().ok())
             .unwrap();
         assert_eq!(last_count, 10_000);

@@ -416,34 +416,41 @@ pub fn run(
             None
         };
         let spec = spec.clone();
-        handles.push(thread::Builder::new().name(format!("pktgen-{core}")).spawn(
-            move || -> anyhow::Result<()> {
-                pin(core);
-                let started = std::cell::Cell::new(false);
-                let job = Job {
-                    ready: &ready,
-                    started: &started,
-                    batch: bounds.batch.clamp(1, 256),
-                    queue: index as u32,
-                    count: per_thread_count,
-                    rate: per_thread_rate,
-                    deadline,
-                    stop: &stop,
-                    progress: &progress,
-                };
-                let result = match engine {
-                    Engine::XdpLive => {
-                        xdp_live(&spec, template.expect("built above"), &target, &job)
-                    }
-                    Engine::Afpacket => afpacket(&frames, &target, &job),
-                    Engine::Afxdp => afxdp(&frames, &target, &job),
-                    Engine::Auto => unreachable!("resolved above"),
-                };
-                // a thread that failed before starting still lets the others go
-                job.start();
-                result
-            },
-        )?);
+        let stamp_off = if spec.latency {
+            spec.template(kinds[0], spec.sport)?.stamp_off
+        } else {
+            None
+        };
+        handles.push(
+            thread::Builder::new()
+                .name(format!("pktgen-{core}"))
+                .spawn(move || -> anyhow::Result<()> {
+                    pin(core);
+                    let started = std::cell::Cell::new(false);
+                    let job = Job {
+                        ready: &ready,
+                        started: &started,
+                        batch: bounds.batch.clamp(1, 256),
+                        queue: index as u32,
+                        count: per_thread_count,
+                        rate: per_thread_rate,
+                        deadline,
+                        stop: &stop,
+                        progress: &progress,
+                    };
+                    let result = match engine {
+                        Engine::XdpLive => {
+                            xdp_live(&spec, template.expect("built above"), &target, &job)
+                        }
+                        Engine::Afpacket => afpacket(&frames, stamp_off, &target, &job),
+                        Engine::Afxdp => afxdp(&frames, &target, &job),
+                        Engine::Auto => unreachable!("resolved above"),
+                    };
+                    // a thread that failed before starting still lets the others go
+                    job.start();
+                    result
+                })?,
+        );
     }
     ready.wait();
     let started = Instant::now();
@@ -554,8 +561,16 @@ fn xdp_live(spec: &Spec, template: Template, target: &Target, job: &Job<'_>) -> 
     job.start();
     let mut pacer = Pacer::new(job.rate);
     let mut sent = 0u64;
-    // Chunks bound how long one syscall runs (and so the time bound's slack).
-    let chunk = 65_536u64;
+    // One BPF_PROG_TEST_RUN call per chunk. Each call sets up and tears
+    // down a page pool (tens of ms here), so chunks are large: 4M frames
+    // flat out (about half a second, the slack of the time bound), 100 ms
+    // worth when paced (so paced runs come in 100 ms bursts: for latency
+    // at a set rate, the afpacket engine paces per batch instead).
+    let chunk = if job.rate == 0 {
+        1u64 << 22
+    } else {
+        (job.rate / 10).clamp(1024, 1 << 22)
+    };
     while !job.done(sent) {
         let n = pacer.allow(chunk.min(job.count - sent));
         generator
@@ -568,9 +583,28 @@ fn xdp_live(spec: &Spec, template: Template, target: &Target, job: &Job<'_>) -> 
     Ok(())
 }
 
-fn afpacket(frames: &[Vec<u8>], target: &Target, job: &Job<'_>) -> anyhow::Result<()> {
+/// CLOCK_MONOTONIC nanoseconds, the clock `bpf_ktime_get_ns()` reads.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is valid for writes; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn afpacket(
+    frames: &[Vec<u8>],
+    stamp_off: Option<usize>,
+    target: &Target,
+    job: &Job<'_>,
+) -> anyhow::Result<()> {
     if frames.is_empty() {
         bail!("no frames to send");
+    }
+    if stamp_off.is_some() && frames[0].get(12..14) != Some(&[0x08, 0x00]) {
+        bail!("--latency with the afpacket engine stamps IPv4 UDP (checksum 0) only");
     }
     // SAFETY: plain socket creation; the fd is owned below.
     let fd = unsafe {
@@ -621,6 +655,13 @@ fn afpacket(frames: &[Vec<u8>], target: &Target, job: &Job<'_>) -> anyhow::Resul
         );
     }
     let batch = job.batch as usize;
+    // Latency runs: each frame is copied into a slot and stamped just before
+    // it is handed to the kernel.
+    let mut stamped: Vec<Vec<u8>> = match stamp_off {
+        Some(_) => vec![Vec::new(); batch],
+        None => Vec::new(),
+    };
+    let mut seq = 0u64;
     let mut iovecs: Vec<libc::iovec> = Vec::with_capacity(batch);
     let mut msgs: Vec<libc::mmsghdr> = Vec::with_capacity(batch);
     job.start();
@@ -632,8 +673,18 @@ fn afpacket(frames: &[Vec<u8>], target: &Target, job: &Job<'_>) -> anyhow::Resul
         iovecs.clear();
         msgs.clear();
         let mut bytes = 0u64;
+        let now = stamp_off.map(|_| monotonic_ns());
         for i in 0..n {
-            let frame = &frames[(next + i) % frames.len()];
+            let mut frame: &[u8] = &frames[(next + i) % frames.len()];
+            if let (Some(off), Some(now)) = (stamp_off, now) {
+                let slot = &mut stamped[i];
+                slot.clear();
+                slot.extend_from_slice(frame);
+                slot[off..off + 8].copy_from_slice(&seq.to_be_bytes());
+                slot[off + 8..off + 16].copy_from_slice(&now.to_be_bytes());
+                seq += 1;
+                frame = slot;
+            }
             bytes += frame.len() as u64;
             iovecs.push(libc::iovec {
                 iov_base: frame.as_ptr() as *mut libc::c_void,
@@ -677,7 +728,9 @@ fn afpacket(frames: &[Vec<u8>], target: &Target, job: &Job<'_>) -> anyhow::Resul
 fn afxdp(frames: &[Vec<u8>], target: &Target, job: &Job<'_>) -> anyhow::Result<()> {
     use xsk_rs::{
         Socket, Umem,
-        config::{BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig},
+        config::{
+            BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig,
+        },
     };
     if frames.is_empty() {
         bail!("no frames to send");
@@ -812,7 +865,9 @@ mod tests {
         Spec {
             src_mac: [2, 0, 0, 0, 0, 1],
             dst_mac: [2, 0, 0, 0, 0, 2],
-            src_ip: if v6 { "2001:db8::1" } else { "198.18.0.1" }.parse().unwrap(),
+            src_ip: if v6 { "2001:db8::1" } else { "198.18.0.1" }
+                .parse()
+                .unwrap(),
             dst_ip: ip.parse().unwrap(),
             transport,
             sport: 1000,

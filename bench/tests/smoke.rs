@@ -23,6 +23,7 @@ fn compare_smoke_runs_every_comparison_root() {
     );
     assert!(out.status.success(), "compare failed:\n{text}");
     for heading in [
+        "### Generators",
         "### Kernel path",
         "### User-space path",
         "### DPI on one capture",
@@ -37,6 +38,7 @@ fn compare_smoke_runs_every_comparison_root() {
         let x = v.pointer(path).and_then(Value::as_f64).unwrap_or(0.0);
         assert!(x > 0.0 && x.is_finite(), "{path} = {x} in {v:#}");
     };
+    positive("/generators/xdp_live_vs_afpacket");
     positive("/kernel/drop/ratio");
     positive("/kernel/bridge/ratio_dynamic_vs_bare");
     positive("/user/ratio");
@@ -77,7 +79,16 @@ fn pktgen_scripts_fall_back_to_the_bundled_generator_root() {
         let out = tb
             .gen_ns
             .command(&format!("{scripts}/{script}"))
-            .args(["-i", &tb.gen_if, "-d", "198.18.0.2", "-m", &dst_mac, "-n", "5000"])
+            .args([
+                "-i",
+                &tb.gen_if,
+                "-d",
+                "198.18.0.2",
+                "-m",
+                &dst_mac,
+                "-n",
+                "5000",
+            ])
             .args(extra)
             .env("PKTGEN_BIN", env!("CARGO_BIN_EXE_pktgen"))
             .output()
@@ -99,7 +110,9 @@ fn pktgen_scripts_fall_back_to_the_bundled_generator_root() {
             .output()
             .unwrap();
         let help = String::from_utf8_lossy(&help.stdout);
-        for flag in ["-i :", "-d :", "-m :", "-s :", "-t :", "-n :", "-b :", "-f :", "-6 :", "-v :", "-x :"] {
+        for flag in [
+            "-i :", "-d :", "-m :", "-s :", "-t :", "-n :", "-b :", "-f :", "-6 :", "-v :", "-x :",
+        ] {
             assert!(help.contains(flag), "{script} -h explains {flag}:\n{help}");
         }
     }

@@ -313,35 +313,6 @@ pub fn format_ns(ns: u64) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_and_table() {
-        let mut h = new_histogram();
-        for v in 1..=1000u64 {
-            h.record(v * 100).unwrap();
-        }
-        let p = Percentiles::of(&h);
-        assert_eq!(p.count, 1000);
-        assert!((49_900..=50_100).contains(&p.p50), "p50 {}", p.p50);
-        assert!(p.max >= 100_000 && p.max <= 100_100);
-        let table = histogram_table("t", &h);
-        assert!(table.contains("99.9%"), "{table}");
-        assert!(table.contains('#'));
-        assert_eq!(Percentiles::of(&new_histogram()), Percentiles::default());
-    }
-
-    #[test]
-    fn ns_formatting() {
-        assert_eq!(format_ns(850), "850ns");
-        assert_eq!(format_ns(12_345), "12.3us");
-        assert_eq!(format_ns(4_100_000), "4.1ms");
-        assert_eq!(format_ns(2_000_000_000), "2.00s");
-    }
-}
-
 /// HdrHistogram's percentile distribution text (`outputPercentileDistribution`
 /// with 5 ticks per half distance), values divided by `scale` (1000.0 prints
 /// microseconds from nanoseconds): the `.hgrm` format HdrHistogram's plotter
@@ -388,4 +359,33 @@ pub fn hgrm(h: &Histogram<u64>, scale: f64) -> String {
         h.distinct_values()
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_and_table() {
+        let mut h = new_histogram();
+        for v in 1..=1000u64 {
+            h.record(v * 100).unwrap();
+        }
+        let p = Percentiles::of(&h);
+        assert_eq!(p.count, 1000);
+        assert!((49_900..=50_100).contains(&p.p50), "p50 {}", p.p50);
+        assert!(p.max >= 100_000 && p.max <= 100_100);
+        let table = histogram_table("t", &h);
+        assert!(table.contains("99.9%"), "{table}");
+        assert!(table.contains('#'));
+        assert_eq!(Percentiles::of(&new_histogram()), Percentiles::default());
+    }
+
+    #[test]
+    fn ns_formatting() {
+        assert_eq!(format_ns(850), "850ns");
+        assert_eq!(format_ns(12_345), "12.3us");
+        assert_eq!(format_ns(4_100_000), "4.1ms");
+        assert_eq!(format_ns(2_000_000_000), "2.00s");
+    }
 }

@@ -189,10 +189,13 @@ impl Baseline {
     /// The ring buffer of one-way latencies (ns, one `u64` each) that
     /// [`Kind::Latency`] fills; take it once.
     pub fn latency_samples(&mut self) -> Result<aya::maps::RingBuf<aya::maps::MapData>, Error> {
-        let map = self.ebpf.take_map("latency_samples").ok_or(Error::Missing {
-            kind: "map",
-            name: "latency_samples",
-        })?;
+        let map = self
+            .ebpf
+            .take_map("latency_samples")
+            .ok_or(Error::Missing {
+                kind: "map",
+                name: "latency_samples",
+            })?;
         aya::maps::RingBuf::try_from(map)
             .map_err(|source| crate::map_error("latency_samples", "open", source))
     }

@@ -10,6 +10,7 @@
 //!   compare lb        the XDP balancer vs nftables DNAT vs haproxy
 //!   compare latency   p50/p99/p99.9 of the kernel and user-space paths at
 //!                     10 %, 50 % and 90 % of the measured maximum rate
+//!   compare generators  pktgen's three engines against each other
 //!   compare all       every one of the above
 //!
 //! Needs root and the release binaries next to this one
@@ -44,6 +45,7 @@ struct Args {
 
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
 enum What {
+    Generators,
     Kernel,
     User,
     Dpi,
@@ -172,6 +174,86 @@ fn sizes(args: &Args) -> Sizes {
     }
 }
 
+/// pktgen's engines on the two-namespace testbed, into a counting XDP sink:
+/// frames per second each engine sends (2 threads, 64 B, 64 flows).
+fn generators(args: &Args) -> anyhow::Result<Value> {
+    let s = sizes(args);
+    let tb = Testbed::up(2)?;
+    let dst_mac = mac(&tb.dut, &tb.dut_if)?;
+    let mut rounds = Vec::new();
+    for _ in 0..s.rounds {
+        let mut round = json!({});
+        for engine in ["xdp-live", "afxdp", "afpacket"] {
+            let mut cmd = tb.dut.command(&bin("xdp-baseline")?);
+            cmd.args(["--iface", "dut0", "--kind", "sink"]);
+            let held = Held::start(cmd, "xdp-baseline: attached")?;
+            // the socket engines are much slower: a quarter of the frames
+            let count = if engine == "xdp-live" {
+                s.frames
+            } else {
+                s.frames / 4
+            };
+            let sent = pktgen(
+                &tb.gen_ns,
+                &[
+                    "--iface",
+                    "gen0",
+                    "--dst-ip",
+                    "198.18.0.2",
+                    "--dst-mac",
+                    &dst_mac,
+                    "--threads",
+                    "2",
+                    "--flows",
+                    "64",
+                    "--engine",
+                    engine,
+                    "--batch",
+                    "64",
+                    "--count",
+                    &count.to_string(),
+                ]
+                .map(String::from),
+            )?;
+            let counted = last_json(&held.stop()?)?["packets"].as_u64().unwrap_or(0);
+            round[engine] = json!({"sent_pps": sent["pps"], "sent": sent["packets"],
+                "arrived": counted, "seconds": sent["seconds"]});
+        }
+        rounds.push(round);
+    }
+    drop(tb);
+    let pps = |engine: &str| {
+        median(
+            rounds
+                .iter()
+                .map(|r| r[engine]["sent_pps"].as_f64().unwrap_or(0.0))
+                .collect(),
+        )
+    };
+    let ratio = median(
+        rounds
+            .iter()
+            .map(|r| {
+                r["xdp-live"]["sent_pps"].as_f64().unwrap_or(0.0)
+                    / r["afpacket"]["sent_pps"].as_f64().unwrap_or(1.0)
+            })
+            .collect(),
+    );
+    println!(
+        "\n### Generators (pktgen, 2 threads, 64 B UDP, 64 flows, into a counting XDP sink on veth)\n"
+    );
+    println!("| engine | frames/s sent | vs AF_PACKET |\n|---|---:|---:|");
+    for engine in ["xdp-live", "afxdp", "afpacket"] {
+        println!(
+            "| {engine} | {:.0} | {:.2} |",
+            pps(engine),
+            pps(engine) / pps("afpacket").max(1.0)
+        );
+    }
+    println!("\nin-kernel generator / AF_PACKET (median of per-round ratios): {ratio:.1}x");
+    Ok(json!({"rounds": rounds, "xdp_live_vs_afpacket": ratio}))
+}
+
 /// Kernel path on the two-namespace testbed: the data plane dropping every
 /// flow in XDP after its first packet (a drop rule) against a bare XDP_DROP
 /// that counts; plus the inline bridge against a bare XDP bridge (`bridge`).
@@ -185,8 +267,21 @@ fn kernel(args: &Args) -> anyhow::Result<Value> {
         "drop udp any any -> any any (msg:\"drop all\"; sid:1;)\n",
     )?;
     let gen_args: Vec<String> = [
-        "--iface", "gen0", "--dst-ip", "198.18.0.2", "--dst-mac", &dst_mac, "--threads", "2",
-        "--flows", "64", "--engine", "xdp-live", "--batch", "256", "--count",
+        "--iface",
+        "gen0",
+        "--dst-ip",
+        "198.18.0.2",
+        "--dst-mac",
+        &dst_mac,
+        "--threads",
+        "2",
+        "--flows",
+        "64",
+        "--engine",
+        "xdp-live",
+        "--batch",
+        "256",
+        "--count",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -214,8 +309,10 @@ fn kernel(args: &Args) -> anyhow::Result<Value> {
         let v = read_json(&stats)?;
         let dp = v["kernel"]["rx"].as_u64().unwrap_or(0) as f64
             / sent["seconds"].as_f64().unwrap_or(1.0);
-        rounds.push(json!({"bare_xdp_drop_pps": bare, "dataplane_bypass_drop_pps": dp,
-            "in_kernel": v["kernel"]["bypass_drop"], "to_user": v["kernel"]["to_user"]}));
+        rounds.push(
+            json!({"bare_xdp_drop_pps": bare, "dataplane_bypass_drop_pps": dp,
+            "in_kernel": v["kernel"]["bypass_drop"], "to_user": v["kernel"]["to_user"]}),
+        );
     }
     let _ = std::fs::remove_file(&rules);
     drop(tb);
@@ -228,9 +325,21 @@ fn kernel(args: &Args) -> anyhow::Result<Value> {
             })
             .collect(),
     );
-    let bare = median(rounds.iter().map(|r| r["bare_xdp_drop_pps"].as_f64().unwrap_or(0.0)).collect());
-    let dp = median(rounds.iter().map(|r| r["dataplane_bypass_drop_pps"].as_f64().unwrap_or(0.0)).collect());
-    println!("\n### Kernel path: drop in XDP (64 B UDP, 64 flows per core, 2 generator threads, in-kernel generator)\n");
+    let bare = median(
+        rounds
+            .iter()
+            .map(|r| r["bare_xdp_drop_pps"].as_f64().unwrap_or(0.0))
+            .collect(),
+    );
+    let dp = median(
+        rounds
+            .iter()
+            .map(|r| r["dataplane_bypass_drop_pps"].as_f64().unwrap_or(0.0))
+            .collect(),
+    );
+    println!(
+        "\n### Kernel path: drop in XDP (64 B UDP, 64 flows per core, 2 generator threads, in-kernel generator)\n"
+    );
     println!("| program | frames/s | ratio |\n|---|---:|---:|");
     println!("| bare XDP_DROP (counting) | {bare:.0} | 1.00 |");
     println!("| dataplane, drop verdicts in XDP | {dp:.0} | {ratio:.2} |");
@@ -240,7 +349,15 @@ fn kernel(args: &Args) -> anyhow::Result<Value> {
     let packets = if args.smoke { "200000" } else { "2000000" };
     let reps = s.rounds.to_string();
     let out = Command::new(bin("bridge")?)
-        .args(["--packets", packets, "--reps", &reps, "--short-every", "0", "--json"])
+        .args([
+            "--packets",
+            packets,
+            "--reps",
+            &reps,
+            "--short-every",
+            "0",
+            "--json",
+        ])
         .arg(&bridge_json)
         .output()?;
     if !out.status.success() {
@@ -261,8 +378,21 @@ fn user(args: &Args) -> anyhow::Result<Value> {
     let tb = Testbed::up(2)?;
     let dst_mac = mac(&tb.dut, &tb.dut_if)?;
     let gen_args: Vec<String> = [
-        "--iface", "gen0", "--dst-ip", "198.18.0.2", "--dst-mac", &dst_mac, "--threads", "2",
-        "--flows", "64", "--engine", "xdp-live", "--batch", "64", "--count",
+        "--iface",
+        "gen0",
+        "--dst-ip",
+        "198.18.0.2",
+        "--dst-mac",
+        &dst_mac,
+        "--threads",
+        "2",
+        "--flows",
+        "64",
+        "--engine",
+        "xdp-live",
+        "--batch",
+        "64",
+        "--count",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -280,10 +410,17 @@ fn user(args: &Args) -> anyhow::Result<Value> {
 
         let stats = stats_file("user");
         let mut cmd = tb.dut.command(&bin("dataplane")?);
-        cmd.args(["--iface", "dut0", "--queues", "2", "--sniff-packets", "unlimited"])
-            .arg("--stats-json")
-            .arg(&stats)
-            .args(["--stats-interval", "0"]);
+        cmd.args([
+            "--iface",
+            "dut0",
+            "--queues",
+            "2",
+            "--sniff-packets",
+            "unlimited",
+        ])
+        .arg("--stats-json")
+        .arg(&stats)
+        .args(["--stats-interval", "0"]);
         let held = Held::start(cmd, "dataplane: running")?;
         let sent = pktgen(&tb.gen_ns, &gen_args)?;
         std::thread::sleep(Duration::from_millis(200));
@@ -302,9 +439,21 @@ fn user(args: &Args) -> anyhow::Result<Value> {
             })
             .collect(),
     );
-    let bare = median(rounds.iter().map(|r| r["bare_af_xdp_pps"].as_f64().unwrap_or(0.0)).collect());
-    let dp = median(rounds.iter().map(|r| r["dataplane_workers_pps"].as_f64().unwrap_or(0.0)).collect());
-    println!("\n### User-space path: every packet to user space (64 B UDP, copy-mode AF_XDP on veth, 2 queues)\n");
+    let bare = median(
+        rounds
+            .iter()
+            .map(|r| r["bare_af_xdp_pps"].as_f64().unwrap_or(0.0))
+            .collect(),
+    );
+    let dp = median(
+        rounds
+            .iter()
+            .map(|r| r["dataplane_workers_pps"].as_f64().unwrap_or(0.0))
+            .collect(),
+    );
+    println!(
+        "\n### User-space path: every packet to user space (64 B UDP, copy-mode AF_XDP on veth, 2 queues)\n"
+    );
     println!("| receiver | frames/s received | ratio |\n|---|---:|---:|");
     println!("| bare AF_XDP receive-and-drop loop | {bare:.0} | 1.00 |");
     println!("| dataplane workers (decode, flow table, stats) | {dp:.0} | {ratio:.2} |");
@@ -364,7 +513,11 @@ fn lb(_args: &Args) -> anyhow::Result<Value> {
 
 /// Latency through the inline bridge at 10/50/90 % of each path's maximum
 /// rate: the kernel path (flows forwarded in XDP after their first packet)
-/// and the user-space path (every packet through a worker).
+/// and the user-space path (every packet through a worker). The generator is
+/// AF_PACKET, stamping each frame just before `sendmmsg`: with the in-kernel
+/// generator feeding the bridge, worker wake-ups were delayed by up to ~20 ms
+/// (an interaction of live frames with the workers' copy-mode TX on veth,
+/// not seen with socket traffic), which would measure the generator.
 fn latency(args: &Args) -> anyhow::Result<Value> {
     let tb = InlineTestbed::up(2)?;
     // the client end needs nothing: XDP_TX from the generator enters br0,
@@ -384,29 +537,56 @@ fn latency(args: &Args) -> anyhow::Result<Value> {
         // Workers on core 0, the generator on core 1: on veth the
         // generator's core picks the receive queue, and a worker sharing
         // its core would measure the scheduler, not the data plane.
-        cmd.args(["--iface", "br0", "--peer", "br1", "--queues", "2", "--cores", "0"])
-            .args(extra)
-            .args(["--stats-interval", "0"])
-            .arg("--latency-hgrm")
-            .arg(dir.join(format!("dataplane-{path}")));
+        cmd.args([
+            "--iface", "br0", "--peer", "br1", "--queues", "2", "--cores", "0",
+        ])
+        .args(extra)
+        .args(["--stats-interval", "0"])
+        .arg("--latency-hgrm")
+        .arg(dir.join(format!("dataplane-{path}")));
         let dp = Held::start(cmd, "dataplane: running")?;
         let send = |rate: u64, count: u64| -> anyhow::Result<Value> {
             pktgen(
                 &tb.client,
                 &[
-                    "--iface", "cli0", "--dst-ip", "198.18.1.2", "--dst-mac", &dst_mac,
-                    "--threads", "1", "--first-cpu", "1", "--flows", "16", "--engine",
-                    "xdp-live", "--batch", "16",
-                    "--latency", "--rate", &rate.to_string(), "--count", &count.to_string(),
+                    "--iface",
+                    "cli0",
+                    "--dst-ip",
+                    "198.18.1.2",
+                    "--dst-mac",
+                    &dst_mac,
+                    "--threads",
+                    "1",
+                    "--first-cpu",
+                    "1",
+                    "--flows",
+                    "16",
+                    "--engine",
+                    "afpacket",
+                    "--batch",
+                    "16",
+                    "--latency",
+                    "--rate",
+                    &rate.to_string(),
+                    "--count",
+                    &count.to_string(),
                 ]
                 .map(String::from),
             )
         };
         let sink = |tag: &str| -> anyhow::Result<Held> {
             let mut cmd = tb.server.command(&bin("latency-sink")?);
-            cmd.args(["--iface", "srv0", "--duration", "60", "--idle", "1", "--announce"])
-                .arg("--hgrm")
-                .arg(dir.join(format!("{tag}.hgrm")));
+            cmd.args([
+                "--iface",
+                "srv0",
+                "--duration",
+                "60",
+                "--idle",
+                "1",
+                "--announce",
+            ])
+            .arg("--hgrm")
+            .arg(dir.join(format!("{tag}.hgrm")));
             Held::start(cmd, "latency-sink: listening")
         };
         // Maximum rate: what arrives when sending as fast as possible.
@@ -454,7 +634,9 @@ fn latency(args: &Args) -> anyhow::Result<Value> {
         dp.stop()?;
     }
     drop(tb);
-    println!("\n### Latency through the inline bridge (one-way, µs; 64 B UDP, 16 flows, in-kernel generator on core 1 in batches of 16, workers on core 0)\n");
+    println!(
+        "\n### Latency through the inline bridge (one-way, µs; 64 B UDP, 16 flows, AF_PACKET generator on core 1 stamping at sendmmsg in batches of 16, workers on core 0)\n"
+    );
     println!("| path | load | p50 | p99 | p99.9 |\n|---|---|---:|---:|---:|");
     for row in &table {
         println!("{row}");
@@ -475,6 +657,9 @@ fn main() -> anyhow::Result<()> {
     let mut out = json!({"date": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         "smoke": args.smoke});
     let all = args.what == What::All;
+    if all || args.what == What::Generators {
+        out["generators"] = generators(&args)?;
+    }
     if all || args.what == What::Kernel {
         out["kernel"] = kernel(&args)?;
     }

@@ -44,6 +44,10 @@ fn main() -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     bench::latency::plot(&runs, &args.unit, &args.out)
         .with_context(|| format!("plot to {}", args.out.display()))?;
-    println!("latency-plot: {} run(s) plotted to {}", runs.len(), args.out.display());
+    println!(
+        "latency-plot: {} run(s) plotted to {}",
+        runs.len(),
+        args.out.display()
+    );
     Ok(())
 }

@@ -92,7 +92,10 @@ fn main() -> anyhow::Result<()> {
         histogram.len()
     );
     if histogram.is_empty() {
-        anyhow::bail!("no stamped frames arrived on {} (is pktgen running with --latency?)", args.iface);
+        anyhow::bail!(
+            "no stamped frames arrived on {} (is pktgen running with --latency?)",
+            args.iface
+        );
     }
     println!("{}", latency::summary(&histogram, 1000.0, "us"));
     let text = latency::hgrm(&histogram, 1000.0);

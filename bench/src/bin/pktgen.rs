@@ -79,7 +79,8 @@ struct Args {
     #[arg(long)]
     pcap: Option<PathBuf>,
     /// Stamp a sequence number and the send time (CLOCK_MONOTONIC) at the
-    /// start of each UDP payload, for `latency-sink` (xdp-live engine).
+    /// start of each UDP payload, for `latency-sink` (xdp-live: stamped by
+    /// the kernel program; afpacket: IPv4, stamped just before sendmmsg).
     #[arg(long)]
     latency: bool,
     /// Write the result as JSON.
@@ -147,8 +148,8 @@ fn main() -> anyhow::Result<()> {
     };
     let pcap = args.pcap.as_ref().map(pktgen::read_pcap).transpose()?;
     let (engine, why) = pktgen::choose(args.engine, pcap.is_some());
-    if args.latency && engine != Engine::XdpLive {
-        bail!("--latency needs the xdp-live engine (the stamp is written by the kernel program)");
+    if args.latency && engine == Engine::Afxdp {
+        bail!("--latency needs the xdp-live or afpacket engine (afxdp sends frames written once)");
     }
     let cores = (0..args.threads).map(|t| args.first_cpu + t).collect();
     println!(

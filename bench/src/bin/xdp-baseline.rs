@@ -101,7 +101,10 @@ fn main() -> anyhow::Result<()> {
         _ => (0, 0),
     };
     drop(programs);
-    println!("{}", serde_json::json!({"packets": packets, "bytes": bytes}));
+    println!(
+        "{}",
+        serde_json::json!({"packets": packets, "bytes": bytes})
+    );
     Ok(())
 }
 
@@ -111,7 +114,9 @@ mod xsk {
     use std::os::fd::{AsRawFd, RawFd};
     use xsk_rs::{
         FillQueue, FrameDesc, RxQueue, Socket, Umem,
-        config::{BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig},
+        config::{
+            BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig,
+        },
     };
 
     const RING: u32 = 2048;
