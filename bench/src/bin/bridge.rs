@@ -111,17 +111,6 @@ fn mac(tb_ns: &testbed::Netns, iface: &str) -> anyhow::Result<[u8; 6]> {
     Ok(m)
 }
 
-/// Pins the calling thread to one core.
-fn pin(core: usize) {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays in bounds
-    // for any core below CPU_SETSIZE, and the call only affects this thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(core, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
 struct Bench {
     tb: InlineTestbed,
     gen_cores: Vec<usize>,
@@ -147,7 +136,7 @@ impl Bench {
             .map(|(mut generator, core)| {
                 let frame = frame.clone();
                 self.tb.client.spawn_inside(move || {
-                    pin(core);
+                    bench::pktgen::pin(core);
                     let sent = generator.generate(&frame, ifindex, mix, per_thread, 256);
                     (generator, sent)
                 })

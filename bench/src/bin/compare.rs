@@ -254,61 +254,110 @@ fn generators(args: &Args) -> anyhow::Result<Value> {
     Ok(json!({"rounds": rounds, "xdp_live_vs_afpacket": ratio}))
 }
 
-/// Kernel path on the two-namespace testbed: the data plane dropping every
-/// flow in XDP after its first packet (a drop rule) against a bare XDP_DROP
-/// that counts; plus the inline bridge against a bare XDP bridge (`bridge`).
-fn kernel(args: &Args) -> anyhow::Result<Value> {
-    let s = sizes(args);
-    let tb = Testbed::up(2)?;
-    let dst_mac = mac(&tb.dut, &tb.dut_if)?;
-    let rules = std::env::temp_dir().join(format!("compare-drop-{}.rules", std::process::id()));
-    std::fs::write(
-        &rules,
-        "drop udp any any -> any any (msg:\"drop all\"; sid:1;)\n",
-    )?;
-    let gen_args: Vec<String> = [
+/// Arguments of pktgen on the two-namespace testbed: 2 threads, 64 flows,
+/// the in-kernel generator.
+fn testbed_gen_args(dst_mac: &str, batch: u32, count: u64) -> Vec<String> {
+    [
         "--iface",
         "gen0",
         "--dst-ip",
         "198.18.0.2",
         "--dst-mac",
-        &dst_mac,
+        dst_mac,
         "--threads",
         "2",
         "--flows",
         "64",
         "--engine",
         "xdp-live",
-        "--batch",
-        "256",
-        "--count",
     ]
     .iter()
     .map(|s| s.to_string())
-    .chain([s.frames.to_string()])
-    .collect();
+    .chain([
+        "--batch".into(),
+        batch.to_string(),
+        "--count".into(),
+        count.to_string(),
+    ])
+    .collect()
+}
+
+/// The median over rounds of a number, or of the ratio of two.
+fn round_median(rounds: &[Value], key: &str) -> f64 {
+    median(
+        rounds
+            .iter()
+            .map(|r| r[key].as_f64().unwrap_or(0.0))
+            .collect(),
+    )
+}
+
+fn round_ratio(rounds: &[Value], num: &str, den: &str) -> f64 {
+    median(
+        rounds
+            .iter()
+            .map(|r| r[num].as_f64().unwrap_or(0.0) / r[den].as_f64().unwrap_or(1.0).max(1e-9))
+            .collect(),
+    )
+}
+
+/// One round of "reference program against the data plane" on the
+/// two-namespace testbed: the same pktgen run against each; returns the
+/// reference's frames per second (what it counted) and the data plane's
+/// final stats with its frames per second as `count` reads them.
+fn reference_vs_dataplane(
+    tb: &Testbed,
+    reference: &[&str],
+    dataplane: &[&str],
+    gen_args: &[String],
+    count: impl Fn(&Value) -> u64,
+) -> anyhow::Result<(f64, f64, Value)> {
+    let mut cmd = tb.dut.command(&bin("xdp-baseline")?);
+    cmd.args(["--iface", "dut0"]).args(reference);
+    let held = Held::start(cmd, "xdp-baseline: attached")?;
+    let sent = pktgen(&tb.gen_ns, gen_args)?;
+    std::thread::sleep(Duration::from_millis(200)); // rings drain
+    let seconds = sent["seconds"].as_f64().unwrap_or(1.0);
+    let reference = last_json(&held.stop()?)?["packets"].as_u64().unwrap_or(0) as f64 / seconds;
+
+    let stats = stats_file("dataplane");
+    let mut cmd = tb.dut.command(&bin("dataplane")?);
+    cmd.args(["--iface", "dut0", "--queues", "2"])
+        .args(dataplane)
+        .arg("--stats-json")
+        .arg(&stats)
+        .args(["--stats-interval", "0"]);
+    let held = Held::start(cmd, "dataplane: running")?;
+    let sent = pktgen(&tb.gen_ns, gen_args)?;
+    std::thread::sleep(Duration::from_millis(200));
+    held.stop()?;
+    let v = read_json(&stats)?;
+    let dp = count(&v) as f64 / sent["seconds"].as_f64().unwrap_or(1.0);
+    Ok((reference, dp, v))
+}
+
+/// Kernel path on the two-namespace testbed: the data plane dropping every
+/// flow in XDP after its first packet (a drop rule) against a bare XDP_DROP
+/// that counts; plus the inline bridge against a bare XDP bridge (`bridge`).
+fn kernel(args: &Args) -> anyhow::Result<Value> {
+    let s = sizes(args);
+    let tb = Testbed::up(2)?;
+    let gen_args = testbed_gen_args(&mac(&tb.dut, &tb.dut_if)?, 256, s.frames);
+    let rules = std::env::temp_dir().join(format!("compare-drop-{}.rules", std::process::id()));
+    std::fs::write(
+        &rules,
+        "drop udp any any -> any any (msg:\"drop all\"; sid:1;)\n",
+    )?;
+    let rules_arg = rules.to_string_lossy().into_owned();
     let mut rounds = Vec::new();
     for _ in 0..s.rounds {
-        let mut cmd = tb.dut.command(&bin("xdp-baseline")?);
-        cmd.args(["--iface", "dut0", "--kind", "sink"]);
-        let held = Held::start(cmd, "xdp-baseline: attached")?;
-        let sent = pktgen(&tb.gen_ns, &gen_args)?;
-        let bare = last_json(&held.stop()?)?["packets"].as_u64().unwrap_or(0) as f64
-            / sent["seconds"].as_f64().unwrap_or(1.0);
-
-        let stats = stats_file("kernel");
-        let mut cmd = tb.dut.command(&bin("dataplane")?);
-        cmd.args(["--iface", "dut0", "--queues", "2", "--rules"])
-            .arg(&rules)
-            .arg("--stats-json")
-            .arg(&stats)
-            .args(["--stats-interval", "0"]);
-        let held = Held::start(cmd, "dataplane: running")?;
-        let sent = pktgen(&tb.gen_ns, &gen_args)?;
-        held.stop()?;
-        let v = read_json(&stats)?;
-        let dp = v["kernel"]["rx"].as_u64().unwrap_or(0) as f64
-            / sent["seconds"].as_f64().unwrap_or(1.0);
+        let (bare, dp, v) = reference_vs_dataplane(
+            &tb,
+            &["--kind", "sink"],
+            &["--rules", &rules_arg],
+            &gen_args,
+            |v| v["kernel"]["rx"].as_u64().unwrap_or(0),
+        )?;
         rounds.push(
             json!({"bare_xdp_drop_pps": bare, "dataplane_bypass_drop_pps": dp,
             "in_kernel": v["kernel"]["bypass_drop"], "to_user": v["kernel"]["to_user"]}),
@@ -316,27 +365,9 @@ fn kernel(args: &Args) -> anyhow::Result<Value> {
     }
     let _ = std::fs::remove_file(&rules);
     drop(tb);
-    let ratio = median(
-        rounds
-            .iter()
-            .map(|r| {
-                r["dataplane_bypass_drop_pps"].as_f64().unwrap_or(0.0)
-                    / r["bare_xdp_drop_pps"].as_f64().unwrap_or(1.0)
-            })
-            .collect(),
-    );
-    let bare = median(
-        rounds
-            .iter()
-            .map(|r| r["bare_xdp_drop_pps"].as_f64().unwrap_or(0.0))
-            .collect(),
-    );
-    let dp = median(
-        rounds
-            .iter()
-            .map(|r| r["dataplane_bypass_drop_pps"].as_f64().unwrap_or(0.0))
-            .collect(),
-    );
+    let ratio = round_ratio(&rounds, "dataplane_bypass_drop_pps", "bare_xdp_drop_pps");
+    let bare = round_median(&rounds, "bare_xdp_drop_pps");
+    let dp = round_median(&rounds, "dataplane_bypass_drop_pps");
     println!(
         "\n### Kernel path: drop in XDP (64 B UDP, 64 flows per core, 2 generator threads, in-kernel generator)\n"
     );
@@ -376,81 +407,22 @@ fn kernel(args: &Args) -> anyhow::Result<Value> {
 fn user(args: &Args) -> anyhow::Result<Value> {
     let s = sizes(args);
     let tb = Testbed::up(2)?;
-    let dst_mac = mac(&tb.dut, &tb.dut_if)?;
-    let gen_args: Vec<String> = [
-        "--iface",
-        "gen0",
-        "--dst-ip",
-        "198.18.0.2",
-        "--dst-mac",
-        &dst_mac,
-        "--threads",
-        "2",
-        "--flows",
-        "64",
-        "--engine",
-        "xdp-live",
-        "--batch",
-        "64",
-        "--count",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([(s.frames / 4).to_string()])
-    .collect();
+    let gen_args = testbed_gen_args(&mac(&tb.dut, &tb.dut_if)?, 64, s.frames / 4);
     let mut rounds = Vec::new();
     for _ in 0..s.rounds {
-        let mut cmd = tb.dut.command(&bin("xdp-baseline")?);
-        cmd.args(["--iface", "dut0", "--kind", "xsk-drop", "--queues", "2"]);
-        let held = Held::start(cmd, "xdp-baseline: attached")?;
-        let sent = pktgen(&tb.gen_ns, &gen_args)?;
-        std::thread::sleep(Duration::from_millis(200)); // rings drain
-        let bare = last_json(&held.stop()?)?["packets"].as_u64().unwrap_or(0) as f64
-            / sent["seconds"].as_f64().unwrap_or(1.0);
-
-        let stats = stats_file("user");
-        let mut cmd = tb.dut.command(&bin("dataplane")?);
-        cmd.args([
-            "--iface",
-            "dut0",
-            "--queues",
-            "2",
-            "--sniff-packets",
-            "unlimited",
-        ])
-        .arg("--stats-json")
-        .arg(&stats)
-        .args(["--stats-interval", "0"]);
-        let held = Held::start(cmd, "dataplane: running")?;
-        let sent = pktgen(&tb.gen_ns, &gen_args)?;
-        std::thread::sleep(Duration::from_millis(200));
-        held.stop()?;
-        let v = read_json(&stats)?;
-        let dp = sum_queues(&v, "rx_packets") as f64 / sent["seconds"].as_f64().unwrap_or(1.0);
+        let (bare, dp, _) = reference_vs_dataplane(
+            &tb,
+            &["--kind", "xsk-drop", "--queues", "2"],
+            &["--sniff-packets", "unlimited"],
+            &gen_args,
+            |v| sum_queues(v, "rx_packets"),
+        )?;
         rounds.push(json!({"bare_af_xdp_pps": bare, "dataplane_workers_pps": dp}));
     }
     drop(tb);
-    let ratio = median(
-        rounds
-            .iter()
-            .map(|r| {
-                r["dataplane_workers_pps"].as_f64().unwrap_or(0.0)
-                    / r["bare_af_xdp_pps"].as_f64().unwrap_or(1.0)
-            })
-            .collect(),
-    );
-    let bare = median(
-        rounds
-            .iter()
-            .map(|r| r["bare_af_xdp_pps"].as_f64().unwrap_or(0.0))
-            .collect(),
-    );
-    let dp = median(
-        rounds
-            .iter()
-            .map(|r| r["dataplane_workers_pps"].as_f64().unwrap_or(0.0))
-            .collect(),
-    );
+    let ratio = round_ratio(&rounds, "dataplane_workers_pps", "bare_af_xdp_pps");
+    let bare = round_median(&rounds, "bare_af_xdp_pps");
+    let dp = round_median(&rounds, "dataplane_workers_pps");
     println!(
         "\n### User-space path: every packet to user space (64 B UDP, copy-mode AF_XDP on veth, 2 queues)\n"
     );

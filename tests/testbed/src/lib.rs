@@ -160,36 +160,9 @@ impl Testbed {
         require_root("the veth testbed");
         let gen_ns = Netns::new("dpgen")?;
         let dut = Netns::new("dpdut")?;
-        let q = queues.to_string();
-        gen_ns.ip(&[
-            "link",
-            "add",
-            "gen0",
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "dut0",
-            "netns",
-            dut.name(),
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-        ])?;
-        for (ns, ifname, addr) in [
-            (&gen_ns, "gen0", "198.18.0.1/24"),
-            (&dut, "dut0", "198.18.0.2/24"),
-        ] {
-            ns.sysctl(&format!("net.ipv6.conf.{ifname}.disable_ipv6"), "1")?;
-            ns.ip(&["addr", "add", addr, "dev", ifname])?;
-            run(ns.command("ethtool").args(["-K", ifname, "tx", "off"]))?;
-            ns.ip(&["link", "set", ifname, "up"])?;
-        }
+        veth_pair(&gen_ns, "gen0", &dut, "dut0", queues)?;
+        link_up(&gen_ns, "gen0", Some("198.18.0.1/24"))?;
+        link_up(&dut, "dut0", Some("198.18.0.2/24"))?;
         let gen_mac = mac_of(&gen_ns, "gen0")?;
         let dut_mac = mac_of(&dut, "dut0")?;
         Ok(Testbed {
@@ -265,42 +238,12 @@ impl InlineTestbed {
         let client = Netns::new("dpcli")?;
         let dut = Netns::new("dpbr")?;
         let server = Netns::new("dpsrv")?;
-        let q = queues.to_string();
-        for (ns, end, peer) in [(&client, "cli0", "br0"), (&server, "srv0", "br1")] {
-            ns.ip(&[
-                "link",
-                "add",
-                end,
-                "numtxqueues",
-                &q,
-                "numrxqueues",
-                &q,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                peer,
-                "netns",
-                dut.name(),
-                "numtxqueues",
-                &q,
-                "numrxqueues",
-                &q,
-            ])?;
-        }
-        for (ns, ifname, addr) in [
-            (&client, "cli0", Some("198.18.1.1/24")),
-            (&server, "srv0", Some("198.18.1.2/24")),
-            (&dut, "br0", None),
-            (&dut, "br1", None),
-        ] {
-            ns.sysctl(&format!("net.ipv6.conf.{ifname}.disable_ipv6"), "1")?;
-            if let Some(addr) = addr {
-                ns.ip(&["addr", "add", addr, "dev", ifname])?;
-            }
-            run(ns.command("ethtool").args(["-K", ifname, "tx", "off"]))?;
-            ns.ip(&["link", "set", ifname, "up"])?;
-        }
+        veth_pair(&client, "cli0", &dut, "br0", queues)?;
+        veth_pair(&server, "srv0", &dut, "br1", queues)?;
+        link_up(&client, "cli0", Some("198.18.1.1/24"))?;
+        link_up(&server, "srv0", Some("198.18.1.2/24"))?;
+        link_up(&dut, "br0", None)?;
+        link_up(&dut, "br1", None)?;
         Ok(InlineTestbed {
             client_if: "cli0".into(),
             server_if: "srv0".into(),
@@ -314,6 +257,46 @@ impl InlineTestbed {
             server,
         })
     }
+}
+
+/// A veth pair `a` (in `ns_a`) <-> `b` (in `ns_b`), `queues` TX and RX
+/// queues on each end.
+fn veth_pair(ns_a: &Netns, a: &str, ns_b: &Netns, b: &str, queues: u32) -> io::Result<()> {
+    let q = queues.to_string();
+    ns_a.ip(&[
+        "link",
+        "add",
+        a,
+        "numtxqueues",
+        &q,
+        "numrxqueues",
+        &q,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b,
+        "netns",
+        ns_b.name(),
+        "numtxqueues",
+        &q,
+        "numrxqueues",
+        &q,
+    ])?;
+    Ok(())
+}
+
+/// Brings a testbed link up: IPv6 off (no autoconfiguration chatter to
+/// count), the address if any, TX checksum offload off (veth would hand
+/// partial checksums to the receiver).
+fn link_up(ns: &Netns, ifname: &str, addr: Option<&str>) -> io::Result<()> {
+    ns.sysctl(&format!("net.ipv6.conf.{ifname}.disable_ipv6"), "1")?;
+    if let Some(addr) = addr {
+        ns.ip(&["addr", "add", addr, "dev", ifname])?;
+    }
+    run(ns.command("ethtool").args(["-K", ifname, "tx", "off"]))?;
+    ns.ip(&["link", "set", ifname, "up"])?;
+    Ok(())
 }
 
 fn mac_of(ns: &Netns, ifname: &str) -> io::Result<[u8; 6]> {
