@@ -73,7 +73,8 @@ pub struct Spec {
     pub dst_ip: IpAddr,
     pub transport: Transport,
     pub sport: u16,
-    pub dport: u16,
+    /// Destination port; None: the payload's own (80 HTTP, 443 TLS, 53 DNS, 9 otherwise).
+    pub dport: Option<u16>,
     /// Frame size without FCS; at least what the headers and payload need.
     pub size: usize,
     pub flows: u32,
@@ -169,8 +170,19 @@ impl Spec {
         }
     }
 
+    /// The destination port of frames carrying `kind`.
+    pub fn dport_for(&self, kind: PayloadKind) -> u16 {
+        self.dport.unwrap_or(match kind {
+            PayloadKind::Http => 80,
+            PayloadKind::Tls => 443,
+            PayloadKind::Dns => 53,
+            PayloadKind::Udp | PayloadKind::Mix => 9,
+        })
+    }
+
     /// The template frame for one payload kind and source port.
     pub fn template(&self, kind: PayloadKind, sport: u16) -> anyhow::Result<Template> {
+        let dport = self.dport_for(kind);
         if self.src_ip.is_ipv4() != self.dst_ip.is_ipv4() {
             bail!("--src-ip and --dst-ip must be the same address family");
         }
@@ -200,13 +212,10 @@ impl Spec {
         }
         payload.resize(self.size - payload_off, 0);
         let l4 = match self.transport {
-            Transport::Udp => L4::Udp {
-                sport,
-                dport: self.dport,
-            },
+            Transport::Udp => L4::Udp { sport, dport },
             Transport::Tcp => L4::Tcp {
                 sport,
-                dport: self.dport,
+                dport,
                 flags: testbed::frames::TCP_ACK | testbed::frames::TCP_PSH,
             },
         };
@@ -555,7 +564,11 @@ fn xdp_live(spec: &Spec, template: Template, target: &Target, job: &Job<'_>) -> 
         csum_off: template.csum_off.unwrap_or(0) as u16,
         stamp_off: template.stamp_off.unwrap_or(0) as u16,
         sport_base: spec.sport,
-        dport: spec.dport,
+        // the template's own destination port (it depends on the payload)
+        dport: u16::from_be_bytes([
+            template.frame[template.l4_off + 2],
+            template.frame[template.l4_off + 3],
+        ]),
         pad: 0,
     };
     job.start();
@@ -871,7 +884,7 @@ mod tests {
             dst_ip: ip.parse().unwrap(),
             transport,
             sport: 1000,
-            dport: 9,
+            dport: None,
             size: 256,
             flows: 8,
             payload,
@@ -894,7 +907,7 @@ mod tests {
             let decoded = dpi::decode_ethernet(&t.frame).unwrap();
             let payload = &t.frame[decoded.payload_offset..][..decoded.payload_len];
             let mut c = dpi::classify::FlowClassifier::new(decoded.key.proto, 10);
-            c.on_packet(payload, true, 1000, 9);
+            c.on_packet(payload, true, 1000, s.dport_for(kind));
             let result = c.finish();
             assert_eq!(result.protocol.name(), protocol, "{kind:?}");
             assert_eq!(result.host.as_deref(), Some("example.test"), "{kind:?}");

@@ -43,9 +43,9 @@ struct Args {
     /// First source port.
     #[arg(long, default_value_t = 1024)]
     sport: u16,
-    /// Destination port.
-    #[arg(long, default_value_t = 9)]
-    dport: u16,
+    /// Destination port; default the payload's own (80 HTTP, 443 TLS, 53 DNS, 9 otherwise).
+    #[arg(long)]
+    dport: Option<u16>,
     /// Frames to send in all.
     #[arg(long, short = 'n', default_value_t = 1_000_000)]
     count: u64,
