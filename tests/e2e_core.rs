@@ -265,8 +265,20 @@ fn second_dataplane_on_same_interface_is_refused_root() {
 fn bad_input_fails_clearly_and_attaches_nothing_root() {
     testbed::require_root("the data plane end-to-end test");
     let tb = Testbed::up(4).expect("testbed");
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["--iface", "nosuch0"], "interface `nosuch0` not found"),
+        (
+            &["--iface", "dut0", "--peer", "nosuch1"],
+            "interface `nosuch1` not found",
+        ),
+        (
+            &["--iface", "dut0", "--peer", "dut0"],
+            "a bridge needs two different interfaces",
+        ),
+        (
+            &["--iface", "dut0", "--peer", "dut0", "--mirror"],
+            "cannot be used with",
+        ),
         (&["--iface", "dut0", "--queues", "8"], "has 4 RX queue(s)"),
         (
             &["--iface", "dut0", "--zero-copy", "require"],
@@ -475,5 +487,75 @@ fn dpi_verdicts_are_enforced_in_the_kernel_root() {
     assert!(
         pass <= 50 * 9 && pass + late >= 50 * 9,
         "allowed flows passed in XDP after the first packet; {ctx}"
+    );
+}
+
+#[test]
+fn mirror_port_discards_decided_flows_in_xdp_root() {
+    testbed::require_root("the data plane end-to-end test");
+    let tb = Testbed::up(2).expect("testbed");
+    let stats = stats_path("mirror");
+    let _ = std::fs::remove_file(&stats);
+    let mut dp = start(
+        &tb,
+        &[
+            "--queues",
+            "2",
+            "--mirror",
+            "--sniff-packets",
+            "1",
+            "--stats-json",
+            stats.to_str().unwrap(),
+            "--stats-interval",
+            "0.1",
+        ],
+    );
+    dp.wait_for_line("dataplane: running", Duration::from_secs(20))
+        .unwrap();
+    assert!(dp.output().contains("mirror port"), "{}", dp.output());
+    let spec = traffic::FlowSpec {
+        src: tb.gen_ip,
+        dst: tb.dut_ip,
+        udp_flows: 20,
+        tcp_flows: 0,
+        packets_per_flow: 5,
+        payload_len: 32,
+        rate_pps: 2_000,
+        src_port_base: 33_000,
+        dst_port: 9,
+        max_duration: Duration::from_secs(20),
+        burst: 1,
+        payload: None,
+    };
+    let sent = traffic::send_flows(&tb.gen_ns, spec).unwrap().packets();
+    assert_eq!(sent, 100);
+    testbed::wait_until(
+        "the live stats to account for every packet",
+        Duration::from_secs(15),
+        || read_stats(&stats).filter(|v| accounted(v) >= sent),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
+    let v = stop_and_read_stats(&mut dp, &stats);
+    let ctx = format!("stats: {v:#}");
+    let late = queue_sum(&v, "after_verdict_packets");
+    assert_eq!(
+        queue_sum(&v, "rx_packets") - late,
+        20,
+        "first packets; {ctx}"
+    );
+    assert_eq!(
+        u(&v, "/kernel/bypass_drop") + late,
+        80,
+        "allowed flows are discarded in XDP on a mirror port; {ctx}"
+    );
+    assert_eq!(
+        u(&v, "/kernel/bypass_pass"),
+        0,
+        "nothing handed to the stack; {ctx}"
+    );
+    assert_eq!(
+        queue_sum(&v, "verdicts_drop"),
+        0,
+        "no flow was dropped by policy; {ctx}"
     );
 }

@@ -138,6 +138,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "IFACE2")]
     pub peer: Option<String>,
 
+    /// Monitor mode on a mirror (SPAN/TAP) port: the frames are copies, so
+    /// flows decided "allow" are discarded in XDP instead of handed to the
+    /// host's stack (counted as bypass_drop). Not with --peer.
+    #[arg(long, conflicts_with = "peer")]
+    pub mirror: bool,
+
     /// Append a JSON Lines record for each flow that ends (Suricata eve `flow` style).
     #[arg(long, value_name = "PATH")]
     pub flow_log: Option<PathBuf>,

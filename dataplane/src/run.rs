@@ -178,6 +178,7 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
             .context("--flow-table-size must be positive")?,
         report_every,
         bridge: args.peer.is_some(),
+        mirror: args.mirror,
         timeouts: args.timeouts(),
     };
     let verdict_maps = (0..sockets.len())
@@ -215,6 +216,7 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let ports = match &args.peer {
         Some(peer) => format!("{} <-> {} (inline bridge)", args.iface, peer),
+        None if args.mirror => format!("{} (monitor, mirror port)", args.iface),
         None => format!("{} (monitor)", args.iface),
     };
     println!(

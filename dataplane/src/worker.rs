@@ -57,6 +57,9 @@ pub struct WorkerConfig {
     pub report_every: Option<Duration>,
     /// Inline bridge: frames go out of the other port.
     pub bridge: bool,
+    /// Monitor mode on a mirror (SPAN) port: allowed flows are discarded in
+    /// XDP instead of handed to the stack.
+    pub mirror: bool,
     pub timeouts: FlowTimeouts,
 }
 
@@ -299,6 +302,8 @@ impl Worker {
     fn kernel_action(&self, action: Action) -> Action {
         match action {
             Action::Pass if self.config.bridge => Action::Forward,
+            // a mirror port's frames are copies: nothing to hand on
+            Action::Pass if self.config.mirror => Action::Drop,
             other => other,
         }
     }
