@@ -18,6 +18,11 @@ fn start(tb: &Testbed, extra: &[&str]) -> Process {
     cmd.args(["--iface", &tb.dut_if])
         .args(extra)
         .env("RUST_LOG", "info");
+    // Tests run in parallel with the same interface names in different
+    // namespaces: only the control test uses a (private) control socket.
+    if !extra.contains(&"--control") {
+        cmd.arg("--no-control");
+    }
     Process::spawn(cmd).expect("spawn dataplane")
 }
 
@@ -558,4 +563,232 @@ fn mirror_port_discards_decided_flows_in_xdp_root() {
         0,
         "no flow was dropped by policy; {ctx}"
     );
+}
+
+/// Runs `dataplane ctl --socket SOCKET ARGS... --json`; the reply as JSON, or the error text.
+fn ctl(socket: &Path, args: &[&str]) -> Result<Value, String> {
+    let out = std::process::Command::new(BIN)
+        .arg("ctl")
+        .arg("--socket")
+        .arg(socket)
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("run dataplane ctl");
+    if out.status.success() {
+        Ok(serde_json::from_slice(&out.stdout).expect("ctl --json prints JSON"))
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn control_socket_metrics_and_reload_root() {
+    testbed::require_root("the data plane end-to-end test");
+    let tb = Testbed::up(2).expect("testbed");
+    let dir = std::env::temp_dir().join(format!("dataplane-ctl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("ctl.sock");
+    let rules = dir.join("site.rules");
+    std::fs::write(
+        &rules,
+        "drop udp any any -> any 9 (msg:\"blocked payload\"; content:\"blockme\"; sid:7;)\n",
+    )
+    .unwrap();
+    let mut dp = start(
+        &tb,
+        &[
+            "--queues",
+            "2",
+            "--rules",
+            rules.to_str().unwrap(),
+            "--control",
+            socket.to_str().unwrap(),
+            "--metrics",
+            "127.0.0.1:19464",
+            "--stats-interval",
+            "0.1",
+        ],
+    );
+    dp.wait_for_line("dataplane: running", Duration::from_secs(20))
+        .unwrap();
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the control socket is root-only");
+
+    let spec = |base: u16, payload: &[u8]| traffic::FlowSpec {
+        src: tb.gen_ip,
+        dst: tb.dut_ip,
+        udp_flows: 10,
+        tcp_flows: 0,
+        packets_per_flow: 4,
+        payload_len: 0,
+        rate_pps: 2_000,
+        src_port_base: base,
+        dst_port: 9,
+        max_duration: Duration::from_secs(20),
+        burst: 1,
+        payload: Some(payload.to_vec()),
+    };
+    let mut sent = traffic::send_flows(&tb.gen_ns, spec(34_000, b"hello"))
+        .unwrap()
+        .packets();
+    sent += traffic::send_flows(&tb.gen_ns, spec(35_000, b"blockme"))
+        .unwrap()
+        .packets();
+
+    // ctl stats matches the counters once the workers have reported them all.
+    let stats = testbed::wait_until(
+        "ctl stats to account for the traffic",
+        Duration::from_secs(15),
+        || {
+            ctl(&socket, &["stats"])
+                .ok()
+                .filter(|v| accounted(v) >= sent)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
+    assert_eq!(stats["iface"], "dut0");
+    assert_eq!(
+        u(&stats, "/kernel/to_user"),
+        queue_sum(&stats, "rx_packets"),
+        "{stats:#}"
+    );
+
+    // The metrics endpoint parses as Prometheus text and agrees with ctl.
+    let out = tb
+        .dut
+        .command("curl")
+        .args(["-sS", "--max-time", "5", "http://127.0.0.1:19464/metrics"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl /metrics: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text");
+    let value = |name: &str, label: (&str, &str)| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && s.labels.get(label.0) == Some(label.1))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+            .unwrap_or_else(|| panic!("no {name}{label:?} in\n{text}"))
+    };
+    let stats_now = ctl(&socket, &["stats"]).unwrap();
+    assert_eq!(
+        value("dataplane_kernel_packets_total", ("outcome", "rx")) as u64,
+        u(&stats_now, "/kernel/rx"),
+        "metrics and ctl report the same kernel counters"
+    );
+    assert_eq!(
+        value("dataplane_verdicts_total", ("action", "drop")),
+        10.0,
+        "{text}"
+    );
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "dataplane_processing_seconds"
+                && matches!(s.value, prometheus_parse::Value::Histogram(_))),
+        "latency as a Prometheus histogram:\n{text}"
+    );
+
+    // ctl flows: both the workers' tables and the kernel map.
+    let flows = ctl(&socket, &["flows", "5"]).unwrap();
+    assert_eq!(flows["user"].as_array().unwrap().len(), 5, "{flows:#}");
+    assert!(!flows["kernel"].as_array().unwrap().is_empty(), "{flows:#}");
+
+    // A verdict set by hand is enforced in XDP, both directions.
+    let flow = ["udp", "198.18.0.1:36000", "198.18.0.2:9"];
+    ctl(
+        &socket,
+        &["verdict", "set", flow[0], flow[1], flow[2], "drop"],
+    )
+    .unwrap();
+    let before = u(&ctl(&socket, &["stats"]).unwrap(), "/kernel/bypass_drop");
+    let mut one = spec(36_000, b"hello");
+    one.udp_flows = 1;
+    traffic::send_flows(&tb.gen_ns, one).unwrap();
+    testbed::wait_until(
+        "the hand-set verdict to drop 4 packets",
+        Duration::from_secs(10),
+        || {
+            let now = u(&ctl(&socket, &["stats"]).ok()?, "/kernel/bypass_drop");
+            (now == before + 4).then_some(())
+        },
+    )
+    .unwrap();
+    let e = ctl(
+        &socket,
+        &[
+            "verdict",
+            "set",
+            "udp",
+            "198.18.0.1",
+            "198.18.0.2:9",
+            "drop",
+        ],
+    )
+    .unwrap_err();
+    assert!(e.contains("ADDR:PORT"), "{e}");
+
+    // A bad rules file on reload changes nothing and names the line.
+    std::fs::write(
+        &rules,
+        "drop udp any any -> any 9 (msg:\"ok\"; content:\"blockme\"; sid:7;)\ndrop udp any any -> any 9 (msg:\"bad\"; nosuchkeyword; sid:8;)\n",
+    )
+    .unwrap();
+    let e = ctl(&socket, &["rules", "reload"]).unwrap_err();
+    assert!(
+        e.contains(":2") && e.contains("nosuchkeyword"),
+        "names file and line: {e}"
+    );
+    assert!(e.contains("old rules keep running"), "{e}");
+    let drops = u(&ctl(&socket, &["stats"]).unwrap(), "/kernel/bypass_drop");
+    traffic::send_flows(&tb.gen_ns, spec(37_000, b"blockme")).unwrap();
+    testbed::wait_until(
+        "the old rules to still drop",
+        Duration::from_secs(10),
+        || {
+            let v = ctl(&socket, &["stats"]).ok()?;
+            (queue_sum(&v, "verdicts_drop") >= 20 && u(&v, "/kernel/bypass_drop") >= drops + 30)
+                .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
+    // A good file reloads (also on SIGHUP).
+    std::fs::write(
+        &rules,
+        "pass udp any any -> any 9 (msg:\"all fine\"; sid:9;)\n",
+    )
+    .unwrap();
+    let ok = ctl(&socket, &["rules", "reload"]).unwrap();
+    assert!(ok.as_str().unwrap().starts_with("1 rule(s)"), "{ok}");
+    dp.signal(libc::SIGHUP).unwrap();
+    dp.wait_for_line("SIGHUP: rules reloaded", Duration::from_secs(10))
+        .unwrap();
+    assert!(
+        ctl(&socket, &["lb", "show"])
+            .unwrap_err()
+            .contains("no load balancer")
+    );
+
+    dp.signal(libc::SIGINT).unwrap();
+    assert!(
+        dp.wait_exit(Duration::from_secs(15)).unwrap().success(),
+        "{}",
+        dp.output()
+    );
+    assert!(!socket.exists(), "the socket is removed at exit");
+    let _ = std::fs::remove_dir_all(&dir);
 }

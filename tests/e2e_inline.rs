@@ -199,6 +199,8 @@ fn inline_bridge_enforces_dpi_verdicts_on_real_traffic_root() {
             .arg("--stats-json")
             .arg(&stats)
             .args(["--stats-interval", "0.2"])
+            .arg("--control")
+            .arg(scratch.path("ctl.sock"))
             .args(["--timeout-udp", "1", "--timeout-other", "1"])
             // The blocked connections never close (their FIN waits behind
             // the dropped request), so they end by the TCP idle timeout.

@@ -55,6 +55,29 @@ pub enum Command {
         #[command(flatten)]
         engine: EngineArgs,
     },
+    /// Talk to a running data plane over its control socket: stats, flows
+    /// [N], verdict set|clear PROTO SRC:PORT DST:PORT [pass|drop|forward],
+    /// rules reload, latency reset, lb ...
+    Ctl {
+        /// The data plane's control socket (its --control).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// The interface of the data plane to talk to (finds
+        /// /run/dataplane/IFACE.sock) when --socket is not given.
+        #[arg(long, short = 'i', value_name = "IFACE")]
+        iface: Option<String>,
+        /// Print the reply as JSON instead of for people.
+        #[arg(long)]
+        json: bool,
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+}
+
+/// Where a data plane on `iface` puts its control socket by default.
+pub fn default_control_path(iface: &str) -> PathBuf {
+    PathBuf::from(format!("/run/dataplane/{iface}.sock"))
 }
 
 /// Rules and policy (shared by `inspect` and the workers).
@@ -137,6 +160,19 @@ pub struct RunArgs {
     /// interface and the reverse, unless dropped. Without it, monitor (IDS) mode.
     #[arg(long, value_name = "IFACE2")]
     pub peer: Option<String>,
+
+    /// Control socket (mode 0600) for `dataplane ctl`; default
+    /// /run/dataplane/IFACE.sock.
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+
+    /// No control socket.
+    #[arg(long, conflicts_with = "control")]
+    pub no_control: bool,
+
+    /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR:PORT/metrics.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
 
     /// Monitor mode on a mirror (SPAN/TAP) port: the frames are copies, so
     /// flows decided "allow" are discarded in XDP instead of handed to the

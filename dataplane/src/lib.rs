@@ -16,10 +16,12 @@
 //!   copied, and goes back to the fill ring after the call.
 
 pub mod cli;
+pub mod control;
 pub mod flowlog;
 pub mod inspect;
 pub mod key;
 pub mod logging;
+pub mod metrics;
 pub mod preflight;
 mod run;
 pub mod sniff;

@@ -19,13 +19,13 @@ use std::{
 use anyhow::{Context as _, bail};
 use crossbeam_channel::select;
 use hdrhistogram::Histogram;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use xdp_redirect::Port;
 
 use crate::{
     cli::{Cli, Command, RunArgs, SniffLimit},
-    preflight,
+    control, preflight,
     stats::{self, KernelStats, Percentiles, QueueStats, StatsDoc, WorkerReport},
     worker::{Worker, WorkerConfig, WorkerLinks},
     xsk::{self, BindMode, XskConfig},
@@ -48,6 +48,28 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let max_flows =
                 NonZeroUsize::new(max_flows as usize).context("--max-flows must be positive")?;
             crate::inspect::run(&files, format, max_flows, &engine)
+        }
+        (
+            Some(Command::Ctl {
+                socket,
+                iface,
+                json,
+                command,
+            }),
+            _,
+        ) => {
+            let socket = match (socket, iface) {
+                (Some(path), _) => path,
+                (None, Some(iface)) => crate::cli::default_control_path(&iface),
+                (None, None) => bail!("give --socket PATH or --iface IFACE to find the data plane"),
+            };
+            let reply = crate::control::client(&socket, &command.join(" "))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&reply)?);
+            } else {
+                println!("{}", crate::control::human(&command, &reply));
+            }
+            Ok(())
         }
         (None, Some(run)) => run_dataplane(&run),
         (None, None) => bail!(
@@ -84,6 +106,91 @@ impl Merged {
             .add(&report.processing_ns);
         self.reports.insert(report.queue, report);
     }
+
+    fn reset_latency(&mut self) {
+        self.processing.reset();
+        self.kernel_to_user.reset();
+        for h in self.processing_by_queue.values_mut() {
+            h.reset();
+        }
+    }
+}
+
+/// Parses the rules and policy again; only if everything parses, hands the
+/// new engine to every worker. Without DPI at start-up there is nothing to reload.
+fn reload_rules(
+    args: &RunArgs,
+    engine: &mut Option<Arc<dpi::policy::Engine>>,
+    queries: &[crossbeam_channel::Sender<crate::worker::WorkerQuery>],
+) -> anyhow::Result<String> {
+    if engine.is_none() {
+        bail!("no DPI engine at start-up (start with --rules, --policy or --dpi to reload rules)");
+    }
+    let fresh = Arc::new(args.engine().load()?);
+    for q in queries {
+        // a worker that has stopped has nothing to swap
+        let _ = q.send(crate::worker::WorkerQuery::Engine(Arc::clone(&fresh)));
+    }
+    let summary = format!(
+        "{} rule(s), {} policy entr(ies)",
+        fresh.rules.as_ref().map_or(0, |r| r.len()),
+        fresh.policy.entries()
+    );
+    *engine = Some(fresh);
+    Ok(summary)
+}
+
+/// The top flows by packets: each worker's table (user space) and the
+/// kernel verdict map.
+fn top_flows(
+    top: usize,
+    queries: &[crossbeam_channel::Sender<crate::worker::WorkerQuery>],
+    verdicts: &xdp_redirect::VerdictMap,
+) -> serde_json::Value {
+    let mut user = Vec::new();
+    let replies: Vec<_> = queries
+        .iter()
+        .filter_map(|q| {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            q.send(crate::worker::WorkerQuery::TopFlows { top, reply: tx })
+                .ok()
+                .map(|()| rx)
+        })
+        .collect();
+    for rx in replies {
+        if let Ok(flows) = rx.recv_timeout(Duration::from_secs(2)) {
+            user.extend(flows);
+        }
+    }
+    user.sort_by_key(|f| std::cmp::Reverse(f["user_packets"].as_u64().unwrap_or(0)));
+    user.truncate(top);
+    let mut kernel: Vec<serde_json::Value> = verdicts
+        .entries()
+        .filter_map(Result::ok)
+        .map(|(key, v)| {
+            let addr = |bytes: [u8; 16], port: u16| -> String {
+                let port = u16::from_be(port);
+                if key.family == xdp_redirect::abi::dp_family::DP_FAMILY_IPV4 as u8 {
+                    format!("{}.{}.{}.{}:{port}", bytes[0], bytes[1], bytes[2], bytes[3])
+                } else {
+                    format!("[{}]:{port}", std::net::Ipv6Addr::from(bytes))
+                }
+            };
+            serde_json::json!({
+                "a": addr(key.addr_a, key.port_a),
+                "b": addr(key.addr_b, key.port_b),
+                "l4": crate::flowlog::l4_name(key.proto),
+                "vlan": key.vlan,
+                "action": xdp_redirect::Action::from_code(v.action).ok().flatten().map(|a| a.as_str()),
+                "kernel_packets": v.packets,
+                "kernel_bytes": v.bytes,
+                "closing": v.flags & xdp_redirect::abi::dp_verdict_flags::DP_VERDICT_F_CLOSING != 0,
+            })
+        })
+        .collect();
+    kernel.sort_by_key(|f| std::cmp::Reverse(f["kernel_packets"].as_u64().unwrap_or(0)));
+    kernel.truncate(top);
+    serde_json::json!({"user": user, "kernel": kernel})
 }
 
 fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
@@ -151,6 +258,25 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
     }
     let bind_mode = sockets.first().map_or(BindMode::Copy, |s| s.bind_mode);
 
+    // The control socket and the metrics endpoint come up before anything is
+    // attached, so a busy path or port fails cleanly.
+    let (ctl_tx, ctl_rx) = crossbeam_channel::bounded::<control::Command>(64);
+    let control_server = if args.no_control {
+        None
+    } else {
+        let path = args
+            .control
+            .clone()
+            .unwrap_or_else(|| crate::cli::default_control_path(&args.iface));
+        Some(control::ControlServer::start(&path, ctl_tx.clone())?)
+    };
+    let metrics_server = match args.metrics {
+        Some(addr) => Some(control::MetricsServer::start(addr, ctl_tx.clone())?),
+        None => None,
+    };
+    drop(ctl_tx);
+    let mut ctl_verdicts = program.verdict_map()?;
+
     let xdp_mode = program.attach(&args.iface, args.xdp_mode.into(), args.force)?;
     if let Some(peer) = &args.peer {
         // Same mode on both ports; on failure `program` detaches the first on drop.
@@ -185,12 +311,15 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         .map(|_| program.verdict_map())
         .collect::<Result<Vec<_>, _>>()?;
     let mut handles = Vec::with_capacity(sockets.len());
+    let mut queries = Vec::with_capacity(sockets.len());
     for ((socket, core), verdicts) in sockets
         .into_iter()
         .zip(plan.cores.iter().copied())
         .zip(verdict_maps)
     {
         let queue = socket.queue;
+        let (query_tx, query_rx) = crossbeam_channel::bounded(4);
+        queries.push(query_tx);
         let worker = Worker::new(
             socket,
             core,
@@ -201,6 +330,7 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
                 stop: Arc::clone(&stop),
                 engine: engine.clone(),
                 flow_log: flow_log_tx.clone(),
+                queries: query_rx,
             },
         );
         handles.push((
@@ -229,17 +359,25 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         decision
     );
 
-    let (signal_tx, signal_rx) = crossbeam_channel::bounded::<i32>(1);
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+    let (signal_tx, signal_rx) = crossbeam_channel::bounded::<i32>(4);
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .context("install signal handlers")?;
     let signals_handle = signals.handle();
     std::thread::Builder::new()
         .name("dp-signals".into())
         .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
-                let _ = signal_tx.send(signal);
+            for signal in signals.forever() {
+                if signal_tx.send(signal).is_err() {
+                    break;
+                }
             }
         })?;
+    let mut ctl_rx = if control_server.is_some() || metrics_server.is_some() {
+        ctl_rx
+    } else {
+        crossbeam_channel::never()
+    };
+    let mut engine = engine;
 
     let deadline = args.duration.map(|d| started + Duration::from_secs_f64(d));
     let tick = report_every.unwrap_or(Duration::from_secs(3600));
@@ -250,7 +388,7 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         driver: plan.driver.clone(),
         xdp_mode: xdp_mode.as_str(),
         bind_mode: bind_mode.as_str(),
-        sniff_packets: if engine.is_some() {
+        sniff_packets: if use_dpi {
             "dpi".to_string()
         } else {
             args.sniff_packets.to_string()
@@ -286,7 +424,57 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
             .map_or(tick, |d| d.min(tick))
             .min(next_write.saturating_duration_since(Instant::now()));
         select! {
-            recv(signal_rx) -> signal => break format!("signal {}", signal.unwrap_or(0)),
+            recv(signal_rx) -> signal => match signal {
+                Ok(SIGHUP) => {
+                    match reload_rules(args, &mut engine, &queries) {
+                        Ok(summary) => tracing::info!(%summary, "SIGHUP: rules reloaded"),
+                        Err(error) => tracing::error!(%error, "SIGHUP: rules not reloaded; the old ones keep running"),
+                    }
+                }
+                signal => break format!("signal {}", signal.unwrap_or(0)),
+            },
+            recv(ctl_rx) -> command => match command {
+                Ok(command) => {
+                    let result = match &command.request {
+                        control::Request::Stats => {
+                            let doc = describe(&merged, false, program.counters().unwrap_or_default());
+                            serde_json::to_value(&doc).map_err(|e| e.to_string())
+                        }
+                        control::Request::Metrics => {
+                            let doc = describe(&merged, false, program.counters().unwrap_or_default());
+                            Ok(serde_json::Value::String(crate::metrics::render(
+                                &doc,
+                                &merged.processing,
+                                &merged.kernel_to_user,
+                            )))
+                        }
+                        control::Request::Flows { top } => {
+                            Ok(top_flows(*top, &queries, &ctl_verdicts))
+                        }
+                        control::Request::VerdictSet { flow, action } => ctl_verdicts
+                            .set(&crate::key::to_kernel(&flow.key()), *action)
+                            .map(|()| serde_json::json!({"written": action.as_str()}))
+                            .map_err(|e| e.to_string()),
+                        control::Request::VerdictClear { flow } => ctl_verdicts
+                            .remove(&crate::key::to_kernel(&flow.key()))
+                            .map(|()| serde_json::json!({"cleared": true}))
+                            .map_err(|e| e.to_string()),
+                        control::Request::RulesReload => reload_rules(args, &mut engine, &queries)
+                            .map(serde_json::Value::String)
+                            .map_err(|e| format!("{e:#}; the old rules keep running")),
+                        control::Request::LatencyReset => {
+                            merged.reset_latency();
+                            Ok(serde_json::json!({"reset": true}))
+                        }
+                        control::Request::Lb(_) => Err(
+                            "this data plane runs no load balancer (--lb is issue 5, not built yet)"
+                                .to_string(),
+                        ),
+                    };
+                    let _ = command.reply.send(result);
+                }
+                Err(_) => ctl_rx = crossbeam_channel::never(),
+            },
             recv(report_rx) -> report => match report {
                 Ok(report) => {
                     if report.last {
@@ -317,6 +505,8 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         }
     };
     tracing::info!(%reason, "stopping");
+    drop(control_server);
+    drop(metrics_server);
     signals_handle.close();
 
     // 1. No new packets to user space; 2. workers drain what is in flight.

@@ -297,6 +297,25 @@ impl<D: Decider> FlowTable<D> {
     pub fn keys(&self) -> Vec<FlowKey> {
         self.flows.iter().map(|(key, _)| *key).collect()
     }
+
+    /// The `n` flows with the most packets seen in user space.
+    pub fn top(&self, n: usize) -> Vec<(FlowKey, FlowState)> {
+        let mut all: Vec<(&FlowKey, &FlowState)> = self
+            .flows
+            .iter()
+            .map(|(key, (state, _))| (key, state))
+            .collect();
+        all.sort_by_key(|(_, state)| std::cmp::Reverse(state.packets));
+        all.into_iter()
+            .take(n)
+            .map(|(key, state)| (*key, state.clone()))
+            .collect()
+    }
+
+    /// The decider (to swap the DPI engine on a rules reload).
+    pub fn decider_mut(&mut self) -> &mut D {
+        &mut self.decider
+    }
 }
 
 #[cfg(test)]

@@ -117,8 +117,18 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// What the main thread can ask a worker, checked once per loop turn.
+pub enum WorkerQuery {
+    /// The `top` flows by user-space packets, as JSON objects.
+    TopFlows {
+        top: usize,
+        reply: Sender<Vec<serde_json::Value>>,
+    },
+    /// Decide flows with this engine from now on (rules reload).
+    Engine(Arc<dpi::policy::Engine>),
+}
+
 /// What a worker shares with the rest of the process.
-#[derive(Clone)]
 pub struct WorkerLinks {
     /// Periodic reports to the main thread.
     pub reports: Sender<WorkerReport>,
@@ -128,6 +138,8 @@ pub struct WorkerLinks {
     pub engine: Option<Arc<dpi::policy::Engine>>,
     /// Where ended flows go, with `--flow-log`.
     pub flow_log: Option<FlowLogSender>,
+    /// Questions from the main thread (control socket).
+    pub queries: crossbeam_channel::Receiver<WorkerQuery>,
 }
 
 /// A worker, ready to run on its own thread.
@@ -140,6 +152,7 @@ pub struct Worker {
     stop: Arc<AtomicBool>,
     engine: Option<Arc<dpi::policy::Engine>>,
     flow_log: Option<FlowLogSender>,
+    queries: crossbeam_channel::Receiver<WorkerQuery>,
 }
 
 /// How a flow ended, for its record.
@@ -191,6 +204,7 @@ impl Worker {
             stop: links.stop,
             engine: links.engine,
             flow_log: links.flow_log,
+            queries: links.queries,
         }
     }
 
@@ -279,6 +293,9 @@ impl Worker {
                 state.next_sweep_ns = now + SWEEP_EVERY_NS;
             }
             self.report_if_due(&mut state, &mut next_report);
+            while let Ok(query) = self.queries.try_recv() {
+                self.answer(&mut state, query);
+            }
             if received > 0 {
                 quiet_since = None;
                 continue;
@@ -296,6 +313,46 @@ impl Worker {
         self.flush_flows(&mut state);
         self.report(&mut state, true);
         Ok(())
+    }
+
+    /// Answers a question from the main thread.
+    fn answer(&mut self, state: &mut State, query: WorkerQuery) {
+        match query {
+            WorkerQuery::TopFlows { top, reply } => {
+                let flows = state
+                    .table
+                    .top(top)
+                    .into_iter()
+                    .map(|(key, flow)| {
+                        let (client, server) = if flow.client_is_a {
+                            (key.a(), key.b())
+                        } else {
+                            (key.b(), key.a())
+                        };
+                        let label = flow.label.as_deref();
+                        serde_json::json!({
+                            "src": client.to_string(),
+                            "dst": server.to_string(),
+                            "l4": l4_name(key.proto),
+                            "protocol": label.map_or("Unknown", |l| l.protocol),
+                            "host": label.and_then(|l| l.host.clone()),
+                            "verdict": match flow.decided {
+                                None => "undecided",
+                                Some(Action::Drop) => "drop",
+                                Some(_) => "allow",
+                            },
+                            "user_packets": flow.packets,
+                            "user_bytes": flow.bytes,
+                            "queue": self.socket.queue,
+                        })
+                    })
+                    .collect();
+                let _ = reply.send(flows);
+            }
+            WorkerQuery::Engine(engine) => {
+                state.table.decider_mut().engine = Some(engine);
+            }
+        }
     }
 
     /// The kernel action for a user-space decision in this mode.

@@ -198,7 +198,7 @@ fn dataplane(
         .args(["--queues", &tb.queues.to_string()])
         .arg("--stats-json")
         .arg(stats)
-        .args(["--stats-interval", "0", "--cores", cores])
+        .args(["--stats-interval", "0", "--cores", cores, "--no-control"])
         .args(extra)
         .args(more);
     let mut dp = Process::spawn(cmd)?;

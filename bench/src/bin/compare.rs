@@ -322,7 +322,7 @@ fn reference_vs_dataplane(
 
     let stats = stats_file("dataplane");
     let mut cmd = tb.dut.command(&bin("dataplane")?);
-    cmd.args(["--iface", "dut0", "--queues", "2"])
+    cmd.args(["--iface", "dut0", "--queues", "2", "--no-control"])
         .args(dataplane)
         .arg("--stats-json")
         .arg(&stats)
@@ -513,7 +513,7 @@ fn latency(args: &Args) -> anyhow::Result<Value> {
             "--iface", "br0", "--peer", "br1", "--queues", "2", "--cores", "0",
         ])
         .args(extra)
-        .args(["--stats-interval", "0"])
+        .args(["--stats-interval", "0", "--no-control"])
         .arg("--latency-hgrm")
         .arg(dir.join(format!("dataplane-{path}")));
         let dp = Held::start(cmd, "dataplane: running")?;

@@ -1,0 +1,536 @@
+//! The control plane of a running data plane: a Unix socket served by a mio
+//! event loop on its own thread, and the Prometheus endpoint.
+//!
+//! Protocol: one command per line, one JSON object per reply line,
+//! `{"ok": true, "result": ...}` or `{"ok": false, "error": "..."}`:
+//!
+//! ```text
+//! stats                                   the stats document, live
+//! flows [N]                               top N flows by packets, user space and kernel
+//! verdict set PROTO SRC:PORT DST:PORT pass|drop|forward
+//! verdict clear PROTO SRC:PORT DST:PORT
+//! rules reload                            parse the rules and policy again, swap if clean
+//! latency reset                           start the latency histograms over
+//! lb show | lb set-weight ... | lb drain ...
+//! ```
+//!
+//! The control thread does no data plane work itself: it parses a command
+//! and hands it to the main thread over a crossbeam channel, which owns the
+//! merged stats and talks to the workers (over their own channels, checked
+//! once per loop turn: no lock on the per-packet path).
+
+use std::{
+    io::{ErrorKind, Read as _, Write as _},
+    net::SocketAddr,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use crossbeam_channel::{Receiver, Sender, bounded};
+use mio::{
+    Events, Interest, Poll, Token,
+    net::{UnixListener, UnixStream},
+};
+use serde_json::{Value, json};
+
+/// How long a command waits for the main thread.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest command line accepted.
+const MAX_LINE: usize = 4096;
+
+/// A flow named on the command line: `udp 198.18.0.1:5000 198.18.0.2:53`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowArg {
+    pub proto: u8,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+}
+
+impl FlowArg {
+    /// The direction-independent key of this flow (VLAN 0).
+    pub fn key(&self) -> dpi::FlowKey {
+        dpi::FlowKey::new(self.src, self.dst, self.proto, 0).0
+    }
+}
+
+/// What the main thread is asked to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    Stats,
+    Flows {
+        top: usize,
+    },
+    VerdictSet {
+        flow: FlowArg,
+        action: xdp_redirect::Action,
+    },
+    VerdictClear {
+        flow: FlowArg,
+    },
+    RulesReload,
+    LatencyReset,
+    /// Prometheus text for the metrics endpoint.
+    Metrics,
+    Lb(String),
+}
+
+/// A request with where its answer goes.
+pub struct Command {
+    pub request: Request,
+    pub reply: Sender<Result<Value, String>>,
+}
+
+fn parse_proto(text: &str) -> Result<u8, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "tcp" => Ok(6),
+        "udp" => Ok(17),
+        "icmp" => Ok(1),
+        "icmpv6" | "ipv6-icmp" => Ok(58),
+        other => other.parse().map_err(|_| {
+            format!("`{text}` is not a protocol (tcp, udp, icmp, icmpv6 or a number)")
+        }),
+    }
+}
+
+fn parse_flow(words: &[&str]) -> Result<FlowArg, String> {
+    let [proto, src, dst] = words else {
+        return Err("a flow is PROTO SRC:PORT DST:PORT (IPv6 as [ADDR]:PORT)".into());
+    };
+    let addr = |s: &str| {
+        s.parse::<SocketAddr>()
+            .map_err(|_| format!("`{s}` is not ADDR:PORT (IPv6 as [ADDR]:PORT)"))
+    };
+    let flow = FlowArg {
+        proto: parse_proto(proto)?,
+        src: addr(src)?,
+        dst: addr(dst)?,
+    };
+    if flow.src.is_ipv4() != flow.dst.is_ipv4() {
+        return Err("the two endpoints of a flow must be the same address family".into());
+    }
+    Ok(flow)
+}
+
+/// Parses one command line.
+pub fn parse(line: &str) -> Result<Request, String> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words.as_slice() {
+        ["stats"] => Ok(Request::Stats),
+        ["flows"] => Ok(Request::Flows { top: 20 }),
+        ["flows", n] => n
+            .parse()
+            .map(|top| Request::Flows { top })
+            .map_err(|_| format!("`{n}` is not a number of flows")),
+        ["verdict", "set", rest @ ..] if rest.len() == 4 => {
+            let action = match rest[3] {
+                "pass" | "allow" => xdp_redirect::Action::Pass,
+                "drop" => xdp_redirect::Action::Drop,
+                "forward" => xdp_redirect::Action::Forward,
+                other => return Err(format!("`{other}` is not an action (pass, drop, forward)")),
+            };
+            Ok(Request::VerdictSet {
+                flow: parse_flow(&rest[..3])?,
+                action,
+            })
+        }
+        ["verdict", "clear", rest @ ..] => Ok(Request::VerdictClear {
+            flow: parse_flow(rest)?,
+        }),
+        ["rules", "reload"] => Ok(Request::RulesReload),
+        ["latency", "reset"] => Ok(Request::LatencyReset),
+        ["lb", ..] => Ok(Request::Lb(line.trim().to_string())),
+        [] => Err("empty command".into()),
+        _ => Err(format!(
+            "unknown command `{}`; commands: stats, flows [N], verdict set|clear FLOW, rules reload, latency reset, lb ...",
+            line.trim()
+        )),
+    }
+}
+
+/// Sends a request to the main thread and waits for the answer.
+pub fn ask(commands: &Sender<Command>, request: Request) -> Result<Value, String> {
+    let (tx, rx) = bounded(1);
+    commands
+        .send(Command { request, reply: tx })
+        .map_err(|_| "the data plane is stopping".to_string())?;
+    rx.recv_timeout(REPLY_TIMEOUT)
+        .map_err(|_| "no answer from the data plane's main thread".to_string())?
+}
+
+/// The control socket's server thread.
+pub struct ControlServer {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    handle: Option<thread::JoinHandle<()>>,
+}
+
+impl ControlServer {
+    /// Binds `path` (mode 0600, its directory created 0700 if missing;
+    /// a stale socket file from a dead process is replaced, a live one is
+    /// refused) and starts serving.
+    pub fn start(path: &Path, commands: Sender<Command>) -> anyhow::Result<ControlServer> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+            && !dir.exists()
+        {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("--control: create {}", dir.display()))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        if path.exists() {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                bail!(
+                    "--control {}: another data plane is serving this socket; give another path",
+                    path.display()
+                );
+            }
+            std::fs::remove_file(path)
+                .with_context(|| format!("--control: remove the stale {}", path.display()))?;
+        }
+        let mut listener = UnixListener::bind(path)
+            .with_context(|| format!("--control: bind {}", path.display()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = Arc::clone(&stop);
+        let handle = thread::Builder::new()
+            .name("dp-control".into())
+            .spawn(move || {
+                if let Err(e) = serve(&mut listener, &commands, &thread_stop) {
+                    tracing::error!(error = %e, "control socket stopped");
+                }
+            })?;
+        tracing::info!(path = %path.display(), "control socket listening");
+        Ok(ControlServer {
+            path: path.to_path_buf(),
+            stop,
+            handle: Some(handle),
+        })
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+const LISTENER: Token = Token(0);
+
+struct Connection {
+    stream: UnixStream,
+    input: Vec<u8>,
+    output: Vec<u8>,
+}
+
+fn serve(
+    listener: &mut UnixListener,
+    commands: &Sender<Command>,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    let mut poll = Poll::new()?;
+    poll.registry()
+        .register(listener, LISTENER, Interest::READABLE)?;
+    let mut events = Events::with_capacity(64);
+    let mut connections: std::collections::HashMap<Token, Connection> = Default::default();
+    let mut next = 1usize;
+    while !stop.load(Ordering::Relaxed) {
+        match poll.poll(&mut events, Some(Duration::from_millis(100))) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        for event in events.iter() {
+            if event.token() == LISTENER {
+                loop {
+                    match listener.accept() {
+                        Ok((mut stream, _)) => {
+                            let token = Token(next);
+                            next += 1;
+                            poll.registry().register(
+                                &mut stream,
+                                token,
+                                Interest::READABLE | Interest::WRITABLE,
+                            )?;
+                            connections.insert(
+                                token,
+                                Connection {
+                                    stream,
+                                    input: Vec::new(),
+                                    output: Vec::new(),
+                                },
+                            );
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+                continue;
+            }
+            let token = event.token();
+            let Some(conn) = connections.get_mut(&token) else {
+                continue;
+            };
+            let mut close = event.is_read_closed() && conn.output.is_empty();
+            if event.is_readable() {
+                let mut buf = [0u8; 1024];
+                loop {
+                    match conn.stream.read(&mut buf) {
+                        Ok(0) => {
+                            close = conn.output.is_empty();
+                            break;
+                        }
+                        Ok(n) => conn.input.extend_from_slice(&buf[..n]),
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(_) => {
+                            close = true;
+                            break;
+                        }
+                    }
+                }
+                while let Some(pos) = conn.input.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = conn.input.drain(..=pos).collect();
+                    let reply = answer(&String::from_utf8_lossy(&line), commands);
+                    conn.output.extend_from_slice(reply.as_bytes());
+                    conn.output.push(b'\n');
+                }
+                if conn.input.len() > MAX_LINE {
+                    conn.output
+                        .extend_from_slice(b"{\"ok\":false,\"error\":\"command line too long\"}\n");
+                    conn.input.clear();
+                }
+            }
+            if !conn.output.is_empty() {
+                match conn.stream.write(&conn.output) {
+                    Ok(n) => {
+                        conn.output.drain(..n);
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(_) => close = true,
+                }
+            }
+            if close && let Some(mut conn) = connections.remove(&token) {
+                let _ = poll.registry().deregister(&mut conn.stream);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The reply line to one command line.
+fn answer(line: &str, commands: &Sender<Command>) -> String {
+    let result = parse(line).and_then(|request| ask(commands, request));
+    match result {
+        Ok(value) => json!({"ok": true, "result": value}).to_string(),
+        Err(error) => json!({"ok": false, "error": error}).to_string(),
+    }
+}
+
+/// `dataplane ctl`: sends one command and returns the reply's result.
+pub fn client(socket: &Path, command: &str) -> anyhow::Result<Value> {
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).with_context(|| {
+        format!(
+            "connect to {} (is the data plane running, with this --control path? root only)",
+            socket.display()
+        )
+    })?;
+    stream.set_read_timeout(Some(REPLY_TIMEOUT * 2))?;
+    stream.write_all(command.as_bytes())?;
+    stream.write_all(b"\n")?;
+    let mut reply = String::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        reply.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if reply.ends_with('\n') {
+            break;
+        }
+    }
+    let v: Value = serde_json::from_str(reply.trim())
+        .with_context(|| format!("the data plane sent something that is not JSON: {reply}"))?;
+    if v["ok"] == Value::Bool(true) {
+        Ok(v["result"].clone())
+    } else {
+        bail!("{}", v["error"].as_str().unwrap_or("failed"))
+    }
+}
+
+/// A reply for people: the stats summary line, a flow table, or the JSON.
+pub fn human(command: &[String], reply: &Value) -> String {
+    match command.first().map(String::as_str) {
+        Some("stats") => {
+            let k = &reply["kernel"];
+            let mut out = format!(
+                "{} ({}, XDP {} mode, AF_XDP {}), up {:.0} s\nkernel: rx {} to_user {} bypass pass/drop/forward {}/{}/{}\n",
+                reply["iface"].as_str().unwrap_or("?"),
+                reply["driver"].as_str().unwrap_or("?"),
+                reply["xdp_mode"].as_str().unwrap_or("?"),
+                reply["bind_mode"].as_str().unwrap_or("?"),
+                reply["uptime_s"].as_f64().unwrap_or(0.0),
+                k["rx"],
+                k["to_user"],
+                k["bypass_pass"],
+                k["bypass_drop"],
+                k["bypass_forward"]
+            );
+            for q in reply["queues"].as_array().into_iter().flatten() {
+                out.push_str(&format!(
+                    "queue {}: rx {} flows {} (active {}) verdicts {}\n",
+                    q["queue"],
+                    q["rx_packets"],
+                    q["flows_seen"],
+                    q["flows_active"],
+                    q["verdicts_written"]
+                ));
+            }
+            out.trim_end().to_string()
+        }
+        Some("flows") => {
+            let mut out = String::from("user space (packets seen by the workers):\n");
+            for f in reply["user"].as_array().into_iter().flatten() {
+                out.push_str(&format!(
+                    "  {} -> {} {} {} {} {} pkts, {}\n",
+                    f["src"].as_str().unwrap_or("?"),
+                    f["dst"].as_str().unwrap_or("?"),
+                    f["l4"].as_str().unwrap_or("?"),
+                    f["protocol"].as_str().unwrap_or("?"),
+                    f["host"].as_str().unwrap_or("-"),
+                    f["user_packets"],
+                    f["verdict"].as_str().unwrap_or("?")
+                ));
+            }
+            out.push_str("kernel (packets handled in XDP after the verdict):\n");
+            for f in reply["kernel"].as_array().into_iter().flatten() {
+                out.push_str(&format!(
+                    "  {} <-> {} {} {} {} pkts\n",
+                    f["a"].as_str().unwrap_or("?"),
+                    f["b"].as_str().unwrap_or("?"),
+                    f["l4"].as_str().unwrap_or("?"),
+                    f["action"].as_str().unwrap_or("?"),
+                    f["kernel_packets"]
+                ));
+            }
+            out.trim_end().to_string()
+        }
+        _ => match reply {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        },
+    }
+}
+
+/// The Prometheus endpoint's server thread (tiny_http).
+pub struct MetricsServer {
+    stop: Arc<AtomicBool>,
+    handle: Option<thread::JoinHandle<()>>,
+    pub addr: SocketAddr,
+}
+
+impl MetricsServer {
+    pub fn start(addr: SocketAddr, commands: Sender<Command>) -> anyhow::Result<MetricsServer> {
+        let server = tiny_http::Server::http(addr)
+            .map_err(|e| anyhow::anyhow!("--metrics: cannot listen on {addr}: {e}"))?;
+        let addr = server
+            .server_addr()
+            .to_ip()
+            .context("--metrics: not an IP listener")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = Arc::clone(&stop);
+        let handle = thread::Builder::new()
+            .name("dp-metrics".into())
+            .spawn(move || {
+                while !thread_stop.load(Ordering::Relaxed) {
+                    let request = match server.recv_timeout(Duration::from_millis(100)) {
+                        Ok(Some(request)) => request,
+                        Ok(None) => continue,
+                        Err(_) => break,
+                    };
+                    let response = if request.url() == "/metrics" {
+                        match ask(&commands, Request::Metrics) {
+                            Ok(Value::String(text)) => tiny_http::Response::from_string(text)
+                                .with_header(
+                                    "Content-Type: application/openmetrics-text; version=1.0.0; charset=utf-8"
+                                        .parse::<tiny_http::Header>()
+                                        .expect("static header"),
+                                ),
+                            Ok(other) => tiny_http::Response::from_string(other.to_string())
+                                .with_status_code(500),
+                            Err(e) => tiny_http::Response::from_string(e).with_status_code(503),
+                        }
+                    } else {
+                        tiny_http::Response::from_string("metrics are at /metrics\n")
+                            .with_status_code(404)
+                    };
+                    let _ = request.respond(response);
+                }
+            })?;
+        tracing::info!(%addr, "metrics endpoint listening (/metrics)");
+        Ok(MetricsServer {
+            stop,
+            handle: Some(handle),
+            addr,
+        })
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Receiver type the main loop selects on.
+pub type Commands = Receiver<Command>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse_and_bad_ones_say_why() {
+        assert_eq!(parse("stats\n"), Ok(Request::Stats));
+        assert_eq!(parse("flows 5"), Ok(Request::Flows { top: 5 }));
+        let set = parse("verdict set udp 198.18.0.1:5000 198.18.0.2:53 drop").unwrap();
+        let Request::VerdictSet { flow, action } = set else {
+            panic!("{set:?}")
+        };
+        assert_eq!((flow.proto, action), (17, xdp_redirect::Action::Drop));
+        // both directions name the same flow
+        let back = parse_flow(&["udp", "198.18.0.2:53", "198.18.0.1:5000"]).unwrap();
+        assert_eq!(back.key(), flow.key());
+        assert!(parse("verdict clear tcp [2001:db8::1]:80 [2001:db8::2]:4000").is_ok());
+        for (bad, says) in [
+            ("verdict set udp 1.2.3.4 1.2.3.5:1 drop", "ADDR:PORT"),
+            (
+                "verdict set udp 1.2.3.4:1 [::1]:2 drop",
+                "same address family",
+            ),
+            (
+                "verdict set sctpx 1.2.3.4:1 1.2.3.5:2 drop",
+                "not a protocol",
+            ),
+            ("verdict set udp 1.2.3.4:1 1.2.3.5:2 maybe", "not an action"),
+            ("flows many", "not a number"),
+            ("reboot", "unknown command"),
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Prometheus (OpenMetrics text) rendering of the stats, with the
+//! `prometheus-client` crate: per-queue and kernel counters, verdicts by
+//! action, flows, and the latency histograms as Prometheus histograms.
+
+use hdrhistogram::Histogram;
+use prometheus_client::{
+    encoding::{EncodeMetric, MetricEncoder, text::encode},
+    metrics::{MetricType, counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+use crate::stats::StatsDoc;
+
+type Labels = Vec<(String, String)>;
+/// A per-queue counter: name, help, and how to read it from a queue's stats.
+type QueueCounter = (
+    &'static str,
+    &'static str,
+    fn(&crate::stats::QueueStats) -> u64,
+);
+
+/// An hdrhistogram of nanoseconds shown as a Prometheus histogram in
+/// seconds, with exponential buckets from 1 µs to ~1 s.
+#[derive(Debug)]
+struct HdrSeconds(Histogram<u64>);
+
+impl EncodeMetric for HdrSeconds {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let h = &self.0;
+        let mut buckets = Vec::new();
+        let mut below = 0u64;
+        let mut bound_ns = 1_000u64;
+        while bound_ns <= 1_000_000_000 {
+            let upto = if h.is_empty() {
+                0
+            } else {
+                h.count_between(0, bound_ns)
+            };
+            buckets.push((bound_ns as f64 / 1e9, upto - below));
+            below = upto;
+            bound_ns *= 2;
+        }
+        buckets.push((f64::MAX, h.len() - below));
+        let sum = h.mean() * h.len() as f64 / 1e9;
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            sum,
+            h.len(),
+            &buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+fn counter_family(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Counter> {
+    let family = Family::<Labels, Counter>::default();
+    registry.register(name, help, family.clone());
+    family
+}
+
+fn label(key: &str, value: impl ToString) -> Labels {
+    vec![(key.to_string(), value.to_string())]
+}
+
+/// The metrics text for a stats document and the merged histograms.
+pub fn render(
+    doc: &StatsDoc,
+    processing: &Histogram<u64>,
+    kernel_to_user: &Histogram<u64>,
+) -> String {
+    let mut registry = Registry::with_prefix("dataplane");
+
+    let per_queue: [QueueCounter; 14] = [
+        (
+            "queue_rx_packets",
+            "Frames taken from the queue's RX ring(s)",
+            |q| q.counters.rx_packets,
+        ),
+        (
+            "queue_rx_bytes",
+            "Bytes taken from the queue's RX ring(s)",
+            |q| q.counters.rx_bytes,
+        ),
+        ("queue_flows_seen", "Flows first seen by the worker", |q| {
+            q.counters.flows_seen
+        }),
+        (
+            "queue_flows_evicted",
+            "Flows evicted from the worker's full table",
+            |q| q.counters.flows_evicted,
+        ),
+        (
+            "queue_flows_ended",
+            "Flows ended (timeout, close, eviction)",
+            |q| q.counters.flows_ended,
+        ),
+        (
+            "queue_flows_split",
+            "Flows whose other direction reached another queue",
+            |q| q.counters.flows_split,
+        ),
+        (
+            "queue_verdicts_written",
+            "Verdicts written to the kernel map",
+            |q| q.counters.verdicts_written,
+        ),
+        (
+            "queue_verdict_errors",
+            "Verdict writes the kernel refused",
+            |q| q.counters.verdict_errors,
+        ),
+        (
+            "queue_verdict_conflicts",
+            "Allow verdicts not written: the flow had a verdict",
+            |q| q.counters.verdict_conflicts,
+        ),
+        (
+            "queue_after_verdict_packets",
+            "Packets of decided flows that still reached user space",
+            |q| q.counters.after_verdict_packets,
+        ),
+        (
+            "queue_decode_errors",
+            "Frames user space could not decode",
+            |q| q.counters.decode_errors,
+        ),
+        (
+            "queue_tx_packets",
+            "Bridge mode: frames the worker sent out of the other port",
+            |q| q.counters.tx_packets,
+        ),
+        (
+            "queue_tx_ring_full",
+            "Bridge mode: frames dropped on a full TX ring",
+            |q| q.counters.tx_ring_full,
+        ),
+        (
+            "queue_xsk_lost",
+            "Frames redirected to the socket that never reached its RX ring",
+            |q| q.xsk.lost(),
+        ),
+    ];
+    for (name, help, get) in per_queue {
+        let family = counter_family(&mut registry, name, help);
+        for q in &doc.queues {
+            family
+                .get_or_create(&label("queue", q.queue))
+                .inc_by(get(q));
+        }
+    }
+    let active = Family::<Labels, Gauge>::default();
+    registry.register(
+        "queue_flows_active",
+        "Flows in the worker's table now",
+        active.clone(),
+    );
+    for q in &doc.queues {
+        active
+            .get_or_create(&label("queue", q.queue))
+            .set(q.counters.flows_active as i64);
+    }
+
+    let k = &doc.kernel;
+    let kernel = counter_family(
+        &mut registry,
+        "kernel_packets",
+        "Packets the XDP program handled, by outcome (they sum to outcome=\"rx\" minus rx itself)",
+    );
+    for (outcome, value) in [
+        ("rx", k.rx),
+        ("to_user", k.to_user),
+        ("no_socket", k.no_socket),
+        ("bypass_pass", k.bypass_pass),
+        ("bypass_drop", k.bypass_drop),
+        ("bypass_forward", k.bypass_forward),
+        ("parse_errors", k.parse_errors),
+        ("non_ip", k.non_ip),
+        ("fragments", k.fragments),
+        ("link_control", k.link_control),
+        ("bridged", k.bridged),
+    ] {
+        kernel
+            .get_or_create(&label("outcome", outcome))
+            .inc_by(value);
+    }
+
+    let verdicts = counter_family(&mut registry, "verdicts", "Verdicts written, by action");
+    let drop: u64 = doc.queues.iter().map(|q| q.counters.verdicts_drop).sum();
+    let written: u64 = doc.queues.iter().map(|q| q.counters.verdicts_written).sum();
+    verdicts
+        .get_or_create(&label("action", "drop"))
+        .inc_by(drop);
+    verdicts
+        .get_or_create(&label("action", "allow"))
+        .inc_by(written.saturating_sub(drop));
+
+    let uptime = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    uptime.set(doc.uptime_s);
+    registry.register(
+        "uptime_seconds",
+        "Seconds since the data plane started",
+        uptime,
+    );
+
+    registry.register(
+        "processing_seconds",
+        "User-space processing time per packet (decode, flow table, decision)",
+        HdrSeconds(processing.clone()),
+    );
+    registry.register(
+        "kernel_to_user_seconds",
+        "Time from the XDP program seeing a packet to a worker picking it up",
+        HdrSeconds(kernel_to_user.clone()),
+    );
+
+    let mut text = String::new();
+    encode(&mut text, &registry).expect("writing to a String cannot fail");
+    text
+}
