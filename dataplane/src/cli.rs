@@ -161,6 +161,24 @@ pub struct RunArgs {
     #[arg(long, value_name = "IFACE2")]
     pub peer: Option<String>,
 
+    /// Pin the verdict and counter maps and the program's links in this
+    /// bpffs directory (mounted if it is not one): the program stays
+    /// attached when the data plane exits or dies, and the next start with
+    /// the same --pin takes over its verdicts and replaces the program
+    /// atomically. Remove the directory's link-* files to detach.
+    #[arg(long, value_name = "DIR")]
+    pub pin: Option<PathBuf>,
+
+    /// What undecided flows get when user space cannot take them (no
+    /// socket: the process is gone; or a worker missed its heartbeat for
+    /// --failure-grace-ms): pass them on (fail open) or drop them (fail closed).
+    #[arg(long, value_enum, default_value_t = OnFailure::Pass)]
+    pub on_failure: OnFailure,
+
+    /// A worker that has not looped for this long is taken for dead (0 = never).
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub failure_grace_ms: u64,
+
     /// Control socket (mode 0600) for `dataplane ctl`; default
     /// /run/dataplane/IFACE.sock.
     #[arg(long, value_name = "PATH")]
@@ -313,6 +331,15 @@ impl RunArgs {
             policy: self.policy.clone(),
         }
     }
+}
+
+/// `--on-failure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnFailure {
+    /// Fail open: to the stack (monitor) or across the bridge.
+    Pass,
+    /// Fail closed.
+    Drop,
 }
 
 /// `--xdp-mode`.

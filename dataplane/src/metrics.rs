@@ -181,6 +181,7 @@ pub fn render(
         ("fragments", k.fragments),
         ("link_control", k.link_control),
         ("bridged", k.bridged),
+        ("failover", k.failover),
     ] {
         kernel
             .get_or_create(&label("outcome", outcome))

@@ -163,7 +163,12 @@ fn check_port(args: &RunArgs, iface: &str) -> Result<(u32, String), PreflightErr
     let driver = xdp_redirect::iface::driver(iface).unwrap_or_else(|_| "unknown".into());
     // Checked here, before any socket is bound: another data plane on this
     // interface also holds its queues, and binding would fail less clearly.
+    let ours_pinned = args
+        .pin
+        .as_ref()
+        .is_some_and(|dir| xdp_redirect::pin::link_path(dir, iface).exists());
     if !args.force
+        && !ours_pinned
         && let Some(existing) = xdp_redirect::attached_program(iface)?
     {
         return Err(xdp_redirect::Error::AlreadyAttached {

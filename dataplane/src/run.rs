@@ -219,7 +219,19 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         verdict_entries: args.verdict_map_size,
         stamp_meta: true,
         bridge,
+        pin_dir: args.pin.clone(),
+        failure: xdp_redirect::FailurePolicy {
+            grace: (args.failure_grace_ms > 0)
+                .then(|| Duration::from_millis(args.failure_grace_ms)),
+            drop: args.on_failure == crate::cli::OnFailure::Drop,
+        },
     })?;
+    // Every served queue starts alive: the program checks heartbeats from
+    // the moment it is attached.
+    let heartbeat = Arc::new(program.heartbeat()?);
+    for queue in 0..args.queues {
+        heartbeat.beat(queue);
+    }
     // Opened before anything is attached: a bad path fails cleanly.
     let flow_log = match &args.flow_log {
         Some(path) => Some(crate::flowlog::FlowLog::start(path)?),
@@ -331,6 +343,7 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
                 engine: engine.clone(),
                 flow_log: flow_log_tx.clone(),
                 queries: query_rx,
+                heartbeat: Arc::clone(&heartbeat),
             },
         );
         handles.push((
@@ -378,6 +391,7 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         crossbeam_channel::never()
     };
     let mut engine = engine;
+    let mut stalls = vec![false; args.queues as usize];
 
     let deadline = args.duration.map(|d| started + Duration::from_secs_f64(d));
     let tick = report_every.unwrap_or(Duration::from_secs(3600));
@@ -422,7 +436,8 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         }
         let wait = until_deadline
             .map_or(tick, |d| d.min(tick))
-            .min(next_write.saturating_duration_since(Instant::now()));
+            .min(next_write.saturating_duration_since(Instant::now()))
+            .min(Duration::from_millis(500)); // stall checks below
         select! {
             recv(signal_rx) -> signal => match signal {
                 Ok(SIGHUP) => {
@@ -485,6 +500,23 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
                 Err(_) => break "all workers stopped".to_string(),
             },
             default(wait) => {}
+        }
+        // A worker that stopped looping: one line when it stalls, one when
+        // it recovers (the XDP program fails over on its own).
+        if args.failure_grace_ms > 0 {
+            let now = xdp_redirect::pin::coarse_now_ns();
+            for queue in 0..args.queues {
+                let stalled =
+                    now.saturating_sub(heartbeat.last(queue)) > args.failure_grace_ms * 1_000_000;
+                if stalled != stalls[queue as usize] {
+                    stalls[queue as usize] = stalled;
+                    if stalled {
+                        tracing::error!(queue, grace_ms = args.failure_grace_ms, on_failure = ?args.on_failure, "worker stalled: its queue's undecided traffic gets the failure action");
+                    } else {
+                        tracing::warn!(queue, "worker recovered");
+                    }
+                }
+            }
         }
         if report_every.is_some() && Instant::now() >= next_write {
             next_write = Instant::now() + tick;

@@ -38,6 +38,8 @@ use crate::{
 /// How long a stopping worker waits for the RX rings to stay empty before it
 /// exits (the program is detached first, so only frames in flight remain).
 const DRAIN_QUIET: Duration = Duration::from_millis(20);
+/// Longest a stopping worker keeps draining while frames still arrive.
+const DRAIN_MAX: Duration = Duration::from_secs(1);
 /// poll() timeout while idle: bounds how long a stop request waits.
 const IDLE_POLL_MS: i32 = 100;
 /// How often a worker looks for flows past their idle timeout.
@@ -140,6 +142,8 @@ pub struct WorkerLinks {
     pub flow_log: Option<FlowLogSender>,
     /// Questions from the main thread (control socket).
     pub queries: crossbeam_channel::Receiver<WorkerQuery>,
+    /// Where the worker shows the XDP program it is alive.
+    pub heartbeat: Arc<xdp_redirect::pin::Heartbeat>,
 }
 
 /// A worker, ready to run on its own thread.
@@ -153,6 +157,7 @@ pub struct Worker {
     engine: Option<Arc<dpi::policy::Engine>>,
     flow_log: Option<FlowLogSender>,
     queries: crossbeam_channel::Receiver<WorkerQuery>,
+    heartbeat: Arc<xdp_redirect::pin::Heartbeat>,
 }
 
 /// How a flow ended, for its record.
@@ -205,6 +210,7 @@ impl Worker {
             engine: links.engine,
             flow_log: links.flow_log,
             queries: links.queries,
+            heartbeat: links.heartbeat,
         }
     }
 
@@ -268,7 +274,9 @@ impl Worker {
         let mut batch = vec![FrameDesc::default(); self.config.batch as usize];
         let mut next_report = self.config.report_every.map(|every| Instant::now() + every);
         let mut quiet_since: Option<Instant> = None;
+        let mut stopping_since: Option<Instant> = None;
         loop {
+            self.heartbeat.beat(queue);
             let mut received = 0;
             for &side in self.sides() {
                 let rx = match side {
@@ -295,6 +303,13 @@ impl Worker {
             self.report_if_due(&mut state, &mut next_report);
             while let Ok(query) = self.queries.try_recv() {
                 self.answer(&mut state, query);
+            }
+            // Traffic may keep coming after a stop (a pinned program stays
+            // attached): drain for a bounded time only.
+            if self.stop.load(Ordering::Acquire)
+                && stopping_since.get_or_insert_with(Instant::now).elapsed() >= DRAIN_MAX
+            {
+                break;
             }
             if received > 0 {
                 quiet_since = None;

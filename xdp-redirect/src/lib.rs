@@ -16,6 +16,7 @@ pub mod abi;
 mod attached;
 pub mod baseline;
 pub mod iface;
+pub mod pin;
 
 use std::os::fd::{AsFd as _, AsRawFd};
 
@@ -43,6 +44,8 @@ pub const MAP_VERDICTS: &str = abi::c_name(abi::DP_MAP_VERDICTS);
 pub const MAP_COUNTERS: &str = abi::c_name(abi::DP_MAP_COUNTERS);
 /// Name of the bridge DEVMAP (ingress side -> egress interface).
 pub const MAP_PEERS: &str = abi::c_name(abi::DP_MAP_PEERS);
+/// Name of the mmapable worker heartbeat array.
+pub const MAP_HEARTBEAT: &str = abi::c_name(abi::DP_MAP_HEARTBEAT);
 /// Highest number of RX queues the program can redirect from.
 pub const MAX_QUEUES: u32 = abi::dp_limits::DP_MAX_QUEUES;
 /// Default capacity of the verdict map.
@@ -106,6 +109,14 @@ pub enum Error {
     Netlink {
         iface: String,
         what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The pin directory cannot be used.
+    #[error("--pin {}: {what}: {source}", dir.display())]
+    Pin {
+        dir: std::path::PathBuf,
+        what: String,
         #[source]
         source: std::io::Error,
     },
@@ -224,6 +235,8 @@ pub struct Counters {
     pub bypass_forward: u64,
     /// Bridge mode: unparsed frames (already counted by their reason) sent to the peer port.
     pub bridged: u64,
+    /// Undecided, but the queue's worker missed its heartbeat: the failure action.
+    pub failover: u64,
 }
 
 impl Counters {
@@ -241,6 +254,7 @@ impl Counters {
             link_control: values[DP_CNT_LINK_CONTROL as usize],
             bypass_forward: values[DP_CNT_BYPASS_FORWARD as usize],
             bridged: values[DP_CNT_BRIDGED as usize],
+            failover: values[DP_CNT_FAILOVER as usize],
         }
     }
 
@@ -258,6 +272,7 @@ impl Counters {
             link_control: self.link_control.saturating_sub(earlier.link_control),
             bypass_forward: self.bypass_forward.saturating_sub(earlier.bypass_forward),
             bridged: self.bridged.saturating_sub(earlier.bridged),
+            failover: self.failover.saturating_sub(earlier.failover),
         }
     }
 
@@ -272,6 +287,7 @@ impl Counters {
             + self.non_ip
             + self.fragments
             + self.link_control
+            + self.failover
     }
 }
 
@@ -285,6 +301,11 @@ pub struct LoadOptions {
     pub stamp_meta: bool,
     /// Bridge mode between two interfaces (attach the program to both).
     pub bridge: Option<BridgePorts>,
+    /// Pin (or reuse) the verdict and counter maps, and the links, in this
+    /// bpffs directory, so they outlive the process (see [`pin`]).
+    pub pin_dir: Option<std::path::PathBuf>,
+    /// What happens to undecided flows when user space cannot take them.
+    pub failure: FailurePolicy,
 }
 
 impl Default for LoadOptions {
@@ -293,8 +314,20 @@ impl Default for LoadOptions {
             verdict_entries: VERDICT_ENTRIES_DEFAULT,
             stamp_meta: true,
             bridge: None,
+            pin_dir: None,
+            failure: FailurePolicy::default(),
         }
     }
+}
+
+/// Fail-open or fail-closed: what undecided flows get when their queue has
+/// no socket (no process) or its worker stopped beating for `grace`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FailurePolicy {
+    /// None: heartbeats are not checked.
+    pub grace: Option<std::time::Duration>,
+    /// Drop (fail closed) instead of passing on (fail open).
+    pub drop: bool,
 }
 
 /// The two ports of an inline bridge, by interface index.
@@ -354,6 +387,8 @@ pub struct XdpRedirect {
     ebpf: Ebpf,
     /// Every interface the program is attached to (two in bridge mode).
     attached: Vec<(String, XdpLinkId, AttachedMode)>,
+    /// With pinning, links are pinned here and left attached at exit.
+    pin_dir: Option<std::path::PathBuf>,
 }
 
 impl XdpRedirect {
@@ -362,13 +397,32 @@ impl XdpRedirect {
         let stamp: u32 = options.stamp_meta.into();
         let bridge: u32 = options.bridge.is_some().into();
         let side1: u32 = options.bridge.map_or(0, |ports| ports.peer);
-        let mut ebpf = EbpfLoader::new()
+        let grace: u64 = options
+            .failure
+            .grace
+            .map_or(0, |g| g.as_nanos().clamp(1, u128::from(u64::MAX)) as u64);
+        let fail_drop: u32 = options.failure.drop.into();
+        let pins = match &options.pin_dir {
+            Some(dir) => {
+                pin::ensure_bpffs(dir)?;
+                Some((dir.join(MAP_VERDICTS), dir.join(MAP_COUNTERS)))
+            }
+            None => None,
+        };
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries(MAP_VERDICTS, options.verdict_entries)
             .override_global(abi::c_name(abi::DP_GLOBAL_STAMP_META), &stamp, true)
             .override_global(abi::c_name(abi::DP_GLOBAL_BRIDGE), &bridge, true)
             .override_global(abi::c_name(abi::DP_GLOBAL_SIDE1_IFINDEX), &side1, true)
-            .load(PROGRAM_OBJECT)
-            .map_err(Box::new)?;
+            .override_global(abi::c_name(abi::DP_GLOBAL_FAILURE_GRACE), &grace, true)
+            .override_global(abi::c_name(abi::DP_GLOBAL_FAILURE_DROP), &fail_drop, true);
+        if let Some((verdicts, counters)) = &pins {
+            loader
+                .map_pin_path(MAP_VERDICTS, verdicts.as_path())
+                .map_pin_path(MAP_COUNTERS, counters.as_path());
+        }
+        let mut ebpf = loader.load(PROGRAM_OBJECT).map_err(Box::new)?;
         let program = program_mut(&mut ebpf)?;
         program.load().map_err(|source| Error::Program {
             what: "verifying the XDP program".into(),
@@ -396,6 +450,7 @@ impl XdpRedirect {
         Ok(XdpRedirect {
             ebpf,
             attached: Vec::new(),
+            pin_dir: options.pin_dir.clone(),
         })
     }
 
@@ -409,6 +464,10 @@ impl XdpRedirect {
         force: bool,
     ) -> Result<AttachedMode, Error> {
         let ifindex = iface::index(iface)?;
+        let link_pin = self.pin_dir.as_ref().map(|dir| pin::link_path(dir, iface));
+        if let Some(path) = link_pin.as_ref().filter(|p| p.exists()) {
+            return self.replace_pinned(iface, ifindex, path);
+        }
         if let Some(existing) = attached::query(iface, ifindex)? {
             if !force {
                 return Err(Error::AlreadyAttached {
@@ -445,13 +504,99 @@ impl XdpRedirect {
                 }
             },
         };
+        let link = match &link_pin {
+            Some(path) => self.pin_link(iface, link, path)?,
+            None => link,
+        };
         self.attached.push((iface.to_string(), link, got));
         tracing::info!(iface, mode = got.as_str(), driver, "XDP program attached");
         Ok(got)
     }
 
-    /// Detaches from every interface (also done on drop).
+    /// Pins a fresh link so that it outlives the process.
+    fn pin_link(
+        &mut self,
+        iface: &str,
+        link: XdpLinkId,
+        path: &std::path::Path,
+    ) -> Result<XdpLinkId, Error> {
+        let program = program_mut(&mut self.ebpf)?;
+        let owned = program.take_link(link).map_err(|source| Error::Program {
+            what: format!("take the link of `{iface}` to pin it"),
+            source: Box::new(source),
+        })?;
+        let fd_link: aya::programs::links::FdLink =
+            owned.try_into().map_err(|source| Error::Bridge {
+                what: format!(
+                    "`{iface}`: the kernel attached XDP without a bpf_link, which cannot be pinned"
+                ),
+                source: Box::new(source),
+            })?;
+        let pinned = fd_link.pin(path).map_err(|source| Error::Bridge {
+            what: format!("pin the link of `{iface}` at {}", path.display()),
+            source: Box::new(source),
+        })?;
+        // Hand the link back to the program: the pin keeps it alive when
+        // the program (and this process) goes away.
+        let fd_link: aya::programs::links::FdLink = pinned.into();
+        let xdp_link =
+            aya::programs::xdp::XdpLink::try_from(fd_link).map_err(|source| Error::Bridge {
+                what: format!("reopen the pinned link of `{iface}`"),
+                source: Box::new(source),
+            })?;
+        // Re-attaching through the link keeps the same program: a no-op update.
+        program
+            .attach_to_link(xdp_link)
+            .map_err(|source| Error::Program {
+                what: format!("hold the pinned link of `{iface}`"),
+                source: Box::new(source),
+            })
+    }
+
+    /// Replaces the program behind a pinned link with this one, atomically
+    /// (`bpf_link_update`): the interface never runs without a program.
+    fn replace_pinned(
+        &mut self,
+        iface: &str,
+        ifindex: u32,
+        path: &std::path::Path,
+    ) -> Result<AttachedMode, Error> {
+        let mode = match attached::query(iface, ifindex)?.map(|p| p.mode) {
+            Some("generic") => AttachedMode::Generic,
+            _ => AttachedMode::Native,
+        };
+        let pinned =
+            aya::programs::links::PinnedLink::from_pin(path).map_err(|source| Error::Bridge {
+                what: format!("open the pinned link {}", path.display()),
+                source: Box::new(source),
+            })?;
+        let fd_link: aya::programs::links::FdLink = pinned.into();
+        let xdp_link =
+            aya::programs::xdp::XdpLink::try_from(fd_link).map_err(|source| Error::Bridge {
+                what: format!("{} is not an XDP link", path.display()),
+                source: Box::new(source),
+            })?;
+        let link = program_mut(&mut self.ebpf)?
+            .attach_to_link(xdp_link)
+            .map_err(|source| Error::Program {
+                what: format!("replace the program behind the pinned link of `{iface}`"),
+                source: Box::new(source),
+            })?;
+        self.attached.push((iface.to_string(), link, mode));
+        tracing::info!(iface, pin = %path.display(), "XDP program replaced atomically behind the pinned link");
+        Ok(mode)
+    }
+
+    /// Detaches from every interface (also done on drop). With pinning, the
+    /// program stays attached through its pinned links; remove the pin
+    /// directory's `link-*` files to detach it for good.
     pub fn detach(&mut self) -> Result<(), Error> {
+        if let Some(dir) = &self.pin_dir {
+            for (iface, _, _) in self.attached.drain(..) {
+                tracing::info!(iface, pin = %dir.display(), "XDP program left attached (pinned); the next start takes over");
+            }
+            return Ok(());
+        }
         while let Some((iface, link, _)) = self.attached.pop() {
             program_mut(&mut self.ebpf)?
                 .detach(link)
@@ -511,6 +656,25 @@ impl XdpRedirect {
         let map = HashMap::try_from(Map::LruHashMap(owned))
             .map_err(|source| map_error(MAP_VERDICTS, "open", source))?;
         Ok(VerdictMap { map })
+    }
+
+    /// The heartbeat array, mapped into this process: workers write it
+    /// without syscalls, the program reads it.
+    pub fn heartbeat(&self) -> Result<pin::Heartbeat, Error> {
+        let map = self.ebpf.map(MAP_HEARTBEAT).ok_or(Error::Missing {
+            kind: "map",
+            name: MAP_HEARTBEAT,
+        })?;
+        let data = match map {
+            Map::Array(data) => data,
+            _ => {
+                return Err(Error::Missing {
+                    kind: "array map",
+                    name: MAP_HEARTBEAT,
+                });
+            }
+        };
+        pin::Heartbeat::map(data.fd().as_fd(), MAX_QUEUES as usize)
     }
 
     /// Reads the kernel counters, summed over CPUs.

@@ -503,9 +503,10 @@ fn bridge_mode_forwards_in_kernel_root() {
         frames::TCP_ACK,
     );
     let k = key(ip("198.18.1.1"), 40000, ip("198.18.1.2"), 80, 6, 0);
-    // Undecided: to user space (no socket here, so the fallback).
+    // Undecided: to user space; no socket here, so the failure action,
+    // which in bridge mode (fail open) is to bridge the frame.
     let (action, delta) = run("undecided", &flow.build());
-    assert_eq!((action, delta.no_socket), (xdp_action::PASS, 1));
+    assert_eq!((action, delta.no_socket), (xdp_action::REDIRECT, 1));
 
     assert!(verdicts.set_if_absent(&k, Action::Forward).unwrap());
     let (action, delta) = run("forward verdict", &flow.build());
@@ -559,4 +560,43 @@ fn bridge_mode_forwards_in_kernel_root() {
     let (action, delta) = run("garbage", &garbage);
     assert_eq!(action, xdp_action::REDIRECT);
     assert_eq!((delta.parse_errors, delta.bridged), (1, 1));
+}
+
+/// Fail open / fail closed: a queue whose worker stopped beating gets the
+/// failure action instead of user space (counted as `failover`); a queue no
+/// worker ever served is just `no_socket`.
+#[test]
+fn dead_workers_fail_open_or_closed_root() {
+    testbed::require_root("BPF_PROG_TEST_RUN of the XDP program");
+    let frame = Packet::udp(ip("198.18.0.1"), 4000, ip("198.18.0.2"), 9).build();
+    for (drop, expected) in [(false, xdp_action::PASS), (true, xdp_action::DROP)] {
+        let prog = XdpRedirect::load(&LoadOptions {
+            failure: xdp_redirect::FailurePolicy {
+                grace: Some(std::time::Duration::from_millis(50)),
+                drop,
+            },
+            ..LoadOptions::default()
+        })
+        .unwrap();
+        let heartbeat = prog.heartbeat().unwrap();
+        let run = |what: &str| {
+            let before = prog.counters().unwrap();
+            let action = prog.test_run(&frame, 1).unwrap().action;
+            let delta = prog.counters().unwrap().since(&before);
+            assert_eq!(delta.rx, delta.outcomes(), "{what}: one outcome per packet");
+            (action, delta)
+        };
+        // Never served: no socket, the failure action, counted as no_socket.
+        let (action, delta) = run("never served");
+        assert_eq!((action, delta.no_socket, delta.failover), (expected, 1, 0));
+        // A live worker on queue 0 (test_run's queue): still no socket here,
+        // so no_socket again, not failover.
+        heartbeat.beat(0);
+        let (_, delta) = run("alive");
+        assert_eq!((delta.no_socket, delta.failover), (1, 0), "drop = {drop}");
+        // The worker stops beating: after the grace, failover.
+        std::thread::sleep(std::time::Duration::from_millis(120));
+        let (action, delta) = run("dead");
+        assert_eq!((action, delta.failover), (expected, 1), "drop = {drop}");
+    }
 }

@@ -19,6 +19,7 @@
 #define DP_MAP_VERDICTS "verdicts"
 #define DP_MAP_COUNTERS "counters"
 #define DP_MAP_PEERS "peers" /* DEVMAP: port side -> the other port (bridge mode) */
+#define DP_MAP_HEARTBEAT "heartbeat" /* mmapable ARRAY: queue -> last worker heartbeat */
 
 /* Program (function) name of the XDP entry point. */
 #define DP_PROG_NAME "dp_xdp"
@@ -133,7 +134,9 @@ enum dp_counter {
 	DP_CNT_LINK_CONTROL = 8, /* ICMPv6 neighbour discovery and MLD: passed, like ARP */
 	DP_CNT_BYPASS_FORWARD = 9, /* verdict FORWARD: sent to the peer port in kernel */
 	DP_CNT_BRIDGED = 10,     /* bridge mode: unparsed traffic sent to the peer (see above) */
-	DP_CNT_MAX = 11,
+	DP_CNT_FAILOVER = 11,    /* undecided, but the queue's worker missed its heartbeat:
+				  * the failure action applied instead of user space */
+	DP_CNT_MAX = 12,
 };
 
 /*
@@ -188,5 +191,12 @@ struct dp_gen_stamp {
 /* __u32: ifindex of the side-1 port (bridge mode); every other ingress
  * interface is side 0. */
 #define DP_GLOBAL_SIDE1_IFINDEX "dp_cfg_side1_ifindex"
+/* __u64: grace time in ns after which a queue whose worker has not written its
+ * heartbeat (CLOCK_MONOTONIC_COARSE ns in `heartbeat`) is considered dead;
+ * 0 = never. */
+#define DP_GLOBAL_FAILURE_GRACE "dp_cfg_failure_grace_ns"
+/* __u32: what undecided flows get when their queue has no socket or a dead
+ * worker: 0 = pass (to the stack, or across the bridge), 1 = drop. */
+#define DP_GLOBAL_FAILURE_DROP "dp_cfg_failure_drop"
 
 #endif /* DP_ABI_H */

@@ -35,6 +35,9 @@ const volatile __u32 dp_cfg_stamp_meta = 1;
 /* Load-time knobs (DP_GLOBAL_BRIDGE, DP_GLOBAL_SIDE1_IFINDEX). */
 const volatile __u32 dp_cfg_bridge = 0;
 const volatile __u32 dp_cfg_side1_ifindex = 0;
+/* Load-time knobs (DP_GLOBAL_FAILURE_GRACE, DP_GLOBAL_FAILURE_DROP). */
+const volatile __u64 dp_cfg_failure_grace_ns = 0;
+const volatile __u32 dp_cfg_failure_drop = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
@@ -50,6 +53,16 @@ struct {
 	__type(key, struct dp_flow_key);
 	__type(value, struct dp_verdict);
 } verdicts SEC(".maps");
+
+/* Worker heartbeats, by RX queue: user space writes them through mmap (no
+ * syscall), the program reads them before sending a packet to user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, DP_MAX_QUEUES);
+	__type(key, __u32);
+	__type(value, __u64);
+} heartbeat SEC(".maps");
 
 /* Bridge mode: index = ingress side, value = the interface to send to. */
 struct {
@@ -374,6 +387,18 @@ static __always_inline int not_decided(struct xdp_md *ctx, __u32 reason)
 	return bpf_redirect_map(&peers, ingress_side(ctx), XDP_PASS);
 }
 
+/* Undecided traffic that user space cannot take: counted as `reason`, then
+ * dropped with --on-failure drop, else passed on as if decided "allow". */
+static __always_inline int on_failure(struct xdp_md *ctx, __u32 reason)
+{
+	count(reason);
+	if (dp_cfg_failure_drop)
+		return XDP_DROP;
+	if (dp_cfg_bridge)
+		return bpf_redirect_map(&peers, ingress_side(ctx), XDP_PASS);
+	return XDP_PASS;
+}
+
 SEC("xdp")
 int dp_xdp(struct xdp_md *ctx)
 {
@@ -423,10 +448,24 @@ int dp_xdp(struct xdp_md *ctx)
 		return XDP_PASS;
 	}
 
+	/* A queue whose worker stopped beating: the failure action, so a stuck
+	 * or dead user space never blackholes the link silently. */
+	if (dp_cfg_failure_grace_ns) {
+		__u32 queue = ctx->rx_queue_index;
+		__u64 *beat = bpf_map_lookup_elem(&heartbeat, &queue);
+
+		/* 0: no worker ever served this queue (then no socket either) */
+		if (beat && *beat && bpf_ktime_get_coarse_ns() - *beat > dp_cfg_failure_grace_ns)
+			return on_failure(ctx, DP_CNT_FAILOVER);
+	}
 	if (dp_cfg_stamp_meta)
 		stamp_meta(ctx);
 	slot = ingress_side(ctx) * DP_MAX_QUEUES + ctx->rx_queue_index;
-	ret = bpf_redirect_map(&xsks, slot, XDP_PASS);
-	count(ret == XDP_REDIRECT ? DP_CNT_TO_USER : DP_CNT_NO_SOCKET);
-	return ret;
+	ret = bpf_redirect_map(&xsks, slot, 0);
+	if (ret == XDP_REDIRECT) {
+		count(DP_CNT_TO_USER);
+		return ret;
+	}
+	/* no socket on this queue (none yet, or its process is gone) */
+	return on_failure(ctx, DP_CNT_NO_SOCKET);
 }

@@ -1,0 +1,183 @@
+//! Outliving the process: the bpffs directory for pinned maps and links,
+//! the counters read back from a pin (when no data plane runs), and the
+//! worker heartbeat array mapped into user space.
+//!
+//! Layout of a pin directory: `verdicts` and `counters` (maps, reused by the
+//! next start, so verdicts and counters survive a restart or an upgrade) and
+//! `link-IFACE` (the bpf_link holding the program on IFACE: the next start
+//! replaces the program behind it atomically; removing the file detaches).
+
+use std::{
+    os::fd::{AsRawFd as _, BorrowedFd},
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use aya::maps::{Map, MapData, PerCpuArray};
+
+use crate::{Counters, Error, MAP_COUNTERS, abi, map_error};
+
+/// `BPF_FS_MAGIC` from linux/magic.h.
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+/// Makes sure `dir` exists and is on a bpffs, mounting one there if not.
+pub fn ensure_bpffs(dir: &Path) -> Result<(), Error> {
+    let io = |what: String, source: std::io::Error| Error::Pin {
+        dir: dir.to_path_buf(),
+        what,
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| io("create the pin directory".into(), e))?;
+    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|_| {
+        io(
+            "pin path".into(),
+            std::io::Error::other("contains a NUL byte"),
+        )
+    })?;
+    // SAFETY: a zeroed statfs is valid for writes; the path is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statfs(path.as_ptr(), &mut st) } != 0 {
+        return Err(io("statfs".into(), std::io::Error::last_os_error()));
+    }
+    if st.f_type as i64 == BPF_FS_MAGIC {
+        return Ok(());
+    }
+    let fstype = c"bpf";
+    // SAFETY: valid NUL-terminated strings; no data argument for bpffs.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            path.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(io(
+            "mount a bpffs on the pin directory".into(),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    tracing::info!(dir = %dir.display(), "mounted a bpffs for the pins");
+    Ok(())
+}
+
+/// Where the link holding the program on `iface` is pinned.
+pub fn link_path(dir: &Path, iface: &str) -> PathBuf {
+    dir.join(format!("link-{iface}"))
+}
+
+/// The counters of a pinned data plane, running or not.
+pub fn read_counters(dir: &Path) -> Result<Counters, Error> {
+    let data = MapData::from_pin(dir.join(MAP_COUNTERS))
+        .map_err(|source| map_error(MAP_COUNTERS, "open the pinned map", source))?;
+    let array: PerCpuArray<_, u64> = PerCpuArray::try_from(Map::PerCpuArray(data))
+        .map_err(|source| map_error(MAP_COUNTERS, "open", source))?;
+    let mut sums = [0u64; abi::dp_counter::DP_CNT_MAX as usize];
+    for (index, sum) in sums.iter_mut().enumerate() {
+        *sum = array
+            .get(&(index as u32), 0)
+            .map_err(|source| map_error(MAP_COUNTERS, "read", source))?
+            .iter()
+            .sum();
+    }
+    Ok(Counters::from_array(&sums))
+}
+
+/// Entries in a pinned verdict map right now (a walk over its keys).
+pub fn verdict_entries(dir: &Path) -> Result<usize, Error> {
+    let data = MapData::from_pin(dir.join(crate::MAP_VERDICTS))
+        .map_err(|source| map_error(crate::MAP_VERDICTS, "open the pinned map", source))?;
+    let map: aya::maps::HashMap<_, crate::FlowKey, crate::Verdict> =
+        aya::maps::HashMap::try_from(Map::LruHashMap(data))
+            .map_err(|source| map_error(crate::MAP_VERDICTS, "open", source))?;
+    Ok(map.keys().filter(Result::is_ok).count())
+}
+
+/// CLOCK_MONOTONIC_COARSE nanoseconds, the clock of `bpf_ktime_get_coarse_ns()`.
+pub fn coarse_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is valid for writes; the clock exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The heartbeat array (one `u64` per queue), mapped shared into this process.
+#[derive(Debug)]
+pub struct Heartbeat {
+    base: *mut AtomicU64,
+    slots: usize,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory accessed only through atomics;
+// it lives until drop, and `Heartbeat` is not Clone (shared through Arc).
+unsafe impl Send for Heartbeat {}
+// SAFETY: as above.
+unsafe impl Sync for Heartbeat {}
+
+impl Heartbeat {
+    pub(crate) fn map(fd: BorrowedFd<'_>, slots: usize) -> Result<Heartbeat, Error> {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let len = (slots * 8).div_ceil(page) * page;
+        // SAFETY: mapping a BPF_F_MMAPABLE array map fd, shared, read-write,
+        // at offset 0 with a page-rounded length, as the kernel documents.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(Error::Syscall {
+                map: crate::MAP_HEARTBEAT,
+                what: "mmap the heartbeat array".into(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(Heartbeat {
+            base: ptr.cast(),
+            slots,
+            len,
+        })
+    }
+
+    /// When the worker of `queue` last beat (CLOCK_MONOTONIC_COARSE ns; 0 = never).
+    pub fn last(&self, queue: u32) -> u64 {
+        let queue = queue as usize;
+        if queue < self.slots {
+            // SAFETY: as in `beat`.
+            unsafe { &*self.base.add(queue) }.load(Ordering::Relaxed)
+        } else {
+            0
+        }
+    }
+
+    /// Records that the worker of `queue` is alive now.
+    #[inline]
+    pub fn beat(&self, queue: u32) {
+        let queue = queue as usize;
+        if queue < self.slots {
+            // SAFETY: within the mapping; u64 slots are 8-byte aligned in a
+            // page-aligned mapping.
+            unsafe { &*self.base.add(queue) }.store(coarse_now_ns(), Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `map` mapped.
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
