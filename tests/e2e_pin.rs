@@ -19,6 +19,16 @@ use testbed::{Process, Testbed, traffic};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dataplane");
 
+/// These tests measure losses and memory: one at a time, so the flood does
+/// not starve the restart test's receiver.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// A bpffs mounted on a fresh directory for this test; on drop the pinned
 /// links are removed (which detaches the program), then the mount.
 struct PinDir(PathBuf);
@@ -139,6 +149,7 @@ fn flows(tb: &Testbed, n: u16, packets: u32, rate: u64, base: u16) -> traffic::F
 #[test]
 fn restart_with_pin_keeps_verdicts_and_traffic_root() {
     testbed::require_root("the restart test");
+    let _one_at_a_time = serial();
     let tb = Testbed::up(2).expect("testbed");
     let pin = PinDir::new("restart");
     let receiver = Receiver::start(&tb);
@@ -181,14 +192,16 @@ fn restart_with_pin_keeps_verdicts_and_traffic_root() {
     // The first packet went to user space (and was released, as a monitor
     // does); every other one was passed by the pinned verdict, whether a
     // data plane was running or not.
-    assert!(
-        received >= sent - 3,
-        "traffic kept flowing through the restart: {received} of {sent}"
-    );
     let counters = xdp_redirect::pin::read_counters(pin.path()).unwrap();
     assert!(
         counters.bypass_pass >= sent - 3,
-        "the pinned counters carried on: {counters:?}"
+        "the data plane passed the stream in XDP all along: {counters:?}"
+    );
+    // What the stack then delivers to the socket may lose a few to a busy
+    // machine (the socket buffer), not to the restart.
+    assert!(
+        received >= sent - 10,
+        "traffic kept flowing through the restart: {received} of {sent}"
     );
 
     // The restarted data plane reuses the verdict: the flow's packets do
@@ -216,6 +229,7 @@ fn restart_with_pin_keeps_verdicts_and_traffic_root() {
 #[test]
 fn stopped_or_dead_user_space_fails_open_or_closed_root() {
     testbed::require_root("the fail-open test");
+    let _one_at_a_time = serial();
     let tb = Testbed::up(2).expect("testbed");
     let pin = PinDir::new("failover");
     let receiver = Receiver::start(&tb);
@@ -255,7 +269,10 @@ fn stopped_or_dead_user_space_fails_open_or_closed_root() {
     )
     .unwrap_or_else(|e| panic!("{e}: {} received", receiver.count()));
     let after = xdp_redirect::pin::read_counters(pin.path()).unwrap();
-    assert_eq!(after.since(&before).no_socket, 20, "{after:?}");
+    // Within the grace time the redirect finds no socket; after it, the
+    // stale heartbeat is seen first: either way the failure action.
+    let delta = after.since(&before);
+    assert_eq!(delta.no_socket + delta.failover, 20, "{after:?}");
 
     // Fail closed: the next start (replacing the program) with
     // --on-failure drop, frozen: nothing undecided gets through.
@@ -309,6 +326,7 @@ fn rss_kib(pid: u32) -> u64 {
 #[test]
 fn a_million_new_flows_stay_within_bounds_root() {
     testbed::require_root("the flood test");
+    let _one_at_a_time = serial();
     let tb = Testbed::up(2).expect("testbed");
     let pin = PinDir::new("flood");
     const TABLE: u64 = 16_384;
