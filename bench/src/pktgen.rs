@@ -596,17 +596,6 @@ fn xdp_live(spec: &Spec, template: Template, target: &Target, job: &Job<'_>) -> 
     Ok(())
 }
 
-/// CLOCK_MONOTONIC nanoseconds, the clock `bpf_ktime_get_ns()` reads.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is valid for writes; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 fn afpacket(
     frames: &[Vec<u8>],
     stamp_off: Option<usize>,
@@ -686,7 +675,7 @@ fn afpacket(
         iovecs.clear();
         msgs.clear();
         let mut bytes = 0u64;
-        let now = stamp_off.map(|_| monotonic_ns());
+        let now = stamp_off.map(|_| xdp_redirect::clock::monotonic_ns());
         for i in 0..n {
             let mut frame: &[u8] = &frames[(next + i) % frames.len()];
             if let (Some(off), Some(now)) = (stamp_off, now) {

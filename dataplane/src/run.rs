@@ -504,7 +504,7 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         // A worker that stopped looping: one line when it stalls, one when
         // it recovers (the XDP program fails over on its own).
         if args.failure_grace_ms > 0 {
-            let now = xdp_redirect::pin::coarse_now_ns();
+            let now = xdp_redirect::clock::coarse_monotonic_ns();
             for queue in 0..args.queues {
                 let stalled =
                     now.saturating_sub(heartbeat.last(queue)) > args.failure_grace_ms * 1_000_000;

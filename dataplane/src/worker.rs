@@ -24,6 +24,7 @@ use std::{
 use crossbeam_channel::{Sender, TrySendError};
 use hdrhistogram::Histogram;
 use thiserror::Error;
+use xdp_redirect::clock::monotonic_ns;
 use xdp_redirect::{Action, VerdictMap, abi::dp_verdict_flags::DP_VERDICT_F_CLOSING};
 use xsk_rs::FrameDesc;
 
@@ -105,18 +106,6 @@ impl Side {
             Side::Peer => Side::Primary,
         }
     }
-}
-
-/// Nanoseconds on CLOCK_MONOTONIC, the clock `bpf_ktime_get_ns()` uses.
-#[inline]
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is valid for writes; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// What the main thread can ask a worker, checked once per loop turn.
@@ -413,9 +402,7 @@ impl Worker {
                     }
                     if let Some((key, flow)) = seen.evicted {
                         state.counters.flows_evicted += 1;
-                        let kernel = flow
-                            .decided
-                            .and_then(|_| self.verdicts.get(&key::to_kernel(&key)).ok().flatten());
+                        let kernel = self.kernel_entry_for_record(&key, &flow);
                         let ending = Ending {
                             reason: EndReason::Evicted,
                             end_ns: picked_up,
@@ -623,20 +610,21 @@ impl Worker {
     /// completions come back soon.
     fn idle(&mut self, state: &State) -> Result<(), WorkerError> {
         let queue = self.socket.queue;
-        let mut fds = vec![libc::pollfd {
-            fd: self.socket.fd(),
+        let pollfd = |fd| libc::pollfd {
+            fd,
             events: libc::POLLIN,
             revents: 0,
-        }];
-        if let Some(peer) = &self.socket.peer {
-            fds.push(libc::pollfd {
-                fd: peer.fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
-        }
+        };
+        let mut both = [pollfd(self.socket.fd()), pollfd(-1)];
+        let fds = match &self.socket.peer {
+            Some(peer) => {
+                both[1] = pollfd(peer.fd());
+                &mut both[..]
+            }
+            None => &mut both[..1],
+        };
         if self.config.busy_poll {
-            for pfd in &fds {
+            for pfd in fds.iter() {
                 // A non-blocking recvfrom drives the driver's NAPI loop in busy-poll mode.
                 // SAFETY: a zero-length receive on our own socket fd.
                 unsafe {
@@ -735,6 +723,20 @@ impl Worker {
         state.counters.flows_active = state.table.len() as u64;
     }
 
+    /// The kernel entry of an ending decided flow, for its record: read only
+    /// when there is a flow log to write it to (an eviction happens on the
+    /// per-packet path, and a lookup is a syscall).
+    fn kernel_entry_for_record(
+        &self,
+        key: &dpi::FlowKey,
+        flow: &FlowState,
+    ) -> Option<xdp_redirect::Verdict> {
+        if self.flow_log.is_none() || flow.decided.is_none() {
+            return None;
+        }
+        self.verdicts.get(&key::to_kernel(key)).ok().flatten()
+    }
+
     /// Ends every flow still in the table (the data plane is stopping).
     fn flush_flows(&mut self, state: &mut State) {
         let now = monotonic_ns();
@@ -742,9 +744,7 @@ impl Worker {
             let Some(flow) = state.table.remove(&key) else {
                 continue;
             };
-            let kernel = flow
-                .decided
-                .and_then(|_| self.verdicts.get(&key::to_kernel(&key)).ok().flatten());
+            let kernel = self.kernel_entry_for_record(&key, &flow);
             let end = flow
                 .last_ns
                 .max(kernel.map_or(0, |k| k.last_seen_ns))

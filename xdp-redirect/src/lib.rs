@@ -15,6 +15,7 @@
 pub mod abi;
 mod attached;
 pub mod baseline;
+pub mod clock;
 pub mod iface;
 pub mod pin;
 

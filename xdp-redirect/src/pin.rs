@@ -96,17 +96,6 @@ pub fn verdict_entries(dir: &Path) -> Result<usize, Error> {
     Ok(map.keys().filter(Result::is_ok).count())
 }
 
-/// CLOCK_MONOTONIC_COARSE nanoseconds, the clock of `bpf_ktime_get_coarse_ns()`.
-pub fn coarse_now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is valid for writes; the clock exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// The heartbeat array (one `u64` per queue), mapped shared into this process.
 #[derive(Debug)]
 pub struct Heartbeat {
@@ -170,7 +159,8 @@ impl Heartbeat {
         if queue < self.slots {
             // SAFETY: within the mapping; u64 slots are 8-byte aligned in a
             // page-aligned mapping.
-            unsafe { &*self.base.add(queue) }.store(coarse_now_ns(), Ordering::Relaxed);
+            unsafe { &*self.base.add(queue) }
+                .store(crate::clock::coarse_monotonic_ns(), Ordering::Relaxed);
         }
     }
 }
