@@ -207,17 +207,8 @@ impl Baseline {
             kind: "map",
             name: "latency_counters",
         })?;
-        let array: aya::maps::PerCpuArray<_, u64> = aya::maps::PerCpuArray::try_from(map)
-            .map_err(|source| crate::map_error("latency_counters", "open", source))?;
-        let mut sums = [0u64; 3];
-        for (index, sum) in sums.iter_mut().enumerate() {
-            *sum = array
-                .get(&(index as u32), 0)
-                .map_err(|source| crate::map_error("latency_counters", "read", source))?
-                .iter()
-                .sum();
-        }
-        Ok((sums[0], sums[1], sums[2]))
+        let [stamped, unstamped, lost] = crate::percpu_sums(map, "latency_counters")?;
+        Ok((stamped, unstamped, lost))
     }
 
     /// Frames and bytes [`Kind::Sink`] has counted, summed over CPUs.
@@ -226,17 +217,8 @@ impl Baseline {
             kind: "map",
             name: "sink_counters",
         })?;
-        let array: aya::maps::PerCpuArray<_, u64> = aya::maps::PerCpuArray::try_from(map)
-            .map_err(|source| crate::map_error("sink_counters", "open", source))?;
-        let mut sums = [0u64; 2];
-        for (index, sum) in sums.iter_mut().enumerate() {
-            *sum = array
-                .get(&(index as u32), 0)
-                .map_err(|source| crate::map_error("sink_counters", "read", source))?
-                .iter()
-                .sum();
-        }
-        Ok((sums[0], sums[1]))
+        let [packets, bytes] = crate::percpu_sums(map, "sink_counters")?;
+        Ok((packets, bytes))
     }
 }
 

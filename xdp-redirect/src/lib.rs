@@ -537,21 +537,10 @@ impl XdpRedirect {
             what: format!("pin the link of `{iface}` at {}", path.display()),
             source: Box::new(source),
         })?;
-        // Hand the link back to the program: the pin keeps it alive when
-        // the program (and this process) goes away.
-        let fd_link: aya::programs::links::FdLink = pinned.into();
-        let xdp_link =
-            aya::programs::xdp::XdpLink::try_from(fd_link).map_err(|source| Error::Bridge {
-                what: format!("reopen the pinned link of `{iface}`"),
-                source: Box::new(source),
-            })?;
-        // Re-attaching through the link keeps the same program: a no-op update.
-        program
-            .attach_to_link(xdp_link)
-            .map_err(|source| Error::Program {
-                what: format!("hold the pinned link of `{iface}`"),
-                source: Box::new(source),
-            })
+        // Hand the link back to the program (re-attaching the same program:
+        // a no-op update); the pin keeps it alive when the program and this
+        // process go away.
+        hold_pinned_link(program, pinned, iface, path)
     }
 
     /// Replaces the program behind a pinned link with this one, atomically
@@ -571,18 +560,7 @@ impl XdpRedirect {
                 what: format!("open the pinned link {}", path.display()),
                 source: Box::new(source),
             })?;
-        let fd_link: aya::programs::links::FdLink = pinned.into();
-        let xdp_link =
-            aya::programs::xdp::XdpLink::try_from(fd_link).map_err(|source| Error::Bridge {
-                what: format!("{} is not an XDP link", path.display()),
-                source: Box::new(source),
-            })?;
-        let link = program_mut(&mut self.ebpf)?
-            .attach_to_link(xdp_link)
-            .map_err(|source| Error::Program {
-                what: format!("replace the program behind the pinned link of `{iface}`"),
-                source: Box::new(source),
-            })?;
+        let link = hold_pinned_link(program_mut(&mut self.ebpf)?, pinned, iface, path)?;
         self.attached.push((iface.to_string(), link, mode));
         tracing::info!(iface, pin = %path.display(), "XDP program replaced atomically behind the pinned link");
         Ok(mode)
@@ -684,16 +662,7 @@ impl XdpRedirect {
             kind: "map",
             name: MAP_COUNTERS,
         })?;
-        let array: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(map).map_err(|source| map_error(MAP_COUNTERS, "open", source))?;
-        let mut sums = [0u64; abi::dp_counter::DP_CNT_MAX as usize];
-        for (index, sum) in sums.iter_mut().enumerate() {
-            let per_cpu = array.get(&(index as u32), 0).map_err(|source| {
-                map_error(MAP_COUNTERS, &format!("read counter {index}"), source)
-            })?;
-            *sum = per_cpu.iter().sum();
-        }
-        Ok(Counters::from_array(&sums))
+        Ok(Counters::from_array(&percpu_sums(map, MAP_COUNTERS)?))
     }
 
     /// Runs the program once per repetition on `frame` with `BPF_PROG_TEST_RUN`
@@ -781,6 +750,46 @@ fn attach_in(
                 source: Box::new(source),
             },
         })
+}
+
+/// Puts `program` behind a pinned link (`bpf_link_update`, atomic) and
+/// gives the program the link to hold.
+fn hold_pinned_link(
+    program: &mut Xdp,
+    pinned: aya::programs::links::PinnedLink,
+    iface: &str,
+    path: &std::path::Path,
+) -> Result<XdpLinkId, Error> {
+    let fd_link: aya::programs::links::FdLink = pinned.into();
+    let xdp_link =
+        aya::programs::xdp::XdpLink::try_from(fd_link).map_err(|source| Error::Bridge {
+            what: format!("{} is not an XDP link", path.display()),
+            source: Box::new(source),
+        })?;
+    program
+        .attach_to_link(xdp_link)
+        .map_err(|source| Error::Program {
+            what: format!("put the program behind the pinned link of `{iface}`"),
+            source: Box::new(source),
+        })
+}
+
+/// Every slot of a per-CPU `u64` array map, summed over CPUs.
+pub(crate) fn percpu_sums<const N: usize>(
+    map: &Map,
+    name: &'static str,
+) -> Result<[u64; N], Error> {
+    let array: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(map).map_err(|source| map_error(name, "open", source))?;
+    let mut sums = [0u64; N];
+    for (index, sum) in sums.iter_mut().enumerate() {
+        *sum = array
+            .get(&(index as u32), 0)
+            .map_err(|source| map_error(name, &format!("read slot {index}"), source))?
+            .iter()
+            .sum();
+    }
+    Ok(sums)
 }
 
 pub(crate) fn map_error(map: &'static str, what: &str, source: MapError) -> Error {

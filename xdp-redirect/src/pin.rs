@@ -13,9 +13,9 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
-use aya::maps::{Map, MapData, PerCpuArray};
+use aya::maps::{Map, MapData};
 
-use crate::{Counters, Error, MAP_COUNTERS, abi, map_error};
+use crate::{Counters, Error, MAP_COUNTERS, map_error};
 
 /// `BPF_FS_MAGIC` from linux/magic.h.
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
@@ -73,16 +73,7 @@ pub fn link_path(dir: &Path, iface: &str) -> PathBuf {
 pub fn read_counters(dir: &Path) -> Result<Counters, Error> {
     let data = MapData::from_pin(dir.join(MAP_COUNTERS))
         .map_err(|source| map_error(MAP_COUNTERS, "open the pinned map", source))?;
-    let array: PerCpuArray<_, u64> = PerCpuArray::try_from(Map::PerCpuArray(data))
-        .map_err(|source| map_error(MAP_COUNTERS, "open", source))?;
-    let mut sums = [0u64; abi::dp_counter::DP_CNT_MAX as usize];
-    for (index, sum) in sums.iter_mut().enumerate() {
-        *sum = array
-            .get(&(index as u32), 0)
-            .map_err(|source| map_error(MAP_COUNTERS, "read", source))?
-            .iter()
-            .sum();
-    }
+    let sums = crate::percpu_sums(&Map::PerCpuArray(data), MAP_COUNTERS)?;
     Ok(Counters::from_array(&sums))
 }
 
