@@ -112,33 +112,6 @@ pub fn dns_query(name: &str, id: u16) -> Vec<u8> {
     q
 }
 
-/// A TLS 1.3-style ClientHello record carrying `sni` and ALPN "h2".
-pub fn tls_client_hello(sni: &str) -> Vec<u8> {
-    let name = sni.as_bytes();
-    let mut ext = Vec::new();
-    ext.extend_from_slice(&0u16.to_be_bytes());
-    ext.extend_from_slice(&((name.len() + 5) as u16).to_be_bytes());
-    ext.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
-    ext.push(0);
-    ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
-    ext.extend_from_slice(name);
-    ext.extend_from_slice(&[0, 16, 0, 5, 0, 3, 2, b'h', b'2']);
-    ext.extend_from_slice(&[0, 43, 0, 3, 2, 0x03, 0x04]);
-    let mut body = vec![0x03, 0x03];
-    body.extend_from_slice(&[0x5a; 32]);
-    body.push(0);
-    body.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
-    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
-    body.extend_from_slice(&ext);
-    let mut handshake = vec![1];
-    handshake.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-    handshake.extend_from_slice(&body);
-    let mut record = vec![22, 3, 1];
-    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
-    record.extend_from_slice(&handshake);
-    record
-}
-
 fn payload_bytes(kind: PayloadKind, host: &str) -> Vec<u8> {
     match kind {
         PayloadKind::Udp | PayloadKind::Mix => Vec::new(),
@@ -146,7 +119,7 @@ fn payload_bytes(kind: PayloadKind, host: &str) -> Vec<u8> {
             "GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: dataplane-pktgen\r\nAccept: */*\r\n\r\n"
         )
         .into_bytes(),
-        PayloadKind::Tls => tls_client_hello(host),
+        PayloadKind::Tls => testbed::frames::tls_client_hello(host),
         PayloadKind::Dns => dns_query(host, 0x4242),
     }
 }

@@ -367,33 +367,7 @@ pub(crate) fn dtls(p: &Payload<'_>, s: &mut Scratch) -> Dissect {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-
-    /// A minimal TLS 1.3-style ClientHello record with SNI and ALPN.
-    pub(crate) fn client_hello(sni: &str) -> Vec<u8> {
-        let mut ext = Vec::new();
-        let name = sni.as_bytes();
-        ext.extend_from_slice(&0u16.to_be_bytes());
-        ext.extend_from_slice(&((name.len() + 5) as u16).to_be_bytes());
-        ext.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
-        ext.push(0);
-        ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
-        ext.extend_from_slice(name);
-        ext.extend_from_slice(&[0, 16, 0, 5, 0, 3, 2, b'h', b'2']);
-        ext.extend_from_slice(&[0, 43, 0, 5, 4, 0x1a, 0x1a, 0x03, 0x04]);
-        let mut body = vec![0x03, 0x03];
-        body.extend_from_slice(&[7; 32]);
-        body.push(0);
-        body.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
-        body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
-        body.extend_from_slice(&ext);
-        let mut hs = vec![1];
-        hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-        hs.extend_from_slice(&body);
-        let mut rec = vec![22, 3, 1];
-        rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
-        rec.extend_from_slice(&hs);
-        rec
-    }
+    use testbed::frames::tls_client_hello as client_hello;
 
     fn payload(data: &[u8], index: u32) -> Payload<'_> {
         Payload {
