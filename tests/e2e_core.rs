@@ -52,13 +52,8 @@ fn queue_sum(v: &Value, field: &str) -> u64 {
 /// Stops the data plane with SIGINT, asserts it exits cleanly, and returns
 /// its final stats document (the file is removed).
 fn stop_and_read_stats(dp: &mut Process, stats: &Path) -> Value {
-    dp.signal(libc::SIGINT).unwrap();
-    let status = dp.wait_exit(Duration::from_secs(15)).unwrap();
-    assert!(
-        status.success(),
-        "dataplane exit {status}:\n{}",
-        dp.output()
-    );
+    dp.interrupt(Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("dataplane {e}"));
     let v = read_stats(stats).expect("final stats JSON");
     let _ = std::fs::remove_file(stats);
     v
@@ -783,12 +778,8 @@ fn control_socket_metrics_and_reload_root() {
             .contains("no load balancer")
     );
 
-    dp.signal(libc::SIGINT).unwrap();
-    assert!(
-        dp.wait_exit(Duration::from_secs(15)).unwrap().success(),
-        "{}",
-        dp.output()
-    );
+    dp.interrupt(Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("dataplane {e}"));
     assert!(!socket.exists(), "the socket is removed at exit");
     let _ = std::fs::remove_dir_all(&dir);
 }

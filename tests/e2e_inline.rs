@@ -339,13 +339,8 @@ fn inline_bridge_enforces_dpi_verdicts_on_real_traffic_root() {
         assert_eq!(blocked["kernel_action"], "drop", "{blocked}");
     }
 
-    dp.signal(libc::SIGINT).unwrap();
-    let status = dp.wait_exit(Duration::from_secs(15)).unwrap();
-    assert!(
-        status.success(),
-        "dataplane exit {status}:\n{}",
-        dp.output()
-    );
+    dp.interrupt(Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("dataplane {e}"));
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
     let kernel = &v["kernel"];
     assert!(

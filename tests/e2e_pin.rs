@@ -206,8 +206,8 @@ fn restart_with_pin_keeps_verdicts_and_traffic_root() {
 
     // The restarted data plane reuses the verdict: the flow's packets do
     // not reach its workers.
-    dp2.signal(libc::SIGINT).unwrap();
-    assert!(dp2.wait_exit(Duration::from_secs(15)).unwrap().success());
+    dp2.interrupt(Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("dataplane {e}"));
     assert!(
         dp2.output().contains("left attached (pinned)"),
         "{}",
@@ -305,12 +305,8 @@ fn stopped_or_dead_user_space_fails_open_or_closed_root() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(receiver.count(), got, "fail closed: nothing passed");
     dp.signal(libc::SIGCONT).unwrap();
-    dp.signal(libc::SIGINT).unwrap();
-    assert!(
-        dp.wait_exit(Duration::from_secs(15)).unwrap().success(),
-        "{}",
-        dp.output()
-    );
+    dp.interrupt(Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("dataplane {e}"));
 }
 
 /// Resident set size of a process, in KiB.
@@ -424,11 +420,7 @@ fn a_million_new_flows_stay_within_bounds_root() {
         rss_after <= rss_before + 64 * 1024,
         "RSS grew from {rss_before} to {rss_after} KiB"
     );
-    dp.signal(libc::SIGINT).unwrap();
-    assert!(
-        dp.wait_exit(Duration::from_secs(20)).unwrap().success(),
-        "{}",
-        dp.output()
-    );
+    dp.interrupt(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("dataplane {e}"));
     let _ = std::fs::remove_file(&stats);
 }

@@ -117,8 +117,8 @@ fn pktgen_scripts_fall_back_to_the_bundled_generator_root() {
         }
     }
     let mut sink = sink;
-    sink.signal(libc::SIGINT).unwrap();
-    sink.wait_exit(std::time::Duration::from_secs(10)).unwrap();
+    sink.interrupt(std::time::Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("xdp-baseline {e}"));
     let counted: Value = sink
         .output()
         .lines()

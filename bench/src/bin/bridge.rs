@@ -208,11 +208,8 @@ fn dataplane(
 }
 
 fn stop(mut dp: Process, stats: &PathBuf) -> anyhow::Result<u64> {
-    dp.signal(libc::SIGINT)?;
-    let status = dp.wait_exit(Duration::from_secs(20))?;
-    if !status.success() {
-        bail!("dataplane failed ({status}):\n{}", dp.output());
-    }
+    dp.interrupt(Duration::from_secs(20))
+        .map_err(|e| anyhow::anyhow!("dataplane failed ({e})"))?;
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(stats)?)?;
     let _ = std::fs::remove_file(stats);
     Ok(v["queues"]

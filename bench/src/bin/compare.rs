@@ -121,11 +121,9 @@ impl Held {
         Ok(Held(p))
     }
     fn stop(mut self) -> anyhow::Result<String> {
-        self.0.signal(libc::SIGINT)?;
-        let status = self.0.wait_exit(Duration::from_secs(20))?;
-        if !status.success() {
-            bail!("{status}:\n{}", self.0.output());
-        }
+        self.0
+            .interrupt(Duration::from_secs(20))
+            .map_err(anyhow::Error::msg)?;
         Ok(self.0.output())
     }
 }

@@ -126,11 +126,8 @@ fn run_one(bin: &Path, args: &Args, queues: u32, sniff: &str) -> anyhow::Result<
         let seen = num(&v, "/kernel/rx") - num(&v, "/kernel/non_ip");
         (seen > 0 && accounted(&v) >= seen).then_some(())
     });
-    dp.signal(libc::SIGINT)?;
-    let status = dp.wait_exit(Duration::from_secs(15))?;
-    if !status.success() {
-        bail!("dataplane failed ({status}):\n{}", dp.output());
-    }
+    dp.interrupt(Duration::from_secs(15))
+        .map_err(|e| anyhow::anyhow!("dataplane failed ({e})"))?;
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&stats)?)?;
     let _ = std::fs::remove_file(&stats);
     let secs = sent.elapsed.as_secs_f64();

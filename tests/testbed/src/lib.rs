@@ -416,6 +416,22 @@ impl Process {
         Ok(())
     }
 
+    /// Stops the process with SIGINT and waits up to `timeout` for a
+    /// successful exit; the error names the exit status and carries
+    /// everything the process printed.
+    pub fn interrupt(&mut self, timeout: Duration) -> Result<(), String> {
+        self.signal(libc::SIGINT)
+            .map_err(|e| format!("SIGINT: {e}"))?;
+        let status = self
+            .wait_exit(timeout)
+            .map_err(|e| format!("{e}:\n{}", self.output()))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("exit {status}:\n{}", self.output()))
+        }
+    }
+
     /// Waits for exit, up to `timeout`; then collects the rest of the output.
     pub fn wait_exit(&mut self, timeout: Duration) -> io::Result<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
