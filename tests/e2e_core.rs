@@ -13,7 +13,16 @@ use testbed::{Process, Testbed, traffic};
 const BIN: &str = env!("CARGO_BIN_EXE_dataplane");
 const K: u64 = 8;
 
+/// Starts the data plane on the testbed's DUT and waits until it runs.
 fn start(tb: &Testbed, extra: &[&str]) -> Process {
+    let mut dp = spawn(tb, extra);
+    dp.wait_for_line("dataplane: running", Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
+    dp
+}
+
+/// Starts the data plane on the testbed's DUT.
+fn spawn(tb: &Testbed, extra: &[&str]) -> Process {
     let mut cmd = tb.dut.command(BIN);
     cmd.args(["--iface", &tb.dut_if])
         .args(extra)
@@ -83,25 +92,14 @@ fn four_queues_account_for_every_packet_root() {
             "0.1",
         ],
     );
-    dp.wait_for_line("dataplane: running", Duration::from_secs(20))
-        .unwrap();
     assert!(tb.dut_has_xdp().unwrap(), "program attached while running");
 
     // A few hundred flows, round robin, paced so that consecutive packets of
     // one flow are far apart (30 ms) compared to a worker's batch turnaround.
     let spec = traffic::FlowSpec {
-        src: tb.gen_ip,
-        dst: tb.dut_ip,
-        udp_flows: 200,
         tcp_flows: 100,
-        packets_per_flow: 20,
         payload_len: 64,
-        rate_pps: 10_000,
-        src_port_base: 20_000,
-        dst_port: 9,
-        max_duration: Duration::from_secs(20),
-        burst: 1,
-        payload: None,
+        ..traffic::FlowSpec::udp(tb.gen_ip, tb.dut_ip, 200, 20, 10_000, 20_000)
     };
     let flows = u64::from(spec.udp_flows + spec.tcp_flows);
     let sent = traffic::send_flows(&tb.gen_ns, spec.clone()).expect("send traffic");
@@ -227,11 +225,8 @@ fn second_dataplane_on_same_interface_is_refused_root() {
     testbed::require_root("the data plane end-to-end test");
     let tb = Testbed::up(2).expect("testbed");
     let mut first = start(&tb, &["--queues", "2"]);
-    first
-        .wait_for_line("dataplane: running", Duration::from_secs(20))
-        .unwrap();
 
-    let mut second = start(&tb, &["--queues", "2"]);
+    let mut second = spawn(&tb, &["--queues", "2"]);
     let status = second.wait_exit(Duration::from_secs(20)).unwrap();
     assert!(
         !status.success(),
@@ -340,8 +335,6 @@ fn ipv6_neighbour_discovery_keeps_working_root() {
             "0.1",
         ],
     );
-    dp.wait_for_line("dataplane: running", Duration::from_secs(20))
-        .unwrap();
     let dut_ll = tb
         .enable_ipv6_link_local()
         .expect("IPv6 link-local on the testbed");
@@ -418,24 +411,13 @@ fn dpi_verdicts_are_enforced_in_the_kernel_root() {
             "0.1",
         ],
     );
-    dp.wait_for_line("dataplane: running", Duration::from_secs(20))
-        .unwrap();
 
     // 50 flows the rule drops and 50 the policy allows (Unknown -> default allow),
     // each decided on its first packet; the other 9 packets of each stay in XDP.
     let spec = |base: u16, payload: &[u8]| traffic::FlowSpec {
-        src: tb.gen_ip,
-        dst: tb.dut_ip,
-        udp_flows: 50,
-        tcp_flows: 0,
-        packets_per_flow: 10,
         payload_len: 0,
-        rate_pps: 5_000,
-        src_port_base: base,
-        dst_port: 9,
-        max_duration: Duration::from_secs(20),
-        burst: 1,
         payload: Some(payload.to_vec()),
+        ..traffic::FlowSpec::udp(tb.gen_ip, tb.dut_ip, 50, 10, 5_000, base)
     };
     let blocked = traffic::send_flows(&tb.gen_ns, spec(30_000, b"please blockme now")).unwrap();
     let allowed = traffic::send_flows(&tb.gen_ns, spec(31_000, b"hello there")).unwrap();
@@ -510,23 +492,8 @@ fn mirror_port_discards_decided_flows_in_xdp_root() {
             "0.1",
         ],
     );
-    dp.wait_for_line("dataplane: running", Duration::from_secs(20))
-        .unwrap();
     assert!(dp.output().contains("mirror port"), "{}", dp.output());
-    let spec = traffic::FlowSpec {
-        src: tb.gen_ip,
-        dst: tb.dut_ip,
-        udp_flows: 20,
-        tcp_flows: 0,
-        packets_per_flow: 5,
-        payload_len: 32,
-        rate_pps: 2_000,
-        src_port_base: 33_000,
-        dst_port: 9,
-        max_duration: Duration::from_secs(20),
-        burst: 1,
-        payload: None,
-    };
+    let spec = traffic::FlowSpec::udp(tb.gen_ip, tb.dut_ip, 20, 5, 2_000, 33_000);
     let sent = traffic::send_flows(&tb.gen_ns, spec).unwrap().packets();
     assert_eq!(sent, 100);
     testbed::wait_until(
@@ -605,25 +572,14 @@ fn control_socket_metrics_and_reload_root() {
             "0.1",
         ],
     );
-    dp.wait_for_line("dataplane: running", Duration::from_secs(20))
-        .unwrap();
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600, "the control socket is root-only");
 
     let spec = |base: u16, payload: &[u8]| traffic::FlowSpec {
-        src: tb.gen_ip,
-        dst: tb.dut_ip,
-        udp_flows: 10,
-        tcp_flows: 0,
-        packets_per_flow: 4,
         payload_len: 0,
-        rate_pps: 2_000,
-        src_port_base: base,
-        dst_port: 9,
-        max_duration: Duration::from_secs(20),
-        burst: 1,
         payload: Some(payload.to_vec()),
+        ..traffic::FlowSpec::udp(tb.gen_ip, tb.dut_ip, 10, 4, 2_000, base)
     };
     let mut sent = traffic::send_flows(&tb.gen_ns, spec(34_000, b"hello"))
         .unwrap()

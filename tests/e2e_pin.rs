@@ -130,20 +130,7 @@ fn start(tb: &Testbed, pin: &Path, extra: &[&str]) -> Process {
 }
 
 fn flows(tb: &Testbed, n: u16, packets: u32, rate: u64, base: u16) -> traffic::FlowSpec {
-    traffic::FlowSpec {
-        src: tb.gen_ip,
-        dst: tb.dut_ip,
-        udp_flows: n,
-        tcp_flows: 0,
-        packets_per_flow: packets,
-        payload_len: 32,
-        rate_pps: rate,
-        src_port_base: base,
-        dst_port: 9,
-        max_duration: Duration::from_secs(20),
-        burst: 1,
-        payload: None,
-    }
+    traffic::FlowSpec::udp(tb.gen_ip, tb.dut_ip, n, packets, rate, base)
 }
 
 #[test]

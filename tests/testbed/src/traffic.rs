@@ -35,6 +35,36 @@ pub struct FlowSpec {
     pub payload: Option<Vec<u8>>,
 }
 
+impl FlowSpec {
+    /// `flows` UDP flows of `packets_per_flow` packets of 32 filler bytes
+    /// each, from `src`, source ports from `src_port_base`, to `dst` port 9
+    /// (discard), round robin at `rate_pps`, stopped after 20 s whatever is
+    /// left. Change the other fields with struct update syntax.
+    pub fn udp(
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        flows: u16,
+        packets_per_flow: u32,
+        rate_pps: u64,
+        src_port_base: u16,
+    ) -> FlowSpec {
+        FlowSpec {
+            src,
+            dst,
+            udp_flows: flows,
+            tcp_flows: 0,
+            packets_per_flow,
+            payload_len: 32,
+            rate_pps,
+            src_port_base,
+            dst_port: 9,
+            max_duration: Duration::from_secs(20),
+            burst: 1,
+            payload: None,
+        }
+    }
+}
+
 /// What was sent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Sent {
