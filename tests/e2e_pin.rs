@@ -157,12 +157,15 @@ fn restart_with_pin_keeps_verdicts_and_traffic_root() {
             "the pinned program stays attached after SIGKILL"
         );
         let at_kill = receiver.count();
-        let dp2 = start(&tb, pin.path(), &["--sniff-packets", "1"]);
-        assert!(
-            dp2.output().contains("replaced atomically"),
-            "the restart replaces the program behind the pinned link:\n{}",
-            dp2.output()
-        );
+        let mut dp2 = start(&tb, pin.path(), &["--sniff-packets", "1"]);
+        // logged on stderr, read apart from stdout's "running" line
+        dp2.wait_for_line("replaced atomically", Duration::from_secs(5))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "the restart replaces the program behind the pinned link: {e}\n{}",
+                    dp2.output()
+                )
+            });
         (sender.join().unwrap().unwrap(), at_kill, dp2)
     });
     assert_eq!(sent, 3000);
