@@ -10,10 +10,15 @@ const BPF_PROGRAMS: [(&str, &str); 2] = [
     ("src/bpf/dp_baseline.c", "dp_baseline.o"),
 ];
 const ABI_HEADER: &str = "src/bpf/dp_abi.h";
+/// Headers the programs include besides the ABI.
+const BPF_HEADERS: [&str; 1] = ["src/bpf/dp_lb.h"];
 
 fn main() {
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     println!("cargo:rerun-if-changed={ABI_HEADER}");
+    for header in BPF_HEADERS {
+        println!("cargo:rerun-if-changed={header}");
+    }
     println!("cargo:rerun-if-env-changed=CLANG");
 
     for (source, object) in BPF_PROGRAMS {

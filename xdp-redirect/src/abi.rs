@@ -15,6 +15,18 @@ unsafe impl aya::Pod for dp_flow_key {}
 unsafe impl aya::Pod for dp_verdict {}
 // SAFETY: as above (explicit `pad` field, no implicit padding).
 unsafe impl aya::Pod for dp_gen_config {}
+// SAFETY: as above; the load balancer's structs have explicit padding fields.
+unsafe impl aya::Pod for dp_lb_service_key {}
+// SAFETY: as above.
+unsafe impl aya::Pod for dp_lb_service {}
+// SAFETY: as above.
+unsafe impl aya::Pod for dp_lb_backend {}
+// SAFETY: as above.
+unsafe impl aya::Pod for dp_lb_conn_key {}
+// SAFETY: as above.
+unsafe impl aya::Pod for dp_lb_conn {}
+// SAFETY: as above.
+unsafe impl aya::Pod for dp_lb_stats {}
 
 /// A C string constant from the header (`b"name\0"`) as a `&str`.
 pub const fn c_name(bytes: &'static [u8]) -> &'static str {

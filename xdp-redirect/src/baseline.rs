@@ -92,6 +92,7 @@ impl Baseline {
             frame,
             repeat,
         )
+        .map(|(outcome, _)| outcome)
     }
 
     /// Attaches one program in native mode (detached on drop).

@@ -17,6 +17,7 @@ mod attached;
 pub mod baseline;
 pub mod clock;
 pub mod iface;
+pub mod lb;
 pub mod pin;
 
 use std::os::fd::{AsFd as _, AsRawFd};
@@ -238,6 +239,25 @@ pub struct Counters {
     pub bridged: u64,
     /// Undecided, but the queue's worker missed its heartbeat: the failure action.
     pub failover: u64,
+    /// Load balancer: service packets sent to their backend.
+    pub lb_forwarded: u64,
+    /// Load balancer, nat mode: replies rewritten to come from the VIP.
+    pub lb_replies: u64,
+    /// Load balancer: service packets handed to the stack untouched (IP
+    /// options, VLAN tag, no route to the backend).
+    pub lb_passed: u64,
+    /// Load balancer: service packets dropped because no backend has weight.
+    pub lb_no_backend: u64,
+    /// Load balancer: packets not for a service, handed to the stack.
+    pub lb_other: u64,
+    /// Load balancer: packets of known connections (not an outcome).
+    pub lb_conn_hits: u64,
+    /// Load balancer: new connections (not an outcome).
+    pub lb_conn_misses: u64,
+    /// Load balancer: TCP packets without SYN that found no connection entry.
+    pub lb_conn_lost: u64,
+    /// Load balancer: of `lb_passed`, no route or neighbour to the backend.
+    pub lb_no_route: u64,
 }
 
 impl Counters {
@@ -256,6 +276,15 @@ impl Counters {
             bypass_forward: values[DP_CNT_BYPASS_FORWARD as usize],
             bridged: values[DP_CNT_BRIDGED as usize],
             failover: values[DP_CNT_FAILOVER as usize],
+            lb_forwarded: values[DP_CNT_LB_FORWARDED as usize],
+            lb_replies: values[DP_CNT_LB_REPLIES as usize],
+            lb_passed: values[DP_CNT_LB_PASSED as usize],
+            lb_no_backend: values[DP_CNT_LB_NO_BACKEND as usize],
+            lb_other: values[DP_CNT_LB_OTHER as usize],
+            lb_conn_hits: values[DP_CNT_LB_CONN_HITS as usize],
+            lb_conn_misses: values[DP_CNT_LB_CONN_MISSES as usize],
+            lb_conn_lost: values[DP_CNT_LB_CONN_LOST as usize],
+            lb_no_route: values[DP_CNT_LB_NO_ROUTE as usize],
         }
     }
 
@@ -274,6 +303,15 @@ impl Counters {
             bypass_forward: self.bypass_forward.saturating_sub(earlier.bypass_forward),
             bridged: self.bridged.saturating_sub(earlier.bridged),
             failover: self.failover.saturating_sub(earlier.failover),
+            lb_forwarded: self.lb_forwarded.saturating_sub(earlier.lb_forwarded),
+            lb_replies: self.lb_replies.saturating_sub(earlier.lb_replies),
+            lb_passed: self.lb_passed.saturating_sub(earlier.lb_passed),
+            lb_no_backend: self.lb_no_backend.saturating_sub(earlier.lb_no_backend),
+            lb_other: self.lb_other.saturating_sub(earlier.lb_other),
+            lb_conn_hits: self.lb_conn_hits.saturating_sub(earlier.lb_conn_hits),
+            lb_conn_misses: self.lb_conn_misses.saturating_sub(earlier.lb_conn_misses),
+            lb_conn_lost: self.lb_conn_lost.saturating_sub(earlier.lb_conn_lost),
+            lb_no_route: self.lb_no_route.saturating_sub(earlier.lb_no_route),
         }
     }
 
@@ -289,6 +327,11 @@ impl Counters {
             + self.fragments
             + self.link_control
             + self.failover
+            + self.lb_forwarded
+            + self.lb_replies
+            + self.lb_passed
+            + self.lb_no_backend
+            + self.lb_other
     }
 }
 
@@ -307,6 +350,9 @@ pub struct LoadOptions {
     pub pin_dir: Option<std::path::PathBuf>,
     /// What happens to undecided flows when user space cannot take them.
     pub failure: FailurePolicy,
+    /// Load balancer mode: service packets are balanced in the kernel,
+    /// everything else goes to the stack (see `dp_lb.h`).
+    pub lb: Option<lb::LbOptions>,
 }
 
 impl Default for LoadOptions {
@@ -317,6 +363,7 @@ impl Default for LoadOptions {
             bridge: None,
             pin_dir: None,
             failure: FailurePolicy::default(),
+            lb: None,
         }
     }
 }
@@ -403,6 +450,13 @@ impl XdpRedirect {
             .grace
             .map_or(0, |g| g.as_nanos().clamp(1, u128::from(u64::MAX)) as u64);
         let fail_drop: u32 = options.failure.drop.into();
+        let lb_on: u32 = options.lb.is_some().into();
+        let lb_nat: u32 = options.lb.is_some_and(|l| l.nat).into();
+        let mut lb_gateway = [0u8; 8];
+        if let Some(mac) = options.lb.and_then(|l| l.gateway) {
+            lb_gateway[..6].copy_from_slice(&mac);
+            lb_gateway[6] = 1;
+        }
         let pins = match &options.pin_dir {
             Some(dir) => {
                 pin::ensure_bpffs(dir)?;
@@ -417,7 +471,10 @@ impl XdpRedirect {
             .override_global(abi::c_name(abi::DP_GLOBAL_BRIDGE), &bridge, true)
             .override_global(abi::c_name(abi::DP_GLOBAL_SIDE1_IFINDEX), &side1, true)
             .override_global(abi::c_name(abi::DP_GLOBAL_FAILURE_GRACE), &grace, true)
-            .override_global(abi::c_name(abi::DP_GLOBAL_FAILURE_DROP), &fail_drop, true);
+            .override_global(abi::c_name(abi::DP_GLOBAL_FAILURE_DROP), &fail_drop, true)
+            .override_global(abi::c_name(abi::DP_GLOBAL_LB), &lb_on, true)
+            .override_global(abi::c_name(abi::DP_GLOBAL_LB_NAT), &lb_nat, true)
+            .override_global(abi::c_name(abi::DP_GLOBAL_LB_GATEWAY), &lb_gateway, true);
         if let Some((verdicts, counters)) = &pins {
             loader
                 .map_pin_path(MAP_VERDICTS, verdicts.as_path())
@@ -656,6 +713,11 @@ impl XdpRedirect {
         pin::Heartbeat::map(data.fd().as_fd(), MAX_QUEUES as usize)
     }
 
+    /// Handles on the load balancer's maps (load with [`LoadOptions::lb`]).
+    pub fn lb_maps(&self) -> Result<lb::LbMaps, Error> {
+        lb::LbMaps::open(&self.ebpf)
+    }
+
     /// Reads the kernel counters, summed over CPUs.
     pub fn counters(&self) -> Result<Counters, Error> {
         let map = self.ebpf.map(MAP_COUNTERS).ok_or(Error::Missing {
@@ -668,7 +730,12 @@ impl XdpRedirect {
     /// Runs the program once per repetition on `frame` with `BPF_PROG_TEST_RUN`
     /// (no interface needed). Map side effects are real.
     pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutcome, Error> {
-        run_test(program_named(&self.ebpf, PROGRAM_NAME)?, frame, repeat)
+        run_test(program_named(&self.ebpf, PROGRAM_NAME)?, frame, repeat).map(|(o, _)| o)
+    }
+
+    /// One `BPF_PROG_TEST_RUN` on `frame`, with the frame as the program left it.
+    pub fn test_run_frame(&self, frame: &[u8]) -> Result<(TestRunOutcome, Vec<u8>), Error> {
+        run_test(program_named(&self.ebpf, PROGRAM_NAME)?, frame, 1)
     }
 }
 
@@ -707,8 +774,13 @@ fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, Error> {
     program_named_mut(ebpf, PROGRAM_NAME)
 }
 
-/// `BPF_PROG_TEST_RUN` of `program` on `frame`, `repeat` times.
-pub(crate) fn run_test(program: &Xdp, frame: &[u8], repeat: u32) -> Result<TestRunOutcome, Error> {
+/// `BPF_PROG_TEST_RUN` of `program` on `frame`, `repeat` times; the outcome
+/// and the frame as the (last) run left it.
+pub(crate) fn run_test(
+    program: &Xdp,
+    frame: &[u8],
+    repeat: u32,
+) -> Result<(TestRunOutcome, Vec<u8>), Error> {
     // The kernel wants room for the program to grow the packet; give it the
     // same size back as output so a rewrite would be visible.
     let mut out = vec![0u8; frame.len() + 256];
@@ -723,10 +795,14 @@ pub(crate) fn run_test(program: &Xdp, frame: &[u8], repeat: u32) -> Result<TestR
             what: "BPF_PROG_TEST_RUN".into(),
             source: Box::new(source),
         })?;
-    Ok(TestRunOutcome {
-        action: result.return_value,
-        duration: result.duration,
-    })
+    out.truncate(result.data_size_out as usize);
+    Ok((
+        TestRunOutcome {
+            action: result.return_value,
+            duration: result.duration,
+        },
+        out,
+    ))
 }
 
 fn attach_in(

@@ -20,6 +20,13 @@
 #define DP_MAP_COUNTERS "counters"
 #define DP_MAP_PEERS "peers" /* DEVMAP: port side -> the other port (bridge mode) */
 #define DP_MAP_HEARTBEAT "heartbeat" /* mmapable ARRAY: queue -> last worker heartbeat */
+/* Load balancer (--lb): see the "Load balancer" section below. */
+#define DP_MAP_LB_SERVICES "lb_services" /* HASH: struct dp_lb_service_key -> struct dp_lb_service */
+#define DP_MAP_LB_RINGS "lb_rings"       /* ARRAY: lookup tables, two per service (see dp_lb_service.table) */
+#define DP_MAP_LB_BACKENDS "lb_backends" /* ARRAY: backend index -> struct dp_lb_backend */
+#define DP_MAP_LB_CONNS "lb_conns"       /* LRU HASH: struct dp_lb_conn_key -> struct dp_lb_conn */
+#define DP_MAP_LB_NAT "lb_nat"           /* LRU HASH (nat mode): reply key -> struct dp_lb_nat */
+#define DP_MAP_LB_STATS "lb_stats"       /* PERCPU ARRAY: services, then backends -> struct dp_lb_stats */
 
 /* Program (function) name of the XDP entry point. */
 #define DP_PROG_NAME "dp_xdp"
@@ -136,7 +143,21 @@ enum dp_counter {
 	DP_CNT_BRIDGED = 10,     /* bridge mode: unparsed traffic sent to the peer (see above) */
 	DP_CNT_FAILOVER = 11,    /* undecided, but the queue's worker missed its heartbeat:
 				  * the failure action applied instead of user space */
-	DP_CNT_MAX = 12,
+	/* Load balancer mode (dp_cfg_lb): every parsed IP packet ends in exactly
+	 * one of the next five instead of the verdict/user-space outcomes. */
+	DP_CNT_LB_FORWARDED = 12, /* service packet sent to its backend */
+	DP_CNT_LB_REPLIES = 13,   /* nat mode: backend reply rewritten to come from the VIP */
+	DP_CNT_LB_PASSED = 14,    /* service packet handed to the stack untouched: IP options,
+				   * VLAN tag, or no route/neighbour to the backend */
+	DP_CNT_LB_NO_BACKEND = 15, /* service packet dropped: every weight is zero */
+	DP_CNT_LB_OTHER = 16,     /* not for a service: handed to the stack */
+	/* Not outcomes: the connection table of service packets. */
+	DP_CNT_LB_CONN_HITS = 17,   /* packet of a known connection */
+	DP_CNT_LB_CONN_MISSES = 18, /* new connection: backend from the lookup table */
+	DP_CNT_LB_CONN_LOST = 19,   /* a miss on a TCP packet without SYN: the connection
+				     * lost its entry (evicted, or older than the balancer) */
+	DP_CNT_LB_NO_ROUTE = 20,    /* of LB_PASSED: no route or neighbour entry to the backend */
+	DP_CNT_MAX = 21,
 };
 
 /*
@@ -198,5 +219,111 @@ struct dp_gen_stamp {
 /* __u32: what undecided flows get when their queue has no socket or a dead
  * worker: 0 = pass (to the stack, or across the bridge), 1 = drop. */
 #define DP_GLOBAL_FAILURE_DROP "dp_cfg_failure_drop"
+
+/*
+ * Load balancer.
+ *
+ * A packet to a service (VIP, port, protocol) belongs to a connection
+ * (struct dp_lb_conn_key, the client-to-VIP 5-tuple). A known connection
+ * keeps its backend; a new one takes the backend of slot
+ * hash(5-tuple) % DP_LB_RING_SIZE of its service's current lookup table.
+ * Each service owns two tables in `lb_rings`, at
+ * (service id * 2 + table) * DP_LB_RING_SIZE: user space fills the one not in
+ * use, then flips `dp_lb_service.table` with one map update, so a lookup
+ * never sees a half-written table.
+ */
+enum dp_lb_limits {
+	DP_LB_MAX_SERVICES = 16,
+	/* Slots per lookup table: prime (Maglev), ~100x a typical backend count. */
+	DP_LB_RING_SIZE = 65537,
+	DP_LB_MAX_BACKENDS = 1024,
+	/* Connections tracked: 40 B key + 16 B value + LRU bookkeeping ~ 30 MiB. */
+	DP_LB_CONN_ENTRIES = 262144,
+	/* A lookup-table slot (or connection) without a backend. */
+	DP_LB_NO_BACKEND = 0xffffffff,
+};
+
+enum dp_lb_mode {
+	/* IPv4-in-IPv4 / IPv6-in-IPv6 to the backend, which answers the client
+	 * directly (direct server return). */
+	DP_LB_MODE_IPIP = 0,
+	/* Destination rewritten to the backend; replies come back through us. */
+	DP_LB_MODE_NAT = 1,
+};
+
+/* Bits of dp_lb_service.flags */
+enum dp_lb_service_flags {
+	/* A connection whose backend is down is balanced again (else it stays). */
+	DP_LB_SERVICE_F_RESET_DOWN = 1,
+};
+
+/* Bits of dp_lb_backend.flags */
+enum dp_lb_backend_flags {
+	DP_LB_BACKEND_F_DOWN = 1, /* failed its health check */
+};
+
+struct dp_lb_service_key {
+	__u8 addr[16]; /* VIP, network byte order; IPv4 in the first 4 bytes */
+	__be16 port;   /* network byte order */
+	__u8 proto;    /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 family;   /* enum dp_family */
+};
+
+struct dp_lb_service {
+	__u32 id;    /* 0..DP_LB_MAX_SERVICES: its tables and its lb_stats slot; host byte order */
+	__u32 table; /* 0 or 1: which of its two tables is live; host byte order */
+	__u32 mode;  /* enum dp_lb_mode; host byte order */
+	__u32 flags; /* enum dp_lb_service_flags; host byte order */
+};
+
+struct dp_lb_backend {
+	__u8 addr[16]; /* network byte order; IPv4 in the first 4 bytes */
+	__u8 src[16];  /* ipip: outer source address (ours), network byte order */
+	__u8 family;   /* enum dp_family; 0 = unused slot */
+	__u8 flags;    /* enum dp_lb_backend_flags */
+	__u16 pad;     /* zero */
+	__u32 pad2;    /* zero */
+};
+
+/* A connection as the client sends it (not direction-independent). */
+struct dp_lb_conn_key {
+	__u8 src[16];  /* client address, network byte order */
+	__u8 dst[16];  /* VIP, network byte order */
+	__be16 sport;  /* network byte order */
+	__be16 dport;  /* network byte order */
+	__u8 proto;
+	__u8 family;   /* enum dp_family */
+	__u16 pad;     /* zero */
+};
+
+struct dp_lb_conn {
+	__u32 backend;      /* index into lb_backends; host byte order */
+	__u32 service;      /* service id; host byte order */
+	__u64 last_seen_ns; /* bpf_ktime_get_coarse_ns(); CLOCK_MONOTONIC_COARSE */
+};
+
+/* nat mode: key = struct dp_lb_conn_key of the reply (src = backend,
+ * dst = client, sport = service port, dport = client port). */
+struct dp_lb_nat {
+	__u8 vip[16];  /* network byte order */
+	__u32 service; /* service id; host byte order */
+	__u32 pad;     /* zero */
+};
+
+/* Per-CPU counters of a service (lb_stats[id]) or a backend
+ * (lb_stats[DP_LB_MAX_SERVICES + index]). */
+struct dp_lb_stats {
+	__u64 packets;   /* host byte order */
+	__u64 bytes;     /* L2 frame length as received; host byte order */
+	__u64 new_conns; /* host byte order */
+};
+
+/* __u32: 1 = load balancer mode (services, then everything else to the stack). */
+#define DP_GLOBAL_LB "dp_cfg_lb"
+/* __u32: 1 = some service is in nat mode: look up replies in lb_nat. */
+#define DP_GLOBAL_LB_NAT "dp_cfg_lb_nat"
+/* __u8[8]: next-hop MAC for everything the balancer sends (bytes 0-5), used
+ * when byte 6 is 1; otherwise bpf_fib_lookup finds the next hop. */
+#define DP_GLOBAL_LB_GATEWAY "dp_cfg_lb_gateway"
 
 #endif /* DP_ABI_H */

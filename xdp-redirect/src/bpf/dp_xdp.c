@@ -125,6 +125,7 @@ enum parse_result {
 struct cursor {
 	void *pos;
 	void *end;
+	void *start; /* the frame's first byte, for offsets */
 };
 
 static __always_inline void *cursor_take(struct cursor *c, __u32 len)
@@ -144,6 +145,8 @@ static __always_inline void count(__u32 idx)
 	if (value) /* per-CPU slot: no atomics needed */
 		*value += 1;
 }
+
+#include "dp_lb.h"
 
 /* Lexicographic compare of two 16-byte addresses held as 4 network-order words. */
 static __always_inline int addr_cmp(const __u32 *a, const __u32 *b)
@@ -187,6 +190,13 @@ static __always_inline void key_set_endpoints(struct dp_flow_key *key, const __u
 /* What the parser learnt besides the key. */
 struct parse_info {
 	__u8 tcp_flags; /* TCP flags byte (FIN = 0x01, RST = 0x04), 0 for other protocols */
+	__u8 ip_options; /* IPv4 header longer than 20 bytes */
+	__u16 l3_off;    /* offset of the IP header in the frame */
+	/* the addresses and ports as sent (not ordered), for the load balancer */
+	__u32 src[4];
+	__u32 dst[4];
+	__be16 sport;
+	__be16 dport;
 };
 
 static __always_inline int parse_l4(struct cursor *c, __u8 proto, __be16 *sport, __be16 *dport,
@@ -251,6 +261,8 @@ static __always_inline int parse_ipv4(struct cursor *c, struct dp_flow_key *key,
 		return PARSE_ERROR;
 	if (ip->version != 4 || ip->ihl < 5)
 		return PARSE_ERROR;
+	info->l3_off = c->pos - c->start;
+	info->ip_options = ip->ihl > 5;
 	hlen = ip->ihl * 4;
 	/* header with options, and the total length it claims, must be there */
 	if (bpf_ntohs(ip->tot_len) < hlen || c->pos + bpf_ntohs(ip->tot_len) > c->end)
@@ -269,6 +281,13 @@ static __always_inline int parse_ipv4(struct cursor *c, struct dp_flow_key *key,
 	dst[0] = ip->daddr;
 	key->family = DP_FAMILY_IPV4;
 	key->proto = ip->protocol;
+	if (dp_cfg_lb) {
+		info->src[0] = src[0];
+		info->dst[0] = dst[0];
+		info->sport = sport;
+		info->dport = dport;
+		return PARSE_OK; /* the balancer keys connections by direction */
+	}
 	key_set_endpoints(key, src, dst, sport, dport);
 	return PARSE_OK;
 }
@@ -284,6 +303,7 @@ static __always_inline int parse_ipv6(struct cursor *c, struct dp_flow_key *key,
 
 	if (!ip6 || ip6->version != 6)
 		return PARSE_ERROR;
+	info->l3_off = (void *)ip6 - c->start;
 	if ((void *)(ip6 + 1) + bpf_ntohs(ip6->payload_len) > c->end)
 		return PARSE_ERROR;
 	nexthdr = ip6->nexthdr;
@@ -311,6 +331,8 @@ static __always_inline int parse_ipv6(struct cursor *c, struct dp_flow_key *key,
 	    nexthdr == NEXTHDR_AUTH || nexthdr == NEXTHDR_FRAGMENT)
 		return PARSE_ERROR; /* more extension headers than we walk */
 
+	/* extension headers are IPv6's options: the balancer leaves them alone */
+	info->ip_options = c->pos != (void *)(ip6 + 1);
 	ret = parse_l4(c, nexthdr, &sport, &dport, info);
 	if (ret != PARSE_OK)
 		return ret;
@@ -319,6 +341,13 @@ static __always_inline int parse_ipv6(struct cursor *c, struct dp_flow_key *key,
 	__builtin_memcpy(dst, &ip6->daddr, 16);
 	key->family = DP_FAMILY_IPV6;
 	key->proto = nexthdr;
+	if (dp_cfg_lb) {
+		__builtin_memcpy(info->src, src, 16);
+		__builtin_memcpy(info->dst, dst, 16);
+		info->sport = sport;
+		info->dport = dport;
+		return PARSE_OK;
+	}
 	key_set_endpoints(key, src, dst, sport, dport);
 	return PARSE_OK;
 }
@@ -329,6 +358,7 @@ static __always_inline int parse_packet(struct xdp_md *ctx, struct dp_flow_key *
 	struct cursor c = {
 		.pos = (void *)(long)ctx->data,
 		.end = (void *)(long)ctx->data_end,
+		.start = (void *)(long)ctx->data,
 	};
 	struct ethhdr *eth = cursor_take(&c, sizeof(*eth));
 	__be16 proto;
@@ -424,6 +454,24 @@ int dp_xdp(struct xdp_md *ctx)
 		return not_decided(ctx, DP_CNT_LINK_CONTROL);
 	default:
 		return not_decided(ctx, DP_CNT_PARSE_ERRORS);
+	}
+
+	if (dp_cfg_lb) {
+		struct dp_lb_conn_key ckey = {};
+		struct lb_packet p = {
+			.ifindex = ctx->ingress_ifindex,
+			.l3_off = info.l3_off,
+			.v6 = key.family == DP_FAMILY_IPV6,
+			.tcp_flags = info.tcp_flags,
+		};
+
+		__builtin_memcpy(ckey.src, info.src, 16);
+		__builtin_memcpy(ckey.dst, info.dst, 16);
+		ckey.sport = info.sport;
+		ckey.dport = info.dport;
+		ckey.proto = key.proto;
+		ckey.family = key.family;
+		return lb_process(ctx, &ckey, &p, info.ip_options, len);
 	}
 
 	verdict = bpf_map_lookup_elem(&verdicts, &key);
