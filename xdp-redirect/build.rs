@@ -4,10 +4,12 @@
 
 use std::{env, path::PathBuf, process::Command};
 
-/// (source, object) pairs: the data plane's program and the benchmark baselines.
-const BPF_PROGRAMS: [(&str, &str); 2] = [
+/// (source, object) pairs: the data plane's program, the benchmark
+/// baselines, and the decapsulator for load-balancer backends.
+const BPF_PROGRAMS: [(&str, &str); 3] = [
     ("src/bpf/dp_xdp.c", "dp_xdp.o"),
     ("src/bpf/dp_baseline.c", "dp_baseline.o"),
+    ("src/bpf/dp_decap.c", "dp_decap.o"),
 ];
 const ABI_HEADER: &str = "src/bpf/dp_abi.h";
 /// Headers the programs include besides the ABI.

@@ -55,6 +55,22 @@ pub enum Command {
         #[command(flatten)]
         engine: EngineArgs,
     },
+    /// On a load-balancer backend (ipip mode): strip the balancer's outer
+    /// IPv4/IPv6 header in XDP so the stack gets the client's packet to the
+    /// VIP (put the VIP on `lo`). Runs until Ctrl-C, then detaches.
+    Decap {
+        /// Interface the balancer's packets arrive on.
+        #[arg(long, short = 'i', value_name = "IFACE")]
+        iface: String,
+        #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
+        xdp_mode: XdpModeArg,
+        /// Replace an XDP program that is already attached.
+        #[arg(long)]
+        force: bool,
+        /// Stop by itself after this many seconds.
+        #[arg(long, value_name = "SECONDS")]
+        duration: Option<f64>,
+    },
     /// Talk to a running data plane over its control socket: stats, flows
     /// [N], verdict set|clear PROTO SRC:PORT DST:PORT [pass|drop|forward],
     /// rules reload, latency reset, lb ...
@@ -155,6 +171,12 @@ pub struct RunArgs {
     /// Network interface to attach to (e.g. eth1).
     #[arg(long, short = 'i', value_name = "IFACE")]
     pub iface: String,
+
+    /// Load balancer mode: balance the services of this TOML file (VIPs,
+    /// backends, weights, health checks, load policy) in XDP; traffic for
+    /// anything else goes to the stack. See README "Load balancer".
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["peer", "pin", "mirror", "rules", "policy", "dpi", "flow_log"])]
+    pub lb: Option<PathBuf>,
 
     /// Inline bridge (IPS) mode: everything entering --iface leaves this
     /// interface and the reverse, unless dropped. Without it, monitor (IDS) mode.

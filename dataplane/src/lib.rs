@@ -20,6 +20,7 @@ pub mod control;
 pub mod flowlog;
 pub mod inspect;
 pub mod key;
+mod lbrun;
 pub mod logging;
 pub mod metrics;
 pub mod preflight;

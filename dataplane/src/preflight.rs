@@ -64,8 +64,25 @@ fn effective_caps() -> Option<u64> {
     u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
 }
 
-/// Checks capabilities, interface, queue count, cores and numeric options.
-pub fn check(args: &RunArgs) -> Result<Plan, PreflightError> {
+/// Checks what the load balancer needs: capabilities, numeric options, the
+/// interface, and no XDP program already on it (unless --force).
+pub fn check_lb(args: &RunArgs) -> Result<(), PreflightError> {
+    check_common(args)?;
+    xdp_redirect::iface::index(&args.iface)?;
+    if !args.force
+        && let Some(existing) = xdp_redirect::attached_program(&args.iface)?
+    {
+        return Err(xdp_redirect::Error::AlreadyAttached {
+            iface: args.iface.clone(),
+            existing,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Capabilities and numeric options.
+fn check_common(args: &RunArgs) -> Result<(), PreflightError> {
     if let Some(caps) = effective_caps() {
         let has = |cap: u32| caps & (1u64 << cap) != 0;
         let mut missing = Vec::new();
@@ -92,7 +109,12 @@ pub fn check(args: &RunArgs) -> Result<Plan, PreflightError> {
     {
         return Err(PreflightError::Duration(d));
     }
+    Ok(())
+}
 
+/// Checks capabilities, interface, queue count, cores and numeric options.
+pub fn check(args: &RunArgs) -> Result<Plan, PreflightError> {
+    check_common(args)?;
     let ifindex = xdp_redirect::iface::index(&args.iface)?;
     let (rx_queues, driver) = check_port(args, &args.iface)?;
     let peer = match &args.peer {

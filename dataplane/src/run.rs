@@ -71,11 +71,47 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        (None, Some(run)) => run_dataplane(&run),
+        (
+            Some(Command::Decap {
+                iface,
+                xdp_mode,
+                force,
+                duration,
+            }),
+            _,
+        ) => run_decap(&iface, xdp_mode, force, duration),
+        (None, Some(run)) => match &run.lb {
+            Some(file) => crate::lbrun::run(&run, file),
+            None => run_dataplane(&run),
+        },
         (None, None) => bail!(
             "nothing to do: give --iface IF to run the data plane, or a subcommand (see --help)"
         ),
     }
+}
+
+/// `dataplane decap`: the backend side of ipip mode.
+fn run_decap(
+    iface: &str,
+    mode: crate::cli::XdpModeArg,
+    force: bool,
+    duration: Option<f64>,
+) -> anyhow::Result<()> {
+    let decap = xdp_redirect::decap::Decap::attach(iface, mode.into(), force)?;
+    println!("dataplane decap: stripping the balancer's outer headers on {iface}; Ctrl-C to stop");
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("install signal handlers")?;
+    let deadline = duration.map(|d| Instant::now() + Duration::from_secs_f64(d));
+    while signals.pending().next().is_none() && deadline.is_none_or(|d| Instant::now() < d) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let c = decap.counters()?;
+    drop(decap);
+    println!(
+        "dataplane decap: {} packets decapsulated, {} passed untouched",
+        c.decapsulated, c.passed
+    );
+    Ok(())
 }
 
 struct Merged {
@@ -225,6 +261,7 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
                 .then(|| Duration::from_millis(args.failure_grace_ms)),
             drop: args.on_failure == crate::cli::OnFailure::Drop,
         },
+        lb: None,
     })?;
     // Every served queue starts alive: the program checks heartbeats from
     // the moment it is attached.
@@ -482,7 +519,7 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
                             Ok(serde_json::json!({"reset": true}))
                         }
                         control::Request::Lb(_) => Err(
-                            "this data plane runs no load balancer (--lb is issue 5, not built yet)"
+                            "this data plane runs no load balancer (start it with --lb FILE)"
                                 .to_string(),
                         ),
                     };

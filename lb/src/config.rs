@@ -172,6 +172,9 @@ impl Service {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub mode: Mode,
+    /// Next-hop MAC for everything the balancer sends; `None`: the kernel's
+    /// FIB and neighbour table decide (bpf_fib_lookup).
+    pub gateway_mac: Option<[u8; 6]>,
     pub table: Algorithm,
     pub on_backend_down: OnDown,
     pub health: Health,
@@ -201,6 +204,7 @@ pub enum ConfigError {
 struct RawConfig {
     #[serde(default)]
     mode: Mode,
+    gateway_mac: Option<Spanned<String>>,
     #[serde(default)]
     table: Algorithm,
     #[serde(default)]
@@ -476,8 +480,19 @@ impl Config {
                 backends,
             });
         }
+        let gateway_mac = match &raw.gateway_mac {
+            None => None,
+            Some(m) => Some(parse_mac(m.get_ref()).ok_or_else(|| {
+                invalid(
+                    m.span(),
+                    "gateway_mac".into(),
+                    format!("`{}` is not a MAC address (aa:bb:cc:dd:ee:ff)", m.get_ref()),
+                )
+            })?),
+        };
         Ok(Config {
             mode: raw.mode,
+            gateway_mac,
             table: raw.table,
             on_backend_down: raw.on_backend_down,
             health,
@@ -485,6 +500,20 @@ impl Config {
             services,
         })
     }
+}
+
+/// `aa:bb:cc:dd:ee:ff`
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        let part = parts.next()?;
+        if part.len() != 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
 }
 
 #[cfg(test)]
@@ -557,6 +586,8 @@ weight = 3
         assert!(e.contains("not of the VIP's family"), "{e}");
         let e = err(&GOOD.replace("timeout_ms = 300", "timeout_ms = 900"));
         assert!(e.starts_with("lb.toml:5: health.timeout_ms"), "{e}");
+        let e = err(&GOOD.replace("mode = \"ipip\"", "gateway_mac = \"02:00:00:00:00\""));
+        assert!(e.starts_with("lb.toml:1: gateway_mac"), "{e}");
         let e = err(&GOOD.replace("mode = \"ipip\"", "mode = \"dsr\""));
         assert!(e.contains("line 1") && e.contains("ipip"), "{e}");
         let e = err(&format!(

@@ -16,6 +16,7 @@ pub mod abi;
 mod attached;
 pub mod baseline;
 pub mod clock;
+pub mod decap;
 pub mod iface;
 pub mod lb;
 pub mod pin;
@@ -805,7 +806,7 @@ pub(crate) fn run_test(
     ))
 }
 
-fn attach_in(
+pub(crate) fn attach_in(
     program: &mut Xdp,
     iface: &str,
     driver: &str,

@@ -7,6 +7,7 @@
 //! Everything here needs root; [`require_root`] fails loudly otherwise.
 
 pub mod frames;
+pub mod lb;
 pub mod traffic;
 
 use std::{

@@ -215,6 +215,9 @@ static __always_inline __u32 lb_next_hop(struct xdp_md *ctx, __u32 in_ifindex,
 		fib.ipv4_src = src[0];
 		fib.ipv4_dst = dst[0];
 	}
+	/* A forwarding lookup, as the stack would route the packet: the kernel
+	 * answers only with forwarding enabled on the ingress interface (user
+	 * space checks that at start-up). */
 	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
 		return 0;
 	__builtin_memcpy(mac, fib.dmac, ETH_ALEN);

@@ -1,0 +1,558 @@
+//! `dataplane --iface IF --lb lb.toml`: the load balancer.
+//!
+//! The kernel forwards every packet (dp_lb.h); this thread owns the
+//! [`lb::Balancer`]: it takes health and load events from the probe threads
+//! and operator commands from the control socket, and whenever effective
+//! weights change it writes the service's new table into the unused half
+//! and flips the service entry to it (no half-written table is ever live).
+//!
+//! Order, as for the data plane: the file is read and checked, every backend
+//! is given a route and a source address, the program is loaded and every
+//! map filled, and only then is it attached; a failure at any step leaves
+//! the interface as it was.
+
+use std::{
+    net::{IpAddr, SocketAddr, UdpSocket},
+    path::Path,
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+use lb::{Balancer, Change, Config, Event, balancer::BackendState};
+use xdp_redirect::lb::{LbMaps, LbOptions, NO_BACKEND, RING_SIZE};
+
+use crate::{cli::RunArgs, control};
+
+/// The kernel's index of each (service, backend): services' backends laid
+/// out one after the other.
+struct Layout {
+    /// first[s] = kernel index of service s's backend 0
+    first: Vec<u32>,
+}
+
+impl Layout {
+    fn new(config: &Config) -> Layout {
+        let mut first = Vec::new();
+        let mut next = 0u32;
+        for s in &config.services {
+            first.push(next);
+            next += s.backends.len() as u32;
+        }
+        Layout { first }
+    }
+
+    fn index(&self, service: usize, backend: usize) -> u32 {
+        self.first[service] + backend as u32
+    }
+}
+
+/// The address this host sends from toward `backend` (what the kernel's
+/// routing picks; nothing is sent), for the outer header in ipip mode.
+fn source_toward(backend: IpAddr) -> anyhow::Result<IpAddr> {
+    let bind: SocketAddr = if backend.is_ipv4() {
+        "0.0.0.0:0".parse()?
+    } else {
+        "[::]:0".parse()?
+    };
+    let socket = UdpSocket::bind(bind)?;
+    socket
+        .connect(SocketAddr::new(backend, 9))
+        .with_context(|| format!("no route to backend {backend} from this network namespace"))?;
+    Ok(socket.local_addr()?.ip())
+}
+
+struct Lb<'a> {
+    args: &'a RunArgs,
+    balancer: Balancer,
+    layout: Layout,
+    maps: LbMaps,
+}
+
+impl Lb<'_> {
+    /// Writes service `s`'s table (backend positions mapped to kernel indexes).
+    fn install(&mut self, s: usize) -> anyhow::Result<u32> {
+        let state = &self.balancer.services[s];
+        let first = self.layout.index(s, 0);
+        let slots: Vec<u32> = state
+            .table
+            .slots()
+            .iter()
+            .map(|&b| {
+                if b == lb::table::EMPTY {
+                    NO_BACKEND
+                } else {
+                    first + b
+                }
+            })
+            .collect();
+        let key = xdp_redirect::lb::service_key(
+            state.service.vip,
+            state.service.port,
+            state.service.proto.number(),
+        );
+        let mode = match self.balancer.config.mode {
+            lb::Mode::Ipip => xdp_redirect::lb::Mode::Ipip,
+            lb::Mode::Nat => xdp_redirect::lb::Mode::Nat,
+        };
+        let reset = self.balancer.config.on_backend_down == lb::config::OnDown::Reset;
+        Ok(self.maps.install(&key, s as u32, mode, reset, &slots)?)
+    }
+
+    fn write_backend(&mut self, s: usize, b: usize) -> anyhow::Result<()> {
+        let state: &BackendState = &self.balancer.services[s].backends[b];
+        let src = source_toward(state.addr)?;
+        let (addr, down) = (state.addr, !state.health.up);
+        self.maps
+            .set_backend(self.layout.index(s, b), addr, src, down)?;
+        Ok(())
+    }
+
+    /// Puts a change into the kernel and logs it.
+    fn apply(&mut self, change: Change) {
+        let s = change.service;
+        let name = self.balancer.services[s].service.name();
+        for b in 0..self.balancer.services[s].backends.len() {
+            if let Err(e) = self.write_backend(s, b) {
+                tracing::error!(service = %name, "cannot update backend: {e:#}");
+            }
+        }
+        let weights: Vec<String> = change
+            .weights
+            .iter()
+            .map(|(addr, old, new)| format!("{addr} {old} -> {new}"))
+            .collect();
+        match self.install(s) {
+            Ok(table) => tracing::info!(
+                service = %name,
+                cause = change.cause,
+                table,
+                moved_slots = change.diff.moved,
+                moved_pct = format!("{:.2}", 100.0 * change.diff.moved_fraction()),
+                "weights changed: {}",
+                weights.join(", ")
+            ),
+            Err(e) => tracing::error!(service = %name, "cannot install the new table: {e:#}"),
+        }
+    }
+
+    /// The `lb show` document: services, backends, weights, health and counters.
+    fn show(&self, kernel: &xdp_redirect::Counters) -> Value {
+        let services: Vec<Value> = self
+            .balancer
+            .services
+            .iter()
+            .enumerate()
+            .map(|(s, st)| {
+                let stats = self.maps.service_stats(s as u32).unwrap_or_default();
+                let backends: Vec<Value> = st
+                    .backends
+                    .iter()
+                    .enumerate()
+                    .map(|(b, be)| {
+                        let bs = self
+                            .maps
+                            .backend_stats(self.layout.index(s, b))
+                            .unwrap_or_default();
+                        json!({
+                            "addr": be.addr.to_string(),
+                            "up": be.health.up,
+                            "weight": be.configured,
+                            "effective_weight": be.effective,
+                            "load": be.load,
+                            "slots": st.table.shares(st.backends.len())[b],
+                            "packets": bs.packets,
+                            "bytes": bs.bytes,
+                            "new_conns": bs.new_conns,
+                        })
+                    })
+                    .collect();
+                json!({
+                    "service": st.service.name(),
+                    "packets": stats.packets,
+                    "bytes": stats.bytes,
+                    "new_conns": stats.new_conns,
+                    "backends": backends,
+                })
+            })
+            .collect();
+        json!({
+            "iface": self.args.iface,
+            "mode": self.balancer.config.mode.as_str(),
+            "table": self.balancer.config.table.as_str(),
+            "table_size": RING_SIZE,
+            "services": services,
+            "connections": {
+                "hits": kernel.lb_conn_hits,
+                "misses": kernel.lb_conn_misses,
+                "lost": kernel.lb_conn_lost,
+            },
+            "kernel": kernel,
+        })
+    }
+
+    /// `lb set-weight ADDR W` / `lb drain ADDR`: every service with that backend.
+    fn set_weight(&mut self, addr: &str, weight: u32) -> Result<Value, String> {
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("`{addr}` is not a backend address"))?;
+        if weight > lb::config::MAX_WEIGHT {
+            return Err(format!(
+                "weight {weight} is out of range 0..={}",
+                lb::config::MAX_WEIGHT
+            ));
+        }
+        let mut hits = Vec::new();
+        for s in 0..self.balancer.services.len() {
+            if let Some(b) = self.balancer.services[s]
+                .backends
+                .iter()
+                .position(|be| be.addr == addr)
+            {
+                hits.push((s, b));
+            }
+        }
+        if hits.is_empty() {
+            return Err(format!("{addr} is not a backend of any service"));
+        }
+        let mut changed = Vec::new();
+        for (s, b) in hits {
+            let event = Event::SetWeight {
+                service: s,
+                backend: b,
+                weight,
+            };
+            if let Some(change) = self.balancer.apply(event) {
+                changed.push(json!({
+                    "service": self.balancer.services[s].service.name(),
+                    "moved_slots": change.diff.moved,
+                }));
+                self.apply(change);
+            }
+        }
+        Ok(json!({"backend": addr.to_string(), "weight": weight, "changed": changed}))
+    }
+
+    fn command(&mut self, line: &str, kernel: &xdp_redirect::Counters) -> Result<Value, String> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["lb"] | ["lb", "show"] => Ok(self.show(kernel)),
+            ["lb", "set-weight", addr, w] => {
+                let w: u32 = w.parse().map_err(|_| format!("`{w}` is not a weight"))?;
+                self.set_weight(addr, w)
+            }
+            ["lb", "drain", addr] => self.set_weight(addr, 0),
+            _ => Err("lb commands: lb show | lb set-weight BACKEND WEIGHT | lb drain BACKEND".into()),
+        }
+    }
+
+    fn status_line(&self) -> String {
+        let mut parts = Vec::new();
+        for (s, st) in self.balancer.services.iter().enumerate() {
+            let stats = self.maps.service_stats(s as u32).unwrap_or_default();
+            let backends: Vec<String> = st
+                .backends
+                .iter()
+                .map(|b| {
+                    format!(
+                        "{}{} w{}",
+                        b.addr,
+                        if b.health.up { "" } else { " DOWN" },
+                        b.effective
+                    )
+                })
+                .collect();
+            parts.push(format!(
+                "{}: {} pkts {} conns [{}]",
+                st.service.name(),
+                stats.packets,
+                stats.new_conns,
+                backends.join(", ")
+            ));
+        }
+        parts.join("; ")
+    }
+}
+
+/// Prometheus text for the balancer: per service and backend, and the
+/// connection table.
+fn metrics(lb: &Lb<'_>, kernel: &xdp_redirect::Counters) -> String {
+    use prometheus_client::{
+        encoding::text::encode,
+        metrics::{counter::Counter, family::Family, gauge::Gauge},
+        registry::Registry,
+    };
+    type L = Vec<(String, String)>;
+    let mut registry = Registry::default();
+    let svc_packets = Family::<L, Counter>::default();
+    let svc_bytes = Family::<L, Counter>::default();
+    let svc_conns = Family::<L, Counter>::default();
+    let be_packets = Family::<L, Counter>::default();
+    let be_bytes = Family::<L, Counter>::default();
+    let be_conns = Family::<L, Counter>::default();
+    let be_up = Family::<L, Gauge>::default();
+    let be_weight = Family::<L, Gauge>::default();
+    let conn = Family::<L, Counter>::default();
+    for (s, st) in lb.balancer.services.iter().enumerate() {
+        let name = st.service.name();
+        let stats = lb.maps.service_stats(s as u32).unwrap_or_default();
+        let l = vec![("service".to_string(), name.clone())];
+        svc_packets.get_or_create(&l).inc_by(stats.packets);
+        svc_bytes.get_or_create(&l).inc_by(stats.bytes);
+        svc_conns.get_or_create(&l).inc_by(stats.new_conns);
+        for (b, be) in st.backends.iter().enumerate() {
+            let bs = lb
+                .maps
+                .backend_stats(lb.layout.index(s, b))
+                .unwrap_or_default();
+            let l = vec![
+                ("service".to_string(), name.clone()),
+                ("backend".to_string(), be.addr.to_string()),
+            ];
+            be_packets.get_or_create(&l).inc_by(bs.packets);
+            be_bytes.get_or_create(&l).inc_by(bs.bytes);
+            be_conns.get_or_create(&l).inc_by(bs.new_conns);
+            be_up.get_or_create(&l).set(i64::from(be.health.up));
+            be_weight.get_or_create(&l).set(i64::from(be.effective));
+        }
+    }
+    for (what, v) in [
+        ("hit", kernel.lb_conn_hits),
+        ("miss", kernel.lb_conn_misses),
+        ("lost", kernel.lb_conn_lost),
+    ] {
+        conn.get_or_create(&vec![("result".to_string(), what.to_string())])
+            .inc_by(v);
+    }
+    registry.register("dataplane_lb_service_packets", "Packets forwarded per service", svc_packets);
+    registry.register("dataplane_lb_service_bytes", "Bytes forwarded per service", svc_bytes);
+    registry.register("dataplane_lb_service_connections", "New connections per service", svc_conns);
+    registry.register("dataplane_lb_backend_packets", "Packets forwarded per backend", be_packets);
+    registry.register("dataplane_lb_backend_bytes", "Bytes forwarded per backend", be_bytes);
+    registry.register("dataplane_lb_backend_connections", "New connections per backend", be_conns);
+    registry.register("dataplane_lb_backend_up", "1 if the backend passes its health check", be_up);
+    registry.register("dataplane_lb_backend_weight", "Effective weight in the live table", be_weight);
+    registry.register(
+        "dataplane_lb_connection_table_lookups",
+        "Connection table lookups: hit, miss (new connection), lost (TCP without SYN missing its entry)",
+        conn,
+    );
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = encode(&mut out, &registry);
+    out
+}
+
+/// Without a configured gateway the program finds next hops with
+/// bpf_fib_lookup, which the kernel answers only when forwarding is enabled
+/// on the interface. Refuse to start rather than count every packet as
+/// "no route".
+fn check_forwarding(config: &Config, iface: &str) -> anyhow::Result<()> {
+    if config.gateway_mac.is_some() {
+        return Ok(());
+    }
+    let mut families = vec!["ipv4"];
+    if config.services.iter().any(|s| s.vip.is_ipv6()) {
+        families.push("ipv6");
+    }
+    for family in families {
+        let path = format!("/proc/sys/net/{family}/conf/{iface}/forwarding");
+        let value = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+        if value.trim() != "1" {
+            bail!(
+                "forwarding is off on {iface} ({path} = {}): the balancer looks up next hops \
+                 with bpf_fib_lookup, which needs it; enable it (sysctl -w \
+                 net.{family}.conf.{iface}.forwarding=1) or set gateway_mac in the lb file",
+                value.trim()
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
+    let config = Config::load(file)?;
+    crate::preflight::check_lb(args)?;
+    check_forwarding(&config, &args.iface)?;
+    let layout = Layout::new(&config);
+
+    let program = xdp_redirect::XdpRedirect::load(&xdp_redirect::LoadOptions {
+        stamp_meta: false,
+        lb: Some(LbOptions {
+            nat: config.mode == lb::Mode::Nat,
+            gateway: config.gateway_mac,
+        }),
+        ..xdp_redirect::LoadOptions::default()
+    })?;
+    let mut program = program;
+    let balancer = Balancer::new(config.clone(), RING_SIZE);
+    let mut lb = Lb {
+        args,
+        balancer,
+        layout,
+        maps: program.lb_maps()?,
+    };
+    for s in 0..lb.balancer.services.len() {
+        for b in 0..lb.balancer.services[s].backends.len() {
+            lb.write_backend(s, b)?;
+        }
+        lb.install(s)?;
+    }
+
+    let (ctl_tx, ctl_rx) = crossbeam_channel::bounded::<control::Command>(64);
+    let control_server = if args.no_control {
+        None
+    } else {
+        let path = args
+            .control
+            .clone()
+            .unwrap_or_else(|| crate::cli::default_control_path(&args.iface));
+        Some(control::ControlServer::start(&path, ctl_tx.clone())?)
+    };
+    let metrics_server = match args.metrics {
+        Some(addr) => Some(control::MetricsServer::start(addr, ctl_tx.clone())?),
+        None => None,
+    };
+    drop(ctl_tx);
+
+    let xdp_mode = program.attach(&args.iface, args.xdp_mode.into(), args.force)?;
+    let (events_tx, events_rx) = mpsc::channel();
+    let monitor = lb::monitor::Monitor::start(&config, events_tx);
+    let services: Vec<String> = lb
+        .balancer
+        .services
+        .iter()
+        .map(|s| format!("{} ({} backends)", s.service.name(), s.backends.len()))
+        .collect();
+    println!(
+        "dataplane: load balancing on {} in XDP {} mode, {} forwarding, {} tables of {} slots: {}; Ctrl-C to stop",
+        args.iface,
+        xdp_mode.as_str(),
+        config.mode.as_str(),
+        config.table.as_str(),
+        RING_SIZE,
+        services.join(", ")
+    );
+
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("install signal handlers")?;
+    let started = Instant::now();
+    let deadline = args.duration.map(|d| started + Duration::from_secs_f64(d));
+    let tick = (args.stats_interval > 0.0).then(|| Duration::from_secs_f64(args.stats_interval));
+    let mut next_status = tick.map(|t| started + t);
+    'run: loop {
+        if signals.pending().next().is_some() {
+            break;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        match events_rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(event) => {
+                if let Some(change) = lb.balancer.apply(event) {
+                    lb.apply(change);
+                }
+                // drain what queued up behind it
+                while let Ok(event) = events_rx.try_recv() {
+                    if let Some(change) = lb.balancer.apply(event) {
+                        lb.apply(change);
+                    }
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                if monitor_is_idle(&config) {
+                    std::thread::sleep(Duration::from_millis(20));
+                } else {
+                    bail!("the backend probes stopped");
+                }
+            }
+        }
+        while let Ok(command) = ctl_rx.try_recv() {
+            let kernel = program.counters().unwrap_or_default();
+            let result = match &command.request {
+                control::Request::Lb(line) => lb.command(line, &kernel),
+                control::Request::Stats => Ok(lb.show(&kernel)),
+                control::Request::Metrics => Ok(Value::String(metrics(&lb, &kernel))),
+                _ => Err("this data plane runs as a load balancer (--lb): commands are stats, lb show, lb set-weight BACKEND WEIGHT, lb drain BACKEND".to_string()),
+            };
+            let _ = command.reply.send(result);
+            if signals.pending().next().is_some() {
+                break 'run;
+            }
+        }
+        if let (Some(t), Some(next)) = (tick, next_status)
+            && Instant::now() >= next
+        {
+            tracing::info!("{}", lb.status_line());
+            next_status = Some(next + t);
+        }
+    }
+    drop(monitor);
+    drop(control_server);
+    drop(metrics_server);
+    let kernel = program.counters().unwrap_or_default();
+    let doc = lb.show(&kernel);
+    program.detach()?;
+    print_summary(&doc, started.elapsed());
+    if let Some(path) = &args.stats_json {
+        let text = serde_json::to_string_pretty(&doc)?;
+        std::fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// A configuration whose probes were all skipped (UDP services without a
+/// health port) has no monitor threads: that is not a failure.
+fn monitor_is_idle(config: &Config) -> bool {
+    config.services.iter().all(|s| {
+        s.proto == lb::config::Proto::Udp && config.health.port.is_none() && config.load.is_none()
+    })
+}
+
+fn print_summary(doc: &Value, uptime: Duration) {
+    println!(
+        "\ndataplane: load balancer stopped after {:.1} s ({} mode, {} table)",
+        uptime.as_secs_f64(),
+        doc["mode"].as_str().unwrap_or("?"),
+        doc["table"].as_str().unwrap_or("?")
+    );
+    for s in doc["services"].as_array().into_iter().flatten() {
+        println!(
+            "  {}: {} packets, {} bytes, {} new connections",
+            s["service"].as_str().unwrap_or("?"),
+            s["packets"],
+            s["bytes"],
+            s["new_conns"]
+        );
+        for b in s["backends"].as_array().into_iter().flatten() {
+            println!(
+                "    {:<28} {:>4} weight {:>4} effective {:>6} slots {:>6} packets {:>10} connections {:>8}",
+                b["addr"].as_str().unwrap_or("?"),
+                if b["up"].as_bool() == Some(true) { "up" } else { "DOWN" },
+                b["weight"],
+                b["effective_weight"],
+                b["slots"],
+                b["packets"],
+                b["new_conns"]
+            );
+        }
+    }
+    let k = &doc["kernel"];
+    println!(
+        "  kernel: rx {} forwarded {} replies {} passed {} (no route {}) no backend {} other {}; connections: hits {} new {} lost {}",
+        k["rx"],
+        k["lb_forwarded"],
+        k["lb_replies"],
+        k["lb_passed"],
+        k["lb_no_route"],
+        k["lb_no_backend"],
+        k["lb_other"],
+        k["lb_conn_hits"],
+        k["lb_conn_misses"],
+        k["lb_conn_lost"]
+    );
+}

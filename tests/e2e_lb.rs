@@ -1,0 +1,308 @@
+//! End-to-end tests of the load balancer (root): a client, the balancer and
+//! three backends running a real HTTP and UDP server, on one L2 segment
+//! (see `testbed::lb`), in both forwarding modes. Every connection is real
+//! (Python sockets in the client namespace); shares and stickiness are read
+//! from the backends' own answers.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use testbed::{
+    Netns, Process,
+    lb::{CLIENT4, LbTestbed, Return, VIP4, VIP6},
+    wait_until,
+};
+use xdp_redirect::baseline::{Baseline, Kind};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dataplane");
+const PEERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/peers");
+const INTERVAL_MS: u64 = 200;
+const FALL: u64 = 2;
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("dataplane-lb-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn config(mode: &str, backends4: &[String], backends6: &[String]) -> String {
+    let backend = |addr: &str, w: u32| format!("[[service.backend]]\naddr = \"{addr}\"\nweight = {w}\n");
+    let mut s = format!(
+        "mode = \"{mode}\"\n[health]\nkind = \"tcp\"\nport = 80\ninterval_ms = {INTERVAL_MS}\ntimeout_ms = 150\nrise = 2\nfall = {FALL}\n"
+    );
+    s += &format!("[[service]]\nvip = \"{VIP4}\"\nport = 80\nproto = \"tcp\"\n");
+    for (a, w) in backends4.iter().zip([5, 3, 2]) {
+        s += &backend(a, w);
+    }
+    s += &format!("[[service]]\nvip = \"{VIP4}\"\nport = 5353\nproto = \"udp\"\n");
+    for a in backends4 {
+        s += &backend(a, 1);
+    }
+    s += &format!("[[service]]\nvip = \"{VIP6}\"\nport = 80\nproto = \"tcp\"\n");
+    for a in backends6 {
+        s += &backend(a, 1);
+    }
+    s
+}
+
+/// Runs the client script; returns its JSON document.
+fn client(ns: &Netns, args: &[&str]) -> Value {
+    let out = ns
+        .command("python3")
+        .arg(format!("{PEERS}/lb_client.py"))
+        .args(args)
+        .output()
+        .expect("run lb_client.py");
+    assert!(
+        out.status.success(),
+        "lb_client.py {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("client JSON")
+}
+
+fn counts(doc: &Value) -> BTreeMap<String, u64> {
+    doc["counts"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+        .collect()
+}
+
+fn ctl(socket: &std::path::Path, words: &[&str]) -> Value {
+    let out = Command::new(BIN)
+        .arg("ctl")
+        .arg("--socket")
+        .arg(socket)
+        .arg("--json")
+        .args(words)
+        .output()
+        .expect("run dataplane ctl");
+    assert!(
+        out.status.success(),
+        "ctl {words:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("ctl JSON")
+}
+
+/// Share of `name` in `c`, in percent.
+fn share(c: &BTreeMap<String, u64>, name: &str) -> f64 {
+    let total: u64 = c.values().sum();
+    100.0 * *c.get(name).unwrap_or(&0) as f64 / total.max(1) as f64
+}
+
+fn scenario(mode: &str) {
+    let ret = if mode == "ipip" { Return::Direct } else { Return::ViaBalancer };
+    let tb = LbTestbed::up(2, ret, |iface| {
+        let mut programs = Baseline::load().expect("load the baseline programs");
+        programs.attach(Kind::PassAll, iface).expect("attach XDP_PASS");
+        programs
+    })
+    .expect("load balancer testbed");
+    let scratch = Scratch::new(mode);
+
+    let mut servers = Vec::new();
+    let mut decaps = Vec::new();
+    for (i, ns) in tb.backends.iter().enumerate() {
+        let mut cmd = ns.command("python3");
+        cmd.arg(format!("{PEERS}/lb_backend.py")).arg(format!("b{}", i + 1));
+        if ret == Return::Direct {
+            cmd.args(["--udp-bind", VIP4, "--udp-bind", VIP6]);
+        } else {
+            cmd.args(["--udp-bind", "0.0.0.0", "--udp-bind", "::"]);
+        }
+        let mut p = Process::spawn(cmd).expect("start a backend");
+        p.wait_for_line("ready", Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("backend b{}: {e}\n{}", i + 1, p.output()));
+        servers.push(Some(p));
+        if ret == Return::Direct {
+            let mut cmd = ns.command(BIN);
+            cmd.args(["decap", "--iface", &tb.backend_if]);
+            let mut d = Process::spawn(cmd).expect("start decap");
+            d.wait_for_line("stripping", Duration::from_secs(20))
+                .unwrap_or_else(|e| panic!("decap: {e}\n{}", d.output()));
+            decaps.push(d);
+        }
+    }
+
+    let file = scratch.path("lb.toml");
+    std::fs::write(&file, config(mode, &tb.backends4, &tb.backends6)).unwrap();
+    let socket = scratch.path("ctl.sock");
+    let mut dp = {
+        let mut cmd = tb.lb.command(BIN);
+        cmd.args(["--iface", &tb.lb_if, "--lb"])
+            .arg(&file)
+            .arg("--control")
+            .arg(&socket)
+            .args(["--stats-interval", "1"])
+            .env("RUST_LOG", "info");
+        Process::spawn(cmd).expect("spawn dataplane --lb")
+    };
+    dp.wait_for_line("load balancing on", Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
+    // The balancer's FIB lookups need the backends' MACs: its health
+    // probes resolve them.
+    wait_until("neighbour entries for every backend", Duration::from_secs(10), || {
+        let out = tb.lb.ip(&["neigh", "show"]).ok()? + &tb.lb.ip(&["-6", "neigh", "show"]).ok()?;
+        tb.backends4
+            .iter()
+            .chain(&tb.backends6)
+            .all(|b| out.lines().any(|l| l.starts_with(&format!("{b} ")) && l.contains("lladdr")))
+            .then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
+
+    // 1. weights 5:3:2: of 3000 new connections, each backend its share ±3 pp
+    let doc = client(&tb.client, &["count", VIP4, "80", "3000"]);
+    let c = counts(&doc);
+    assert_eq!(
+        doc["errors"],
+        0,
+        "{doc}\nbalancer: {}\nclient neighbours: {}",
+        ctl(&socket, &["lb", "show"])["kernel"],
+        tb.client.ip(&["neigh", "show"]).unwrap_or_default()
+    );
+    assert_eq!(c.values().sum::<u64>(), 3000);
+    for (name, want) in [("b1", 50.0), ("b2", 30.0), ("b3", 20.0)] {
+        let got = share(&c, name);
+        assert!((got - want).abs() <= 3.0, "{mode}: {name} got {got:.1} % of new connections, want {want} ± 3: {c:?}");
+    }
+    eprintln!("{mode}: 3000 connections at 5:3:2 -> {c:?}");
+
+    // 2. UDP and IPv6 services
+    let doc = client(&tb.client, &["udp", VIP4, "5353", "300"]);
+    let c = counts(&doc);
+    assert_eq!(doc["errors"], 0, "UDP: {doc}\n{}", dp.output());
+    assert!(c.len() == 3 && c.values().all(|&n| n >= 50), "UDP 1:1:1: {c:?}");
+    let doc = client(&tb.client, &["count", VIP6, "80", "300"]);
+    let c = counts(&doc);
+    assert_eq!(doc["errors"], 0, "IPv6: {doc}\n{}", dp.output());
+    assert!(c.len() == 3 && c.values().all(|&n| n >= 50), "IPv6 1:1:1: {c:?}");
+
+    // 3. reweighting to 9:1:0 with 100 connections open moves new ones only
+    let go = scratch.path("go");
+    let mut hold = {
+        let mut cmd = tb.client.command("python3");
+        cmd.arg(format!("{PEERS}/lb_client.py"))
+            .args(["hold", VIP4, "80", "100"])
+            .arg(&go);
+        Process::spawn(cmd).expect("start the long connections")
+    };
+    hold.wait_for_line("held", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", hold.output()));
+    for (b, w) in tb.backends4.iter().zip(["9", "1", "0"]) {
+        ctl(&socket, &["lb", "set-weight", b, w]);
+    }
+    let shown = ctl(&socket, &["lb", "show"]);
+    let weights: Vec<u64> = shown["services"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["weight"].as_u64().unwrap())
+        .collect();
+    assert_eq!(weights, [9, 1, 0], "{shown}");
+    let after = client(&tb.client, &["count", VIP4, "80", "1000"]);
+    std::fs::write(&go, "").unwrap();
+    let out = hold.wait_exit(Duration::from_secs(60)).expect("long connections end");
+    assert!(out.success(), "{}", hold.output());
+    let held: Value = serde_json::from_str(
+        hold.output().lines().rev().find(|l| l.starts_with('{')).expect("hold JSON"),
+    )
+    .unwrap();
+    assert_eq!(
+        (held["same"].as_u64(), held["moved"].as_u64(), held["errors"].as_u64()),
+        (Some(100), Some(0), Some(0)),
+        "every open connection completes on its original backend: {held}"
+    );
+    let c = counts(&after);
+    assert_eq!(after["errors"], 0, "{after}");
+    assert_eq!(share(&c, "b3"), 0.0, "weight 0 gets no new connections: {c:?}");
+    assert!((share(&c, "b1") - 90.0).abs() <= 3.0, "9:1:0 -> {c:?}");
+    eprintln!("{mode}: held {}, then 1000 new at 9:1:0 -> {c:?}", held["before"]);
+
+    // 4. a backend whose server stops gets no new connections once its
+    //    checks fail `fall` times; the others carry on
+    let killed = Instant::now();
+    servers[0].take();
+    let down_after = wait_until("b1 marked down", Duration::from_secs(10), || {
+        let shown = ctl(&socket, &["lb", "show"]);
+        (shown["services"][0]["backends"][0]["up"] == false).then(|| killed.elapsed())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
+    eprintln!(
+        "{mode}: b1 down {down_after:?} after its server stopped (fall {FALL} x interval {INTERVAL_MS} ms)"
+    );
+    let doc = client(&tb.client, &["count", VIP4, "80", "300"]);
+    let c = counts(&doc);
+    assert_eq!(doc["errors"], 0, "the others carry on: {doc}\n{}", dp.output());
+    assert_eq!(c.get("b2"), Some(&300), "all new connections on the one backend left with weight: {c:?}");
+    assert!(dp.output().contains("weights changed"), "changes are logged: {}", dp.output());
+
+    dp.interrupt(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
+    let out = dp.output();
+    assert!(out.contains("load balancer stopped"), "{out}");
+    let link = tb.lb.ip(&["-d", "link", "show", "dev", &tb.lb_if]).unwrap();
+    assert!(!link.contains("prog/xdp"), "no XDP program left: {link}");
+    let _ = CLIENT4;
+}
+
+#[test]
+fn ipip_mode_balances_by_weight_keeps_connections_and_drops_dead_backends() {
+    scenario("ipip");
+}
+
+#[test]
+fn nat_mode_balances_by_weight_keeps_connections_and_drops_dead_backends() {
+    scenario("nat");
+}
+
+#[test]
+fn a_bad_file_is_refused_with_key_and_line_before_anything_is_attached() {
+    testbed::require_root("the load balancer's start-up checks");
+    let tb = testbed::Testbed::up(1).expect("testbed");
+    let scratch = Scratch::new("bad");
+    let file = scratch.path("lb.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[service]]\nvip = \"{VIP4}\"\nport = 80\nproto = \"tcp\"\n[[service.backend]]\naddr = \"198.18.71.1\"\nweight = 5000\n"
+        ),
+    )
+    .unwrap();
+    let out = tb
+        .dut
+        .command(BIN)
+        .args(["--iface", &tb.dut_if, "--lb"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("lb.toml:7: service[0].backend[0].weight: 5000 is out of range"),
+        "{err}"
+    );
+    assert!(!tb.dut_has_xdp().unwrap(), "nothing attached");
+}

@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Load-balancer test client, run inside the client namespace. Prints one
+JSON document on stdout. Every loop is bounded in count and time.
+
+  lb_client.py count ADDR PORT N     N new TCP connections, one GET each:
+                                     {"counts": {backend: n}, "errors": e}
+  lb_client.py udp ADDR PORT N       N datagrams, each from a new socket
+                                     (new source port): same document
+  lb_client.py hold ADDR PORT N GO   N keep-alive connections, one GET each;
+                                     prints "held" on stderr, waits (at most
+                                     60 s) for the file GO, then a second GET
+                                     on each: {"same": s, "moved": m,
+                                     "errors": e, "before": {...}}
+"""
+import json
+import os
+import socket
+import sys
+import time
+
+TIMEOUT = 3.0
+# Give up after this many failures in a row, or this long in all: a broken
+# balancer must fail the test quickly, not after N timeouts.
+MAX_FAILURES_IN_A_ROW = 5
+DEADLINE_S = 120
+
+
+class Budget:
+    def __init__(self):
+        self.deadline = time.monotonic() + DEADLINE_S
+        self.in_a_row = 0
+
+    def ok(self):
+        self.in_a_row = 0
+
+    def failed(self, e):
+        self.in_a_row += 1
+        print(f"error: {e}", file=sys.stderr)
+
+    def exhausted(self):
+        return self.in_a_row >= MAX_FAILURES_IN_A_ROW or time.monotonic() > self.deadline
+
+
+def family(addr):
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+
+def get(sock, host):
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: " + host.encode() + b"\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError("closed before the headers")
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length":
+            length = int(v.strip())
+    while len(body) < length:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError("closed in the body")
+        body += chunk
+    return body[:length].decode()
+
+
+def connect(addr, port):
+    s = socket.socket(family(addr), socket.SOCK_STREAM)
+    s.settimeout(TIMEOUT)
+    s.connect((addr, port))
+    return s
+
+
+def count(addr, port, n):
+    counts, errors, budget = {}, 0, Budget()
+    for _ in range(n):
+        if budget.exhausted():
+            errors += 1
+            continue
+        try:
+            with connect(addr, port) as s:
+                name = get(s, addr)
+            counts[name] = counts.get(name, 0) + 1
+            budget.ok()
+        except OSError as e:
+            errors += 1
+            budget.failed(e)
+    return {"counts": counts, "errors": errors}
+
+
+def udp(addr, port, n):
+    counts, errors, budget = {}, 0, Budget()
+    for i in range(n):
+        if budget.exhausted():
+            errors += 1
+            continue
+        try:
+            with socket.socket(family(addr), socket.SOCK_DGRAM) as s:
+                s.settimeout(1.0)
+                s.connect((addr, port))  # replies must come from the VIP
+                s.send(b"query %d" % i)
+                name = s.recv(2048).decode()
+            counts[name] = counts.get(name, 0) + 1
+            budget.ok()
+        except OSError as e:
+            errors += 1
+            budget.failed(e)
+    return {"counts": counts, "errors": errors}
+
+
+def hold(addr, port, n, go):
+    conns, before, errors, budget = [], {}, 0, Budget()
+    for _ in range(n):
+        if budget.exhausted():
+            errors += 1
+            continue
+        try:
+            s = connect(addr, port)
+            conns.append((s, get(s, addr)))
+            budget.ok()
+        except OSError as e:
+            errors += 1
+            budget.failed(e)
+    for _, name in conns:
+        before[name] = before.get(name, 0) + 1
+    print("held", file=sys.stderr, flush=True)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(go) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    same = moved = 0
+    for s, name in conns:
+        try:
+            if get(s, addr) == name:
+                same += 1
+            else:
+                moved += 1
+        except OSError as e:
+            errors += 1
+            print(f"error: {e}", file=sys.stderr)
+        s.close()
+    return {"same": same, "moved": moved, "errors": errors, "before": before}
+
+
+def main():
+    cmd, addr, port, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    if cmd == "count":
+        out = count(addr, port, n)
+    elif cmd == "udp":
+        out = udp(addr, port, n)
+    elif cmd == "hold":
+        out = hold(addr, port, n, sys.argv[5])
+    else:
+        sys.exit(f"unknown command {cmd}")
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main()
