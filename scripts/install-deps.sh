@@ -6,10 +6,12 @@
 #   libclang1 (with clang)                   bindgen generates the ABI types
 #   libelf-dev zlib1g-dev m4 make pkg-config xsk-rs builds libxdp/libbpf from source
 #   iproute2 ethtool                         the veth testbed and NIC setup
+#   nftables                                 the peer the load balancer is compared with
+#                                            (`compare lb`; rules only inside test namespaces)
 set -euo pipefail
 
 packages=(clang llvm libbpf-dev linux-libc-dev libelf-dev zlib1g-dev m4 make pkg-config iproute2 ethtool
-          iputils-ping curl openssl python3)
+          iputils-ping curl openssl python3 nftables)
 
 missing=()
 for p in "${packages[@]}"; do

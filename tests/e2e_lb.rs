@@ -45,7 +45,8 @@ impl Drop for Scratch {
 }
 
 fn config(mode: &str, backends4: &[String], backends6: &[String]) -> String {
-    let backend = |addr: &str, w: u32| format!("[[service.backend]]\naddr = \"{addr}\"\nweight = {w}\n");
+    let backend =
+        |addr: &str, w: u32| format!("[[service.backend]]\naddr = \"{addr}\"\nweight = {w}\n");
     let mut s = format!(
         "mode = \"{mode}\"\n[health]\nkind = \"tcp\"\nport = 80\ninterval_ms = {INTERVAL_MS}\ntimeout_ms = 150\nrise = 2\nfall = {FALL}\n"
     );
@@ -113,10 +114,16 @@ fn share(c: &BTreeMap<String, u64>, name: &str) -> f64 {
 }
 
 fn scenario(mode: &str) {
-    let ret = if mode == "ipip" { Return::Direct } else { Return::ViaBalancer };
+    let ret = if mode == "ipip" {
+        Return::Direct
+    } else {
+        Return::ViaBalancer
+    };
     let tb = LbTestbed::up(2, ret, |iface| {
         let mut programs = Baseline::load().expect("load the baseline programs");
-        programs.attach(Kind::PassAll, iface).expect("attach XDP_PASS");
+        programs
+            .attach(Kind::PassAll, iface)
+            .expect("attach XDP_PASS");
         programs
     })
     .expect("load balancer testbed");
@@ -126,7 +133,8 @@ fn scenario(mode: &str) {
     let mut decaps = Vec::new();
     for (i, ns) in tb.backends.iter().enumerate() {
         let mut cmd = ns.command("python3");
-        cmd.arg(format!("{PEERS}/lb_backend.py")).arg(format!("b{}", i + 1));
+        cmd.arg(format!("{PEERS}/lb_backend.py"))
+            .arg(format!("b{}", i + 1));
         if ret == Return::Direct {
             cmd.args(["--udp-bind", VIP4, "--udp-bind", VIP6]);
         } else {
@@ -163,14 +171,22 @@ fn scenario(mode: &str) {
         .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
     // The balancer's FIB lookups need the backends' MACs: its health
     // probes resolve them.
-    wait_until("neighbour entries for every backend", Duration::from_secs(10), || {
-        let out = tb.lb.ip(&["neigh", "show"]).ok()? + &tb.lb.ip(&["-6", "neigh", "show"]).ok()?;
-        tb.backends4
-            .iter()
-            .chain(&tb.backends6)
-            .all(|b| out.lines().any(|l| l.starts_with(&format!("{b} ")) && l.contains("lladdr")))
-            .then_some(())
-    })
+    wait_until(
+        "neighbour entries for every backend",
+        Duration::from_secs(10),
+        || {
+            let out =
+                tb.lb.ip(&["neigh", "show"]).ok()? + &tb.lb.ip(&["-6", "neigh", "show"]).ok()?;
+            tb.backends4
+                .iter()
+                .chain(&tb.backends6)
+                .all(|b| {
+                    out.lines()
+                        .any(|l| l.starts_with(&format!("{b} ")) && l.contains("lladdr"))
+                })
+                .then_some(())
+        },
+    )
     .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
 
     // 1. weights 5:3:2: of 3000 new connections, each backend its share ±3 pp
@@ -186,7 +202,10 @@ fn scenario(mode: &str) {
     assert_eq!(c.values().sum::<u64>(), 3000);
     for (name, want) in [("b1", 50.0), ("b2", 30.0), ("b3", 20.0)] {
         let got = share(&c, name);
-        assert!((got - want).abs() <= 3.0, "{mode}: {name} got {got:.1} % of new connections, want {want} ± 3: {c:?}");
+        assert!(
+            (got - want).abs() <= 3.0,
+            "{mode}: {name} got {got:.1} % of new connections, want {want} ± 3: {c:?}"
+        );
     }
     eprintln!("{mode}: 3000 connections at 5:3:2 -> {c:?}");
 
@@ -194,11 +213,17 @@ fn scenario(mode: &str) {
     let doc = client(&tb.client, &["udp", VIP4, "5353", "300"]);
     let c = counts(&doc);
     assert_eq!(doc["errors"], 0, "UDP: {doc}\n{}", dp.output());
-    assert!(c.len() == 3 && c.values().all(|&n| n >= 50), "UDP 1:1:1: {c:?}");
+    assert!(
+        c.len() == 3 && c.values().all(|&n| n >= 50),
+        "UDP 1:1:1: {c:?}"
+    );
     let doc = client(&tb.client, &["count", VIP6, "80", "300"]);
     let c = counts(&doc);
     assert_eq!(doc["errors"], 0, "IPv6: {doc}\n{}", dp.output());
-    assert!(c.len() == 3 && c.values().all(|&n| n >= 50), "IPv6 1:1:1: {c:?}");
+    assert!(
+        c.len() == 3 && c.values().all(|&n| n >= 50),
+        "IPv6 1:1:1: {c:?}"
+    );
 
     // 3. reweighting to 9:1:0 with 100 connections open moves new ones only
     let go = scratch.path("go");
@@ -224,22 +249,39 @@ fn scenario(mode: &str) {
     assert_eq!(weights, [9, 1, 0], "{shown}");
     let after = client(&tb.client, &["count", VIP4, "80", "1000"]);
     std::fs::write(&go, "").unwrap();
-    let out = hold.wait_exit(Duration::from_secs(60)).expect("long connections end");
+    let out = hold
+        .wait_exit(Duration::from_secs(60))
+        .expect("long connections end");
     assert!(out.success(), "{}", hold.output());
     let held: Value = serde_json::from_str(
-        hold.output().lines().rev().find(|l| l.starts_with('{')).expect("hold JSON"),
+        hold.output()
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .expect("hold JSON"),
     )
     .unwrap();
     assert_eq!(
-        (held["same"].as_u64(), held["moved"].as_u64(), held["errors"].as_u64()),
+        (
+            held["same"].as_u64(),
+            held["moved"].as_u64(),
+            held["errors"].as_u64()
+        ),
         (Some(100), Some(0), Some(0)),
         "every open connection completes on its original backend: {held}"
     );
     let c = counts(&after);
     assert_eq!(after["errors"], 0, "{after}");
-    assert_eq!(share(&c, "b3"), 0.0, "weight 0 gets no new connections: {c:?}");
+    assert_eq!(
+        share(&c, "b3"),
+        0.0,
+        "weight 0 gets no new connections: {c:?}"
+    );
     assert!((share(&c, "b1") - 90.0).abs() <= 3.0, "9:1:0 -> {c:?}");
-    eprintln!("{mode}: held {}, then 1000 new at 9:1:0 -> {c:?}", held["before"]);
+    eprintln!(
+        "{mode}: held {}, then 1000 new at 9:1:0 -> {c:?}",
+        held["before"]
+    );
 
     // 4. a backend whose server stops gets no new connections once its
     //    checks fail `fall` times; the others carry on
@@ -255,9 +297,22 @@ fn scenario(mode: &str) {
     );
     let doc = client(&tb.client, &["count", VIP4, "80", "300"]);
     let c = counts(&doc);
-    assert_eq!(doc["errors"], 0, "the others carry on: {doc}\n{}", dp.output());
-    assert_eq!(c.get("b2"), Some(&300), "all new connections on the one backend left with weight: {c:?}");
-    assert!(dp.output().contains("weights changed"), "changes are logged: {}", dp.output());
+    assert_eq!(
+        doc["errors"],
+        0,
+        "the others carry on: {doc}\n{}",
+        dp.output()
+    );
+    assert_eq!(
+        c.get("b2"),
+        Some(&300),
+        "all new connections on the one backend left with weight: {c:?}"
+    );
+    assert!(
+        dp.output().contains("weights changed"),
+        "changes are logged: {}",
+        dp.output()
+    );
 
     dp.interrupt(Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));

@@ -363,7 +363,8 @@ fn a_million_new_flows_stay_within_bounds_root() {
                 stamp_off: 0,
                 sport_base: 1,
                 dport: 9,
-                pad: 0,
+                header_len: 0,
+                header: [0; 64],
             };
             generator.generate(&frame, ifindex, config, 1_000_000, 64)
         })

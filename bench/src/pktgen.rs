@@ -542,7 +542,10 @@ fn xdp_live(spec: &Spec, template: Template, target: &Target, job: &Job<'_>) -> 
             template.frame[template.l4_off + 2],
             template.frame[template.l4_off + 3],
         ]),
-        pad: 0,
+        // up to the L4 checksum: receivers that rewrite headers in place
+        // (NAT, encapsulation) must not change later frames
+        header_len: (template.l4_off + 8).min(64) as u16,
+        header: [0; 64],
     };
     job.start();
     let mut pacer = Pacer::new(job.rate);

@@ -245,7 +245,9 @@ impl Lb<'_> {
                 self.set_weight(addr, w)
             }
             ["lb", "drain", addr] => self.set_weight(addr, 0),
-            _ => Err("lb commands: lb show | lb set-weight BACKEND WEIGHT | lb drain BACKEND".into()),
+            _ => {
+                Err("lb commands: lb show | lb set-weight BACKEND WEIGHT | lb drain BACKEND".into())
+            }
         }
     }
 
@@ -327,14 +329,46 @@ fn metrics(lb: &Lb<'_>, kernel: &xdp_redirect::Counters) -> String {
         conn.get_or_create(&vec![("result".to_string(), what.to_string())])
             .inc_by(v);
     }
-    registry.register("dataplane_lb_service_packets", "Packets forwarded per service", svc_packets);
-    registry.register("dataplane_lb_service_bytes", "Bytes forwarded per service", svc_bytes);
-    registry.register("dataplane_lb_service_connections", "New connections per service", svc_conns);
-    registry.register("dataplane_lb_backend_packets", "Packets forwarded per backend", be_packets);
-    registry.register("dataplane_lb_backend_bytes", "Bytes forwarded per backend", be_bytes);
-    registry.register("dataplane_lb_backend_connections", "New connections per backend", be_conns);
-    registry.register("dataplane_lb_backend_up", "1 if the backend passes its health check", be_up);
-    registry.register("dataplane_lb_backend_weight", "Effective weight in the live table", be_weight);
+    registry.register(
+        "dataplane_lb_service_packets",
+        "Packets forwarded per service",
+        svc_packets,
+    );
+    registry.register(
+        "dataplane_lb_service_bytes",
+        "Bytes forwarded per service",
+        svc_bytes,
+    );
+    registry.register(
+        "dataplane_lb_service_connections",
+        "New connections per service",
+        svc_conns,
+    );
+    registry.register(
+        "dataplane_lb_backend_packets",
+        "Packets forwarded per backend",
+        be_packets,
+    );
+    registry.register(
+        "dataplane_lb_backend_bytes",
+        "Bytes forwarded per backend",
+        be_bytes,
+    );
+    registry.register(
+        "dataplane_lb_backend_connections",
+        "New connections per backend",
+        be_conns,
+    );
+    registry.register(
+        "dataplane_lb_backend_up",
+        "1 if the backend passes its health check",
+        be_up,
+    );
+    registry.register(
+        "dataplane_lb_backend_weight",
+        "Effective weight in the live table",
+        be_weight,
+    );
     registry.register(
         "dataplane_lb_connection_table_lookups",
         "Connection table lookups: hit, miss (new connection), lost (TCP without SYN missing its entry)",
@@ -437,8 +471,8 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
         services.join(", ")
     );
 
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("install signal handlers")?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("install signal handlers")?;
     let started = Instant::now();
     let deadline = args.duration.map(|d| started + Duration::from_secs_f64(d));
     let tick = (args.stats_interval > 0.0).then(|| Duration::from_secs_f64(args.stats_interval));
@@ -508,9 +542,12 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
 /// A configuration whose probes were all skipped (UDP services without a
 /// health port) has no monitor threads: that is not a failure.
 fn monitor_is_idle(config: &Config) -> bool {
-    config.services.iter().all(|s| {
-        s.proto == lb::config::Proto::Udp && config.health.port.is_none() && config.load.is_none()
-    })
+    config.load.is_none()
+        && (config.health.kind == lb::config::HealthKind::None
+            || config
+                .services
+                .iter()
+                .all(|s| s.proto == lb::config::Proto::Udp && config.health.port.is_none()))
 }
 
 fn print_summary(doc: &Value, uptime: Duration) {
@@ -532,7 +569,11 @@ fn print_summary(doc: &Value, uptime: Duration) {
             println!(
                 "    {:<28} {:>4} weight {:>4} effective {:>6} slots {:>6} packets {:>10} connections {:>8}",
                 b["addr"].as_str().unwrap_or("?"),
-                if b["up"].as_bool() == Some(true) { "up" } else { "DOWN" },
+                if b["up"].as_bool() == Some(true) {
+                    "up"
+                } else {
+                    "DOWN"
+                },
                 b["weight"],
                 b["effective_weight"],
                 b["slots"],

@@ -94,6 +94,8 @@ pub enum HealthKind {
     Tcp,
     /// An HTTP GET of `path`; any 2xx or 3xx status is healthy.
     Http,
+    /// No checks: every backend is up (static pools, benchmarks).
+    None,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

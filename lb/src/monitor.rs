@@ -49,6 +49,7 @@ pub fn probe_health(
                 return Err(format!("HTTP status {status}"));
             }
         }
+        HealthKind::None => {}
     }
     Ok(start.elapsed())
 }
@@ -98,6 +99,9 @@ impl Monitor {
         };
         let health = config.health.clone();
         let load = config.load.clone();
+        if health.kind == HealthKind::None && load.is_none() {
+            return monitor; // nothing to probe
+        }
         for (si, s) in config.services.iter().enumerate() {
             for (bi, b) in s.backends.iter().enumerate() {
                 let (stop_tx, stop_rx) = mpsc::channel::<()>();
@@ -113,7 +117,8 @@ impl Monitor {
                         // UDP services are probed by TCP (or HTTP) on the same
                         // port only when told to with health.port; a UDP
                         // service without it is assumed healthy.
-                        let probed = if proto == crate::config::Proto::Udp && health.port.is_none()
+                        let probed = if health.kind == HealthKind::None
+                            || (proto == crate::config::Proto::Udp && health.port.is_none())
                         {
                             None
                         } else {

@@ -23,6 +23,8 @@ pub enum Kind {
     DropAll,
     /// `XDP_PASS` for every packet.
     PassAll,
+    /// `XDP_TX` of every frame with its MACs swapped: one-armed forwarding's ceiling.
+    TxAll,
     /// Redirect every packet to the socket of its queue: the user-space ceiling.
     XskAll,
     /// Send every frame out of the other port (see [`Baseline::set_bridge`]).
@@ -46,6 +48,7 @@ impl Kind {
         match self {
             Kind::DropAll => "xdp_drop_all",
             Kind::PassAll => "xdp_pass_all",
+            Kind::TxAll => "xdp_tx_all",
             Kind::XskAll => "xdp_xsk_all",
             Kind::Bridge => "xdp_bridge",
             Kind::Sink => "xdp_sink",
@@ -69,6 +72,7 @@ impl Baseline {
         for kind in [
             Kind::DropAll,
             Kind::PassAll,
+            Kind::TxAll,
             Kind::XskAll,
             Kind::Bridge,
             Kind::Sink,
@@ -156,6 +160,14 @@ impl Baseline {
         count: u32,
         batch: u32,
     ) -> Result<std::time::Duration, Error> {
+        // the headers to restore on every frame come from the template itself
+        let mut config = config;
+        let restore = usize::from(config.header_len)
+            .min(config.header.len())
+            .min(frame.len());
+        config.header = [0; 64];
+        config.header[..restore].copy_from_slice(&frame[..restore]);
+        config.header_len = restore as u16;
         let map = self.ebpf.map_mut("gen_config").ok_or(Error::Missing {
             kind: "map",
             name: "gen_config",

@@ -142,8 +142,8 @@ impl LbMaps {
             .map_err(open(MAP_SERVICES))?;
         let backends =
             Array::try_from(Map::Array(owned(ebpf, MAP_BACKENDS)?)).map_err(open(MAP_BACKENDS))?;
-        let conns = HashMap::try_from(Map::LruHashMap(owned(ebpf, MAP_CONNS)?))
-            .map_err(open(MAP_CONNS))?;
+        let conns =
+            HashMap::try_from(Map::LruHashMap(owned(ebpf, MAP_CONNS)?)).map_err(open(MAP_CONNS))?;
         let stats = PerCpuArray::try_from(Map::PerCpuArray(owned(ebpf, MAP_STATS)?))
             .map_err(open(MAP_STATS))?;
         let rings_data = owned(ebpf, MAP_RINGS)?;

@@ -74,7 +74,11 @@ impl Lb {
         let before = self.prog.counters().unwrap();
         let (outcome, out) = self.prog.test_run_frame(frame).unwrap();
         let delta = self.prog.counters().unwrap().since(&before);
-        assert_eq!(delta.rx, delta.outcomes(), "one outcome per packet: {delta:?}");
+        assert_eq!(
+            delta.rx,
+            delta.outcomes(),
+            "one outcome per packet: {delta:?}"
+        );
         (outcome.action, out, delta)
     }
 }
@@ -129,7 +133,10 @@ fn ipip_encapsulates_toward_the_tables_backend_and_connections_stick() {
     let frame = tcp(40000, SYN).build();
     let (action, out, c) = lb.run(&frame);
     assert_eq!(action, xdp_action::TX);
-    assert_eq!((c.lb_forwarded, c.lb_conn_misses, c.lb_conn_lost), (1, 1, 0));
+    assert_eq!(
+        (c.lb_forwarded, c.lb_conn_misses, c.lb_conn_lost),
+        (1, 1, 0)
+    );
     assert_eq!(out.len(), frame.len() + 20);
     assert_eq!(&out[..6], &GATEWAY, "to the next hop");
     assert_eq!(&out[6..12], &OUR_MAC, "from us");
@@ -157,10 +164,17 @@ fn ipip_encapsulates_toward_the_tables_backend_and_connections_stick() {
     lb.table(0, &[other], Mode::Ipip);
     let (_, out, c) = lb.run(&tcp(40000, ACK).build());
     assert_eq!((c.lb_conn_hits, c.lb_conn_misses), (1, 0));
-    assert_eq!(out[33], first[3], "an established connection keeps its backend");
+    assert_eq!(
+        out[33], first[3],
+        "an established connection keeps its backend"
+    );
     let (_, out, c) = lb.run(&tcp(40001, SYN).build());
     assert_eq!(c.lb_conn_misses, 1);
-    assert_eq!(u32::from(out[33]) - 1, other, "a new one takes the new table's");
+    assert_eq!(
+        u32::from(out[33]) - 1,
+        other,
+        "a new one takes the new table's"
+    );
     // ...and a connection the table never saw, mid-stream, is counted as lost
     let (_, _, c) = lb.run(&tcp(40002, ACK).build());
     assert_eq!((c.lb_conn_misses, c.lb_conn_lost), (1, 1));
@@ -206,7 +220,11 @@ fn nat_rewrites_both_ways_with_valid_checksums() {
     let ipv4 = &out[14..];
     let backend = [ipv4[16], ipv4[17], ipv4[18], ipv4[19]];
     assert!(backend == [198, 18, 71, 1] || backend == [198, 18, 71, 2]);
-    assert_eq!(&ipv4[12..16], &[198, 18, 70, 7], "the client stays the source");
+    assert_eq!(
+        &ipv4[12..16],
+        &[198, 18, 70, 7],
+        "the client stays the source"
+    );
     assert!(ipv4_header_ok(ipv4), "IPv4 header checksum");
     assert!(l4_checksum_ok(ipv4), "TCP checksum after the rewrite");
 
@@ -230,7 +248,10 @@ fn nat_rewrites_both_ways_with_valid_checksums() {
     let frame = udp6(5300).build();
     let (_, out, c) = lb.run(&frame);
     assert_eq!(c.lb_forwarded, 1);
-    assert!(l4_checksum_ok(&out[14..]), "UDP/IPv6 checksum after the rewrite");
+    assert!(
+        l4_checksum_ok(&out[14..]),
+        "UDP/IPv6 checksum after the rewrite"
+    );
     let backend: [u8; 16] = out[14 + 24..14 + 40].try_into().unwrap();
     let reply = Packet::udp(IpAddr::from(backend), 53, ip("2001:2::70:7"), 5300)
         .with_payload(b"answer")
@@ -248,10 +269,14 @@ fn what_the_balancer_must_not_mangle_goes_to_the_stack_untouched() {
     with_options.ipv4_options = vec![1, 1, 1, 1]; // NOPs
     let mut fragment = tcp(42001, SYN);
     fragment.ipv4_fragment = Some((0, true));
-    let cases: [(&str, Vec<u8>, fn(&Counters) -> u64); 5] = [
+    /// (what, frame, the counter that must move)
+    type Case = (&'static str, Vec<u8>, fn(&Counters) -> u64);
+    let cases: [Case; 5] = [
         ("IPv4 options", with_options.build(), |c| c.lb_passed),
         ("fragment", fragment.build(), |c| c.fragments),
-        ("VLAN tag", tcp(42002, SYN).with_vlans(&[7]).build(), |c| c.lb_passed),
+        ("VLAN tag", tcp(42002, SYN).with_vlans(&[7]).build(), |c| {
+            c.lb_passed
+        }),
         (
             "not a service",
             Packet::tcp(ip("198.18.70.7"), 1, ip("198.18.70.100"), 22, SYN).build(),
@@ -283,9 +308,17 @@ fn a_down_backend_loses_its_connections_when_the_service_resets_them() {
     let other = 1 - first;
     lb.table(0, &[other], Mode::Ipip);
     lb.maps
-        .set_backend(first, IpAddr::from([198, 18, 71, first as u8 + 1]), ip("198.18.71.254"), true)
+        .set_backend(
+            first,
+            IpAddr::from([198, 18, 71, first as u8 + 1]),
+            ip("198.18.71.254"),
+            true,
+        )
         .unwrap();
     let (_, out, c) = lb.run(&tcp(43000, ACK).build());
-    assert_eq!(c.lb_conn_misses, 1, "the entry of a down backend is not used");
+    assert_eq!(
+        c.lb_conn_misses, 1,
+        "the entry of a down backend is not used"
+    );
     assert_eq!(u32::from(out[33]) - 1, other);
 }

@@ -466,19 +466,186 @@ fn dpi(args: &Args) -> anyhow::Result<Value> {
     Ok(result)
 }
 
-fn lb(_args: &Args) -> anyhow::Result<Value> {
-    println!("\n### Load balancer\n");
-    println!(
-        "- the XDP balancer: not built yet (issue 5), skipped; nothing to compare the peers with"
-    );
-    for (tool, package) in [("nft", "nftables"), ("haproxy", "haproxy")] {
-        if installed(tool) {
-            println!("- {tool}: installed");
-        } else {
-            println!("- {tool}: not installed (apt-get install {package})");
-        }
+/// The dut of the two-namespace testbed as a one-armed balancer: the VIP's
+/// backends (198.18.71.1-3) are reached back through dut0, and their MAC is
+/// the generator's, so whatever the balancer forwards lands in gen0's
+/// counting sink. Forwarding on (dut's own namespace): both the kernel's
+/// DNAT and the XDP balancer's FIB lookups need it.
+fn lb_dut(tb: &Testbed) -> anyhow::Result<()> {
+    let gen_mac = mac(&tb.gen_ns, &tb.gen_if)?;
+    tb.dut.sysctl("net.ipv4.conf.all.forwarding", "1")?;
+    tb.dut.sysctl("net.ipv4.conf.dut0.forwarding", "1")?;
+    tb.dut
+        .ip(&["route", "add", "198.18.71.0/24", "dev", "dut0"])?;
+    for b in 1..=3 {
+        tb.dut.ip(&[
+            "neigh",
+            "add",
+            &format!("198.18.71.{b}"),
+            "lladdr",
+            &gen_mac,
+            "dev",
+            "dut0",
+            "nud",
+            "permanent",
+        ])?;
     }
-    Ok(json!({"skipped": "the XDP balancer (issue 5) is not built yet"}))
+    Ok(())
+}
+
+/// nftables DNAT balancer with the same weights: jhash over the 5-tuple,
+/// mod 10, 5:3:2.
+const NFT_LB: &str = "table ip lbbench {
+  chain pre {
+    type nat hook prerouting priority dstnat; policy accept;
+    ip daddr 198.18.70.100 udp dport 9 dnat to jhash ip saddr . ip daddr . udp sport . udp dport mod 10 map { 0-4 : 198.18.71.1, 5-7 : 198.18.71.2, 8-9 : 198.18.71.3 }
+  }
+}
+";
+
+const XDP_LB: &str = "mode = \"ipip\"
+[health]
+kind = \"none\"
+[[service]]
+vip = \"198.18.70.100\"
+port = 9
+proto = \"udp\"
+[[service.backend]]
+addr = \"198.18.71.1\"
+weight = 5
+[[service.backend]]
+addr = \"198.18.71.2\"
+weight = 3
+[[service.backend]]
+addr = \"198.18.71.3\"
+weight = 2
+";
+
+/// Packets/s through the XDP balancer against an nftables DNAT balancer on
+/// the same testbed, generator and flows, counted where they come out.
+fn lb(args: &Args) -> anyhow::Result<Value> {
+    println!(
+        "\n### Load balancer: packets/s forwarded (64 B UDP to the VIP, 2 generator threads x 64 flows, in-kernel generator; one-armed: in and out of dut0)\n"
+    );
+    let s = sizes(args);
+    let tb = Testbed::up(2)?;
+    lb_dut(&tb)?;
+    let file = std::env::temp_dir().join(format!("compare-lb-{}.toml", std::process::id()));
+    std::fs::write(&file, XDP_LB)?;
+    let dut_mac = mac(&tb.dut, &tb.dut_if)?;
+    let mut gen_args = testbed_gen_args(&dut_mac, 64, s.frames);
+    gen_args[3] = "198.18.70.100".into(); // --dst-ip: the VIP
+    let have_nft = installed("nft");
+    if !have_nft {
+        println!("- nftables: not installed, skipped (apt-get install nftables)");
+    }
+    // pktgen, with gen0's sink counting what the balancer sent back
+    let through = |what: &str| -> anyhow::Result<(f64, u64)> {
+        let mut cmd = tb.gen_ns.command(&bin("xdp-baseline")?);
+        cmd.args(["--iface", "gen0", "--kind", "sink"]);
+        let sink = Held::start(cmd, "xdp-baseline: attached")?;
+        let sent = pktgen(&tb.gen_ns, &gen_args)?;
+        std::thread::sleep(Duration::from_millis(200)); // in flight
+        let got = last_json(&sink.stop()?)?["packets"].as_u64().unwrap_or(0);
+        let seconds = sent["seconds"].as_f64().unwrap_or(1.0);
+        let pps = got as f64 / seconds;
+        let _ = what;
+        Ok((pps, sent["packets"].as_u64().unwrap_or(0)))
+    };
+    let mut rounds = Vec::new();
+    for _ in 0..s.rounds {
+        let mut round = json!({});
+        let mut cmd = tb.dut.command(&bin("dataplane")?);
+        cmd.args([
+            "--iface",
+            "dut0",
+            "--no-control",
+            "--stats-interval",
+            "0",
+            "--lb",
+        ])
+        .arg(&file);
+        let dp = Held::start(cmd, "load balancing on")?;
+        let (pps, sent) = through("xdp")?;
+        dp.stop()?;
+        round["xdp_pps"] = json!(pps);
+        round["sent"] = json!(sent);
+        // the testbed's ceiling: a program that only sends frames back
+        let mut cmd = tb.dut.command(&bin("xdp-baseline")?);
+        cmd.args(["--iface", "dut0", "--kind", "tx"]);
+        let tx = Held::start(cmd, "xdp-baseline: attached")?;
+        let (pps, _) = through("xdp_tx")?;
+        tx.stop()?;
+        round["bare_xdp_tx_pps"] = json!(pps);
+        if have_nft {
+            let out = tb
+                .dut
+                .command("nft")
+                .args(["-f", "-"])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .and_then(|mut c| {
+                    use std::io::Write as _;
+                    c.stdin
+                        .take()
+                        .expect("piped")
+                        .write_all(NFT_LB.as_bytes())?;
+                    c.wait_with_output()
+                })?;
+            if !out.status.success() {
+                bail!("nft: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            // veth takes frames the generator sends with XDP only into a
+            // port with an XDP program: XDP_PASS, then the stack's DNAT
+            let mut cmd = tb.dut.command(&bin("xdp-baseline")?);
+            cmd.args(["--iface", "dut0", "--kind", "pass"]);
+            let pass = Held::start(cmd, "xdp-baseline: attached")?;
+            let (pps, _) = through("nft")?;
+            pass.stop()?;
+            testbed::run(
+                tb.dut
+                    .command("nft")
+                    .args(["delete", "table", "ip", "lbbench"]),
+            )?;
+            round["nft_pps"] = json!(pps);
+        }
+        rounds.push(round);
+    }
+    let _ = std::fs::remove_file(&file);
+    drop(tb);
+    let xdp = round_median(&rounds, "xdp_pps");
+    let ceiling = round_median(&rounds, "bare_xdp_tx_pps");
+    let of_ceiling = round_ratio(&rounds, "xdp_pps", "bare_xdp_tx_pps");
+    println!("| balancer | packets/s forwarded | ratio |\n|---|---:|---:|");
+    let mut result = json!({"rounds": rounds, "xdp_pps": xdp, "bare_xdp_tx_pps": ceiling, "xdp_vs_bare_tx": of_ceiling});
+    if have_nft {
+        let nft = round_median(&rounds, "nft_pps");
+        let ratio = round_ratio(&rounds, "xdp_pps", "nft_pps");
+        println!(
+            "| nftables DNAT (jhash over the 5-tuple, mod 10, 5:3:2), conntrack | {nft:.0} | 1.00 |"
+        );
+        println!("| dataplane --lb (XDP, ipip, Maglev 5:3:2) | {xdp:.0} | {ratio:.2} |");
+        println!(
+            "| ceiling: bare XDP_TX, MACs swapped, no balancing | {ceiling:.0} | {:.2} |",
+            ceiling / nft.max(1.0)
+        );
+        result["nft_pps"] = json!(nft);
+        result["xdp_vs_nft"] = json!(ratio);
+    } else {
+        println!("| dataplane --lb (XDP, ipip, Maglev 5:3:2) | {xdp:.0} | |");
+        println!("| ceiling: bare XDP_TX, MACs swapped, no balancing | {ceiling:.0} | |");
+    }
+    println!("\ndataplane --lb / bare XDP_TX (median of per-round ratios): {of_ceiling:.2}");
+    if installed("haproxy") {
+        println!(
+            "\n- haproxy: installed, but a TCP proxy terminates connections and cannot be loaded with packets; see bench/README.md"
+        );
+    } else {
+        println!(
+            "\n- haproxy: not installed (apt-get install haproxy); a TCP proxy terminates connections and is not measured in packets/s here"
+        );
+    }
+    Ok(result)
 }
 
 /// Latency through the inline bridge at 10/50/90 % of each path's maximum

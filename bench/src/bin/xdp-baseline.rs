@@ -45,6 +45,10 @@ struct Args {
 enum BaselineKind {
     Sink,
     Drop,
+    /// XDP_PASS (the stack handles everything; veth needs a program to take XDP_TX frames).
+    Pass,
+    /// XDP_TX with the MACs swapped (one-armed forwarding ceiling).
+    Tx,
     Bridge,
     XskDrop,
 }
@@ -61,6 +65,8 @@ fn main() -> anyhow::Result<()> {
     match args.kind {
         BaselineKind::Sink => programs.attach(Kind::Sink, &args.iface)?,
         BaselineKind::Drop => programs.attach(Kind::DropAll, &args.iface)?,
+        BaselineKind::Pass => programs.attach(Kind::PassAll, &args.iface)?,
+        BaselineKind::Tx => programs.attach(Kind::TxAll, &args.iface)?,
         BaselineKind::Bridge => {
             let peer = args.peer.as_deref().context("--kind bridge needs --peer")?;
             programs.set_bridge(

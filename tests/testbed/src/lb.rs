@@ -90,7 +90,13 @@ impl LbTestbed {
         for (i, b) in backends.iter().enumerate() {
             veth_pair(b, "eth0", &switch, &format!("p-b{}", i + 1), 1)?;
         }
-        for (port, mtu) in [("p-c", 1500), ("p-lb", 1600), ("p-b1", 1600), ("p-b2", 1600), ("p-b3", 1600)] {
+        for (port, mtu) in [
+            ("p-c", 1500),
+            ("p-lb", 1600),
+            ("p-b1", 1600),
+            ("p-b2", 1600),
+            ("p-b3", 1600),
+        ] {
             switch.ip(&["link", "set", port, "master", "seg"])?;
             link(&switch, port, mtu)?;
         }
@@ -98,14 +104,26 @@ impl LbTestbed {
         addr(&client, "198.18.70.2/24", "c0")?;
         addr(&client, "2001:2::70:2/112", "c0")?;
         client.ip(&["route", "add", &format!("{VIP4}/32"), "via", "198.18.70.1"])?;
-        client.ip(&["-6", "route", "add", &format!("{VIP6}/128"), "via", "2001:2::70:1"])?;
+        client.ip(&[
+            "-6",
+            "route",
+            "add",
+            &format!("{VIP6}/128"),
+            "via",
+            "2001:2::70:1",
+        ])?;
         // the client reaches backends on the segment only for DSR replies'
         // neighbour resolution (they ask for the client's MAC)
         link(&lb, "lb0", 1600)?;
         // the balancer's FIB lookups are forwarding lookups (its own namespace)
         lb.sysctl("net.ipv4.conf.lb0.forwarding", "1")?;
         lb.sysctl("net.ipv6.conf.lb0.forwarding", "1")?;
-        for a in ["198.18.70.1/24", "198.18.71.254/24", "2001:2::70:1/112", "2001:2::71:fe/112"] {
+        for a in [
+            "198.18.70.1/24",
+            "198.18.71.254/24",
+            "2001:2::70:1/112",
+            "2001:2::71:fe/112",
+        ] {
             addr(&lb, a, "lb0")?;
         }
         let mut backends4 = Vec::new();
@@ -128,7 +146,14 @@ impl LbTestbed {
                 }
                 Return::ViaBalancer => {
                     b.ip(&["route", "add", "198.18.70.0/24", "via", "198.18.71.254"])?;
-                    b.ip(&["-6", "route", "add", "2001:2::70:0/112", "via", "2001:2::71:fe"])?;
+                    b.ip(&[
+                        "-6",
+                        "route",
+                        "add",
+                        "2001:2::70:0/112",
+                        "via",
+                        "2001:2::71:fe",
+                    ])?;
                 }
             }
         }

@@ -191,7 +191,12 @@ struct dp_gen_config {
 	__u16 stamp_off;   /* offset of a struct dp_gen_stamp in the payload, 0 = no stamp */
 	__u16 sport_base;  /* host byte order */
 	__u16 dport;       /* host byte order */
-	__u16 pad;         /* zero */
+	/* Bytes of `header` written over the start of every frame before its
+	 * ports are set (0..=64): with live frames the pages are recycled, and
+	 * a receiver that rewrites headers in place (a NAT, an encapsulating
+	 * balancer) would otherwise change every later frame of that page. */
+	__u16 header_len;  /* host byte order */
+	__u8 header[64];   /* the template frame's first header_len bytes */
 };
 
 /* What `xdp_gen` writes into the payload with stamp_off set (latency runs). */

@@ -33,6 +33,24 @@ int xdp_pass_all(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
+/* Send every frame back out of the port it came in on (XDP_TX) with the
+ * MACs swapped, touching nothing else: the ceiling of one-armed forwarding
+ * (what a balancer that did no work would reach). */
+SEC("xdp")
+int xdp_tx_all(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	unsigned char tmp[6];
+
+	if (data + 12 > end)
+		return XDP_DROP;
+	__builtin_memcpy(tmp, data, 6);
+	__builtin_memcpy(data, data + 6, 6);
+	__builtin_memcpy(data + 6, tmp, 6);
+	return XDP_TX;
+}
+
 /* User-space ceiling: every packet to the AF_XDP socket of its queue, no parsing. */
 SEC("xdp")
 int xdp_xsk_all(struct xdp_md *ctx)
@@ -134,6 +152,13 @@ int xdp_gen(struct xdp_md *ctx)
 
 	if (!cfg || !seq)
 		return XDP_ABORTED;
+	/* restore the template's headers, 8 bytes at a time */
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		if (i * 8 >= cfg->header_len || data + i * 8 + 8 > end)
+			break;
+		__builtin_memcpy(data + i * 8, cfg->header + i * 8, 8);
+	}
 	off = cfg->l4_off;
 	if (off > GEN_MAX_OFF)
 		return XDP_ABORTED;
