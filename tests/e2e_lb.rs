@@ -188,6 +188,13 @@ fn scenario(mode: &str) {
         },
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
+    let neigh = tb.lb.ip(&["neigh", "show"]).unwrap();
+    assert!(
+        tb.backends4.iter().all(|b| neigh
+            .lines()
+            .any(|l| l.starts_with(&format!("{b} ")) && l.contains("managed"))),
+        "the balancer keeps its backends' neighbour entries resolved: {neigh}"
+    );
 
     // 1. weights 5:3:2: of 3000 new connections, each backend its share ±3 pp
     let doc = client(&tb.client, &["count", VIP4, "80", "3000"]);
@@ -320,6 +327,12 @@ fn scenario(mode: &str) {
     assert!(out.contains("load balancer stopped"), "{out}");
     let link = tb.lb.ip(&["-d", "link", "show", "dev", &tb.lb_if]).unwrap();
     assert!(!link.contains("prog/xdp"), "no XDP program left: {link}");
+    let neigh =
+        tb.lb.ip(&["neigh", "show"]).unwrap() + &tb.lb.ip(&["-6", "neigh", "show"]).unwrap();
+    assert!(
+        !neigh.contains("managed"),
+        "the managed neighbour entries are gone: {neigh}"
+    );
     let _ = CLIENT4;
 }
 

@@ -65,6 +65,79 @@ fn source_toward(backend: IpAddr) -> anyhow::Result<IpAddr> {
     Ok(socket.local_addr()?.ip())
 }
 
+/// Neighbour entries of the backends' next hops that this balancer made
+/// "managed" (the kernel keeps them resolved, so `bpf_fib_lookup` finds a
+/// MAC from the first packet on, with or without health probes); deleted
+/// at exit. Entries an operator made permanent are left alone.
+struct ManagedNeighbours(Vec<(String, String)>);
+
+fn ip_cmd(args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("ip").args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl ManagedNeighbours {
+    fn add(backends: &[IpAddr]) -> ManagedNeighbours {
+        let mut added = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for addr in backends {
+            let addr = addr.to_string();
+            let Some(route) = ip_cmd(&["route", "get", &addr]) else {
+                tracing::warn!(backend = %addr, "no route to the backend");
+                continue;
+            };
+            let words: Vec<&str> = route.split_whitespace().collect();
+            let after = |key: &str| {
+                words
+                    .iter()
+                    .position(|w| *w == key)
+                    .and_then(|i| words.get(i + 1))
+                    .map(|w| w.to_string())
+            };
+            let (Some(dev), hop) = (after("dev"), after("via").unwrap_or(addr.clone())) else {
+                continue;
+            };
+            if !seen.insert((hop.clone(), dev.clone())) {
+                continue;
+            }
+            let existing = ip_cmd(&["neigh", "show", &hop, "dev", &dev]).unwrap_or_default();
+            if existing.contains("PERMANENT") || existing.contains("managed") {
+                continue;
+            }
+            match ip_cmd(&["neigh", "replace", &hop, "dev", &dev, "managed"]) {
+                Some(_) => added.push((hop, dev)),
+                None => tracing::warn!(
+                    next_hop = %hop, %dev,
+                    "could not add a managed neighbour entry (kernel older than 5.16?): \
+                     until something resolves it, packets to this next hop go to the stack"
+                ),
+            }
+        }
+        if !added.is_empty() {
+            tracing::info!(
+                "keeping {} next-hop neighbour entr(ies) resolved (managed): {}",
+                added.len(),
+                added
+                    .iter()
+                    .map(|(h, d)| format!("{h} dev {d}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        ManagedNeighbours(added)
+    }
+}
+
+impl Drop for ManagedNeighbours {
+    fn drop(&mut self) {
+        for (hop, dev) in &self.0 {
+            let _ = ip_cmd(&["neigh", "del", hop, "dev", dev]);
+        }
+    }
+}
+
 struct Lb<'a> {
     args: &'a RunArgs,
     balancer: Balancer,
@@ -452,6 +525,16 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
     };
     drop(ctl_tx);
 
+    let _neighbours = match config.gateway_mac {
+        Some(_) => ManagedNeighbours(Vec::new()),
+        None => ManagedNeighbours::add(
+            &config
+                .services
+                .iter()
+                .flat_map(|s| s.backends.iter().map(|b| b.addr))
+                .collect::<Vec<_>>(),
+        ),
+    };
     let xdp_mode = program.attach(&args.iface, args.xdp_mode.into(), args.force)?;
     let (events_tx, events_rx) = mpsc::channel();
     let monitor = lb::monitor::Monitor::start(&config, events_tx);

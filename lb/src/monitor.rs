@@ -61,16 +61,25 @@ fn url(target: SocketAddr, path: &str) -> String {
     }
 }
 
-fn http_get(target: SocketAddr, path: &str, timeout: Duration) -> Result<(i32, String), String> {
-    let response = minreq::get(url(target, path))
-        .with_timeout(timeout.as_secs().max(1))
-        .with_max_redirects(0)
-        .with_max_headers_size(16 * 1024)
-        .with_max_status_line_length(1024)
-        .send()
-        .map_err(|e| e.to_string())?;
-    let body = response.as_str().map_err(|e| e.to_string())?.to_string();
-    Ok((response.status_code, body))
+fn http_get(target: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, String), String> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(timeout)
+        .redirects(0)
+        .build();
+    let response = match agent.get(&url(target, path)).call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => return Err(e.to_string()),
+    };
+    let status = response.status();
+    // a load figure or a health page: a few bytes; cap what we read
+    let mut body = String::new();
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(response.into_reader(), 4096),
+        &mut body,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok((status, body))
 }
 
 /// Reads a load figure: the body must be one number in 0.0..=1.0.

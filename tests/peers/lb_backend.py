@@ -5,7 +5,8 @@
 
 - HTTP/1.1 on port 80 (IPv4 and IPv6): every GET answers NAME, except
   GET /load on port 9100, which answers the number in FILE (default 0.0):
-  the load figure the balancer's [load] source reads.
+  the load figure the balancer's [load] source reads; and GET /big, which
+  answers BIG_BYTES of zeros (throughput runs).
 - UDP on port 5353, bound to each --udp-bind address: every datagram is
   answered with NAME. In direct-server-return mode the replies must come from
   the VIP, so the test binds the VIP (it is on lo); a socket bound to the
@@ -22,12 +23,25 @@ import sys
 import threading
 
 args = None
+BIG_BYTES = 50 * 1024 * 1024
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):
+        if self.path == "/big":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(BIG_BYTES))
+            self.end_headers()
+            chunk = bytes(256 * 1024)
+            left = BIG_BYTES
+            while left > 0:
+                n = min(left, len(chunk))
+                self.wfile.write(chunk[:n])
+                left -= n
+            return
         if self.path == "/load":
             try:
                 with open(args.load) as f:
