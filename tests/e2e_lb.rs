@@ -107,6 +107,19 @@ fn ctl(socket: &std::path::Path, words: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("ctl JSON")
 }
 
+/// Runs a ctl command that must fail; returns its error message.
+fn ctl_err(socket: &std::path::Path, words: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .arg("ctl")
+        .arg("--socket")
+        .arg(socket)
+        .args(words)
+        .output()
+        .expect("run dataplane ctl");
+    assert!(!out.status.success(), "ctl {words:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Share of `name` in `c`, in percent.
 fn share(c: &BTreeMap<String, u64>, name: &str) -> f64 {
     let total: u64 = c.values().sum();
@@ -254,6 +267,34 @@ fn scenario(mode: &str) {
         .map(|b| b["weight"].as_u64().unwrap())
         .collect();
     assert_eq!(weights, [9, 1, 0], "{shown}");
+    // a bad file changes nothing; a file with other weights is taken
+    std::fs::write(
+        &file,
+        config(mode, &tb.backends4, &tb.backends6).replacen("weight = 5", "weight = 5000", 1),
+    )
+    .unwrap();
+    let refused = ctl_err(&socket, &["lb", "reload"]);
+    assert!(
+        refused.contains("lb.toml:") && refused.contains("weight: 5000 is out of range"),
+        "{refused}"
+    );
+    let unchanged = ctl(&socket, &["lb", "show"]);
+    assert_eq!(
+        unchanged["services"][0]["backends"][0]["weight"], 9,
+        "{unchanged}"
+    );
+    std::fs::write(&file, config(mode, &tb.backends4, &tb.backends6)).unwrap();
+    let reloaded = ctl(&socket, &["lb", "reload"]);
+    // set-weight changed each backend in every service that has it: the
+    // TCP service (3 weights) and the UDP one (9 and 0 instead of 1)
+    assert_eq!(
+        reloaded["changed"].as_array().map(Vec::len),
+        Some(5),
+        "back to the file's weights: {reloaded}"
+    );
+    for (b, w) in tb.backends4.iter().zip(["9", "1", "0"]) {
+        ctl(&socket, &["lb", "set-weight", b, w]);
+    }
     let after = client(&tb.client, &["count", VIP4, "80", "1000"]);
     std::fs::write(&go, "").unwrap();
     let out = hold

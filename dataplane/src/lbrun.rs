@@ -20,7 +20,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use lb::{Balancer, Change, Config, Event, balancer::BackendState};
 use xdp_redirect::lb::{LbMaps, LbOptions, NO_BACKEND, RING_SIZE};
@@ -140,6 +140,8 @@ impl Drop for ManagedNeighbours {
 
 struct Lb<'a> {
     args: &'a RunArgs,
+    /// The lb file, read again on `lb reload` and SIGHUP.
+    file: &'a Path,
     balancer: Balancer,
     layout: Layout,
     maps: LbMaps,
@@ -318,10 +320,83 @@ impl Lb<'_> {
                 self.set_weight(addr, w)
             }
             ["lb", "drain", addr] => self.set_weight(addr, 0),
-            _ => {
-                Err("lb commands: lb show | lb set-weight BACKEND WEIGHT | lb drain BACKEND".into())
+            ["lb", "reload"] => self.reload(),
+            _ => Err(
+                "lb commands: lb show | lb set-weight BACKEND WEIGHT | lb drain BACKEND | lb reload"
+                    .into(),
+            ),
+        }
+    }
+
+    /// Reads the lb file again. Only weights can change while running (the
+    /// services and backends are the program's maps and the probes'
+    /// threads); anything else, or a file that does not parse, is refused
+    /// and changes nothing.
+    fn reload(&mut self) -> Result<Value, String> {
+        let fresh = Config::load(self.file).map_err(|e| e.to_string())?;
+        let running = &self.balancer.config;
+        let shape = |c: &Config| {
+            c.services
+                .iter()
+                .map(|s| {
+                    (
+                        s.vip,
+                        s.port,
+                        s.proto,
+                        s.backends.iter().map(|b| b.addr).collect::<Vec<_>>(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut differs = Vec::new();
+        if shape(&fresh) != shape(running) {
+            differs.push("services or backends");
+        }
+        if fresh.mode != running.mode {
+            differs.push("mode");
+        }
+        if fresh.table != running.table {
+            differs.push("table");
+        }
+        if fresh.gateway_mac != running.gateway_mac {
+            differs.push("gateway_mac");
+        }
+        if fresh.health != running.health || fresh.load != running.load {
+            differs.push("[health] or [load]");
+        }
+        if fresh.on_backend_down != running.on_backend_down {
+            differs.push("on_backend_down");
+        }
+        if !differs.is_empty() {
+            return Err(format!(
+                "{}: {} changed; only weights change while running (restart for the rest); nothing was changed",
+                self.file.display(),
+                differs.join(", ")
+            ));
+        }
+        let mut changed = Vec::new();
+        for (s, service) in fresh.services.iter().enumerate() {
+            for (b, backend) in service.backends.iter().enumerate() {
+                if self.balancer.services[s].backends[b].configured == backend.weight {
+                    continue;
+                }
+                let event = Event::SetWeight {
+                    service: s,
+                    backend: b,
+                    weight: backend.weight,
+                };
+                changed.push(json!({
+                    "service": service.name(),
+                    "backend": backend.addr.to_string(),
+                    "weight": backend.weight,
+                }));
+                if let Some(change) = self.balancer.apply(event) {
+                    self.apply(change);
+                }
             }
         }
+        self.balancer.config = fresh;
+        Ok(json!({"file": self.file.display().to_string(), "changed": changed}))
     }
 
     fn status_line(&self) -> String {
@@ -498,6 +573,7 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
     let balancer = Balancer::new(config.clone(), RING_SIZE);
     let mut lb = Lb {
         args,
+        file,
         balancer,
         layout,
         maps: program.lb_maps()?,
@@ -561,8 +637,14 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
     let tick = (args.stats_interval > 0.0).then(|| Duration::from_secs_f64(args.stats_interval));
     let mut next_status = tick.map(|t| started + t);
     'run: loop {
-        if signals.pending().next().is_some() {
-            break;
+        for signal in signals.pending() {
+            if signal != SIGHUP {
+                break 'run;
+            }
+            match lb.reload() {
+                Ok(v) => tracing::info!("SIGHUP: reloaded {}: {}", file.display(), v["changed"]),
+                Err(e) => tracing::error!("SIGHUP: {e}"),
+            }
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
@@ -597,9 +679,6 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
                 _ => Err("this data plane runs as a load balancer (--lb): commands are stats, lb show, lb set-weight BACKEND WEIGHT, lb drain BACKEND".to_string()),
             };
             let _ = command.reply.send(result);
-            if signals.pending().next().is_some() {
-                break 'run;
-            }
         }
         if let (Some(t), Some(next)) = (tick, next_status)
             && Instant::now() >= next
