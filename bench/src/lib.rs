@@ -13,6 +13,7 @@
 //! - `pktgen`: the packet generator (in-kernel live frames, AF_XDP, AF_PACKET).
 
 pub mod latency;
+pub mod lbpeers;
 pub mod pktgen;
 
 /// The median of a non-empty slice of measurements.

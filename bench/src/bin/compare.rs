@@ -54,23 +54,7 @@ enum What {
     All,
 }
 
-fn bin(name: &str) -> anyhow::Result<String> {
-    let path = std::env::current_exe()?.with_file_name(name);
-    if !path.exists() {
-        bail!(
-            "{} not found: build first (cargo build --release -p dataplane -p bench)",
-            path.display()
-        );
-    }
-    Ok(path.to_string_lossy().into_owned())
-}
-
-fn installed(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool} >/dev/null")])
-        .status()
-        .is_ok_and(|s| s.success())
-}
+use bench::lbpeers::{installed, sibling_bin as bin};
 
 fn median(mut v: Vec<f64>) -> f64 {
     bench::median(&mut v)
@@ -493,34 +477,6 @@ fn lb_dut(tb: &Testbed) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// nftables DNAT balancer with the same weights: jhash over the 5-tuple,
-/// mod 10, 5:3:2.
-const NFT_LB: &str = "table ip lbbench {
-  chain pre {
-    type nat hook prerouting priority dstnat; policy accept;
-    ip daddr 198.18.70.100 udp dport 9 dnat to jhash ip saddr . ip daddr . udp sport . udp dport mod 10 map { 0-4 : 198.18.71.1, 5-7 : 198.18.71.2, 8-9 : 198.18.71.3 }
-  }
-}
-";
-
-const XDP_LB: &str = "mode = \"ipip\"
-[health]
-kind = \"none\"
-[[service]]
-vip = \"198.18.70.100\"
-port = 9
-proto = \"udp\"
-[[service.backend]]
-addr = \"198.18.71.1\"
-weight = 5
-[[service.backend]]
-addr = \"198.18.71.2\"
-weight = 3
-[[service.backend]]
-addr = \"198.18.71.3\"
-weight = 2
-";
-
 /// Packets/s through the XDP balancer against an nftables DNAT balancer on
 /// the same testbed, generator and flows, counted where they come out.
 fn lb(args: &Args) -> anyhow::Result<Value> {
@@ -531,7 +487,7 @@ fn lb(args: &Args) -> anyhow::Result<Value> {
     let tb = Testbed::up(2)?;
     lb_dut(&tb)?;
     let file = std::env::temp_dir().join(format!("compare-lb-{}.toml", std::process::id()));
-    std::fs::write(&file, XDP_LB)?;
+    std::fs::write(&file, bench::lbpeers::xdp_config("ipip", "udp", 9))?;
     let dut_mac = mac(&tb.dut, &tb.dut_if)?;
     let mut gen_args = testbed_gen_args(&dut_mac, 64, s.frames);
     gen_args[3] = "198.18.70.100".into(); // --dst-ip: the VIP
@@ -540,7 +496,7 @@ fn lb(args: &Args) -> anyhow::Result<Value> {
         println!("- nftables: not installed, skipped (apt-get install nftables)");
     }
     // pktgen, with gen0's sink counting what the balancer sent back
-    let through = |what: &str| -> anyhow::Result<(f64, u64)> {
+    let through = || -> anyhow::Result<(f64, u64)> {
         let mut cmd = tb.gen_ns.command(&bin("xdp-baseline")?);
         cmd.args(["--iface", "gen0", "--kind", "sink"]);
         let sink = Held::start(cmd, "xdp-baseline: attached")?;
@@ -549,7 +505,6 @@ fn lb(args: &Args) -> anyhow::Result<Value> {
         let got = last_json(&sink.stop()?)?["packets"].as_u64().unwrap_or(0);
         let seconds = sent["seconds"].as_f64().unwrap_or(1.0);
         let pps = got as f64 / seconds;
-        let _ = what;
         Ok((pps, sent["packets"].as_u64().unwrap_or(0)))
     };
     let mut rounds = Vec::new();
@@ -566,7 +521,7 @@ fn lb(args: &Args) -> anyhow::Result<Value> {
         ])
         .arg(&file);
         let dp = Held::start(cmd, "load balancing on")?;
-        let (pps, sent) = through("xdp")?;
+        let (pps, sent) = through()?;
         dp.stop()?;
         round["xdp_pps"] = json!(pps);
         round["sent"] = json!(sent);
@@ -574,33 +529,20 @@ fn lb(args: &Args) -> anyhow::Result<Value> {
         let mut cmd = tb.dut.command(&bin("xdp-baseline")?);
         cmd.args(["--iface", "dut0", "--kind", "tx"]);
         let tx = Held::start(cmd, "xdp-baseline: attached")?;
-        let (pps, _) = through("xdp_tx")?;
+        let (pps, _) = through()?;
         tx.stop()?;
         round["bare_xdp_tx_pps"] = json!(pps);
         if have_nft {
-            let out = tb
-                .dut
-                .command("nft")
-                .args(["-f", "-"])
-                .stdin(std::process::Stdio::piped())
-                .spawn()
-                .and_then(|mut c| {
-                    use std::io::Write as _;
-                    c.stdin
-                        .take()
-                        .expect("piped")
-                        .write_all(NFT_LB.as_bytes())?;
-                    c.wait_with_output()
-                })?;
-            if !out.status.success() {
-                bail!("nft: {}", String::from_utf8_lossy(&out.stderr));
-            }
+            bench::lbpeers::nft_load(
+                tb.dut.command("nft"),
+                &bench::lbpeers::nft_rules("lbbench", "udp", 9),
+            )?;
             // veth takes frames the generator sends with XDP only into a
             // port with an XDP program: XDP_PASS, then the stack's DNAT
             let mut cmd = tb.dut.command(&bin("xdp-baseline")?);
             cmd.args(["--iface", "dut0", "--kind", "pass"]);
             let pass = Held::start(cmd, "xdp-baseline: attached")?;
-            let (pps, _) = through("nft")?;
+            let (pps, _) = through()?;
             pass.stop()?;
             testbed::run(
                 tb.dut

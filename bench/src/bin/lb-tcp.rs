@@ -10,9 +10,10 @@
 //! packets/s comparison is `compare lb`. Needs root; haproxy and nftables
 //! are skipped with a line when not installed.
 
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, bail};
+use bench::lbpeers::{installed, sibling_bin as bin};
 use clap::Parser;
 use serde_json::{Value, json};
 use testbed::{
@@ -35,49 +36,6 @@ struct Args {
 }
 
 const PEERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/peers");
-
-fn bin(name: &str) -> anyhow::Result<String> {
-    let path = std::env::current_exe()?.with_file_name(name);
-    anyhow::ensure!(
-        path.exists(),
-        "{} not found: cargo build --release -p dataplane -p bench",
-        path.display()
-    );
-    Ok(path.to_string_lossy().into_owned())
-}
-
-fn installed(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool} >/dev/null")])
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-const XDP_CONFIG: &str = "mode = \"nat\"
-[health]
-kind = \"none\"
-[[service]]
-vip = \"198.18.70.100\"
-port = 80
-proto = \"tcp\"
-[[service.backend]]
-addr = \"198.18.71.1\"
-weight = 5
-[[service.backend]]
-addr = \"198.18.71.2\"
-weight = 3
-[[service.backend]]
-addr = \"198.18.71.3\"
-weight = 2
-";
-
-const NFT: &str = "table ip lbtcp {
-  chain pre {
-    type nat hook prerouting priority dstnat; policy accept;
-    ip daddr 198.18.70.100 tcp dport 80 dnat to jhash ip saddr . ip daddr . tcp sport . tcp dport mod 10 map { 0-4 : 198.18.71.1, 5-7 : 198.18.71.2, 8-9 : 198.18.71.3 }
-  }
-}
-";
 
 const HAPROXY: &str = "global
   maxconn 4000
@@ -172,7 +130,7 @@ fn main() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("lb-tcp-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let xdp_file = dir.join("lb.toml");
-    std::fs::write(&xdp_file, XDP_CONFIG)?;
+    std::fs::write(&xdp_file, bench::lbpeers::xdp_config("nat", "tcp", 80))?;
     let haproxy_file = dir.join("haproxy.cfg");
     std::fs::write(&haproxy_file, HAPROXY)?;
     let (have_nft, have_haproxy) = (installed("nft"), installed("haproxy"));
@@ -198,14 +156,10 @@ fn main() -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg)?;
         round["xdp"] = json!({"connections_per_s": cps, "mbit_per_s": mbps});
         if have_nft {
-            let mut child = tb
-                .lb
-                .command("nft")
-                .args(["-f", "-"])
-                .stdin(std::process::Stdio::piped())
-                .spawn()?;
-            std::io::Write::write_all(&mut child.stdin.take().context("stdin")?, NFT.as_bytes())?;
-            anyhow::ensure!(child.wait()?.success(), "nft -f failed");
+            bench::lbpeers::nft_load(
+                tb.lb.command("nft"),
+                &bench::lbpeers::nft_rules("lbtcp", "tcp", 80),
+            )?;
             let measured = measure(&tb, &args);
             testbed::run(
                 tb.lb
