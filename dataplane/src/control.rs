@@ -81,6 +81,49 @@ pub enum Request {
     Lb(String),
 }
 
+/// The control socket and the metrics endpoint a run asks for
+/// (`--control`/`--no-control`, `--metrics`), both feeding one command
+/// channel. Started before anything is attached, so a busy path or port
+/// fails cleanly; dropping it stops both.
+pub struct Servers {
+    control: Option<ControlServer>,
+    metrics: Option<MetricsServer>,
+    commands: Receiver<Command>,
+}
+
+impl Servers {
+    pub fn start(args: &crate::cli::RunArgs) -> anyhow::Result<Servers> {
+        let (tx, commands) = bounded::<Command>(64);
+        let control = if args.no_control {
+            None
+        } else {
+            let path = args
+                .control
+                .clone()
+                .unwrap_or_else(|| crate::cli::default_control_path(&args.iface));
+            Some(ControlServer::start(&path, tx.clone())?)
+        };
+        let metrics = match args.metrics {
+            Some(addr) => Some(MetricsServer::start(addr, tx.clone())?),
+            None => None,
+        };
+        Ok(Servers {
+            control,
+            metrics,
+            commands,
+        })
+    }
+
+    /// The commands; a channel that never delivers when no server runs.
+    pub fn commands(&self) -> Receiver<Command> {
+        if self.control.is_some() || self.metrics.is_some() {
+            self.commands.clone()
+        } else {
+            crossbeam_channel::never()
+        }
+    }
+}
+
 /// A request with where its answer goes.
 pub struct Command {
     pub request: Request,

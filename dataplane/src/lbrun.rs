@@ -585,21 +585,8 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
         lb.install(s)?;
     }
 
-    let (ctl_tx, ctl_rx) = crossbeam_channel::bounded::<control::Command>(64);
-    let control_server = if args.no_control {
-        None
-    } else {
-        let path = args
-            .control
-            .clone()
-            .unwrap_or_else(|| crate::cli::default_control_path(&args.iface));
-        Some(control::ControlServer::start(&path, ctl_tx.clone())?)
-    };
-    let metrics_server = match args.metrics {
-        Some(addr) => Some(control::MetricsServer::start(addr, ctl_tx.clone())?),
-        None => None,
-    };
-    drop(ctl_tx);
+    let servers = control::Servers::start(args)?;
+    let ctl_rx = servers.commands();
 
     let _neighbours = match config.gateway_mac {
         Some(_) => ManagedNeighbours(Vec::new()),
@@ -688,8 +675,7 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
         }
     }
     drop(monitor);
-    drop(control_server);
-    drop(metrics_server);
+    drop(servers);
     let kernel = program.counters().unwrap_or_default();
     let doc = lb.show(&kernel);
     program.detach()?;

@@ -309,21 +309,7 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
 
     // The control socket and the metrics endpoint come up before anything is
     // attached, so a busy path or port fails cleanly.
-    let (ctl_tx, ctl_rx) = crossbeam_channel::bounded::<control::Command>(64);
-    let control_server = if args.no_control {
-        None
-    } else {
-        let path = args
-            .control
-            .clone()
-            .unwrap_or_else(|| crate::cli::default_control_path(&args.iface));
-        Some(control::ControlServer::start(&path, ctl_tx.clone())?)
-    };
-    let metrics_server = match args.metrics {
-        Some(addr) => Some(control::MetricsServer::start(addr, ctl_tx.clone())?),
-        None => None,
-    };
-    drop(ctl_tx);
+    let servers = control::Servers::start(args)?;
     let mut ctl_verdicts = program.verdict_map()?;
 
     let xdp_mode = program.attach(&args.iface, args.xdp_mode.into(), args.force)?;
@@ -422,11 +408,7 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
                 }
             }
         })?;
-    let mut ctl_rx = if control_server.is_some() || metrics_server.is_some() {
-        ctl_rx
-    } else {
-        crossbeam_channel::never()
-    };
+    let mut ctl_rx = servers.commands();
     let mut engine = engine;
     let mut stalls = vec![false; args.queues as usize];
 
@@ -574,8 +556,7 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         }
     };
     tracing::info!(%reason, "stopping");
-    drop(control_server);
-    drop(metrics_server);
+    drop(servers);
     signals_handle.close();
 
     // 1. No new packets to user space; 2. workers drain what is in flight.
