@@ -3,14 +3,11 @@
 //! shared mapping, then made live with one map update), the connection table
 //! and the per-service/per-backend counters.
 
-use std::{
-    net::IpAddr,
-    os::fd::{AsFd as _, AsRawFd as _},
-};
+use std::{net::IpAddr, os::fd::AsFd as _};
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
 
-use crate::{Error, abi, map_error};
+use crate::{Error, abi, map_error, owned_map as owned};
 
 pub use abi::{
     dp_lb_backend as Backend, dp_lb_conn as Conn, dp_lb_conn_key as ConnKey,
@@ -82,57 +79,21 @@ pub fn conn_key(client: (IpAddr, u16), vip: (IpAddr, u16), proto: u8) -> ConnKey
     }
 }
 
-/// The lookup tables, mapped shared: writes need no syscall. The kernel
-/// rounds array elements up to 8 bytes, so the `u32` slot `i` is the low half
-/// (little-endian) of the `u64` at `i`.
-struct Rings {
-    base: *mut u64,
-    len: usize,
-}
-
-// SAFETY: plain shared memory owned by this value until drop; written only
-// through `&mut self`.
-unsafe impl Send for Rings {}
-
-impl Drop for Rings {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what `LbMaps::open` mapped.
-        unsafe { libc::munmap(self.base.cast(), self.len) };
-    }
-}
-
 /// Handles on the balancer's maps.
 pub struct LbMaps {
     services: HashMap<MapData, ServiceKey, Service>,
     backends: Array<MapData, Backend>,
     conns: HashMap<MapData, ConnKey, Conn>,
     stats: PerCpuArray<MapData, Stats>,
-    rings: Rings,
+    /// The lookup tables, mapped shared: writes need no syscall. A `u32`
+    /// slot `i` is the low half (little-endian) of the 8-byte element `i`.
+    rings: crate::pin::SharedArray,
 }
 
 impl std::fmt::Debug for LbMaps {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LbMaps").finish_non_exhaustive()
     }
-}
-
-fn owned(ebpf: &aya::Ebpf, name: &'static str) -> Result<MapData, Error> {
-    let map = ebpf.map(name).ok_or(Error::Missing { kind: "map", name })?;
-    let data = match map {
-        Map::HashMap(d) | Map::LruHashMap(d) | Map::Array(d) | Map::PerCpuArray(d) => d,
-        _ => {
-            return Err(Error::Missing {
-                kind: "hash or array map",
-                name,
-            });
-        }
-    };
-    let fd = data
-        .fd()
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(|e| map_error(name, "duplicate the map fd", MapError::from(e)))?;
-    MapData::from_fd(fd).map_err(|source| map_error(name, "open", source))
 }
 
 impl LbMaps {
@@ -147,38 +108,18 @@ impl LbMaps {
         let stats = PerCpuArray::try_from(Map::PerCpuArray(owned(ebpf, MAP_STATS)?))
             .map_err(open(MAP_STATS))?;
         let rings_data = owned(ebpf, MAP_RINGS)?;
-        let len = (MAX_SERVICES * 2 * RING_SIZE) as usize * 8;
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-        let len = len.div_ceil(page) * page;
-        // SAFETY: mapping a BPF_F_MMAPABLE array map fd, shared, read-write,
-        // at offset 0 with a page-rounded length, as the kernel documents.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                rings_data.fd().as_fd().as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(Error::Syscall {
-                map: MAP_RINGS,
-                what: "mmap the lookup tables".into(),
-                source: std::io::Error::last_os_error(),
-            });
-        }
+        let rings = crate::pin::SharedArray::map(
+            rings_data.fd().as_fd(),
+            (MAX_SERVICES * 2 * RING_SIZE) as usize,
+            MAP_RINGS,
+            "mmap the lookup tables",
+        )?;
         Ok(LbMaps {
             services,
             backends,
             conns,
             stats,
-            rings: Rings {
-                base: ptr.cast(),
-                len,
-            },
+            rings,
         })
     }
 
@@ -231,7 +172,7 @@ impl LbMaps {
         // SAFETY: start + RING_SIZE <= MAX_SERVICES * 2 * RING_SIZE, inside
         // the mapping; the program only reads the table not yet live.
         let table =
-            unsafe { std::slice::from_raw_parts_mut(self.rings.base.add(start), slots.len()) };
+            unsafe { std::slice::from_raw_parts_mut(self.rings.base().add(start), slots.len()) };
         for (dst, &src) in table.iter_mut().zip(slots) {
             *dst = u64::from(src).to_le();
         }

@@ -670,26 +670,7 @@ impl XdpRedirect {
 
     /// A handle on the verdict map that a worker thread can own.
     pub fn verdict_map(&self) -> Result<VerdictMap, Error> {
-        let map = self.ebpf.map(MAP_VERDICTS).ok_or(Error::Missing {
-            kind: "map",
-            name: MAP_VERDICTS,
-        })?;
-        let data = match map {
-            Map::LruHashMap(data) | Map::HashMap(data) => data,
-            _ => {
-                return Err(Error::Missing {
-                    kind: "LRU hash map",
-                    name: MAP_VERDICTS,
-                });
-            }
-        };
-        let fd = data
-            .fd()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| map_error(MAP_VERDICTS, "duplicate the map fd", MapError::from(e)))?;
-        let owned =
-            MapData::from_fd(fd).map_err(|source| map_error(MAP_VERDICTS, "open", source))?;
+        let owned = owned_map(&self.ebpf, MAP_VERDICTS)?;
         let map = HashMap::try_from(Map::LruHashMap(owned))
             .map_err(|source| map_error(MAP_VERDICTS, "open", source))?;
         Ok(VerdictMap { map })
@@ -867,6 +848,27 @@ pub(crate) fn percpu_sums<const N: usize>(
             .sum();
     }
     Ok(sums)
+}
+
+/// Map `name` of a loaded object on a duplicated fd, so the handle can be
+/// owned (by a worker thread, by the balancer) apart from the object.
+pub(crate) fn owned_map(ebpf: &Ebpf, name: &'static str) -> Result<MapData, Error> {
+    let map = ebpf.map(name).ok_or(Error::Missing { kind: "map", name })?;
+    let data = match map {
+        Map::HashMap(d) | Map::LruHashMap(d) | Map::Array(d) | Map::PerCpuArray(d) => d,
+        _ => {
+            return Err(Error::Missing {
+                kind: "hash or array map",
+                name,
+            });
+        }
+    };
+    let fd = data
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| map_error(name, "duplicate the map fd", MapError::from(e)))?;
+    MapData::from_fd(fd).map_err(|source| map_error(name, "open", source))
 }
 
 pub(crate) fn map_error(map: &'static str, what: &str, source: MapError) -> Error {

@@ -87,22 +87,29 @@ pub fn verdict_entries(dir: &Path) -> Result<usize, Error> {
     Ok(map.keys().filter(Result::is_ok).count())
 }
 
-/// The heartbeat array (one `u64` per queue), mapped shared into this process.
+/// A `BPF_F_MMAPABLE` array of `slots` elements of 8 bytes (the kernel
+/// rounds every element up to 8), mapped shared and read-write into this
+/// process; unmapped on drop.
 #[derive(Debug)]
-pub struct Heartbeat {
-    base: *mut AtomicU64,
-    slots: usize,
+pub(crate) struct SharedArray {
+    base: *mut u64,
     len: usize,
 }
 
-// SAFETY: the mapping is plain shared memory accessed only through atomics;
-// it lives until drop, and `Heartbeat` is not Clone (shared through Arc).
-unsafe impl Send for Heartbeat {}
+// SAFETY: plain shared memory owned by this value until drop; its users
+// decide how it is accessed (atomics for the heartbeat, `&mut self` for the
+// balancer's tables).
+unsafe impl Send for SharedArray {}
 // SAFETY: as above.
-unsafe impl Sync for Heartbeat {}
+unsafe impl Sync for SharedArray {}
 
-impl Heartbeat {
-    pub(crate) fn map(fd: BorrowedFd<'_>, slots: usize) -> Result<Heartbeat, Error> {
+impl SharedArray {
+    pub(crate) fn map(
+        fd: BorrowedFd<'_>,
+        slots: usize,
+        map: &'static str,
+        what: &str,
+    ) -> Result<SharedArray, Error> {
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
         let len = (slots * 8).div_ceil(page) * page;
@@ -120,24 +127,55 @@ impl Heartbeat {
         };
         if ptr == libc::MAP_FAILED {
             return Err(Error::Syscall {
-                map: crate::MAP_HEARTBEAT,
-                what: "mmap the heartbeat array".into(),
+                map,
+                what: what.into(),
                 source: std::io::Error::last_os_error(),
             });
         }
-        Ok(Heartbeat {
+        Ok(SharedArray {
             base: ptr.cast(),
-            slots,
             len,
         })
+    }
+
+    /// The first element; the mapping holds at least `slots` of them,
+    /// 8-byte aligned (the mapping is page-aligned).
+    pub(crate) fn base(&self) -> *mut u64 {
+        self.base
+    }
+}
+
+impl Drop for SharedArray {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `map` mapped.
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
+
+/// The heartbeat array (one `u64` per queue), mapped shared into this process.
+#[derive(Debug)]
+pub struct Heartbeat {
+    array: SharedArray,
+    slots: usize,
+}
+
+impl Heartbeat {
+    pub(crate) fn map(fd: BorrowedFd<'_>, slots: usize) -> Result<Heartbeat, Error> {
+        let array = SharedArray::map(fd, slots, crate::MAP_HEARTBEAT, "mmap the heartbeat array")?;
+        Ok(Heartbeat { array, slots })
+    }
+
+    fn slot(&self, queue: usize) -> &AtomicU64 {
+        // SAFETY: callers check queue < slots: within the mapping, 8-byte
+        // aligned; shared with the kernel, so only ever accessed atomically.
+        unsafe { AtomicU64::from_ptr(self.array.base().add(queue)) }
     }
 
     /// When the worker of `queue` last beat (CLOCK_MONOTONIC_COARSE ns; 0 = never).
     pub fn last(&self, queue: u32) -> u64 {
         let queue = queue as usize;
         if queue < self.slots {
-            // SAFETY: as in `beat`.
-            unsafe { &*self.base.add(queue) }.load(Ordering::Relaxed)
+            self.slot(queue).load(Ordering::Relaxed)
         } else {
             0
         }
@@ -148,17 +186,8 @@ impl Heartbeat {
     pub fn beat(&self, queue: u32) {
         let queue = queue as usize;
         if queue < self.slots {
-            // SAFETY: within the mapping; u64 slots are 8-byte aligned in a
-            // page-aligned mapping.
-            unsafe { &*self.base.add(queue) }
+            self.slot(queue)
                 .store(crate::clock::coarse_monotonic_ns(), Ordering::Relaxed);
         }
-    }
-}
-
-impl Drop for Heartbeat {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what `map` mapped.
-        unsafe { libc::munmap(self.base.cast(), self.len) };
     }
 }
