@@ -548,10 +548,9 @@ fn ctl(socket: &Path, args: &[&str]) -> Result<Value, String> {
 fn control_socket_metrics_and_reload_root() {
     testbed::require_root("the data plane end-to-end test");
     let tb = Testbed::up(2).expect("testbed");
-    let dir = std::env::temp_dir().join(format!("dataplane-ctl-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let socket = dir.join("ctl.sock");
-    let rules = dir.join("site.rules");
+    let scratch = testbed::Scratch::new("ctl");
+    let socket = scratch.path("ctl.sock");
+    let rules = scratch.path("site.rules");
     std::fs::write(
         &rules,
         "drop udp any any -> any 9 (msg:\"blocked payload\"; content:\"blockme\"; sid:7;)\n",
@@ -737,5 +736,4 @@ fn control_socket_metrics_and_reload_root() {
     dp.interrupt(Duration::from_secs(15))
         .unwrap_or_else(|e| panic!("dataplane {e}"));
     assert!(!socket.exists(), "the socket is removed at exit");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,14 +5,10 @@
 //! DNS responder in the server namespace, ping and ARP through the bridge.
 //! Everything is removed on every exit path, panics included.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use std::{path::Path, process::Command, time::Duration};
 
 use serde_json::Value;
-use testbed::{InlineTestbed, Netns, Process};
+use testbed::{InlineTestbed, Netns, Process, Scratch};
 use xdp_redirect::baseline::{Baseline, Kind};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dataplane");
@@ -28,25 +24,6 @@ drop dns any any -> any any (msg:"blocked name"; dns.query; content:"blocked.tes
 "#;
 
 /// Files of one run, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Scratch {
-        let dir = std::env::temp_dir().join(format!("dataplane-inline-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// veth delivers frames redirected in XDP only to a peer that runs XDP
 /// itself (DESIGN.md), so the client and server ends get an XDP_PASS program
@@ -153,7 +130,7 @@ fn inline_bridge_enforces_dpi_verdicts_on_real_traffic_root() {
         );
     }
     let tb = InlineTestbed::up(4).expect("inline testbed");
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("inline");
     let _client_xdp = attach_pass(&tb.client, &tb.client_if);
     let _server_xdp = attach_pass(&tb.server, &tb.server_if);
 

@@ -6,14 +6,13 @@
 
 use std::{
     collections::BTreeMap,
-    path::PathBuf,
     process::Command,
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
 use testbed::{
-    Netns, Process,
+    Netns, Process, Scratch,
     lb::{CLIENT4, LbTestbed, Return, VIP4, VIP6},
     wait_until,
 };
@@ -23,26 +22,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_dataplane");
 const PEERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/peers");
 const INTERVAL_MS: u64 = 200;
 const FALL: u64 = 2;
-
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("dataplane-lb-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn config(mode: &str, backends4: &[String], backends6: &[String]) -> String {
     let backend =
@@ -140,7 +119,7 @@ fn scenario(mode: &str) {
         programs
     })
     .expect("load balancer testbed");
-    let scratch = Scratch::new(mode);
+    let scratch = Scratch::new(&format!("lb-{mode}"));
 
     let mut servers = Vec::new();
     let mut decaps = Vec::new();
@@ -391,7 +370,7 @@ fn nat_mode_balances_by_weight_keeps_connections_and_drops_dead_backends() {
 fn a_bad_file_is_refused_with_key_and_line_before_anything_is_attached() {
     testbed::require_root("the load balancer's start-up checks");
     let tb = testbed::Testbed::up(1).expect("testbed");
-    let scratch = Scratch::new("bad");
+    let scratch = Scratch::new("lb-bad");
     let file = scratch.path("lb.toml");
     std::fs::write(
         &file,

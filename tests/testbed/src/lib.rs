@@ -54,6 +54,30 @@ fn unique_suffix() -> String {
     )
 }
 
+/// A scratch directory for one test (`$TMPDIR/dataplane-TAG-PID`), emptied
+/// when made and removed on drop, panics included.
+#[derive(Debug)]
+pub struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("dataplane-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the scratch directory");
+        Scratch(dir)
+    }
+
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A network namespace this process created; deleted on drop.
 #[derive(Debug)]
 pub struct Netns {
