@@ -23,8 +23,6 @@ drop tls any any -> any any (msg:"evil SNI"; tls.sni; content:"evil.test"; sid:1
 drop dns any any -> any any (msg:"blocked name"; dns.query; content:"blocked.test"; sid:1003;)
 "#;
 
-/// Files of one run, removed on drop.
-
 /// veth delivers frames redirected in XDP only to a peer that runs XDP
 /// itself (DESIGN.md), so the client and server ends get an XDP_PASS program
 /// (the stack still sees everything). Detached when the returned value drops.
