@@ -25,20 +25,31 @@ MAX_FAILURES_IN_A_ROW = 5
 DEADLINE_S = 120
 
 
-class Budget:
-    def __init__(self):
-        self.deadline = time.monotonic() + DEADLINE_S
-        self.in_a_row = 0
+def bounded(n, once):
+    """Calls once(i) for i in range(n); returns (results, errors). After
+    MAX_FAILURES_IN_A_ROW failures in a row, or DEADLINE_S in all, the calls
+    left are not made and count as errors."""
+    deadline = time.monotonic() + DEADLINE_S
+    results, errors, in_a_row = [], 0, 0
+    for i in range(n):
+        if in_a_row >= MAX_FAILURES_IN_A_ROW or time.monotonic() > deadline:
+            errors += 1
+            continue
+        try:
+            results.append(once(i))
+            in_a_row = 0
+        except OSError as e:
+            errors += 1
+            in_a_row += 1
+            print(f"error: {e}", file=sys.stderr)
+    return results, errors
 
-    def ok(self):
-        self.in_a_row = 0
 
-    def failed(self, e):
-        self.in_a_row += 1
-        print(f"error: {e}", file=sys.stderr)
-
-    def exhausted(self):
-        return self.in_a_row >= MAX_FAILURES_IN_A_ROW or time.monotonic() > self.deadline
+def tally(names):
+    counts = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def family(addr):
@@ -75,57 +86,33 @@ def connect(addr, port):
 
 
 def count(addr, port, n):
-    counts, errors, budget = {}, 0, Budget()
-    for _ in range(n):
-        if budget.exhausted():
-            errors += 1
-            continue
-        try:
-            with connect(addr, port) as s:
-                name = get(s, addr)
-            counts[name] = counts.get(name, 0) + 1
-            budget.ok()
-        except OSError as e:
-            errors += 1
-            budget.failed(e)
-    return {"counts": counts, "errors": errors}
+    def once(_):
+        with connect(addr, port) as s:
+            return get(s, addr)
+
+    names, errors = bounded(n, once)
+    return {"counts": tally(names), "errors": errors}
 
 
 def udp(addr, port, n):
-    counts, errors, budget = {}, 0, Budget()
-    for i in range(n):
-        if budget.exhausted():
-            errors += 1
-            continue
-        try:
-            with socket.socket(family(addr), socket.SOCK_DGRAM) as s:
-                s.settimeout(1.0)
-                s.connect((addr, port))  # replies must come from the VIP
-                s.send(b"query %d" % i)
-                name = s.recv(2048).decode()
-            counts[name] = counts.get(name, 0) + 1
-            budget.ok()
-        except OSError as e:
-            errors += 1
-            budget.failed(e)
-    return {"counts": counts, "errors": errors}
+    def once(i):
+        with socket.socket(family(addr), socket.SOCK_DGRAM) as s:
+            s.settimeout(1.0)
+            s.connect((addr, port))  # replies must come from the VIP
+            s.send(b"query %d" % i)
+            return s.recv(2048).decode()
+
+    names, errors = bounded(n, once)
+    return {"counts": tally(names), "errors": errors}
 
 
 def hold(addr, port, n, go):
-    conns, before, errors, budget = [], {}, 0, Budget()
-    for _ in range(n):
-        if budget.exhausted():
-            errors += 1
-            continue
-        try:
-            s = connect(addr, port)
-            conns.append((s, get(s, addr)))
-            budget.ok()
-        except OSError as e:
-            errors += 1
-            budget.failed(e)
-    for _, name in conns:
-        before[name] = before.get(name, 0) + 1
+    def once(_):
+        s = connect(addr, port)
+        return (s, get(s, addr))
+
+    conns, errors = bounded(n, once)
+    before = tally(name for _, name in conns)
     print("held", file=sys.stderr, flush=True)
     deadline = time.monotonic() + 60
     while not os.path.exists(go) and time.monotonic() < deadline:
