@@ -223,6 +223,7 @@ impl Lb<'_> {
             .enumerate()
             .map(|(s, st)| {
                 let stats = self.maps.service_stats(s as u32).unwrap_or_default();
+                let slots = st.table.shares(st.backends.len());
                 let backends: Vec<Value> = st
                     .backends
                     .iter()
@@ -238,7 +239,7 @@ impl Lb<'_> {
                             "weight": be.configured,
                             "effective_weight": be.effective,
                             "load": be.load,
-                            "slots": st.table.shares(st.backends.len())[b],
+                            "slots": slots[b],
                             "packets": bs.packets,
                             "bytes": bs.bytes,
                             "new_conns": bs.new_conns,
@@ -427,107 +428,6 @@ impl Lb<'_> {
     }
 }
 
-/// Prometheus text for the balancer: per service and backend, and the
-/// connection table.
-fn metrics(lb: &Lb<'_>, kernel: &xdp_redirect::Counters) -> String {
-    use prometheus_client::{
-        encoding::text::encode,
-        metrics::{counter::Counter, family::Family, gauge::Gauge},
-        registry::Registry,
-    };
-    type L = Vec<(String, String)>;
-    let mut registry = Registry::default();
-    let svc_packets = Family::<L, Counter>::default();
-    let svc_bytes = Family::<L, Counter>::default();
-    let svc_conns = Family::<L, Counter>::default();
-    let be_packets = Family::<L, Counter>::default();
-    let be_bytes = Family::<L, Counter>::default();
-    let be_conns = Family::<L, Counter>::default();
-    let be_up = Family::<L, Gauge>::default();
-    let be_weight = Family::<L, Gauge>::default();
-    let conn = Family::<L, Counter>::default();
-    for (s, st) in lb.balancer.services.iter().enumerate() {
-        let name = st.service.name();
-        let stats = lb.maps.service_stats(s as u32).unwrap_or_default();
-        let l = vec![("service".to_string(), name.clone())];
-        svc_packets.get_or_create(&l).inc_by(stats.packets);
-        svc_bytes.get_or_create(&l).inc_by(stats.bytes);
-        svc_conns.get_or_create(&l).inc_by(stats.new_conns);
-        for (b, be) in st.backends.iter().enumerate() {
-            let bs = lb
-                .maps
-                .backend_stats(lb.layout.index(s, b))
-                .unwrap_or_default();
-            let l = vec![
-                ("service".to_string(), name.clone()),
-                ("backend".to_string(), be.addr.to_string()),
-            ];
-            be_packets.get_or_create(&l).inc_by(bs.packets);
-            be_bytes.get_or_create(&l).inc_by(bs.bytes);
-            be_conns.get_or_create(&l).inc_by(bs.new_conns);
-            be_up.get_or_create(&l).set(i64::from(be.health.up));
-            be_weight.get_or_create(&l).set(i64::from(be.effective));
-        }
-    }
-    for (what, v) in [
-        ("hit", kernel.lb_conn_hits),
-        ("miss", kernel.lb_conn_misses),
-        ("lost", kernel.lb_conn_lost),
-    ] {
-        conn.get_or_create(&vec![("result".to_string(), what.to_string())])
-            .inc_by(v);
-    }
-    registry.register(
-        "dataplane_lb_service_packets",
-        "Packets forwarded per service",
-        svc_packets,
-    );
-    registry.register(
-        "dataplane_lb_service_bytes",
-        "Bytes forwarded per service",
-        svc_bytes,
-    );
-    registry.register(
-        "dataplane_lb_service_connections",
-        "New connections per service",
-        svc_conns,
-    );
-    registry.register(
-        "dataplane_lb_backend_packets",
-        "Packets forwarded per backend",
-        be_packets,
-    );
-    registry.register(
-        "dataplane_lb_backend_bytes",
-        "Bytes forwarded per backend",
-        be_bytes,
-    );
-    registry.register(
-        "dataplane_lb_backend_connections",
-        "New connections per backend",
-        be_conns,
-    );
-    registry.register(
-        "dataplane_lb_backend_up",
-        "1 if the backend passes its health check",
-        be_up,
-    );
-    registry.register(
-        "dataplane_lb_backend_weight",
-        "Effective weight in the live table",
-        be_weight,
-    );
-    registry.register(
-        "dataplane_lb_connection_table_lookups",
-        "Connection table lookups: hit, miss (new connection), lost (TCP without SYN missing its entry)",
-        conn,
-    );
-    let mut out = String::new();
-    // Writing to a String cannot fail.
-    let _ = encode(&mut out, &registry);
-    out
-}
-
 /// Without a configured gateway the program finds next hops with
 /// bpf_fib_lookup, which the kernel answers only when forwarding is enabled
 /// on the interface. Refuse to start rather than count every packet as
@@ -662,7 +562,9 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
             let result = match &command.request {
                 control::Request::Lb(line) => lb.command(line, &kernel),
                 control::Request::Stats => Ok(lb.show(&kernel)),
-                control::Request::Metrics => Ok(Value::String(metrics(&lb, &kernel))),
+                control::Request::Metrics => {
+                    Ok(Value::String(crate::metrics::render_lb(&lb.show(&kernel))))
+                }
                 _ => Err("this data plane runs as a load balancer (--lb): commands are stats, lb show, lb set-weight BACKEND WEIGHT, lb drain BACKEND".to_string()),
             };
             let _ = command.reply.send(result);

@@ -221,3 +221,117 @@ pub fn render(
     encode(&mut text, &registry).expect("writing to a String cannot fail");
     text
 }
+
+/// The metrics text of a load balancer, from its `lb show` document: per
+/// service and per backend packets, bytes and new connections, each
+/// backend's health and effective weight, and connection-table lookups.
+pub fn render_lb(doc: &serde_json::Value) -> String {
+    let mut registry = Registry::default();
+    let r = &mut registry;
+    let svc_packets = counter_family(
+        r,
+        "dataplane_lb_service_packets",
+        "Packets forwarded per service",
+    );
+    let svc_bytes = counter_family(
+        r,
+        "dataplane_lb_service_bytes",
+        "Bytes forwarded per service",
+    );
+    let svc_conns = counter_family(
+        r,
+        "dataplane_lb_service_connections",
+        "New connections per service",
+    );
+    let be_packets = counter_family(
+        r,
+        "dataplane_lb_backend_packets",
+        "Packets forwarded per backend",
+    );
+    let be_bytes = counter_family(
+        r,
+        "dataplane_lb_backend_bytes",
+        "Bytes forwarded per backend",
+    );
+    let be_conns = counter_family(
+        r,
+        "dataplane_lb_backend_connections",
+        "New connections per backend",
+    );
+    let be_up = Family::<Labels, Gauge>::default();
+    r.register(
+        "dataplane_lb_backend_up",
+        "1 if the backend passes its health check",
+        be_up.clone(),
+    );
+    let be_weight = Family::<Labels, Gauge>::default();
+    r.register(
+        "dataplane_lb_backend_weight",
+        "Effective weight in the live table",
+        be_weight.clone(),
+    );
+    let lookups = counter_family(
+        r,
+        "dataplane_lb_connection_table_lookups",
+        "Connection table lookups: hit, miss (new connection), lost (TCP without SYN missing its entry)",
+    );
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    for service in doc["services"].as_array().into_iter().flatten() {
+        let name = service["service"].as_str().unwrap_or("?");
+        let l = label("service", name);
+        svc_packets.get_or_create(&l).inc_by(n(&service["packets"]));
+        svc_bytes.get_or_create(&l).inc_by(n(&service["bytes"]));
+        svc_conns.get_or_create(&l).inc_by(n(&service["new_conns"]));
+        for backend in service["backends"].as_array().into_iter().flatten() {
+            let mut l = label("service", name);
+            l.push((
+                "backend".into(),
+                backend["addr"].as_str().unwrap_or("?").into(),
+            ));
+            be_packets.get_or_create(&l).inc_by(n(&backend["packets"]));
+            be_bytes.get_or_create(&l).inc_by(n(&backend["bytes"]));
+            be_conns.get_or_create(&l).inc_by(n(&backend["new_conns"]));
+            be_up
+                .get_or_create(&l)
+                .set(i64::from(backend["up"] == true));
+            be_weight
+                .get_or_create(&l)
+                .set(n(&backend["effective_weight"]) as i64);
+        }
+    }
+    for (result, key) in [("hit", "hits"), ("miss", "misses"), ("lost", "lost")] {
+        lookups
+            .get_or_create(&label("result", result))
+            .inc_by(n(&doc["connections"][key]));
+    }
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = encode(&mut out, &registry);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_balancer_document_becomes_per_backend_metrics() {
+        let doc = serde_json::json!({
+            "services": [{
+                "service": "tcp/198.18.70.100:80", "packets": 10, "bytes": 640, "new_conns": 2,
+                "backends": [{"addr": "198.18.71.1", "up": false, "effective_weight": 0,
+                              "packets": 7, "bytes": 448, "new_conns": 1}],
+            }],
+            "connections": {"hits": 8, "misses": 2, "lost": 1},
+        });
+        let text = render_lb(&doc);
+        for line in [
+            "dataplane_lb_service_packets_total{service=\"tcp/198.18.70.100:80\"} 10",
+            "dataplane_lb_backend_bytes_total{service=\"tcp/198.18.70.100:80\",backend=\"198.18.71.1\"} 448",
+            "dataplane_lb_backend_up{service=\"tcp/198.18.70.100:80\",backend=\"198.18.71.1\"} 0",
+            "dataplane_lb_connection_table_lookups_total{result=\"lost\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+    }
+}
