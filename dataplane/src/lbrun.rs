@@ -32,17 +32,22 @@ use crate::{cli::RunArgs, control};
 struct Layout {
     /// first[s] = kernel index of service s's backend 0
     first: Vec<u32>,
+    /// By kernel index: our source address toward the backend (the ipip
+    /// outer source), resolved once at start.
+    sources: Vec<IpAddr>,
 }
 
 impl Layout {
-    fn new(config: &Config) -> Layout {
+    fn new(config: &Config) -> anyhow::Result<Layout> {
         let mut first = Vec::new();
-        let mut next = 0u32;
+        let mut sources = Vec::new();
         for s in &config.services {
-            first.push(next);
-            next += s.backends.len() as u32;
+            first.push(sources.len() as u32);
+            for b in &s.backends {
+                sources.push(source_toward(b.addr)?);
+            }
         }
-        Layout { first }
+        Ok(Layout { first, sources })
     }
 
     fn index(&self, service: usize, backend: usize) -> u32 {
@@ -179,10 +184,10 @@ impl Lb<'_> {
 
     fn write_backend(&mut self, s: usize, b: usize) -> anyhow::Result<()> {
         let state: &BackendState = &self.balancer.services[s].backends[b];
-        let src = source_toward(state.addr)?;
-        let (addr, down) = (state.addr, !state.health.up);
+        let index = self.layout.index(s, b);
+        let src = self.layout.sources[index as usize];
         self.maps
-            .set_backend(self.layout.index(s, b), addr, src, down)?;
+            .set_backend(index, state.addr, src, !state.health.up)?;
         Ok(())
     }
 
@@ -459,7 +464,7 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
     let config = Config::load(file)?;
     crate::preflight::check_lb(args)?;
     check_forwarding(&config, &args.iface)?;
-    let layout = Layout::new(&config);
+    let layout = Layout::new(&config)?;
 
     let program = xdp_redirect::XdpRedirect::load(&xdp_redirect::LoadOptions {
         stamp_meta: false,
