@@ -555,7 +555,7 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                if monitor_is_idle(&config) {
+                if monitor.is_idle() {
                     std::thread::sleep(Duration::from_millis(20));
                 } else {
                     bail!("the backend probes stopped");
@@ -592,17 +592,6 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
         std::fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
     }
     Ok(())
-}
-
-/// A configuration whose probes were all skipped (UDP services without a
-/// health port) has no monitor threads: that is not a failure.
-fn monitor_is_idle(config: &Config) -> bool {
-    config.load.is_none()
-        && (config.health.kind == lb::config::HealthKind::None
-            || config
-                .services
-                .iter()
-                .all(|s| s.proto == lb::config::Proto::Udp && config.health.port.is_none()))
 }
 
 fn print_summary(doc: &Value, uptime: Duration) {

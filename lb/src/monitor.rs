@@ -99,6 +99,12 @@ pub fn probe_load(target: SocketAddr, path: &str, timeout: Duration) -> Result<f
 }
 
 impl Monitor {
+    /// Whether no probe runs (health kind "none" and no load source): then
+    /// no event ever comes, and that is not a failure.
+    pub fn is_idle(&self) -> bool {
+        self.threads.is_empty()
+    }
+
     /// Starts probing every backend of `config`. Results come as events on
     /// `events`; probe failures are also logged at debug level.
     pub fn start(config: &Config, events: mpsc::Sender<Event>) -> Monitor {
