@@ -227,17 +227,22 @@ impl Lb<'_> {
             .iter()
             .enumerate()
             .map(|(s, st)| {
-                let stats = self.maps.service_stats(s as u32).unwrap_or_default();
                 let slots = st.table.shares(st.backends.len());
+                let per_backend: Vec<_> = (0..st.backends.len())
+                    .map(|b| {
+                        self.maps
+                            .backend_stats(self.layout.index(s, b))
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                let replies = self.maps.reply_stats(s as u32).unwrap_or_default();
+                let stats = xdp_redirect::lb::sum(per_backend.iter().chain([&replies]));
                 let backends: Vec<Value> = st
                     .backends
                     .iter()
+                    .zip(&per_backend)
                     .enumerate()
-                    .map(|(b, be)| {
-                        let bs = self
-                            .maps
-                            .backend_stats(self.layout.index(s, b))
-                            .unwrap_or_default();
+                    .map(|(b, (be, bs))| {
                         json!({
                             "addr": be.addr.to_string(),
                             "up": be.health.up,
@@ -408,7 +413,11 @@ impl Lb<'_> {
     fn status_line(&self) -> String {
         let mut parts = Vec::new();
         for (s, st) in self.balancer.services.iter().enumerate() {
-            let stats = self.maps.service_stats(s as u32).unwrap_or_default();
+            let first = self.layout.index(s, 0);
+            let stats = self
+                .maps
+                .service_stats(s as u32, first..first + st.backends.len() as u32)
+                .unwrap_or_default();
             let backends: Vec<String> = st
                 .backends
                 .iter()

@@ -79,6 +79,15 @@ pub fn conn_key(client: (IpAddr, u16), vip: (IpAddr, u16), proto: u8) -> ConnKey
     }
 }
 
+/// Counter-wise sum.
+pub fn sum<'a>(stats: impl Iterator<Item = &'a Stats>) -> Stats {
+    stats.fold(Stats::default(), |a, s| Stats {
+        packets: a.packets + s.packets,
+        bytes: a.bytes + s.bytes,
+        new_conns: a.new_conns + s.new_conns,
+    })
+}
+
 /// Handles on the balancer's maps.
 pub struct LbMaps {
     services: HashMap<MapData, ServiceKey, Service>,
@@ -202,14 +211,25 @@ impl LbMaps {
             .stats
             .get(&slot, 0)
             .map_err(|source| map_error(MAP_STATS, &format!("read slot {slot}"), source))?;
-        Ok(values.iter().fold(Stats::default(), |a, s| Stats {
-            packets: a.packets + s.packets,
-            bytes: a.bytes + s.bytes,
-            new_conns: a.new_conns + s.new_conns,
-        }))
+        Ok(sum(values.iter()))
     }
 
-    pub fn service_stats(&self, id: u32) -> Result<Stats, Error> {
+    /// Counters of service `id` whose backends are `backends` (kernel
+    /// indexes): what was forwarded to them plus the service's nat replies.
+    pub fn service_stats(
+        &self,
+        id: u32,
+        backends: impl IntoIterator<Item = u32>,
+    ) -> Result<Stats, Error> {
+        let mut all = vec![self.stats_at(id)?];
+        for index in backends {
+            all.push(self.backend_stats(index)?);
+        }
+        Ok(sum(all.iter()))
+    }
+
+    /// The service's own slot: its nat replies (see `struct dp_lb_stats`).
+    pub fn reply_stats(&self, id: u32) -> Result<Stats, Error> {
         self.stats_at(id)
     }
 

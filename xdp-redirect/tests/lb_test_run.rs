@@ -180,7 +180,7 @@ fn ipip_encapsulates_toward_the_tables_backend_and_connections_stick() {
     assert_eq!((c.lb_conn_misses, c.lb_conn_lost), (1, 1));
 
     // per-service and per-backend counters
-    let s = lb.maps.service_stats(0).unwrap();
+    let s = lb.maps.service_stats(0, [0, 1]).unwrap();
     assert_eq!((s.packets, s.new_conns), (4, 3));
     let b = lb.maps.backend_stats(other).unwrap();
     assert_eq!(b.new_conns, if other == conn.backend { 3 } else { 2 });

@@ -315,8 +315,11 @@ struct dp_lb_nat {
 	__u32 pad;     /* zero */
 };
 
-/* Per-CPU counters of a service (lb_stats[id]) or a backend
- * (lb_stats[DP_LB_MAX_SERVICES + index]). */
+/* Per-CPU counters of a backend (lb_stats[DP_LB_MAX_SERVICES + index]: what
+ * was forwarded to it) and of a service (lb_stats[id]: its nat replies
+ * only). Every backend index belongs to one service, so a service's total is
+ * its slot plus its backends', summed in user space: the packet path updates
+ * one slot per forwarded packet, not two. */
 struct dp_lb_stats {
 	__u64 packets;   /* host byte order */
 	__u64 bytes;     /* L2 frame length as received; host byte order */

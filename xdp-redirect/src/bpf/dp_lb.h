@@ -504,7 +504,6 @@ static __always_inline int lb_process(struct xdp_md *ctx, struct dp_lb_conn_key 
 		count(DP_CNT_LB_PASSED);
 		return XDP_PASS;
 	}
-	lb_stat(svc->id & 0xf, len, new_conn);
 	lb_stat(DP_LB_MAX_SERVICES + (backend & (DP_LB_MAX_BACKENDS - 1)), len, new_conn);
 	count(DP_CNT_LB_FORWARDED);
 	return lb_send(p->ifindex, ifindex);
