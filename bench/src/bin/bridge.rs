@@ -62,6 +62,26 @@ struct Args {
     /// Write the raw figures here as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// The modes to run in each round (all three by default; fewer to
+    /// profile one with `perf record`, or to compare two more often). A
+    /// ratio is printed when both of its modes ran.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "bare,dynamic,unlimited"
+    )]
+    modes: Vec<Mode>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// The bare XDP bridge.
+    Bare,
+    /// The data plane with dynamic sniffing.
+    Dynamic,
+    /// The data plane with every packet through a worker.
+    Unlimited,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -169,6 +189,12 @@ impl Bench {
         }
         let elapsed = last_change.duration_since(started).max(gen_time);
         let delivered = last - before;
+        eprintln!(
+            "{mode}: gen {:.1} ms, until last frame {:.1} ms, per gen time {:.0} pps",
+            gen_time.as_secs_f64() * 1e3,
+            elapsed.as_secs_f64() * 1e3,
+            delivered as f64 / gen_time.as_secs_f64()
+        );
         Ok(Run {
             mode,
             offered_pps: f64::from(packets) / gen_time.as_secs_f64(),
@@ -272,18 +298,27 @@ fn main() -> anyhow::Result<()> {
     // Rounds of the three modes back to back, so each ratio compares runs
     // minutes apart at most on this shared, noisy machine; the medians of
     // the per-round ratios are reported.
-    let modes: [(&'static str, Option<&[&str]>); 3] = [
-        ("bare XDP bridge", None),
-        ("dataplane, dynamic sniffing (DPI)", Some(&["--dpi"][..])),
+    let modes: [(Mode, &'static str, Option<&[&str]>); 3] = [
+        (Mode::Bare, "bare XDP bridge", None),
         (
+            Mode::Dynamic,
+            "dataplane, dynamic sniffing (DPI)",
+            Some(&["--dpi"][..]),
+        ),
+        (
+            Mode::Unlimited,
             "dataplane, every packet in user space",
             Some(&["--sniff-packets", "unlimited"][..]),
         ),
     ];
-    let mut rounds: Vec<[Run; 3]> = Vec::new();
+    let modes: Vec<_> = modes
+        .into_iter()
+        .filter(|(kind, _, _)| args.modes.contains(kind))
+        .collect();
+    let mut rounds: Vec<Vec<Run>> = Vec::new();
     for round in 0..args.reps {
         let mut runs = Vec::new();
-        for (mode, extra) in modes {
+        for &(_, mode, extra) in &modes {
             let run = match extra {
                 None => {
                     let (a, b) = (
@@ -329,21 +364,29 @@ fn main() -> anyhow::Result<()> {
             );
             runs.push(run);
         }
-        rounds.push(runs.try_into().expect("three modes"));
+        rounds.push(runs);
     }
-    let mut vs_unlimited: Vec<f64> = rounds
-        .iter()
-        .map(|r| r[1].delivered_pps / r[2].delivered_pps)
-        .collect();
-    let mut vs_bare: Vec<f64> = rounds
-        .iter()
-        .map(|r| r[1].delivered_pps / r[0].delivered_pps)
-        .collect();
-    let results: Vec<Run> = (0..3)
+    // the position of each mode in a round, if it ran
+    let at = |kind: Mode| modes.iter().position(|(k, _, _)| *k == kind);
+    // the median over rounds of (a / b), when both ran
+    let ratio = |a: Option<usize>, b: Option<usize>| -> Option<(f64, Vec<f64>)> {
+        let (a, b) = (a?, b?);
+        let mut per_round: Vec<f64> = rounds
+            .iter()
+            .map(|r| r[a].delivered_pps / r[b].delivered_pps)
+            .collect();
+        let median = bench::median(&mut per_round.clone());
+        per_round
+            .iter_mut()
+            .for_each(|x| *x = (*x * 100.0).round() / 100.0);
+        Some((median, per_round))
+    };
+    let dynamic = at(Mode::Dynamic);
+    let dynamic_vs_unlimited = ratio(dynamic, at(Mode::Unlimited));
+    let dynamic_vs_bare = ratio(dynamic, at(Mode::Bare));
+    let results: Vec<Run> = (0..modes.len())
         .map(|i| median_run(rounds.iter().map(|r| r[i].clone()).collect()))
         .collect();
-    let dynamic_vs_unlimited = bench::median(&mut vs_unlimited);
-    let dynamic_vs_bare = bench::median(&mut vs_bare);
     println!(
         "\n{}-byte UDP frames (+4 B FCS on a wire), {} long flows + a new {}-packet flow every {} packets, {} queue(s), generator on cores {:?}, workers on cores {}, copy-mode AF_XDP on veth, median of {} rounds\n",
         args.size,
@@ -369,20 +412,31 @@ fn main() -> anyhow::Result<()> {
             ))
         );
     }
-    println!(
-        "\ndynamic / every-packet-in-user-space = {dynamic_vs_unlimited:.2}x (goal >= 5)\ndynamic / bare XDP bridge = {dynamic_vs_bare:.2}x (goal >= 0.8)\n(medians of the per-round ratios: {vs_unlimited:.2?} and {vs_bare:.2?})"
-    );
+    println!();
+    for (name, goal, r) in [
+        (
+            "dynamic / every-packet-in-user-space",
+            5.0,
+            &dynamic_vs_unlimited,
+        ),
+        ("dynamic / bare XDP bridge", 0.8, &dynamic_vs_bare),
+    ] {
+        if let Some((median, per_round)) = r {
+            println!("{name} = {median:.2}x (goal >= {goal}; per round {per_round:?})");
+        }
+    }
     if let Some(path) = &args.json {
         std::fs::write(
             path,
             serde_json::to_string_pretty(&serde_json::json!({
                 "packets": args.packets,
+                "size": args.size,
                 "mix": {"long_flows": args.long_flows, "short_every": args.short_every, "short_len": args.short_len},
                 "queues": args.queues,
                 "runs": results,
                 "rounds": rounds,
-                "ratio_dynamic_vs_unlimited": dynamic_vs_unlimited,
-                "ratio_dynamic_vs_bare": dynamic_vs_bare,
+                "ratio_dynamic_vs_unlimited": dynamic_vs_unlimited.map(|r| r.0),
+                "ratio_dynamic_vs_bare": dynamic_vs_bare.map(|r| r.0),
             }))?,
         )?;
     }
