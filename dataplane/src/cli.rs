@@ -284,7 +284,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 262_144, value_parser = clap::value_parser!(u32).range(1..))]
     pub flow_table_size: u32,
 
-    /// Capacity of the kernel's verdict map (LRU hash).
+    /// Capacity of each of the kernel's verdict maps, IPv4 and IPv6 (LRU hashes).
     #[arg(long, default_value_t = xdp_redirect::VERDICT_ENTRIES_DEFAULT, value_parser = clap::value_parser!(u32).range(1..))]
     pub verdict_map_size: u32,
 

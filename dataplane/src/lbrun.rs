@@ -484,6 +484,10 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
         ..xdp_redirect::LoadOptions::default()
     })?;
     let mut program = program;
+    // no workers beat here: this loop keeps the program's clock (the
+    // connections' last-seen times) going, every turn (at most 20 ms)
+    let clock = program.heartbeat()?;
+    clock.tick();
     let balancer = Balancer::new(config.clone(), RING_SIZE);
     let mut lb = Lb {
         args,
@@ -550,6 +554,7 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
+        clock.tick();
         match events_rx.recv_timeout(Duration::from_millis(20)) {
             Ok(event) => {
                 if let Some(change) = lb.balancer.apply(event) {

@@ -11,6 +11,8 @@ include!(concat!(env!("OUT_DIR"), "/dp_abi.rs"));
 // invalid bit patterns (checked by the generated layout assertions), so any
 // bytes the kernel hands back are a valid value.
 unsafe impl aya::Pod for dp_flow_key {}
+// SAFETY: as above (explicit `pad` field, no implicit padding).
+unsafe impl aya::Pod for dp_flow_key4 {}
 // SAFETY: as above.
 unsafe impl aya::Pod for dp_verdict {}
 // SAFETY: as above (explicit `pad` field, no implicit padding).
@@ -36,5 +38,74 @@ pub const fn c_name(bytes: &'static [u8]) -> &'static str {
             Err(_) => panic!("ABI name is not UTF-8"),
         },
         _ => panic!("ABI name is not NUL-terminated"),
+    }
+}
+
+impl dp_flow_key {
+    /// The key of an IPv4 flow in the IPv4 verdict map (same endpoint
+    /// order); `None` for other families.
+    pub fn to_v4(&self) -> Option<dp_flow_key4> {
+        (u32::from(self.family) == dp_family::DP_FAMILY_IPV4).then(|| dp_flow_key4 {
+            addr_a: u32::from_ne_bytes([
+                self.addr_a[0],
+                self.addr_a[1],
+                self.addr_a[2],
+                self.addr_a[3],
+            ]),
+            addr_b: u32::from_ne_bytes([
+                self.addr_b[0],
+                self.addr_b[1],
+                self.addr_b[2],
+                self.addr_b[3],
+            ]),
+            port_a: self.port_a,
+            port_b: self.port_b,
+            proto: self.proto,
+            pad: 0,
+            vlan: self.vlan,
+        })
+    }
+
+    /// The full key of an IPv4 verdict map entry.
+    pub fn from_v4(key: &dp_flow_key4) -> Self {
+        let mut addr_a = [0; 16];
+        let mut addr_b = [0; 16];
+        addr_a[..4].copy_from_slice(&key.addr_a.to_ne_bytes());
+        addr_b[..4].copy_from_slice(&key.addr_b.to_ne_bytes());
+        Self {
+            addr_a,
+            addr_b,
+            port_a: key.port_a,
+            port_b: key.port_b,
+            family: dp_family::DP_FAMILY_IPV4 as u8,
+            proto: key.proto,
+            vlan: key.vlan,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_keys_round_trip_through_the_short_key() {
+        let mut key = dp_flow_key {
+            family: dp_family::DP_FAMILY_IPV4 as u8,
+            proto: 6,
+            vlan: 42,
+            port_a: 80u16.to_be(),
+            port_b: 40000u16.to_be(),
+            ..Default::default()
+        };
+        key.addr_a[..4].copy_from_slice(&[198, 18, 0, 1]);
+        key.addr_b[..4].copy_from_slice(&[198, 18, 0, 2]);
+        let short = key.to_v4().expect("an IPv4 key");
+        // the address bytes stay in network order
+        assert_eq!(short.addr_a.to_ne_bytes(), [198, 18, 0, 1]);
+        assert_eq!(dp_flow_key::from_v4(&short), key);
+
+        key.family = dp_family::DP_FAMILY_IPV6 as u8;
+        assert!(key.to_v4().is_none(), "IPv6 keys stay long");
     }
 }

@@ -30,7 +30,9 @@ use aya::{
 };
 use thiserror::Error;
 
-pub use abi::{dp_flow_key as FlowKey, dp_verdict as Verdict, dp_xdp_meta as XdpMeta};
+pub use abi::{
+    dp_flow_key as FlowKey, dp_flow_key4 as FlowKey4, dp_verdict as Verdict, dp_xdp_meta as XdpMeta,
+};
 pub use attached::AttachedProgram;
 
 /// The compiled XDP object, embedded at build time.
@@ -41,8 +43,10 @@ pub static PROGRAM_OBJECT: &[u8] =
 pub const PROGRAM_NAME: &str = abi::c_name(abi::DP_PROG_NAME);
 /// Name of the XSKMAP indexed by RX queue.
 pub const MAP_XSKS: &str = abi::c_name(abi::DP_MAP_XSKS);
-/// Name of the LRU flow verdict map.
+/// Name of the LRU flow verdict map of IPv6 flows.
 pub const MAP_VERDICTS: &str = abi::c_name(abi::DP_MAP_VERDICTS);
+/// Name of the LRU flow verdict map of IPv4 flows (16-byte keys).
+pub const MAP_VERDICTS4: &str = abi::c_name(abi::DP_MAP_VERDICTS4);
 /// Name of the per-CPU counter array.
 pub const MAP_COUNTERS: &str = abi::c_name(abi::DP_MAP_COUNTERS);
 /// Name of the bridge DEVMAP (ingress side -> egress interface).
@@ -51,7 +55,7 @@ pub const MAP_PEERS: &str = abi::c_name(abi::DP_MAP_PEERS);
 pub const MAP_HEARTBEAT: &str = abi::c_name(abi::DP_MAP_HEARTBEAT);
 /// Highest number of RX queues the program can redirect from.
 pub const MAX_QUEUES: u32 = abi::dp_limits::DP_MAX_QUEUES;
-/// Default capacity of the verdict map.
+/// Default capacity of each verdict map (IPv4 and IPv6).
 pub const VERDICT_ENTRIES_DEFAULT: u32 = abi::dp_limits::DP_VERDICT_ENTRIES_DEFAULT;
 
 /// Errors of the loader. Each names the interface or map involved.
@@ -339,8 +343,9 @@ impl Counters {
 /// Load-time options.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
-    /// Capacity of the verdict map (LRU: the least recently used flow is
-    /// evicted when full, and goes back to user space if it returns).
+    /// Capacity of each verdict map, IPv4 and IPv6 (LRU: the least recently
+    /// used flow is evicted when full, and goes back to user space if it
+    /// returns).
     pub verdict_entries: u32,
     /// Put `struct dp_xdp_meta` (receive time) in front of frames sent to user space.
     pub stamp_meta: bool,
@@ -461,12 +466,17 @@ impl XdpRedirect {
         let pins = match &options.pin_dir {
             Some(dir) => {
                 pin::ensure_bpffs(dir)?;
-                Some((dir.join(MAP_VERDICTS), dir.join(MAP_COUNTERS)))
+                Some((
+                    dir.join(MAP_VERDICTS4),
+                    dir.join(MAP_VERDICTS),
+                    dir.join(MAP_COUNTERS),
+                ))
             }
             None => None,
         };
         let mut loader = EbpfLoader::new();
         loader
+            .map_max_entries(MAP_VERDICTS4, options.verdict_entries)
             .map_max_entries(MAP_VERDICTS, options.verdict_entries)
             .override_global(abi::c_name(abi::DP_GLOBAL_STAMP_META), &stamp, true)
             .override_global(abi::c_name(abi::DP_GLOBAL_BRIDGE), &bridge, true)
@@ -476,8 +486,9 @@ impl XdpRedirect {
             .override_global(abi::c_name(abi::DP_GLOBAL_LB), &lb_on, true)
             .override_global(abi::c_name(abi::DP_GLOBAL_LB_NAT), &lb_nat, true)
             .override_global(abi::c_name(abi::DP_GLOBAL_LB_GATEWAY), &lb_gateway, true);
-        if let Some((verdicts, counters)) = &pins {
+        if let Some((verdicts4, verdicts, counters)) = &pins {
             loader
+                .map_pin_path(MAP_VERDICTS4, verdicts4.as_path())
                 .map_pin_path(MAP_VERDICTS, verdicts.as_path())
                 .map_pin_path(MAP_COUNTERS, counters.as_path());
         }
@@ -668,12 +679,12 @@ impl XdpRedirect {
         })
     }
 
-    /// A handle on the verdict map that a worker thread can own.
+    /// A handle on the verdict maps that a worker thread can own.
     pub fn verdict_map(&self) -> Result<VerdictMap, Error> {
-        let owned = owned_map(&self.ebpf, MAP_VERDICTS)?;
-        let map = HashMap::try_from(Map::LruHashMap(owned))
-            .map_err(|source| map_error(MAP_VERDICTS, "open", source))?;
-        Ok(VerdictMap { map })
+        VerdictMap::new(
+            owned_map(&self.ebpf, MAP_VERDICTS4)?,
+            owned_map(&self.ebpf, MAP_VERDICTS)?,
+        )
     }
 
     /// The heartbeat array, mapped into this process: workers write it
@@ -879,107 +890,166 @@ pub(crate) fn map_error(map: &'static str, what: &str, source: MapError) -> Erro
     }
 }
 
-/// A worker's handle on the kernel verdict map (an owned, duplicated fd, so
-/// each thread has its own and none takes a lock).
+/// A worker's handle on the kernel verdict maps (owned, duplicated fds, so
+/// each thread has its own and none takes a lock). IPv4 flows live in
+/// `verdicts4` under a [`FlowKey4`], IPv6 flows in `verdicts`; callers
+/// speak [`FlowKey`] for both and never see the split.
 #[derive(Debug)]
 pub struct VerdictMap {
-    map: HashMap<MapData, FlowKey, Verdict>,
+    v4: HashMap<MapData, FlowKey4, Verdict>,
+    v6: HashMap<MapData, FlowKey, Verdict>,
+}
+
+/// A new entry for `action`, counters at zero.
+fn fresh_verdict(action: Action) -> Verdict {
+    Verdict {
+        action: action.code(),
+        ..Verdict::default()
+    }
 }
 
 impl VerdictMap {
+    /// Opens the IPv4 and IPv6 verdict maps behind `v4` and `v6`.
+    pub fn new(v4: MapData, v6: MapData) -> Result<Self, Error> {
+        Ok(Self {
+            v4: HashMap::try_from(Map::LruHashMap(v4))
+                .map_err(|source| map_error(MAP_VERDICTS4, "open", source))?,
+            v6: HashMap::try_from(Map::LruHashMap(v6))
+                .map_err(|source| map_error(MAP_VERDICTS, "open", source))?,
+        })
+    }
+
     /// Writes (or overwrites) the verdict of a flow; its kernel counters restart at zero.
     pub fn set(&mut self, key: &FlowKey, action: Action) -> Result<(), Error> {
-        let value = Verdict {
-            action: action.code(),
-            ..Verdict::default()
-        };
-        self.map
-            .insert(key, value, 0)
-            .map_err(|source| map_error(MAP_VERDICTS, "write a verdict", source))
+        let value = fresh_verdict(action);
+        match key.to_v4() {
+            Some(key4) => self
+                .v4
+                .insert(key4, value, 0)
+                .map_err(|source| map_error(MAP_VERDICTS4, "write a verdict", source)),
+            None => self
+                .v6
+                .insert(key, value, 0)
+                .map_err(|source| map_error(MAP_VERDICTS, "write a verdict", source)),
+        }
     }
 
     /// Writes a verdict unless the flow already has one (`BPF_NOEXIST`);
     /// returns whether it was written. Lets "drop" win over "allow" when two
     /// workers see the two directions of one flow.
     pub fn set_if_absent(&mut self, key: &FlowKey, action: Action) -> Result<bool, Error> {
-        let value = Verdict {
-            action: action.code(),
-            ..Verdict::default()
-        };
         const BPF_NOEXIST: u64 = 1;
-        match self.map.insert(key, value, BPF_NOEXIST) {
+        let value = fresh_verdict(action);
+        let (name, result) = match key.to_v4() {
+            Some(key4) => (MAP_VERDICTS4, self.v4.insert(key4, value, BPF_NOEXIST)),
+            None => (MAP_VERDICTS, self.v6.insert(key, value, BPF_NOEXIST)),
+        };
+        match result {
             Ok(()) => Ok(true),
             Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
                 Ok(false)
             }
-            Err(source) => Err(map_error(MAP_VERDICTS, "write a verdict", source)),
+            Err(source) => Err(map_error(name, "write a verdict", source)),
         }
     }
 
-    /// Writes (overwrites) one `action` for many flows in one syscall
-    /// (`BPF_MAP_UPDATE_BATCH`); returns how many were written. The kernel's
-    /// batch update takes no per-element `BPF_NOEXIST`, so "only if absent"
-    /// writes go through [`VerdictMap::set_if_absent`].
+    /// Writes (overwrites) one `action` for many flows with one
+    /// `BPF_MAP_UPDATE_BATCH` per map that has any; returns how many were
+    /// written. The kernel's batch update takes no per-element
+    /// `BPF_NOEXIST`, so "only if absent" writes go through
+    /// [`VerdictMap::set_if_absent`].
     pub fn set_batch(&mut self, keys: &[FlowKey], action: Action) -> Result<usize, Error> {
         use aya::maps::IterableMap as _;
-        if keys.is_empty() {
-            return Ok(0);
+        let value = fresh_verdict(action);
+        let (mut keys4, mut keys6) = (Vec::new(), Vec::new());
+        for key in keys {
+            match key.to_v4() {
+                Some(key4) => keys4.push(key4),
+                None => keys6.push(*key),
+            }
         }
-        let fd = self.map.map().fd().as_fd().as_raw_fd();
-        let value = Verdict {
-            action: action.code(),
-            ..Verdict::default()
-        };
-        let values = vec![value; keys.len()];
-        let opts = libbpf_sys::bpf_map_batch_opts {
-            sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
-            elem_flags: 0,
-            flags: 0,
-        };
-        let mut count = keys.len() as u32;
-        // SAFETY: `keys` and `values` hold `count` elements with the map's
-        // key and value layouts (the ABI types); `count` and `opts` are
-        // valid for the call.
-        let rc = unsafe {
-            libbpf_sys::bpf_map_update_batch(
-                fd,
-                keys.as_ptr().cast(),
-                values.as_ptr().cast(),
-                &mut count,
-                &opts,
-            )
-        };
-        if rc != 0 {
-            return Err(Error::Syscall {
-                map: MAP_VERDICTS,
-                what: format!("write {} verdict(s) in a batch", keys.len()),
-                source: std::io::Error::from_raw_os_error(-rc),
-            });
-        }
-        Ok(count as usize)
+        Ok(update_batch(self.v4.map(), MAP_VERDICTS4, &keys4, value)?
+            + update_batch(self.v6.map(), MAP_VERDICTS, &keys6, value)?)
     }
 
     /// The kernel's entry for a flow, if any.
     pub fn get(&self, key: &FlowKey) -> Result<Option<Verdict>, Error> {
-        match self.map.get(key, 0) {
+        let (name, result) = match key.to_v4() {
+            Some(key4) => (MAP_VERDICTS4, self.v4.get(&key4, 0)),
+            None => (MAP_VERDICTS, self.v6.get(key, 0)),
+        };
+        match result {
             Ok(value) => Ok(Some(value)),
             Err(MapError::KeyNotFound) => Ok(None),
-            Err(source) => Err(map_error(MAP_VERDICTS, "read a verdict", source)),
+            Err(source) => Err(map_error(name, "read a verdict", source)),
         }
     }
 
     /// Removes a flow's verdict (the flow goes back to user space).
     pub fn remove(&mut self, key: &FlowKey) -> Result<(), Error> {
-        match self.map.remove(key) {
+        let (name, result) = match key.to_v4() {
+            Some(key4) => (MAP_VERDICTS4, self.v4.remove(&key4)),
+            None => (MAP_VERDICTS, self.v6.remove(key)),
+        };
+        match result {
             Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(map_error(MAP_VERDICTS, "remove a verdict", source)),
+            Err(source) => Err(map_error(name, "remove a verdict", source)),
         }
     }
 
-    /// All entries (a snapshot walk; entries may change while walking).
+    /// All entries, IPv4 then IPv6 (a snapshot walk; entries may change
+    /// while walking).
     pub fn entries(&self) -> impl Iterator<Item = Result<(FlowKey, Verdict), Error>> + '_ {
-        self.map
+        let v4 = self.v4.iter().map(|entry| {
+            entry
+                .map(|(key4, value)| (FlowKey::from_v4(&key4), value))
+                .map_err(|source| map_error(MAP_VERDICTS4, "walk", source))
+        });
+        let v6 = self
+            .v6
             .iter()
-            .map(|entry| entry.map_err(|source| map_error(MAP_VERDICTS, "walk", source)))
+            .map(|entry| entry.map_err(|source| map_error(MAP_VERDICTS, "walk", source)));
+        v4.chain(v6)
     }
+}
+
+/// One `BPF_MAP_UPDATE_BATCH` of `value` under every key of `keys` into
+/// `map` (named `name` in errors); returns how many were written.
+fn update_batch<K: aya::Pod>(
+    map: &MapData,
+    name: &'static str,
+    keys: &[K],
+    value: Verdict,
+) -> Result<usize, Error> {
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let fd = map.fd().as_fd().as_raw_fd();
+    let values = vec![value; keys.len()];
+    let opts = libbpf_sys::bpf_map_batch_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
+        elem_flags: 0,
+        flags: 0,
+    };
+    let mut count = keys.len() as u32;
+    // SAFETY: `keys` and `values` hold `count` elements with the map's key
+    // and value layouts (the ABI types, checked by the map's open); `count`
+    // and `opts` are valid for the call.
+    let rc = unsafe {
+        libbpf_sys::bpf_map_update_batch(
+            fd,
+            keys.as_ptr().cast(),
+            values.as_ptr().cast(),
+            &mut count,
+            &opts,
+        )
+    };
+    if rc != 0 {
+        return Err(Error::Syscall {
+            map: name,
+            what: format!("write {} verdict(s) in a batch", keys.len()),
+            source: std::io::Error::from_raw_os_error(-rc),
+        });
+    }
+    Ok(count as usize)
 }

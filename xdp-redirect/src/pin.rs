@@ -2,7 +2,7 @@
 //! the counters read back from a pin (when no data plane runs), and the
 //! worker heartbeat array mapped into user space.
 //!
-//! Layout of a pin directory: `verdicts` and `counters` (maps, reused by the
+//! Layout of a pin directory: `verdicts4`, `verdicts` and `counters` (maps, reused by the
 //! next start, so verdicts and counters survive a restart or an upgrade) and
 //! `link-IFACE` (the bpf_link holding the program on IFACE: the next start
 //! replaces the program behind it atomically; removing the file detaches).
@@ -77,14 +77,15 @@ pub fn read_counters(dir: &Path) -> Result<Counters, Error> {
     Ok(Counters::from_array(&sums))
 }
 
-/// Entries in a pinned verdict map right now (a walk over its keys).
+/// Entries in the pinned verdict maps (IPv4 and IPv6) right now (a walk
+/// over their keys).
 pub fn verdict_entries(dir: &Path) -> Result<usize, Error> {
-    let data = MapData::from_pin(dir.join(crate::MAP_VERDICTS))
-        .map_err(|source| map_error(crate::MAP_VERDICTS, "open the pinned map", source))?;
-    let map: aya::maps::HashMap<_, crate::FlowKey, crate::Verdict> =
-        aya::maps::HashMap::try_from(Map::LruHashMap(data))
-            .map_err(|source| map_error(crate::MAP_VERDICTS, "open", source))?;
-    Ok(map.keys().filter(Result::is_ok).count())
+    let open = |name: &'static str| {
+        MapData::from_pin(dir.join(name))
+            .map_err(|source| map_error(name, "open the pinned map", source))
+    };
+    let maps = crate::VerdictMap::new(open(crate::MAP_VERDICTS4)?, open(crate::MAP_VERDICTS)?)?;
+    Ok(maps.entries().filter(Result::is_ok).count())
 }
 
 /// A `BPF_F_MMAPABLE` array of `slots` elements of 8 bytes (the kernel
@@ -152,23 +153,31 @@ impl Drop for SharedArray {
     }
 }
 
-/// The heartbeat array (one `u64` per queue), mapped shared into this process.
+/// The heartbeat array (one `u64` per queue, then the clock slot
+/// `DP_HEARTBEAT_CLOCK`), mapped shared into this process.
 #[derive(Debug)]
 pub struct Heartbeat {
     array: SharedArray,
+    /// Queue slots; the clock slot follows them.
     slots: usize,
 }
 
 impl Heartbeat {
+    /// Maps the array of `slots` queue slots plus the clock slot.
     pub(crate) fn map(fd: BorrowedFd<'_>, slots: usize) -> Result<Heartbeat, Error> {
-        let array = SharedArray::map(fd, slots, crate::MAP_HEARTBEAT, "mmap the heartbeat array")?;
+        let array = SharedArray::map(
+            fd,
+            slots + 1,
+            crate::MAP_HEARTBEAT,
+            "mmap the heartbeat array",
+        )?;
         Ok(Heartbeat { array, slots })
     }
 
-    fn slot(&self, queue: usize) -> &AtomicU64 {
-        // SAFETY: callers check queue < slots: within the mapping, 8-byte
+    fn slot(&self, index: usize) -> &AtomicU64 {
+        // SAFETY: callers check index <= slots: within the mapping, 8-byte
         // aligned; shared with the kernel, so only ever accessed atomically.
-        unsafe { AtomicU64::from_ptr(self.array.base().add(queue)) }
+        unsafe { AtomicU64::from_ptr(self.array.base().add(index)) }
     }
 
     /// When the worker of `queue` last beat (CLOCK_MONOTONIC_COARSE ns; 0 = never).
@@ -181,13 +190,37 @@ impl Heartbeat {
         }
     }
 
-    /// Records that the worker of `queue` is alive now.
+    /// The program's clock: the latest heartbeat of any worker (0 = none yet).
+    pub fn clock(&self) -> u64 {
+        self.slot(self.slots).load(Ordering::Relaxed)
+    }
+
+    /// Records that the worker of `queue` is alive now, and moves the
+    /// program's clock forward to now. The coarse clock ticks every few
+    /// milliseconds, so the shared clock slot (read by the program on every
+    /// decided packet) is written at most once a tick per worker, not once
+    /// a batch.
     #[inline]
     pub fn beat(&self, queue: u32) {
         let queue = queue as usize;
         if queue < self.slots {
-            self.slot(queue)
-                .store(crate::clock::coarse_monotonic_ns(), Ordering::Relaxed);
+            let now = crate::clock::coarse_monotonic_ns();
+            self.slot(queue).store(now, Ordering::Relaxed);
+            self.advance(now);
+        }
+    }
+
+    /// Moves the program's clock forward to now without a heartbeat: for a
+    /// process that runs the program without workers (the load balancer).
+    pub fn tick(&self) {
+        self.advance(crate::clock::coarse_monotonic_ns());
+    }
+
+    #[inline]
+    fn advance(&self, now: u64) {
+        let clock = self.slot(self.slots);
+        if clock.load(Ordering::Relaxed) < now {
+            clock.fetch_max(now, Ordering::Relaxed);
         }
     }
 }

@@ -389,6 +389,30 @@ fn verdicts_act_on_both_directions_root() {
         (fwd.build().len() + fwd.reversed().build().len()) as u64
     );
     assert_ne!(entry.last_seen_ns, 0);
+
+    // Once a worker has beaten, last-seen times come from the workers'
+    // clock slot, not the kernel's clock: wait for the coarse clock to tick
+    // past the published value, so the two differ.
+    let heartbeat = prog.heartbeat().unwrap();
+    heartbeat.beat(0);
+    let published = heartbeat.clock();
+    assert_ne!(published, 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while xdp_redirect::clock::coarse_monotonic_ns() <= published {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the coarse clock did not tick"
+        );
+        std::thread::yield_now();
+    }
+    check(
+        &prog,
+        "UDP with DROP verdict, clock published",
+        &fwd.build(),
+        Outcome::BypassDrop,
+    );
+    let entry = verdicts.get(&k).unwrap().expect("entry stays");
+    assert_eq!(entry.last_seen_ns, published, "stamped from the clock slot");
     // Another flow between the same hosts is untouched.
     let other = Packet::udp(ip("198.18.0.9"), 5001, ip("198.18.0.2"), 53);
     check(

@@ -58,6 +58,8 @@ fn load(mode: Mode) -> anyhow::Result<XdpRedirect> {
         ..LoadOptions::default()
     })
     .context("load dp_xdp in load balancer mode")?;
+    // as `dataplane --lb` runs it: its loop keeps the program's clock going
+    prog.heartbeat()?.tick();
     let mut maps = prog.lb_maps()?;
     for i in 0..3u32 {
         maps.set_backend(

@@ -53,6 +53,9 @@ fn main() -> anyhow::Result<()> {
     .context("load dp_xdp")?;
     let base = baseline::Baseline::load().context("load the baseline programs")?;
     let mut verdicts = prog.verdict_map()?;
+    // As in operation, where a worker has beaten: decided packets take
+    // their last-seen time from the workers' clock slot.
+    prog.heartbeat()?.beat(0);
 
     let udp4 = Packet::udp(ip("198.18.0.1"), 40000, ip("198.18.0.2"), 53).with_payload(&[0; 18]);
     let decided = Packet::udp(ip("198.18.0.1"), 40001, ip("198.18.0.2"), 53).with_payload(&[0; 18]);

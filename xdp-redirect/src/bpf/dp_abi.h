@@ -16,10 +16,11 @@
 
 /* Map names, as they appear in the object file and in bpffs pins. */
 #define DP_MAP_XSKS "xsks"
-#define DP_MAP_VERDICTS "verdicts"
+#define DP_MAP_VERDICTS "verdicts"   /* IPv6 flows, keyed by struct dp_flow_key */
+#define DP_MAP_VERDICTS4 "verdicts4" /* IPv4 flows, keyed by struct dp_flow_key4 */
 #define DP_MAP_COUNTERS "counters"
 #define DP_MAP_PEERS "peers" /* DEVMAP: port side -> the other port (bridge mode) */
-#define DP_MAP_HEARTBEAT "heartbeat" /* mmapable ARRAY: queue -> last worker heartbeat */
+#define DP_MAP_HEARTBEAT "heartbeat" /* mmapable ARRAY: queue -> last worker heartbeat; DP_HEARTBEAT_CLOCK -> the latest of them */
 /* Load balancer (--lb): see the "Load balancer" section below. */
 #define DP_MAP_LB_SERVICES "lb_services" /* HASH: struct dp_lb_service_key -> struct dp_lb_service */
 #define DP_MAP_LB_RINGS "lb_rings"       /* ARRAY: lookup tables, two per service (see dp_lb_service.table) */
@@ -38,13 +39,21 @@ enum dp_limits {
 	/* XSKMAP slots: one per RX queue; 256 covers every NIC we know of
 	 * (ice tops out at 256 combined channels). */
 	DP_MAX_QUEUES = 256,
+	/* Slot of the `heartbeat` array after the queues' slots: the latest
+	 * heartbeat of any worker (CLOCK_MONOTONIC_COARSE ns, 0 until the first).
+	 * The program stamps `last_seen_ns` from it: one load, where
+	 * bpf_ktime_get_coarse_ns() costs ~25 ns a packet on this machine kind.
+	 * A busy worker beats every batch, an idle one at least every 100 ms. */
+	DP_HEARTBEAT_CLOCK = DP_MAX_QUEUES,
 	/* Ports a program instance serves: the monitored interface (side 0)
 	 * and, in bridge mode, its peer (side 1). The XSKMAP holds one socket
 	 * per (side, queue) at index side * DP_MAX_QUEUES + queue. */
 	DP_MAX_PORTS = 2,
-	/* Default verdict map capacity. Each entry is ~40 B key + 32 B value +
-	 * ~60 B of LRU/hash bookkeeping, so 262144 entries is ~35 MiB of kernel
-	 * memory. Overridable at load time (`--verdict-map-size`). */
+	/* Default capacity of each verdict map (`verdicts4` for IPv4 flows,
+	 * `verdicts` for IPv6). An entry is a 16 B (IPv4) or 40 B key, a 32 B
+	 * value and ~60 B of LRU/hash bookkeeping, so the two maps take
+	 * ~63 MiB of kernel memory at 262144 entries each. Overridable at load
+	 * time (`--verdict-map-size`). */
 	DP_VERDICT_ENTRIES_DEFAULT = 262144,
 	/* 802.1Q / 802.1ad tags parsed (QinQ = 2). A third tag is passed as
 	 * unparsed rather than guessed at. */
@@ -55,7 +64,7 @@ enum dp_limits {
 	DP_MAX_IPV6_EXT = 4,
 };
 
-/* What the kernel does with a flow that has an entry in `verdicts`. */
+/* What the kernel does with a flow that has an entry in `verdicts4` or `verdicts`. */
 enum dp_action {
 	/* No decision: the entry only carries counters (not used by the
 	 * program for the fast path; a miss is what sends a flow to user space). */
@@ -106,7 +115,25 @@ struct dp_flow_key {
 };
 
 /*
- * Value of the `verdicts` map. User space writes `action` (and zeroes the
+ * Key of the IPv4 verdict map (`verdicts4`): the IPv4 fields of a
+ * `struct dp_flow_key` with the same endpoint order, in 16 bytes instead of
+ * 40. The kernel hashes and compares the whole key on every lookup, and the
+ * lookup is most of the cost of a decided packet, so IPv4 flows (nearly all
+ * of them on most links) get their own map, as in Suricata's XDP bypass
+ * (`flow_table_v4` / `flow_table_v6`).
+ */
+struct dp_flow_key4 {
+	__be32 addr_a;   /* network byte order */
+	__be32 addr_b;   /* network byte order */
+	__be16 port_a;   /* network byte order */
+	__be16 port_b;   /* network byte order */
+	__u8 proto;      /* IP protocol number (IPPROTO_*) */
+	__u8 pad;        /* zero */
+	__u16 vlan;      /* innermost VLAN id (12 bits), 0 when untagged; host byte order */
+};
+
+/*
+ * Value of the `verdicts` and `verdicts4` maps. User space writes `action` (and zeroes the
  * counters); the program adds to the counters of every packet it handles for
  * the flow and stamps `last_seen_ns`.
  */
@@ -115,7 +142,9 @@ struct dp_verdict {
 	__u32 flags;         /* enum dp_verdict_flags, set by the program; user space writes 0; host byte order */
 	__u64 packets;       /* packets handled by XDP since the verdict; host byte order */
 	__u64 bytes;         /* bytes (L2 frame length) since the verdict; host byte order */
-	__u64 last_seen_ns;  /* bpf_ktime_get_coarse_ns() of the last packet; CLOCK_MONOTONIC_COARSE */
+	__u64 last_seen_ns;  /* time of the last packet, CLOCK_MONOTONIC_COARSE ns: the workers' clock
+			      * (DP_HEARTBEAT_CLOCK, up to ~100 ms behind), or bpf_ktime_get_coarse_ns()
+			      * while no worker has beaten */
 };
 
 /*
@@ -304,7 +333,8 @@ struct dp_lb_conn_key {
 struct dp_lb_conn {
 	__u32 backend;      /* index into lb_backends; host byte order */
 	__u32 service;      /* service id; host byte order */
-	__u64 last_seen_ns; /* bpf_ktime_get_coarse_ns(); CLOCK_MONOTONIC_COARSE */
+	__u64 last_seen_ns; /* CLOCK_MONOTONIC_COARSE ns, from the program's clock (DP_HEARTBEAT_CLOCK, which
+			     * `dataplane --lb` advances every 20 ms) */
 };
 
 /* nat mode: key = struct dp_lb_conn_key of the reply (src = backend,

@@ -448,7 +448,7 @@ static __always_inline int lb_process(struct xdp_md *ctx, struct dp_lb_conn_key 
 		if (be && be->family && (!(be->flags & DP_LB_BACKEND_F_DOWN) ||
 					 !(svc->flags & DP_LB_SERVICE_F_RESET_DOWN))) {
 			backend = conn->backend;
-			conn->last_seen_ns = bpf_ktime_get_coarse_ns();
+			conn->last_seen_ns = coarse_now();
 			count(DP_CNT_LB_CONN_HITS);
 		}
 	}
@@ -467,7 +467,7 @@ static __always_inline int lb_process(struct xdp_md *ctx, struct dp_lb_conn_key 
 		backend = *pick;
 		fresh.backend = backend;
 		fresh.service = svc->id;
-		fresh.last_seen_ns = bpf_ktime_get_coarse_ns();
+		fresh.last_seen_ns = coarse_now();
 		bpf_map_update_elem(&lb_conns, ckey, &fresh, BPF_ANY);
 		count(DP_CNT_LB_CONN_MISSES);
 		if (ckey->proto == IPPROTO_TCP && !(p->tcp_flags & TCP_FLAG_SYN))

@@ -5,7 +5,7 @@
  *  1. parse Ethernet, up to DP_MAX_VLAN_TAGS VLAN tags, IPv4 (options skipped)
  *     or IPv6 (up to DP_MAX_IPV6_EXT extension headers), TCP/UDP/ICMP/ICMPv6;
  *  2. build the direction-independent flow key (see dp_abi.h);
- *  3. a hit in `verdicts` acts in the kernel: PASS to the stack, DROP, or
+ *  3. a hit in `verdicts4` (IPv4) or `verdicts` (IPv6) acts in the kernel: PASS to the stack, DROP, or
  *     (bridge mode) FORWARD out of the other port through the `peers` DEVMAP;
  *  4. a miss goes to the AF_XDP socket bound to the port and queue the packet
  *     came in on (the only socket the kernel lets us redirect to).
@@ -54,12 +54,22 @@ struct {
 	__type(value, struct dp_verdict);
 } verdicts SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
+	__uint(max_entries, DP_VERDICT_ENTRIES_DEFAULT);
+	__type(key, struct dp_flow_key4);
+	__type(value, struct dp_verdict);
+} verdicts4 SEC(".maps");
+
 /* Worker heartbeats, by RX queue: user space writes them through mmap (no
- * syscall), the program reads them before sending a packet to user space. */
+ * syscall), the program reads them before sending a packet to user space.
+ * One more slot, DP_HEARTBEAT_CLOCK, holds the latest of them: the program's
+ * clock for last-seen times. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
-	__uint(max_entries, DP_MAX_QUEUES);
+	__uint(max_entries, DP_MAX_QUEUES + 1);
 	__type(key, __u32);
 	__type(value, __u64);
 } heartbeat SEC(".maps");
@@ -144,6 +154,20 @@ static __always_inline void count(__u32 idx)
 
 	if (value) /* per-CPU slot: no atomics needed */
 		*value += 1;
+}
+
+/* Now, for last-seen times (CLOCK_MONOTONIC_COARSE ns): the clock slot that
+ * the workers' heartbeats (or the balancer's loop) advance, an inlined array
+ * load; the kernel's coarse clock until user space has written it. Up to one
+ * idle poll (100 ms) behind: idle timeouts are seconds long. */
+static __always_inline __u64 coarse_now(void)
+{
+	__u32 slot = DP_HEARTBEAT_CLOCK;
+	__u64 *now = bpf_map_lookup_elem(&heartbeat, &slot);
+
+	if (now && *now)
+		return *now;
+	return bpf_ktime_get_coarse_ns();
 }
 
 #include "dp_lb.h"
@@ -429,6 +453,26 @@ static __always_inline int on_failure(struct xdp_md *ctx, __u32 reason)
 	return XDP_PASS;
 }
 
+/* The flow's entry: IPv4 flows live in `verdicts4` under a 16-byte key (the
+ * kernel hashes and compares fewer than half the bytes), IPv6 flows in
+ * `verdicts`. */
+static __always_inline struct dp_verdict *verdict_lookup(const struct dp_flow_key *key)
+{
+	if (key->family == DP_FAMILY_IPV4) {
+		struct dp_flow_key4 key4 = {
+			.port_a = key->port_a,
+			.port_b = key->port_b,
+			.proto = key->proto,
+			.vlan = key->vlan,
+		};
+
+		__builtin_memcpy(&key4.addr_a, key->addr_a, 4);
+		__builtin_memcpy(&key4.addr_b, key->addr_b, 4);
+		return bpf_map_lookup_elem(&verdicts4, &key4);
+	}
+	return bpf_map_lookup_elem(&verdicts, key);
+}
+
 SEC("xdp")
 int dp_xdp(struct xdp_md *ctx)
 {
@@ -474,11 +518,11 @@ int dp_xdp(struct xdp_md *ctx)
 		return lb_process(ctx, &ckey, &p, info.ip_options, len);
 	}
 
-	verdict = bpf_map_lookup_elem(&verdicts, &key);
+	verdict = verdict_lookup(&key);
 	if (verdict && verdict->action != DP_ACTION_NONE) {
 		__sync_fetch_and_add(&verdict->packets, 1);
 		__sync_fetch_and_add(&verdict->bytes, len);
-		verdict->last_seen_ns = bpf_ktime_get_coarse_ns(); /* ms precision is plenty for idle timeouts, and ~35 ns cheaper */
+		verdict->last_seen_ns = coarse_now();
 		/* a plain store: setting the same bit from two CPUs is idempotent,
 		 * and 32-bit atomics need -mcpu=v3 */
 		if ((info.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST)) &&
