@@ -415,3 +415,57 @@ fn a_million_new_flows_stay_within_bounds_root() {
         .unwrap_or_else(|e| panic!("dataplane {e}"));
     let _ = std::fs::remove_file(&stats);
 }
+
+/// Pins left by a version that kept IPv4 flows in `verdicts` under the
+/// 40-byte key: the next load moves them into `verdicts4`, where the program
+/// looks, counters kept, so an upgrade keeps its decided flows.
+#[test]
+fn pinned_ipv4_verdicts_of_the_older_layout_are_moved_root() {
+    use aya::maps::{HashMap, Map, MapData};
+    use xdp_redirect::{Action, FlowKey, LoadOptions, Verdict, XdpRedirect};
+
+    testbed::require_root("loading the XDP program with pinned maps");
+    let _serial = serial();
+    let pin = PinDir::new("layout");
+    let options = LoadOptions {
+        pin_dir: Some(pin.path().to_path_buf()),
+        ..LoadOptions::default()
+    };
+    let mut key = FlowKey {
+        family: xdp_redirect::abi::dp_family::DP_FAMILY_IPV4 as u8,
+        proto: 17,
+        port_a: 53u16.to_be(),
+        port_b: 40000u16.to_be(),
+        ..FlowKey::default()
+    };
+    key.addr_a[..4].copy_from_slice(&[198, 18, 0, 2]);
+    key.addr_b[..4].copy_from_slice(&[198, 18, 0, 9]);
+    let old = Verdict {
+        action: Action::Drop.code(),
+        packets: 7,
+        bytes: 420,
+        ..Verdict::default()
+    };
+    {
+        let prog = XdpRedirect::load(&options).expect("load with pins");
+        let data = MapData::from_pin(pin.path().join(xdp_redirect::MAP_VERDICTS))
+            .expect("open the pinned IPv6 map");
+        let mut long: HashMap<_, FlowKey, Verdict> =
+            HashMap::try_from(Map::LruHashMap(data)).expect("an LRU hash of flow keys");
+        long.insert(key, old, 0)
+            .expect("write an IPv4 entry the old way");
+        assert_eq!(
+            prog.verdict_map().unwrap().get(&key).unwrap(),
+            None,
+            "the program does not look for IPv4 flows in the long map"
+        );
+    }
+    let prog = XdpRedirect::load(&options).expect("load again with the same pins");
+    let moved = prog.verdict_map().unwrap().get(&key).unwrap();
+    assert_eq!(moved, Some(old), "moved into verdicts4 with its counters");
+    assert_eq!(
+        xdp_redirect::pin::verdict_entries(pin.path()).unwrap(),
+        1,
+        "moved, not copied"
+    );
+}

@@ -517,11 +517,22 @@ impl XdpRedirect {
                     })?;
             }
         }
-        Ok(XdpRedirect {
+        let loaded = XdpRedirect {
             ebpf,
             attached: Vec::new(),
             pin_dir: options.pin_dir.clone(),
-        })
+        };
+        if loaded.pin_dir.is_some() {
+            // pins of a version that kept IPv4 flows in `verdicts` too
+            let moved = loaded.verdict_map()?.move_ipv4_out_of_long_map()?;
+            if moved > 0 {
+                tracing::info!(
+                    moved,
+                    "pinned IPv4 verdicts moved from `{MAP_VERDICTS}` to `{MAP_VERDICTS4}`"
+                );
+            }
+        }
+        Ok(loaded)
     }
 
     /// Attaches to `iface` (call once per port in bridge mode). Refuses if
@@ -995,6 +1006,31 @@ impl VerdictMap {
             Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
             Err(source) => Err(map_error(name, "remove a verdict", source)),
         }
+    }
+
+    /// Moves IPv4 entries found in the IPv6 map (pinned by a version that
+    /// kept every flow there, where the program no longer looks for them)
+    /// into the IPv4 map, counters and all; returns how many moved.
+    pub fn move_ipv4_out_of_long_map(&mut self) -> Result<usize, Error> {
+        let strays: Vec<(FlowKey, Verdict)> = self
+            .v6
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(key, _)| key.to_v4().is_some())
+            .collect();
+        for (key, value) in &strays {
+            let key4 = key.to_v4().expect("filtered on IPv4");
+            self.v4
+                .insert(key4, *value, 0)
+                .map_err(|source| map_error(MAP_VERDICTS4, "move a pinned verdict", source))?;
+            match self.v6.remove(key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(source) => {
+                    return Err(map_error(MAP_VERDICTS, "move a pinned verdict", source));
+                }
+            }
+        }
+        Ok(strays.len())
     }
 
     /// All entries, IPv4 then IPv6 (a snapshot walk; entries may change
