@@ -431,15 +431,13 @@ fn pinned_ipv4_verdicts_of_the_older_layout_are_moved_root() {
         pin_dir: Some(pin.path().to_path_buf()),
         ..LoadOptions::default()
     };
-    let mut key = FlowKey {
-        family: xdp_redirect::abi::dp_family::DP_FAMILY_IPV4 as u8,
-        proto: 17,
-        port_a: 53u16.to_be(),
-        port_b: 40000u16.to_be(),
-        ..FlowKey::default()
-    };
-    key.addr_a[..4].copy_from_slice(&[198, 18, 0, 2]);
-    key.addr_b[..4].copy_from_slice(&[198, 18, 0, 9]);
+    let (flow, _) = dpi::FlowKey::new(
+        "198.18.0.9:40000".parse().unwrap(),
+        "198.18.0.2:53".parse().unwrap(),
+        17,
+        0,
+    );
+    let key = dataplane::key::to_kernel(&flow);
     let old = Verdict {
         action: Action::Drop.code(),
         packets: 7,
@@ -460,6 +458,8 @@ fn pinned_ipv4_verdicts_of_the_older_layout_are_moved_root() {
             "the program does not look for IPv4 flows in the long map"
         );
     }
+    // the older layout had no IPv4 map
+    std::fs::remove_file(pin.path().join(xdp_redirect::MAP_VERDICTS4)).expect("unpin verdicts4");
     let prog = XdpRedirect::load(&options).expect("load again with the same pins");
     let moved = prog.verdict_map().unwrap().get(&key).unwrap();
     assert_eq!(moved, Some(old), "moved into verdicts4 with its counters");

@@ -474,6 +474,11 @@ impl XdpRedirect {
             }
             None => None,
         };
+        // pins of a version that kept IPv4 flows in `verdicts` too: that
+        // map is there, `verdicts4` is not (yet)
+        let older_layout = pins
+            .as_ref()
+            .is_some_and(|(verdicts4, verdicts, _)| verdicts.exists() && !verdicts4.exists());
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(MAP_VERDICTS4, options.verdict_entries)
@@ -522,8 +527,7 @@ impl XdpRedirect {
             attached: Vec::new(),
             pin_dir: options.pin_dir.clone(),
         };
-        if loaded.pin_dir.is_some() {
-            // pins of a version that kept IPv4 flows in `verdicts` too
+        if older_layout {
             let moved = loaded.verdict_map()?.move_ipv4_out_of_long_map()?;
             if moved > 0 {
                 tracing::info!(
