@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use testbed::frames::{self, Packet};
+use testbed::frames::{self, Packet, ip};
 use xdp_redirect::{
     Counters, LoadOptions, XdpRedirect,
     lb::{self, LbMaps, LbOptions, Mode},
@@ -17,10 +17,6 @@ const GATEWAY: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
 const OUR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
 
 struct Lb {
     prog: XdpRedirect,

@@ -6,16 +6,12 @@
 
 use std::net::IpAddr;
 
-use testbed::frames::{self, Ipv6Ext, L4, Packet};
+use testbed::frames::{self, Ipv6Ext, L4, Packet, ip};
 use xdp_redirect::{Action, Counters, FlowKey, LoadOptions, XdpRedirect, abi, xdp_action};
 
 fn load() -> XdpRedirect {
     testbed::require_root("BPF_PROG_TEST_RUN of the XDP program");
     XdpRedirect::load(&LoadOptions::default()).expect("load the XDP program")
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]

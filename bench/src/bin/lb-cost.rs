@@ -12,12 +12,12 @@
 //! configured gateway MAC (test_run has no interface for a FIB lookup; the
 //! throughput benchmark, `compare lb`, uses the FIB). Needs root.
 
-use std::{net::IpAddr, path::PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
 use serde::Serialize;
-use testbed::frames::{self, Packet};
+use testbed::frames::{self, Packet, ip};
 use xdp_redirect::{
     LoadOptions, XdpRedirect, baseline,
     lb::{self, LbOptions, Mode},
@@ -42,10 +42,6 @@ struct Row {
     bare_pass_ns: f64,
     ratio_vs_bare_steering: f64,
     ratio_vs_dataplane_steering: f64,
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().expect("literal address")
 }
 
 fn load(mode: Mode) -> anyhow::Result<XdpRedirect> {

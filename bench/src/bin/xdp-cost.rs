@@ -4,12 +4,12 @@
 //! Rounds alternate between the two programs and the median round counts, so
 //! a noisy neighbour hits both sides alike. Needs root.
 
-use std::{net::IpAddr, path::PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
 use serde::Serialize;
-use testbed::frames::{self, Ipv6Ext, L4, Packet};
+use testbed::frames::{self, Ipv6Ext, L4, Packet, ip};
 use xdp_redirect::{Action, LoadOptions, XdpRedirect, baseline};
 
 /// Per-packet cost of the XDP program vs a bare XDP_PASS program.
@@ -37,10 +37,6 @@ struct Row {
     baseline_ns: f64,
     ratio: f64,
     program_ns: f64,
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().expect("literal address")
 }
 
 fn main() -> anyhow::Result<()> {

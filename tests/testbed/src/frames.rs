@@ -358,6 +358,11 @@ fn sum_words(bytes: &[u8], mut acc: u32) -> u32 {
     acc
 }
 
+/// An address literal of a test or benchmark (panics on a typo there).
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().expect("literal address")
+}
+
 /// The Internet checksum (RFC 1071) of `bytes`, starting from `acc`.
 pub fn checksum(bytes: &[u8], acc: u32) -> u16 {
     let mut sum = u64::from(sum_words(bytes, acc));
