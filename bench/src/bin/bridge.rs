@@ -371,14 +371,12 @@ fn main() -> anyhow::Result<()> {
     // the median over rounds of (a / b), when both ran
     let ratio = |a: Option<usize>, b: Option<usize>| -> Option<(f64, Vec<f64>)> {
         let (a, b) = (a?, b?);
-        let mut per_round: Vec<f64> = rounds
+        let per_round: Vec<f64> = rounds
             .iter()
             .map(|r| r[a].delivered_pps / r[b].delivered_pps)
             .collect();
+        // a sorted copy: the per-round list keeps round order
         let median = bench::median(&mut per_round.clone());
-        per_round
-            .iter_mut()
-            .for_each(|x| *x = (*x * 100.0).round() / 100.0);
         Some((median, per_round))
     };
     let dynamic = at(Mode::Dynamic);
@@ -422,7 +420,7 @@ fn main() -> anyhow::Result<()> {
         ("dynamic / bare XDP bridge", 0.8, &dynamic_vs_bare),
     ] {
         if let Some((median, per_round)) = r {
-            println!("{name} = {median:.2}x (goal >= {goal}; per round {per_round:?})");
+            println!("{name} = {median:.2}x (goal >= {goal}; per round {per_round:.2?})");
         }
     }
     if let Some(path) = &args.json {
