@@ -153,10 +153,20 @@ impl From<wire::Error> for DecodeError {
 /// Decodes an Ethernet frame into its flow key and payload position, with the
 /// same acceptance rules as the XDP program.
 pub fn decode_ethernet(frame: &[u8]) -> Result<Decoded, DecodeError> {
+    decode_ethernet_as(frame, false)
+}
+
+/// As [`decode_ethernet`], for a frame cut short by a snap length (its IP
+/// header says it is longer than `frame`): the payload is what was captured.
+pub fn decode_ethernet_cut(frame: &[u8]) -> Result<Decoded, DecodeError> {
+    decode_ethernet_as(frame, true)
+}
+
+fn decode_ethernet_as(frame: &[u8], cut: bool) -> Result<Decoded, DecodeError> {
     let eth = ethernet::Frame::new_checked(frame)?;
     match eth.ethertype() {
         et @ (ethernet::ETHERTYPE_IPV4 | ethernet::ETHERTYPE_IPV6) => {
-            decode_ip(frame, eth.payload_offset(), eth.vlan(), Some(et))
+            decode_ip_as(frame, eth.payload_offset(), eth.vlan(), Some(et), cut)
         }
         ethertype => Err(DecodeError::NotIp { ethertype }),
     }
@@ -170,6 +180,16 @@ pub fn decode_ip(
     offset: usize,
     vlan: u16,
     ethertype: Option<u16>,
+) -> Result<Decoded, DecodeError> {
+    decode_ip_as(frame, offset, vlan, ethertype, false)
+}
+
+fn decode_ip_as(
+    frame: &[u8],
+    offset: usize,
+    vlan: u16,
+    ethertype: Option<u16>,
+    cut: bool,
 ) -> Result<Decoded, DecodeError> {
     let packet = frame.get(offset..).unwrap_or(&[]);
     let ethertype = match ethertype {
@@ -187,7 +207,12 @@ pub fn decode_ip(
         },
     };
     if ethertype == ethernet::ETHERTYPE_IPV4 {
-        let ip = ipv4::Packet::new_checked(packet).map_err(|e| e.at(offset))?;
+        let ip = if cut {
+            ipv4::Packet::new_cut(packet)
+        } else {
+            ipv4::Packet::new_checked(packet)
+        }
+        .map_err(|e| e.at(offset))?;
         if ip.is_fragment() {
             return Err(DecodeError::Fragment);
         }
@@ -200,12 +225,19 @@ pub fn decode_ip(
             vlan,
         )
     } else {
-        let ip = ipv6::Packet::new_checked(packet).map_err(|e| e.at(offset))?;
+        let ip = if cut {
+            ipv6::Packet::new_cut(packet)
+        } else {
+            ipv6::Packet::new_checked(packet)
+        }
+        .map_err(|e| e.at(offset))?;
         let upper = ip.upper_layer().map_err(|e| e.at(offset))?;
         if upper.fragment {
             return Err(DecodeError::Fragment);
         }
-        let l4 = &packet[upper.offset..40 + ip.payload().len()];
+        let l4 = packet
+            .get(upper.offset..40 + ip.payload().len())
+            .unwrap_or(&[]);
         decode_l4(
             l4,
             offset + upper.offset,
@@ -289,6 +321,24 @@ mod tests {
         assert_eq!(fwd.key.addr_a[4..], [0; 12]);
         assert_eq!((fwd.payload_offset, fwd.payload_len), (42, 4));
         assert_eq!(fwd.key.to_string(), "UDP 198.18.0.2:53 <-> 198.18.0.9:5000");
+    }
+
+    #[test]
+    fn a_frame_cut_short_decodes_only_when_said_so() {
+        let mut frame = udp4([198, 18, 0, 9], 5000, [198, 18, 0, 2], 53);
+        // the IP header claims 100 more bytes than were captured
+        frame[16..18].copy_from_slice(&132u16.to_be_bytes());
+        assert!(
+            decode_ethernet(&frame).is_err(),
+            "a whole frame must be whole"
+        );
+        let d = decode_ethernet_cut(&frame).unwrap();
+        assert_eq!(
+            (d.payload_offset, d.payload_len),
+            (42, 4),
+            "what was captured"
+        );
+        assert_eq!(d.key.b(), "198.18.0.9:5000".parse().unwrap());
     }
 
     #[test]

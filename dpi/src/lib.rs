@@ -23,6 +23,6 @@ pub mod table;
 pub mod wire;
 
 pub use classify::{Classification, Confidence, FlowClassifier, Protocol};
-pub use flow::{DecodeError, Decoded, FlowKey, decode_ethernet};
+pub use flow::{DecodeError, Decoded, FlowKey, decode_ethernet, decode_ethernet_cut};
 pub use link::LinkType;
 pub use wire::{Error as WireError, Layer};

@@ -25,6 +25,16 @@ pub struct Packet<T: AsRef<[u8]>> {
 
 impl<T: AsRef<[u8]>> Packet<T> {
     pub fn new_checked(buffer: T) -> Result<Self, Error> {
+        let packet = Self::new_cut(buffer)?;
+        let b = packet.buffer.as_ref();
+        need(Layer::Ipv4, b, packet.total_len())?;
+        Ok(packet)
+    }
+
+    /// As [`Packet::new_checked`], for a packet cut short by a capture's
+    /// snap length: the total length may run past the buffer, and
+    /// [`Packet::payload`] then ends where the buffer does.
+    pub fn new_cut(buffer: T) -> Result<Self, Error> {
         let b = buffer.as_ref();
         need(Layer::Ipv4, b, field::MIN_HEADER_LEN)?;
         if b[field::VER_IHL] >> 4 != 4 {
@@ -51,7 +61,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
                 what: "total length shorter than the header",
             });
         }
-        need(Layer::Ipv4, b, total)?;
         Ok(Packet { buffer })
     }
 
@@ -86,9 +95,11 @@ impl<T: AsRef<[u8]>> Packet<T> {
         be16(self.buffer.as_ref(), field::FLAGS_FRAG) & 0x3fff != 0
     }
 
-    /// The payload, up to the total length (link padding excluded).
+    /// The payload, up to the total length (link padding excluded), or to
+    /// the end of the buffer for a packet cut short ([`Packet::new_cut`]).
     pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[self.header_len()..self.total_len()]
+        let b = self.buffer.as_ref();
+        &b[self.header_len()..self.total_len().min(b.len())]
     }
 }
 

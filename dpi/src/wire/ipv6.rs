@@ -42,6 +42,20 @@ pub struct UpperLayer {
 
 impl<T: AsRef<[u8]>> Packet<T> {
     pub fn new_checked(buffer: T) -> Result<Self, Error> {
+        let packet = Self::new_cut(buffer)?;
+        let b = packet.buffer.as_ref();
+        need(
+            Layer::Ipv6,
+            b,
+            field::HEADER_LEN + usize::from(be16(b, field::PAYLOAD_LEN)),
+        )?;
+        Ok(packet)
+    }
+
+    /// As [`Packet::new_checked`], for a packet cut short by a capture's
+    /// snap length: the payload length may run past the buffer, and
+    /// [`Packet::payload`] then ends where the buffer does.
+    pub fn new_cut(buffer: T) -> Result<Self, Error> {
         let b = buffer.as_ref();
         need(Layer::Ipv6, b, field::HEADER_LEN)?;
         if b[field::VERSION] >> 4 != 6 {
@@ -51,11 +65,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
                 what: "version is not 6",
             });
         }
-        need(
-            Layer::Ipv6,
-            b,
-            field::HEADER_LEN + usize::from(be16(b, field::PAYLOAD_LEN)),
-        )?;
         Ok(Packet { buffer })
     }
 
@@ -79,10 +88,12 @@ impl<T: AsRef<[u8]>> Packet<T> {
         Ipv6Addr::from(a)
     }
 
-    /// Everything after the fixed header, up to the payload length.
+    /// Everything after the fixed header, up to the payload length (or the
+    /// end of the buffer for a packet cut short, [`Packet::new_cut`]).
     pub fn payload(&self) -> &[u8] {
         let b = self.buffer.as_ref();
-        &b[field::HEADER_LEN..field::HEADER_LEN + usize::from(be16(b, field::PAYLOAD_LEN))]
+        let end = field::HEADER_LEN + usize::from(be16(b, field::PAYLOAD_LEN));
+        &b[field::HEADER_LEN..end.min(b.len())]
     }
 
     /// Walks up to [`MAX_EXT_HEADERS`] extension headers (hop-by-hop,
