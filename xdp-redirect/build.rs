@@ -13,7 +13,7 @@ const BPF_PROGRAMS: [(&str, &str); 3] = [
 ];
 const ABI_HEADER: &str = "src/bpf/dp_abi.h";
 /// Headers the programs include besides the ABI.
-const BPF_HEADERS: [&str; 1] = ["src/bpf/dp_lb.h"];
+const BPF_HEADERS: [&str; 2] = ["src/bpf/dp_lb.h", "src/bpf/dp_hash.h"];
 
 fn main() {
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));

@@ -17,6 +17,7 @@ mod attached;
 pub mod baseline;
 pub mod clock;
 pub mod decap;
+pub mod host;
 pub mod iface;
 pub mod lb;
 pub mod pin;
@@ -26,7 +27,10 @@ use std::os::fd::{AsFd as _, AsRawFd};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{DevMap, HashMap, Map, MapData, MapError, PerCpuArray, XskMap},
-    programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{
+        ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions, Xdp, XdpMode,
+        tc::SchedClassifierLinkId, xdp::XdpLinkId,
+    },
 };
 use thiserror::Error;
 
@@ -41,6 +45,8 @@ pub static PROGRAM_OBJECT: &[u8] =
 
 /// Name of the program (the C function) in the object.
 pub const PROGRAM_NAME: &str = abi::c_name(abi::DP_PROG_NAME);
+/// Name of the host mode's TC egress program in the object.
+pub const PROGRAM_EGRESS_NAME: &str = abi::c_name(abi::DP_PROG_EGRESS_NAME);
 /// Name of the XSKMAP indexed by RX queue.
 pub const MAP_XSKS: &str = abi::c_name(abi::DP_MAP_XSKS);
 /// Name of the LRU flow verdict map of IPv6 flows.
@@ -227,99 +233,90 @@ impl Action {
     }
 }
 
-/// Kernel-side counters, summed over CPUs. See `enum dp_counter`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Counters {
-    pub rx: u64,
-    pub to_user: u64,
-    pub no_socket: u64,
-    pub bypass_pass: u64,
-    pub bypass_drop: u64,
-    pub parse_errors: u64,
-    pub non_ip: u64,
-    pub fragments: u64,
-    pub link_control: u64,
-    pub bypass_forward: u64,
+/// Declares [`Counters`] from one list: each field, the `enum dp_counter`
+/// index it is read from, and its doc; `from_array` and `since` follow from
+/// the same list, so a counter is named in one place on the Rust side.
+macro_rules! kernel_counters {
+    ($($(#[doc = $doc:literal])* $field:ident = $index:ident,)*) => {
+        /// Kernel-side counters, summed over CPUs. See `enum dp_counter`.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+        pub struct Counters {
+            $($(#[doc = $doc])* pub $field: u64,)*
+        }
+
+        impl Counters {
+            fn from_array(values: &[u64; abi::dp_counter::DP_CNT_MAX as usize]) -> Self {
+                Counters {
+                    $($field: values[abi::dp_counter::$index as usize],)*
+                }
+            }
+
+            /// Counter-wise difference `self - earlier` (saturating).
+            pub fn since(&self, earlier: &Counters) -> Counters {
+                Counters {
+                    $($field: self.$field.saturating_sub(earlier.$field),)*
+                }
+            }
+        }
+    };
+}
+
+kernel_counters! {
+    /// Every packet the XDP program saw.
+    rx = DP_CNT_RX,
+    /// Redirected to the AF_XDP socket of its queue; host mode: passed to
+    /// the stack and copied to the flow's worker.
+    to_user = DP_CNT_TO_USER,
+    /// Undecided, but no socket on its queue: the failure action.
+    no_socket = DP_CNT_NO_SOCKET,
+    bypass_pass = DP_CNT_BYPASS_PASS,
+    bypass_drop = DP_CNT_BYPASS_DROP,
+    parse_errors = DP_CNT_PARSE_ERRORS,
+    non_ip = DP_CNT_NON_IP,
+    fragments = DP_CNT_FRAGMENTS,
+    link_control = DP_CNT_LINK_CONTROL,
+    bypass_forward = DP_CNT_BYPASS_FORWARD,
     /// Bridge mode: unparsed frames (already counted by their reason) sent to the peer port.
-    pub bridged: u64,
+    bridged = DP_CNT_BRIDGED,
     /// Undecided, but the queue's worker missed its heartbeat: the failure action.
-    pub failover: u64,
+    failover = DP_CNT_FAILOVER,
     /// Load balancer: service packets sent to their backend.
-    pub lb_forwarded: u64,
+    lb_forwarded = DP_CNT_LB_FORWARDED,
     /// Load balancer, nat mode: replies rewritten to come from the VIP.
-    pub lb_replies: u64,
+    lb_replies = DP_CNT_LB_REPLIES,
     /// Load balancer: service packets handed to the stack untouched (IP
     /// options, VLAN tag, no route to the backend).
-    pub lb_passed: u64,
+    lb_passed = DP_CNT_LB_PASSED,
     /// Load balancer: service packets dropped because no backend has weight.
-    pub lb_no_backend: u64,
+    lb_no_backend = DP_CNT_LB_NO_BACKEND,
     /// Load balancer: packets not for a service, handed to the stack.
-    pub lb_other: u64,
+    lb_other = DP_CNT_LB_OTHER,
     /// Load balancer: packets of known connections (not an outcome).
-    pub lb_conn_hits: u64,
+    lb_conn_hits = DP_CNT_LB_CONN_HITS,
     /// Load balancer: new connections (not an outcome).
-    pub lb_conn_misses: u64,
+    lb_conn_misses = DP_CNT_LB_CONN_MISSES,
     /// Load balancer: TCP packets without SYN that found no connection entry.
-    pub lb_conn_lost: u64,
+    lb_conn_lost = DP_CNT_LB_CONN_LOST,
     /// Load balancer: of `lb_passed`, no route or neighbour to the backend.
-    pub lb_no_route: u64,
+    lb_no_route = DP_CNT_LB_NO_ROUTE,
+    /// Host mode: undecided, passed to the stack without a copy (the
+    /// worker's ring was full).
+    copy_lost = DP_CNT_COPY_LOST,
+    /// Host mode: packets the host sent (TC egress); not part of `rx`.
+    egress = DP_CNT_EGRESS,
+    /// Host mode, egress: undecided, sent and copied to the flow's worker.
+    egress_to_user = DP_CNT_EGRESS_TO_USER,
+    /// Host mode, egress: undecided, sent without a copy (ring full).
+    egress_copy_lost = DP_CNT_EGRESS_COPY_LOST,
+    /// Host mode, egress: decided allow, sent.
+    egress_bypass_pass = DP_CNT_EGRESS_BYPASS_PASS,
+    /// Host mode, egress: decided drop, dropped.
+    egress_bypass_drop = DP_CNT_EGRESS_BYPASS_DROP,
+    /// Host mode, egress: not parsed (not IP, fragments, ...), sent.
+    egress_other = DP_CNT_EGRESS_OTHER,
 }
 
 impl Counters {
-    fn from_array(values: &[u64; abi::dp_counter::DP_CNT_MAX as usize]) -> Self {
-        use abi::dp_counter::*;
-        Counters {
-            rx: values[DP_CNT_RX as usize],
-            to_user: values[DP_CNT_TO_USER as usize],
-            no_socket: values[DP_CNT_NO_SOCKET as usize],
-            bypass_pass: values[DP_CNT_BYPASS_PASS as usize],
-            bypass_drop: values[DP_CNT_BYPASS_DROP as usize],
-            parse_errors: values[DP_CNT_PARSE_ERRORS as usize],
-            non_ip: values[DP_CNT_NON_IP as usize],
-            fragments: values[DP_CNT_FRAGMENTS as usize],
-            link_control: values[DP_CNT_LINK_CONTROL as usize],
-            bypass_forward: values[DP_CNT_BYPASS_FORWARD as usize],
-            bridged: values[DP_CNT_BRIDGED as usize],
-            failover: values[DP_CNT_FAILOVER as usize],
-            lb_forwarded: values[DP_CNT_LB_FORWARDED as usize],
-            lb_replies: values[DP_CNT_LB_REPLIES as usize],
-            lb_passed: values[DP_CNT_LB_PASSED as usize],
-            lb_no_backend: values[DP_CNT_LB_NO_BACKEND as usize],
-            lb_other: values[DP_CNT_LB_OTHER as usize],
-            lb_conn_hits: values[DP_CNT_LB_CONN_HITS as usize],
-            lb_conn_misses: values[DP_CNT_LB_CONN_MISSES as usize],
-            lb_conn_lost: values[DP_CNT_LB_CONN_LOST as usize],
-            lb_no_route: values[DP_CNT_LB_NO_ROUTE as usize],
-        }
-    }
-
-    /// Counter-wise difference `self - earlier` (saturating).
-    pub fn since(&self, earlier: &Counters) -> Counters {
-        Counters {
-            rx: self.rx.saturating_sub(earlier.rx),
-            to_user: self.to_user.saturating_sub(earlier.to_user),
-            no_socket: self.no_socket.saturating_sub(earlier.no_socket),
-            bypass_pass: self.bypass_pass.saturating_sub(earlier.bypass_pass),
-            bypass_drop: self.bypass_drop.saturating_sub(earlier.bypass_drop),
-            parse_errors: self.parse_errors.saturating_sub(earlier.parse_errors),
-            non_ip: self.non_ip.saturating_sub(earlier.non_ip),
-            fragments: self.fragments.saturating_sub(earlier.fragments),
-            link_control: self.link_control.saturating_sub(earlier.link_control),
-            bypass_forward: self.bypass_forward.saturating_sub(earlier.bypass_forward),
-            bridged: self.bridged.saturating_sub(earlier.bridged),
-            failover: self.failover.saturating_sub(earlier.failover),
-            lb_forwarded: self.lb_forwarded.saturating_sub(earlier.lb_forwarded),
-            lb_replies: self.lb_replies.saturating_sub(earlier.lb_replies),
-            lb_passed: self.lb_passed.saturating_sub(earlier.lb_passed),
-            lb_no_backend: self.lb_no_backend.saturating_sub(earlier.lb_no_backend),
-            lb_other: self.lb_other.saturating_sub(earlier.lb_other),
-            lb_conn_hits: self.lb_conn_hits.saturating_sub(earlier.lb_conn_hits),
-            lb_conn_misses: self.lb_conn_misses.saturating_sub(earlier.lb_conn_misses),
-            lb_conn_lost: self.lb_conn_lost.saturating_sub(earlier.lb_conn_lost),
-            lb_no_route: self.lb_no_route.saturating_sub(earlier.lb_no_route),
-        }
-    }
-
     /// Sum of the outcome counters; equals `rx` (every packet has exactly one outcome).
     pub fn outcomes(&self) -> u64 {
         self.to_user
@@ -337,6 +334,16 @@ impl Counters {
             + self.lb_passed
             + self.lb_no_backend
             + self.lb_other
+            + self.copy_lost
+    }
+
+    /// Sum of the egress outcome counters; equals `egress`.
+    pub fn egress_outcomes(&self) -> u64 {
+        self.egress_to_user
+            + self.egress_copy_lost
+            + self.egress_bypass_pass
+            + self.egress_bypass_drop
+            + self.egress_other
     }
 }
 
@@ -359,6 +366,10 @@ pub struct LoadOptions {
     /// Load balancer mode: service packets are balanced in the kernel,
     /// everything else goes to the stack (see `dp_lb.h`).
     pub lb: Option<lb::LbOptions>,
+    /// Host mode with this many worker rings: undecided packets go to the
+    /// stack and a copy to the flow's ring (see [`host`]), never to an
+    /// AF_XDP socket.
+    pub host: Option<u32>,
 }
 
 impl Default for LoadOptions {
@@ -370,6 +381,7 @@ impl Default for LoadOptions {
             pin_dir: None,
             failure: FailurePolicy::default(),
             lb: None,
+            host: None,
         }
     }
 }
@@ -443,6 +455,9 @@ pub struct XdpRedirect {
     attached: Vec<(String, XdpLinkId, AttachedMode)>,
     /// With pinning, links are pinned here and left attached at exit.
     pin_dir: Option<std::path::PathBuf>,
+    /// Host mode: the TC egress program's links (TCX: they go with this
+    /// process, never pinned).
+    egress: Vec<(String, SchedClassifierLinkId)>,
 }
 
 impl XdpRedirect {
@@ -456,6 +471,8 @@ impl XdpRedirect {
             .grace
             .map_or(0, |g| g.as_nanos().clamp(1, u128::from(u64::MAX)) as u64);
         let fail_drop: u32 = options.failure.drop.into();
+        let host_on: u32 = options.host.is_some().into();
+        let host_rings: u32 = options.host.unwrap_or(1).clamp(1, MAX_QUEUES);
         let lb_on: u32 = options.lb.is_some().into();
         let lb_nat: u32 = options.lb.is_some_and(|l| l.nat).into();
         let mut lb_gateway = [0u8; 8];
@@ -479,6 +496,21 @@ impl XdpRedirect {
         let older_layout = pins
             .as_ref()
             .is_some_and(|(verdicts4, verdicts, _)| verdicts.exists() && !verdicts4.exists());
+        // counters pinned by a version with fewer of them: the program would
+        // count into missing slots; they start over (logged)
+        if let Some((_, _, counters)) = &pins
+            && let Ok(pinned) = MapData::from_pin(counters)
+            && pinned
+                .info()
+                .is_ok_and(|info| info.max_entries() != abi::dp_counter::DP_CNT_MAX)
+        {
+            std::fs::remove_file(counters).map_err(|source| Error::Pin {
+                dir: counters.clone(),
+                what: "replace the pinned counters of an older layout".into(),
+                source,
+            })?;
+            tracing::info!(pin = %counters.display(), "pinned counters of an older layout: they start over");
+        }
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(MAP_VERDICTS4, options.verdict_entries)
@@ -488,6 +520,8 @@ impl XdpRedirect {
             .override_global(abi::c_name(abi::DP_GLOBAL_SIDE1_IFINDEX), &side1, true)
             .override_global(abi::c_name(abi::DP_GLOBAL_FAILURE_GRACE), &grace, true)
             .override_global(abi::c_name(abi::DP_GLOBAL_FAILURE_DROP), &fail_drop, true)
+            .override_global(abi::c_name(abi::DP_GLOBAL_HOST), &host_on, true)
+            .override_global(abi::c_name(abi::DP_GLOBAL_HOST_RINGS), &host_rings, true)
             .override_global(abi::c_name(abi::DP_GLOBAL_LB), &lb_on, true)
             .override_global(abi::c_name(abi::DP_GLOBAL_LB_NAT), &lb_nat, true)
             .override_global(abi::c_name(abi::DP_GLOBAL_LB_GATEWAY), &lb_gateway, true);
@@ -526,6 +560,7 @@ impl XdpRedirect {
             ebpf,
             attached: Vec::new(),
             pin_dir: options.pin_dir.clone(),
+            egress: Vec::new(),
         };
         if older_layout {
             let moved = loaded.verdict_map()?.move_ipv4_out_of_long_map()?;
@@ -650,10 +685,72 @@ impl XdpRedirect {
         Ok(mode)
     }
 
+    /// Host mode: runs `dp_tc_egress` on what `iface` sends (TCX), so the
+    /// workers see both directions of the host's flows. The link goes with
+    /// this process (a crash leaves no egress program behind).
+    pub fn attach_egress(&mut self, iface: &str) -> Result<(), Error> {
+        let program: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(PROGRAM_EGRESS_NAME)
+            .ok_or(Error::Missing {
+                kind: "program",
+                name: PROGRAM_EGRESS_NAME,
+            })?
+            .try_into()
+            .map_err(|source| Error::Program {
+                what: format!("open program `{PROGRAM_EGRESS_NAME}`"),
+                source: Box::new(source),
+            })?;
+        if program.fd().is_err() {
+            program.load().map_err(|source| Error::Program {
+                what: "verifying the TC egress program".into(),
+                source: Box::new(source),
+            })?;
+        }
+        let link = program
+            .attach(iface, TcAttachType::Egress)
+            .map_err(|source| Error::Program {
+                what: format!("attach the TC egress program to `{iface}`"),
+                source: Box::new(source),
+            })?;
+        self.egress.push((iface.to_string(), link));
+        tracing::info!(
+            iface,
+            "TC egress program attached (host mode: what the host sends is seen too)"
+        );
+        Ok(())
+    }
+
+    /// Host mode: makes one ring buffer per worker and puts them where the
+    /// programs find them (load with [`LoadOptions::host`] set to `count`).
+    pub fn host_rings(&self, count: u32) -> Result<Vec<host::HostRing>, Error> {
+        host::make_rings(&self.ebpf, count)
+    }
+
     /// Detaches from every interface (also done on drop). With pinning, the
     /// program stays attached through its pinned links; remove the pin
-    /// directory's `link-*` files to detach it for good.
+    /// directory's `link-*` files to detach it for good. The egress program
+    /// (host mode) is always detached.
     pub fn detach(&mut self) -> Result<(), Error> {
+        while let Some((iface, link)) = self.egress.pop() {
+            let program: &mut SchedClassifier = self
+                .ebpf
+                .program_mut(PROGRAM_EGRESS_NAME)
+                .ok_or(Error::Missing {
+                    kind: "program",
+                    name: PROGRAM_EGRESS_NAME,
+                })?
+                .try_into()
+                .map_err(|source| Error::Program {
+                    what: format!("open program `{PROGRAM_EGRESS_NAME}`"),
+                    source: Box::new(source),
+                })?;
+            program.detach(link).map_err(|source| Error::Program {
+                what: format!("detaching the TC egress program from `{iface}`"),
+                source: Box::new(source),
+            })?;
+            tracing::info!(iface, "TC egress program detached");
+        }
         if let Some(dir) = &self.pin_dir {
             for (iface, _, _) in self.attached.drain(..) {
                 tracing::info!(iface, pin = %dir.display(), "XDP program left attached (pinned); the next start takes over");

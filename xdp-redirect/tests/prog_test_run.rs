@@ -620,3 +620,107 @@ fn dead_workers_fail_open_or_closed_root() {
         assert_eq!((action, delta.failover), (expected, 1), "drop = {drop}");
     }
 }
+
+/// Host mode: every packet goes to the stack (`XDP_PASS`), never to an
+/// AF_XDP socket; an undecided flow's packets are copied, whole, into the
+/// ring of one worker, the same one for both directions; a decided flow is
+/// no longer copied, and "drop" is still dropped in XDP.
+#[test]
+fn host_mode_passes_everything_and_copies_undecided_flows_root() {
+    testbed::require_root("BPF_PROG_TEST_RUN of the XDP program");
+    const RINGS: u32 = 4;
+    let prog = XdpRedirect::load(&LoadOptions {
+        host: Some(RINGS),
+        ..LoadOptions::default()
+    })
+    .expect("load in host mode");
+    let mut rings = prog.host_rings(RINGS).expect("make the worker rings");
+    let mut verdicts = prog.verdict_map().unwrap();
+    let run = |what: &str, frame: &[u8]| {
+        let before = prog.counters().unwrap();
+        let action = prog.test_run(frame, 1).unwrap().action;
+        let delta = prog.counters().unwrap().since(&before);
+        assert_eq!(delta.rx, delta.outcomes(), "{what}: one outcome per packet");
+        (action, delta)
+    };
+    // Which rings hold a record now, with the bytes of each.
+    let drain = |rings: &mut Vec<xdp_redirect::host::HostRing>| {
+        let mut found = Vec::new();
+        for ring in rings.iter_mut() {
+            let index = ring.index();
+            while let Some(packet) = ring.take() {
+                assert_eq!(packet.direction(), xdp_redirect::host::Direction::Received);
+                assert!(packet.rx_ns() > 0);
+                found.push((index, packet.data().to_vec(), packet.len()));
+            }
+        }
+        found
+    };
+
+    let mut owners = std::collections::BTreeSet::new();
+    for sport in 0..64u16 {
+        let flow = Packet::udp(ip("198.18.0.1"), 5000 + sport, ip("198.18.0.2"), 53)
+            .with_payload(&[sport as u8; 100]);
+        let (action, delta) = run("undecided", &flow.build());
+        assert_eq!(
+            (action, delta.to_user),
+            (xdp_action::PASS, 1),
+            "to the stack, and copied"
+        );
+        let (action, _) = run("undecided, reply", &flow.reversed().build());
+        assert_eq!(action, xdp_action::PASS);
+        let copies = drain(&mut rings);
+        assert_eq!(copies.len(), 2, "one copy per packet: {copies:?}");
+        assert_eq!(
+            copies[0].0, copies[1].0,
+            "both directions in one worker's ring"
+        );
+        assert_eq!(copies[0].1, flow.build(), "the whole frame");
+        assert_eq!(copies[0].2 as usize, flow.build().len());
+        owners.insert(copies[0].0);
+    }
+    assert_eq!(
+        owners.len() as u32,
+        RINGS,
+        "flows spread over every ring: {owners:?}"
+    );
+
+    // A frame longer than the snap length is cut, and says so.
+    let big = Packet::udp(ip("198.18.0.1"), 6000, ip("198.18.0.2"), 9)
+        .with_payload(&vec![7u8; 3000])
+        .build();
+    run("big", &big);
+    let copies = drain(&mut rings);
+    assert_eq!(copies.len(), 1);
+    assert_eq!(copies[0].1.len(), xdp_redirect::host::SNAP);
+    assert_eq!(copies[0].2 as usize, big.len());
+    assert_eq!(copies[0].1[..], big[..xdp_redirect::host::SNAP]);
+
+    // Decided: passed or dropped in XDP, no copy.
+    let flow = Packet::tcp(
+        ip("198.18.0.1"),
+        40000,
+        ip("198.18.0.2"),
+        80,
+        frames::TCP_ACK,
+    );
+    let k = key(ip("198.18.0.1"), 40000, ip("198.18.0.2"), 80, 6, 0);
+    verdicts.set(&k, Action::Pass).unwrap();
+    let (action, delta) = run("allowed", &flow.build());
+    assert_eq!(
+        (action, delta.bypass_pass, delta.to_user),
+        (xdp_action::PASS, 1, 0)
+    );
+    verdicts.set(&k, Action::Drop).unwrap();
+    let (action, delta) = run("dropped", &flow.reversed().build());
+    assert_eq!((action, delta.bypass_drop), (xdp_action::DROP, 1));
+    assert!(drain(&mut rings).is_empty(), "decided flows are not copied");
+
+    // What the program does not parse goes to the stack, uncopied.
+    let (action, delta) = run(
+        "ARP",
+        &frames::arp_request([2, 0, 0, 0, 0, 1], [198, 18, 0, 1], [198, 18, 0, 2]),
+    );
+    assert_eq!((action, delta.non_ip), (xdp_action::PASS, 1));
+    assert!(drain(&mut rings).is_empty());
+}

@@ -21,6 +21,8 @@
 #define DP_MAP_COUNTERS "counters"
 #define DP_MAP_PEERS "peers" /* DEVMAP: port side -> the other port (bridge mode) */
 #define DP_MAP_HEARTBEAT "heartbeat" /* mmapable ARRAY: queue -> last worker heartbeat; DP_HEARTBEAT_CLOCK -> the latest of them */
+/* Host mode: ARRAY_OF_MAPS, worker -> its RINGBUF of struct dp_host_record copies. */
+#define DP_MAP_HOST_RINGS "host_rings"
 /* Load balancer (--lb): see the "Load balancer" section below. */
 #define DP_MAP_LB_SERVICES "lb_services" /* HASH: struct dp_lb_service_key -> struct dp_lb_service */
 #define DP_MAP_LB_RINGS "lb_rings"       /* ARRAY: lookup tables, two per service (see dp_lb_service.table) */
@@ -31,6 +33,8 @@
 
 /* Program (function) name of the XDP entry point. */
 #define DP_PROG_NAME "dp_xdp"
+/* Host mode: the TC egress program that copies what the host sends. */
+#define DP_PROG_EGRESS_NAME "dp_tc_egress"
 
 /*
  * Limits, each with the reason for its size.
@@ -62,6 +66,15 @@ enum dp_limits {
 	 * destination options, fragment, AH). Real traffic rarely has more than
 	 * two; the bound keeps the verifier's state count small. */
 	DP_MAX_IPV6_EXT = 4,
+	/* Host mode: most bytes of a packet copied to user space. A 1500-byte
+	 * MTU frame with two VLAN tags fits; longer packets (jumbo frames, the
+	 * host's GSO super-packets on egress) are cut here and the record says
+	 * so (caplen < len). */
+	DP_HOST_SNAP = 2048,
+	/* Host mode: bytes of each worker's ring buffer (a power of two of
+	 * pages, as the kernel requires): ~2000 full-size copies, many more
+	 * small ones. */
+	DP_HOST_RING_BYTES = 4 << 20,
 };
 
 /* What the kernel does with a flow that has an entry in `verdicts4` or `verdicts`. */
@@ -160,7 +173,8 @@ struct dp_verdict {
  */
 enum dp_counter {
 	DP_CNT_RX = 0,           /* every packet the program saw */
-	DP_CNT_TO_USER = 1,      /* redirected to the AF_XDP socket of its queue */
+	DP_CNT_TO_USER = 1,      /* redirected to the AF_XDP socket of its queue (host mode:
+				  * passed to the stack and copied to the flow's worker) */
 	DP_CNT_NO_SOCKET = 2,    /* undecided, but no socket on its queue: passed */
 	DP_CNT_BYPASS_PASS = 3,  /* verdict PASS: handed to the stack in kernel */
 	DP_CNT_BYPASS_DROP = 4,  /* verdict DROP: dropped in kernel */
@@ -186,7 +200,22 @@ enum dp_counter {
 	DP_CNT_LB_CONN_LOST = 19,   /* a miss on a TCP packet without SYN: the connection
 				     * lost its entry (evicted, or older than the balancer) */
 	DP_CNT_LB_NO_ROUTE = 20,    /* of LB_PASSED: no route or neighbour entry to the backend */
-	DP_CNT_MAX = 21,
+	/* Host mode (dp_cfg_host): an undecided packet is passed to the stack
+	 * and copied to its worker's ring (DP_CNT_TO_USER), or passed without a
+	 * copy because that ring was full (this outcome). */
+	DP_CNT_COPY_LOST = 21,
+	/* Host mode, the TC egress program: what the host sends. Not part of
+	 * the sum of ingress outcomes above; every egress packet increments
+	 * DP_CNT_EGRESS and exactly one of the next five:
+	 *   egress = egress_to_user + egress_copy_lost + egress_bypass_pass +
+	 *            egress_bypass_drop + egress_other */
+	DP_CNT_EGRESS = 22,
+	DP_CNT_EGRESS_TO_USER = 23,     /* undecided: sent, and copied to user space */
+	DP_CNT_EGRESS_COPY_LOST = 24,   /* undecided: sent without a copy (ring full) */
+	DP_CNT_EGRESS_BYPASS_PASS = 25, /* decided allow: sent */
+	DP_CNT_EGRESS_BYPASS_DROP = 26, /* decided drop: dropped */
+	DP_CNT_EGRESS_OTHER = 27,       /* not IP, fragment, link control or unparsed: sent */
+	DP_CNT_MAX = 28,
 };
 
 /*
@@ -196,6 +225,21 @@ enum dp_counter {
  */
 struct dp_xdp_meta {
 	__u64 rx_ns; /* bpf_ktime_get_ns() when XDP saw the packet; CLOCK_MONOTONIC */
+};
+
+/*
+ * Host mode: what the programs put in a worker's ring buffer for each
+ * packet of an undecided flow, followed by the packet's first `caplen`
+ * bytes from its Ethernet header on. The ring is picked by the flow
+ * (dp_jhash10 of its direction-independent key, modulo the rings in use),
+ * so both directions of a flow reach one worker.
+ */
+struct dp_host_record {
+	__u64 rx_ns;     /* bpf_ktime_get_ns() when the program saw it; CLOCK_MONOTONIC */
+	__u32 len;       /* the packet's length; host byte order */
+	__u16 caplen;    /* bytes that follow, <= DP_HOST_SNAP; host byte order */
+	__u8 direction;  /* 0 = received (XDP), 1 = sent by the host (TC egress) */
+	__u8 pad;        /* zero */
 };
 
 /*
@@ -253,6 +297,11 @@ struct dp_gen_stamp {
 /* __u32: what undecided flows get when their queue has no socket or a dead
  * worker: 0 = pass (to the stack, or across the bridge), 1 = drop. */
 #define DP_GLOBAL_FAILURE_DROP "dp_cfg_failure_drop"
+/* __u32: 1 = host mode: undecided packets go to the stack and a copy to the
+ * flow's worker ring (`host_rings`), never to an AF_XDP socket. */
+#define DP_GLOBAL_HOST "dp_cfg_host"
+/* __u32: host mode: rings in use in `host_rings` (>= 1). */
+#define DP_GLOBAL_HOST_RINGS "dp_cfg_host_rings"
 
 /*
  * Load balancer.

@@ -20,6 +20,8 @@
 #ifndef DP_LB_H
 #define DP_LB_H
 
+#include "dp_hash.h"
+
 /* Load-time knobs (DP_GLOBAL_LB, DP_GLOBAL_LB_NAT, DP_GLOBAL_LB_GATEWAY). */
 const volatile __u32 dp_cfg_lb = 0;
 const volatile __u32 dp_cfg_lb_nat = 0;
@@ -82,45 +84,11 @@ struct {
 	__type(value, struct dp_lb_stats);
 } lb_stats SEC(".maps");
 
-/* Bob Jenkins' lookup3 final mix, as the kernel's jhash: spreads every input
- * bit over the 32-bit result. */
-#define LB_ROL32(x, k) (((x) << (k)) | ((x) >> (32 - (k))))
-#define LB_JHASH_FINAL(a, b, c)                                                                    \
-	do {                                                                                       \
-		c ^= b; c -= LB_ROL32(b, 14);                                                      \
-		a ^= c; a -= LB_ROL32(c, 11);                                                      \
-		b ^= a; b -= LB_ROL32(a, 25);                                                      \
-		c ^= b; c -= LB_ROL32(b, 16);                                                      \
-		a ^= c; a -= LB_ROL32(c, 4);                                                       \
-		b ^= a; b -= LB_ROL32(a, 14);                                                      \
-		c ^= b; c -= LB_ROL32(b, 24);                                                      \
-	} while (0)
-#define LB_JHASH_MIX(a, b, c)                                                                      \
-	do {                                                                                       \
-		a -= c; a ^= LB_ROL32(c, 4);  c += b;                                              \
-		b -= a; b ^= LB_ROL32(a, 6);  a += c;                                              \
-		c -= b; c ^= LB_ROL32(b, 8);  b += a;                                              \
-		a -= c; a ^= LB_ROL32(c, 16); c += b;                                              \
-		b -= a; b ^= LB_ROL32(a, 19); a += c;                                              \
-		c -= b; c ^= LB_ROL32(b, 4);  b += a;                                              \
-	} while (0)
-
 /* jhash2 over the 10 words of a connection key. */
 static __always_inline __u32 lb_hash(const struct dp_lb_conn_key *key)
 {
-	const __u32 *k = (const __u32 *)key;
-	__u32 a, b, c;
-
-	a = b = c = 0xdeadbeef + (10 << 2) + 0x4c42; /* seed: "LB" */
-	a += k[0]; b += k[1]; c += k[2];
-	LB_JHASH_MIX(a, b, c);
-	a += k[3]; b += k[4]; c += k[5];
-	LB_JHASH_MIX(a, b, c);
-	a += k[6]; b += k[7]; c += k[8];
-	LB_JHASH_MIX(a, b, c);
-	a += k[9];
-	LB_JHASH_FINAL(a, b, c);
-	return c;
+	_Static_assert(sizeof(struct dp_lb_conn_key) == 40, "dp_jhash10 hashes 10 words");
+	return dp_jhash10((const __u32 *)key, 0x4c42); /* seed: "LB" */
 }
 
 static __always_inline void lb_stat(__u32 slot, __u32 len, __u32 new_conn)

@@ -8,7 +8,12 @@
  *  3. a hit in `verdicts4` (IPv4) or `verdicts` (IPv6) acts in the kernel: PASS to the stack, DROP, or
  *     (bridge mode) FORWARD out of the other port through the `peers` DEVMAP;
  *  4. a miss goes to the AF_XDP socket bound to the port and queue the packet
- *     came in on (the only socket the kernel lets us redirect to).
+ *     came in on (the only socket the kernel lets us redirect to); in host
+ *     mode (dp_cfg_host) it goes to the stack instead, and a copy to the ring
+ *     buffer of the flow's worker: the host never loses a packet to us.
+ *
+ * Host mode also runs dp_tc_egress on what the host sends, so the workers see
+ * both directions of the host's flows and a "drop" verdict holds both ways.
  *
  * It never drops what it does not understand: non-IP frames (ARP, LLDP...),
  * IPv6 neighbour discovery and MLD, malformed or truncated headers and
@@ -23,10 +28,12 @@
 #include <linux/ipv6.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
+#include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
 #include "dp_abi.h"
+#include "dp_hash.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -38,6 +45,9 @@ const volatile __u32 dp_cfg_side1_ifindex = 0;
 /* Load-time knobs (DP_GLOBAL_FAILURE_GRACE, DP_GLOBAL_FAILURE_DROP). */
 const volatile __u64 dp_cfg_failure_grace_ns = 0;
 const volatile __u32 dp_cfg_failure_drop = 0;
+/* Load-time knobs (DP_GLOBAL_HOST, DP_GLOBAL_HOST_RINGS). */
+const volatile __u32 dp_cfg_host = 0;
+const volatile __u32 dp_cfg_host_rings = 1;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
@@ -81,6 +91,31 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } peers SEC(".maps");
+
+/* Host mode: one ring buffer per worker, put here by user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, DP_MAX_QUEUES);
+	__type(key, __u32);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_RINGBUF);
+		__uint(max_entries, DP_HOST_RING_BYTES);
+	});
+} host_rings SEC(".maps");
+
+/* Host mode: a record is assembled here before it goes into a ring (the
+ * stack is too small for a packet). */
+struct host_copy {
+	struct dp_host_record hdr;
+	__u8 data[DP_HOST_SNAP];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct host_copy);
+} host_scratch SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -136,6 +171,11 @@ struct cursor {
 	void *pos;
 	void *end;
 	void *start; /* the frame's first byte, for offsets */
+	/* The packet's whole length from `start`: more than end - start for an
+	 * skb whose payload is not in its linear part (a GSO super-packet the
+	 * host sends). Length fields are checked against it; headers against
+	 * `end`. */
+	__u32 len;
 };
 
 static __always_inline void *cursor_take(struct cursor *c, __u32 len)
@@ -288,8 +328,10 @@ static __always_inline int parse_ipv4(struct cursor *c, struct dp_flow_key *key,
 	info->l3_off = c->pos - c->start;
 	info->ip_options = ip->ihl > 5;
 	hlen = ip->ihl * 4;
-	/* header with options, and the total length it claims, must be there */
-	if (bpf_ntohs(ip->tot_len) < hlen || c->pos + bpf_ntohs(ip->tot_len) > c->end)
+	/* the total length it claims must be in the packet, the header with
+	 * its options in what we can read */
+	if (bpf_ntohs(ip->tot_len) < hlen ||
+	    (__u32)(c->pos - c->start) + bpf_ntohs(ip->tot_len) > c->len)
 		return PARSE_ERROR;
 	if (!cursor_take(c, hlen))
 		return PARSE_ERROR;
@@ -328,7 +370,7 @@ static __always_inline int parse_ipv6(struct cursor *c, struct dp_flow_key *key,
 	if (!ip6 || ip6->version != 6)
 		return PARSE_ERROR;
 	info->l3_off = (void *)ip6 - c->start;
-	if ((void *)(ip6 + 1) + bpf_ntohs(ip6->payload_len) > c->end)
+	if ((__u32)((void *)(ip6 + 1) - c->start) + bpf_ntohs(ip6->payload_len) > c->len)
 		return PARSE_ERROR;
 	nexthdr = ip6->nexthdr;
 
@@ -376,13 +418,16 @@ static __always_inline int parse_ipv6(struct cursor *c, struct dp_flow_key *key,
 	return PARSE_OK;
 }
 
-static __always_inline int parse_packet(struct xdp_md *ctx, struct dp_flow_key *key,
-					struct parse_info *info)
+/* Parses the frame between `data` and `data_end` (packet pointers of an XDP
+ * or a TC program); `len` is the whole packet's length (see struct cursor). */
+static __always_inline int parse_packet(void *data, void *data_end, __u32 len,
+					struct dp_flow_key *key, struct parse_info *info)
 {
 	struct cursor c = {
-		.pos = (void *)(long)ctx->data,
-		.end = (void *)(long)ctx->data_end,
-		.start = (void *)(long)ctx->data,
+		.pos = data,
+		.end = data_end,
+		.start = data,
+		.len = len,
 	};
 	struct ethhdr *eth = cursor_take(&c, sizeof(*eth));
 	__be16 proto;
@@ -473,6 +518,65 @@ static __always_inline struct dp_verdict *verdict_lookup(const struct dp_flow_ke
 	return bpf_map_lookup_elem(&verdicts, key);
 }
 
+/* Host mode: the ring of the worker that owns the flow. The key is
+ * direction-independent, so both directions pick the same ring. */
+static __always_inline __u32 host_owner(const struct dp_flow_key *key)
+{
+	_Static_assert(sizeof(struct dp_flow_key) == 40, "dp_jhash10 hashes 10 words");
+	return dp_jhash10((const void *)key, 0x4850 /* "HP" */) % dp_cfg_host_rings;
+}
+
+/* Bytes of a `len`-byte packet to copy, 1..=DP_HOST_SNAP (len >= 1). The
+ * mask states the bound in a form the verifier tracks through clang's
+ * reordering (a plain comparison was checked on another register copy). */
+static __always_inline __u32 snap_len(__u32 len)
+{
+	__u32 caplen = len < DP_HOST_SNAP ? len : DP_HOST_SNAP;
+
+	_Static_assert((DP_HOST_SNAP & (DP_HOST_SNAP - 1)) == 0, "the mask needs a power of two");
+	return ((caplen - 1) & (DP_HOST_SNAP - 1)) + 1;
+}
+
+/* The scratch record, its header filled in; NULL if the per-CPU slot is missing. */
+static __always_inline struct host_copy *host_record(__u32 len, __u32 caplen, __u32 direction)
+{
+	__u32 zero = 0;
+	struct host_copy *rec = bpf_map_lookup_elem(&host_scratch, &zero);
+
+	if (!rec)
+		return NULL;
+	rec->hdr.rx_ns = bpf_ktime_get_ns();
+	rec->hdr.len = len;
+	rec->hdr.caplen = caplen;
+	rec->hdr.direction = direction;
+	rec->hdr.pad = 0;
+	return rec;
+}
+
+/* Puts the assembled record into the owner's ring; 0 on success. */
+static __always_inline int host_output(struct host_copy *rec, __u32 owner)
+{
+	void *ring = bpf_map_lookup_elem(&host_rings, &owner);
+	__u64 caplen = rec->hdr.caplen;
+
+	if (!ring || caplen > DP_HOST_SNAP)
+		return -1;
+	return bpf_ringbuf_output(ring, rec, sizeof(rec->hdr) + caplen, 0);
+}
+
+/* Host mode, an XDP packet of an undecided flow: a copy to its worker. */
+static __always_inline int host_copy_xdp(struct xdp_md *ctx, __u32 len, __u32 owner)
+{
+	__u32 caplen = snap_len(len);
+	struct host_copy *rec = host_record(len, caplen, 0);
+
+	if (!rec)
+		return -1;
+	if (bpf_xdp_load_bytes(ctx, 0, rec->data, caplen))
+		return -1;
+	return host_output(rec, owner);
+}
+
 SEC("xdp")
 int dp_xdp(struct xdp_md *ctx)
 {
@@ -486,7 +590,7 @@ int dp_xdp(struct xdp_md *ctx)
 	__builtin_memset(&key, 0, sizeof(key));
 	count(DP_CNT_RX);
 
-	ret = parse_packet(ctx, &key, &info);
+	ret = parse_packet((void *)(long)ctx->data, (void *)(long)ctx->data_end, len, &key, &info);
 	switch (ret) {
 	case PARSE_OK:
 		break;
@@ -540,6 +644,24 @@ int dp_xdp(struct xdp_md *ctx)
 		return XDP_PASS;
 	}
 
+	if (dp_cfg_host) {
+		/* Passive: the stack gets the packet whatever happens here; the
+		 * flow's worker gets a copy unless it is dead (the failure action
+		 * then) or its ring is full (counted). */
+		__u32 owner = host_owner(&key);
+		__u64 *beat = bpf_map_lookup_elem(&heartbeat, &owner);
+
+		if (dp_cfg_failure_grace_ns && beat && *beat &&
+		    bpf_ktime_get_coarse_ns() - *beat > dp_cfg_failure_grace_ns)
+			return on_failure(ctx, DP_CNT_FAILOVER);
+		if (host_copy_xdp(ctx, len, owner)) {
+			count(DP_CNT_COPY_LOST);
+			return XDP_PASS;
+		}
+		count(DP_CNT_TO_USER);
+		return XDP_PASS;
+	}
+
 	/* A queue whose worker stopped beating: the failure action, so a stuck
 	 * or dead user space never blackholes the link silently. */
 	if (dp_cfg_failure_grace_ns) {
@@ -560,4 +682,70 @@ int dp_xdp(struct xdp_md *ctx)
 	}
 	/* no socket on this queue (none yet, or its process is gone) */
 	return on_failure(ctx, DP_CNT_NO_SOCKET);
+}
+
+/* Host mode, a packet the host sends of an undecided flow: a copy to its worker. */
+static __always_inline int host_copy_skb(struct __sk_buff *skb, __u32 owner)
+{
+	__u32 caplen = snap_len(skb->len);
+	struct host_copy *rec = host_record(skb->len, caplen, 1);
+
+	if (!rec)
+		return -1;
+	if (bpf_skb_load_bytes(skb, 0, rec->data, caplen))
+		return -1;
+	return host_output(rec, owner);
+}
+
+/* Bytes of headers the parser may need in the linear part of an skb:
+ * Ethernet, two VLAN tags, IPv6 with DP_MAX_IPV6_EXT short extension
+ * headers, and TCP with options. */
+#define EGRESS_HEADERS 192
+
+/*
+ * Host mode, TC egress: what the host sends, seen by the same verdicts as
+ * what it receives. A decided flow's packets are counted on its entry and
+ * sent (or dropped, for "drop"); an undecided flow's packets are sent and
+ * copied to the flow's worker; anything unparsed is sent untouched.
+ */
+SEC("classifier")
+int dp_tc_egress(struct __sk_buff *skb)
+{
+	struct dp_flow_key key;
+	struct parse_info info = {};
+	struct dp_verdict *verdict;
+	__u32 linear;
+
+	if (!dp_cfg_host)
+		return TC_ACT_OK;
+	__builtin_memset(&key, 0, sizeof(key));
+	count(DP_CNT_EGRESS);
+	linear = skb->data_end - skb->data;
+	if (linear < EGRESS_HEADERS && skb->len > linear)
+		bpf_skb_pull_data(skb, skb->len < EGRESS_HEADERS ? skb->len : EGRESS_HEADERS);
+	if (parse_packet((void *)(long)skb->data, (void *)(long)skb->data_end, skb->len, &key,
+			 &info) != PARSE_OK) {
+		count(DP_CNT_EGRESS_OTHER);
+		return TC_ACT_OK;
+	}
+	verdict = verdict_lookup(&key);
+	if (verdict && verdict->action != DP_ACTION_NONE) {
+		__sync_fetch_and_add(&verdict->packets, 1);
+		__sync_fetch_and_add(&verdict->bytes, skb->len);
+		verdict->last_seen_ns = coarse_now();
+		if ((info.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST)) &&
+		    !(verdict->flags & DP_VERDICT_F_CLOSING))
+			verdict->flags |= DP_VERDICT_F_CLOSING;
+		if (verdict->action == DP_ACTION_DROP) {
+			count(DP_CNT_EGRESS_BYPASS_DROP);
+			return TC_ACT_SHOT;
+		}
+		count(DP_CNT_EGRESS_BYPASS_PASS);
+		return TC_ACT_OK;
+	}
+	if (host_copy_skb(skb, host_owner(&key)))
+		count(DP_CNT_EGRESS_COPY_LOST);
+	else
+		count(DP_CNT_EGRESS_TO_USER);
+	return TC_ACT_OK;
 }
