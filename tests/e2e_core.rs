@@ -73,6 +73,23 @@ fn accounted(v: &Value) -> u64 {
     queue_sum(v, "rx_packets") + u(v, "/kernel/bypass_pass") + u(v, "/kernel/bypass_drop")
 }
 
+/// A UDP socket on `port` in the DUT namespace that reads and discards
+/// (so the host answers no datagram with an ICMP port unreachable, which a
+/// host-mode data plane would see as a flow of its own). Killed on drop.
+fn udp_discard(tb: &Testbed, port: u16) -> Process {
+    let mut cmd = tb.dut.command("python3");
+    cmd.arg("-c").arg(format!(
+        "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.bind(('0.0.0.0', {port}))\nprint('ready', flush=True)\nwhile True:\n    s.recv(65536)\n"
+    ));
+    let mut p = Process::spawn(cmd).expect("spawn the UDP discard socket");
+    p.wait_for_line("ready", Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("UDP discard socket: {e}"));
+    p
+}
+
+/// The AF_XDP path's books (mirror mode: the frames themselves go to the
+/// workers, decided flows are discarded in XDP).
 #[test]
 fn four_queues_account_for_every_packet_root() {
     testbed::require_root("the data plane end-to-end test");
@@ -82,6 +99,7 @@ fn four_queues_account_for_every_packet_root() {
     let mut dp = start(
         &tb,
         &[
+            "--mirror",
             "--queues",
             "4",
             "--sniff-packets",
@@ -187,10 +205,11 @@ fn four_queues_account_for_every_packet_root() {
     }
     assert_eq!(user_rx - late, flows * K, "{ctx}");
     assert_eq!(
-        u(&v, "/kernel/bypass_pass") + late,
+        u(&v, "/kernel/bypass_drop") + late,
         sent.packets() - flows * K,
-        "{ctx}"
+        "a mirror port's decided flows are discarded in XDP; {ctx}"
     );
+    assert_eq!(u(&v, "/kernel/bypass_pass"), 0, "{ctx}");
 
     // RSS-like spreading: flows landed on more than one queue.
     let busy_queues = v["queues"]
@@ -260,7 +279,7 @@ fn second_dataplane_on_same_interface_is_refused_root() {
 fn bad_input_fails_clearly_and_attaches_nothing_root() {
     testbed::require_root("the data plane end-to-end test");
     let tb = Testbed::up(4).expect("testbed");
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 11] = [
         (&["--iface", "nosuch0"], "interface `nosuch0` not found"),
         (
             &["--iface", "dut0", "--peer", "nosuch1"],
@@ -276,8 +295,30 @@ fn bad_input_fails_clearly_and_attaches_nothing_root() {
         ),
         (&["--iface", "dut0", "--queues", "8"], "has 4 RX queue(s)"),
         (
-            &["--iface", "dut0", "--zero-copy", "require"],
+            &["--iface", "dut0", "--mirror", "--zero-copy", "require"],
             "does not support AF_XDP zero copy",
+        ),
+        (
+            &["--iface", "dut0", "--zero-copy", "require"],
+            "host mode copies packets",
+        ),
+        // Fewer queues than the NIC has: the rest would go uninspected.
+        (
+            &["--iface", "dut0", "--mirror", "--queues", "2"],
+            "leaves RX queue(s) 2-3 of `dut0` (it has 4) without a worker",
+        ),
+        (
+            &["--iface", "dut0", "--duration", "inf"],
+            "--duration must be",
+        ),
+        (
+            &[
+                "--iface",
+                "dut0",
+                "--stats-json",
+                "/nonexistent-dir/stats.json",
+            ],
+            "--stats-json /nonexistent-dir/stats.json: cannot write",
         ),
         (&["--iface", "dut0", "--cores", "4096"], "names core 4096"),
     ];
@@ -398,6 +439,7 @@ fn dpi_verdicts_are_enforced_in_the_kernel_root() {
     .unwrap();
     let stats = stats_path("dpi");
     let _ = std::fs::remove_file(&stats);
+    let _discard = udp_discard(&tb, 9);
     let mut dp = start(
         &tb,
         &[
@@ -492,7 +534,7 @@ fn mirror_port_discards_decided_flows_in_xdp_root() {
             "0.1",
         ],
     );
-    assert!(dp.output().contains("mirror port"), "{}", dp.output());
+    assert!(dp.output().contains("mirror mode"), "{}", dp.output());
     let spec = traffic::FlowSpec::udp(tb.gen_ip, tb.dut_ip, 20, 5, 2_000, 33_000);
     let sent = traffic::send_flows(&tb.gen_ns, spec).unwrap().packets();
     assert_eq!(sent, 100);
@@ -556,6 +598,7 @@ fn control_socket_metrics_and_reload_root() {
         "drop udp any any -> any 9 (msg:\"blocked payload\"; content:\"blockme\"; sid:7;)\n",
     )
     .unwrap();
+    let _discard = udp_discard(&tb, 9);
     let mut dp = start(
         &tb,
         &[
@@ -600,9 +643,9 @@ fn control_socket_metrics_and_reload_root() {
     .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
     assert_eq!(stats["iface"], "dut0");
     assert_eq!(
-        u(&stats, "/kernel/to_user"),
+        u(&stats, "/kernel/to_user") + u(&stats, "/kernel/egress_to_user"),
         queue_sum(&stats, "rx_packets"),
-        "{stats:#}"
+        "host mode: the workers got a copy of every undecided packet, both ways; {stats:#}"
     );
 
     // The metrics endpoint parses as Prometheus text and agrees with ctl.

@@ -5,14 +5,16 @@
 //! DNS responder in the server namespace, ping and ARP through the bridge.
 //! Everything is removed on every exit path, panics included.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::time::Duration;
 
 use serde_json::Value;
-use testbed::{InlineTestbed, Netns, Process, Scratch};
+use testbed::{
+    InlineTestbed, Netns, Process, Scratch,
+    peers::{self, flow_records},
+};
 use xdp_redirect::baseline::{Baseline, Kind};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dataplane");
-const PEERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/peers");
 /// The policy's default give-up limit for TCP (dpi::policy).
 const GIVE_UP_TCP: u64 = 10;
 const BIG: u64 = 10 * 1024 * 1024;
@@ -38,75 +40,16 @@ fn attach_pass(ns: &Netns, iface: &str) -> Baseline {
     .expect("enter the namespace")
 }
 
-fn run_in(ns: &Netns, program: &str, args: &[&str]) -> (bool, String) {
-    let out = ns
-        .command(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {program}: {e}"));
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 fn curl(tb: &InlineTestbed, url: &str, host: &str, port: u16, max_time: u32) -> (bool, String) {
-    let resolve = format!("{host}:{port}:{}", tb.server_ip);
-    run_in(
-        &tb.client,
-        "curl",
-        &[
-            "-sS",
-            "-k",
-            "--noproxy",
-            "*",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{size_download}",
-            "--max-time",
-            &max_time.to_string(),
-            "--resolve",
-            &resolve,
-            url,
-        ],
-    )
+    peers::curl(&tb.client, url, host, tb.server_ip, port, max_time)
 }
 
 fn dns_query(tb: &InlineTestbed, name: &str, sport: u16) -> String {
-    let script = format!("{PEERS}/dns_query.py");
-    let (_, out) = run_in(
-        &tb.client,
-        "python3",
-        &[
-            &script,
-            &tb.server_ip.to_string(),
-            name,
-            &sport.to_string(),
-            "2",
-        ],
-    );
-    out.trim().to_string()
+    peers::dns_query(&tb.client, tb.server_ip, name, sport)
 }
 
 fn ping(tb: &InlineTestbed) -> (bool, String) {
-    run_in(
-        &tb.client,
-        "ping",
-        &["-c", "3", "-i", "0.2", "-W", "2", &tb.server_ip.to_string()],
-    )
-}
-
-fn flow_records(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("flow log line is JSON"))
-        .collect()
+    peers::ping(&tb.client, tb.server_ip, 3)
 }
 
 fn u(v: &Value, key: &str) -> u64 {
@@ -118,46 +61,14 @@ fn u(v: &Value, key: &str) -> u64 {
 #[test]
 fn inline_bridge_enforces_dpi_verdicts_on_real_traffic_root() {
     testbed::require_root("the inline bridge end-to-end test");
-    for tool in ["curl", "python3", "openssl", "ping"] {
-        assert!(
-            Command::new("sh")
-                .args(["-c", &format!("command -v {tool} >/dev/null")])
-                .status()
-                .is_ok_and(|s| s.success()),
-            "`{tool}` is needed for this test; run scripts/install-deps.sh"
-        );
-    }
+    peers::require_tools(&["curl", "python3", "openssl", "ping"]);
     let tb = InlineTestbed::up(4).expect("inline testbed");
     let scratch = Scratch::new("inline");
     let _client_xdp = attach_pass(&tb.client, &tb.client_if);
     let _server_xdp = attach_pass(&tb.server, &tb.server_if);
 
-    // A self-signed certificate, made for this run.
-    let (cert, key) = (scratch.path("cert.pem"), scratch.path("key.pem"));
-    let status = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=test", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("run openssl");
-    assert!(status.success(), "openssl made the test certificate");
-
-    let mut servers = {
-        let mut cmd = tb.server.command("python3");
-        cmd.arg(format!("{PEERS}/servers.py"))
-            .arg(tb.server_ip.to_string())
-            .arg(&cert)
-            .arg(&key);
-        Process::spawn(cmd).expect("start the servers")
-    };
-    servers
-        .wait_for_line("ready", Duration::from_secs(20))
-        .unwrap_or_else(|e| panic!("servers: {e}\n{}", servers.output()));
+    let (cert, key) = peers::self_signed_cert(&scratch);
+    let servers = peers::start_servers(&tb.server, tb.server_ip, &cert, &key);
 
     let rules = scratch.path("inline.rules");
     std::fs::write(&rules, RULES).unwrap();
@@ -188,7 +99,7 @@ fn inline_bridge_enforces_dpi_verdicts_on_real_traffic_root() {
     // on stderr, read apart from stdout's "running" line
     dp.wait_for_line("rules: 3 loaded", Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("prints what it loaded: {e}"));
-    assert!(dp.output().contains("inline bridge"), "{}", dp.output());
+    assert!(dp.output().contains("inline mode"), "{}", dp.output());
 
     // Ping and ARP across the bridge (ARP is bridged by XDP unparsed).
     let (ok, out) = ping(&tb);

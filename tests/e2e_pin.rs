@@ -224,12 +224,19 @@ fn stopped_or_dead_user_space_fails_open_or_closed_root() {
     let pin = PinDir::new("failover");
     let receiver = Receiver::start(&tb);
 
-    // Fail open: every flow undecided (all to user space), then the process
-    // is frozen: after the grace time, new packets are passed to the stack.
+    // Fail open: every flow undecided (all to user space: mirror mode, where
+    // the workers take the frames themselves), then the process is frozen:
+    // after the grace time, new packets are passed to the stack.
     let mut dp = start(
         &tb,
         pin.path(),
-        &["--sniff-packets", "unlimited", "--failure-grace-ms", "300"],
+        &[
+            "--mirror",
+            "--sniff-packets",
+            "unlimited",
+            "--failure-grace-ms",
+            "300",
+        ],
     );
     traffic::send_flows(&tb.gen_ns, flows(&tb, 10, 2, 2000, 42_000)).unwrap();
     assert_eq!(receiver.count(), 0, "user space takes undecided packets");
@@ -270,6 +277,7 @@ fn stopped_or_dead_user_space_fails_open_or_closed_root() {
         &tb,
         pin.path(),
         &[
+            "--mirror",
             "--sniff-packets",
             "unlimited",
             "--failure-grace-ms",

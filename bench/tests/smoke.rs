@@ -42,6 +42,7 @@ fn compare_smoke_runs_every_comparison_root() {
     positive("/kernel/drop/ratio");
     positive("/kernel/bridge/ratio_dynamic_vs_bare");
     positive("/user/ratio");
+    positive("/user/ratio_host");
     positive("/latency/kernel/max_pps");
     positive("/latency/user/at_50/p99_us");
     let files = v.pointer("/latency/files").and_then(Value::as_str).unwrap();

@@ -9,11 +9,27 @@ use crate::logging::LogFormat;
 
 /// Hybrid XDP / AF_XDP network function data plane.
 ///
-/// Attaches an XDP program to IFACE, opens one AF_XDP socket per RX queue
-/// with a worker pinned to a core for each, sends the first packets of every
-/// flow to user space and, once a flow is decided, lets the kernel handle
-/// the rest of it. Ctrl-C (SIGINT) or SIGTERM stops it, detaches the program
-/// and prints a summary.
+/// Attaches an XDP program to IFACE, shows the first packets of every flow to
+/// pinned user-space workers that decide it (DPI, rules, or a packet count),
+/// and once a flow is decided lets the kernel handle the rest of it. Three
+/// modes, none of which takes traffic it should not:
+///
+///   host (default): IFACE is this machine's own interface. Every packet
+///     reaches the host's stack as if the data plane were absent; the
+///     workers get copies of undecided flows (both directions: a TC program
+///     copies what the host sends). A "drop" verdict is enforced in the
+///     kernel, both ways.
+///
+///   mirror (--mirror): IFACE is a SPAN/TAP port; its frames are copies
+///     already. The workers read them in place (AF_XDP, zero copy where the
+///     driver has it); nothing is forwarded.
+///
+///   inline (--peer IF2): an IPS bridge between IFACE and IF2. Undecided
+///     frames are inspected in place (AF_XDP) and sent on by descriptor;
+///     decided flows are forwarded or dropped in XDP.
+///
+/// Ctrl-C (SIGINT) or SIGTERM stops it, detaches the program and prints a
+/// summary.
 #[derive(Debug, Parser)]
 #[command(
     name = "dataplane",
@@ -192,10 +208,19 @@ pub struct RunArgs {
     pub pin: Option<PathBuf>,
 
     /// What undecided flows get when user space cannot take them (no
-    /// socket: the process is gone; or a worker missed its heartbeat for
-    /// --failure-grace-ms): pass them on (fail open) or drop them (fail closed).
-    #[arg(long, value_enum, default_value_t = OnFailure::Pass)]
-    pub on_failure: OnFailure,
+    /// socket: the process is gone, or the queue is not served; or a worker
+    /// missed its heartbeat for --failure-grace-ms): pass them on (fail
+    /// open) or drop them (fail closed). Default: drop in inline mode (an
+    /// IPS fails closed), pass otherwise.
+    #[arg(long, value_enum)]
+    pub on_failure: Option<OnFailure>,
+
+    /// Serve fewer RX queues than the interface has (--queues below its
+    /// queue count, inline and mirror modes): the other queues' undecided
+    /// traffic gets the --on-failure action, and a warning at start names
+    /// them. Without it, that is refused.
+    #[arg(long)]
+    pub allow_unserved_queues: bool,
 
     /// A worker that has not looped for this long is taken for dead (0 = never).
     #[arg(long, default_value_t = 1000, value_name = "MS")]
@@ -240,9 +265,12 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS", value_parser = parse_timeout)]
     pub timeout_other: f64,
 
-    /// Number of RX queues to serve, from queue 0 up; one AF_XDP socket and one worker each.
-    #[arg(long, short = 'q', default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub queues: u32,
+    /// Workers. Inline and mirror modes: RX queues to serve from queue 0 up,
+    /// one AF_XDP socket and one worker each. Host mode: workers sharing the
+    /// flows (every queue is always served). Default: the interface's RX
+    /// queue count.
+    #[arg(long, short = 'q', value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub queues: Option<u32>,
 
     /// Cores to pin workers to, in queue order (e.g. "2,3" or "2-5"). Default: one
     /// core per queue starting at core 0, wrapping when there are fewer cores than queues.
@@ -332,7 +360,50 @@ pub struct RunArgs {
     pub policy: Option<PathBuf>,
 }
 
+/// What the data plane is to the traffic of its interface(s).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The machine's own interface: passive, copies, the stack keeps every packet.
+    Host,
+    /// A SPAN/TAP port: its frames are copies, read in place, nothing forwarded.
+    Mirror,
+    /// An IPS bridge between `--iface` and `--peer`.
+    Inline,
+}
+
+impl Mode {
+    /// How the startup line names it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Mode::Host => {
+                "host mode: passive, the host's stack gets every packet, workers get copies"
+            }
+            Mode::Mirror => "mirror mode: SPAN/TAP port, frames read in place, nothing forwarded",
+            Mode::Inline => "inline mode: IPS bridge, frames inspected in place and forwarded",
+        }
+    }
+}
+
 impl RunArgs {
+    /// The mode the flags ask for.
+    pub fn mode(&self) -> Mode {
+        if self.peer.is_some() {
+            Mode::Inline
+        } else if self.mirror {
+            Mode::Mirror
+        } else {
+            Mode::Host
+        }
+    }
+
+    /// `--on-failure`, or the mode's default (inline fails closed).
+    pub fn on_failure(&self) -> OnFailure {
+        self.on_failure.unwrap_or(match self.mode() {
+            Mode::Inline => OnFailure::Drop,
+            Mode::Host | Mode::Mirror => OnFailure::Pass,
+        })
+    }
+
     /// The idle timeouts.
     pub fn timeouts(&self) -> crate::flowlog::FlowTimeouts {
         let secs = std::time::Duration::from_secs_f64;
@@ -509,7 +580,13 @@ mod tests {
     fn cli_defaults_and_validation() {
         let cli = Cli::try_parse_from(["dataplane", "--iface", "eth1", "--queues", "4"]).unwrap();
         let run = cli.run.unwrap();
-        assert_eq!(run.queues, 4);
+        assert_eq!(run.queues, Some(4));
+        assert_eq!(
+            run.mode(),
+            Mode::Host,
+            "host mode unless --mirror or --peer"
+        );
+        assert_eq!(run.on_failure(), OnFailure::Pass);
         assert_eq!(run.sniff_packets, SniffLimit::Packets(8));
         assert_eq!(run.xdp_mode, XdpModeArg::Auto);
         assert!(!run.dpi && run.rules.is_none());
@@ -535,5 +612,27 @@ mod tests {
             Cli::try_parse_from(["dataplane"]).is_err(),
             "--iface is required"
         );
+    }
+
+    #[test]
+    fn modes_and_their_failure_defaults() {
+        let run = |args: &[&str]| {
+            let mut all = vec!["dataplane", "--iface", "eth1"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all).unwrap().run.unwrap()
+        };
+        let inline = run(&["--peer", "eth2"]);
+        assert_eq!(inline.mode(), Mode::Inline);
+        assert_eq!(inline.on_failure(), OnFailure::Drop, "an IPS fails closed");
+        assert_eq!(
+            run(&["--peer", "eth2", "--on-failure", "pass"]).on_failure(),
+            OnFailure::Pass
+        );
+        let mirror = run(&["--mirror"]);
+        assert_eq!(
+            (mirror.mode(), mirror.on_failure()),
+            (Mode::Mirror, OnFailure::Pass)
+        );
+        assert_eq!(run(&[]).queues, None, "default: every RX queue");
     }
 }

@@ -525,6 +525,10 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
         .iter()
         .map(|s| format!("{} ({} backends)", s.service.name(), s.backends.len()))
         .collect();
+    // Signal handlers before the "running" line: whoever waits for that
+    // line may stop us at once.
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("install signal handlers")?;
     println!(
         "dataplane: load balancing on {} in XDP {} mode, {} forwarding, {} tables of {} slots: {}; Ctrl-C to stop",
         args.iface,
@@ -535,8 +539,6 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
         services.join(", ")
     );
 
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .context("install signal handlers")?;
     let started = Instant::now();
     let deadline = args.duration.map(|d| started + Duration::from_secs_f64(d));
     let tick = (args.stats_interval > 0.0).then(|| Duration::from_secs_f64(args.stats_interval));

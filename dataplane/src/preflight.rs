@@ -26,6 +26,23 @@ pub enum PreflightError {
          count (e.g. `ethtool -L {iface} combined {asked}`)"
     )]
     TooManyQueues { iface: String, asked: u32, has: u32 },
+    #[error(
+        "--queues {queues} leaves RX queue(s) {unserved} of `{iface}` (it has {has}) without a worker: \
+         their undecided traffic would go uninspected (--on-failure pass) or be dropped; serve them all \
+         (leave --queues out: it defaults to the RX queue count), lower the NIC's channel count \
+         (`ethtool -L {iface} combined {queues}`), or pass --allow-unserved-queues"
+    )]
+    Unserved {
+        iface: String,
+        queues: u32,
+        has: u32,
+        unserved: String,
+    },
+    #[error(
+        "--zero-copy require: host mode copies packets (the originals go to the host's stack), so there \
+         is no zero copy to require; zero copy is for --mirror and --peer (inline)"
+    )]
+    ZeroCopyInHostMode,
     #[error("--peer {0} is the --iface interface itself; a bridge needs two different interfaces")]
     PeerIsIface(String),
     #[error("--queues {asked} is more than the {max} queues the XDP program can serve")]
@@ -36,13 +53,25 @@ pub enum PreflightError {
     NoCores,
     #[error("--stats-interval must be 0 or positive, got {0}")]
     StatsInterval(f64),
-    #[error("--duration must be positive, got {0}")]
+    #[error("--duration must be a positive, finite number of seconds, got {0}")]
     Duration(f64),
+    #[error("{flag} {}: cannot write there ({source}); give a path in a writable directory", path.display())]
+    Unwritable {
+        flag: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// What the checks found out, for the rest of the start-up.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    /// Workers (and, in the AF_XDP modes, the queues 0..queues they serve).
+    pub queues: u32,
+    /// AF_XDP modes with --allow-unserved-queues: each port's queues no
+    /// worker serves (for the warning at start).
+    pub unserved: Vec<(String, std::ops::Range<u32>)>,
     pub ifindex: u32,
     /// Bridge mode: the `--peer` interface's index.
     pub peer_ifindex: Option<u32>,
@@ -62,6 +91,29 @@ fn effective_caps() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
     u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
+}
+
+/// Creates `probe` (removed again unless it was there before) to show that
+/// `path` (named by `flag` in the error) can be written.
+fn check_writable(
+    flag: &'static str,
+    path: &std::path::Path,
+    probe: &std::path::Path,
+) -> Result<(), PreflightError> {
+    let existed = probe.exists();
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(probe)
+        .map_err(|source| PreflightError::Unwritable {
+            flag,
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if !existed {
+        let _ = std::fs::remove_file(probe);
+    }
+    Ok(())
 }
 
 /// Checks what the load balancer needs: capabilities, numeric options, the
@@ -105,9 +157,18 @@ fn check_common(args: &RunArgs) -> Result<(), PreflightError> {
         return Err(PreflightError::StatsInterval(args.stats_interval));
     }
     if let Some(d) = args.duration
-        && (d.is_nan() || d <= 0.0)
+        && !(d.is_finite() && d > 0.0)
     {
         return Err(PreflightError::Duration(d));
+    }
+    // Output files are written while running or at exit: find out now,
+    // before anything is attached, that they can be.
+    if let Some(path) = &args.stats_json {
+        check_writable("--stats-json", path, &path.with_extension("json.tmp"))?;
+    }
+    if let Some(prefix) = &args.latency_hgrm {
+        let probe = std::path::PathBuf::from(format!("{}-processing.hgrm", prefix.display()));
+        check_writable("--latency-hgrm", prefix, &probe)?;
     }
     Ok(())
 }
@@ -115,8 +176,12 @@ fn check_common(args: &RunArgs) -> Result<(), PreflightError> {
 /// Checks capabilities, interface, queue count, cores and numeric options.
 pub fn check(args: &RunArgs) -> Result<Plan, PreflightError> {
     check_common(args)?;
+    if args.mode() == crate::cli::Mode::Host && args.zero_copy == crate::cli::ZeroCopyArg::Require {
+        return Err(PreflightError::ZeroCopyInHostMode);
+    }
     let ifindex = xdp_redirect::iface::index(&args.iface)?;
     let (rx_queues, driver) = check_port(args, &args.iface)?;
+    let mut ports = vec![(args.iface.clone(), rx_queues)];
     let peer = match &args.peer {
         None => None,
         Some(peer) if peer == &args.iface => {
@@ -124,10 +189,48 @@ pub fn check(args: &RunArgs) -> Result<Plan, PreflightError> {
         }
         Some(peer) => {
             let index = xdp_redirect::iface::index(peer)?;
-            check_port(args, peer)?;
+            let (peer_queues, _) = check_port(args, peer)?;
+            ports.push((peer.clone(), peer_queues));
             Some(index)
         }
     };
+    // Every queue served unless asked otherwise: the fewest any port has
+    // (a bridge serves queue q on both ports).
+    let fewest = ports.iter().map(|(_, n)| *n).min().unwrap_or(1).max(1);
+    let queues = args
+        .queues
+        .unwrap_or_else(|| fewest.min(xdp_redirect::MAX_QUEUES));
+    if queues > xdp_redirect::MAX_QUEUES {
+        return Err(PreflightError::AboveProgramLimit {
+            asked: queues,
+            max: xdp_redirect::MAX_QUEUES,
+        });
+    }
+    if let Some((iface, has)) = ports.iter().find(|(_, has)| queues > *has) {
+        return Err(PreflightError::TooManyQueues {
+            iface: iface.clone(),
+            asked: queues,
+            has: *has,
+        });
+    }
+    // Host mode serves every queue whatever the worker count (the program
+    // picks a worker by flow); the AF_XDP modes serve queues 0..queues.
+    let mut unserved = Vec::new();
+    if args.mode() != crate::cli::Mode::Host {
+        for (iface, has) in &ports {
+            if queues < *has {
+                if !args.allow_unserved_queues {
+                    return Err(PreflightError::Unserved {
+                        iface: iface.clone(),
+                        queues,
+                        has: *has,
+                        unserved: format!("{queues}-{}", has - 1),
+                    });
+                }
+                unserved.push((iface.clone(), queues..*has));
+            }
+        }
+    }
     let available: Vec<usize> = core_affinity::get_core_ids()
         .ok_or(PreflightError::NoCores)?
         .iter()
@@ -144,15 +247,17 @@ pub fn check(args: &RunArgs) -> Result<Plan, PreflightError> {
                     available,
                 });
             }
-            (0..args.queues as usize)
+            (0..queues as usize)
                 .map(|q| list.0[q % list.0.len()])
                 .collect()
         }
-        None => (0..args.queues as usize)
+        None => (0..queues as usize)
             .map(|q| available[q % available.len()])
             .collect(),
     };
     Ok(Plan {
+        queues,
+        unserved,
         ifindex,
         peer_ifindex: peer,
         driver,
@@ -161,27 +266,14 @@ pub fn check(args: &RunArgs) -> Result<Plan, PreflightError> {
     })
 }
 
-/// Queue count, program limit and "no XDP program there yet" for one port;
-/// returns its RX queue count and driver.
+/// "No XDP program there yet" for one port; returns its RX queue count and
+/// driver.
 fn check_port(args: &RunArgs, iface: &str) -> Result<(u32, String), PreflightError> {
     let rx_queues =
         xdp_redirect::iface::rx_queues(iface).map_err(|source| PreflightError::Queues {
             iface: iface.to_string(),
             source,
         })?;
-    if args.queues > rx_queues {
-        return Err(PreflightError::TooManyQueues {
-            iface: iface.to_string(),
-            asked: args.queues,
-            has: rx_queues,
-        });
-    }
-    if args.queues > xdp_redirect::MAX_QUEUES {
-        return Err(PreflightError::AboveProgramLimit {
-            asked: args.queues,
-            max: xdp_redirect::MAX_QUEUES,
-        });
-    }
     let driver = xdp_redirect::iface::driver(iface).unwrap_or_else(|_| "unknown".into());
     // Checked here, before any socket is bound: another data plane on this
     // interface also holds its queues, and binding would fail less clearly.

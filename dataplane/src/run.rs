@@ -24,10 +24,10 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use xdp_redirect::Port;
 
 use crate::{
-    cli::{Cli, Command, RunArgs, SniffLimit},
+    cli::{Cli, Command, Mode, RunArgs, SniffLimit},
     control, preflight,
     stats::{self, KernelStats, Percentiles, QueueStats, StatsDoc, WorkerReport},
-    worker::{Worker, WorkerConfig, WorkerLinks},
+    worker::{Input, Worker, WorkerConfig, WorkerLinks},
     xsk::{self, BindMode, XskConfig},
 };
 
@@ -247,26 +247,29 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         SniffLimit::Unlimited => None,
     };
 
+    let mode = args.mode();
+    let on_failure = args.on_failure();
     let bridge = plan.peer_ifindex.map(|peer| xdp_redirect::BridgePorts {
         primary: plan.ifindex,
         peer,
     });
     let mut program = xdp_redirect::XdpRedirect::load(&xdp_redirect::LoadOptions {
         verdict_entries: args.verdict_map_size,
-        stamp_meta: true,
+        stamp_meta: mode != Mode::Host,
         bridge,
         pin_dir: args.pin.clone(),
         failure: xdp_redirect::FailurePolicy {
             grace: (args.failure_grace_ms > 0)
                 .then(|| Duration::from_millis(args.failure_grace_ms)),
-            drop: args.on_failure == crate::cli::OnFailure::Drop,
+            drop: on_failure == crate::cli::OnFailure::Drop,
         },
         lb: None,
+        host: (mode == Mode::Host).then_some(plan.queues),
     })?;
     // Every served queue starts alive: the program checks heartbeats from
     // the moment it is attached.
     let heartbeat = Arc::new(program.heartbeat()?);
-    for queue in 0..args.queues {
+    for queue in 0..plan.queues {
         heartbeat.beat(queue);
     }
     // Opened before anything is attached: a bad path fails cleanly.
@@ -279,33 +282,43 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         None => (None, None),
     };
 
-    // Generic XDP cannot feed a zero-copy socket; when the mode is auto we
-    // find out which one we get only at attach time, so ask the driver up front.
-    let generic_xdp = args.xdp_mode == crate::cli::XdpModeArg::Generic;
-    let xsk_config = XskConfig {
-        ring_size: args.ring_size,
-        frame_size: args.frame_size,
-        zero_copy: args.zero_copy,
-        generic_xdp,
-        busy_poll: args.busy_poll,
-        batch: args.batch,
-    };
-    let mut sockets = Vec::with_capacity(args.queues as usize);
-    for queue in 0..args.queues {
-        let socket = xsk::open(
+    // Where each worker's packets come from: its ring of copies (host
+    // mode), or its queue's AF_XDP socket(s), all on one UMEM.
+    let (inputs, bind_mode): (Vec<Input>, &'static str) = if mode == Mode::Host {
+        let rings = program.host_rings(plan.queues)?;
+        (rings.into_iter().map(Input::Host).collect(), "ringbuf")
+    } else {
+        // Generic XDP cannot feed a zero-copy socket; when the mode is auto
+        // we find out which one we get only at attach time, so ask the
+        // driver up front.
+        let generic_xdp = args.xdp_mode == crate::cli::XdpModeArg::Generic;
+        let xsk_config = XskConfig {
+            ring_size: args.ring_size,
+            frame_size: args.frame_size,
+            zero_copy: args.zero_copy,
+            generic_xdp,
+            busy_poll: args.busy_poll,
+            batch: args.batch,
+        };
+        let sockets = xsk::open_all(
             &xsk_config,
             &args.iface,
             &plan.driver,
-            queue,
+            plan.queues,
             args.peer.as_deref(),
         )?;
-        program.register_socket(Port::Primary, queue, socket.fd())?;
-        if let Some(peer) = &socket.peer {
-            program.register_socket(Port::Peer, queue, peer.fd())?;
+        for socket in &sockets {
+            program.register_socket(Port::Primary, socket.queue, socket.fd())?;
+            if let Some(fd) = socket.peer_fd() {
+                program.register_socket(Port::Peer, socket.queue, fd)?;
+            }
         }
-        sockets.push(socket);
-    }
-    let bind_mode = sockets.first().map_or(BindMode::Copy, |s| s.bind_mode);
+        let bind_mode = sockets.first().map_or(BindMode::Copy, |s| s.bind_mode);
+        (
+            sockets.into_iter().map(Input::Xsk).collect(),
+            bind_mode.as_str(),
+        )
+    };
 
     // The control socket and the metrics endpoint come up before anything is
     // attached, so a busy path or port fails cleanly.
@@ -325,6 +338,21 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
             );
         }
     }
+    if mode == Mode::Host {
+        program.attach_egress(&args.iface)?;
+    }
+    for (iface, queues) in &plan.unserved {
+        tracing::warn!(
+            iface = %iface,
+            "--allow-unserved-queues: RX queues {}-{} have no worker; their undecided traffic is {}",
+            queues.start,
+            queues.end - 1,
+            match on_failure {
+                crate::cli::OnFailure::Pass => "passed on uninspected (--on-failure pass)",
+                crate::cli::OnFailure::Drop => "dropped (--on-failure drop)",
+            }
+        );
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let (report_tx, report_rx) = crossbeam_channel::unbounded::<WorkerReport>();
@@ -332,34 +360,25 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         (args.stats_interval > 0.0).then(|| Duration::from_secs_f64(args.stats_interval));
     let worker_config = WorkerConfig {
         batch: args.batch,
-        ring_size: args.ring_size,
-        busy_poll: args.busy_poll,
         sniff_limit,
         flow_table_size: NonZeroUsize::new(args.flow_table_size as usize)
             .context("--flow-table-size must be positive")?,
         report_every,
-        bridge: args.peer.is_some(),
-        mirror: args.mirror,
+        bridge: mode == Mode::Inline,
+        mirror: mode == Mode::Mirror,
         timeouts: args.timeouts(),
     };
-    let verdict_maps = (0..sockets.len())
-        .map(|_| program.verdict_map())
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut handles = Vec::with_capacity(sockets.len());
-    let mut queries = Vec::with_capacity(sockets.len());
-    for ((socket, core), verdicts) in sockets
-        .into_iter()
-        .zip(plan.cores.iter().copied())
-        .zip(verdict_maps)
-    {
-        let queue = socket.queue;
+    let mut handles = Vec::with_capacity(inputs.len());
+    let mut queries = Vec::with_capacity(inputs.len());
+    for ((queue, input), core) in (0u32..).zip(inputs).zip(plan.cores.iter().copied()) {
         let (query_tx, query_rx) = crossbeam_channel::bounded(4);
         queries.push(query_tx);
         let worker = Worker::new(
-            socket,
+            input,
+            queue,
             core,
             worker_config,
-            verdicts,
+            program.verdict_map()?,
             WorkerLinks {
                 reports: report_tx.clone(),
                 stop: Arc::clone(&stop),
@@ -379,22 +398,8 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
     drop(report_tx);
     drop(flow_log_tx);
 
-    let started = Instant::now();
-    let ports = match &args.peer {
-        Some(peer) => format!("{} <-> {} (inline bridge)", args.iface, peer),
-        None if args.mirror => format!("{} (monitor, mirror port)", args.iface),
-        None => format!("{} (monitor)", args.iface),
-    };
-    println!(
-        "dataplane: running on {}: {} queue(s) on cores {:?}, XDP {} mode, AF_XDP {} mode, deciding flows {}; Ctrl-C to stop",
-        ports,
-        args.queues,
-        plan.cores,
-        xdp_mode.as_str(),
-        bind_mode.as_str(),
-        decision
-    );
-
+    // Signal handlers before the "running" line: whoever waits for that
+    // line may stop us at once.
     let (signal_tx, signal_rx) = crossbeam_channel::bounded::<i32>(4);
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .context("install signal handlers")?;
@@ -408,9 +413,29 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
                 }
             }
         })?;
+    let started = Instant::now();
+    let ports = match &args.peer {
+        Some(peer) => format!("{} <-> {}", args.iface, peer),
+        None => args.iface.clone(),
+    };
+    let input = match mode {
+        Mode::Host => "copies through ring buffers".to_string(),
+        _ => format!("AF_XDP {bind_mode} mode"),
+    };
+    println!(
+        "dataplane: running on {} ({}): {} worker(s) on cores {:?}, XDP {} mode, {}, deciding flows {}; Ctrl-C to stop",
+        ports,
+        mode.describe(),
+        plan.queues,
+        plan.cores,
+        xdp_mode.as_str(),
+        input,
+        decision
+    );
+
     let mut ctl_rx = servers.commands();
     let mut engine = engine;
-    let mut stalls = vec![false; args.queues as usize];
+    let mut stalls = vec![false; plan.queues as usize];
 
     let deadline = args.duration.map(|d| started + Duration::from_secs_f64(d));
     let tick = report_every.unwrap_or(Duration::from_secs(3600));
@@ -420,7 +445,7 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         iface: args.iface.clone(),
         driver: plan.driver.clone(),
         xdp_mode: xdp_mode.as_str(),
-        bind_mode: bind_mode.as_str(),
+        bind_mode,
         sniff_packets: if use_dpi {
             "dpi".to_string()
         } else {
@@ -524,13 +549,18 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         // it recovers (the XDP program fails over on its own).
         if args.failure_grace_ms > 0 {
             let now = xdp_redirect::clock::coarse_monotonic_ns();
-            for queue in 0..args.queues {
+            for queue in 0..plan.queues {
                 let stalled =
                     now.saturating_sub(heartbeat.last(queue)) > args.failure_grace_ms * 1_000_000;
                 if stalled != stalls[queue as usize] {
                     stalls[queue as usize] = stalled;
                     if stalled {
-                        tracing::error!(queue, grace_ms = args.failure_grace_ms, on_failure = ?args.on_failure, "worker stalled: its queue's undecided traffic gets the failure action");
+                        tracing::error!(
+                            queue,
+                            grace_ms = args.failure_grace_ms,
+                            ?on_failure,
+                            "worker stalled: its queue's undecided traffic gets the failure action"
+                        );
                     } else {
                         tracing::warn!(queue, "worker recovered");
                     }

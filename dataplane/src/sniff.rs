@@ -225,8 +225,15 @@ impl<D: Decider> FlowTable<D> {
     }
 
     /// Accounts a packet seen at `now_ns` (CLOCK_MONOTONIC) and asks the
-    /// decider when the flow is undecided.
-    pub fn on_packet(&mut self, packet: &Decoded, frame: &[u8], now_ns: u64) -> Seen {
+    /// decider when the flow is undecided. `frame` is what user space has
+    /// of the packet, `wire_len` its length (more when the copy was cut).
+    pub fn on_packet(
+        &mut self,
+        packet: &Decoded,
+        frame: &[u8],
+        wire_len: usize,
+        now_ns: u64,
+    ) -> Seen {
         let mut seen = Seen {
             new_flow: false,
             evicted: None,
@@ -257,7 +264,7 @@ impl<D: Decider> FlowTable<D> {
             .get_mut(&packet.key)
             .expect("present: inserted above");
         flow.packets = flow.packets.saturating_add(1);
-        flow.bytes += frame.len() as u64;
+        flow.bytes += wire_len as u64;
         flow.last_ns = now_ns;
         if packet.tcp_flags & (dpi::wire::tcp::FIN | dpi::wire::tcp::RST) != 0 {
             flow.closing = true;
@@ -347,12 +354,12 @@ mod tests {
         );
         let p = packet(1000);
         let frame = [0u8; 60];
-        assert!(table.on_packet(&p, &frame, 1).new_flow);
-        assert_eq!(table.on_packet(&p, &frame, 2).verdict, None);
-        let third = table.on_packet(&p, &frame, 3);
+        assert!(table.on_packet(&p, &frame, frame.len(), 1).new_flow);
+        assert_eq!(table.on_packet(&p, &frame, frame.len(), 2).verdict, None);
+        let third = table.on_packet(&p, &frame, frame.len(), 3);
         assert_eq!(third.verdict, Some(Action::Pass));
         assert_eq!(third.flow_packets, 3);
-        let late = table.on_packet(&p, &frame, 4);
+        let late = table.on_packet(&p, &frame, frame.len(), 4);
         assert!(late.after_verdict == Some(Action::Pass) && late.verdict.is_none());
         assert!(!late.restore, "in flight while the verdict was written");
         let state = table.get(&p.key).unwrap();
@@ -363,11 +370,13 @@ mod tests {
         assert_eq!((state.first_ns, state.last_ns), (1, 4));
         let much_later = 3 + RESTORE_AFTER_NS;
         assert!(
-            table.on_packet(&p, &frame, much_later).restore,
+            table.on_packet(&p, &frame, frame.len(), much_later).restore,
             "entry lost: restore"
         );
         assert!(
-            !table.on_packet(&p, &frame, much_later + 1).restore,
+            !table
+                .on_packet(&p, &frame, frame.len(), much_later + 1)
+                .restore,
             "once per RESTORE_AFTER_NS"
         );
     }
@@ -378,7 +387,7 @@ mod tests {
         let mut evictions = 0;
         for sport in 0..100 {
             for _ in 0..20 {
-                let seen = table.on_packet(&packet(sport), &[0; 64], 0);
+                let seen = table.on_packet(&packet(sport), &[0; 64], 64, 0);
                 assert_eq!(seen.verdict, None);
                 evictions += usize::from(seen.evicted.is_some());
             }

@@ -37,6 +37,10 @@ pub struct QueueCounters {
     /// Frames that did not decode (the XDP program passes these to the
     /// stack, so any here means the two parsers disagree).
     pub decode_errors: u64,
+    /// Host mode: copies cut at the snap length (a longer packet: a jumbo
+    /// frame, or a GSO super-packet the host sends); inspected as far as
+    /// they go.
+    pub cut_packets: u64,
     /// Packets of already-decided flows that still reached user space.
     pub after_verdict_packets: u64,
     /// Most packets of a single flow seen in user space.

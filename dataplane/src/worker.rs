@@ -1,10 +1,12 @@
-//! One worker per RX queue, pinned to its core: takes frames from the
-//! socket's RX ring in batches, lends each frame in place to the decoder and
+//! One worker per queue (AF_XDP modes) or per ring (host mode), pinned to its
+//! core: takes packets in batches, lends each in place to the decoder and
 //! the flow table, writes the verdicts of decided flows to the kernel map
-//! (once per batch), and gives the frames back: to the fill ring (monitor
+//! (once per batch), and gives AF_XDP frames back: to the fill ring (mirror
 //! mode), or to the other port's TX ring (bridge mode, same UMEM, no copy)
-//! unless the flow is dropped. It also ends idle flows: their kernel entry is
-//! removed and a flow record goes to the flow log.
+//! unless the flow is dropped. In host mode the packets are copies the
+//! kernel made into the worker's ring buffer (the originals went to the
+//! stack). It also ends idle flows: their kernel entry is removed and a
+//! flow record goes to the flow log.
 //!
 //! Nothing on the per-packet path takes a lock or allocates; stats go to the
 //! main thread as periodic [`WorkerReport`]s over a crossbeam channel.
@@ -25,6 +27,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use hdrhistogram::Histogram;
 use thiserror::Error;
 use xdp_redirect::clock::monotonic_ns;
+use xdp_redirect::host::HostRing;
 use xdp_redirect::{Action, VerdictMap, abi::dp_verdict_flags::DP_VERDICT_F_CLOSING};
 use xsk_rs::FrameDesc;
 
@@ -33,13 +36,13 @@ use crate::{
     key,
     sniff::{FlowState, FlowTable, PacketCount, SniffDecider},
     stats::{QueueCounters, WorkerReport, new_histogram},
-    xsk::QueueSocket,
+    xsk::{QueueSocket, poll_readable},
 };
 
-/// How long a stopping worker waits for the RX rings to stay empty before it
-/// exits (the program is detached first, so only frames in flight remain).
+/// How long a stopping worker waits for its input to stay empty before it
+/// exits (the program is detached first, so only packets in flight remain).
 const DRAIN_QUIET: Duration = Duration::from_millis(20);
-/// Longest a stopping worker keeps draining while frames still arrive.
+/// Longest a stopping worker keeps draining while packets still arrive.
 const DRAIN_MAX: Duration = Duration::from_secs(1);
 /// poll() timeout while idle: bounds how long a stop request waits.
 const IDLE_POLL_MS: i32 = 100;
@@ -52,8 +55,6 @@ const SWEEP_BUDGET: usize = 4096;
 #[derive(Clone, Copy, Debug)]
 pub struct WorkerConfig {
     pub batch: u32,
-    pub ring_size: u32,
-    pub busy_poll: bool,
     pub sniff_limit: Option<u32>,
     pub flow_table_size: NonZeroUsize,
     /// Send a report this often (None: only the last one).
@@ -77,6 +78,15 @@ pub enum WorkerError {
     },
 }
 
+/// Where a worker's packets come from.
+pub enum Input {
+    /// The AF_XDP socket(s) of a queue (inline and mirror modes): the
+    /// frames themselves, lent in place.
+    Xsk(QueueSocket),
+    /// Host mode: the worker's ring of copies (the packets went to the stack).
+    Host(HostRing),
+}
+
 /// Verdicts to write at the end of an RX batch, grouped so that each group
 /// is one `BPF_MAP_UPDATE_BATCH` syscall.
 #[derive(Default)]
@@ -89,23 +99,6 @@ struct PendingVerdicts {
     /// entry back if the map's LRU evicted it (no-op if it is there).
     restore_drop: Vec<xdp_redirect::FlowKey>,
     restore_allow: Vec<xdp_redirect::FlowKey>,
-}
-
-/// The two ports of a queue: the `--iface` socket and, in bridge mode, the
-/// `--peer` socket (sharing the UMEM).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Side {
-    Primary = 0,
-    Peer = 1,
-}
-
-impl Side {
-    fn other(self) -> Side {
-        match self {
-            Side::Primary => Side::Peer,
-            Side::Peer => Side::Primary,
-        }
-    }
 }
 
 /// What the main thread can ask a worker, checked once per loop turn.
@@ -135,18 +128,11 @@ pub struct WorkerLinks {
     pub heartbeat: Arc<xdp_redirect::pin::Heartbeat>,
 }
 
-/// A worker, ready to run on its own thread.
+/// A worker, ready to run on its own thread: its input, and the flows it
+/// decides.
 pub struct Worker {
-    socket: QueueSocket,
-    core: usize,
-    config: WorkerConfig,
-    verdicts: VerdictMap,
-    reports: Sender<WorkerReport>,
-    stop: Arc<AtomicBool>,
-    engine: Option<Arc<dpi::policy::Engine>>,
-    flow_log: Option<FlowLogSender>,
-    queries: crossbeam_channel::Receiver<WorkerQuery>,
-    heartbeat: Arc<xdp_redirect::pin::Heartbeat>,
+    input: Input,
+    flows: Flows,
 }
 
 /// How a flow ended, for its record.
@@ -159,7 +145,20 @@ struct Ending {
     split: bool,
 }
 
-struct State {
+/// Everything a worker knows and decides about its flows, apart from where
+/// the packets come from: the flow table, the counters and histograms, the
+/// verdicts to write, idle timers, and its links to the rest of the process.
+struct Flows {
+    /// The queue (AF_XDP) or ring (host mode) this worker serves.
+    queue: u32,
+    core: usize,
+    config: WorkerConfig,
+    verdicts: VerdictMap,
+    reports: Sender<WorkerReport>,
+    stop: Arc<AtomicBool>,
+    flow_log: Option<FlowLogSender>,
+    queries: crossbeam_channel::Receiver<WorkerQuery>,
+    heartbeat: Arc<xdp_redirect::pin::Heartbeat>,
     table: FlowTable<SniffDecider>,
     counters: QueueCounters,
     processing_ns: Histogram<u64>,
@@ -167,14 +166,6 @@ struct State {
     /// Verdict writes of this batch, by kind and action.
     pending: PendingVerdicts,
     verdict_error_logged: bool,
-    /// Frames owned by the worker, on no ring.
-    free: Vec<FrameDesc>,
-    /// Frames on each port's fill ring or being filled by the kernel.
-    in_fill: [u32; 2],
-    /// Frames to send out of each port (bridge mode).
-    to_tx: [Vec<FrameDesc>; 2],
-    /// Scratch for completion-ring reads.
-    completed: Vec<FrameDesc>,
     /// Idle checks: (due, flow); a flow's current one matches its `FlowState::check_ns`.
     expiry: BinaryHeap<Reverse<(u64, dpi::FlowKey)>>,
     next_sweep_ns: u64,
@@ -182,61 +173,33 @@ struct State {
 }
 
 impl Worker {
+    /// A worker for `input`, whose queue (or ring) number is `queue`.
     pub fn new(
-        socket: QueueSocket,
+        input: Input,
+        queue: u32,
         core: usize,
         config: WorkerConfig,
         verdicts: VerdictMap,
         links: WorkerLinks,
     ) -> Self {
-        Worker {
-            socket,
+        let now = monotonic_ns();
+        let flows = Flows {
+            queue,
             core,
             config,
             verdicts,
             reports: links.reports,
             stop: links.stop,
-            engine: links.engine,
             flow_log: links.flow_log,
             queries: links.queries,
             heartbeat: links.heartbeat,
-        }
-    }
-
-    /// Starts the worker thread, named `dp-q<queue>`.
-    pub fn spawn(self) -> std::io::Result<thread::JoinHandle<Result<(), WorkerError>>> {
-        thread::Builder::new()
-            .name(format!("dp-q{}", self.socket.queue))
-            .spawn(move || self.run())
-    }
-
-    fn sides(&self) -> &'static [Side] {
-        if self.socket.peer.is_some() {
-            &[Side::Primary, Side::Peer]
-        } else {
-            &[Side::Primary]
-        }
-    }
-
-    fn run(mut self) -> Result<(), WorkerError> {
-        let queue = self.socket.queue;
-        if !core_affinity::set_for_current(core_affinity::CoreId { id: self.core }) {
-            tracing::warn!(
-                queue,
-                core = self.core,
-                "could not pin the worker to its core; running unpinned"
-            );
-        }
-        let now = monotonic_ns();
-        let ring = self.config.ring_size;
-        let mut state = State {
             table: FlowTable::new(
-                self.config.flow_table_size,
+                config.flow_table_size,
                 SniffDecider {
                     count: PacketCount {
-                        limit: self.config.sniff_limit,
+                        limit: config.sniff_limit,
                     },
-                    engine: self.engine.clone(),
+                    engine: links.engine,
                 },
             ),
             counters: QueueCounters::default(),
@@ -244,67 +207,70 @@ impl Worker {
             kernel_to_user_ns: new_histogram(),
             pending: PendingVerdicts::default(),
             verdict_error_logged: false,
-            free: std::mem::take(&mut self.socket.free_frames),
-            // xsk::open primed every fill ring with ring_size frames
-            in_fill: [ring, if self.socket.peer.is_some() { ring } else { 0 }],
-            to_tx: [
-                Vec::with_capacity(self.config.batch as usize),
-                Vec::with_capacity(self.config.batch as usize),
-            ],
-            completed: vec![FrameDesc::default(); ring as usize],
             expiry: BinaryHeap::new(),
             next_sweep_ns: now + SWEEP_EVERY_NS,
             clock: WallClock::new(now),
         };
-        for &side in self.sides() {
-            self.wake_fill_ring(side)?;
-        }
+        Worker { input, flows }
+    }
 
-        let mut batch = vec![FrameDesc::default(); self.config.batch as usize];
-        let mut next_report = self.config.report_every.map(|every| Instant::now() + every);
+    /// Starts the worker thread, named `dp-q<queue>`.
+    pub fn spawn(self) -> std::io::Result<thread::JoinHandle<Result<(), WorkerError>>> {
+        thread::Builder::new()
+            .name(format!("dp-q{}", self.flows.queue))
+            .spawn(move || self.run())
+    }
+
+    fn run(self) -> Result<(), WorkerError> {
+        let Worker {
+            mut input,
+            mut flows,
+        } = self;
+        let queue = flows.queue;
+        let poll_error = |source| WorkerError::Poll { queue, source };
+        if !core_affinity::set_for_current(core_affinity::CoreId { id: flows.core }) {
+            tracing::warn!(
+                queue,
+                core = flows.core,
+                "could not pin the worker to its core; running unpinned"
+            );
+        }
+        if let Input::Xsk(socket) = &mut input {
+            socket.flush().map_err(poll_error)?;
+        }
+        let mut batch = vec![FrameDesc::default(); flows.config.batch as usize];
+        let mut next_report = flows
+            .config
+            .report_every
+            .map(|every| Instant::now() + every);
         let mut quiet_since: Option<Instant> = None;
         let mut stopping_since: Option<Instant> = None;
         loop {
-            self.heartbeat.beat(queue);
-            let mut received = 0;
-            for &side in self.sides() {
-                let rx = match side {
-                    Side::Primary => &mut self.socket.rx,
-                    Side::Peer => &mut self.socket.peer.as_mut().expect("bridge").rx,
-                };
-                // SAFETY: `batch` receives descriptors of this socket's UMEM.
-                let n = unsafe { rx.consume(&mut batch) };
-                if n > 0 {
-                    received += n;
-                    self.process(&mut state, side, &batch[..n]);
-                }
-            }
-            if self.config.bridge {
-                self.transmit(&mut state)?;
-                self.reap_completions(&mut state);
-            }
-            self.refill(&mut state)?;
+            flows.heartbeat.beat(queue);
+            let received = match &mut input {
+                Input::Xsk(socket) => flows.xsk_turn(socket, &mut batch).map_err(poll_error)?,
+                Input::Host(ring) => flows.host_turn(ring),
+            };
             let now = monotonic_ns();
-            if now >= state.next_sweep_ns {
-                self.expire(&mut state, now);
-                state.next_sweep_ns = now + SWEEP_EVERY_NS;
+            if now >= flows.next_sweep_ns {
+                flows.expire(now);
+                flows.next_sweep_ns = now + SWEEP_EVERY_NS;
             }
-            self.report_if_due(&mut state, &mut next_report);
-            while let Ok(query) = self.queries.try_recv() {
-                self.answer(&mut state, query);
+            flows.report_if_due(&input, &mut next_report);
+            while let Ok(query) = flows.queries.try_recv() {
+                flows.answer(query);
             }
             // Traffic may keep coming after a stop (a pinned program stays
             // attached): drain for a bounded time only.
-            if self.stop.load(Ordering::Acquire)
-                && stopping_since.get_or_insert_with(Instant::now).elapsed() >= DRAIN_MAX
-            {
+            let stop = flows.stop.load(Ordering::Acquire);
+            if stop && stopping_since.get_or_insert_with(Instant::now).elapsed() >= DRAIN_MAX {
                 break;
             }
             if received > 0 {
                 quiet_since = None;
                 continue;
             }
-            if self.stop.load(Ordering::Acquire) {
+            if stop {
                 let since = *quiet_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= DRAIN_QUIET {
                     break;
@@ -312,18 +278,166 @@ impl Worker {
             } else {
                 quiet_since = None;
             }
-            self.idle(&state)?;
+            match &mut input {
+                Input::Xsk(socket) => socket.wait(IDLE_POLL_MS, None),
+                Input::Host(ring) => poll_readable(&[ring.fd()], IDLE_POLL_MS),
+            }
+            .map_err(poll_error)?;
         }
-        self.flush_flows(&mut state);
-        self.report(&mut state, true);
+        flows.flush_flows();
+        flows.report(&input, true);
         Ok(())
+    }
+}
+
+impl Flows {
+    /// One turn on AF_XDP sockets: each port's received frames are
+    /// inspected in place, then forwarded out of the other port (bridge
+    /// mode) or released; then the rings are flushed. Returns the frames
+    /// received.
+    fn xsk_turn(
+        &mut self,
+        socket: &mut QueueSocket,
+        batch: &mut [FrameDesc],
+    ) -> std::io::Result<usize> {
+        let mut received = 0;
+        for port in 0..socket.ports() {
+            let n = socket.receive(port, batch);
+            if n == 0 {
+                continue;
+            }
+            received += n;
+            let picked_up = monotonic_ns();
+            let mut before = Instant::now();
+            for desc in &batch[..n] {
+                // SAFETY: `desc` just came from `receive` and is forwarded or
+                // released only after the frame's last use below.
+                let frame = unsafe { socket.frame(desc) };
+                self.note_kernel_stamp(read_meta_stamp(frame), picked_up);
+                let forward = self.inspect(frame, frame.len(), picked_up);
+                if self.config.bridge && forward {
+                    socket.forward(*desc, 1 - port);
+                } else {
+                    socket.release(*desc);
+                }
+                before = self.record_processing(before);
+            }
+            self.end_batch();
+        }
+        let flushed = socket.flush()?;
+        self.counters.tx_packets += flushed.sent;
+        self.counters.tx_ring_full += flushed.ring_full;
+        Ok(received)
+    }
+
+    /// One turn on the host mode ring: up to a batch of copies, each
+    /// inspected in place in the ring and then released. Returns the
+    /// copies taken.
+    fn host_turn(&mut self, ring: &mut HostRing) -> usize {
+        let picked_up = monotonic_ns();
+        let mut before = Instant::now();
+        let mut received = 0;
+        while received < self.config.batch as usize {
+            let Some(packet) = ring.take() else {
+                break;
+            };
+            received += 1;
+            self.note_kernel_stamp(packet.rx_ns(), picked_up);
+            self.inspect(packet.data(), packet.len() as usize, picked_up);
+            drop(packet);
+            before = self.record_processing(before);
+        }
+        if received > 0 {
+            self.end_batch();
+        }
+        received
+    }
+
+    /// Records one packet's processing time; returns now.
+    fn record_processing(&mut self, before: Instant) -> Instant {
+        let now = Instant::now();
+        self.processing_ns
+            .saturating_record(now.duration_since(before).as_nanos() as u64);
+        now
+    }
+
+    /// Decodes and accounts one packet (`frame` is what user space has of
+    /// it, `wire_len` its length), asks the flow table, and queues the
+    /// verdict to write. Returns whether the packet may go on (false: its
+    /// flow is dropped).
+    fn inspect(&mut self, frame: &[u8], wire_len: usize, picked_up: u64) -> bool {
+        self.counters.rx_packets += 1;
+        self.counters.rx_bytes += wire_len as u64;
+        let decoded = if wire_len > frame.len() {
+            self.counters.cut_packets += 1;
+            dpi::decode_ethernet_cut(frame)
+        } else {
+            dpi::decode_ethernet(frame)
+        };
+        let Ok(decoded) = decoded else {
+            self.counters.decode_errors += 1;
+            return true;
+        };
+        let seen = self.table.on_packet(&decoded, frame, wire_len, picked_up);
+        self.counters.flows_seen += u64::from(seen.new_flow);
+        self.counters.max_flow_packets = self
+            .counters
+            .max_flow_packets
+            .max(u64::from(seen.flow_packets));
+        if seen.new_flow {
+            let due = picked_up + self.config.timeouts.check_after(decoded.key.proto);
+            if let Some(flow) = self.table.get_mut(&decoded.key) {
+                flow.check_ns = due;
+            }
+            self.expiry.push(Reverse((due, decoded.key)));
+        }
+        if let Some((key, flow)) = seen.evicted {
+            self.counters.flows_evicted += 1;
+            let kernel = self.kernel_entry_for_record(&key, &flow);
+            let ending = Ending {
+                reason: EndReason::Evicted,
+                end_ns: picked_up,
+                split: false,
+            };
+            self.end_flow(key, flow, kernel, ending);
+        }
+        if let Some(action) = seen.verdict {
+            let list = match action {
+                Action::Drop => &mut self.pending.drop,
+                _ => &mut self.pending.allow,
+            };
+            list.push(key::to_kernel(&decoded.key));
+            action != Action::Drop
+        } else if let Some(action) = seen.after_verdict {
+            // In flight while the verdict was written, or the kernel entry
+            // was evicted (then `restore`).
+            self.counters.after_verdict_packets += 1;
+            if seen.restore {
+                let list = match action {
+                    Action::Drop => &mut self.pending.restore_drop,
+                    _ => &mut self.pending.restore_allow,
+                };
+                list.push(key::to_kernel(&decoded.key));
+            }
+            action != Action::Drop
+        } else {
+            true
+        }
+    }
+
+    /// After a batch: its verdicts go to the kernel.
+    fn end_batch(&mut self) {
+        self.counters.batches += 1;
+        self.write_verdicts();
+        self.counters.flows_active = self.table.len() as u64;
     }
 
     /// Answers a question from the main thread.
-    fn answer(&mut self, state: &mut State, query: WorkerQuery) {
+    fn answer(&mut self, query: WorkerQuery) {
         match query {
             WorkerQuery::TopFlows { top, reply } => {
-                let flows = state
+                let queue = self.queue;
+                let flows = self
                     .table
                     .top(top)
                     .into_iter()
@@ -347,14 +461,14 @@ impl Worker {
                             },
                             "user_packets": flow.packets,
                             "user_bytes": flow.bytes,
-                            "queue": self.socket.queue,
+                            "queue": queue,
                         })
                     })
                     .collect();
                 let _ = reply.send(flows);
             }
             WorkerQuery::Engine(engine) => {
-                state.table.decider_mut().engine = Some(engine);
+                self.table.decider_mut().engine = Some(engine);
             }
         }
     }
@@ -369,117 +483,40 @@ impl Worker {
         }
     }
 
-    /// Decodes and accounts each frame of a batch from `side`, then writes the
-    /// batch's verdicts. Frames to forward go on the other port's TX list,
-    /// the rest back to the free list.
-    fn process(&mut self, state: &mut State, side: Side, descs: &[FrameDesc]) {
-        let picked_up = monotonic_ns();
-        let mut before = Instant::now();
-        state.in_fill[side as usize] -= descs.len() as u32;
-        for desc in descs {
-            // SAFETY: the descriptor came off one of this UMEM's RX rings, so
-            // the frame is ours until we put it on a fill or TX ring, after
-            // this loop.
-            let data = unsafe { self.socket.umem.data(desc) };
-            let frame: &[u8] = data.contents();
-            self.note_kernel_stamp(state, frame, picked_up);
-            state.counters.rx_packets += 1;
-            state.counters.rx_bytes += frame.len() as u64;
-            let forward = match dpi::decode_ethernet(frame) {
-                Ok(decoded) => {
-                    let seen = state.table.on_packet(&decoded, frame, picked_up);
-                    state.counters.flows_seen += u64::from(seen.new_flow);
-                    state.counters.max_flow_packets = state
-                        .counters
-                        .max_flow_packets
-                        .max(u64::from(seen.flow_packets));
-                    if seen.new_flow {
-                        let due = picked_up + self.config.timeouts.check_after(decoded.key.proto);
-                        if let Some(flow) = state.table.get_mut(&decoded.key) {
-                            flow.check_ns = due;
-                        }
-                        state.expiry.push(Reverse((due, decoded.key)));
-                    }
-                    if let Some((key, flow)) = seen.evicted {
-                        state.counters.flows_evicted += 1;
-                        let kernel = self.kernel_entry_for_record(&key, &flow);
-                        let ending = Ending {
-                            reason: EndReason::Evicted,
-                            end_ns: picked_up,
-                            split: false,
-                        };
-                        self.end_flow(state, key, flow, kernel, ending);
-                    }
-                    if let Some(action) = seen.verdict {
-                        let list = match action {
-                            Action::Drop => &mut state.pending.drop,
-                            _ => &mut state.pending.allow,
-                        };
-                        list.push(key::to_kernel(&decoded.key));
-                        action != Action::Drop
-                    } else if let Some(action) = seen.after_verdict {
-                        // In flight while the verdict was written, or the
-                        // kernel entry was evicted (then `restore`).
-                        state.counters.after_verdict_packets += 1;
-                        if seen.restore {
-                            let list = match action {
-                                Action::Drop => &mut state.pending.restore_drop,
-                                _ => &mut state.pending.restore_allow,
-                            };
-                            list.push(key::to_kernel(&decoded.key));
-                        }
-                        action != Action::Drop
-                    } else {
-                        true
-                    }
-                }
-                Err(_) => {
-                    state.counters.decode_errors += 1;
-                    true
-                }
-            };
-            if self.config.bridge && forward {
-                state.to_tx[side.other() as usize].push(*desc);
-            } else {
-                state.free.push(*desc);
-            }
-            let now = Instant::now();
-            state
-                .processing_ns
-                .saturating_record(now.duration_since(before).as_nanos() as u64);
-            before = now;
-        }
-        state.counters.batches += 1;
-        self.write_verdicts(state);
-        state.counters.flows_active = state.table.len() as u64;
-    }
-
     /// Writes the batch's verdicts: "drop" overwrites, all of the batch's
     /// drops in one syscall; "allow" never replaces an existing verdict (so
     /// drop wins when two workers see the two directions of a flow), one
     /// `BPF_NOEXIST` write per decided flow, as the kernel's batch update
     /// has no per-element flags; restores only fill a missing entry.
-    fn write_verdicts(&mut self, state: &mut State) {
-        let queue = self.socket.queue;
-        let failed = |state: &mut State, n: u64, error: xdp_redirect::Error| {
-            state.counters.verdict_errors += n;
-            if !state.verdict_error_logged {
-                state.verdict_error_logged = true;
+    fn write_verdicts(&mut self) {
+        let queue = self.queue;
+        let failed = |counters: &mut QueueCounters,
+                      logged: &mut bool,
+                      n: u64,
+                      error: xdp_redirect::Error| {
+            counters.verdict_errors += n;
+            if !*logged {
+                *logged = true;
                 tracing::warn!(queue, %error, "verdict write failed (logged once per worker; counted in verdict_errors)");
             }
         };
-        if !state.pending.drop.is_empty() {
-            match self.verdicts.set_batch(&state.pending.drop, Action::Drop) {
+        if !self.pending.drop.is_empty() {
+            match self.verdicts.set_batch(&self.pending.drop, Action::Drop) {
                 Ok(n) => {
-                    state.counters.verdicts_written += n as u64;
-                    state.counters.verdicts_drop += n as u64;
+                    self.counters.verdicts_written += n as u64;
+                    self.counters.verdicts_drop += n as u64;
                 }
-                Err(error) => failed(state, state.pending.drop.len() as u64, error),
+                Err(error) => failed(
+                    &mut self.counters,
+                    &mut self.verdict_error_logged,
+                    self.pending.drop.len() as u64,
+                    error,
+                ),
             }
-            state.pending.drop.clear();
+            self.pending.drop.clear();
         }
         let allow = self.kernel_action(Action::Pass);
-        let mut pending = std::mem::take(&mut state.pending);
+        let mut pending = std::mem::take(&mut self.pending);
         let groups = [
             (&mut pending.allow, allow, false),
             (&mut pending.restore_drop, Action::Drop, true),
@@ -488,185 +525,38 @@ impl Worker {
         for (keys, action, restore) in groups {
             for key in keys.drain(..) {
                 match (self.verdicts.set_if_absent(&key, action), restore) {
-                    (Ok(written), true) => state.counters.verdicts_rewritten += u64::from(written),
-                    (Ok(true), false) => state.counters.verdicts_written += 1,
-                    (Ok(false), false) => state.counters.verdict_conflicts += 1,
-                    (Err(error), _) => failed(state, 1, error),
+                    (Ok(written), true) => self.counters.verdicts_rewritten += u64::from(written),
+                    (Ok(true), false) => self.counters.verdicts_written += 1,
+                    (Ok(false), false) => self.counters.verdict_conflicts += 1,
+                    (Err(error), _) => {
+                        failed(&mut self.counters, &mut self.verdict_error_logged, 1, error)
+                    }
                 }
             }
         }
-        state.pending = pending;
+        self.pending = pending;
     }
 
-    /// Records XDP-receive-to-pickup latency from the program's metadata.
+    /// Records XDP-receive-to-pickup latency (`rx_ns` 0: not stamped).
     #[inline]
-    fn note_kernel_stamp(&self, state: &mut State, frame: &[u8], picked_up: u64) {
-        const META: usize = std::mem::size_of::<xdp_redirect::XdpMeta>();
-        // SAFETY: the kernel places packet data XDP_PACKET_HEADROOM (256) bytes
-        // into the UMEM chunk, and the program writes `struct dp_xdp_meta`
-        // right before the data; those 8 bytes are inside the chunk we own
-        // while the descriptor is out of the rings. Unaligned read, no write.
-        let rx_ns = unsafe { frame.as_ptr().sub(META).cast::<u64>().read_unaligned() };
+    fn note_kernel_stamp(&mut self, rx_ns: u64, picked_up: u64) {
         if rx_ns != 0 && rx_ns <= picked_up {
-            state.kernel_to_user_ns.saturating_record(picked_up - rx_ns);
+            self.kernel_to_user_ns.saturating_record(picked_up - rx_ns);
         }
-    }
-
-    /// Puts the frames to forward on the TX rings and kicks the kernel.
-    /// A full TX ring drops the frames (counted): the bridge never waits.
-    fn transmit(&mut self, state: &mut State) -> Result<(), WorkerError> {
-        for side in [Side::Primary, Side::Peer] {
-            let frames = &mut state.to_tx[side as usize];
-            if frames.is_empty() {
-                continue;
-            }
-            let tx = match side {
-                Side::Primary => &mut self.socket.tx,
-                Side::Peer => &mut self.socket.peer.as_mut().expect("bridge").tx,
-            };
-            // SAFETY: the frames belong to this UMEM (shared by both sockets)
-            // and are on no ring; each is on one list only.
-            let mut sent = unsafe { tx.produce(frames) };
-            if sent == 0 {
-                // The ring may be full of frames the kernel has not sent yet.
-                let _ = tx.wakeup();
-                // SAFETY: as above.
-                sent = unsafe { tx.produce(frames) };
-            }
-            if sent == 0 {
-                state.counters.tx_ring_full += frames.len() as u64;
-                state.free.append(frames);
-                continue;
-            }
-            state.counters.tx_packets += sent as u64;
-            // Copy mode sends at most 32 frames per sendto (TX_BATCH_SIZE).
-            let kicks = sent.div_ceil(32);
-            let queue = self.socket.queue;
-            for _ in 0..kicks {
-                tx.wakeup()
-                    .map_err(|source| WorkerError::Poll { queue, source })?;
-            }
-            frames.clear();
-        }
-        Ok(())
-    }
-
-    /// Frames the kernel has sent come back to the free list.
-    fn reap_completions(&mut self, state: &mut State) {
-        let State {
-            completed, free, ..
-        } = state;
-        // SAFETY: `completed` receives descriptors of this UMEM.
-        let n = unsafe { self.socket.comp.consume(completed) };
-        free.extend_from_slice(&completed[..n]);
-        if let Some(peer) = &mut self.socket.peer {
-            // SAFETY: as above; the peer shares this UMEM.
-            let n = unsafe { peer.comp.consume(completed) };
-            free.extend_from_slice(&completed[..n]);
-        }
-    }
-
-    /// Tops the fill rings up from the free list.
-    fn refill(&mut self, state: &mut State) -> Result<(), WorkerError> {
-        for &side in self.sides() {
-            let room = self.config.ring_size - state.in_fill[side as usize];
-            let n = (room as usize).min(state.free.len());
-            if n > 0 {
-                let from = state.free.len() - n;
-                let fill = match side {
-                    Side::Primary => &mut self.socket.fill,
-                    Side::Peer => &mut self.socket.peer.as_mut().expect("bridge").fill,
-                };
-                // SAFETY: these descriptors belong to this UMEM and are out
-                // of every ring; `in_fill` bounds them to the ring's free room.
-                if unsafe { fill.produce(&state.free[from..]) } == n {
-                    state.free.truncate(from);
-                    state.in_fill[side as usize] += n as u32;
-                }
-            }
-            self.wake_fill_ring(side)?;
-        }
-        Ok(())
-    }
-
-    fn wake_fill_ring(&mut self, side: Side) -> Result<(), WorkerError> {
-        let (fill, rx) = match side {
-            Side::Primary => (&mut self.socket.fill, &mut self.socket.rx),
-            Side::Peer => {
-                let peer = self.socket.peer.as_mut().expect("bridge");
-                (&mut peer.fill, &mut peer.rx)
-            }
-        };
-        if fill.needs_wakeup() {
-            let queue = self.socket.queue;
-            fill.wakeup(rx.fd_mut(), 0)
-                .map_err(|source| WorkerError::Poll { queue, source })?;
-        }
-        Ok(())
-    }
-
-    /// Waits for frames: busy-polls the socket(s), or sleeps in poll(). In
-    /// bridge mode with frames still on a TX ring, only yields briefly, so
-    /// completions come back soon.
-    fn idle(&mut self, state: &State) -> Result<(), WorkerError> {
-        let queue = self.socket.queue;
-        let pollfd = |fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let mut both = [pollfd(self.socket.fd()), pollfd(-1)];
-        let fds = match &self.socket.peer {
-            Some(peer) => {
-                both[1] = pollfd(peer.fd());
-                &mut both[..]
-            }
-            None => &mut both[..1],
-        };
-        if self.config.busy_poll {
-            for pfd in fds.iter() {
-                // A non-blocking recvfrom drives the driver's NAPI loop in busy-poll mode.
-                // SAFETY: a zero-length receive on our own socket fd.
-                unsafe {
-                    libc::recvfrom(
-                        pfd.fd,
-                        std::ptr::null_mut(),
-                        0,
-                        libc::MSG_DONTWAIT,
-                        std::ptr::null_mut(),
-                        std::ptr::null_mut(),
-                    )
-                };
-            }
-            return Ok(());
-        }
-        let owned = state.free.len() + (state.in_fill[0] + state.in_fill[1]) as usize;
-        let total = self.config.ring_size as usize * 2 * fds.len();
-        let frames_out = self.config.bridge && owned < total;
-        let timeout = if frames_out { 1 } else { IDLE_POLL_MS };
-        // SAFETY: `fds` is a valid array of pollfd for its length.
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
-        if rc < 0 {
-            let source = std::io::Error::last_os_error();
-            if source.kind() != std::io::ErrorKind::Interrupted {
-                return Err(WorkerError::Poll { queue, source });
-            }
-        }
-        Ok(())
     }
 
     /// Ends the flows whose idle check is due and that are idle past their
     /// timeout: the kernel entry goes (its counters into the flow record),
     /// and the flow's next packet is inspected again as a new flow. Flows
     /// still active are checked again when they could next expire.
-    fn expire(&mut self, state: &mut State, now: u64) {
+    fn expire(&mut self, now: u64) {
         let mut ended = 0;
-        while let Some(&Reverse((due, key))) = state.expiry.peek() {
+        while let Some(&Reverse((due, key))) = self.expiry.peek() {
             if due > now || ended >= SWEEP_BUDGET {
                 break;
             }
-            state.expiry.pop();
-            let Some(flow) = state.table.get(&key) else {
+            self.expiry.pop();
+            let Some(flow) = self.table.get(&key) else {
                 continue; // already gone (evicted)
             };
             if flow.check_ns != due {
@@ -688,10 +578,10 @@ impl Worker {
             if idle_until > now {
                 let next = idle_until.min(last + self.config.timeouts.check_after(key.proto));
                 let next = next.max(now + 1);
-                if let Some(flow) = state.table.get_mut(&key) {
+                if let Some(flow) = self.table.get_mut(&key) {
                     flow.check_ns = next;
                 }
-                state.expiry.push(Reverse((next, key)));
+                self.expiry.push(Reverse((next, key)));
                 continue;
             }
             // Read the counters once more right before removing: packets
@@ -699,14 +589,14 @@ impl Worker {
             let kernel = if flow.decided.is_some() {
                 let last_read = self.verdicts.get(&kkey).ok().flatten().or(kernel);
                 if let Err(error) = self.verdicts.remove(&kkey) {
-                    tracing::warn!(queue = self.socket.queue, %error, "cannot remove an expired verdict");
+                    tracing::warn!(queue = self.queue, %error, "cannot remove an expired verdict");
                 }
                 last_read
             } else {
                 None
             };
-            state.counters.flows_split += u64::from(split);
-            let flow = state.table.remove(&key).expect("present: checked above");
+            self.counters.flows_split += u64::from(split);
+            let flow = self.table.remove(&key).expect("present: checked above");
             let reason = if closing {
                 EndReason::Closed
             } else {
@@ -717,10 +607,10 @@ impl Worker {
                 end_ns: last,
                 split,
             };
-            self.end_flow(state, key, flow, kernel, ending);
+            self.end_flow(key, flow, kernel, ending);
             ended += 1;
         }
-        state.counters.flows_active = state.table.len() as u64;
+        self.counters.flows_active = self.table.len() as u64;
     }
 
     /// The kernel entry of an ending decided flow, for its record: read only
@@ -738,10 +628,10 @@ impl Worker {
     }
 
     /// Ends every flow still in the table (the data plane is stopping).
-    fn flush_flows(&mut self, state: &mut State) {
+    fn flush_flows(&mut self) {
         let now = monotonic_ns();
-        for key in state.table.keys() {
-            let Some(flow) = state.table.remove(&key) else {
+        for key in self.table.keys() {
+            let Some(flow) = self.table.remove(&key) else {
                 continue;
             };
             let kernel = self.kernel_entry_for_record(&key, &flow);
@@ -754,21 +644,20 @@ impl Worker {
                 end_ns: end,
                 split: false,
             };
-            self.end_flow(state, key, flow, kernel, ending);
+            self.end_flow(key, flow, kernel, ending);
         }
-        state.counters.flows_active = 0;
+        self.counters.flows_active = 0;
     }
 
     /// Counts an ended flow and sends its record to the flow log.
     fn end_flow(
-        &self,
-        state: &mut State,
+        &mut self,
         key: dpi::FlowKey,
         flow: FlowState,
         kernel: Option<xdp_redirect::Verdict>,
         ending: Ending,
     ) {
-        state.counters.flows_ended += 1;
+        self.counters.flows_ended += 1;
         let Some(log) = &self.flow_log else {
             return;
         };
@@ -780,8 +669,8 @@ impl Worker {
         let label = flow.label.as_deref();
         let record = FlowRecord {
             event_type: "flow",
-            start: state.clock.rfc3339(flow.first_ns),
-            end: state.clock.rfc3339(ending.end_ns.max(flow.first_ns)),
+            start: self.clock.rfc3339(flow.first_ns),
+            end: self.clock.rfc3339(ending.end_ns.max(flow.first_ns)),
             src: client.ip(),
             sport: client.port(),
             dst: server.ip(),
@@ -805,39 +694,54 @@ impl Worker {
             kernel_packets: kernel.map_or(0, |k| k.packets),
             kernel_bytes: kernel.map_or(0, |k| k.bytes),
             reason: ending.reason,
-            queue: self.socket.queue,
+            queue: self.queue,
             split: ending.split,
         };
         if let Err(TrySendError::Full(_)) = log.try_send(record) {
-            state.counters.flow_log_dropped += 1;
+            self.counters.flow_log_dropped += 1;
         }
     }
 
     /// Sends a periodic report when its time has come (checked once per batch or idle turn).
-    fn report_if_due(&self, state: &mut State, next_report: &mut Option<Instant>) {
+    fn report_if_due(&mut self, input: &Input, next_report: &mut Option<Instant>) {
         if let Some(due) = *next_report {
             let now = Instant::now();
             if now >= due {
-                self.report(state, false);
+                self.report(input, false);
                 *next_report = self.config.report_every.map(|every| now + every);
             }
         }
     }
 
-    fn report(&self, state: &mut State, last: bool) {
-        let xsk = self.socket.statistics().unwrap_or_default();
+    fn report(&mut self, input: &Input, last: bool) {
+        let xsk = match input {
+            Input::Xsk(socket) => socket.statistics().unwrap_or_default(),
+            Input::Host(_) => Default::default(),
+        };
         let report = WorkerReport {
-            queue: self.socket.queue,
+            queue: self.queue,
             core: self.core,
-            counters: state.counters,
+            counters: self.counters,
             xsk,
-            processing_ns: state.processing_ns.clone(),
-            kernel_to_user_ns: state.kernel_to_user_ns.clone(),
+            processing_ns: self.processing_ns.clone(),
+            kernel_to_user_ns: self.kernel_to_user_ns.clone(),
             last,
         };
-        state.processing_ns.reset();
-        state.kernel_to_user_ns.reset();
+        self.processing_ns.reset();
+        self.kernel_to_user_ns.reset();
         // The main thread outlives the workers; a send error means it is gone already.
         let _ = self.reports.send(report);
     }
+}
+
+/// The receive time the XDP program put in front of a frame it redirected
+/// (`struct dp_xdp_meta`), 0 if none.
+#[inline]
+fn read_meta_stamp(frame: &[u8]) -> u64 {
+    const META: usize = std::mem::size_of::<xdp_redirect::XdpMeta>();
+    // SAFETY: the kernel places packet data XDP_PACKET_HEADROOM (256) bytes
+    // into the UMEM chunk, and the program writes `struct dp_xdp_meta`
+    // right before the data; those 8 bytes are inside the chunk we own
+    // while the descriptor is out of the rings. Unaligned read, no write.
+    unsafe { frame.as_ptr().sub(META).cast::<u64>().read_unaligned() }
 }

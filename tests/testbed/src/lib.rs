@@ -8,6 +8,7 @@
 
 pub mod frames;
 pub mod lb;
+pub mod peers;
 pub mod traffic;
 
 use std::{
