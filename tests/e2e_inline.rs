@@ -259,3 +259,116 @@ fn inline_bridge_enforces_dpi_verdicts_on_real_traffic_root() {
     );
     drop(servers);
 }
+
+/// Flow affinity in software: on veth each direction of a flow reaches the
+/// bridge on the queue its sender picked, so the two directions of most
+/// flows arrive at different workers. Every frame must still be inspected
+/// by its flow's worker: a rule that needs both directions
+/// (`flow:established`) blocks every request, a rule on the response
+/// direction (`flow:to_client`, which a worker that sees the SYN/ACK first
+/// takes for the client's side) fires on every flow, and no flow is split.
+#[test]
+fn inline_both_directions_meet_one_worker_on_four_queues_root() {
+    testbed::require_root("the inline flow affinity test");
+    peers::require_tools(&["curl", "python3", "openssl"]);
+    let tb = InlineTestbed::up(4).expect("inline testbed");
+    let scratch = Scratch::new("affinity");
+    let _client_xdp = attach_pass(&tb.client, &tb.client_if);
+    let _server_xdp = attach_pass(&tb.server, &tb.server_if);
+    let (cert, key) = peers::self_signed_cert(&scratch);
+    let _servers = peers::start_servers(&tb.server, tb.server_ip, &cert, &key);
+    let rules = scratch.path("affinity.rules");
+    std::fs::write(
+        &rules,
+        "drop http any any -> any any (msg:\"evil\"; flow:established,to_server; http.host; content:\"evil.test\"; sid:1;)\n\
+         alert tcp any 80 -> any any (msg:\"the server answers\"; flow:to_client; sid:2;)\n",
+    )
+    .unwrap();
+    let flow_log = scratch.path("flows.jsonl");
+    let stats = scratch.path("stats.json");
+    let mut dp = {
+        let mut cmd = tb.dut.command(BIN);
+        cmd.args(["--iface", &tb.dut_client_if, "--peer", &tb.dut_server_if])
+            .args(["--queues", "4", "--no-control"])
+            .arg("--rules")
+            .arg(&rules)
+            .arg("--flow-log")
+            .arg(&flow_log)
+            .arg("--stats-json")
+            .arg(&stats)
+            .env("RUST_LOG", "info");
+        Process::spawn(cmd).expect("spawn dataplane")
+    };
+    dp.wait_for_line("dataplane: running", Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
+
+    // 100 blocked requests, 20 at a time (each waits out its 2 s timeout).
+    let through: usize = std::thread::scope(|scope| {
+        let tb = &tb;
+        let threads: Vec<_> = (0..20)
+            .map(|_| {
+                scope.spawn(move || {
+                    (0..5)
+                        .filter(|_| curl(tb, "http://evil.test/", "evil.test", 80, 2).0)
+                        .count()
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).sum()
+    });
+    assert_eq!(
+        through,
+        0,
+        "requests to evil.test that got through\n{}",
+        dp.output()
+    );
+    for i in 0..30 {
+        let (ok, out) = curl(&tb, "http://allowed.test/", "allowed.test", 80, 5);
+        assert!(
+            ok && out == "3",
+            "allowed request {i}: {out}\n{}",
+            dp.output()
+        );
+    }
+    dp.interrupt(Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("dataplane {e}"));
+    let records = flow_records(&flow_log);
+    let allowed: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["host"] == "allowed.test")
+        .collect();
+    assert_eq!(allowed.len(), 30, "{records:#?}");
+    for r in &allowed {
+        assert!(
+            r["sids"]
+                .as_array()
+                .is_some_and(|s| s.contains(&Value::from(2))),
+            "the response-direction rule fired on this flow: {r}"
+        );
+    }
+    // The default timeouts: every flow ends at shutdown, one record each.
+    let blocked: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["host"] == "evil.test")
+        .collect();
+    assert!(
+        blocked.iter().all(|r| r["verdict"] == "drop"),
+        "{blocked:#?}"
+    );
+    assert_eq!(blocked.len(), 100, "{records:#?}");
+    assert!(records.iter().all(|r| r["split"] == false), "{records:#?}");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    let queues = v["queues"].as_array().unwrap();
+    let sum = |field: &str| queues.iter().map(|q| u(q, field)).sum::<u64>();
+    assert_eq!(sum("flows_split"), 0, "{v:#}");
+    assert!(
+        sum("handed_off") > 0,
+        "the directions did arrive on different queues: {v:#}"
+    );
+    assert_eq!(
+        sum("handed_off"),
+        sum("handed_in") + sum("handoff_full"),
+        "{v:#}"
+    );
+    assert_eq!(sum("handoff_full"), 0, "{v:#}");
+}

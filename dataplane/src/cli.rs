@@ -215,6 +215,16 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub on_failure: Option<OnFailure>,
 
+    /// Inline and mirror modes: the NIC's RSS is symmetric (and, inline,
+    /// both ports hash alike), so the two directions of a flow always reach
+    /// one queue: skip the software hand-off of frames to their flow's
+    /// worker. Without symmetric RSS this splits flows (each worker sees one
+    /// direction: no flow:established, no responses): the hand-off costs a
+    /// hash per frame when nothing needs handing over, so leave it on unless
+    /// measured otherwise.
+    #[arg(long)]
+    pub trust_rss: bool,
+
     /// Serve fewer RX queues than the interface has (--queues below its
     /// queue count, inline and mirror modes): the other queues' undecided
     /// traffic gets the --on-failure action, and a warning at start names

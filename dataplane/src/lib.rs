@@ -18,6 +18,7 @@
 pub mod cli;
 pub mod control;
 pub mod flowlog;
+pub mod handoff;
 pub mod inspect;
 pub mod key;
 mod lbrun;

@@ -368,6 +368,21 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         mirror: mode == Mode::Mirror,
         timeouts: args.timeouts(),
     };
+    // AF_XDP modes: a frame of a flow another worker owns goes to that
+    // worker (host mode needs none: the kernel picks the ring by flow).
+    let handoff = if mode != Mode::Host && plan.queues > 1 && !args.trust_rss {
+        let ports = if bridge.is_some() { 2 } else { 1 };
+        Some(
+            crate::handoff::Handoffs::new(
+                plan.queues as usize,
+                args.ring_size as usize,
+                (args.ring_size * 2 * ports) as usize,
+            )
+            .context("create the workers' hand-off queues")?,
+        )
+    } else {
+        None
+    };
     let mut handles = Vec::with_capacity(inputs.len());
     let mut queries = Vec::with_capacity(inputs.len());
     for ((queue, input), core) in (0u32..).zip(inputs).zip(plan.cores.iter().copied()) {
@@ -386,6 +401,7 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
                 flow_log: flow_log_tx.clone(),
                 queries: query_rx,
                 heartbeat: Arc::clone(&heartbeat),
+                handoff: handoff.clone(),
             },
         );
         handles.push((

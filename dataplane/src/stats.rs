@@ -62,6 +62,14 @@ pub struct QueueCounters {
     pub flows_split: u64,
     /// Flow records dropped because the flow log writer fell behind.
     pub flow_log_dropped: u64,
+    /// AF_XDP modes: frames this worker received of flows another worker
+    /// owns, handed to that worker (flow affinity in software).
+    pub handed_off: u64,
+    /// Frames other workers handed to this one (its flows).
+    pub handed_in: u64,
+    /// Frames that could not be handed over (the owner's inbox was full):
+    /// dropped, like a full RX ring.
+    pub handoff_full: u64,
     /// Bridge mode: frames the worker sent out of the other port.
     pub tx_packets: u64,
     /// Bridge mode: frames dropped because the other port's TX ring was full.

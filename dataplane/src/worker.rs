@@ -33,6 +33,7 @@ use xsk_rs::FrameDesc;
 
 use crate::{
     flowlog::{EndReason, FlowLogSender, FlowRecord, FlowTimeouts, WallClock, l4_name},
+    handoff::{self, Handoffs, Parcel},
     key,
     sniff::{FlowState, FlowTable, PacketCount, SniffDecider},
     stats::{QueueCounters, WorkerReport, new_histogram},
@@ -126,6 +127,8 @@ pub struct WorkerLinks {
     pub queries: crossbeam_channel::Receiver<WorkerQuery>,
     /// Where the worker shows the XDP program it is alive.
     pub heartbeat: Arc<xdp_redirect::pin::Heartbeat>,
+    /// AF_XDP modes with several workers: frames go to their flow's worker.
+    pub handoff: Option<Arc<Handoffs>>,
 }
 
 /// A worker, ready to run on its own thread: its input, and the flows it
@@ -133,6 +136,7 @@ pub struct WorkerLinks {
 pub struct Worker {
     input: Input,
     flows: Flows,
+    handoff: Option<Arc<Handoffs>>,
 }
 
 /// How a flow ended, for its record.
@@ -211,7 +215,11 @@ impl Worker {
             next_sweep_ns: now + SWEEP_EVERY_NS,
             clock: WallClock::new(now),
         };
-        Worker { input, flows }
+        Worker {
+            input,
+            flows,
+            handoff: links.handoff,
+        }
     }
 
     /// Starts the worker thread, named `dp-q<queue>`.
@@ -225,7 +233,9 @@ impl Worker {
         let Worker {
             mut input,
             mut flows,
+            handoff,
         } = self;
+        let handoff = handoff.as_deref();
         let queue = flows.queue;
         let poll_error = |source| WorkerError::Poll { queue, source };
         if !core_affinity::set_for_current(core_affinity::CoreId { id: flows.core }) {
@@ -248,7 +258,9 @@ impl Worker {
         loop {
             flows.heartbeat.beat(queue);
             let received = match &mut input {
-                Input::Xsk(socket) => flows.xsk_turn(socket, &mut batch).map_err(poll_error)?,
+                Input::Xsk(socket) => flows
+                    .xsk_turn(socket, &mut batch, handoff)
+                    .map_err(poll_error)?,
                 Input::Host(ring) => flows.host_turn(ring),
             };
             let now = monotonic_ns();
@@ -278,11 +290,17 @@ impl Worker {
             } else {
                 quiet_since = None;
             }
-            match &mut input {
-                Input::Xsk(socket) => socket.wait(IDLE_POLL_MS, None),
-                Input::Host(ring) => poll_readable(&[ring.fd()], IDLE_POLL_MS),
+            let me = queue as usize;
+            if handoff.is_none_or(|h| h.may_sleep(me)) {
+                match &mut input {
+                    Input::Xsk(socket) => socket.wait(IDLE_POLL_MS, handoff.map(|h| h.wake_fd(me))),
+                    Input::Host(ring) => poll_readable(&[ring.fd()], IDLE_POLL_MS),
+                }
+                .map_err(poll_error)?;
             }
-            .map_err(poll_error)?;
+            if let Some(h) = handoff {
+                h.awake(me);
+            }
         }
         flows.flush_flows();
         flows.report(&input, true);
@@ -291,16 +309,46 @@ impl Worker {
 }
 
 impl Flows {
-    /// One turn on AF_XDP sockets: each port's received frames are
-    /// inspected in place, then forwarded out of the other port (bridge
-    /// mode) or released; then the rings are flushed. Returns the frames
-    /// received.
+    /// One turn on AF_XDP sockets: frames of this worker's flows that other
+    /// workers handed over, then each port's received frames, are inspected
+    /// in place and forwarded out of the other port (bridge mode) or
+    /// released; a received frame of another worker's flow is handed to it.
+    /// Then the rings are flushed and other workers' frames given back.
+    /// Returns the frames taken.
     fn xsk_turn(
         &mut self,
         socket: &mut QueueSocket,
         batch: &mut [FrameDesc],
+        handoff: Option<&Handoffs>,
     ) -> std::io::Result<usize> {
+        let me = self.queue as usize;
         let mut received = 0;
+        if let Some(h) = handoff {
+            while let Some(desc) = h.returned(me) {
+                socket.release(desc);
+            }
+            let picked_up = monotonic_ns();
+            let mut before = Instant::now();
+            let mut taken = 0;
+            while taken < batch.len() {
+                let Some(parcel) = h.receive(me) else {
+                    break;
+                };
+                taken += 1;
+                // SAFETY: the sender took the descriptor from its `receive`
+                // and gave it up with the parcel; it is ours until routed.
+                let frame = unsafe { socket.frame(&parcel.desc) };
+                let forward =
+                    self.inspect(frame, frame.len(), decode(frame, frame.len()), picked_up);
+                self.route(socket, parcel.desc, usize::from(parcel.port), forward);
+                before = self.record_processing(before);
+            }
+            if taken > 0 {
+                received += taken;
+                self.counters.handed_in += taken as u64;
+                self.end_batch();
+            }
+        }
         for port in 0..socket.ports() {
             let n = socket.receive(port, batch);
             if n == 0 {
@@ -310,16 +358,30 @@ impl Flows {
             let picked_up = monotonic_ns();
             let mut before = Instant::now();
             for desc in &batch[..n] {
-                // SAFETY: `desc` just came from `receive` and is forwarded or
-                // released only after the frame's last use below.
+                // SAFETY: `desc` just came from `receive` and is routed or
+                // handed over only after the frame's last use below.
                 let frame = unsafe { socket.frame(desc) };
                 self.note_kernel_stamp(read_meta_stamp(frame), picked_up);
-                let forward = self.inspect(frame, frame.len(), picked_up);
-                if self.config.bridge && forward {
-                    socket.forward(*desc, 1 - port);
-                } else {
-                    socket.release(*desc);
+                let decoded = decode(frame, frame.len());
+                if let (Some(h), Ok(d)) = (handoff, &decoded) {
+                    let owner = handoff::owner(&d.key, h.workers());
+                    if owner != me {
+                        let parcel = Parcel {
+                            desc: *desc,
+                            port: port as u8,
+                        };
+                        match h.send(owner, parcel) {
+                            Ok(()) => self.counters.handed_off += 1,
+                            Err(parcel) => {
+                                self.counters.handoff_full += 1;
+                                socket.release(parcel.desc);
+                            }
+                        }
+                        continue;
+                    }
                 }
+                let forward = self.inspect(frame, frame.len(), decoded, picked_up);
+                self.route(socket, *desc, port, forward);
                 before = self.record_processing(before);
             }
             self.end_batch();
@@ -327,7 +389,22 @@ impl Flows {
         let flushed = socket.flush()?;
         self.counters.tx_packets += flushed.sent;
         self.counters.tx_ring_full += flushed.ring_full;
+        if let Some(h) = handoff {
+            for (owner, desc) in socket.take_foreign() {
+                h.give_back(owner, desc);
+            }
+        }
         Ok(received)
+    }
+
+    /// Where an inspected frame that came in on `port` goes: out of the
+    /// other port (bridge mode, flow not dropped), or back to the free list.
+    fn route(&self, socket: &mut QueueSocket, desc: FrameDesc, port: usize, forward: bool) {
+        if self.config.bridge && forward {
+            socket.forward(desc, 1 - port);
+        } else {
+            socket.release(desc);
+        }
     }
 
     /// One turn on the host mode ring: up to a batch of copies, each
@@ -343,7 +420,8 @@ impl Flows {
             };
             received += 1;
             self.note_kernel_stamp(packet.rx_ns(), picked_up);
-            self.inspect(packet.data(), packet.len() as usize, picked_up);
+            let (data, len) = (packet.data(), packet.len() as usize);
+            self.inspect(data, len, decode(data, len), picked_up);
             drop(packet);
             before = self.record_processing(before);
         }
@@ -361,19 +439,20 @@ impl Flows {
         now
     }
 
-    /// Decodes and accounts one packet (`frame` is what user space has of
-    /// it, `wire_len` its length), asks the flow table, and queues the
-    /// verdict to write. Returns whether the packet may go on (false: its
+    /// Accounts one packet (`frame` is what user space has of it, `wire_len`
+    /// its length, `decoded` what [`decode`] made of it), asks the flow
+    /// table, and queues the verdict to write. Returns whether the packet may go on (false: its
     /// flow is dropped).
-    fn inspect(&mut self, frame: &[u8], wire_len: usize, picked_up: u64) -> bool {
+    fn inspect(
+        &mut self,
+        frame: &[u8],
+        wire_len: usize,
+        decoded: Result<dpi::Decoded, dpi::DecodeError>,
+        picked_up: u64,
+    ) -> bool {
         self.counters.rx_packets += 1;
         self.counters.rx_bytes += wire_len as u64;
-        let decoded = if wire_len > frame.len() {
-            self.counters.cut_packets += 1;
-            dpi::decode_ethernet_cut(frame)
-        } else {
-            dpi::decode_ethernet(frame)
-        };
+        self.counters.cut_packets += u64::from(wire_len > frame.len());
         let Ok(decoded) = decoded else {
             self.counters.decode_errors += 1;
             return true;
@@ -731,6 +810,16 @@ impl Flows {
         self.kernel_to_user_ns.reset();
         // The main thread outlives the workers; a send error means it is gone already.
         let _ = self.reports.send(report);
+    }
+}
+
+/// Decodes a packet of which user space has `frame` and whose length is
+/// `wire_len` (longer when the copy was cut at the snap length).
+fn decode(frame: &[u8], wire_len: usize) -> Result<dpi::Decoded, dpi::DecodeError> {
+    if wire_len > frame.len() {
+        dpi::decode_ethernet_cut(frame)
+    } else {
+        dpi::decode_ethernet(frame)
     }
 }
 

@@ -183,11 +183,6 @@ impl QueueSocket {
         self.ports.len()
     }
 
-    /// The queue whose range holds `desc`'s frame.
-    pub fn owner_of(&self, desc: &FrameDesc) -> usize {
-        (desc.addr() / self.frame_size) / self.range.len()
-    }
-
     /// Takes up to `batch.len()` received frames of `port`; they are lent
     /// to the caller until given to [`QueueSocket::forward`] or
     /// [`QueueSocket::release`].
@@ -227,9 +222,13 @@ impl QueueSocket {
         }
     }
 
-    /// Frames of other queues released here since the last call.
-    pub fn take_foreign(&mut self) -> impl Iterator<Item = FrameDesc> + '_ {
-        self.foreign.drain(..)
+    /// Frames of other queues released here since the last call, each
+    /// with the queue whose range it belongs to.
+    pub fn take_foreign(&mut self) -> impl Iterator<Item = (usize, FrameDesc)> + '_ {
+        let (frame_size, per_queue) = (self.frame_size, self.range.len());
+        self.foreign
+            .drain(..)
+            .map(move |desc| ((desc.addr() / frame_size) / per_queue, desc))
     }
 
     /// Whether sent frames have still to come back from the kernel.

@@ -69,7 +69,7 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "bare,dynamic,unlimited"
+        default_value = "bare,dynamic,unlimited,trust-rss"
     )]
     modes: Vec<Mode>,
 }
@@ -82,6 +82,9 @@ enum Mode {
     Dynamic,
     /// The data plane with every packet through a worker.
     Unlimited,
+    /// Dynamic sniffing without the hand-off of frames to their flow's
+    /// worker (`--trust-rss`): what the hand-off costs.
+    TrustRss,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -298,7 +301,7 @@ fn main() -> anyhow::Result<()> {
     // Rounds of the three modes back to back, so each ratio compares runs
     // minutes apart at most on this shared, noisy machine; the medians of
     // the per-round ratios are reported.
-    let modes: [(Mode, &'static str, Option<&[&str]>); 3] = [
+    let modes: [(Mode, &'static str, Option<&[&str]>); 4] = [
         (Mode::Bare, "bare XDP bridge", None),
         (
             Mode::Dynamic,
@@ -309,6 +312,11 @@ fn main() -> anyhow::Result<()> {
             Mode::Unlimited,
             "dataplane, every packet in user space",
             Some(&["--sniff-packets", "unlimited"][..]),
+        ),
+        (
+            Mode::TrustRss,
+            "dataplane, dynamic sniffing (DPI), no hand-off (--trust-rss)",
+            Some(&["--dpi", "--trust-rss"][..]),
         ),
     ];
     let modes: Vec<_> = modes
@@ -382,6 +390,7 @@ fn main() -> anyhow::Result<()> {
     let dynamic = at(Mode::Dynamic);
     let dynamic_vs_unlimited = ratio(dynamic, at(Mode::Unlimited));
     let dynamic_vs_bare = ratio(dynamic, at(Mode::Bare));
+    let dynamic_vs_trust_rss = ratio(dynamic, at(Mode::TrustRss));
     let results: Vec<Run> = (0..modes.len())
         .map(|i| median_run(rounds.iter().map(|r| r[i].clone()).collect()))
         .collect();
@@ -423,6 +432,11 @@ fn main() -> anyhow::Result<()> {
             println!("{name} = {median:.2}x (goal >= {goal}; per round {per_round:.2?})");
         }
     }
+    if let Some((median, per_round)) = &dynamic_vs_trust_rss {
+        println!(
+            "dynamic / dynamic without hand-off = {median:.2}x (the hand-off's cost; per round {per_round:.2?})"
+        );
+    }
     if let Some(path) = &args.json {
         std::fs::write(
             path,
@@ -435,6 +449,7 @@ fn main() -> anyhow::Result<()> {
                 "rounds": rounds,
                 "ratio_dynamic_vs_unlimited": dynamic_vs_unlimited.map(|r| r.0),
                 "ratio_dynamic_vs_bare": dynamic_vs_bare.map(|r| r.0),
+                "ratio_dynamic_vs_trust_rss": dynamic_vs_trust_rss.map(|r| r.0),
             }))?,
         )?;
     }
