@@ -224,6 +224,21 @@ fn scenario(mode: &str) {
         "IPv6 1:1:1: {c:?}"
     );
 
+    // 2b. a drained backend gets no new connection, not even from a source
+    //     port whose old connection went to it (the SYN takes the table)
+    let first = client(&tb.client, &["count", VIP4, "80", "200", "21000"]);
+    assert_eq!(first["errors"], 0, "{first}");
+    assert!(counts(&first).get("b1").is_some_and(|&n| n > 0), "{first}");
+    ctl(&socket, &["lb", "drain", &tb.backends4[0]]);
+    let again = client(&tb.client, &["count", VIP4, "80", "200", "21000"]);
+    assert_eq!(again["errors"], 0, "{again}");
+    assert_eq!(
+        counts(&again).get("b1"),
+        None,
+        "{mode}: reconnections from the same ports after the drain: {again} (before: {first})"
+    );
+    ctl(&socket, &["lb", "set-weight", &tb.backends4[0], "5"]);
+
     // 3. reweighting to 9:1:0 with 100 connections open moves new ones only
     let go = scratch.path("go");
     let mut hold = {

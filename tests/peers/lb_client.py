@@ -4,6 +4,10 @@ JSON document on stdout. Every loop is bounded in count and time.
 
   lb_client.py count ADDR PORT N     N new TCP connections, one GET each:
                                      {"counts": {backend: n}, "errors": e}
+  lb_client.py count ADDR PORT N SPORT
+                                     the same from source ports SPORT..SPORT+N,
+                                     each closed with a reset (no TIME_WAIT), so
+                                     a later run can use the same ports again
   lb_client.py udp ADDR PORT N       N datagrams, each from a new socket
                                      (new source port): same document
   lb_client.py hold ADDR PORT N GO   N keep-alive connections, one GET each;
@@ -15,6 +19,7 @@ JSON document on stdout. Every loop is bounded in count and time.
 import json
 import os
 import socket
+import struct
 import sys
 import time
 
@@ -78,16 +83,21 @@ def get(sock, host):
     return body[:length].decode()
 
 
-def connect(addr, port):
+def connect(addr, port, sport=None):
     s = socket.socket(family(addr), socket.SOCK_STREAM)
     s.settimeout(TIMEOUT)
+    if sport is not None:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # close with a reset: the port leaves no TIME_WAIT behind
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.bind(("::" if family(addr) == socket.AF_INET6 else "0.0.0.0", sport))
     s.connect((addr, port))
     return s
 
 
-def count(addr, port, n):
-    def once(_):
-        with connect(addr, port) as s:
+def count(addr, port, n, sport=None):
+    def once(i):
+        with connect(addr, port, None if sport is None else sport + i) as s:
             return get(s, addr)
 
     names, errors = bounded(n, once)
@@ -134,7 +144,7 @@ def hold(addr, port, n, go):
 def main():
     cmd, addr, port, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     if cmd == "count":
-        out = count(addr, port, n)
+        out = count(addr, port, n, int(sys.argv[5]) if len(sys.argv) > 5 else None)
     elif cmd == "udp":
         out = udp(addr, port, n)
     elif cmd == "hold":

@@ -84,6 +84,14 @@ struct {
 	__type(value, struct dp_lb_stats);
 } lb_stats SEC(".maps");
 
+#define TCP_FLAG_ACK 0x10
+
+/* A TCP segment that opens a connection: SYN without ACK. */
+static __always_inline int is_syn(__u8 proto, __u8 tcp_flags)
+{
+	return proto == IPPROTO_TCP && (tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
+}
+
 /* jhash2 over the 10 words of a connection key. */
 static __always_inline __u32 lb_hash(const struct dp_lb_conn_key *key)
 {
@@ -410,7 +418,11 @@ static __always_inline int lb_process(struct xdp_md *ctx, struct dp_lb_conn_key 
 		return XDP_PASS;
 	}
 
-	conn = bpf_map_lookup_elem(&lb_conns, ckey);
+	/* A TCP SYN (without ACK) opens a new connection, even from a source
+	 * port an old one used: it takes the current table, and its entry
+	 * replaces the old one (as Katran does), so a drained or re-weighted
+	 * backend gets no new connection through a stale entry. */
+	conn = is_syn(ckey->proto, p->tcp_flags) ? NULL : bpf_map_lookup_elem(&lb_conns, ckey);
 	if (conn && conn->backend < DP_LB_MAX_BACKENDS) {
 		be = bpf_map_lookup_elem(&lb_backends, &conn->backend);
 		if (be && be->family && (!(be->flags & DP_LB_BACKEND_F_DOWN) ||
