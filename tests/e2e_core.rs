@@ -782,3 +782,78 @@ fn control_socket_metrics_and_reload_root() {
         .unwrap_or_else(|e| panic!("dataplane {e}"));
     assert!(!socket.exists(), "the socket is removed at exit");
 }
+
+/// The XDP program id on the DUT interface of `tb`, from the kernel.
+fn xdp_prog_id(tb: &Testbed) -> Option<u32> {
+    let out = tb.dut.ip(&["-d", "link", "show", "dev", &tb.dut_if]).ok()?;
+    let rest = &out[out.find("prog/xdp id ")? + "prog/xdp id ".len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// `--force` replaces the program on this namespace's interface only: a
+/// bpf_link's info names an interface index but no namespace, and two
+/// namespaces' interfaces can share an index.
+#[test]
+fn force_replaces_only_this_namespaces_program_root() {
+    testbed::require_root("the data plane end-to-end test");
+    let here = Testbed::up(2).expect("testbed");
+    let there = Testbed::up(2).expect("second testbed");
+    let index = |tb: &Testbed| {
+        tb.dut
+            .command("cat")
+            .arg(format!("/sys/class/net/{}/ifindex", tb.dut_if))
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap()
+    };
+    assert_eq!(
+        index(&here),
+        index(&there),
+        "this test needs two namespaces whose interfaces share an index"
+    );
+    // A data plane on one namespace's interface (its link made first) ...
+    let mut other = start(&there, &["--queues", "2"]);
+    let other_prog = xdp_prog_id(&there).expect("a program there");
+    // ... and somebody else's program, on a link, on the twin interface here.
+    let iface = here.dut_if.clone();
+    let _theirs = here
+        .dut
+        .run_inside(move || {
+            let mut programs = xdp_redirect::baseline::Baseline::load().expect("load");
+            programs
+                .attach(xdp_redirect::baseline::Kind::PassAll, &iface)
+                .expect("attach XDP_PASS");
+            programs
+        })
+        .unwrap();
+    let theirs = xdp_prog_id(&here).expect("their program");
+
+    let mut refused = spawn(&here, &["--queues", "2"]);
+    assert!(
+        !refused
+            .wait_exit(Duration::from_secs(20))
+            .unwrap()
+            .success()
+    );
+    assert!(
+        refused
+            .output()
+            .contains(&format!("program id {theirs} `xdp_pass_all`")),
+        "names the program on this interface:\n{}",
+        refused.output()
+    );
+    let mut ours = start(&here, &["--queues", "2", "--force"]);
+    let now_here = xdp_prog_id(&here).expect("a program here");
+    assert_ne!(now_here, theirs, "--force replaced the program here");
+    assert_eq!(
+        xdp_prog_id(&there),
+        Some(other_prog),
+        "the other namespace's program is untouched\n{}",
+        ours.output()
+    );
+    ours.interrupt(Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("dataplane {e}"));
+    other
+        .interrupt(Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("the other data plane {e}"));
+}

@@ -21,6 +21,10 @@ pub struct AttachedProgram {
     /// Id of the bpf_link holding it, if it was attached through a link
     /// (otherwise it was attached over netlink, e.g. by `ip link set xdp`).
     pub link_id: Option<u32>,
+    /// More than one XDP link holds this program on an interface with this
+    /// index (the same program on a namespace's twin of the interface): a
+    /// link's info names no namespace, so which one is ours is unknown.
+    pub link_ambiguous: bool,
 }
 
 impl fmt::Display for AttachedProgram {
@@ -68,17 +72,30 @@ pub(crate) fn query(iface: &str, ifindex: u32) -> Result<Option<AttachedProgram>
     .into_iter()
     .find(|id| *id != 0)
     .unwrap_or(0);
+    let links = xdp_links_holding(ifindex, prog_id);
     Ok(Some(AttachedProgram {
         prog_id,
         name: prog_name(prog_id),
         mode,
-        link_id: xdp_link_on(ifindex),
+        link_id: (links.len() == 1).then(|| links[0]),
+        link_ambiguous: links.len() > 1,
     }))
 }
 
 /// Removes `existing` from the interface: through its link if it has one,
 /// over netlink otherwise.
 pub(crate) fn detach(iface: &str, ifindex: u32, existing: &AttachedProgram) -> Result<(), Error> {
+    if existing.link_ambiguous {
+        return Err(Error::Netlink {
+            iface: iface.into(),
+            what: "detach the existing XDP program",
+            source: io::Error::other(format!(
+                "{existing} is held by several bpf_links on interfaces with this index in different \
+                 network namespaces, and a link does not say which namespace it is in; detach it \
+                 where it was attached (remove its pinned link, or stop the program that holds it)"
+            )),
+        });
+    }
     let rc = match existing.link_id {
         Some(link_id) => {
             // SAFETY: plain syscall wrappers on ids/fds; the fd is closed below.
@@ -139,14 +156,20 @@ fn prog_name(prog_id: u32) -> String {
     String::from_utf8_lossy(&name).into_owned()
 }
 
-/// The id of an XDP bpf_link on `ifindex`, if there is one.
-fn xdp_link_on(ifindex: u32) -> Option<u32> {
+/// The ids of the XDP bpf_links that hold program `prog_id` on an
+/// interface with index `ifindex`. Interface indexes are per network
+/// namespace and a link's info names none, so matching the index alone
+/// finds links in other namespaces too; the program id the interface here
+/// reports narrows it to the links of that program, which (unless one
+/// program is attached in several namespaces) is exactly ours.
+fn xdp_links_holding(ifindex: u32, prog_id: u32) -> Vec<u32> {
+    let mut found = Vec::new();
     let mut id = 0u32;
     loop {
         let mut next = 0u32;
         // SAFETY: `next` is valid for writes.
         if unsafe { sys::bpf_link_get_next_id(id, &mut next) } < 0 {
-            return None;
+            return found;
         }
         id = next;
         // SAFETY: syscall wrapper; the fd is checked and closed.
@@ -164,9 +187,10 @@ fn xdp_link_on(ifindex: u32) -> Option<u32> {
         // SAFETY: the union member matches the link type checked first.
         if rc == 0
             && info.type_ == sys::BPF_LINK_TYPE_XDP
+            && info.prog_id == prog_id
             && unsafe { info.__bindgen_anon_1.xdp.ifindex } == ifindex
         {
-            return Some(id);
+            found.push(id);
         }
     }
 }
