@@ -100,6 +100,9 @@ fn inline_bridge_enforces_dpi_verdicts_on_real_traffic_root() {
     dp.wait_for_line("rules: 3 loaded", Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("prints what it loaded: {e}"));
     assert!(dp.output().contains("inline mode"), "{}", dp.output());
+    // no --pin: it says plainly that a crash takes the bridge down
+    dp.wait_for_line("inline mode without --pin", Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e}"));
 
     // Ping and ARP across the bridge (ARP is bridged by XDP unparsed).
     let (ok, out) = ping(&tb);

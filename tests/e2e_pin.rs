@@ -477,3 +477,26 @@ fn pinned_ipv4_verdicts_of_the_older_layout_are_moved_root() {
         "moved, not copied"
     );
 }
+
+/// `--pin DIR` where DIR is no bpffs, under `ip netns exec` (a private
+/// mount namespace): a bpffs mounted there would vanish with the process,
+/// and the program with it, so the data plane refuses and says how.
+#[test]
+fn a_pin_directory_that_would_vanish_is_refused_root() {
+    testbed::require_root("the pin directory test");
+    let tb = Testbed::up(2).expect("testbed");
+    let scratch = testbed::Scratch::new("pin-vanish");
+    let dir = scratch.path("pins");
+    let mut cmd = tb.dut.command(BIN);
+    cmd.args(["--iface", &tb.dut_if, "--no-control", "--pin"])
+        .arg(&dir);
+    let mut dp = Process::spawn(cmd).expect("spawn dataplane");
+    let status = dp.wait_exit(Duration::from_secs(20)).unwrap();
+    assert!(!status.success(), "{}", dp.output());
+    assert!(
+        dp.output().contains("private mount namespace") && dp.output().contains("mount -t bpf"),
+        "says why and what to do:\n{}",
+        dp.output()
+    );
+    assert!(!tb.dut_has_xdp().unwrap(), "nothing attached");
+}

@@ -341,6 +341,14 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
     if mode == Mode::Host {
         program.attach_egress(&args.iface)?;
     }
+    if mode == Mode::Inline && args.pin.is_none() {
+        tracing::warn!(
+            "inline mode without --pin: if this process dies, the XDP program goes with it and \
+             the two ports stop bridging until the next start (--on-failure cannot apply); give \
+             --pin DIR on a bpffs that outlives the process (e.g. /sys/fs/bpf/dataplane) to keep \
+             the program, the decided flows and the failure action through a crash"
+        );
+    }
     for (iface, queues) in &plan.unserved {
         tracing::warn!(
             iface = %iface,

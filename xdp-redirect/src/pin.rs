@@ -43,6 +43,21 @@ pub fn ensure_bpffs(dir: &Path) -> Result<(), Error> {
     if st.f_type as i64 == BPF_FS_MAGIC {
         return Ok(());
     }
+    // A bpffs mounted here would live in this process's mount namespace.
+    // `ip netns exec` gives every command a private one, which goes away
+    // with the process: the pins, and the program they hold, would vanish
+    // on a crash while the log says they stay.
+    if !in_init_mount_namespace() {
+        return Err(io(
+            "not a bpffs".into(),
+            std::io::Error::other(
+                "this process runs in a private mount namespace (as under `ip netns exec`), where \
+                 a bpffs mounted now would vanish with the process and take the pinned program \
+                 with it; mount one first where it outlives the process (`mount -t bpf bpf DIR` \
+                 in the host's mount namespace, before `ip netns exec`)",
+            ),
+        ));
+    }
     let fstype = c"bpf";
     // SAFETY: valid NUL-terminated strings; no data argument for bpffs.
     let rc = unsafe {
@@ -62,6 +77,25 @@ pub fn ensure_bpffs(dir: &Path) -> Result<(), Error> {
     }
     tracing::info!(dir = %dir.display(), "mounted a bpffs for the pins");
     Ok(())
+}
+
+/// Whether mounts made by this process outlive it: it shares the mount
+/// namespace of PID 1 and of its parent, as far as those can be read (`ip
+/// netns exec` runs its command in a fresh, private mount namespace, which
+/// goes away with it; PID 1's is often unreadable in a container).
+fn in_init_mount_namespace() -> bool {
+    let Ok(ours) = std::fs::read_link("/proc/self/ns/mnt") else {
+        return true;
+    };
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    [
+        "/proc/1/ns/mnt".to_string(),
+        format!("/proc/{parent}/ns/mnt"),
+    ]
+    .iter()
+    .filter_map(|path| std::fs::read_link(path).ok())
+    .all(|theirs| theirs == ours)
 }
 
 /// Where the link holding the program on `iface` is pinned.
