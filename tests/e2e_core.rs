@@ -73,21 +73,6 @@ fn accounted(v: &Value) -> u64 {
     queue_sum(v, "rx_packets") + u(v, "/kernel/bypass_pass") + u(v, "/kernel/bypass_drop")
 }
 
-/// A UDP socket on `port` in the DUT namespace that reads and discards
-/// (so the host answers no datagram with an ICMP port unreachable, which a
-/// host-mode data plane would see as a flow of its own). Killed on drop.
-fn udp_discard(tb: &Testbed, port: u16) -> Process {
-    let mut cmd = tb.dut.command("python3");
-    cmd.arg("-c").arg(format!(
-        "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
-         s.bind(('0.0.0.0', {port}))\nprint('ready', flush=True)\nwhile True:\n    s.recv(65536)\n"
-    ));
-    let mut p = Process::spawn(cmd).expect("spawn the UDP discard socket");
-    p.wait_for_line("ready", Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("UDP discard socket: {e}"));
-    p
-}
-
 /// The AF_XDP path's books (mirror mode: the frames themselves go to the
 /// workers, decided flows are discarded in XDP).
 #[test]
@@ -439,7 +424,7 @@ fn dpi_verdicts_are_enforced_in_the_kernel_root() {
     .unwrap();
     let stats = stats_path("dpi");
     let _ = std::fs::remove_file(&stats);
-    let _discard = udp_discard(&tb, 9);
+    let _discard = testbed::peers::udp_discard(&tb.dut, 9);
     let mut dp = start(
         &tb,
         &[
@@ -598,7 +583,7 @@ fn control_socket_metrics_and_reload_root() {
         "drop udp any any -> any 9 (msg:\"blocked payload\"; content:\"blockme\"; sid:7;)\n",
     )
     .unwrap();
-    let _discard = udp_discard(&tb, 9);
+    let _discard = testbed::peers::udp_discard(&tb.dut, 9);
     let mut dp = start(
         &tb,
         &[

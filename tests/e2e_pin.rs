@@ -307,16 +307,6 @@ fn stopped_or_dead_user_space_fails_open_or_closed_root() {
         .unwrap_or_else(|e| panic!("dataplane {e}"));
 }
 
-/// Resident set size of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 #[test]
 fn a_million_new_flows_stay_within_bounds_root() {
     testbed::require_root("the flood test");
@@ -342,7 +332,7 @@ fn a_million_new_flows_stay_within_bounds_root() {
             "0.2",
         ],
     );
-    let rss_before = rss_kib(dp.pid());
+    let rss_before = testbed::rss_kib(dp.pid());
 
     // 1,000,000 frames, each of a new flow, from the in-kernel generator.
     let dut_mac = tb.dut_mac;
@@ -386,7 +376,7 @@ fn a_million_new_flows_stay_within_bounds_root() {
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
     std::thread::sleep(Duration::from_millis(500));
-    let rss_after = rss_kib(dp.pid());
+    let rss_after = testbed::rss_kib(dp.pid());
     let entries = xdp_redirect::pin::verdict_entries(pin.path()).unwrap() as u64;
     let seen: u64 = v["queues"]
         .as_array()

@@ -237,15 +237,20 @@ impl ControlServer {
             std::fs::remove_file(path)
                 .with_context(|| format!("--control: remove the stale {}", path.display()))?;
         }
-        let mut listener = UnixListener::bind(path)
+        // Mode 0600 from the socket's first moment: binding and then
+        // chmod'ing left a window in which anyone could connect and keep a
+        // root-level connection.
+        let mut listener = with_umask(0o177, || UnixListener::bind(path))
             .with_context(|| format!("--control: bind {}", path.display()))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        // SAFETY: geteuid has no preconditions.
+        let owner = unsafe { libc::geteuid() };
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = Arc::clone(&stop);
         let handle = thread::Builder::new()
             .name("dp-control".into())
             .spawn(move || {
-                if let Err(e) = serve(&mut listener, &commands, &thread_stop) {
+                if let Err(e) = serve(&mut listener, &commands, &thread_stop, owner) {
                     tracing::error!(error = %e, "control socket stopped");
                 }
             })?;
@@ -269,17 +274,66 @@ impl Drop for ControlServer {
 }
 
 const LISTENER: Token = Token(0);
+/// Control connections served at once; more are told so and closed.
+const MAX_CONNECTIONS: usize = 64;
+/// Replies queued for a connection before its commands stop being read
+/// (a client that sends without reading cannot grow memory without bound).
+const MAX_OUTPUT: usize = 1 << 20;
+
+/// Runs `f` with the process umask set to `mask`, then restores it.
+fn with_umask<T>(mask: libc::mode_t, f: impl FnOnce() -> T) -> T {
+    // SAFETY: umask has no preconditions; the old mask is restored below.
+    let old = unsafe { libc::umask(mask) };
+    let result = f();
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    result
+}
+
+/// Only root and the data plane's own user may use the control socket
+/// (checked on the connection, whatever the file's mode).
+fn peer_allowed(stream: &UnixStream, owner: u32) -> Result<(), String> {
+    let cred = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| format!("cannot read the peer's credentials: {e}"))?;
+    if cred.uid() == 0 || cred.uid() == owner {
+        Ok(())
+    } else {
+        Err(format!(
+            "permission denied: uid {} is neither root nor the data plane's user",
+            cred.uid()
+        ))
+    }
+}
+
+/// Logs an accept error at most once a second (EMFILE repeats on every try).
+struct AcceptErrors {
+    last: Option<std::time::Instant>,
+}
+
+impl AcceptErrors {
+    fn log(&mut self, what: &str, error: &std::io::Error) {
+        if self
+            .last
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            self.last = Some(std::time::Instant::now());
+            tracing::warn!(%error, "{what}: cannot accept a connection now; retrying");
+        }
+    }
+}
 
 struct Connection {
     stream: UnixStream,
     input: Vec<u8>,
     output: Vec<u8>,
+    read_closed: bool,
 }
 
 fn serve(
     listener: &mut UnixListener,
     commands: &Sender<Command>,
     stop: &AtomicBool,
+    owner: u32,
 ) -> std::io::Result<()> {
     let mut poll = Poll::new()?;
     poll.registry()
@@ -287,87 +341,127 @@ fn serve(
     let mut events = Events::with_capacity(64);
     let mut connections: std::collections::HashMap<Token, Connection> = Default::default();
     let mut next = 1usize;
+    // An accept that failed (EMFILE...) is tried again on the next turn:
+    // the listener reports only new connections, not the ones waiting.
+    let mut accept_pending = false;
+    let mut errors = AcceptErrors { last: None };
     while !stop.load(Ordering::Relaxed) {
         match poll.poll(&mut events, Some(Duration::from_millis(100))) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
-        for event in events.iter() {
-            if event.token() == LISTENER {
-                loop {
-                    match listener.accept() {
-                        Ok((mut stream, _)) => {
-                            let token = Token(next);
-                            next += 1;
-                            poll.registry().register(
-                                &mut stream,
-                                token,
-                                Interest::READABLE | Interest::WRITABLE,
-                            )?;
-                            connections.insert(
-                                token,
-                                Connection {
-                                    stream,
-                                    input: Vec::new(),
-                                    output: Vec::new(),
-                                },
-                            );
+        if accept_pending || events.iter().any(|e| e.token() == LISTENER) {
+            accept_pending = false;
+            loop {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        let refused = peer_allowed(&stream, owner).err().or_else(|| {
+                            (connections.len() >= MAX_CONNECTIONS)
+                                .then(|| "too many control connections; try again".to_string())
+                        });
+                        if let Some(why) = refused {
+                            let line = json!({"ok": false, "error": why}).to_string() + "\n";
+                            let _ = stream.write(line.as_bytes());
+                            continue; // dropped: closed
                         }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                        Err(e) => return Err(e),
+                        let token = Token(next);
+                        next += 1;
+                        poll.registry().register(
+                            &mut stream,
+                            token,
+                            Interest::READABLE | Interest::WRITABLE,
+                        )?;
+                        connections.insert(
+                            token,
+                            Connection {
+                                stream,
+                                input: Vec::new(),
+                                output: Vec::new(),
+                                read_closed: false,
+                            },
+                        );
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        errors.log("control socket", &e);
+                        accept_pending = true;
+                        break;
                     }
                 }
+            }
+        }
+        for event in events.iter() {
+            let token = event.token();
+            if token == LISTENER {
                 continue;
             }
-            let token = event.token();
             let Some(conn) = connections.get_mut(&token) else {
                 continue;
             };
-            let mut close = event.is_read_closed() && conn.output.is_empty();
-            if event.is_readable() {
-                let mut buf = [0u8; 1024];
-                loop {
-                    match conn.stream.read(&mut buf) {
-                        Ok(0) => {
-                            close = conn.output.is_empty();
-                            break;
-                        }
-                        Ok(n) => conn.input.extend_from_slice(&buf[..n]),
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                        Err(_) => {
-                            close = true;
-                            break;
-                        }
-                    }
-                }
-                while let Some(pos) = conn.input.iter().position(|&b| b == b'\n') {
-                    let line: Vec<u8> = conn.input.drain(..=pos).collect();
-                    let reply = answer(&String::from_utf8_lossy(&line), commands);
-                    conn.output.extend_from_slice(reply.as_bytes());
-                    conn.output.push(b'\n');
-                }
-                if conn.input.len() > MAX_LINE {
-                    conn.output
-                        .extend_from_slice(b"{\"ok\":false,\"error\":\"command line too long\"}\n");
-                    conn.input.clear();
-                }
-            }
-            if !conn.output.is_empty() {
-                match conn.stream.write(&conn.output) {
-                    Ok(n) => {
-                        conn.output.drain(..n);
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                    Err(_) => close = true,
-                }
-            }
-            if close && let Some(mut conn) = connections.remove(&token) {
+            if !service(conn, commands)
+                && let Some(mut conn) = connections.remove(&token)
+            {
                 let _ = poll.registry().deregister(&mut conn.stream);
             }
         }
     }
     Ok(())
+}
+
+/// Moves a connection forward: writes what is queued, answers complete
+/// command lines while fewer than MAX_OUTPUT bytes of replies wait, and
+/// reads more only then. Returns false when the connection is done.
+fn service(conn: &mut Connection, commands: &Sender<Command>) -> bool {
+    loop {
+        while !conn.output.is_empty() {
+            match conn.stream.write(&conn.output) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    conn.output.drain(..n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        let mut progressed = false;
+        while conn.output.len() < MAX_OUTPUT {
+            let Some(pos) = conn.input.iter().position(|&b| b == b'\n') else {
+                break;
+            };
+            let line: Vec<u8> = conn.input.drain(..=pos).collect();
+            let reply = answer(&String::from_utf8_lossy(&line), commands);
+            conn.output.extend_from_slice(reply.as_bytes());
+            conn.output.push(b'\n');
+            progressed = true;
+        }
+        if conn.input.len() > MAX_LINE && !conn.input.contains(&b'\n') {
+            conn.output
+                .extend_from_slice(b"{\"ok\":false,\"error\":\"command line too long\"}\n");
+            conn.input.clear();
+            progressed = true;
+        }
+        if conn.output.len() < MAX_OUTPUT && !conn.read_closed {
+            let mut buf = [0u8; 4096];
+            match conn.stream.read(&mut buf) {
+                Ok(0) => conn.read_closed = true,
+                Ok(n) => {
+                    conn.input.extend_from_slice(&buf[..n]);
+                    progressed = true;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => progressed = true,
+                Err(_) => return false,
+            }
+        }
+        if !progressed {
+            break;
+        }
+    }
+    let waiting = conn.input.contains(&b'\n');
+    !(conn.read_closed && conn.output.is_empty() && !waiting)
 }
 
 /// The reply line to one command line.
@@ -475,49 +569,47 @@ pub fn human(command: &[String], reply: &Value) -> String {
     }
 }
 
-/// The Prometheus endpoint's server thread (tiny_http).
+/// The Prometheus endpoint: a small HTTP/1.1 server on its own thread
+/// (one mio event loop, no thread per connection), bounded in connections,
+/// request size and time, so idle or slow clients cannot exhaust threads,
+/// file descriptors or memory. Answers `GET /metrics`, one request per
+/// connection (`Connection: close`).
 pub struct MetricsServer {
     stop: Arc<AtomicBool>,
     handle: Option<thread::JoinHandle<()>>,
     pub addr: SocketAddr,
 }
 
+/// Metrics connections open at once; a new one past this replaces the
+/// oldest (so idle clients cannot lock a scraper out).
+const MAX_HTTP_CONNECTIONS: usize = 32;
+/// Largest request head read; a longer one is answered 431.
+const MAX_REQUEST_HEAD: usize = 8192;
+/// A request must arrive, and its answer leave, within this time.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+
+struct HttpConnection {
+    stream: mio::net::TcpStream,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    answered: bool,
+    since: std::time::Instant,
+}
+
 impl MetricsServer {
     pub fn start(addr: SocketAddr, commands: Sender<Command>) -> anyhow::Result<MetricsServer> {
-        let server = tiny_http::Server::http(addr)
-            .map_err(|e| anyhow::anyhow!("--metrics: cannot listen on {addr}: {e}"))?;
-        let addr = server
-            .server_addr()
-            .to_ip()
-            .context("--metrics: not an IP listener")?;
+        let listener = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("--metrics: cannot listen on {addr}"))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let mut listener = mio::net::TcpListener::from_std(listener);
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = Arc::clone(&stop);
         let handle = thread::Builder::new()
             .name("dp-metrics".into())
             .spawn(move || {
-                while !thread_stop.load(Ordering::Relaxed) {
-                    let request = match server.recv_timeout(Duration::from_millis(100)) {
-                        Ok(Some(request)) => request,
-                        Ok(None) => continue,
-                        Err(_) => break,
-                    };
-                    let response = if request.url() == "/metrics" {
-                        match ask(&commands, Request::Metrics) {
-                            Ok(Value::String(text)) => tiny_http::Response::from_string(text)
-                                .with_header(
-                                    "Content-Type: application/openmetrics-text; version=1.0.0; charset=utf-8"
-                                        .parse::<tiny_http::Header>()
-                                        .expect("static header"),
-                                ),
-                            Ok(other) => tiny_http::Response::from_string(other.to_string())
-                                .with_status_code(500),
-                            Err(e) => tiny_http::Response::from_string(e).with_status_code(503),
-                        }
-                    } else {
-                        tiny_http::Response::from_string("metrics are at /metrics\n")
-                            .with_status_code(404)
-                    };
-                    let _ = request.respond(response);
+                if let Err(e) = serve_metrics(&mut listener, &commands, &thread_stop) {
+                    tracing::error!(error = %e, "metrics endpoint stopped");
                 }
             })?;
         tracing::info!(%addr, "metrics endpoint listening (/metrics)");
@@ -527,6 +619,166 @@ impl MetricsServer {
             addr,
         })
     }
+}
+
+fn serve_metrics(
+    listener: &mut mio::net::TcpListener,
+    commands: &Sender<Command>,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    let mut poll = Poll::new()?;
+    poll.registry()
+        .register(listener, LISTENER, Interest::READABLE)?;
+    let mut events = Events::with_capacity(64);
+    let mut connections: std::collections::HashMap<Token, HttpConnection> = Default::default();
+    let mut next = 1usize;
+    let mut accept_pending = false;
+    let mut errors = AcceptErrors { last: None };
+    while !stop.load(Ordering::Relaxed) {
+        match poll.poll(&mut events, Some(Duration::from_millis(100))) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        if accept_pending || events.iter().any(|e| e.token() == LISTENER) {
+            accept_pending = false;
+            loop {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        if connections.len() >= MAX_HTTP_CONNECTIONS
+                            && let Some(oldest) = connections
+                                .iter()
+                                .min_by_key(|(_, c)| c.since)
+                                .map(|(token, _)| *token)
+                            && let Some(mut old) = connections.remove(&oldest)
+                        {
+                            let _ = poll.registry().deregister(&mut old.stream);
+                        }
+                        let token = Token(next);
+                        next += 1;
+                        poll.registry().register(
+                            &mut stream,
+                            token,
+                            Interest::READABLE | Interest::WRITABLE,
+                        )?;
+                        connections.insert(
+                            token,
+                            HttpConnection {
+                                stream,
+                                input: Vec::new(),
+                                output: Vec::new(),
+                                answered: false,
+                                since: std::time::Instant::now(),
+                            },
+                        );
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        errors.log("metrics endpoint", &e);
+                        accept_pending = true;
+                        break;
+                    }
+                }
+            }
+        }
+        for event in events.iter() {
+            let token = event.token();
+            if token == LISTENER {
+                continue;
+            }
+            let done = match connections.get_mut(&token) {
+                Some(conn) => !http_service(conn, commands),
+                None => false,
+            };
+            if done && let Some(mut conn) = connections.remove(&token) {
+                let _ = poll.registry().deregister(&mut conn.stream);
+            }
+        }
+        // Slow or idle clients go (a slowloris holds nothing for long).
+        connections.retain(|_, conn| {
+            let keep = conn.since.elapsed() < HTTP_TIMEOUT;
+            if !keep {
+                let _ = poll.registry().deregister(&mut conn.stream);
+            }
+            keep
+        });
+    }
+    Ok(())
+}
+
+/// Reads the request (at most MAX_REQUEST_HEAD bytes), answers it once,
+/// writes the answer. Returns false when the connection is done.
+fn http_service(conn: &mut HttpConnection, commands: &Sender<Command>) -> bool {
+    while !conn.answered {
+        let mut buf = [0u8; 2048];
+        match conn.stream.read(&mut buf) {
+            Ok(0) => return false,
+            Ok(n) => conn.input.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => return false,
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut request = httparse::Request::new(&mut headers);
+        let (status, body) = match request.parse(&conn.input) {
+            Ok(httparse::Status::Complete(_)) => {
+                if request.method != Some("GET") {
+                    (405, "only GET\n".to_string())
+                } else if request
+                    .path
+                    .is_some_and(|p| p.split('?').next() == Some("/metrics"))
+                {
+                    match ask(commands, Request::Metrics) {
+                        Ok(Value::String(text)) => (200, text),
+                        Ok(other) => (500, other.to_string()),
+                        Err(e) => (503, e),
+                    }
+                } else {
+                    (404, "metrics are at /metrics\n".to_string())
+                }
+            }
+            Ok(httparse::Status::Partial) if conn.input.len() > MAX_REQUEST_HEAD => {
+                (431, "request head too large\n".to_string())
+            }
+            Ok(httparse::Status::Partial) => continue,
+            Err(httparse::Error::TooManyHeaders) => (431, "too many headers\n".to_string()),
+            Err(_) => (400, "bad request\n".to_string()),
+        };
+        let reason = match status {
+            200 => "OK",
+            400 => "Bad Request",
+            404 => "Not Found",
+            405 => "Method Not Allowed",
+            431 => "Request Header Fields Too Large",
+            503 => "Service Unavailable",
+            _ => "Internal Server Error",
+        };
+        let content_type = if status == 200 {
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        } else {
+            "text/plain; charset=utf-8"
+        };
+        conn.output = format!(
+            "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes();
+        conn.answered = true;
+        conn.input = Vec::new();
+    }
+    while !conn.output.is_empty() {
+        match conn.stream.write(&conn.output) {
+            Ok(0) => return false,
+            Ok(n) => {
+                conn.output.drain(..n);
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    !conn.answered
 }
 
 impl Drop for MetricsServer {

@@ -5,13 +5,19 @@
 //! Workers build [`FlowRecord`]s and hand them to one writer thread over a
 //! bounded crossbeam channel, so no worker ever blocks on a file. When the
 //! writer falls behind, records are dropped and counted
-//! (`flow_log_dropped`), never queued without bound.
+//! (`flow_log_dropped`), never queued without bound; records the file
+//! refuses (a full disk) are counted too (`flow_log_lost`), and the file
+//! never ends in half a record.
 
 use std::{
     fs::File,
-    io::{BufWriter, Write as _},
+    io::Write as _,
     net::IpAddr,
     path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     thread,
     time::{Duration, SystemTime},
 };
@@ -158,10 +164,17 @@ impl WallClock {
 /// The sending side of the flow log, one clone per worker.
 pub type FlowLogSender = Sender<FlowRecord>;
 
-/// The flow log writer thread.
+/// Bytes of records gathered before they are written in one go.
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// The flow log writer thread. It never stops on a write error (a full
+/// disk, an I/O error): the records it cannot write are counted
+/// ([`FlowLog::lost`]), the file never ends in half a record, and writing
+/// resumes as soon as the file takes records again.
 pub struct FlowLog {
     path: PathBuf,
-    handle: thread::JoinHandle<std::io::Result<u64>>,
+    handle: thread::JoinHandle<u64>,
+    lost: Arc<AtomicU64>,
 }
 
 impl FlowLog {
@@ -174,56 +187,113 @@ impl FlowLog {
             .open(path)
             .with_context(|| format!("--flow-log: cannot open {} for appending", path.display()))?;
         let (tx, rx) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
+        let lost = Arc::new(AtomicU64::new(0));
+        let writer = Writer {
+            file,
+            path: path.to_path_buf(),
+            batch: Vec::with_capacity(BATCH_BYTES),
+            records: 0,
+            written: 0,
+            lost: Arc::clone(&lost),
+            failing: false,
+        };
         let handle = thread::Builder::new()
             .name("dp-flowlog".into())
-            .spawn(move || write_records(BufWriter::new(file), rx))
+            .spawn(move || writer.run(rx))
             .context("spawn the flow log writer")?;
         Ok((
             FlowLog {
                 path: path.to_path_buf(),
                 handle,
+                lost,
             },
             tx,
         ))
     }
 
+    /// Records the writer could not write (the file refused them).
+    pub fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+
     /// Waits for the writer to drain (every sender must be dropped first);
-    /// returns the number of records written.
-    pub fn finish(self) -> anyhow::Result<u64> {
-        let path = self.path.display().to_string();
-        self.handle
-            .join()
-            .map_err(|_| anyhow::anyhow!("the flow log writer panicked"))?
-            .with_context(|| format!("write the flow log {path}"))
+    /// returns the number of records written and lost.
+    pub fn finish(self) -> anyhow::Result<(u64, u64)> {
+        let written = self.handle.join().map_err(|_| {
+            anyhow::anyhow!("the flow log writer of {} panicked", self.path.display())
+        })?;
+        Ok((written, self.lost.load(Ordering::Relaxed)))
     }
 }
 
-fn write_records(mut out: BufWriter<File>, rx: Receiver<FlowRecord>) -> std::io::Result<u64> {
-    let mut written = 0u64;
-    let mut dirty = false;
-    loop {
-        match rx.recv_timeout(FLUSH_EVERY) {
-            Ok(record) => {
-                serde_json::to_writer(&mut out, &record)?;
-                out.write_all(b"\n")?;
-                written += 1;
-                dirty = true;
-                if rx.is_empty() {
-                    out.flush()?;
-                    dirty = false;
+struct Writer {
+    file: File,
+    path: PathBuf,
+    /// Whole lines waiting to be written.
+    batch: Vec<u8>,
+    /// Records in `batch`.
+    records: u64,
+    written: u64,
+    lost: Arc<AtomicU64>,
+    /// The last write failed (logged once until one succeeds).
+    failing: bool,
+}
+
+impl Writer {
+    fn run(mut self, rx: Receiver<FlowRecord>) -> u64 {
+        loop {
+            match rx.recv_timeout(FLUSH_EVERY) {
+                Ok(record) => {
+                    if serde_json::to_writer(&mut self.batch, &record).is_ok() {
+                        self.batch.push(b'\n');
+                        self.records += 1;
+                    }
+                    if self.batch.len() >= BATCH_BYTES || rx.is_empty() {
+                        self.flush();
+                    }
                 }
+                Err(RecvTimeoutError::Timeout) => self.flush(),
+                Err(RecvTimeoutError::Disconnected) => break,
             }
-            Err(RecvTimeoutError::Timeout) => {
-                if dirty {
-                    out.flush()?;
-                    dirty = false;
-                }
-            }
-            Err(RecvTimeoutError::Disconnected) => break,
         }
+        self.flush();
+        self.written
     }
-    out.flush()?;
-    Ok(written)
+
+    /// Appends the batch whole or not at all: a write that fails part way
+    /// (the disk filled up) is cut back off, and its records are lost.
+    fn flush(&mut self) {
+        if self.records == 0 {
+            return;
+        }
+        let result = self.file.metadata().and_then(|m| {
+            let before = m.len();
+            self.file.write_all(&self.batch).inspect_err(|_| {
+                let _ = self.file.set_len(before);
+            })
+        });
+        match result {
+            Ok(()) => {
+                self.written += self.records;
+                if self.failing {
+                    self.failing = false;
+                    tracing::info!(path = %self.path.display(), "flow log: writing again");
+                }
+            }
+            Err(error) => {
+                self.lost.fetch_add(self.records, Ordering::Relaxed);
+                if !self.failing {
+                    self.failing = true;
+                    tracing::error!(
+                        path = %self.path.display(), %error,
+                        "flow log: cannot write; records are counted as lost (flow_log_lost) until it can"
+                    );
+                }
+            }
+        }
+        self.batch.clear();
+        self.records = 0;
+    }
 }
 
 #[cfg(test)]
@@ -278,7 +348,7 @@ mod tests {
             .unwrap();
         }
         drop(tx);
-        assert_eq!(log.finish().unwrap(), 2);
+        assert_eq!(log.finish().unwrap(), (2, 0));
         let text = std::fs::read_to_string(&path).unwrap();
         let _ = std::fs::remove_file(&path);
         let lines: Vec<serde_json::Value> = text

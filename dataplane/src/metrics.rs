@@ -73,7 +73,7 @@ pub fn render(
 ) -> String {
     let mut registry = Registry::with_prefix("dataplane");
 
-    let per_queue: [QueueCounter; 14] = [
+    let per_queue: [QueueCounter; 18] = [
         (
             "queue_rx_packets",
             "Frames taken from the queue's RX ring(s)",
@@ -126,6 +126,26 @@ pub fn render(
             "queue_decode_errors",
             "Frames user space could not decode",
             |q| q.counters.decode_errors,
+        ),
+        (
+            "queue_flow_log_dropped",
+            "Flow records dropped because the flow log writer fell behind",
+            |q| q.counters.flow_log_dropped,
+        ),
+        (
+            "queue_handed_off",
+            "Frames of another worker's flows handed to it",
+            |q| q.counters.handed_off,
+        ),
+        (
+            "queue_handoff_full",
+            "Frames dropped because their flow's worker had a full inbox",
+            |q| q.counters.handoff_full,
+        ),
+        (
+            "queue_cut_packets",
+            "Host mode: copies cut at the snap length",
+            |q| q.counters.cut_packets,
         ),
         (
             "queue_tx_packets",
@@ -182,11 +202,37 @@ pub fn render(
         ("link_control", k.link_control),
         ("bridged", k.bridged),
         ("failover", k.failover),
+        ("copy_lost", k.copy_lost),
     ] {
         kernel
             .get_or_create(&label("outcome", outcome))
             .inc_by(value);
     }
+    let egress = counter_family(
+        &mut registry,
+        "kernel_egress_packets",
+        "Host mode: packets the host sent, seen by the TC program, by outcome (they sum to outcome=\"egress\" minus egress itself)",
+    );
+    for (outcome, value) in [
+        ("egress", k.egress),
+        ("to_user", k.egress_to_user),
+        ("copy_lost", k.egress_copy_lost),
+        ("bypass_pass", k.egress_bypass_pass),
+        ("bypass_drop", k.egress_bypass_drop),
+        ("other", k.egress_other),
+    ] {
+        egress
+            .get_or_create(&label("outcome", outcome))
+            .inc_by(value);
+    }
+    let flow_log = counter_family(
+        &mut registry,
+        "flow_log_lost_records",
+        "Flow records the flow log's file refused (a full disk, an I/O error)",
+    );
+    flow_log
+        .get_or_create(&Vec::new())
+        .inc_by(doc.flow_log_lost);
 
     let verdicts = counter_family(&mut registry, "verdicts", "Verdicts written, by action");
     let drop: u64 = doc.queues.iter().map(|q| q.counters.verdicts_drop).sum();

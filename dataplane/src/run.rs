@@ -25,7 +25,9 @@ use xdp_redirect::Port;
 
 use crate::{
     cli::{Cli, Command, Mode, RunArgs, SniffLimit},
-    control, preflight,
+    control,
+    flowlog::FlowLog,
+    preflight,
     stats::{self, KernelStats, Percentiles, QueueStats, StatsDoc, WorkerReport},
     worker::{Input, Worker, WorkerConfig, WorkerLinks},
     xsk::{self, BindMode, XskConfig},
@@ -274,7 +276,7 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
     }
     // Opened before anything is attached: a bad path fails cleanly.
     let flow_log = match &args.flow_log {
-        Some(path) => Some(crate::flowlog::FlowLog::start(path)?),
+        Some(path) => Some(FlowLog::start(path)?),
         None => None,
     };
     let (flow_log, flow_log_tx) = match flow_log {
@@ -495,6 +497,7 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         kernel,
         latency_ns: Percentiles::of(&merged.processing),
         kernel_to_user_ns: Percentiles::of(&merged.kernel_to_user),
+        flow_log_lost: flow_log.as_ref().map_or(0, |log| log.lost()),
     };
 
     let reason = loop {
@@ -629,7 +632,13 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
     }
     // 3. The maps outlive the detach: the counters are final now.
     let kernel: KernelStats = program.counters()?;
-    let doc = describe(&merged, true, kernel);
+    let mut doc = describe(&merged, true, kernel);
+    // 4. Every sender is gone: the flow log's writer finishes, and its
+    //    count of lost records is final too.
+    let flow_log_result = flow_log.map(FlowLog::finish);
+    if let Some(Ok((_, lost))) = &flow_log_result {
+        doc.flow_log_lost = *lost;
+    }
     if let Some(path) = &args.stats_json {
         doc.write(path)
             .with_context(|| format!("write the stats to {}", path.display()))?;
@@ -649,10 +658,14 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
             }
         }
     }
-    if let (Some(log), Some(path)) = (flow_log, &args.flow_log) {
-        match log.finish() {
-            Ok(records) => println!(
+    if let (Some(result), Some(path)) = (flow_log_result, &args.flow_log) {
+        match result {
+            Ok((records, 0)) => println!(
                 "flow log: {records} record(s) appended to {}",
+                path.display()
+            ),
+            Ok((records, lost)) => println!(
+                "flow log: {records} record(s) appended to {}, {lost} lost (the file refused them)",
                 path.display()
             ),
             Err(e) => failures.push(format!("{e:#}")),

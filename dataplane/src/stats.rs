@@ -154,6 +154,9 @@ pub struct StatsDoc {
     pub latency_ns: Percentiles,
     /// From the XDP program seeing a packet to a worker picking it up.
     pub kernel_to_user_ns: Percentiles,
+    /// Flow records the flow log's file refused (a full disk, an I/O
+    /// error); records dropped before the writer are `flow_log_dropped`.
+    pub flow_log_lost: u64,
 }
 
 impl StatsDoc {

@@ -490,6 +490,16 @@ impl Drop for Process {
     }
 }
 
+/// Resident set size of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
 /// Polls `check` until it returns `Some`, or fails after `timeout` with `what`.
 pub fn wait_until<T>(
     what: &str,

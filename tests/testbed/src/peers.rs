@@ -147,3 +147,18 @@ pub fn flow_records(path: &Path) -> Vec<serde_json::Value> {
         .map(|line| serde_json::from_str(line).expect("flow log line is JSON"))
         .collect()
 }
+
+/// A UDP socket on `port` in `ns` that reads and discards (so the host
+/// answers no datagram with an ICMP port unreachable, which a host-mode
+/// data plane would see as a flow of its own). Killed on drop.
+pub fn udp_discard(ns: &Netns, port: u16) -> Process {
+    let mut cmd = ns.command("python3");
+    cmd.arg("-c").arg(format!(
+        "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.bind(('0.0.0.0', {port}))\nprint('ready', flush=True)\nwhile True:\n    s.recv(65536)\n"
+    ));
+    let mut p = Process::spawn(cmd).expect("spawn the UDP discard socket");
+    p.wait_for_line("ready", Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("UDP discard socket: {e}"));
+    p
+}
