@@ -322,6 +322,29 @@ impl AcceptErrors {
     }
 }
 
+/// Accepts every connection waiting on a listener and hands each to
+/// `admit`. An accept error other than "none waiting" (EMFILE...) is logged
+/// (once a second) and returns true: try again on the next turn, since the
+/// listener reports only new connections, not the ones still waiting.
+fn accept_waiting<S>(
+    mut accept: impl FnMut() -> std::io::Result<S>,
+    errors: &mut AcceptErrors,
+    what: &str,
+    mut admit: impl FnMut(S) -> std::io::Result<()>,
+) -> std::io::Result<bool> {
+    loop {
+        match accept() {
+            Ok(stream) => admit(stream)?,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => {
+                errors.log(what, &e);
+                return Ok(true);
+            }
+        }
+    }
+}
+
 struct Connection {
     stream: UnixStream,
     input: Vec<u8>,
@@ -341,8 +364,6 @@ fn serve(
     let mut events = Events::with_capacity(64);
     let mut connections: std::collections::HashMap<Token, Connection> = Default::default();
     let mut next = 1usize;
-    // An accept that failed (EMFILE...) is tried again on the next turn:
-    // the listener reports only new connections, not the ones waiting.
     let mut accept_pending = false;
     let mut errors = AcceptErrors { last: None };
     while !stop.load(Ordering::Relaxed) {
@@ -352,45 +373,39 @@ fn serve(
             Err(e) => return Err(e),
         }
         if accept_pending || events.iter().any(|e| e.token() == LISTENER) {
-            accept_pending = false;
-            loop {
-                match listener.accept() {
-                    Ok((mut stream, _)) => {
-                        let refused = peer_allowed(&stream, owner).err().or_else(|| {
-                            (connections.len() >= MAX_CONNECTIONS)
-                                .then(|| "too many control connections; try again".to_string())
-                        });
-                        if let Some(why) = refused {
-                            let line = json!({"ok": false, "error": why}).to_string() + "\n";
-                            let _ = stream.write(line.as_bytes());
-                            continue; // dropped: closed
-                        }
-                        let token = Token(next);
-                        next += 1;
-                        poll.registry().register(
-                            &mut stream,
-                            token,
-                            Interest::READABLE | Interest::WRITABLE,
-                        )?;
-                        connections.insert(
-                            token,
-                            Connection {
-                                stream,
-                                input: Vec::new(),
-                                output: Vec::new(),
-                                read_closed: false,
-                            },
-                        );
+            accept_pending = accept_waiting(
+                || listener.accept().map(|(stream, _)| stream),
+                &mut errors,
+                "control socket",
+                |mut stream| {
+                    let refused = peer_allowed(&stream, owner).err().or_else(|| {
+                        (connections.len() >= MAX_CONNECTIONS)
+                            .then(|| "too many control connections; try again".to_string())
+                    });
+                    if let Some(why) = refused {
+                        let line = json!({"ok": false, "error": why}).to_string() + "\n";
+                        let _ = stream.write(line.as_bytes());
+                        return Ok(()); // dropped: closed
                     }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        errors.log("control socket", &e);
-                        accept_pending = true;
-                        break;
-                    }
-                }
-            }
+                    let token = Token(next);
+                    next += 1;
+                    poll.registry().register(
+                        &mut stream,
+                        token,
+                        Interest::READABLE | Interest::WRITABLE,
+                    )?;
+                    connections.insert(
+                        token,
+                        Connection {
+                            stream,
+                            input: Vec::new(),
+                            output: Vec::new(),
+                            read_closed: false,
+                        },
+                    );
+                    Ok(())
+                },
+            )?;
         }
         for event in events.iter() {
             let token = event.token();
@@ -641,46 +656,40 @@ fn serve_metrics(
             Err(e) => return Err(e),
         }
         if accept_pending || events.iter().any(|e| e.token() == LISTENER) {
-            accept_pending = false;
-            loop {
-                match listener.accept() {
-                    Ok((mut stream, _)) => {
-                        if connections.len() >= MAX_HTTP_CONNECTIONS
-                            && let Some(oldest) = connections
-                                .iter()
-                                .min_by_key(|(_, c)| c.since)
-                                .map(|(token, _)| *token)
-                            && let Some(mut old) = connections.remove(&oldest)
-                        {
-                            let _ = poll.registry().deregister(&mut old.stream);
-                        }
-                        let token = Token(next);
-                        next += 1;
-                        poll.registry().register(
-                            &mut stream,
-                            token,
-                            Interest::READABLE | Interest::WRITABLE,
-                        )?;
-                        connections.insert(
-                            token,
-                            HttpConnection {
-                                stream,
-                                input: Vec::new(),
-                                output: Vec::new(),
-                                answered: false,
-                                since: std::time::Instant::now(),
-                            },
-                        );
+            accept_pending = accept_waiting(
+                || listener.accept().map(|(stream, _)| stream),
+                &mut errors,
+                "metrics endpoint",
+                |mut stream| {
+                    if connections.len() >= MAX_HTTP_CONNECTIONS
+                        && let Some(oldest) = connections
+                            .iter()
+                            .min_by_key(|(_, c)| c.since)
+                            .map(|(token, _)| *token)
+                        && let Some(mut old) = connections.remove(&oldest)
+                    {
+                        let _ = poll.registry().deregister(&mut old.stream);
                     }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        errors.log("metrics endpoint", &e);
-                        accept_pending = true;
-                        break;
-                    }
-                }
-            }
+                    let token = Token(next);
+                    next += 1;
+                    poll.registry().register(
+                        &mut stream,
+                        token,
+                        Interest::READABLE | Interest::WRITABLE,
+                    )?;
+                    connections.insert(
+                        token,
+                        HttpConnection {
+                            stream,
+                            input: Vec::new(),
+                            output: Vec::new(),
+                            answered: false,
+                            since: std::time::Instant::now(),
+                        },
+                    );
+                    Ok(())
+                },
+            )?;
         }
         for event in events.iter() {
             let token = event.token();

@@ -689,18 +689,7 @@ impl XdpRedirect {
     /// workers see both directions of the host's flows. The link goes with
     /// this process (a crash leaves no egress program behind).
     pub fn attach_egress(&mut self, iface: &str) -> Result<(), Error> {
-        let program: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(PROGRAM_EGRESS_NAME)
-            .ok_or(Error::Missing {
-                kind: "program",
-                name: PROGRAM_EGRESS_NAME,
-            })?
-            .try_into()
-            .map_err(|source| Error::Program {
-                what: format!("open program `{PROGRAM_EGRESS_NAME}`"),
-                source: Box::new(source),
-            })?;
+        let program = egress_program(&mut self.ebpf)?;
         if program.fd().is_err() {
             program.load().map_err(|source| Error::Program {
                 what: "verifying the TC egress program".into(),
@@ -733,22 +722,12 @@ impl XdpRedirect {
     /// (host mode) is always detached.
     pub fn detach(&mut self) -> Result<(), Error> {
         while let Some((iface, link)) = self.egress.pop() {
-            let program: &mut SchedClassifier = self
-                .ebpf
-                .program_mut(PROGRAM_EGRESS_NAME)
-                .ok_or(Error::Missing {
-                    kind: "program",
-                    name: PROGRAM_EGRESS_NAME,
-                })?
-                .try_into()
+            egress_program(&mut self.ebpf)?
+                .detach(link)
                 .map_err(|source| Error::Program {
-                    what: format!("open program `{PROGRAM_EGRESS_NAME}`"),
+                    what: format!("detaching the TC egress program from `{iface}`"),
                     source: Box::new(source),
                 })?;
-            program.detach(link).map_err(|source| Error::Program {
-                what: format!("detaching the TC egress program from `{iface}`"),
-                source: Box::new(source),
-            })?;
             tracing::info!(iface, "TC egress program detached");
         }
         if let Some(dir) = &self.pin_dir {
@@ -871,6 +850,20 @@ pub(crate) fn program_named_mut<'a>(
         .try_into()
         .map_err(|source| Error::Program {
             what: format!("open program `{name}`"),
+            source: Box::new(source),
+        })
+}
+
+/// The host mode's TC egress program of a loaded object.
+fn egress_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, Error> {
+    ebpf.program_mut(PROGRAM_EGRESS_NAME)
+        .ok_or(Error::Missing {
+            kind: "program",
+            name: PROGRAM_EGRESS_NAME,
+        })?
+        .try_into()
+        .map_err(|source| Error::Program {
+            what: format!("open program `{PROGRAM_EGRESS_NAME}`"),
             source: Box::new(source),
         })
 }
