@@ -842,3 +842,48 @@ fn force_replaces_only_this_namespaces_program_root() {
         .interrupt(Duration::from_secs(15))
         .unwrap_or_else(|e| panic!("the other data plane {e}"));
 }
+
+/// Serving fewer queues than the NIC has is a choice that is said out loud:
+/// refused by default (see bad_input_fails_clearly_and_attaches_nothing_root),
+/// and with --allow-unserved-queues a warning names the queues, whose
+/// undecided traffic gets the --on-failure action (counted as no_socket).
+#[test]
+fn unserved_queues_are_named_and_get_the_failure_action_root() {
+    testbed::require_root("the data plane end-to-end test");
+    let tb = Testbed::up(2).expect("testbed");
+    let stats = stats_path("unserved");
+    let _ = std::fs::remove_file(&stats);
+    let mut dp = start(
+        &tb,
+        &[
+            "--mirror",
+            "--queues",
+            "1",
+            "--allow-unserved-queues",
+            "--stats-json",
+            stats.to_str().unwrap(),
+            "--stats-interval",
+            "0.1",
+        ],
+    );
+    dp.wait_for_line("RX queues 1-1 have no worker", Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        dp.output().contains("passed on uninspected"),
+        "{}",
+        dp.output()
+    );
+    let spec = traffic::FlowSpec::udp(tb.gen_ip, tb.dut_ip, 64, 2, 5_000, 36_000);
+    let sent = traffic::send_flows(&tb.gen_ns, spec).unwrap().packets();
+    testbed::wait_until(
+        "every packet accounted for",
+        Duration::from_secs(15),
+        || read_stats(&stats).filter(|v| accounted(v) + u(v, "/kernel/no_socket") >= sent),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
+    let v = stop_and_read_stats(&mut dp, &stats);
+    assert!(
+        u(&v, "/kernel/no_socket") > 0 && queue_sum(&v, "rx_packets") > 0,
+        "both queues carried flows, one of them unserved: {v:#}"
+    );
+}
