@@ -379,8 +379,38 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         timeouts: args.timeouts(),
     };
     // AF_XDP modes: a frame of a flow another worker owns goes to that
-    // worker (host mode needs none: the kernel picks the ring by flow).
-    let handoff = if mode != Mode::Host && plan.queues > 1 && !args.trust_rss {
+    // worker (host mode needs none: the kernel picks the ring by flow),
+    // unless the NICs' RSS already brings both directions of every flow to
+    // one queue (then nothing would ever be handed over).
+    let symmetric_rss = mode != Mode::Host
+        && plan.queues > 1
+        && !args.trust_rss
+        && {
+            let ports: Vec<&str> = std::iter::once(args.iface.as_str())
+                .chain(args.peer.as_deref())
+                .collect();
+            let rss: Vec<_> = ports
+                .iter()
+                .map(|p| xdp_redirect::iface::rss(p).ok())
+                .collect();
+            let agree = rss
+                .iter()
+                .all(|r| r.as_ref().is_some_and(|r| r.is_symmetric()))
+                && rss.windows(2).all(|w| w[0] == w[1]);
+            if agree {
+                tracing::info!(
+                    ports = ?ports,
+                    "symmetric RSS (and, inline, the same on both ports): both directions of a flow reach one queue; no hand-off between workers"
+                );
+            } else {
+                tracing::info!(
+                    ports = ?ports,
+                    "RSS not known to be symmetric: frames of a flow that reach another queue are handed to the flow's worker"
+                );
+            }
+            agree
+        };
+    let handoff = if mode != Mode::Host && plan.queues > 1 && !args.trust_rss && !symmetric_rss {
         let ports = if bridge.is_some() { 2 } else { 1 };
         Some(
             crate::handoff::Handoffs::new(
