@@ -264,7 +264,7 @@ fn second_dataplane_on_same_interface_is_refused_root() {
 fn bad_input_fails_clearly_and_attaches_nothing_root() {
     testbed::require_root("the data plane end-to-end test");
     let tb = Testbed::up(4).expect("testbed");
-    let cases: [(&[&str], &str); 11] = [
+    let cases: [(&[&str], &str); 12] = [
         (&["--iface", "nosuch0"], "interface `nosuch0` not found"),
         (
             &["--iface", "dut0", "--peer", "nosuch1"],
@@ -304,6 +304,10 @@ fn bad_input_fails_clearly_and_attaches_nothing_root() {
                 "/nonexistent-dir/stats.json",
             ],
             "--stats-json /nonexistent-dir/stats.json: cannot write",
+        ),
+        (
+            &["--iface", "dut0", "--latency-hgrm", "/nonexistent-dir/lat"],
+            "--latency-hgrm /nonexistent-dir/lat: cannot write",
         ),
         (&["--iface", "dut0", "--cores", "4096"], "names core 4096"),
     ];
