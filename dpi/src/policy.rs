@@ -8,6 +8,8 @@
 //! give_up_tcp = 10
 //! give_up_udp = 8
 //! default = "allow"
+//! rule_limit = "drop"       # a drop rule that runs out of inspection steps:
+//!                           # drop the flow (default), or "ignore" (no match)
 //! [[match]]
 //! protocol = "TLS"          # nDPI's name; omit for any
 //! host = "*.evil.test"      # '*' matches any run of characters; omit for any
@@ -60,6 +62,7 @@ struct PolicyFile {
     give_up_tcp: Option<u32>,
     give_up_udp: Option<u32>,
     default: Option<Verdict>,
+    rule_limit: Option<RuleLimit>,
     #[serde(default, rename = "match")]
     matches: Vec<MatchEntry>,
 }
@@ -70,6 +73,7 @@ pub struct Policy {
     pub give_up_tcp: u32,
     pub give_up_udp: u32,
     pub default: Verdict,
+    pub rule_limit: RuleLimit,
     entries: Vec<(Option<Protocol>, Option<String>, Verdict)>,
 }
 
@@ -79,9 +83,21 @@ impl Default for Policy {
             give_up_tcp: crate::classify::GIVE_UP_TCP,
             give_up_udp: crate::classify::GIVE_UP_UDP,
             default: Verdict::Allow,
+            rule_limit: RuleLimit::Drop,
             entries: Vec::new(),
         }
     }
+}
+
+/// What a `drop` rule whose matching ran out of steps
+/// ([`crate::rules::INSPECTION_LIMIT`]) does to its flow. Such an input is
+/// most likely crafted to get past the rule, so by default it is dropped
+/// (fail closed); `ignore` treats it as no match, as Suricata does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuleLimit {
+    Drop,
+    Ignore,
 }
 
 /// `*` matches any run of characters; case-insensitive.
@@ -130,6 +146,9 @@ impl Policy {
         }
         if let Some(d) = parsed.default {
             policy.default = d;
+        }
+        if let Some(limit) = parsed.rule_limit {
+            policy.rule_limit = limit;
         }
         for (i, m) in parsed.matches.into_iter().enumerate() {
             let protocol = match m.protocol {
@@ -206,8 +225,11 @@ pub struct FlowInspector {
     classifier: FlowClassifier,
     sids: Vec<u32>,
     verdict: Verdict,
-    /// Why the verdict was reached: "rule", "policy" or "give-up".
+    /// Why the verdict was reached: "rule", "rule-limit" (a drop rule ran
+    /// out of inspection steps), "policy" or "give-up".
     pub decided_by: Option<&'static str>,
+    /// Rules whose matching ran out of inspection steps on this flow.
+    pub over_limit: u32,
     packets: u32,
     directions: [bool; 2],
 }
@@ -225,6 +247,7 @@ impl FlowInspector {
             sids: Vec::new(),
             verdict: Verdict::InspectMore,
             decided_by: None,
+            over_limit: 0,
             packets: 0,
             directions: [false; 2],
         }
@@ -276,7 +299,15 @@ impl FlowInspector {
                 app,
                 ja4: app.and_then(|a| a.info.ja4.as_deref()),
             };
-            for hit in rules.matches(&view) {
+            let matched = rules.matches(&view);
+            self.over_limit += matched.over_limit.len() as u32;
+            if engine.policy.rule_limit == RuleLimit::Drop
+                && matched.over_limit.iter().any(|h| h.action == Action::Drop)
+            {
+                self.verdict = Verdict::Drop;
+                self.decided_by = Some("rule-limit");
+            }
+            for hit in matched.hits {
                 if !self.sids.contains(&hit.sid) {
                     self.sids.push(hit.sid);
                 }
@@ -400,6 +431,40 @@ mod tests {
         assert_eq!(
             (fine.verdict(), fine.decided_by, fine.sids()),
             (Verdict::Allow, Some("policy"), &[8][..])
+        );
+    }
+
+    /// A drop rule whose matching runs out of steps on a crafted request
+    /// drops the flow (fail closed), unless the policy says to ignore it.
+    #[test]
+    fn a_drop_rule_out_of_steps_drops_unless_told_to_ignore() {
+        let rules = || {
+            RuleSet::parse(
+                "drop http any any -> any any (content:\"../\"; content:\"../\"; distance:0; content:\"../\"; distance:0; content:\"../\"; distance:0; content:\"GET\"; distance:0; within:3; sid:9;)\n",
+                Path::new("r"),
+                &Vars::default(),
+                false,
+            )
+            .unwrap()
+        };
+        let host = format!("x{}", "../".repeat(150));
+        let engine = Engine {
+            rules: Some(rules()),
+            policy: Policy::default(),
+        };
+        let crafted = http_flow(&engine, &host);
+        assert_eq!(
+            (crafted.verdict(), crafted.decided_by, crafted.over_limit),
+            (Verdict::Drop, Some("rule-limit"), 1)
+        );
+        let engine = Engine {
+            rules: Some(rules()),
+            policy: Policy::parse("rule_limit = \"ignore\"\n", Path::new("p.toml")).unwrap(),
+        };
+        let crafted = http_flow(&engine, &host);
+        assert_eq!(
+            (crafted.verdict(), crafted.decided_by, crafted.over_limit),
+            (Verdict::Allow, Some("policy"), 1)
         );
     }
 

@@ -50,7 +50,7 @@ fn main() {
                     app: None,
                     ja4: None,
                 };
-                hits += set.matches(&view).len();
+                hits += set.matches(&view).hits.len();
             }
             let ns = started.elapsed().as_nanos() as f64 / payloads.len() as f64;
             results.push((round, *n, ns, hits));

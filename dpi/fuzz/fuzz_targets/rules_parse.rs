@@ -1,5 +1,6 @@
 //! The rule parser on arbitrary text: never panics; a rule set that parses
-//! can be evaluated on a packet without panicking either.
+//! can be evaluated on a packet without panicking either, and no rule takes
+//! more than the inspection limit's steps.
 #![no_main]
 
 use std::path::Path;
@@ -22,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
             app: None,
             ja4: None,
         };
-        let _ = set.matches(&view);
+        let matched = set.matches(&view);
+        assert!(matched.most_steps <= dpi::rules::INSPECTION_LIMIT);
     }
 });

@@ -268,6 +268,30 @@ pub struct Hit {
     pub action: Action,
 }
 
+/// Most steps matching one rule against one packet may take: each step
+/// tries one content or pcre at one position (a relative chain backtracks
+/// through every earlier occurrence, so a crafted input could otherwise
+/// drive 5 relative contents to n^5 tries). Suricata's
+/// `detect.inspection-recursion-limit` defaults to the same 3000. A rule
+/// that runs out has not matched; it is reported in [`Matched::over_limit`].
+pub const INSPECTION_LIMIT: u32 = 3000;
+
+/// What the rules made of one packet.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Matched {
+    /// The rules that matched, in file order.
+    pub hits: Vec<Hit>,
+    /// The rules whose matching ran out of steps ([`INSPECTION_LIMIT`])
+    /// before it could tell: they did not match.
+    pub over_limit: Vec<Hit>,
+    /// The most steps any one rule took on this packet (<= the limit).
+    pub most_steps: u32,
+}
+
+/// The step budget of one rule on one packet ran out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct OverLimit;
+
 /// A loaded set of rules with its prefilter.
 pub struct RuleSet {
     rules: Vec<Rule>,
@@ -430,8 +454,9 @@ impl RuleSet {
         &self.rules
     }
 
-    /// The rules matching `packet`, in file order.
-    pub fn matches(&self, packet: &PacketView<'_>) -> Vec<Hit> {
+    /// The rules matching `packet`, in file order, each within
+    /// [`INSPECTION_LIMIT`] steps.
+    pub fn matches(&self, packet: &PacketView<'_>) -> Matched {
         let mut candidates: Vec<usize> = self.unfiltered.clone();
         for buffer in BUFFERS {
             let (Some((ac, owners)), Some(data)) =
@@ -445,14 +470,23 @@ impl RuleSet {
         }
         candidates.sort_unstable();
         candidates.dedup();
-        candidates
-            .into_iter()
-            .filter(|i| self.rules[*i].matches(packet))
-            .map(|i| Hit {
-                sid: self.rules[i].sid,
-                action: self.rules[i].action,
-            })
-            .collect()
+        let mut matched = Matched::default();
+        for i in candidates {
+            let rule = &self.rules[i];
+            let hit = Hit {
+                sid: rule.sid,
+                action: rule.action,
+            };
+            let mut budget = INSPECTION_LIMIT;
+            let result = rule.matches(packet, &mut budget);
+            matched.most_steps = matched.most_steps.max(INSPECTION_LIMIT - budget);
+            match result {
+                Ok(true) => matched.hits.push(hit),
+                Ok(false) => {}
+                Err(OverLimit) => matched.over_limit.push(hit),
+            }
+        }
+        matched
     }
 }
 
@@ -473,19 +507,19 @@ impl Rule {
         forward || backward
     }
 
-    fn matches(&self, p: &PacketView<'_>) -> bool {
+    fn matches(&self, p: &PacketView<'_>, budget: &mut u32) -> Result<bool, OverLimit> {
         if !self.header_matches(p) {
-            return false;
+            return Ok(false);
         }
         if self.flow.to_server.is_some_and(|t| t != p.to_server)
             || self.flow.established.is_some_and(|e| e != p.established)
         {
-            return false;
+            return Ok(false);
         }
         if let Some((protos, negated)) = &self.app_proto {
             let proto = p.app.map(|a| a.protocol).unwrap_or(Protocol::Unknown);
             if protos.contains(&proto) == *negated {
-                return false;
+                return Ok(false);
             }
         }
         // Matchers run per buffer, in order, with relative positions carried along.
@@ -499,17 +533,17 @@ impl Rule {
             let Some(data) = p.buffer(buffer) else {
                 // A buffer the flow does not have: only negated matchers can hold.
                 if self.matchers[i..end].iter().any(|m| !is_negated(m)) {
-                    return false;
+                    return Ok(false);
                 }
                 i = end;
                 continue;
             };
-            if !sequence_matches(&self.matchers[i..end], data, 0) {
-                return false;
+            if !sequence_matches(&self.matchers[i..end], data, 0, budget)? {
+                return Ok(false);
             }
             i = end;
         }
-        true
+        Ok(true)
     }
 }
 
@@ -541,11 +575,19 @@ fn find<'h>(
 
 /// Whether `matchers` all hold in `data`, the first one relative to `prev_end`
 /// (end of the previous match in this buffer). Tries every occurrence, as
-/// Suricata does, so a later relative match can use an earlier alternative.
-fn sequence_matches(matchers: &[(Buffer, Matcher)], data: &[u8], prev_end: usize) -> bool {
+/// Suricata does, so a later relative match can use an earlier alternative;
+/// each try is a step taken from `budget`, and an empty budget ends the
+/// search ([`INSPECTION_LIMIT`]).
+fn sequence_matches(
+    matchers: &[(Buffer, Matcher)],
+    data: &[u8],
+    prev_end: usize,
+    budget: &mut u32,
+) -> Result<bool, OverLimit> {
     let Some(((_, first), rest)) = matchers.split_first() else {
-        return true;
+        return Ok(true);
     };
+    *budget = budget.checked_sub(1).ok_or(OverLimit)?;
     match first {
         Matcher::Content(c) => {
             let relative = c.distance.is_some() || c.within.is_some();
@@ -561,15 +603,19 @@ fn sequence_matches(matchers: &[(Buffer, Matcher)], data: &[u8], prev_end: usize
                 (lo, hi)
             };
             if lo > hi || lo > data.len() {
-                return c.negated && sequence_matches(rest, data, prev_end);
+                return Ok(c.negated && sequence_matches(rest, data, prev_end, budget)?);
             }
             let window = &data[lo..hi];
             if c.negated {
-                return find(window, &c.bytes, c.nocase).next().is_none()
-                    && sequence_matches(rest, data, prev_end);
+                return Ok(find(window, &c.bytes, c.nocase).next().is_none()
+                    && sequence_matches(rest, data, prev_end, budget)?);
             }
-            find(window, &c.bytes, c.nocase)
-                .any(|at| sequence_matches(rest, data, lo + at + c.bytes.len()))
+            for at in find(window, &c.bytes, c.nocase) {
+                if sequence_matches(rest, data, lo + at + c.bytes.len(), budget)? {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
         }
         Matcher::Pcre {
             regex,
@@ -582,9 +628,9 @@ fn sequence_matches(matchers: &[(Buffer, Matcher)], data: &[u8], prev_end: usize
                 0
             };
             match regex.find(&data[from..]) {
-                Some(m) if !negated => sequence_matches(rest, data, from + m.end()),
-                None if *negated => sequence_matches(rest, data, prev_end),
-                _ => false,
+                Some(m) if !negated => sequence_matches(rest, data, from + m.end(), budget),
+                None if *negated => sequence_matches(rest, data, prev_end, budget),
+                _ => Ok(false),
             }
         }
     }

@@ -28,7 +28,7 @@ fn packet<'a>(payload: &'a [u8], app: Option<&'a Classification>) -> PacketView<
 }
 
 fn sids(set: &RuleSet, p: &PacketView<'_>) -> Vec<u32> {
-    set.matches(p).into_iter().map(|h| h.sid).collect()
+    set.matches(p).hits.into_iter().map(|h| h.sid).collect()
 }
 
 #[test]
@@ -111,7 +111,7 @@ fn sticky_buffers_flow_and_app_layer_protocol() {
         "alert tcp any any -> any any (tls.sni; content:\"evil\"; sid:16;)\n",
         "alert tcp any any -> any any (content:\"POST\"; http_method; sid:17;)\n",
     ));
-    let hits = s.matches(&packet(b"x", Some(&app)));
+    let hits = s.matches(&packet(b"x", Some(&app))).hits;
     assert_eq!(
         hits.iter().map(|h| h.sid).collect::<Vec<_>>(),
         vec![10, 11, 12, 15, 17]
@@ -188,4 +188,37 @@ fn ten_thousand_rules_only_run_candidates() {
         vec![4243]
     );
     assert!(s.unfiltered.is_empty());
+}
+
+/// Five relative contents against 150 `../` (with the last content, `END`,
+/// at the start, where no chain can reach it, so the prefilter lets the
+/// rule through): every `../` is an occurrence of each, so trying them all
+/// is ~150^5 steps. The matcher stops at the
+/// inspection limit (reporting the rule), quickly, and a rule that does fit
+/// in the budget still matches.
+#[test]
+fn relative_content_chains_stop_at_the_inspection_limit() {
+    let s = set(concat!(
+        "drop tcp any any -> any any (content:\"../\"; content:\"../\"; distance:0; content:\"../\"; distance:0; ",
+        "content:\"../\"; distance:0; content:\"../\"; distance:0; content:\"END\"; distance:0; within:3; sid:1;)\n",
+        "alert tcp any any -> any any (content:\"../\"; content:\"../\"; distance:0; within:3; sid:2;)\n",
+    ));
+    let payload = format!("END{}", "../".repeat(150));
+    let started = std::time::Instant::now();
+    let m = s.matches(&packet(payload.as_bytes(), None));
+    let took = started.elapsed();
+    assert_eq!(m.hits.iter().map(|h| h.sid).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(
+        m.over_limit.iter().map(|h| h.sid).collect::<Vec<_>>(),
+        vec![1]
+    );
+    assert_eq!(m.most_steps, INSPECTION_LIMIT);
+    assert!(
+        took < std::time::Duration::from_millis(200),
+        "took {took:?}"
+    );
+    // the same chain on a short input is decided within the budget
+    let m = s.matches(&packet(b"END../../../../../END", None));
+    assert_eq!(m.hits.iter().map(|h| h.sid).collect::<Vec<_>>(), vec![1, 2]);
+    assert!(m.over_limit.is_empty() && m.most_steps < INSPECTION_LIMIT);
 }
