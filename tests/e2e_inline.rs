@@ -375,3 +375,59 @@ fn inline_both_directions_meet_one_worker_on_four_queues_root() {
     );
     assert_eq!(sum("handoff_full"), 0, "{v:#}");
 }
+
+/// A dropped TCP flow keeps its verdict while its client keeps
+/// retransmitting: a FIN (the client giving up) does not put a dropped flow
+/// on the short closing timeout, since the server never saw the connection
+/// close. Otherwise the entry went, a retransmitted request was inspected
+/// again mid-stream (no handshake seen, so `flow:established` rules could
+/// not match), allowed, and delivered to the server.
+#[test]
+fn a_dropped_flow_stays_dropped_while_its_client_retransmits_root() {
+    testbed::require_root("the inline retransmission test");
+    peers::require_tools(&["curl", "python3", "openssl"]);
+    let tb = InlineTestbed::up(2).expect("inline testbed");
+    let scratch = Scratch::new("retransmit");
+    let _client_xdp = attach_pass(&tb.client, &tb.client_if);
+    let _server_xdp = attach_pass(&tb.server, &tb.server_if);
+    let (cert, key) = peers::self_signed_cert(&scratch);
+    let servers = peers::start_servers(&tb.server, tb.server_ip, &cert, &key);
+    let rules = scratch.path("retransmit.rules");
+    std::fs::write(
+        &rules,
+        "drop http any any -> any any (msg:\"blocked\"; flow:established,to_server; http.host; content:\"blocked.test\"; sid:1;)\n",
+    )
+    .unwrap();
+    let mut dp = {
+        let mut cmd = tb.dut.command(BIN);
+        cmd.args(["--iface", &tb.dut_client_if, "--peer", &tb.dut_server_if])
+            .args(["--queues", "2", "--no-control"])
+            .arg("--rules")
+            .arg(&rules)
+            // idle gaps between retransmissions stay under 10 s here
+            .args(["--timeout-tcp", "10", "--timeout-tcp-closing", "1"])
+            .env("RUST_LOG", "info");
+        Process::spawn(cmd).expect("spawn dataplane")
+    };
+    dp.wait_for_line("dataplane: running", Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
+    // The client sends the request and half-closes (its FIN queued behind
+    // the request), then waits: its kernel retransmits request and FIN
+    // (0.2, 0.4, 0.8, 1.6, 3.2, 6.4 s apart), well past the closing timeout.
+    let script = format!(
+        "import socket, time\ns = socket.create_connection(('{}', 80), timeout=5)\n\
+         s.sendall(b'GET /secret HTTP/1.1\\r\\nHost: blocked.test\\r\\n\\r\\n')\n\
+         s.shutdown(socket.SHUT_WR)\ntime.sleep(14)\n",
+        tb.server_ip
+    );
+    let (ok, out) = peers::run_in(&tb.client, "python3", &["-c", &script]);
+    assert!(ok, "the client ran: {out}");
+    let served = servers.output();
+    assert!(
+        !served.contains("/secret"),
+        "the server received the blocked request:\n{served}\n{}",
+        dp.output()
+    );
+    dp.interrupt(Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("dataplane {e}"));
+}

@@ -648,9 +648,13 @@ impl Flows {
             // kernel entry (asymmetric RSS). Only this half ends here.
             let split = flow.decided.is_none() && kernel.is_some();
             // A split half closes with the flow (the flag is per flow), but
-            // its idle time is its own.
-            let closing =
-                flow.closing || kernel.is_some_and(|k| k.flags & DP_VERDICT_F_CLOSING != 0);
+            // its idle time is its own. A dropped flow's FIN or RST never
+            // reached the other end: the connection is not closing there,
+            // and its client may retransmit for minutes; it keeps the full
+            // timeout, so that the verdict holds instead of a retransmitted
+            // request being inspected again mid-stream.
+            let closing = flow.decided != Some(Action::Drop)
+                && (flow.closing || kernel.is_some_and(|k| k.flags & DP_VERDICT_F_CLOSING != 0));
             let kernel = if split { None } else { kernel };
             let last = flow.last_ns.max(kernel.map_or(0, |k| k.last_seen_ns));
             let idle_until = last + self.config.timeouts.for_flow(key.proto, closing);
