@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use testbed::frames::{L4, Packet};
+use testbed::frames::{Ipv6Ext, L4, Packet};
 use xdp_redirect::{Action, LoadOptions, XdpRedirect, xdp_action};
 
 /// xorshift64*: deterministic, no dependency.
@@ -73,9 +73,18 @@ fn random_packet(rng: &mut Rng) -> Packet {
     let vlans: Vec<u16> = (0..rng.below(3))
         .map(|_| 1 + rng.below(4094) as u16)
         .collect();
-    Packet::new(src, dst, l4)
+    let mut packet = Packet::new(src, dst, l4)
         .with_vlans(&vlans)
-        .with_payload(&vec![0xab; rng.below(64) as usize])
+        .with_payload(&vec![0xab; rng.below(64) as usize]);
+    // IPv6: sometimes an atomic fragment header (RFC 6946), a whole packet
+    // both parsers must walk past.
+    if v6 && rng.below(3) == 0 {
+        packet.ipv6_ext = vec![Ipv6Ext::Fragment {
+            offset: 0,
+            more: false,
+        }];
+    }
+    packet
 }
 
 #[test]

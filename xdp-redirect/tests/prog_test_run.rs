@@ -209,6 +209,19 @@ fn table_of_frames_root() {
         Outcome::Fragment,
     );
 
+    // An atomic fragment (offset 0, no more fragments) is a whole packet.
+    let mut atomic = Packet::udp(ip("2001:db8::1"), 1, ip("2001:db8::2"), 2);
+    atomic.ipv6_ext = vec![Ipv6Ext::Fragment {
+        offset: 0,
+        more: false,
+    }];
+    check(
+        &prog,
+        "IPv6 atomic fragment",
+        &atomic.build(),
+        Outcome::ToUserSpace,
+    );
+
     let mut too_many_ext = Packet::udp(ip("2001:db8::1"), 1, ip("2001:db8::2"), 2);
     too_many_ext.ipv6_ext = vec![Ipv6Ext::DestOpts; 5];
     check(

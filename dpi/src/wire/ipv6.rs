@@ -97,15 +97,25 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Walks up to [`MAX_EXT_HEADERS`] extension headers (hop-by-hop,
-    /// routing, destination options, AH) to the upper layer; stops at a
-    /// fragment header. More extension headers than that is an error, as in
-    /// the XDP program.
+    /// routing, destination options, AH, and an atomic fragment header) to
+    /// the upper layer; stops at the fragment header of a real fragment.
+    /// More extension headers than that is an error, as in the XDP program.
     pub fn upper_layer(&self) -> Result<UpperLayer, Error> {
         let payload = self.payload();
         let mut next = self.next_header();
         let mut offset = 0usize;
         for _ in 0..MAX_EXT_HEADERS {
             if next == NEXT_FRAGMENT {
+                let frag = payload.get(offset..).unwrap_or(&[]);
+                need(Layer::Ipv6Ext, frag, 8).map_err(|e| e.at(field::HEADER_LEN + offset))?;
+                // An atomic fragment (RFC 6946: offset 0, no more
+                // fragments) is a whole packet: walk past it, or it would
+                // carry a flow past inspection on every packet.
+                if u16::from_be_bytes([frag[2], frag[3]]) & 0xfff9 == 0 {
+                    next = frag[0];
+                    offset += 8;
+                    continue;
+                }
                 return Ok(UpperLayer {
                     protocol: next,
                     offset: field::HEADER_LEN + offset,
@@ -187,6 +197,19 @@ mod tests {
                 .upper_layer()
                 .unwrap()
                 .fragment
+        );
+    }
+
+    #[test]
+    fn an_atomic_fragment_is_a_whole_packet() {
+        // offset 0, M = 0 (RFC 6946), then UDP
+        let mut ext = vec![17, 0, 0, 0, 0, 0, 0, 1];
+        ext.extend_from_slice(&[0, 1, 0, 2, 0, 8, 0, 0]);
+        let p = packet(NEXT_FRAGMENT, &ext);
+        let upper = Packet::new_checked(&p[..]).unwrap().upper_layer().unwrap();
+        assert_eq!(
+            (upper.protocol, upper.offset, upper.fragment),
+            (17, 48, false)
         );
     }
 

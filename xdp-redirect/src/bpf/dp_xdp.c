@@ -150,6 +150,14 @@ struct icmp_echo {
  * space does with flows. */
 #define ICMPV6_IS_LINK_CONTROL(t) (((t) >= 130 && (t) <= 137) || (t) == 143)
 
+/* IPv6 fragment header (RFC 8200 4.5); linux/ipv6.h has none for BPF. */
+struct frag_hdr {
+	__u8 nexthdr;
+	__u8 reserved;
+	__be16 frag_off; /* offset (13 bits) << 3 | res (2) | M (1) */
+	__be32 identification;
+};
+
 /* IPv6 extension header numbers (netinet/in.h is not usable here). */
 #define NEXTHDR_HOP 0
 #define NEXTHDR_ROUTING 43
@@ -378,8 +386,20 @@ static __always_inline int parse_ipv6(struct cursor *c, struct dp_flow_key *key,
 	for (int i = 0; i < DP_MAX_IPV6_EXT; i++) {
 		struct ipv6_opt_hdr *ext;
 
-		if (nexthdr == NEXTHDR_FRAGMENT)
-			return PARSE_FRAGMENT;
+		if (nexthdr == NEXTHDR_FRAGMENT) {
+			struct frag_hdr *frag = cursor_take(c, sizeof(*frag));
+
+			if (!frag)
+				return PARSE_ERROR;
+			/* An atomic fragment (RFC 6946: offset 0, no more
+			 * fragments) is a whole packet: walk past it, or a
+			 * sender could carry a flow past inspection with one
+			 * on every packet. */
+			if (frag->frag_off & bpf_htons(0xfff9))
+				return PARSE_FRAGMENT;
+			nexthdr = frag->nexthdr;
+			continue;
+		}
 		if (nexthdr != NEXTHDR_HOP && nexthdr != NEXTHDR_ROUTING &&
 		    nexthdr != NEXTHDR_DEST && nexthdr != NEXTHDR_AUTH)
 			break;
