@@ -431,3 +431,99 @@ fn a_dropped_flow_stays_dropped_while_its_client_retransmits_root() {
     dp.interrupt(Duration::from_secs(15))
         .unwrap_or_else(|e| panic!("dataplane {e}"));
 }
+
+/// What the XDP program cannot key never goes around inspection inline:
+/// three VLAN tags, five IPv6 destination options and malformed IP reach
+/// the workers, which read the first two (user space walks deeper) and
+/// forward or drop them by their content, and drop the last.
+#[test]
+fn frames_the_program_cannot_key_are_inspected_or_dropped_not_bridged_root() {
+    testbed::require_root("the inline unparsed-frames test");
+    let tb = InlineTestbed::up(2).expect("inline testbed");
+    let scratch = Scratch::new("unparsed");
+    let _client_xdp = attach_pass(&tb.client, &tb.client_if);
+    // The server end counts what arrives (a sink that drops: nothing here
+    // needs the server's stack).
+    let server_if = tb.server_if.clone();
+    let sink = tb
+        .server
+        .run_inside(move || {
+            let mut b = Baseline::load().expect("load the baseline programs");
+            b.attach(Kind::Sink, &server_if).expect("attach the sink");
+            b
+        })
+        .unwrap();
+    let rules = scratch.path("unparsed.rules");
+    std::fs::write(
+        &rules,
+        "drop udp any any -> any any (msg:\"blocked payload\"; content:\"blockme\"; sid:1;)\n",
+    )
+    .unwrap();
+    let stats = scratch.path("stats.json");
+    let mut dp = {
+        let mut cmd = tb.dut.command(BIN);
+        cmd.args(["--iface", &tb.dut_client_if, "--peer", &tb.dut_server_if])
+            .args(["--queues", "2", "--no-control"])
+            .arg("--rules")
+            .arg(&rules)
+            .arg("--stats-json")
+            .arg(&stats)
+            .env("RUST_LOG", "info");
+        Process::spawn(cmd).expect("spawn dataplane")
+    };
+    dp.wait_for_line("dataplane: running", Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
+
+    use testbed::frames::{Ipv6Ext, Packet, ip};
+    let udp = |sport: u16, payload: &[u8]| {
+        Packet::udp(ip("198.18.1.1"), sport, ip("198.18.1.2"), 9)
+            .with_vlans(&[10, 20, 30])
+            .with_payload(payload)
+    };
+    let udp6 = |sport: u16, payload: &[u8]| {
+        let mut p =
+            Packet::udp(ip("2001:db8::1"), sport, ip("2001:db8::2"), 9).with_payload(payload);
+        p.ipv6_ext = vec![Ipv6Ext::DestOpts; 5];
+        p
+    };
+    let mut malformed = udp(7000, b"hello").build();
+    malformed[14 + 12] = 0x44; // the IPv4 header behind the three tags claims IHL 4
+    let frames = vec![
+        udp(6000, b"hello").build(),
+        udp6(6001, b"hello").build(),
+        udp(6002, b"please blockme").build(),
+        udp6(6003, b"please blockme").build(),
+        malformed,
+    ];
+    let sent = testbed::traffic::send_frames(&tb.client, &tb.client_if, frames).unwrap();
+    assert_eq!(sent, 5);
+    testbed::wait_until(
+        "the two allowed frames at the server end",
+        Duration::from_secs(10),
+        || (sink.sink_counts().ok()?.0 >= 2).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        sink.sink_counts().unwrap().0,
+        2,
+        "only the two allowed frames crossed the bridge"
+    );
+    dp.interrupt(Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("dataplane {e}"));
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    let queues = v["queues"].as_array().unwrap();
+    let sum = |field: &str| queues.iter().map(|q| u(q, field)).sum::<u64>();
+    assert_eq!(u(&v["kernel"], "unparsed_to_user"), 5, "{v:#}");
+    assert_eq!(
+        u(&v["kernel"], "bridged"),
+        0,
+        "nothing bridged uninspected: {v:#}"
+    );
+    assert_eq!(
+        sum("verdicts_drop"),
+        2,
+        "the blocked payloads, read past the tags: {v:#}"
+    );
+    assert_eq!(sum("undecodable_dropped"), 1, "the malformed one: {v:#}");
+}

@@ -34,9 +34,14 @@ pub struct QueueCounters {
     pub verdicts_drop: u64,
     /// Verdict writes the kernel refused (logged).
     pub verdict_errors: u64,
-    /// Frames that did not decode (the XDP program passes these to the
-    /// stack, so any here means the two parsers disagree).
+    /// Frames that did not decode: inline, the frames the XDP program could
+    /// not key either (it sends them here instead of bridging them); in the
+    /// other modes any here means the two parsers disagree.
     pub decode_errors: u64,
+    /// Inline: of those, frames dropped because no parser here could read
+    /// them (malformed, or deeper than 8 VLAN tags or IPv6 extension
+    /// headers): never bridged uninspected.
+    pub undecodable_dropped: u64,
     /// Host mode: copies cut at the snap length (a longer packet: a jumbo
     /// frame, or a GSO super-packet the host sends); inspected as far as
     /// they go.

@@ -441,8 +441,8 @@ impl Flows {
 
     /// Accounts one packet (`frame` is what user space has of it, `wire_len`
     /// its length, `decoded` what [`decode`] made of it), asks the flow
-    /// table, and queues the verdict to write. Returns whether the packet may go on (false: its
-    /// flow is dropped).
+    /// table, and queues the verdict to write. Returns whether the packet may
+    /// go on (false: its flow is dropped, or inline, it cannot be read).
     fn inspect(
         &mut self,
         frame: &[u8],
@@ -455,7 +455,11 @@ impl Flows {
         self.counters.cut_packets += u64::from(wire_len > frame.len());
         let Ok(decoded) = decoded else {
             self.counters.decode_errors += 1;
-            return true;
+            // Inline, what no parser here can read (the XDP program sends
+            // such frames here rather than bridging them) is not let
+            // around inspection: dropped, and counted.
+            self.counters.undecodable_dropped += u64::from(self.config.bridge);
+            return !self.config.bridge;
         };
         let seen = self.table.on_packet(&decoded, frame, wire_len, picked_up);
         self.counters.flows_seen += u64::from(seen.new_flow);

@@ -314,6 +314,10 @@ kernel_counters! {
     egress_bypass_drop = DP_CNT_EGRESS_BYPASS_DROP,
     /// Host mode, egress: not parsed (not IP, fragments, ...), sent.
     egress_other = DP_CNT_EGRESS_OTHER,
+    /// Bridge mode: frames the program could not key (deep VLAN stacks or
+    /// IPv6 chains, malformed IP), sent to user space instead of bridged
+    /// uninspected (not an outcome).
+    unparsed_to_user = DP_CNT_UNPARSED_TO_USER,
 }
 
 impl Counters {

@@ -588,11 +588,33 @@ fn bridge_mode_forwards_in_kernel_root() {
     );
     assert_eq!(action, xdp_action::REDIRECT);
     assert_eq!((delta.non_ip, delta.bridged), (1, 1));
+    // What it cannot key (malformed IP, more VLAN tags or IPv6 extension
+    // headers than it walks) goes to user space, never around inspection;
+    // test_run has no socket, so this is the failure action (fail open:
+    // the other port), counted as no_socket.
     let mut garbage = vec![0xffu8; 30];
     garbage[12..14].copy_from_slice(&[0x08, 0x00]); // "IPv4", version 15
-    let (action, delta) = run("garbage", &garbage);
-    assert_eq!(action, xdp_action::REDIRECT);
-    assert_eq!((delta.parse_errors, delta.bridged), (1, 1));
+    let three_tags = Packet::udp(ip("198.18.1.1"), 1, ip("198.18.1.2"), 2).with_vlans(&[1, 2, 3]);
+    let mut deep_v6 = Packet::udp(ip("2001:db8::1"), 1, ip("2001:db8::2"), 2);
+    deep_v6.ipv6_ext = vec![Ipv6Ext::DestOpts; 5];
+    for (what, frame) in [
+        ("garbage", garbage),
+        ("three VLAN tags", three_tags.build()),
+        ("five IPv6 destination options", deep_v6.build()),
+    ] {
+        let (action, delta) = run(what, &frame);
+        assert_eq!(action, xdp_action::REDIRECT, "{what}");
+        assert_eq!(
+            (
+                delta.unparsed_to_user,
+                delta.no_socket,
+                delta.bridged,
+                delta.parse_errors
+            ),
+            (1, 1, 0, 0),
+            "{what}: {delta:?}"
+        );
+    }
 }
 
 /// Fail open / fail closed: a queue whose worker stopped beating gets the

@@ -1,4 +1,4 @@
-//! Ethernet II with up to two 802.1Q / 802.1ad VLAN tags.
+//! Ethernet II with up to eight 802.1Q / 802.1ad VLAN tags.
 
 use super::{Error, Layer, be16, need};
 
@@ -18,8 +18,10 @@ pub const ETHERTYPE_IPV6: u16 = 0x86dd;
 pub const ETHERTYPE_ARP: u16 = 0x0806;
 pub const ETHERTYPE_VLAN: u16 = 0x8100;
 pub const ETHERTYPE_QINQ: u16 = 0x88a8;
-/// VLAN tags followed, as in the XDP program (`DP_MAX_VLAN_TAGS`).
-pub const MAX_VLAN_TAGS: usize = 2;
+/// VLAN tags followed: more than the XDP program's `DP_MAX_VLAN_TAGS` (2),
+/// because in inline mode the frames it gives up on come here, to be read
+/// further instead of going around inspection.
+pub const MAX_VLAN_TAGS: usize = 8;
 
 /// An Ethernet frame with its VLAN tags resolved.
 #[derive(Clone, Copy, Debug)]
@@ -34,8 +36,9 @@ pub struct Frame<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> Frame<T> {
-    /// Checks the Ethernet header and any VLAN tags. A third tag is left
-    /// unresolved: [`Frame::ethertype`] then reports a VLAN ethertype.
+    /// Checks the Ethernet header and any VLAN tags. A tag beyond
+    /// [`MAX_VLAN_TAGS`] is left unresolved: [`Frame::ethertype`] then
+    /// reports a VLAN ethertype.
     pub fn new_checked(buffer: T) -> Result<Self, Error> {
         let b = buffer.as_ref();
         need(Layer::Ethernet, b, field::HEADER_LEN)?;

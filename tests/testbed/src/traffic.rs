@@ -287,3 +287,57 @@ pub fn send_from_here(spec: &FlowSpec) -> io::Result<Sent> {
     sent.elapsed = start.elapsed();
     Ok(sent)
 }
+
+/// Sends whole Ethernet frames, as built, out of `iface` in `ns` (an
+/// AF_PACKET socket: the frames reach the wire byte for byte, VLAN tags
+/// and malformed headers included). Returns how many were sent.
+pub fn send_frames(ns: &Netns, iface: &str, frames: Vec<Vec<u8>>) -> io::Result<usize> {
+    let iface = iface.to_string();
+    ns.run_inside(move || -> io::Result<usize> {
+        let index = {
+            let name = std::ffi::CString::new(iface.clone()).map_err(io::Error::other)?;
+            // SAFETY: a valid NUL-terminated name for the duration of the call.
+            unsafe { libc::if_nametoindex(name.as_ptr()) }
+        };
+        if index == 0 {
+            return Err(io::Error::other(format!("no interface {iface}")));
+        }
+        // SAFETY: plain socket(2); the fd is owned right away.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                (libc::ETH_P_ALL as u16).to_be() as i32,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: all-zero is a valid sockaddr_ll; the fields are set below.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = index as i32;
+        addr.sll_halen = 6;
+        let mut sent = 0;
+        for frame in &frames {
+            // SAFETY: `frame` and `addr` are valid for the sizes given.
+            let rc = unsafe {
+                libc::sendto(
+                    fd.as_raw_fd(),
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    0,
+                    (&addr as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                )
+            };
+            if rc < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            sent += 1;
+        }
+        Ok(sent)
+    })?
+}

@@ -215,7 +215,13 @@ enum dp_counter {
 	DP_CNT_EGRESS_BYPASS_PASS = 25, /* decided allow: sent */
 	DP_CNT_EGRESS_BYPASS_DROP = 26, /* decided drop: dropped */
 	DP_CNT_EGRESS_OTHER = 27,       /* not IP, fragment, link control or unparsed: sent */
-	DP_CNT_MAX = 28,
+	/* Not an outcome: bridge mode, frames the program could not key (more
+	 * VLAN tags or IPv6 extension headers than it walks, or malformed IP)
+	 * sent to user space, which reads further or drops them, instead of
+	 * being bridged uninspected (their outcome is to_user or the failure
+	 * action). */
+	DP_CNT_UNPARSED_TO_USER = 28,
+	DP_CNT_MAX = 29,
 };
 
 /*

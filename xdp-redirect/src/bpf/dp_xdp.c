@@ -168,7 +168,9 @@ struct frag_hdr {
 enum parse_result {
 	PARSE_OK = 0,
 	PARSE_ERROR,    /* truncated or malformed: pass and count */
-	PARSE_NON_IP,   /* not IP, or too many VLAN tags: pass and count */
+	PARSE_NON_IP,   /* not IP: pass and count */
+	PARSE_DEEP_VLAN, /* more VLAN tags than DP_MAX_VLAN_TAGS (counted as non_ip) */
+	PARSE_DEEP_IPV6, /* more IPv6 extension headers than DP_MAX_IPV6_EXT (counted as parse_errors) */
 	PARSE_FRAGMENT, /* IP fragment: pass to the stack to reassemble */
 	PARSE_LINK_CONTROL, /* ICMPv6 ND/MLD: the link's own control plane, pass */
 };
@@ -415,7 +417,7 @@ static __always_inline int parse_ipv6(struct cursor *c, struct dp_flow_key *key,
 	}
 	if (nexthdr == NEXTHDR_HOP || nexthdr == NEXTHDR_ROUTING || nexthdr == NEXTHDR_DEST ||
 	    nexthdr == NEXTHDR_AUTH || nexthdr == NEXTHDR_FRAGMENT)
-		return PARSE_ERROR; /* more extension headers than we walk */
+		return PARSE_DEEP_IPV6; /* more extension headers than we walk */
 
 	/* extension headers are IPv6's options: the balancer leaves them alone */
 	info->ip_options = c->pos != (void *)(ip6 + 1);
@@ -473,6 +475,8 @@ static __always_inline int parse_packet(void *data, void *data_end, __u32 len,
 		return parse_ipv4(&c, key, info);
 	if (proto == bpf_htons(ETH_P_IPV6))
 		return parse_ipv6(&c, key, info);
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD))
+		return PARSE_DEEP_VLAN;
 	return PARSE_NON_IP;
 }
 
@@ -536,6 +540,34 @@ static __always_inline struct dp_verdict *verdict_lookup(const struct dp_flow_ke
 		return bpf_map_lookup_elem(&verdicts4, &key4);
 	}
 	return bpf_map_lookup_elem(&verdicts, key);
+}
+
+/* To the AF_XDP socket of the packet's port and queue, unless that queue's
+ * worker stopped beating or has no socket: then the failure action, so a
+ * stuck or dead user space never blackholes the link silently. */
+static __always_inline int to_user_space(struct xdp_md *ctx)
+{
+	__u32 slot;
+	int ret;
+
+	if (dp_cfg_failure_grace_ns) {
+		__u32 queue = ctx->rx_queue_index;
+		__u64 *beat = bpf_map_lookup_elem(&heartbeat, &queue);
+
+		/* 0: no worker ever served this queue (then no socket either) */
+		if (beat && *beat && bpf_ktime_get_coarse_ns() - *beat > dp_cfg_failure_grace_ns)
+			return on_failure(ctx, DP_CNT_FAILOVER);
+	}
+	if (dp_cfg_stamp_meta)
+		stamp_meta(ctx);
+	slot = ingress_side(ctx) * DP_MAX_QUEUES + ctx->rx_queue_index;
+	ret = bpf_redirect_map(&xsks, slot, 0);
+	if (ret == XDP_REDIRECT) {
+		count(DP_CNT_TO_USER);
+		return ret;
+	}
+	/* no socket on this queue (none yet, or its process is gone) */
+	return on_failure(ctx, DP_CNT_NO_SOCKET);
 }
 
 /* Host mode: the ring of the worker that owns the flow. The key is
@@ -604,7 +636,6 @@ int dp_xdp(struct xdp_md *ctx)
 	struct parse_info info = {};
 	struct dp_verdict *verdict;
 	__u32 len = ctx->data_end - ctx->data;
-	__u32 slot;
 	int ret;
 
 	__builtin_memset(&key, 0, sizeof(key));
@@ -621,7 +652,13 @@ int dp_xdp(struct xdp_md *ctx)
 	case PARSE_LINK_CONTROL:
 		return not_decided(ctx, DP_CNT_LINK_CONTROL);
 	default:
-		return not_decided(ctx, DP_CNT_PARSE_ERRORS);
+		/* Deeper than we parse, or malformed. Inline, nothing goes around
+		 * inspection: user space reads further, and forwards or drops. */
+		if (dp_cfg_bridge) {
+			count(DP_CNT_UNPARSED_TO_USER);
+			return to_user_space(ctx);
+		}
+		return not_decided(ctx, ret == PARSE_DEEP_VLAN ? DP_CNT_NON_IP : DP_CNT_PARSE_ERRORS);
 	}
 
 	if (dp_cfg_lb) {
@@ -682,26 +719,7 @@ int dp_xdp(struct xdp_md *ctx)
 		return XDP_PASS;
 	}
 
-	/* A queue whose worker stopped beating: the failure action, so a stuck
-	 * or dead user space never blackholes the link silently. */
-	if (dp_cfg_failure_grace_ns) {
-		__u32 queue = ctx->rx_queue_index;
-		__u64 *beat = bpf_map_lookup_elem(&heartbeat, &queue);
-
-		/* 0: no worker ever served this queue (then no socket either) */
-		if (beat && *beat && bpf_ktime_get_coarse_ns() - *beat > dp_cfg_failure_grace_ns)
-			return on_failure(ctx, DP_CNT_FAILOVER);
-	}
-	if (dp_cfg_stamp_meta)
-		stamp_meta(ctx);
-	slot = ingress_side(ctx) * DP_MAX_QUEUES + ctx->rx_queue_index;
-	ret = bpf_redirect_map(&xsks, slot, 0);
-	if (ret == XDP_REDIRECT) {
-		count(DP_CNT_TO_USER);
-		return ret;
-	}
-	/* no socket on this queue (none yet, or its process is gone) */
-	return on_failure(ctx, DP_CNT_NO_SOCKET);
+	return to_user_space(ctx);
 }
 
 /* Host mode, a packet the host sends of an undecided flow: a copy to its worker. */
