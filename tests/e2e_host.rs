@@ -89,6 +89,11 @@ fn host_mode_keeps_the_hosts_traffic_and_still_decides_root() {
         running.contains("host mode") && running.contains("4 worker(s)"),
         "the default is host mode, one worker per RX queue: {running}"
     );
+    assert!(
+        !dp.output().contains('\u{1b}'),
+        "no colour codes in a log that is not a terminal:\n{}",
+        dp.output()
+    );
 
     // The same answers, and no loss, with the data plane attached.
     let with = exchange(&tb);
