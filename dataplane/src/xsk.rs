@@ -324,8 +324,14 @@ impl QueueSocket {
             return Ok(());
         }
         let timeout = if self.tx_pending() { 1 } else { timeout_ms };
-        let fds: Vec<RawFd> = self.ports.iter().map(PortRings::fd).chain(extra).collect();
-        poll_readable(&fds, timeout)
+        // at most two ports and the wake-up fd: no allocation per idle turn
+        let mut fds = [-1; 3];
+        let mut n = 0;
+        for fd in self.ports.iter().map(PortRings::fd).chain(extra) {
+            fds[n] = fd;
+            n += 1;
+        }
+        poll_readable(&fds[..n], timeout)
     }
 
     /// The kernel statistics of the queue's socket(s), summed over both
@@ -344,17 +350,21 @@ impl QueueSocket {
     }
 }
 
-/// Sleeps in poll() until one of `fds` is readable or `timeout_ms` passes
+/// Sleeps in poll() until one of `fds` (at most 3: two ports and a wake-up
+/// fd; more are ignored) is readable or `timeout_ms` passes
 /// (an interrupted call returns early without error).
 pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<()> {
-    let mut pollfds: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
+    const MAX: usize = 3;
+    let mut pollfds = [libc::pollfd {
+        fd: -1,
+        events: libc::POLLIN,
+        revents: 0,
+    }; MAX];
+    let fds = &fds[..fds.len().min(MAX)];
+    for (pollfd, fd) in pollfds.iter_mut().zip(fds) {
+        pollfd.fd = *fd;
+    }
+    let pollfds = &mut pollfds[..fds.len()];
     // SAFETY: `pollfds` is a valid array of pollfd for its length.
     let rc = unsafe {
         libc::poll(
