@@ -5,7 +5,7 @@
 //! DNS responder in the server namespace, ping and ARP through the bridge.
 //! Everything is removed on every exit path, panics included.
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use serde_json::Value;
 use testbed::{
@@ -38,6 +38,30 @@ fn attach_pass(ns: &Netns, iface: &str) -> Baseline {
         programs
     })
     .expect("enter the namespace")
+}
+
+/// Starts the data plane bridging the DUT's two ports on `queues` queues
+/// with `rules` (no control socket) and the `extra` flags, and waits until
+/// it runs.
+fn start_bridge(
+    tb: &InlineTestbed,
+    queues: u32,
+    rules: &Path,
+    extra: &[&dyn AsRef<std::ffi::OsStr>],
+) -> Process {
+    let mut cmd = tb.dut.command(BIN);
+    cmd.args(["--iface", &tb.dut_client_if, "--peer", &tb.dut_server_if])
+        .args(["--queues", &queues.to_string(), "--no-control"])
+        .arg("--rules")
+        .arg(rules);
+    for arg in extra {
+        cmd.arg(arg);
+    }
+    cmd.env("RUST_LOG", "info");
+    let mut dp = Process::spawn(cmd).expect("spawn dataplane");
+    dp.wait_for_line("dataplane: running", Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
+    dp
 }
 
 fn curl(tb: &InlineTestbed, url: &str, host: &str, port: u16, max_time: u32) -> (bool, String) {
@@ -289,21 +313,12 @@ fn inline_both_directions_meet_one_worker_on_four_queues_root() {
     .unwrap();
     let flow_log = scratch.path("flows.jsonl");
     let stats = scratch.path("stats.json");
-    let mut dp = {
-        let mut cmd = tb.dut.command(BIN);
-        cmd.args(["--iface", &tb.dut_client_if, "--peer", &tb.dut_server_if])
-            .args(["--queues", "4", "--no-control"])
-            .arg("--rules")
-            .arg(&rules)
-            .arg("--flow-log")
-            .arg(&flow_log)
-            .arg("--stats-json")
-            .arg(&stats)
-            .env("RUST_LOG", "info");
-        Process::spawn(cmd).expect("spawn dataplane")
-    };
-    dp.wait_for_line("dataplane: running", Duration::from_secs(20))
-        .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
+    let mut dp = start_bridge(
+        &tb,
+        4,
+        &rules,
+        &[&"--flow-log", &flow_log, &"--stats-json", &stats],
+    );
 
     // 100 blocked requests, 20 at a time (each waits out its 2 s timeout).
     let through: usize = std::thread::scope(|scope| {
@@ -398,19 +413,13 @@ fn a_dropped_flow_stays_dropped_while_its_client_retransmits_root() {
         "drop http any any -> any any (msg:\"blocked\"; flow:established,to_server; http.host; content:\"blocked.test\"; sid:1;)\n",
     )
     .unwrap();
-    let mut dp = {
-        let mut cmd = tb.dut.command(BIN);
-        cmd.args(["--iface", &tb.dut_client_if, "--peer", &tb.dut_server_if])
-            .args(["--queues", "2", "--no-control"])
-            .arg("--rules")
-            .arg(&rules)
-            // idle gaps between retransmissions stay under 10 s here
-            .args(["--timeout-tcp", "10", "--timeout-tcp-closing", "1"])
-            .env("RUST_LOG", "info");
-        Process::spawn(cmd).expect("spawn dataplane")
-    };
-    dp.wait_for_line("dataplane: running", Duration::from_secs(20))
-        .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
+    // idle gaps between retransmissions stay under 10 s here
+    let mut dp = start_bridge(
+        &tb,
+        2,
+        &rules,
+        &[&"--timeout-tcp", &"10", &"--timeout-tcp-closing", &"1"],
+    );
     // The client sends the request and half-closes (its FIN queued behind
     // the request), then waits: its kernel retransmits request and FIN
     // (0.2, 0.4, 0.8, 1.6, 3.2, 6.4 s apart), well past the closing timeout.
@@ -460,19 +469,7 @@ fn frames_the_program_cannot_key_are_inspected_or_dropped_not_bridged_root() {
     )
     .unwrap();
     let stats = scratch.path("stats.json");
-    let mut dp = {
-        let mut cmd = tb.dut.command(BIN);
-        cmd.args(["--iface", &tb.dut_client_if, "--peer", &tb.dut_server_if])
-            .args(["--queues", "2", "--no-control"])
-            .arg("--rules")
-            .arg(&rules)
-            .arg("--stats-json")
-            .arg(&stats)
-            .env("RUST_LOG", "info");
-        Process::spawn(cmd).expect("spawn dataplane")
-    };
-    dp.wait_for_line("dataplane: running", Duration::from_secs(20))
-        .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
+    let mut dp = start_bridge(&tb, 2, &rules, &[&"--stats-json", &stats]);
 
     use testbed::frames::{Ipv6Ext, Packet, ip};
     let udp = |sport: u16, payload: &[u8]| {
