@@ -12,7 +12,7 @@
 //!   can go out of bounds.
 //! - A frame is only borrowed for the duration of a call; nothing returned
 //!   holds on to it, so a UMEM frame can go back to the fill ring right after.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod classify;
 pub mod flow;

@@ -12,6 +12,8 @@
 //! The data plane writes the tables into the kernel's maps; nothing here
 //! knows about XDP or AF_XDP.
 
+#![forbid(unsafe_code)]
+
 pub mod balancer;
 pub mod config;
 pub mod monitor;

@@ -4,6 +4,8 @@
 //! differs from the C compiler's.
 #![allow(non_camel_case_types, non_upper_case_globals, missing_docs)]
 #![allow(clippy::all)]
+// bindgen's layout tests hold the only unsafe blocks here: generated, not commented.
+#![allow(clippy::undocumented_unsafe_blocks)]
 
 include!(concat!(env!("OUT_DIR"), "/dp_abi.rs"));
 

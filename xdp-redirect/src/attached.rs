@@ -184,13 +184,12 @@ fn xdp_links_holding(ifindex: u32, prog_id: u32) -> Vec<u32> {
         let rc = unsafe { sys::bpf_link_get_info_by_fd(fd, &mut info, &mut len) };
         // SAFETY: closing the fd we opened above.
         unsafe { libc::close(fd) };
-        // SAFETY: the union member matches the link type checked first.
-        if rc == 0
-            && info.type_ == sys::BPF_LINK_TYPE_XDP
-            && info.prog_id == prog_id
-            && unsafe { info.__bindgen_anon_1.xdp.ifindex } == ifindex
-        {
-            found.push(id);
+        if rc == 0 && info.type_ == sys::BPF_LINK_TYPE_XDP && info.prog_id == prog_id {
+            // SAFETY: the union member matches the link type checked above.
+            let link_ifindex = unsafe { info.__bindgen_anon_1.xdp.ifindex };
+            if link_ifindex == ifindex {
+                found.push(id);
+            }
         }
     }
 }
