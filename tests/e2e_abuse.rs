@@ -81,8 +81,10 @@ fn control_socket_admits_only_root_and_survives_floods_and_fd_exhaustion_root() 
     // turned away by the credentials the kernel gives for the connection.
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
     let script = format!(
+        // the refusal may come (and the socket close) before the command
+        // is sent: a broken pipe on sending is fine, the reply is still there
         "import socket\ns = socket.socket(socket.AF_UNIX)\ns.settimeout(5)\ns.connect('{}')\n\
-         s.sendall(b'stats\\n')\nprint(s.recv(4096).decode())\n",
+         try:\n    s.sendall(b'stats\\n')\nexcept OSError:\n    pass\nprint(s.recv(4096).decode())\n",
         socket.display()
     );
     let out = Command::new("setpriv")
