@@ -194,13 +194,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE", conflicts_with_all = ["peer", "pin", "mirror", "rules", "policy", "dpi", "flow_log"])]
     pub lb: Option<PathBuf>,
 
-    /// Inline bridge (IPS) mode: everything entering --iface leaves this
-    /// interface and the reverse, unless dropped. Without it, monitor (IDS) mode.
+    /// Inline (IPS) mode: a bridge; everything entering --iface leaves this
+    /// interface and the reverse, unless dropped. Without it (and without
+    /// --mirror), host mode.
     #[arg(long, value_name = "IFACE2")]
     pub peer: Option<String>,
 
     /// Pin the verdict and counter maps and the program's links in this
-    /// bpffs directory (mounted if it is not one): the program stays
+    /// bpffs directory (mounted if it is not one, where the mount outlives
+    /// the process; under `ip netns exec` mount it first): the program stays
     /// attached when the data plane exits or dies, and the next start with
     /// the same --pin takes over its verdicts and replaces the program
     /// atomically. Remove the directory's link-* files to detach.
@@ -249,9 +251,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<std::net::SocketAddr>,
 
-    /// Monitor mode on a mirror (SPAN/TAP) port: the frames are copies, so
-    /// flows decided "allow" are discarded in XDP instead of handed to the
-    /// host's stack (counted as bypass_drop). Not with --peer.
+    /// Mirror mode: --iface is a SPAN/TAP port whose frames are copies, read
+    /// in place (AF_XDP); decided flows are discarded in XDP instead of
+    /// handed to the host's stack (counted as bypass_drop). Not with --peer.
     #[arg(long, conflicts_with = "peer")]
     pub mirror: bool,
 
