@@ -1,5 +1,5 @@
-//! Packets per second through the data plane on the veth testbed, with 1 and
-//! 4 queues, with every packet sent to user space (`--sniff-packets
+//! Packets per second through the data plane's AF_XDP path (mirror mode)
+//! on the veth testbed, with 1 and 4 queues, with every packet sent to user space (`--sniff-packets
 //! unlimited`) and with dynamic sniffing (K = 8), all in one invocation under
 //! the same offered load: UDP flows from real sockets in the generator
 //! namespace, as fast as they go. Needs root and the release `dataplane`
@@ -71,7 +71,10 @@ fn run_one(bin: &Path, args: &Args, queues: u32, sniff: &str) -> anyhow::Result<
     ));
     let _ = std::fs::remove_file(&stats);
     let mut cmd = tb.dut.command(bin.to_str().context("binary path")?);
+    // Mirror mode: the frames themselves go to the workers over AF_XDP (in
+    // host mode the workers would get copies through ring buffers instead).
     cmd.args([
+        "--mirror",
         "--iface",
         &tb.dut_if,
         "--queues",
