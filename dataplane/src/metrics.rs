@@ -73,7 +73,7 @@ pub fn render(
 ) -> String {
     let mut registry = Registry::with_prefix("dataplane");
 
-    let per_queue: [QueueCounter; 18] = [
+    let per_queue: [QueueCounter; 19] = [
         (
             "queue_rx_packets",
             "Frames taken from the queue's RX ring(s)",
@@ -126,6 +126,11 @@ pub fn render(
             "queue_decode_errors",
             "Frames user space could not decode",
             |q| q.counters.decode_errors,
+        ),
+        (
+            "queue_undecodable_dropped",
+            "Inline: frames dropped because no parser could read them",
+            |q| q.counters.undecodable_dropped,
         ),
         (
             "queue_flow_log_dropped",
@@ -225,6 +230,14 @@ pub fn render(
             .get_or_create(&label("outcome", outcome))
             .inc_by(value);
     }
+    let unparsed = counter_family(
+        &mut registry,
+        "kernel_unparsed_to_user_packets",
+        "Inline: frames the XDP program could not key, sent to user space instead of bridged",
+    );
+    unparsed
+        .get_or_create(&Vec::new())
+        .inc_by(k.unparsed_to_user);
     let flow_log = counter_family(
         &mut registry,
         "flow_log_lost_records",
