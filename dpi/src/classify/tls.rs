@@ -268,6 +268,13 @@ pub(crate) fn tls(p: &Payload<'_>, s: &mut Scratch) -> Dissect {
         };
     }
     let d = p.data;
+    // The client's first bytes may not even hold a whole record header (a
+    // sender can split it over segments): keep them while they could be
+    // the start of a handshake record.
+    if d.len() < 6 && p.index == 0 && p.from_client && could_start_handshake(d) {
+        s.tls_hello.extend_from_slice(d);
+        return Dissect::More;
+    }
     if d.len() < 5 || !tls_version(u16::from_be_bytes([d[1], d[2]])) {
         return if p.index == 0 && d.len() < 5 {
             Dissect::More
@@ -300,6 +307,17 @@ pub(crate) fn tls(p: &Payload<'_>, s: &mut Scratch) -> Dissect {
 }
 
 /// A TLS match from a ClientHello: SNI as host, ALPN and version kept.
+/// Whether `d` (fewer bytes than a record header and a handshake type)
+/// could begin a TLS handshake record carrying a ClientHello.
+fn could_start_handshake(d: &[u8]) -> bool {
+    let expect = [Some(22), Some(3), None, None, None, Some(1)];
+    !d.is_empty()
+        && d.iter()
+            .zip(expect)
+            .all(|(byte, want)| want.is_none_or(|w| *byte == w))
+        && d.get(2).is_none_or(|minor| *minor <= 4)
+}
+
 fn matched_hello(s: &mut Scratch, hello: ClientHello) -> Dissect {
     s.info.ja4 = Some(hello.ja4('t'));
     s.info.alpn = hello.alpn;
@@ -310,14 +328,15 @@ fn matched_hello(s: &mut Scratch, hello: ClientHello) -> Dissect {
 /// Parses a record holding a ClientHello: `None` if more bytes are needed,
 /// `Some(Err)` if it is not one.
 fn client_hello_record(d: &[u8]) -> Option<Result<ClientHello, ()>> {
-    if d.len() < 9 {
+    if d.len() < 6 {
         return None;
     }
     if d[0] != 22 || d[5] != 1 {
         return Some(Err(()));
     }
-    let hs_len = usize::from(d[6]) << 16 | usize::from(d[7]) << 8 | usize::from(d[8]);
-    // The hello may span several records; gather their fragments in order.
+    // The hello may span several records, the first with as little as one
+    // byte of it (its length then in the next record); gather the
+    // handshake fragments in order, then read the handshake header.
     let mut handshake = Vec::new();
     let mut rest = d;
     while rest.len() >= 5 && rest[0] == 22 {
@@ -329,6 +348,12 @@ fn client_hello_record(d: &[u8]) -> Option<Result<ClientHello, ()>> {
         }
         rest = &rest[end..];
     }
+    if handshake.len() < 4 {
+        return None;
+    }
+    let hs_len = usize::from(handshake[1]) << 16
+        | usize::from(handshake[2]) << 8
+        | usize::from(handshake[3]);
     if handshake.len() < 4 + hs_len {
         return None;
     }
@@ -424,6 +449,48 @@ pub(crate) mod tests {
             ..ClientHello::default()
         };
         assert_eq!(hello.ja4('t').split('_').nth(1), Some("8daaf6152771"));
+    }
+
+    /// Every split of the hello's first 12 bytes over two segments (inside
+    /// the record header, inside the handshake header) still gives the SNI.
+    #[test]
+    fn record_header_split_at_any_byte() {
+        let rec = client_hello("split.example");
+        for at in 1..12 {
+            let mut s = Scratch::default();
+            assert_eq!(
+                tls(&payload(&rec[..at], 0), &mut s),
+                Dissect::More,
+                "split at {at}"
+            );
+            assert_eq!(
+                tls(&payload(&rec[at..], 1), &mut s),
+                Dissect::Match(Protocol::Tls, Some("split.example".into())),
+                "split at {at}"
+            );
+        }
+    }
+
+    /// A first record that carries only the handshake type (or two bytes):
+    /// the hello's length is in the next record.
+    #[test]
+    fn first_record_with_one_or_two_handshake_bytes() {
+        let rec = client_hello("tiny.example");
+        let handshake = &rec[5..];
+        for first in [1, 2] {
+            let mut records = Vec::new();
+            for part in [&handshake[..first], &handshake[first..]] {
+                records.extend_from_slice(&[22, 3, 1]);
+                records.extend_from_slice(&(part.len() as u16).to_be_bytes());
+                records.extend_from_slice(part);
+            }
+            let mut s = Scratch::default();
+            assert_eq!(
+                tls(&payload(&records, 0), &mut s),
+                Dissect::Match(Protocol::Tls, Some("tiny.example".into())),
+                "{first} byte(s) in the first record"
+            );
+        }
     }
 
     #[test]
