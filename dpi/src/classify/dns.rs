@@ -87,7 +87,11 @@ pub(crate) fn parse(msg: &[u8]) -> Option<Option<String>> {
     Some((!name.is_empty()).then_some(name))
 }
 
-pub(crate) fn dns(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
+/// DNS over TCP: most bytes of the first message (after its two-byte length)
+/// gathered across segments before it is read; a query is far shorter.
+pub const MAX_TCP_MESSAGE: usize = 1024;
+
+pub(crate) fn dns(p: &Payload<'_>, s: &mut Scratch) -> Dissect {
     let protocol = if p.port(53) || (p.l4 == PROTO_TCP && p.port(5353)) {
         Protocol::Dns
     } else if p.port(5353) {
@@ -98,15 +102,27 @@ pub(crate) fn dns(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
         return Dissect::No;
     };
     let msg = if p.l4 == PROTO_TCP {
-        // Two-byte length prefix; the message may continue in later segments.
-        if p.data.len() < 14 {
-            return if p.index < 2 {
-                Dissect::More
-            } else {
-                Dissect::No
-            };
+        // A two-byte length, then the message, split over segments as the
+        // sender likes (the length alone in the first one, say): gathered
+        // until the message is whole.
+        let room = (2 + MAX_TCP_MESSAGE).saturating_sub(s.dns_tcp.len());
+        s.dns_tcp
+            .extend_from_slice(&p.data[..p.data.len().min(room)]);
+        // Bounded by bytes, not segments: one-byte segments must not rule
+        // DNS out before its message is whole.
+        let b = &s.dns_tcp;
+        if b.len() < 2 + 12 {
+            return Dissect::More;
         }
-        &p.data[2..]
+        let len = usize::from(u16::from_be_bytes([b[0], b[1]]));
+        if len < 12 {
+            return Dissect::No;
+        }
+        let have = b.len() - 2;
+        if have < len && have < MAX_TCP_MESSAGE {
+            return Dissect::More;
+        }
+        &b[2..2 + have.min(len)]
     } else {
         p.data
     };
@@ -174,6 +190,41 @@ mod tests {
             dns(&payload(&q, 9999), &mut Scratch::default()),
             Dissect::No
         );
+    }
+
+    /// DNS over TCP, however the sender splits it: the length prefix alone,
+    /// then the message; or one byte at a time.
+    #[test]
+    fn tcp_messages_split_anywhere() {
+        let q = query("split.example");
+        let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&q);
+        for cuts in [
+            vec![2],
+            vec![1, 2, 3, 14],
+            (1..framed.len()).collect::<Vec<_>>(),
+        ] {
+            let mut s = Scratch::default();
+            let mut from = 0;
+            let mut result = Dissect::More;
+            for (index, to) in cuts.iter().copied().chain([framed.len()]).enumerate() {
+                let p = Payload {
+                    index: index as u32,
+                    l4: 6,
+                    ..payload(&framed[from..to], 53)
+                };
+                result = dns(&p, &mut s);
+                from = to;
+                if result != Dissect::More {
+                    break;
+                }
+            }
+            assert_eq!(
+                result,
+                Dissect::Match(Protocol::Dns, Some("split.example".into())),
+                "cut at {cuts:?}"
+            );
+        }
     }
 
     #[test]

@@ -209,6 +209,9 @@ pub struct Scratch {
     /// TLS handshake bytes reassembled from the client when a ClientHello
     /// spans several segments (bounded by [`tls::MAX_HELLO`]).
     pub tls_hello: Vec<u8>,
+    /// DNS over TCP: the first message's bytes, length prefix included,
+    /// gathered over segments (bounded by [`dns::MAX_TCP_MESSAGE`]).
+    pub dns_tcp: Vec<u8>,
     /// HTTP: a request line was seen, its Host header has not been yet.
     pub http_request: bool,
     /// QUIC: CRYPTO stream bytes of the client's Initials, by offset.
