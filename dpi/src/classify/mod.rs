@@ -212,8 +212,9 @@ pub struct Scratch {
     /// DNS over TCP: the first message's bytes, length prefix included,
     /// gathered over segments (bounded by [`dns::MAX_TCP_MESSAGE`]).
     pub dns_tcp: Vec<u8>,
-    /// HTTP: a request line was seen, its Host header has not been yet.
-    pub http_request: bool,
+    /// HTTP: the client's request head gathered so far, until it is whole
+    /// (bounded by [`text::MAX_HEAD`]).
+    pub http_head: Vec<u8>,
     /// QUIC: CRYPTO stream bytes of the client's Initials, by offset.
     pub quic_crypto: Vec<u8>,
     /// Fields read so far, moved into the [`Classification`].

@@ -62,47 +62,34 @@ fn is_http_version(data: &[u8]) -> bool {
     data.starts_with(b"HTTP/1.") || data.starts_with(b"HTTP/2")
 }
 
+/// Most bytes of a request head gathered across segments before it is read.
+pub const MAX_HEAD: usize = 8 * 1024;
+
+/// Whether `d` begins a request line, or could once more bytes come (a
+/// method split over segments).
+fn could_start_request(d: &[u8]) -> bool {
+    !d.is_empty()
+        && HTTP_METHODS
+            .iter()
+            .any(|m| m.starts_with(&d[..d.len().min(m.len())]))
+}
+
 pub(crate) fn http(p: &Payload<'_>, s: &mut Scratch) -> Dissect {
     let d = p.data;
-    if s.http_request && p.from_client {
-        // The Host header comes in the next segment of a split request.
-        if s.info.http_user_agent.is_none() {
-            s.info.http_user_agent =
-                header(d, b"user-agent").map(|v| String::from_utf8_lossy(v).into_owned());
-        }
-        return Dissect::Match(Protocol::Http, header(d, b"host").and_then(host_name));
-    }
-    if starts_with_any(d, HTTP_METHODS) {
-        let line_end = d.iter().position(|b| *b == b'\n').unwrap_or(d.len());
-        let line = &d[..line_end];
-        if !line.windows(6).any(|w| w == b" HTTP/") && line_end < d.len() {
-            return Dissect::No;
-        }
-        let mut parts = line.trim_ascii_end().split(|b| *b == b' ');
-        let text = |b: &[u8]| Some(String::from_utf8_lossy(b).into_owned());
-        s.info.http_method = parts.next().and_then(text);
-        s.info.http_uri = parts.next().and_then(text);
-        s.info.http_user_agent = header(d, b"user-agent").and_then(text);
-        // A proxy request: CONNECT, or an absolute URI in the request line.
-        let target = line.split(|b| *b == b' ').nth(1).unwrap_or(&[]);
-        if d.starts_with(b"CONNECT ")
-            || target.starts_with(b"http://")
-            || target.starts_with(b"https://")
-        {
-            let host = header(d, b"host").and_then(host_name).or_else(|| {
-                let rest = target.splitn(3, |b| *b == b'/').nth(2).unwrap_or(target);
-                host_name(rest.split(|b| *b == b'/').next().unwrap_or(rest))
-            });
-            return Dissect::Match(Protocol::HttpProxy, host);
-        }
-        if let Some(host) = header(d, b"host") {
-            return Dissect::Match(Protocol::Http, host_name(host));
-        }
-        if d.windows(4).any(|w| w == b"\r\n\r\n") || line_end == d.len() && d.len() < 24 {
-            return Dissect::Match(Protocol::Http, None);
-        }
-        s.http_request = true;
-        return Dissect::More;
+    if p.from_client && (!s.http_head.is_empty() || could_start_request(d)) {
+        // The request head is gathered until it is whole, however the
+        // client splits it (a Host header cut inside the name, say), and
+        // then read as one.
+        let room = MAX_HEAD.saturating_sub(s.http_head.len());
+        s.http_head.extend_from_slice(&d[..d.len().min(room)]);
+        let head = std::mem::take(&mut s.http_head);
+        return match request_head(&head, s) {
+            Some(found) => found,
+            None => {
+                s.http_head = head;
+                Dissect::More
+            }
+        };
     }
     if is_http_version(d)
         && d.len() >= 12
@@ -118,6 +105,50 @@ pub(crate) fn http(p: &Payload<'_>, s: &mut Scratch) -> Dissect {
     } else {
         Dissect::No
     }
+}
+
+/// What a client's request head (as gathered so far) says: `None` while it
+/// is not whole yet.
+fn request_head(d: &[u8], s: &mut Scratch) -> Option<Dissect> {
+    let whole = d.windows(4).any(|w| w == b"\r\n\r\n") || d.len() >= MAX_HEAD;
+    if !starts_with_any(d, HTTP_METHODS) {
+        // a method still arriving byte by byte, or not HTTP
+        return (!could_start_request(d) || whole).then_some(Dissect::No);
+    }
+    let Some(line_end) = d.iter().position(|b| *b == b'\n') else {
+        return whole.then_some(Dissect::No);
+    };
+    let line = &d[..line_end];
+    if !line.windows(6).any(|w| w == b" HTTP/") {
+        return Some(Dissect::No);
+    }
+    let mut parts = line.trim_ascii_end().split(|b| *b == b' ');
+    let text = |b: &[u8]| Some(String::from_utf8_lossy(b).into_owned());
+    s.info.http_method = parts.next().and_then(text);
+    s.info.http_uri = parts.next().and_then(text);
+    s.info.http_user_agent = header(d, b"user-agent").and_then(text);
+    // A proxy request: CONNECT, or an absolute URI in the request line.
+    let target = line.split(|b| *b == b' ').nth(1).unwrap_or(&[]);
+    if d.starts_with(b"CONNECT ")
+        || target.starts_with(b"http://")
+        || target.starts_with(b"https://")
+    {
+        if !whole && header(d, b"host").is_none() {
+            return None;
+        }
+        let host = header(d, b"host").and_then(host_name).or_else(|| {
+            let rest = target.splitn(3, |b| *b == b'/').nth(2).unwrap_or(target);
+            host_name(rest.split(|b| *b == b'/').next().unwrap_or(rest))
+        });
+        return Some(Dissect::Match(Protocol::HttpProxy, host));
+    }
+    if !whole {
+        return None;
+    }
+    Some(Dissect::Match(
+        Protocol::Http,
+        header(d, b"host").and_then(host_name),
+    ))
 }
 
 pub(crate) fn ssdp(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
@@ -354,6 +385,39 @@ mod tests {
             http(&next, &mut s),
             Dissect::Match(Protocol::Http, Some("a.b".into()))
         );
+    }
+
+    /// A request head split anywhere (inside the method, inside the Host
+    /// header's name and value) is read whole: the host comes out entire.
+    #[test]
+    fn a_request_head_split_anywhere_gives_the_whole_host() {
+        let req: &[u8] = b"GET / HTTP/1.1\r\nHost: blocked.test\r\nUser-Agent: x\r\n\r\n";
+        let host_at = req.windows(5).position(|w| w == b"Host:").unwrap();
+        for cuts in [
+            vec![host_at + 9],
+            vec![2, host_at + 3, host_at + 10, host_at + 12],
+            vec![1, 2, 3],
+        ] {
+            let mut s = Scratch::default();
+            let mut from = 0;
+            let mut result = Dissect::More;
+            for (index, to) in cuts.iter().copied().chain([req.len()]).enumerate() {
+                let p = Payload {
+                    index: index as u32,
+                    ..payload(&req[from..to], true, 80)
+                };
+                result = http(&p, &mut s);
+                from = to;
+                if result != Dissect::More {
+                    break;
+                }
+            }
+            assert_eq!(
+                result,
+                Dissect::Match(Protocol::Http, Some("blocked.test".into())),
+                "cut at {cuts:?}"
+            );
+        }
     }
 
     #[test]
