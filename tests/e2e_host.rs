@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use testbed::{
-    Process, Scratch, Testbed,
+    Process, Scratch, Testbed, number as u,
     peers::{self, flow_records},
 };
 
@@ -40,12 +40,6 @@ fn exchange(tb: &Testbed) -> Answers {
         dns: peers::dns_query(ns, ip, "allowed.test", 40053),
         ping: peers::ping(ns, ip, 5).0,
     }
-}
-
-fn u(v: &Value, key: &str) -> u64 {
-    v[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no number `{key}` in {v}"))
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::{path::Path, time::Duration};
 
 use serde_json::Value;
 use testbed::{
-    InlineTestbed, Netns, Process, Scratch,
+    InlineTestbed, Netns, Process, Scratch, number as u,
     peers::{self, flow_records},
 };
 use xdp_redirect::baseline::{Baseline, Kind};
@@ -74,12 +74,6 @@ fn dns_query(tb: &InlineTestbed, name: &str, sport: u16) -> String {
 
 fn ping(tb: &InlineTestbed) -> (bool, String) {
     peers::ping(&tb.client, tb.server_ip, 3)
-}
-
-fn u(v: &Value, key: &str) -> u64 {
-    v[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no number `{key}` in {v}"))
 }
 
 #[test]

@@ -490,6 +490,14 @@ impl Drop for Process {
     }
 }
 
+/// The number under `key` in a JSON object (a stats document, a flow
+/// record); panics naming the key and the document if there is none.
+pub fn number(v: &serde_json::Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no number `{key}` in {v}"))
+}
+
 /// Resident set size of a process, in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
