@@ -253,6 +253,19 @@ pub fn summary(
         k.link_control,
         k.bridged
     );
+    if k.egress > 0 || k.copy_lost > 0 {
+        let _ = writeln!(
+            s,
+            "host mode: copies lost (ring full) {}; sent by the host (TC egress) {}: to_user {}  copy_lost {}  bypass_pass {}  bypass_drop {}  other {}",
+            k.copy_lost,
+            k.egress,
+            k.egress_to_user,
+            k.egress_copy_lost,
+            k.egress_bypass_pass,
+            k.egress_bypass_drop,
+            k.egress_other
+        );
+    }
     if k.rx > 0 {
         let _ = writeln!(
             s,
