@@ -542,6 +542,20 @@ static __always_inline struct dp_verdict *verdict_lookup(const struct dp_flow_ke
 	return bpf_map_lookup_elem(&verdicts, key);
 }
 
+/* A packet of a decided flow, received (XDP) or sent (TC): counted on its
+ * entry, which is stamped with the time and marked closing on FIN or RST. */
+static __always_inline void verdict_account(struct dp_verdict *verdict, __u32 len,
+					    __u8 tcp_flags)
+{
+	__sync_fetch_and_add(&verdict->packets, 1);
+	__sync_fetch_and_add(&verdict->bytes, len);
+	verdict->last_seen_ns = coarse_now();
+	/* a plain store: setting the same bit from two CPUs is idempotent,
+	 * and 32-bit atomics need -mcpu=v3 */
+	if ((tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST)) && !(verdict->flags & DP_VERDICT_F_CLOSING))
+		verdict->flags |= DP_VERDICT_F_CLOSING;
+}
+
 /* To the AF_XDP socket of the packet's port and queue, unless that queue's
  * worker stopped beating or has no socket: then the failure action, so a
  * stuck or dead user space never blackholes the link silently. */
@@ -681,14 +695,7 @@ int dp_xdp(struct xdp_md *ctx)
 
 	verdict = verdict_lookup(&key);
 	if (verdict && verdict->action != DP_ACTION_NONE) {
-		__sync_fetch_and_add(&verdict->packets, 1);
-		__sync_fetch_and_add(&verdict->bytes, len);
-		verdict->last_seen_ns = coarse_now();
-		/* a plain store: setting the same bit from two CPUs is idempotent,
-		 * and 32-bit atomics need -mcpu=v3 */
-		if ((info.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST)) &&
-		    !(verdict->flags & DP_VERDICT_F_CLOSING))
-			verdict->flags |= DP_VERDICT_F_CLOSING;
+		verdict_account(verdict, len, info.tcp_flags);
 		if (verdict->action == DP_ACTION_DROP) {
 			count(DP_CNT_BYPASS_DROP);
 			return XDP_DROP;
@@ -768,12 +775,7 @@ int dp_tc_egress(struct __sk_buff *skb)
 	}
 	verdict = verdict_lookup(&key);
 	if (verdict && verdict->action != DP_ACTION_NONE) {
-		__sync_fetch_and_add(&verdict->packets, 1);
-		__sync_fetch_and_add(&verdict->bytes, skb->len);
-		verdict->last_seen_ns = coarse_now();
-		if ((info.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST)) &&
-		    !(verdict->flags & DP_VERDICT_F_CLOSING))
-			verdict->flags |= DP_VERDICT_F_CLOSING;
+		verdict_account(verdict, skb->len, info.tcp_flags);
 		if (verdict->action == DP_ACTION_DROP) {
 			count(DP_CNT_EGRESS_BYPASS_DROP);
 			return TC_ACT_SHOT;
