@@ -429,6 +429,7 @@ fn dpi_verdicts_are_enforced_in_the_kernel_root() {
     let stats = stats_path("dpi");
     let _ = std::fs::remove_file(&stats);
     let _discard = testbed::peers::udp_discard(&tb.dut, 9);
+    let _discard19 = testbed::peers::udp_discard(&tb.dut, 19);
     let mut dp = start(
         &tb,
         &[
@@ -443,15 +444,18 @@ fn dpi_verdicts_are_enforced_in_the_kernel_root() {
         ],
     );
 
-    // 50 flows the rule drops and 50 the policy allows (Unknown -> default allow),
-    // each decided on its first packet; the other 9 packets of each stay in XDP.
-    let spec = |base: u16, payload: &[u8]| traffic::FlowSpec {
+    // 50 flows the rule drops, and 50 to another port, which no rule can
+    // match (handed to the kernel as soon as they are classified: Unknown,
+    // allowed by default), each decided on its first packet; the other 9
+    // packets of each stay in XDP.
+    let spec = |base: u16, port: u16, payload: &[u8]| traffic::FlowSpec {
         payload_len: 0,
         payload: Some(payload.to_vec()),
+        dst_port: port,
         ..traffic::FlowSpec::udp(tb.gen_ip, tb.dut_ip, 50, 10, 5_000, base)
     };
-    let blocked = traffic::send_flows(&tb.gen_ns, spec(30_000, b"please blockme now")).unwrap();
-    let allowed = traffic::send_flows(&tb.gen_ns, spec(31_000, b"hello there")).unwrap();
+    let blocked = traffic::send_flows(&tb.gen_ns, spec(30_000, 9, b"please blockme now")).unwrap();
+    let allowed = traffic::send_flows(&tb.gen_ns, spec(31_000, 19, b"hello there")).unwrap();
     let sent = blocked.packets() + allowed.packets();
     assert_eq!(sent, 1000);
     testbed::wait_until(

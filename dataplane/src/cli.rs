@@ -177,7 +177,7 @@ impl EngineArgs {
             }
             None => dpi::policy::Policy::default(),
         };
-        Ok(dpi::policy::Engine { rules, policy })
+        Ok(dpi::policy::Engine::new(rules, policy))
     }
 }
 

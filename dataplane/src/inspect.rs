@@ -176,38 +176,10 @@ impl<'s> Inspection<'s> {
         let flow = &mut entry.value;
         flow.packets += 1;
         flow.bytes += u64::from(wire_len);
-        let from_client = if decoded.from_a {
-            decoded.key.a() == flow.client
-        } else {
-            decoded.key.b() == flow.client
-        };
-        let (src_port, dst_port) = if from_client {
-            (flow.client.port(), flow.server.port())
-        } else {
-            (flow.server.port(), flow.client.port())
-        };
-        let end = decoded.payload_offset + decoded.payload_len;
-        if let Some(payload) = frame.get(decoded.payload_offset..end) {
-            let (src, dst) = if from_client {
-                (flow.client, flow.server)
-            } else {
-                (flow.server, flow.client)
-            };
-            let tcp = (decoded.key.proto == dpi::flow::PROTO_TCP).then_some((
-                decoded.tcp_seq,
-                decoded.tcp_flags & dpi::wire::tcp::SYN != 0,
-            ));
-            let packet = FlowPacket {
-                src: src.ip(),
-                dst: dst.ip(),
-                sport: src_port,
-                dport: dst_port,
-                from_client,
-                payload,
-                tcp,
-            };
-            flow.inspector.on_packet(engine, &packet);
-        }
+        // Checksums are not checked offline: a capture taken on a host holds
+        // what it sent with the checksum left to the NIC.
+        let packet = FlowPacket::from_frame(frame, &decoded, decoded.key.a() == flow.client, false);
+        flow.inspector.on_packet(engine, &packet);
         if let Some((key, entry)) = evicted {
             self.summary.evicted_flows += 1;
             self.emit(key, entry, EndReason::Evicted);

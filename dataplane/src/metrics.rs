@@ -73,7 +73,7 @@ pub fn render(
 ) -> String {
     let mut registry = Registry::with_prefix("dataplane");
 
-    let per_queue: [QueueCounter; 19] = [
+    let per_queue: [QueueCounter; 23] = [
         (
             "queue_rx_packets",
             "Frames taken from the queue's RX ring(s)",
@@ -131,6 +131,26 @@ pub fn render(
             "queue_undecodable_dropped",
             "Inline: frames dropped because no parser could read them",
             |q| q.counters.undecodable_dropped,
+        ),
+        (
+            "queue_segments_bad_checksum",
+            "Inline: TCP segments dropped for a bad checksum (the host would discard them)",
+            |q| q.counters.segments_bad_checksum,
+        ),
+        (
+            "queue_segments_no_ack",
+            "Inline: TCP segments dropped for lacking the ACK flag (the host would discard them)",
+            |q| q.counters.segments_no_ack,
+        ),
+        (
+            "queue_segments_out_of_window",
+            "Inline: TCP segments dropped for starting outside the receiver's window",
+            |q| q.counters.segments_out_of_window,
+        ),
+        (
+            "queue_segments_held_full",
+            "Inline: out-of-order TCP segments dropped for want of reassembly memory",
+            |q| q.counters.segments_held_full,
         ),
         (
             "queue_flow_log_dropped",

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use dpi::{
     Decoded, FlowKey,
     policy::{Engine, FlowInspector, FlowPacket, Verdict},
+    stream::Anomaly,
 };
 use lru::LruCache;
 use xdp_redirect::Action;
@@ -23,6 +24,10 @@ pub enum Decision {
     InspectMore,
     /// Done: the kernel applies this action to the rest of the flow.
     Decide(Action),
+    /// Not decided; this segment is one the receiving host discards (bad
+    /// checksum, no ACK, outside the window...) and was not inspected:
+    /// inline, drop it too.
+    Discard(Anomaly),
 }
 
 /// What the flow log says a flow was, kept after the decider's state is freed.
@@ -88,6 +93,9 @@ impl Decider for PacketCount {
 pub struct SniffDecider {
     pub count: PacketCount,
     pub engine: Option<Arc<Engine>>,
+    /// Validate TCP checksums (inline: frames from the wire carry real
+    /// ones; host mode's copies of what the host sends carry partial ones).
+    pub check_checksums: bool,
 }
 
 impl Decider for SniffDecider {
@@ -115,30 +123,20 @@ impl Decider for SniffDecider {
             return self.count.on_packet(&mut (), flow, packet, frame);
         };
         let inspector = state.get_or_insert_with(|| FlowInspector::new(packet.key.proto, engine));
-        let from_client = packet.from_a == flow.client_is_a;
-        let (src, dst) = if packet.from_a {
-            (packet.key.a(), packet.key.b())
-        } else {
-            (packet.key.b(), packet.key.a())
-        };
-        let payload = frame
-            .get(packet.payload_offset..packet.payload_offset + packet.payload_len)
-            .unwrap_or(&[]);
-        let tcp = (packet.key.proto == dpi::flow::PROTO_TCP)
-            .then_some((packet.tcp_seq, packet.tcp_flags & dpi::wire::tcp::SYN != 0));
-        let view = FlowPacket {
-            src: src.ip(),
-            dst: dst.ip(),
-            sport: src.port(),
-            dport: dst.port(),
-            from_client,
-            payload,
-            tcp,
-        };
+        let whole = frame.len() >= packet.payload_offset + packet.payload_len;
+        let view = FlowPacket::from_frame(
+            frame,
+            packet,
+            flow.client_is_a,
+            self.check_checksums && whole,
+        );
         match inspector.on_packet(engine, &view) {
             Verdict::Allow => Decision::Decide(Action::Pass),
             Verdict::Drop => Decision::Decide(Action::Drop),
-            Verdict::InspectMore => Decision::InspectMore,
+            Verdict::InspectMore => match inspector.packet_anomaly() {
+                Some(anomaly) => Decision::Discard(anomaly),
+                None => Decision::InspectMore,
+            },
         }
     }
 }
@@ -191,6 +189,8 @@ pub struct Seen {
     pub restore: bool,
     /// Packets of this flow user space has seen so far, this one included.
     pub flow_packets: u32,
+    /// The packet was not inspected: the receiving host would discard it.
+    pub discard: Option<Anomaly>,
 }
 
 /// One worker's flow table.
@@ -241,6 +241,7 @@ impl<D: Decider> FlowTable<D> {
             after_verdict: None,
             restore: false,
             flow_packets: 0,
+            discard: None,
         };
         if !self.flows.contains(&packet.key) {
             seen.new_flow = true;
@@ -279,14 +280,17 @@ impl<D: Decider> FlowTable<D> {
             }
             return seen;
         }
-        if let Decision::Decide(action) = self.decider.on_packet(decider_state, flow, packet, frame)
-        {
-            flow.decided = Some(action);
-            flow.verdict_ns = now_ns;
-            seen.verdict = Some(action);
-            flow.label = self.decider.label(decider_state).map(Box::new);
-            // The decider's per-flow state is no longer needed.
-            *decider_state = D::Flow::default();
+        match self.decider.on_packet(decider_state, flow, packet, frame) {
+            Decision::Decide(action) => {
+                flow.decided = Some(action);
+                flow.verdict_ns = now_ns;
+                seen.verdict = Some(action);
+                flow.label = self.decider.label(decider_state).map(Box::new);
+                // The decider's per-flow state is no longer needed.
+                *decider_state = D::Flow::default();
+            }
+            Decision::Discard(anomaly) => seen.discard = Some(anomaly),
+            Decision::InspectMore => {}
         }
         seen
     }
@@ -343,6 +347,8 @@ mod tests {
             payload_len: 0,
             tcp_flags: 0,
             tcp_seq: 0,
+            l4_offset: 34,
+            tcp: Default::default(),
         }
     }
 

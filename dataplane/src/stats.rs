@@ -42,6 +42,14 @@ pub struct QueueCounters {
     /// them (malformed, or deeper than 8 VLAN tags or IPv6 extension
     /// headers): never bridged uninspected.
     pub undecodable_dropped: u64,
+    /// Inline: TCP segments of inspected flows dropped because the host
+    /// behind would discard them and the inspection left them out: a bad
+    /// checksum, no ACK flag, data outside the receiver's window, or no room
+    /// to hold an out-of-order segment (the sender retransmits it).
+    pub segments_bad_checksum: u64,
+    pub segments_no_ack: u64,
+    pub segments_out_of_window: u64,
+    pub segments_held_full: u64,
     /// Host mode: copies cut at the snap length (a longer packet: a jumbo
     /// frame, or a GSO super-packet the host sends); inspected as far as
     /// they go.

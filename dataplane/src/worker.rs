@@ -204,6 +204,7 @@ impl Worker {
                         limit: config.sniff_limit,
                     },
                     engine: links.engine,
+                    check_checksums: config.bridge,
                 },
             ),
             counters: QueueCounters::default(),
@@ -474,6 +475,18 @@ impl Flows {
             }
             self.expiry.push(Reverse((due, decoded.key)));
         }
+        if let Some(anomaly) = seen.discard
+            && self.config.bridge
+        {
+            use dpi::stream::Anomaly;
+            let c = &mut self.counters;
+            *match anomaly {
+                Anomaly::BadChecksum => &mut c.segments_bad_checksum,
+                Anomaly::NoAck => &mut c.segments_no_ack,
+                Anomaly::OutOfWindow => &mut c.segments_out_of_window,
+                Anomaly::HeldFull => &mut c.segments_held_full,
+            } += 1;
+        }
         if let Some((key, flow)) = seen.evicted {
             self.counters.flows_evicted += 1;
             let kernel = self.kernel_entry_for_record(&key, &flow);
@@ -504,7 +517,8 @@ impl Flows {
             }
             action != Action::Drop
         } else {
-            true
+            // Inline, a segment the host would discard goes no further.
+            !(self.config.bridge && seen.discard.is_some())
         }
     }
 

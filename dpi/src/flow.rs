@@ -119,6 +119,65 @@ pub struct Decoded {
     pub tcp_flags: u8,
     /// TCP sequence number (0 for other protocols).
     pub tcp_seq: u32,
+    /// Offset of the transport header in the frame.
+    pub l4_offset: usize,
+    /// The rest of the TCP header (zero for other protocols).
+    pub tcp: TcpHeader,
+}
+
+/// The TCP header fields stream tracking needs besides flags and sequence.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpHeader {
+    pub ack: u32,
+    pub window: u16,
+    pub urgent: u16,
+    /// Window scale option (RFC 7323), read on SYN segments only.
+    pub window_scale: Option<u8>,
+}
+
+/// Whether the transport checksum of a decoded TCP or UDP packet is right
+/// (RFC 9293 §3.1, RFC 768, RFC 8200 §8.1): the ones' complement sum over
+/// the pseudo-header and the segment. A UDP/IPv4 checksum of zero means
+/// "none" and passes. None when `frame` does not hold the whole segment
+/// (a cut copy) or the transport has no checksum to check here.
+pub fn l4_checksum_ok(frame: &[u8], d: &Decoded) -> Option<bool> {
+    if d.key.proto != PROTO_TCP && d.key.proto != PROTO_UDP {
+        return None;
+    }
+    let segment = frame.get(d.l4_offset..d.payload_offset + d.payload_len)?;
+    if d.key.proto == PROTO_UDP && segment.get(6..8)? == [0, 0] && d.key.a().is_ipv4() {
+        return Some(true);
+    }
+    let (src, dst) = if d.from_a {
+        (d.key.a().ip(), d.key.b().ip())
+    } else {
+        (d.key.b().ip(), d.key.a().ip())
+    };
+    let mut sum: u64 = 0;
+    let mut add = |bytes: &[u8]| {
+        for pair in bytes.chunks(2) {
+            let hi = u64::from(pair[0]) << 8;
+            sum += hi | pair.get(1).map_or(0, |&lo| u64::from(lo));
+        }
+    };
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            add(&s.octets());
+            add(&d.octets());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            add(&s.octets());
+            add(&d.octets());
+        }
+        _ => return None,
+    }
+    add(&[0, d.key.proto]);
+    add(&(segment.len() as u32).to_be_bytes());
+    add(segment);
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    Some(sum == 0xffff)
 }
 
 /// Why a frame has no flow key.
@@ -257,9 +316,20 @@ fn decode_l4(
     proto: u8,
     vlan: u16,
 ) -> Result<Decoded, DecodeError> {
+    let mut tcp_header = TcpHeader::default();
     let (sport, dport, header_len, tcp_flags, tcp_seq) = match proto {
         PROTO_TCP => {
             let t = tcp::Packet::new_checked(l4).map_err(|e| e.at(l4_base))?;
+            tcp_header = TcpHeader {
+                ack: t.ack(),
+                window: t.window(),
+                urgent: t.urgent(),
+                window_scale: if t.flags() & tcp::SYN != 0 {
+                    t.window_scale()
+                } else {
+                    None
+                },
+            };
             (
                 t.src_port(),
                 t.dst_port(),
@@ -293,6 +363,8 @@ fn decode_l4(
         payload_len: l4.len() - header_len,
         tcp_flags,
         tcp_seq,
+        l4_offset: l4_base,
+        tcp: tcp_header,
     })
 }
 

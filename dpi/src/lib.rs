@@ -16,9 +16,11 @@
 
 pub mod classify;
 pub mod flow;
+pub mod http;
 pub mod link;
 pub mod policy;
 pub mod rules;
+pub mod stream;
 pub mod table;
 pub mod wire;
 

@@ -1,15 +1,21 @@
 //! The verdict policy: when user space has seen enough of a flow, and what
 //! then happens to it. A flow gets a verdict when a rule decides it (`drop`,
-//! or `pass`/`bypass`), when it is classified (the policy maps protocol and
-//! host to an action, else the default), or when it reaches the give-up limit
-//! (default 10 packets for TCP, 8 for UDP, as in the original work).
+//! or `pass`/`bypass`), when the policy maps its protocol and host (every
+//! HTTP request's host) to `drop`, or when the kernel can take it because
+//! there is nothing more to learn: the rest is encrypted, the inspection
+//! depth is reached, or no rule or policy entry can match it any more. The
+//! give-up limits only end the search for the flow's protocol.
 //!
 //! ```toml
-//! give_up_tcp = 10
+//! give_up_tcp = 10          # payload packets looked at to name the protocol
 //! give_up_udp = 8
 //! default = "allow"
-//! rule_limit = "drop"       # a drop rule that runs out of inspection steps:
-//!                           # drop the flow (default), or "ignore" (no match)
+//! rule_limit = "drop"       # a drop rule that runs out of inspection steps,
+//!                           # or an HTTP request head over 64 KiB: drop the
+//!                           # flow (default), or "ignore" (no match)
+//! stream_depth = 1048576    # bytes inspected per direction (0: no limit)
+//! max_user_packets = 100    # optional: decide by the policy after this many
+//!                           # packets whatever else (off by default)
 //! [[match]]
 //! protocol = "TLS"          # nDPI's name; omit for any
 //! host = "*.evil.test"      # '*' matches any run of characters; omit for any
@@ -22,8 +28,11 @@ use serde::Deserialize;
 
 use crate::{
     classify::{Classification, FlowClassifier, Protocol},
-    flow::PROTO_TCP,
-    rules::{Action, PacketView, RuleError, RuleSet},
+    flow::{Decoded, PROTO_TCP, l4_checksum_ok},
+    http::{HttpRequest, HttpRequests},
+    rules::{Action, FlowFacts, PacketView, RuleError, RuleSet},
+    stream::{Anomaly, Chunk, DEFAULT_DEPTH, Segment, StreamConfig, TcpStream},
+    wire::tcp::{ACK, SYN},
 };
 
 /// What the data plane does with a flow.
@@ -63,6 +72,8 @@ struct PolicyFile {
     give_up_udp: Option<u32>,
     default: Option<Verdict>,
     rule_limit: Option<RuleLimit>,
+    stream_depth: Option<u64>,
+    max_user_packets: Option<u32>,
     #[serde(default, rename = "match")]
     matches: Vec<MatchEntry>,
 }
@@ -74,6 +85,12 @@ pub struct Policy {
     pub give_up_udp: u32,
     pub default: Verdict,
     pub rule_limit: RuleLimit,
+    /// Bytes of each direction inspected (Suricata's
+    /// `stream.reassembly.depth`); 0: no limit.
+    pub stream_depth: u64,
+    /// Decide by the policy after this many packets in user space,
+    /// whatever else (an explicit knob; off by default).
+    pub max_user_packets: Option<u32>,
     entries: Vec<(Option<Protocol>, Option<String>, Verdict)>,
 }
 
@@ -84,6 +101,8 @@ impl Default for Policy {
             give_up_udp: crate::classify::GIVE_UP_UDP,
             default: Verdict::Allow,
             rule_limit: RuleLimit::Drop,
+            stream_depth: DEFAULT_DEPTH,
+            max_user_packets: None,
             entries: Vec::new(),
         }
     }
@@ -150,6 +169,12 @@ impl Policy {
         if let Some(limit) = parsed.rule_limit {
             policy.rule_limit = limit;
         }
+        if let Some(depth) = parsed.stream_depth {
+            policy.stream_depth = depth;
+        }
+        if let Some(cap) = parsed.max_user_packets {
+            policy.max_user_packets = Some(cap.max(1));
+        }
         for (i, m) in parsed.matches.into_iter().enumerate() {
             let protocol = match m.protocol {
                 Some(name) => Some(Protocol::from_name(&name).ok_or_else(|| {
@@ -182,6 +207,15 @@ impl Policy {
         self.entries.len()
     }
 
+    /// Whether an entry could still drop a flow of this protocol later:
+    /// one with a host, on HTTP, where every request names its host.
+    pub fn could_match_later(&self, protocol: Protocol) -> bool {
+        matches!(protocol, Protocol::Http | Protocol::HttpProxy)
+            && self.entries.iter().any(|(p, host, verdict)| {
+                *verdict == Verdict::Drop && host.is_some() && p.is_none_or(|p| p == protocol)
+            })
+    }
+
     /// The verdict for a classified flow: the first matching entry, else the default.
     pub fn decide(&self, c: &Classification) -> Verdict {
         self.entries
@@ -203,6 +237,23 @@ impl Policy {
 pub struct Engine {
     pub rules: Option<RuleSet>,
     pub policy: Policy,
+    /// Reassembly limits of every TCP flow (depth from the policy; one
+    /// out-of-order memory budget for all of them).
+    pub stream: StreamConfig,
+}
+
+impl Engine {
+    pub fn new(rules: Option<RuleSet>, policy: Policy) -> Engine {
+        let stream = StreamConfig {
+            depth: policy.stream_depth,
+            ..StreamConfig::default()
+        };
+        Engine {
+            rules,
+            policy,
+            stream,
+        }
+    }
 }
 
 /// One packet of a flow, for [`FlowInspector::on_packet`].
@@ -214,24 +265,124 @@ pub struct FlowPacket<'a> {
     pub dport: u16,
     pub from_client: bool,
     pub payload: &'a [u8],
-    /// TCP sequence number and SYN flag (None for other transports).
-    pub tcp: Option<(u32, bool)>,
+    /// The TCP header, for the stream (None for other transports).
+    pub tcp: Option<Segment<'a>>,
 }
 
-/// Inspection state of one flow: classifier, matched rules, verdict.
-#[derive(Clone, Debug)]
+impl<'a> FlowPacket<'a> {
+    /// The packet `d` of `frame`, for a flow whose client is endpoint A of
+    /// its key when `client_is_a`. `check_checksum`: validate the transport
+    /// checksum (inline, where what the host would discard must be dropped;
+    /// only for a whole frame).
+    pub fn from_frame(
+        frame: &'a [u8],
+        d: &Decoded,
+        client_is_a: bool,
+        check_checksum: bool,
+    ) -> FlowPacket<'a> {
+        let (src, dst) = if d.from_a {
+            (d.key.a(), d.key.b())
+        } else {
+            (d.key.b(), d.key.a())
+        };
+        let payload = frame
+            .get(d.payload_offset..d.payload_offset + d.payload_len)
+            .unwrap_or(&[]);
+        let tcp = (d.key.proto == PROTO_TCP).then(|| Segment {
+            seq: d.tcp_seq,
+            ack: d.tcp.ack,
+            flags: d.tcp_flags,
+            window: d.tcp.window,
+            urgent: d.tcp.urgent,
+            window_scale: d.tcp.window_scale,
+            checksum_ok: if check_checksum {
+                l4_checksum_ok(frame, d)
+            } else {
+                None
+            },
+            payload,
+        });
+        FlowPacket {
+            src: src.ip(),
+            dst: dst.ip(),
+            sport: src.port(),
+            dport: dst.port(),
+            from_client: d.from_a == client_is_a,
+            payload,
+            tcp,
+        }
+    }
+}
+
+/// Bytes of each direction's reassembled stream kept before new data, so
+/// a pattern split across the segments that bring it is still seen whole.
+pub const RAW_CONTEXT: usize = 2048;
+
+/// Stream state of a TCP flow under inspection.
+#[derive(Debug)]
+struct TcpState {
+    stream: TcpStream,
+    /// Per direction: the reassembled bytes not yet matched, after up to
+    /// [`RAW_CONTEXT`] bytes already matched; and the stream offset of `raw[0]`.
+    raw: [Vec<u8>; 2],
+    raw_base: [u64; 2],
+    /// The client's requests, while the flow may be HTTP.
+    http: Option<HttpRequests>,
+    /// The latest request.
+    request: Option<HttpRequest>,
+    /// Client SYN, server SYN/ACK, client ACK after it.
+    handshake: [bool; 3],
+    /// The server's first two bytes (a TLS record header, or not).
+    server_first: Option<[u8; 2]>,
+}
+
+impl TcpState {
+    fn new(config: &StreamConfig) -> TcpState {
+        TcpState {
+            stream: TcpStream::new(config.clone()),
+            raw: Default::default(),
+            raw_base: [0; 2],
+            http: Some(HttpRequests::default()),
+            request: None,
+            handshake: [false; 3],
+            server_first: None,
+        }
+    }
+
+    fn established(&self, directions: [bool; 2]) -> bool {
+        if self.handshake[0] {
+            self.handshake[2]
+        } else {
+            // caught mid-way: both sides talking
+            directions == [true, true]
+        }
+    }
+}
+
+/// Inspection state of one flow: classifier, stream, matched rules, verdict.
+#[derive(Debug)]
 pub struct FlowInspector {
     l4: u8,
     classifier: FlowClassifier,
     sids: Vec<u32>,
     verdict: Verdict,
-    /// Why the verdict was reached: "rule", "rule-limit" (a drop rule ran
-    /// out of inspection steps), "policy" or "give-up".
+    /// Why the verdict was reached (and the kernel took the flow): "rule",
+    /// "policy", "rule-limit" (a drop rule ran out of inspection steps),
+    /// "http-limit" (a request head past [`crate::http::MAX_HEAD`]),
+    /// "encrypted", "depth", "no-rules" (no rule can match any more) or
+    /// "packet-cap" (`max_user_packets`).
     pub decided_by: Option<&'static str>,
     /// Rules whose matching ran out of inspection steps on this flow.
     pub over_limit: u32,
     packets: u32,
     directions: [bool; 2],
+    tcp: Option<Box<TcpState>>,
+    /// Payload bytes per direction (transports without a stream).
+    bytes: [u64; 2],
+    anomaly: Option<Anomaly>,
+    /// HTTP requests read, and the anomalies they showed.
+    pub http_requests: u32,
+    pub http_anomalies: Vec<&'static str>,
 }
 
 impl FlowInspector {
@@ -250,6 +401,11 @@ impl FlowInspector {
             over_limit: 0,
             packets: 0,
             directions: [false; 2],
+            tcp: None,
+            bytes: [0; 2],
+            anomaly: None,
+            http_requests: 0,
+            http_anomalies: Vec::new(),
         }
     }
 
@@ -276,17 +432,193 @@ impl FlowInspector {
         self.packets
     }
 
+    /// Why the last packet was not taken into its stream: the receiving
+    /// host discards such a segment, so inline it is dropped.
+    pub fn packet_anomaly(&self) -> Option<Anomaly> {
+        self.anomaly
+    }
+
     /// Looks at one packet; returns the verdict (which stays once reached).
     pub fn on_packet(&mut self, engine: &Engine, p: &FlowPacket<'_>) -> Verdict {
+        self.anomaly = None;
         if self.verdict != Verdict::InspectMore {
             return self.verdict;
         }
         self.packets += 1;
-        self.directions[usize::from(!p.from_client)] = true;
+        let dir = usize::from(!p.from_client);
+        self.directions[dir] = true;
+        // Learns the ports (an empty payload is not classified).
         self.classifier
-            .on_packet(p.payload, p.from_client, p.sport, p.dport);
-        if let Some(rules) = &engine.rules {
-            let app = self.classifier.result();
+            .on_packet(&[], p.from_client, p.sport, p.dport);
+        let mut requests = Vec::new();
+        let fresh = match p.tcp {
+            Some(seg) => self.take_segment(engine, p, dir, &seg, &mut requests),
+            None => {
+                self.classifier
+                    .on_packet(p.payload, p.from_client, p.sport, p.dport);
+                self.bytes[dir] += p.payload.len() as u64;
+                !p.payload.is_empty()
+            }
+        };
+        if self.anomaly.is_some() {
+            return self.verdict;
+        }
+        self.match_rules(engine, p, dir, fresh, &requests);
+        if self.verdict == Verdict::InspectMore {
+            self.hand_off(engine, p, dir);
+        }
+        self.verdict
+    }
+
+    /// Puts a TCP segment in its stream and hands on what is now in order:
+    /// to the classifier, the HTTP request parser and the raw window.
+    /// Returns whether new bytes came.
+    fn take_segment(
+        &mut self,
+        engine: &Engine,
+        p: &FlowPacket<'_>,
+        dir: usize,
+        seg: &Segment<'_>,
+        requests: &mut Vec<HttpRequest>,
+    ) -> bool {
+        let t = self
+            .tcp
+            .get_or_insert_with(|| Box::new(TcpState::new(&engine.stream)));
+        let syn = seg.flags & SYN != 0;
+        let ack = seg.flags & ACK != 0;
+        match (dir, syn, ack) {
+            (0, true, false) => t.handshake[0] = true,
+            (1, true, true) if t.handshake[0] => t.handshake[1] = true,
+            (0, false, true) if t.handshake[1] => t.handshake[2] = true,
+            _ => {}
+        }
+        let TcpState {
+            stream,
+            raw,
+            raw_base,
+            http,
+            server_first,
+            ..
+        } = &mut **t;
+        let classifier = &mut self.classifier;
+        let mut fresh = false;
+        let taken = stream.on_segment(dir, seg, |chunk| match chunk {
+            Chunk::Data(d) => {
+                fresh = true;
+                if classifier.wants_more() {
+                    classifier.on_packet(d, p.from_client, p.sport, p.dport);
+                }
+                raw[dir].extend_from_slice(d);
+                if dir == 0
+                    && let Some(h) = http.as_mut()
+                {
+                    h.feed(d, requests);
+                }
+                if dir == 1 && server_first.is_none() && d.len() >= 2 {
+                    *server_first = Some([d[0], d[1]]);
+                }
+            }
+            Chunk::Gap(n) => {
+                raw_base[dir] += raw[dir].len() as u64 + n;
+                raw[dir].clear();
+                if dir == 0
+                    && let Some(h) = http.as_mut()
+                {
+                    h.gap();
+                }
+            }
+        });
+        if let Err(anomaly) = taken {
+            self.anomaly = Some(anomaly);
+        }
+        // A flow found to be something else is no longer read as HTTP.
+        if let Some(c) = self.classifier.result()
+            && !matches!(
+                c.protocol,
+                Protocol::Http | Protocol::HttpProxy | Protocol::Unknown
+            )
+        {
+            t.http = None;
+        }
+        fresh
+    }
+
+    /// Runs the rules on what the packet brought: each new HTTP request
+    /// (once per host a server might read in it), else the flow as it is;
+    /// raw `content` sees the direction's reassembled stream window.
+    fn match_rules(
+        &mut self,
+        engine: &Engine,
+        p: &FlowPacket<'_>,
+        dir: usize,
+        fresh: bool,
+        requests: &[HttpRequest],
+    ) {
+        let mut http_limit = false;
+        for r in requests {
+            self.http_requests += 1;
+            for a in &r.anomalies {
+                http_limit |= *a == "head-too-long";
+                if !self.http_anomalies.contains(a) {
+                    self.http_anomalies.push(a);
+                }
+            }
+        }
+        let established = match &self.tcp {
+            Some(t) => t.established(self.directions),
+            None => self.directions == [true, true],
+        };
+        let (payload, payload_base) = match &self.tcp {
+            Some(t) if fresh => (&t.raw[dir][..], t.raw_base[dir]),
+            Some(_) => (&[][..], 0),
+            None => (p.payload, 0),
+        };
+        // The classifications the rules see: one per (request, host).
+        let base = self.classifier.result().cloned();
+        let mut apps: Vec<Option<Classification>> = Vec::new();
+        let latest = requests
+            .last()
+            .or_else(|| self.tcp.as_ref().and_then(|t| t.request.as_ref()));
+        let fresh_requests = if requests.is_empty() {
+            latest.into_iter().collect::<Vec<_>>()
+        } else {
+            requests.iter().collect()
+        };
+        for r in fresh_requests {
+            let protocol = match base.as_ref().map(|c| c.protocol) {
+                Some(p @ (Protocol::Http | Protocol::HttpProxy)) => p,
+                _ => Protocol::Http,
+            };
+            let hosts: Vec<Option<String>> = if r.hosts.is_empty() {
+                vec![None]
+            } else {
+                r.hosts.iter().cloned().map(Some).collect()
+            };
+            for host in hosts {
+                let mut c = base.clone().unwrap_or_default();
+                c.protocol = protocol;
+                c.host = host;
+                c.info.http_method = Some(r.method.clone());
+                c.info.http_uri = Some(r.uri.clone());
+                c.info.http_user_agent = r.user_agent.clone();
+                apps.push(Some(c));
+            }
+        }
+        if apps.is_empty() {
+            apps.push(base);
+        }
+        let mut decisions: Vec<(Verdict, &'static str)> = Vec::new();
+        let mut hits: Vec<u32> = Vec::new();
+        let mut over_limit = 0;
+        for app in &apps {
+            // The policy reads every request's host too.
+            if !requests.is_empty()
+                && let Some(c) = app
+                && engine.policy.decide(c) == Verdict::Drop
+            {
+                decisions.push((Verdict::Drop, "policy"));
+            }
+            let Some(rules) = &engine.rules else { continue };
             let view = PacketView {
                 l4: self.l4,
                 src: p.src,
@@ -294,60 +626,139 @@ impl FlowInspector {
                 sport: p.sport,
                 dport: p.dport,
                 to_server: p.from_client,
-                established: self.directions == [true, true],
-                payload: p.payload,
-                app,
-                ja4: app.and_then(|a| a.info.ja4.as_deref()),
+                established,
+                payload,
+                payload_base,
+                app: app.as_ref(),
+                ja4: app.as_ref().and_then(|a| a.info.ja4.as_deref()),
             };
             let matched = rules.matches(&view);
-            self.over_limit += matched.over_limit.len() as u32;
+            over_limit += matched.over_limit.len() as u32;
             if engine.policy.rule_limit == RuleLimit::Drop
                 && matched.over_limit.iter().any(|h| h.action == Action::Drop)
             {
-                self.verdict = Verdict::Drop;
-                self.decided_by = Some("rule-limit");
+                decisions.push((Verdict::Drop, "rule-limit"));
             }
             for hit in matched.hits {
-                if !self.sids.contains(&hit.sid) {
-                    self.sids.push(hit.sid);
+                hits.push(hit.sid);
+                match hit.action {
+                    Action::Drop => decisions.push((Verdict::Drop, "rule")),
+                    Action::Pass | Action::Bypass => decisions.push((Verdict::Allow, "rule")),
+                    Action::Alert => {}
                 }
-                let decided = match hit.action {
-                    Action::Drop => Some(Verdict::Drop),
-                    Action::Pass | Action::Bypass => Some(Verdict::Allow),
-                    Action::Alert => None,
-                };
-                if let Some(v) = decided
-                    && self.verdict == Verdict::InspectMore
-                {
-                    self.verdict = v;
-                    self.decided_by = Some("rule");
-                }
-            }
-            if self.verdict != Verdict::InspectMore {
-                return self.verdict;
             }
         }
-        if !self.classifier.wants_more() {
-            let c = self.classifier.result().expect("decided");
-            self.verdict = engine.policy.decide(c);
-            self.decided_by = Some("policy");
-        } else if self.classifier.packets_seen() >= self.give_up(engine)
-            || self.packets >= 2 * self.give_up(engine)
+        self.over_limit += over_limit;
+        for sid in hits {
+            if !self.sids.contains(&sid) {
+                self.sids.push(sid);
+            }
+        }
+        for (verdict, by) in decisions {
+            self.decide(verdict, by);
+        }
+        if let Some(t) = self.tcp.as_mut()
+            && let Some(r) = requests.last()
         {
-            // Give up: packets with payload reached the limit, or twice as
-            // many packets overall (a flow of empty segments decides too).
-            let c = self.classifier.finish();
-            self.verdict = engine.policy.decide(&c);
-            self.decided_by = Some("give-up");
+            t.request = Some(r.clone());
         }
-        self.verdict
+        if http_limit && engine.policy.rule_limit == RuleLimit::Drop {
+            self.decide(Verdict::Drop, "http-limit");
+        }
+        // What was matched stays only as context for the next bytes.
+        if fresh && let Some(t) = self.tcp.as_mut() {
+            let raw = &mut t.raw[dir];
+            let cut = raw.len().saturating_sub(RAW_CONTEXT);
+            raw.drain(..cut);
+            t.raw_base[dir] += cut as u64;
+        }
     }
 
-    fn give_up(&self, engine: &Engine) -> u32 {
-        if self.l4 == PROTO_TCP {
-            engine.policy.give_up_tcp
+    /// The first verdict stands.
+    fn decide(&mut self, verdict: Verdict, by: &'static str) {
+        if self.verdict == Verdict::InspectMore {
+            self.verdict = verdict;
+            self.decided_by = Some(by);
+        }
+    }
+
+    /// Whether the kernel can take the flow although no rule decided it:
+    /// the packet cap if one is set; else once the protocol is known,
+    /// because the rest is encrypted, the inspection depth is reached, or
+    /// no rule or policy entry can match any more.
+    fn hand_off(&mut self, engine: &Engine, p: &FlowPacket<'_>, dir: usize) {
+        let policy = &engine.policy;
+        if let Some(cap) = policy.max_user_packets
+            && self.packets >= cap
+        {
+            let c = self.classifier.finish();
+            self.decide(policy.decide(&c), "packet-cap");
+            return;
+        }
+        let depth_reached = match &self.tcp {
+            Some(t) => t.stream.depth_reached(0) || t.stream.depth_reached(1),
+            None => policy.stream_depth != 0 && self.bytes[dir] >= policy.stream_depth,
+        };
+        if self.classifier.wants_more() {
+            if depth_reached {
+                let c = self.classifier.finish();
+                self.decide(policy.decide(&c), "depth");
+            }
+            return;
+        }
+        let c = self.classifier.result().expect("decided").clone();
+        let verdict = policy.decide(&c);
+        if verdict == Verdict::Drop {
+            self.decide(verdict, "policy");
+        } else if self.encrypted(c.protocol) {
+            self.decide(verdict, "encrypted");
+        } else if depth_reached {
+            self.decide(verdict, "depth");
         } else {
-            engine.policy.give_up_udp
+            let (client, server) = if p.from_client {
+                ((p.src, p.sport), (p.dst, p.dport))
+            } else {
+                ((p.dst, p.dport), (p.src, p.sport))
+            };
+            let facts = FlowFacts {
+                l4: self.l4,
+                client: client.into(),
+                server: server.into(),
+                protocol: c.protocol,
+                established: match &self.tcp {
+                    Some(t) => t.established(self.directions),
+                    None => self.directions == [true, true],
+                },
+            };
+            let rules_may = engine.rules.as_ref().is_some_and(|r| r.could_match(&facts));
+            if !rules_may && !policy.could_match_later(c.protocol) {
+                self.decide(verdict, "no-rules");
+            }
+        }
+    }
+
+    /// Nothing past this point can be read: TLS once the server answered
+    /// with a TLS record (the ClientHello was read to classify the flow),
+    /// SSH once both sides sent their banners, and protocols encrypted from
+    /// their first packet on (QUIC after the Initial, DTLS, WireGuard, IPsec,
+    /// OpenVPN). Suricata's `encryption-handling: bypass`.
+    fn encrypted(&self, protocol: Protocol) -> bool {
+        let server_tls = self
+            .tcp
+            .as_ref()
+            .and_then(|t| t.server_first)
+            .is_some_and(|[kind, major]| (20..=23).contains(&kind) && major == 3);
+        match protocol {
+            Protocol::Tls | Protocol::Imaps | Protocol::Pops | Protocol::Smtps => {
+                self.l4 != PROTO_TCP || server_tls
+            }
+            Protocol::Ssh => self.directions == [true, true],
+            Protocol::Quic
+            | Protocol::Dtls
+            | Protocol::WireGuard
+            | Protocol::IpSec
+            | Protocol::OpenVpn => true,
+            _ => false,
         }
     }
 }
@@ -418,19 +829,18 @@ mod tests {
             false,
         )
         .unwrap();
-        let engine = Engine {
-            rules: Some(rules),
-            policy: Policy::default(),
-        };
+        let engine = Engine::new(Some(rules), Policy::default());
         let blocked = http_flow(&engine, "blocked.test");
         assert_eq!(
             (blocked.verdict(), blocked.decided_by, blocked.sids()),
             (Verdict::Drop, Some("rule"), &[7, 8][..])
         );
+        // The raw `content` rule may match later bytes of any TCP flow:
+        // the flow stays in user space (up to the stream depth).
         let fine = http_flow(&engine, "fine.test");
         assert_eq!(
             (fine.verdict(), fine.decided_by, fine.sids()),
-            (Verdict::Allow, Some("policy"), &[8][..])
+            (Verdict::InspectMore, None, &[8][..])
         );
     }
 
@@ -448,28 +858,25 @@ mod tests {
             .unwrap()
         };
         let host = format!("x{}", "../".repeat(150));
-        let engine = Engine {
-            rules: Some(rules()),
-            policy: Policy::default(),
-        };
+        let engine = Engine::new(Some(rules()), Policy::default());
         let crafted = http_flow(&engine, &host);
         assert_eq!(
             (crafted.verdict(), crafted.decided_by, crafted.over_limit),
             (Verdict::Drop, Some("rule-limit"), 1)
         );
-        let engine = Engine {
-            rules: Some(rules()),
-            policy: Policy::parse("rule_limit = \"ignore\"\n", Path::new("p.toml")).unwrap(),
-        };
+        let engine = Engine::new(
+            Some(rules()),
+            Policy::parse("rule_limit = \"ignore\"\n", Path::new("p.toml")).unwrap(),
+        );
         let crafted = http_flow(&engine, &host);
         assert_eq!(
             (crafted.verdict(), crafted.decided_by, crafted.over_limit),
-            (Verdict::Allow, Some("policy"), 1)
+            (Verdict::InspectMore, None, 1)
         );
     }
 
     #[test]
-    fn unrecognisable_flows_are_decided_at_once_and_empty_ones_at_the_limit() {
+    fn unrecognisable_flows_are_decided_at_once_and_empty_ones_only_by_the_cap() {
         let engine = Engine::default();
         let packet = |payload: &'static [u8], sport| FlowPacket {
             src: "198.18.0.1".parse().unwrap(),
@@ -480,7 +887,7 @@ mod tests {
             payload,
             tcp: None,
         };
-        // Every dissector rules itself out: Unknown, and the policy decides.
+        // Every dissector rules itself out: Unknown, and nothing can match.
         let mut f = FlowInspector::new(17, &engine);
         assert_eq!(
             f.on_packet(
@@ -489,21 +896,246 @@ mod tests {
             ),
             Verdict::Allow
         );
-        assert_eq!(f.decided_by, Some("policy"));
-        // Empty TCP segments give nothing to classify: decided at twice the limit.
+        assert_eq!(f.decided_by, Some("no-rules"));
+        // Empty segments teach nothing: a client cannot pad its way past
+        // inspection with them.
         let mut f = FlowInspector::new(PROTO_TCP, &engine);
+        for _ in 0..100 {
+            assert_eq!(
+                f.on_packet(&engine, &packet(&[], 40001)),
+                Verdict::InspectMore
+            );
+        }
+        // Only an explicit packet cap decides such a flow.
+        let capped = Engine::new(
+            None,
+            Policy::parse("max_user_packets = 20\n", Path::new("p.toml")).unwrap(),
+        );
+        let mut f = FlowInspector::new(PROTO_TCP, &capped);
         let verdicts: Vec<Verdict> = (0..20)
-            .map(|_| f.on_packet(&engine, &packet(&[], 40001)))
+            .map(|_| f.on_packet(&capped, &packet(&[], 40001)))
             .collect();
         assert_eq!(verdicts[..19], [Verdict::InspectMore; 19]);
         assert_eq!(
             (verdicts[19], f.decided_by),
-            (Verdict::Allow, Some("give-up"))
+            (Verdict::Allow, Some("packet-cap"))
         );
         assert_eq!(
             f.finish().protocol,
             Protocol::Http,
             "guessed by port: the flow carried no payload"
         );
+    }
+
+    /// A TCP connection's packets, for the stream tests: client ISN 999,
+    /// server ISN 4999, windows 65535.
+    struct Conn {
+        client_next: u32,
+        server_next: u32,
+    }
+
+    impl Conn {
+        /// Runs the handshake through `f`.
+        fn open(engine: &Engine, f: &mut FlowInspector) -> Conn {
+            let c = Conn {
+                client_next: 1000,
+                server_next: 5000,
+            };
+            f.on_packet(engine, &c.packet(true, 999, SYN, b""));
+            f.on_packet(engine, &c.packet(false, 4999, SYN | ACK, b""));
+            f.on_packet(engine, &c.packet(true, 1000, ACK, b""));
+            c
+        }
+
+        fn packet<'a>(
+            &self,
+            from_client: bool,
+            seq: u32,
+            flags: u8,
+            payload: &'a [u8],
+        ) -> FlowPacket<'a> {
+            let (a, b) = ("198.18.0.1".parse().unwrap(), "198.18.0.2".parse().unwrap());
+            let (src, dst, sport, dport, ack) = if from_client {
+                (a, b, 40000, 80, self.server_next)
+            } else {
+                (b, a, 80, 40000, self.client_next)
+            };
+            FlowPacket {
+                src,
+                dst,
+                sport,
+                dport,
+                from_client,
+                payload,
+                tcp: Some(Segment {
+                    seq,
+                    ack: if flags & SYN != 0 && from_client {
+                        0
+                    } else {
+                        ack
+                    },
+                    flags,
+                    window: 65535,
+                    payload,
+                    ..Segment::default()
+                }),
+            }
+        }
+
+        /// The client's next bytes, in order.
+        fn send(&mut self, engine: &Engine, f: &mut FlowInspector, data: &[u8]) -> Verdict {
+            let seq = self.client_next;
+            self.client_next += data.len() as u32;
+            f.on_packet(engine, &self.packet(true, seq, ACK | 0x08, data))
+        }
+
+        fn answer(&mut self, engine: &Engine, f: &mut FlowInspector, data: &[u8]) -> Verdict {
+            let seq = self.server_next;
+            self.server_next += data.len() as u32;
+            f.on_packet(engine, &self.packet(false, seq, ACK | 0x08, data))
+        }
+    }
+
+    fn engine(rules: &str, policy: &str) -> Engine {
+        let rules = (!rules.is_empty())
+            .then(|| RuleSet::parse(rules, Path::new("r"), &Vars::default(), false).unwrap());
+        Engine::new(rules, Policy::parse(policy, Path::new("p.toml")).unwrap())
+    }
+
+    const BLOCK_HOST: &str =
+        "drop http any any -> any any (http.host; content:\"evil.test\"; sid:1;)\n";
+
+    #[test]
+    fn a_host_in_one_byte_segments_out_of_order_is_seen_whole() {
+        let e = engine(BLOCK_HOST, "");
+        let mut f = FlowInspector::new(PROTO_TCP, &e);
+        let c = Conn::open(&e, &mut f);
+        let req = b"GET / HTTP/1.1\r\nHost: evil.test\r\n\r\n";
+        // every byte but the first, last to first; then the first
+        for i in (1..req.len()).rev() {
+            let p = c.packet(true, 1000 + i as u32, ACK, &req[i..=i]);
+            assert_eq!(f.on_packet(&e, &p), Verdict::InspectMore);
+        }
+        let p = c.packet(true, 1000, ACK, &req[..1]);
+        assert_eq!(
+            (f.on_packet(&e, &p), f.decided_by),
+            (Verdict::Drop, Some("rule"))
+        );
+    }
+
+    #[test]
+    fn every_request_of_a_keep_alive_connection_is_inspected() {
+        let e = engine(BLOCK_HOST, "");
+        let mut f = FlowInspector::new(PROTO_TCP, &e);
+        let mut c = Conn::open(&e, &mut f);
+        let ok = c.send(&e, &mut f, b"GET / HTTP/1.1\r\nHost: good.test\r\n\r\n");
+        assert_eq!(
+            ok,
+            Verdict::InspectMore,
+            "an HTTP rule may match a later request"
+        );
+        c.answer(
+            &e,
+            &mut f,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        );
+        // pipelined: the second request of the segment
+        let v = c.send(
+            &e,
+            &mut f,
+            b"GET /a HTTP/1.1\r\nHost: good.test\r\n\r\nGET /b HTTP/1.1\r\nHost: Evil.Test:80\r\n\r\n",
+        );
+        assert_eq!((v, f.http_requests), (Verdict::Drop, 3));
+    }
+
+    #[test]
+    fn raw_content_is_matched_across_segments() {
+        let e = engine(
+            "drop tcp any any -> any any (content:\"attack-signature\"; sid:2;)\n",
+            "",
+        );
+        let mut f = FlowInspector::new(PROTO_TCP, &e);
+        let mut c = Conn::open(&e, &mut f);
+        assert_eq!(c.send(&e, &mut f, b"xxxxattack-"), Verdict::InspectMore);
+        assert_eq!(c.send(&e, &mut f, b"signature"), Verdict::Drop);
+    }
+
+    #[test]
+    fn decoys_the_host_would_discard_are_flagged_not_inspected() {
+        let e = engine(BLOCK_HOST, "");
+        let mut f = FlowInspector::new(PROTO_TCP, &e);
+        let c = Conn::open(&e, &mut f);
+        let good = b"GET / HTTP/1.1\r\nHost: good.test\r\n\r\n";
+        let evil = b"GET / HTTP/1.1\r\nHost: evil.test\r\n\r\n";
+        let mut decoy = c.packet(true, 1000, ACK, good);
+        if let Some(seg) = decoy.tcp.as_mut() {
+            seg.checksum_ok = Some(false);
+        }
+        assert_eq!(f.on_packet(&e, &decoy), Verdict::InspectMore);
+        assert_eq!(f.packet_anomaly(), Some(Anomaly::BadChecksum));
+        let mut no_ack = c.packet(true, 1000, 0x08, good);
+        assert_eq!(f.on_packet(&e, &no_ack), Verdict::InspectMore);
+        assert_eq!(f.packet_anomaly(), Some(Anomaly::NoAck));
+        no_ack = c.packet(true, 1000, ACK, evil);
+        assert_eq!(f.on_packet(&e, &no_ack), Verdict::Drop);
+        assert_eq!(f.packet_anomaly(), None);
+    }
+
+    #[test]
+    fn the_kernel_takes_a_flow_when_nothing_more_can_be_learned() {
+        // TLS, only an SNI rule: once the ClientHello was read.
+        let sni = "drop tls any any -> any any (tls.sni; content:\"evil.test\"; sid:3;)\n";
+        let e = engine(sni, "");
+        let mut f = FlowInspector::new(PROTO_TCP, &e);
+        let mut c = Conn::open(&e, &mut f);
+        let hello = testbed::frames::tls_client_hello("good.test");
+        let v = c.send(&e, &mut f, &hello);
+        assert_eq!((v, f.decided_by), (Verdict::Allow, Some("no-rules")));
+        // With a raw rule too: after the server's first TLS record.
+        let e = engine(
+            &format!("{sni}alert tcp any any -> any any (content:\"never\"; sid:4;)\n"),
+            "",
+        );
+        let mut f = FlowInspector::new(PROTO_TCP, &e);
+        let mut c = Conn::open(&e, &mut f);
+        assert_eq!(c.send(&e, &mut f, &hello), Verdict::InspectMore);
+        let v = c.answer(&e, &mut f, &[22, 3, 3, 0, 2, 2, 0]);
+        assert_eq!((v, f.decided_by), (Verdict::Allow, Some("encrypted")));
+        // HTTP without HTTP rules: as soon as it is classified.
+        let e = engine("", "");
+        let mut f = FlowInspector::new(PROTO_TCP, &e);
+        let mut c = Conn::open(&e, &mut f);
+        let v = c.send(&e, &mut f, b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n");
+        assert_eq!((v, f.decided_by), (Verdict::Allow, Some("no-rules")));
+        // A raw content rule keeps a flow until the depth.
+        let e = engine(
+            "alert tcp any any -> any any (content:\"never\"; sid:4;)\n",
+            "stream_depth = 100\n",
+        );
+        let mut f = FlowInspector::new(PROTO_TCP, &e);
+        let mut c = Conn::open(&e, &mut f);
+        assert_eq!(c.send(&e, &mut f, &[b'a'; 99]), Verdict::InspectMore);
+        let v = c.send(&e, &mut f, b"bc");
+        assert_eq!((v, f.decided_by), (Verdict::Allow, Some("depth")));
+    }
+
+    #[test]
+    fn the_policy_reads_every_request_host() {
+        let e = engine("", "[[match]]\nhost = \"*.evil.test\"\naction = \"drop\"\n");
+        let mut f = FlowInspector::new(PROTO_TCP, &e);
+        let mut c = Conn::open(&e, &mut f);
+        let v = c.send(&e, &mut f, b"GET / HTTP/1.1\r\nHost: a.good.test\r\n\r\n");
+        assert_eq!(
+            v,
+            Verdict::InspectMore,
+            "a later request could name a dropped host"
+        );
+        let v = c.send(
+            &e,
+            &mut f,
+            b"GET http://x.evil.test/ HTTP/1.1\r\nHost: a.good.test\r\n\r\n",
+        );
+        assert_eq!((v, f.decided_by), (Verdict::Drop, Some("policy")));
+        assert!(f.http_anomalies.contains(&"absolute-uri"));
     }
 }

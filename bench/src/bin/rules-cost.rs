@@ -47,6 +47,7 @@ fn main() {
                     to_server: true,
                     established: true,
                     payload: p,
+                    payload_base: 0,
                     app: None,
                     ja4: None,
                 };

@@ -20,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
             to_server: true,
             established: true,
             payload: data,
+            payload_base: 0,
             app: None,
             ja4: None,
         };

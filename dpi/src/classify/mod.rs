@@ -1,7 +1,8 @@
 //! Protocol classification by payload.
 //!
-//! A [`FlowClassifier`] is fed the packets of one flow (direction and
-//! transport payload, lent for the call). Each dissector looks at a payload
+//! A [`FlowClassifier`] is fed the payloads of one flow (direction and
+//! bytes, lent for the call): UDP datagrams, or a TCP direction's
+//! reassembled stream ([`crate::stream`]) as it comes in order. Each dissector looks at a payload
 //! and says the protocol is theirs ([`Dissect::Match`]), certainly not
 //! theirs ([`Dissect::No`], never asked again for this flow), or that it
 //! needs more packets. The first match decides. Ports are only a hint:
@@ -14,7 +15,6 @@
 mod binary;
 mod dns;
 mod quic;
-pub mod reassembly;
 mod text;
 mod tls;
 
@@ -332,8 +332,6 @@ pub struct FlowClassifier {
     ports: Option<(u16, u16)>,
     /// Decided, but an upgrade is still being looked for.
     refining: bool,
-    /// TCP: puts segments back in order before the dissectors see them.
-    reassembly: reassembly::Reassembler,
 }
 
 impl FlowClassifier {
@@ -362,7 +360,6 @@ impl FlowClassifier {
             result,
             ports: None,
             refining: false,
-            reassembly: reassembly::Reassembler::default(),
         }
     }
 
@@ -458,37 +455,6 @@ impl FlowClassifier {
             return true;
         }
         false
-    }
-
-    /// Feeds one TCP segment: its payload reaches the dissectors in sequence
-    /// order (held briefly if it arrived early, trimmed if retransmitted).
-    pub fn on_tcp_segment(
-        &mut self,
-        seq: u32,
-        syn: bool,
-        data: &[u8],
-        from_client: bool,
-        src_port: u16,
-        dst_port: u16,
-    ) -> bool {
-        if !self.wants_more() {
-            return true;
-        }
-        if data.is_empty() {
-            // Still tracks the sequence (a SYN) and learns the ports.
-            self.reassembly
-                .push(usize::from(!from_client), seq, syn, data, |_| {});
-            return self.on_packet(data, from_client, src_port, dst_port);
-        }
-        let mut chunks: Vec<Vec<u8>> = Vec::new();
-        self.reassembly
-            .push(usize::from(!from_client), seq, syn, data, |d| {
-                chunks.push(d.to_vec())
-            });
-        for chunk in chunks {
-            self.on_packet(&chunk, from_client, src_port, dst_port);
-        }
-        self.result.is_some()
     }
 
     /// True while a decided flow is still being looked at for a refinement.

@@ -63,7 +63,7 @@ fn is_http_version(data: &[u8]) -> bool {
 }
 
 /// Most bytes of a request head gathered across segments before it is read.
-pub const MAX_HEAD: usize = 8 * 1024;
+pub const MAX_HEAD: usize = crate::http::MAX_HEAD;
 
 /// Whether `d` begins a request line, or could once more bytes come (a
 /// method split over segments).

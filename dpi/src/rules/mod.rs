@@ -205,8 +205,12 @@ pub struct PacketView<'a> {
     pub to_server: bool,
     /// Both sides have sent something (TCP: the handshake is done).
     pub established: bool,
-    /// Transport payload.
+    /// Transport payload: the packet's, or for TCP a window of the
+    /// reassembled stream of its direction.
     pub payload: &'a [u8],
+    /// Stream offset of `payload[0]` (0 for a packet): `offset`/`depth`
+    /// count from the stream's start.
+    pub payload_base: u64,
     /// The flow's classification so far.
     pub app: Option<&'a Classification>,
     /// The flow's JA4 fingerprint, if it has one.
@@ -490,7 +494,69 @@ impl RuleSet {
     }
 }
 
+/// What is known of a flow once its protocol is, for [`RuleSet::could_match`].
+#[derive(Clone, Copy, Debug)]
+pub struct FlowFacts {
+    pub l4: u8,
+    pub client: std::net::SocketAddr,
+    pub server: std::net::SocketAddr,
+    pub protocol: Protocol,
+    pub established: bool,
+}
+
+impl RuleSet {
+    /// Whether some rule could still match a later packet of this flow:
+    /// its header fits the flow (either direction), its app-layer protocol
+    /// fits, and every buffer it needs can still come (raw payload always
+    /// can; HTTP fields on an HTTP flow; a DNS query on a DNS flow; the
+    /// TLS SNI and JA4 come once, with the ClientHello that classified the
+    /// flow). A rule with no content can only change its answer while the
+    /// flow is not yet established. When none could, the kernel can take
+    /// the flow: there is nothing more to learn.
+    pub fn could_match(&self, flow: &FlowFacts) -> bool {
+        self.rules.iter().any(|r| r.could_match(flow))
+    }
+}
+
+fn buffer_can_come(buffer: Buffer, protocol: Protocol) -> bool {
+    match buffer {
+        Buffer::Payload => true,
+        Buffer::HttpHost | Buffer::HttpUri | Buffer::HttpMethod | Buffer::HttpUserAgent => {
+            matches!(protocol, Protocol::Http | Protocol::HttpProxy)
+        }
+        Buffer::DnsQuery => matches!(protocol, Protocol::Dns | Protocol::Mdns | Protocol::Llmnr),
+        Buffer::TlsSni | Buffer::Ja4 => false,
+    }
+}
+
 impl Rule {
+    fn could_match(&self, f: &FlowFacts) -> bool {
+        if self.l4.is_some_and(|l4| l4 != f.l4) {
+            return false;
+        }
+        let fits = |src: std::net::SocketAddr, dst: std::net::SocketAddr| {
+            self.src.contains(src.ip())
+                && self.sport.contains(src.port())
+                && self.dst.contains(dst.ip())
+                && self.dport.contains(dst.port())
+        };
+        if !(fits(f.client, f.server) || fits(f.server, f.client)) {
+            return false;
+        }
+        if let Some((protos, negated)) = &self.app_proto
+            && protos.contains(&f.protocol) == *negated
+        {
+            return false;
+        }
+        if self.matchers.is_empty() {
+            return !f.established;
+        }
+        self.matchers
+            .iter()
+            .filter(|m| !is_negated(m))
+            .all(|(buffer, _)| buffer_can_come(*buffer, f.protocol))
+    }
+
     fn header_matches(&self, p: &PacketView<'_>) -> bool {
         if self.l4.is_some_and(|l4| l4 != p.l4) {
             return false;
@@ -538,7 +604,12 @@ impl Rule {
                 i = end;
                 continue;
             };
-            if !sequence_matches(&self.matchers[i..end], data, 0, budget)? {
+            let base = if buffer == Buffer::Payload {
+                p.payload_base
+            } else {
+                0
+            };
+            if !sequence_matches(&self.matchers[i..end], data, base, 0, budget)? {
                 return Ok(false);
             }
             i = end;
@@ -578,9 +649,12 @@ fn find<'h>(
 /// Suricata does, so a later relative match can use an earlier alternative;
 /// each try is a step taken from `budget`, and an empty budget ends the
 /// search ([`INSPECTION_LIMIT`]).
+/// `base` is the offset of `data[0]` in a longer buffer (a stream window):
+/// `offset`/`depth` count from that buffer's start.
 fn sequence_matches(
     matchers: &[(Buffer, Matcher)],
     data: &[u8],
+    base: u64,
     prev_end: usize,
     budget: &mut u32,
 ) -> Result<bool, OverLimit> {
@@ -598,20 +672,23 @@ fn sequence_matches(
                 });
                 (lo, hi.min(data.len()))
             } else {
-                let lo = c.offset.unwrap_or(0);
-                let hi = c.depth.map_or(data.len(), |d| lo + d).min(data.len());
-                (lo, hi)
+                let from = c.offset.unwrap_or(0) as u64;
+                let lo = from.saturating_sub(base) as usize;
+                let hi = c.depth.map_or(data.len(), |d| {
+                    usize::try_from((from + d as u64).saturating_sub(base)).unwrap_or(usize::MAX)
+                });
+                (lo, hi.min(data.len()))
             };
             if lo > hi || lo > data.len() {
-                return Ok(c.negated && sequence_matches(rest, data, prev_end, budget)?);
+                return Ok(c.negated && sequence_matches(rest, data, base, prev_end, budget)?);
             }
             let window = &data[lo..hi];
             if c.negated {
                 return Ok(find(window, &c.bytes, c.nocase).next().is_none()
-                    && sequence_matches(rest, data, prev_end, budget)?);
+                    && sequence_matches(rest, data, base, prev_end, budget)?);
             }
             for at in find(window, &c.bytes, c.nocase) {
-                if sequence_matches(rest, data, lo + at + c.bytes.len(), budget)? {
+                if sequence_matches(rest, data, base, lo + at + c.bytes.len(), budget)? {
                     return Ok(true);
                 }
             }
@@ -628,8 +705,8 @@ fn sequence_matches(
                 0
             };
             match regex.find(&data[from..]) {
-                Some(m) if !negated => sequence_matches(rest, data, from + m.end(), budget),
-                None if *negated => sequence_matches(rest, data, prev_end, budget),
+                Some(m) if !negated => sequence_matches(rest, data, base, from + m.end(), budget),
+                None if *negated => sequence_matches(rest, data, base, prev_end, budget),
                 _ => Ok(false),
             }
         }

@@ -22,6 +22,7 @@ fn packet<'a>(payload: &'a [u8], app: Option<&'a Classification>) -> PacketView<
         to_server: true,
         established: true,
         payload,
+        payload_base: 0,
         app,
         ja4: None,
     }
@@ -221,4 +222,55 @@ fn relative_content_chains_stop_at_the_inspection_limit() {
     let m = s.matches(&packet(b"END../../../../../END", None));
     assert_eq!(m.hits.iter().map(|h| h.sid).collect::<Vec<_>>(), vec![1, 2]);
     assert!(m.over_limit.is_empty() && m.most_steps < INSPECTION_LIMIT);
+}
+
+/// In a window of a stream, `offset`/`depth` count from the stream's start.
+#[test]
+fn positions_count_from_the_stream_start() {
+    let s = set(concat!(
+        "alert tcp any any -> any 80 (content:\"GET\"; depth:3; sid:1;)\n",
+        "alert tcp any any -> any 80 (content:\"evil\"; offset:100; depth:10; sid:2;)\n",
+        "alert tcp any any -> any 80 (content:\"evil\"; sid:3;)\n",
+    ));
+    let mut p = packet(b"GET evil", None);
+    assert_eq!(sids(&s, &p), [1, 3]);
+    // the same bytes 100 bytes into the stream
+    p.payload_base = 100;
+    assert_eq!(sids(&s, &p), [2, 3], "evil at stream offset 104");
+    p.payload = b"GETevil";
+    p.payload_base = 97;
+    assert_eq!(sids(&s, &p), [2, 3]);
+    p.payload_base = 200;
+    assert_eq!(sids(&s, &p), [3]);
+}
+
+#[test]
+fn could_match_knows_which_buffers_a_flow_can_still_bring() {
+    let s = set(concat!(
+        "drop http any any -> any any (http.host; content:\"evil\"; sid:1;)\n",
+        "drop tls any any -> any any (tls.sni; content:\"evil\"; sid:2;)\n",
+        "alert udp any any -> any 53 (dns.query; content:\"evil\"; sid:3;)\n",
+    ));
+    let facts = |l4, port, protocol| FlowFacts {
+        l4,
+        client: "198.18.0.1:40000".parse().unwrap(),
+        server: std::net::SocketAddr::new("198.18.0.2".parse().unwrap(), port),
+        protocol,
+        established: true,
+    };
+    assert!(s.could_match(&facts(6, 80, Protocol::Http)));
+    assert!(
+        !s.could_match(&facts(6, 443, Protocol::Tls)),
+        "the SNI came with the ClientHello"
+    );
+    assert!(!s.could_match(&facts(6, 22, Protocol::Ssh)));
+    assert!(s.could_match(&facts(17, 53, Protocol::Dns)));
+    assert!(
+        !s.could_match(&facts(17, 5353, Protocol::Mdns)),
+        "port 53 only"
+    );
+    let raw = set("alert tcp any any -> any 8000:9000 (content:\"x\"; sid:4;)\n");
+    assert!(raw.could_match(&facts(6, 8080, Protocol::Unknown)));
+    assert!(!raw.could_match(&facts(6, 80, Protocol::Http)));
+    assert!(!raw.could_match(&facts(17, 8080, Protocol::Unknown)));
 }
