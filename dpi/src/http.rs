@@ -64,12 +64,20 @@ pub struct HttpRequests {
     scanned: usize,
     /// Lines skipped where a request line should have been.
     pub junk_lines: u32,
+    /// Requests read so far.
+    pub requests: u32,
 }
 
 impl HttpRequests {
     /// True once the stream stopped being HTTP requests.
     pub fn is_opaque(&self) -> bool {
         matches!(self.state, State::Opaque)
+    }
+
+    /// Whether the stream is HTTP requests as far as it went: requests were
+    /// read and it did not turn into something else.
+    pub fn is_http(&self) -> bool {
+        self.requests > 0 && !self.is_opaque()
     }
 
     /// Bytes waiting for the end of a head or line.
@@ -160,6 +168,7 @@ impl HttpRequests {
                                 request.anomalies.push("head-too-long");
                                 self.state = State::Opaque;
                             }
+                            self.requests += 1;
                             out.push(request);
                         }
                         // A request line too long to end within the limit.

@@ -724,7 +724,17 @@ impl FlowInspector {
                 l4: self.l4,
                 client: client.into(),
                 server: server.into(),
-                protocol: c.protocol,
+                // Requests read from the stream make it HTTP for the rules,
+                // whatever the classifier concluded.
+                protocol: match &self.tcp {
+                    Some(t)
+                        if c.protocol == Protocol::Unknown
+                            && t.http.as_ref().is_some_and(HttpRequests::is_http) =>
+                    {
+                        Protocol::Http
+                    }
+                    _ => c.protocol,
+                },
                 established: match &self.tcp {
                     Some(t) => t.established(self.directions),
                     None => self.directions == [true, true],

@@ -449,7 +449,15 @@ impl FlowClassifier {
                 Dissect::More => pending = true,
             }
         }
-        if !pending || self.seen >= self.give_up {
+        // A dissector gathering a message across payloads (a request head,
+        // a ClientHello, a DNS message over TCP) is not cut off by the
+        // give-up limit: a client sending it a few bytes per segment would
+        // otherwise get its flow named Unknown before it is read. Each such
+        // buffer is bounded, so this ends.
+        let gathering = !scratch.http_head.is_empty()
+            || !scratch.tls_hello.is_empty()
+            || !scratch.dns_tcp.is_empty();
+        if !pending || (self.seen >= self.give_up && !gathering) {
             self.result = Some(self.guess());
             self.scratch = None;
             return true;
@@ -601,6 +609,30 @@ mod tests {
             assert_eq!(Protocol::from_name(p.name()), Some(*p));
         }
         assert_eq!(Protocol::Slp.name(), "Service_Location_Protocol");
+    }
+
+    /// A request head or ClientHello a few bytes per segment is read
+    /// whole, however many segments it takes.
+    #[test]
+    fn a_message_being_gathered_is_not_given_up_on() {
+        let mut c = FlowClassifier::new(PROTO_TCP, 3);
+        for b in b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n" {
+            c.on_packet(&[*b], true, 40000, 80);
+        }
+        let r = c.finish();
+        assert_eq!(
+            (r.protocol, r.host.as_deref()),
+            (Protocol::Http, Some("a.test"))
+        );
+        let mut c = FlowClassifier::new(PROTO_TCP, 3);
+        for piece in testbed::frames::tls_client_hello("b.test").chunks(5) {
+            c.on_packet(piece, true, 40000, 443);
+        }
+        let r = c.finish();
+        assert_eq!(
+            (r.protocol, r.host.as_deref()),
+            (Protocol::Tls, Some("b.test"))
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod frames;
 pub mod lb;
 pub mod peers;
+pub mod rawtcp;
 pub mod traffic;
 
 use std::{
