@@ -656,6 +656,40 @@ fn evasion_attempts() -> Vec<Attempt> {
             &hello,
         ),
         raw("TLS 1-byte first record", 443, pieces(&tiny, 6), &tiny),
+        // IP fragments
+        Attempt {
+            expected: Some(b"good.test"),
+            ..raw(
+                "control: a request in 16-byte IP fragments",
+                80,
+                vec![rawtcp::Seg {
+                    fragment: Some(16),
+                    ..seg(0, GOOD)
+                }],
+                BLOCKED,
+            )
+        },
+        raw(
+            "a blocked request in 16-byte IP fragments",
+            80,
+            vec![rawtcp::Seg {
+                fragment: Some(16),
+                ..seg(0, BLOCKED)
+            }],
+            host,
+        ),
+        raw(
+            "the dropped request again, in 8-byte fragments",
+            80,
+            vec![
+                seg(0, BLOCKED),
+                rawtcp::Seg {
+                    fragment: Some(8),
+                    ..seg(0, BLOCKED)
+                },
+            ],
+            host,
+        ),
         // Insertion
         raw(
             "decoy with a bad checksum",
@@ -783,9 +817,24 @@ fn evasion_attempts_against_drop_rules_never_reach_the_server_root() {
         match &attempt.plan {
             Plan::Raw(segs) => {
                 let segs = segs.clone();
+                let log = log.clone();
                 tb.client
                     .run_inside(move || -> std::io::Result<()> {
                         let mut c = rawtcp::RawTcp::connect(src, dst)?;
+                        // The server has the connection before the attack
+                        // starts (else its last ACK could race the attack
+                        // and be dropped with it).
+                        testbed::wait_until(
+                            "the server to accept the connection",
+                            Duration::from_secs(5),
+                            || {
+                                recorded(&log)
+                                    .iter()
+                                    .any(|r| r["event"] == "accept" && r["sport"] == sport)
+                                    .then_some(())
+                            },
+                        )
+                        .map_err(std::io::Error::other)?;
                         for s in &segs {
                             c.send(s)?;
                         }
@@ -809,13 +858,31 @@ fn evasion_attempts_against_drop_rules_never_reach_the_server_root() {
         "the server to log every connection",
         Duration::from_secs(20),
         || {
-            let records = flow_records(&log);
+            let records: Vec<Value> = recorded(&log)
+                .into_iter()
+                .filter(|r| r["event"] == "close")
+                .collect();
             let all =
                 (0..attempts.len()).all(|i| records.iter().any(|r| r["sport"] == 41000 + i as u64));
             all.then_some(records)
         },
     )
-    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", recorder.output(), dp.output()));
+    .unwrap_or_else(|e| {
+        let records = recorded(&log);
+        let missing: Vec<&str> = (0..attempts.len())
+            .filter(|i| {
+                !records
+                    .iter()
+                    .any(|r| r["event"] == "close" && r["sport"] == 41000 + *i as u64)
+            })
+            .map(|i| attempts[i].name)
+            .collect();
+        panic!(
+            "{e}: no record of {missing:?}\n{}\n{}",
+            recorder.output(),
+            dp.output()
+        )
+    });
     let mut failures = Vec::new();
     for (i, attempt) in attempts.iter().enumerate() {
         let data: String = received
@@ -877,6 +944,7 @@ fn evasion_attempts_against_drop_rules_never_reach_the_server_root() {
         "segments_bad_checksum",
         "segments_no_ack",
         "segments_out_of_window",
+        "datagrams_reassembled",
     ] {
         assert!(sum(key) >= 1, "{key} counted: {v:#}");
     }
@@ -885,6 +953,15 @@ fn evasion_attempts_against_drop_rules_never_reach_the_server_root() {
     let by = |decided: &str| flows.iter().filter(|r| r["decided_by"] == decided).count();
     assert!(by("rule") >= 15, "flows dropped by a rule: {flows:#?}");
     assert_eq!(by("rule-limit"), 1, "{flows:#?}");
+}
+
+/// The recorder's log so far; a line still being written is left out.
+fn recorded(log: &Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
 }
 
 /// Opens a connection, writes each of `writes` (reading what comes back

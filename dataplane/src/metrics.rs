@@ -73,7 +73,7 @@ pub fn render(
 ) -> String {
     let mut registry = Registry::with_prefix("dataplane");
 
-    let per_queue: [QueueCounter; 23] = [
+    let per_queue: [QueueCounter; 25] = [
         (
             "queue_rx_packets",
             "Frames taken from the queue's RX ring(s)",
@@ -151,6 +151,16 @@ pub fn render(
             "queue_segments_held_full",
             "Inline: out-of-order TCP segments dropped for want of reassembly memory",
             |q| q.counters.segments_held_full,
+        ),
+        (
+            "queue_datagrams_reassembled",
+            "Inline: IP datagrams reassembled from fragments and inspected",
+            |q| q.counters.datagrams_reassembled,
+        ),
+        (
+            "queue_fragments_dropped",
+            "Inline: IP fragments dropped (dropped flow, overlap, no room, timeout)",
+            |q| q.counters.fragments_dropped,
         ),
         (
             "queue_flow_log_dropped",

@@ -50,6 +50,13 @@ pub struct QueueCounters {
     pub segments_no_ack: u64,
     pub segments_out_of_window: u64,
     pub segments_held_full: u64,
+    /// Inline: IP datagrams reassembled from fragments and inspected.
+    pub datagrams_reassembled: u64,
+    /// Inline: fragments dropped: of a dropped flow's datagram, of a
+    /// datagram whose fragments overlap or contradict each other, refused
+    /// for want of room, given up after the timeout, or of a TCP flow
+    /// another worker inspects.
+    pub fragments_dropped: u64,
     /// Host mode: copies cut at the snap length (a longer packet: a jumbo
     /// frame, or a GSO super-packet the host sends); inspected as far as
     /// they go.

@@ -24,6 +24,7 @@ use std::{
 };
 
 use crossbeam_channel::{Sender, TrySendError};
+use dpi::defrag::{Defrag, DefragConfig, Outcome as DefragOutcome};
 use hdrhistogram::Histogram;
 use thiserror::Error;
 use xdp_redirect::clock::monotonic_ns;
@@ -174,6 +175,9 @@ struct Flows {
     expiry: BinaryHeap<Reverse<(u64, dpi::FlowKey)>>,
     next_sweep_ns: u64,
     clock: WallClock,
+    /// Inline: fragments held (their frames and ports) until their
+    /// datagram is whole.
+    defrag: Defrag<(FrameDesc, usize)>,
 }
 
 impl Worker {
@@ -215,6 +219,7 @@ impl Worker {
             expiry: BinaryHeap::new(),
             next_sweep_ns: now + SWEEP_EVERY_NS,
             clock: WallClock::new(now),
+            defrag: Defrag::new(DefragConfig::default()),
         };
         Worker {
             input,
@@ -339,8 +344,18 @@ impl Flows {
                 // SAFETY: the sender took the descriptor from its `receive`
                 // and gave it up with the parcel; it is ours until routed.
                 let frame = unsafe { socket.frame(&parcel.desc) };
-                let forward =
-                    self.inspect(frame, frame.len(), decode(frame, frame.len()), picked_up);
+                let decoded = decode(frame, frame.len());
+                if self.config.bridge && decoded == Err(dpi::DecodeError::Fragment) {
+                    self.fragment(
+                        socket,
+                        parcel.desc,
+                        usize::from(parcel.port),
+                        picked_up,
+                        None,
+                    );
+                    continue;
+                }
+                let forward = self.inspect(frame, frame.len(), decoded, picked_up);
                 self.route(socket, parcel.desc, usize::from(parcel.port), forward);
                 before = self.record_processing(before);
             }
@@ -364,6 +379,11 @@ impl Flows {
                 let frame = unsafe { socket.frame(desc) };
                 self.note_kernel_stamp(read_meta_stamp(frame), picked_up);
                 let decoded = decode(frame, frame.len());
+                if self.config.bridge && decoded == Err(dpi::DecodeError::Fragment) {
+                    self.fragment(socket, *desc, port, picked_up, handoff);
+                    before = self.record_processing(before);
+                    continue;
+                }
                 if let (Some(h), Ok(d)) = (handoff, &decoded) {
                     let owner = handoff::owner(&d.key, h.workers());
                     if owner != me {
@@ -387,6 +407,12 @@ impl Flows {
             }
             self.end_batch();
         }
+        if self.defrag.held() > 0 {
+            for (desc, _) in self.defrag.expire(monotonic_ns()) {
+                self.counters.fragments_dropped += 1;
+                socket.release(desc);
+            }
+        }
         let flushed = socket.flush()?;
         self.counters.tx_packets += flushed.sent;
         self.counters.tx_ring_full += flushed.ring_full;
@@ -396,6 +422,77 @@ impl Flows {
             }
         }
         Ok(received)
+    }
+
+    /// Inline: one IP fragment. Held until its datagram is whole; then the
+    /// datagram is inspected as one packet and every fragment forwarded as
+    /// sent, or all dropped. A datagram of a flow another worker owns goes
+    /// to that worker fragment by fragment (it reassembles them again and
+    /// inspects the datagram with the rest of the flow).
+    fn fragment(
+        &mut self,
+        socket: &mut QueueSocket,
+        desc: FrameDesc,
+        port: usize,
+        now: u64,
+        handoff: Option<&Handoffs>,
+    ) {
+        // SAFETY: `desc` came from `receive` (or a hand-over) and is held,
+        // routed or released only after the frame's last use here.
+        let frame = unsafe { socket.frame(&desc) };
+        let Some(fragment) = dpi::defrag::parse_fragment(frame) else {
+            self.counters.rx_packets += 1;
+            self.counters.rx_bytes += frame.len() as u64;
+            self.counters.decode_errors += 1;
+            self.counters.undecodable_dropped += 1;
+            socket.release(desc);
+            return;
+        };
+        let (datagram, tokens) = match self.defrag.add(&fragment, (desc, port), now) {
+            DefragOutcome::Held => return,
+            DefragOutcome::Refused(token, _) => (None, vec![token]),
+            DefragOutcome::Discarded(tokens, _) => (None, tokens),
+            DefragOutcome::Complete(datagram, tokens) => (Some(datagram), tokens),
+        };
+        let decoded = datagram.as_ref().map(|d| decode(d, d.len()));
+        if let (Some(h), Some(Ok(d))) = (handoff, &decoded) {
+            let owner = handoff::owner(&d.key, h.workers());
+            if owner != self.queue as usize {
+                for (desc, port) in tokens {
+                    let parcel = Parcel {
+                        desc,
+                        port: port as u8,
+                    };
+                    match h.send(owner, parcel) {
+                        Ok(()) => self.counters.handed_off += 1,
+                        Err(parcel) => {
+                            self.counters.handoff_full += 1;
+                            socket.release(parcel.desc);
+                        }
+                    }
+                }
+                return;
+            }
+        }
+        // The fragments count as received here, where they are routed.
+        for (desc, _) in &tokens {
+            // SAFETY: as above; each held frame is still ours.
+            self.counters.rx_bytes += unsafe { socket.frame(desc) }.len() as u64;
+        }
+        self.counters.rx_packets += tokens.len() as u64;
+        let forward = match (datagram, decoded) {
+            (Some(datagram), Some(decoded)) => {
+                self.counters.datagrams_reassembled += 1;
+                self.judge(&datagram, datagram.len(), decoded, now)
+            }
+            _ => false,
+        };
+        if !forward {
+            self.counters.fragments_dropped += tokens.len() as u64;
+        }
+        for (desc, port) in tokens {
+            self.route(socket, desc, port, forward);
+        }
     }
 
     /// Where an inspected frame that came in on `port` goes: out of the
@@ -454,6 +551,18 @@ impl Flows {
         self.counters.rx_packets += 1;
         self.counters.rx_bytes += wire_len as u64;
         self.counters.cut_packets += u64::from(wire_len > frame.len());
+        self.judge(frame, wire_len, decoded, picked_up)
+    }
+
+    /// [`Flows::inspect`] without counting the frame as received (a
+    /// datagram reassembled from fragments already counted).
+    fn judge(
+        &mut self,
+        frame: &[u8],
+        wire_len: usize,
+        decoded: Result<dpi::Decoded, dpi::DecodeError>,
+        picked_up: u64,
+    ) -> bool {
         let Ok(decoded) = decoded else {
             self.counters.decode_errors += 1;
             // Inline, what no parser here can read (the XDP program sends

@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod classify;
+pub mod defrag;
 pub mod flow;
 pub mod http;
 pub mod link;

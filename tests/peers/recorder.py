@@ -6,10 +6,11 @@ what any real server behind the bridge would act on.
 
 Usage: recorder.py ADDRESS LOG PORT...
 
-Listens on every PORT of ADDRESS. Each connection is read until the client
-closes it or it is idle for IDLE seconds; then one JSON line is appended to
-LOG: {"port": listening port, "sport": client port, "data": the bytes as
-latin-1 text}. On port 80 every complete request head (up to an empty line)
+Listens on every PORT of ADDRESS. Each accepted connection appends one JSON
+line to LOG: {"event": "accept", "port": listening port, "sport": client
+port}; it is then read until the client closes it or it is idle for IDLE
+seconds, and another is appended: {"event": "close", "port", "sport",
+"data": the bytes as latin-1 text}. On port 80 every complete request head (up to an empty line)
 is answered with a short HTTP/1.1 response, so keep-alive clients go on.
 Prints "ready" once every socket listens; runs until killed (the test kills
 it by PID). No name lookups.
@@ -25,7 +26,13 @@ RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 lock = threading.Lock()
 
 
+def log(log_path, record):
+    with lock, open(log_path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
 def serve(conn, port, peer_port, log_path):
+    log(log_path, {"event": "accept", "port": port, "sport": peer_port})
     data = b""
     answered = 0
     conn.settimeout(IDLE)
@@ -44,9 +51,10 @@ def serve(conn, port, peer_port, log_path):
         pass
     finally:
         conn.close()
-    record = {"port": port, "sport": peer_port, "data": data.decode("latin-1")}
-    with lock, open(log_path, "a") as log:
-        log.write(json.dumps(record) + "\n")
+    log(
+        log_path,
+        {"event": "close", "port": port, "sport": peer_port, "data": data.decode("latin-1")},
+    )
 
 
 def listen(address, port, log_path):

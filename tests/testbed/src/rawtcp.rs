@@ -26,7 +26,9 @@ pub const URG: u8 = 0x20;
 /// it does not know (the raw client's): an nftables table in that
 /// namespace only, gone with it.
 pub fn block_kernel_resets(ns: &Netns) -> io::Result<()> {
-    let script = "table ip rawtcp {\n  chain out {\n    type filter hook output priority 0;\n    tcp flags & rst == rst drop\n  }\n}\n";
+    // Only first fragments and whole packets have a TCP header to match
+    // (nft reads "tcp flags" at the same offset of any fragment).
+    let script = "table ip rawtcp {\n  chain out {\n    type filter hook output priority 0;\n    ip frag-off & 0x1fff == 0 tcp flags & rst == rst drop\n  }\n}\n";
     let mut cmd = ns.command("nft");
     cmd.args(["-f", "-"]);
     cmd.stdin(std::process::Stdio::piped());
@@ -59,6 +61,9 @@ pub struct Seg {
     pub payload: Vec<u8>,
     pub urgent: u16,
     pub bad_checksum: bool,
+    /// Send it as IPv4 fragments carrying this many bytes each (a
+    /// multiple of 8).
+    pub fragment: Option<usize>,
 }
 
 impl Seg {
@@ -70,6 +75,7 @@ impl Seg {
             payload: payload.to_vec(),
             urgent: 0,
             bad_checksum: false,
+            fragment: None,
         }
     }
 }
@@ -77,6 +83,8 @@ impl Seg {
 /// A connection whose client side this process writes by hand.
 pub struct RawTcp {
     sock: OwnedFd,
+    /// IPPROTO_RAW (the header included): for fragments.
+    ip_sock: OwnedFd,
     src: SocketAddrV4,
     dst: SocketAddrV4,
     /// Sequence number of the client's stream offset 0.
@@ -96,15 +104,23 @@ impl RawTcp {
         }
         // SAFETY: fd is a fresh descriptor this function owns.
         let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: as above.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor this function owns.
+        let ip_sock = unsafe { OwnedFd::from_raw_fd(fd) };
         let isn = 0x1000_0000u32.wrapping_add(u32::from(src.port()) << 12);
         let mut c = RawTcp {
             sock,
+            ip_sock,
             src,
             dst,
             base: isn.wrapping_add(1),
             rcv_nxt: 0,
         };
-        c.send_raw(isn, 0, SYN, 64240, 0, &[], false)?;
+        c.send_raw(isn, 0, SYN)?;
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let (flags, seq, _ack) = c.recv_segment(deadline)?;
@@ -116,7 +132,7 @@ impl RawTcp {
                 return Err(io::Error::other("the server reset the connection"));
             }
         }
-        c.send_raw(c.base, c.rcv_nxt, ACK, 64240, 0, &[], false)?;
+        c.send_raw(c.base, c.rcv_nxt, ACK)?;
         Ok(c)
     }
 
@@ -128,7 +144,7 @@ impl RawTcp {
         } else {
             0
         };
-        self.send_raw(
+        let bytes = self.segment(
             seq,
             ack,
             seg.flags,
@@ -136,11 +152,44 @@ impl RawTcp {
             seg.urgent,
             &seg.payload,
             seg.bad_checksum,
-        )
+        );
+        match seg.fragment {
+            None => self.send_to(&self.sock, &bytes),
+            Some(size) => {
+                assert!(
+                    size > 0 && size % 8 == 0,
+                    "fragments carry multiples of 8 bytes"
+                );
+                let id = self.src.port();
+                for (i, part) in bytes.chunks(size).enumerate() {
+                    let more = (i + 1) * size < bytes.len();
+                    let frag = ((i * size / 8) as u16) | if more { 0x2000 } else { 0 };
+                    let mut ip = vec![0x45, 0];
+                    ip.extend_from_slice(&((20 + part.len()) as u16).to_be_bytes());
+                    ip.extend_from_slice(&id.to_be_bytes());
+                    ip.extend_from_slice(&frag.to_be_bytes());
+                    ip.extend_from_slice(&[64, 6, 0, 0]);
+                    ip.extend_from_slice(&self.src.ip().octets());
+                    ip.extend_from_slice(&self.dst.ip().octets());
+                    let sum = checksum(&ip, 0);
+                    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+                    ip.extend_from_slice(part);
+                    self.send_to(&self.ip_sock, &ip)?;
+                }
+                Ok(())
+            }
+        }
     }
 
+    /// A segment without payload (the handshake).
+    fn send_raw(&self, seq: u32, ack: u32, flags: u8) -> io::Result<()> {
+        let bytes = self.segment(seq, ack, flags, 64240, 0, &[], false);
+        self.send_to(&self.sock, &bytes)
+    }
+
+    /// A TCP segment's bytes (header and payload), checksum included.
     #[allow(clippy::too_many_arguments)]
-    fn send_raw(
+    fn segment(
         &self,
         seq: u32,
         ack: u32,
@@ -149,7 +198,7 @@ impl RawTcp {
         urgent: u16,
         payload: &[u8],
         bad_checksum: bool,
-    ) -> io::Result<()> {
+    ) -> Vec<u8> {
         let mut seg = Vec::with_capacity(20 + payload.len());
         seg.extend_from_slice(&self.src.port().to_be_bytes());
         seg.extend_from_slice(&self.dst.port().to_be_bytes());
@@ -172,6 +221,11 @@ impl RawTcp {
             sum ^= 0x5a5a;
         }
         seg[16..18].copy_from_slice(&sum.to_be_bytes());
+        seg
+    }
+
+    /// Sends `bytes` to the server's address on `sock`.
+    fn send_to(&self, sock: &OwnedFd, bytes: &[u8]) -> io::Result<()> {
         let to = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: 0,
@@ -180,12 +234,12 @@ impl RawTcp {
             },
             sin_zero: [0; 8],
         };
-        // SAFETY: `seg` and `to` outlive the call; the lengths are theirs.
+        // SAFETY: `bytes` and `to` outlive the call; the lengths are theirs.
         let n = unsafe {
             libc::sendto(
-                self.sock.as_raw_fd(),
-                seg.as_ptr().cast(),
-                seg.len(),
+                sock.as_raw_fd(),
+                bytes.as_ptr().cast(),
+                bytes.len(),
                 0,
                 (&to as *const libc::sockaddr_in).cast(),
                 std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,

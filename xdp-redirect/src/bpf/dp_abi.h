@@ -180,7 +180,7 @@ enum dp_counter {
 	DP_CNT_BYPASS_DROP = 4,  /* verdict DROP: dropped in kernel */
 	DP_CNT_PARSE_ERRORS = 5, /* truncated or malformed headers: passed */
 	DP_CNT_NON_IP = 6,       /* not IPv4/IPv6 (ARP, LLDP, ...) or 3+ VLAN tags: passed */
-	DP_CNT_FRAGMENTS = 7,    /* IPv4/IPv6 fragments: passed to the stack to reassemble */
+	DP_CNT_FRAGMENTS = 7,    /* IPv4/IPv6 fragments: passed to the stack to reassemble (not inline) */
 	DP_CNT_LINK_CONTROL = 8, /* ICMPv6 neighbour discovery and MLD: passed, like ARP */
 	DP_CNT_BYPASS_FORWARD = 9, /* verdict FORWARD: sent to the peer port in kernel */
 	DP_CNT_BRIDGED = 10,     /* bridge mode: unparsed traffic sent to the peer (see above) */
@@ -215,11 +215,11 @@ enum dp_counter {
 	DP_CNT_EGRESS_BYPASS_PASS = 25, /* decided allow: sent */
 	DP_CNT_EGRESS_BYPASS_DROP = 26, /* decided drop: dropped */
 	DP_CNT_EGRESS_OTHER = 27,       /* not IP, fragment, link control or unparsed: sent */
-	/* Not an outcome: bridge mode, frames the program could not key (more
-	 * VLAN tags or IPv6 extension headers than it walks, or malformed IP)
-	 * sent to user space, which reads further or drops them, instead of
-	 * being bridged uninspected (their outcome is to_user or the failure
-	 * action). */
+	/* Not an outcome: bridge mode, frames the program could not key (IP
+	 * fragments, more VLAN tags or IPv6 extension headers than it walks,
+	 * or malformed IP) sent to user space, which reassembles, reads
+	 * further or drops them, instead of being bridged uninspected (their
+	 * outcome is to_user or the failure action). */
 	DP_CNT_UNPARSED_TO_USER = 28,
 	DP_CNT_MAX = 29,
 };

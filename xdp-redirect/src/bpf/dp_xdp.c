@@ -662,6 +662,13 @@ int dp_xdp(struct xdp_md *ctx)
 	case PARSE_NON_IP:
 		return not_decided(ctx, DP_CNT_NON_IP);
 	case PARSE_FRAGMENT:
+		/* Inline, a fragment goes to user space, which reassembles the
+		 * datagram, inspects it and forwards or drops every fragment:
+		 * fragmenting a request must not carry it past inspection. */
+		if (dp_cfg_bridge) {
+			count(DP_CNT_UNPARSED_TO_USER);
+			return to_user_space(ctx);
+		}
 		return not_decided(ctx, DP_CNT_FRAGMENTS);
 	case PARSE_LINK_CONTROL:
 		return not_decided(ctx, DP_CNT_LINK_CONTROL);
