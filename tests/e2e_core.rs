@@ -895,3 +895,230 @@ fn unserved_queues_are_named_and_get_the_failure_action_root() {
         "both queues carried flows, one of them unserved: {v:#}"
     );
 }
+
+/// A TCP conversation's frames from `client` to `server`: the handshake,
+/// then each `(from_client, payload)` with the sequence numbers a real
+/// stack would use.
+fn tcp_conversation(
+    client: (&str, u16),
+    server: (&str, u16),
+    exchanges: &[(bool, &[u8])],
+) -> Vec<Vec<u8>> {
+    use testbed::frames::{Packet, TCP_ACK, TCP_PSH, TCP_SYN, ip};
+    let (c, s) = ((ip(client.0), client.1), (ip(server.0), server.1));
+    let (mut cseq, mut sseq) = (100u32, 5000u32);
+    let mut frames = vec![
+        Packet::tcp(c.0, c.1, s.0, s.1, TCP_SYN)
+            .with_seq(cseq - 1, 0)
+            .build(),
+        Packet::tcp(s.0, s.1, c.0, c.1, TCP_SYN | TCP_ACK)
+            .with_seq(sseq - 1, cseq)
+            .build(),
+        Packet::tcp(c.0, c.1, s.0, s.1, TCP_ACK)
+            .with_seq(cseq, sseq)
+            .build(),
+    ];
+    for (from_client, payload) in exchanges {
+        let frame = if *from_client {
+            let p = Packet::tcp(c.0, c.1, s.0, s.1, TCP_ACK | TCP_PSH).with_seq(cseq, sseq);
+            cseq += payload.len() as u32;
+            p
+        } else {
+            let p = Packet::tcp(s.0, s.1, c.0, c.1, TCP_ACK | TCP_PSH).with_seq(sseq, cseq);
+            sseq += payload.len() as u32;
+            p
+        };
+        frames.push(frame.with_payload(payload).build());
+    }
+    frames
+}
+
+/// One engine: the same packets give the same flow records live (host
+/// mode, two workers, verdicts enforced in XDP) and offline (`dataplane
+/// inspect` on a capture of them). The capture is made here: HTTP with a
+/// keep-alive second request, a blocked HTTP request, TLS, DNS and an
+/// unknown UDP flow, addressed so that the DUT's stack ignores them.
+#[test]
+fn live_and_offline_give_the_same_flow_records_root() {
+    use testbed::frames::{Packet, ip};
+    testbed::require_root("the live/offline agreement test");
+    let tb = Testbed::up(2).expect("testbed");
+    let dir = testbed::Scratch::new("replay");
+    let rules = dir.path("replay.rules");
+    std::fs::write(
+        &rules,
+        "drop http any any -> any any (msg:\"blocked\"; http.host; content:\"blocked.test\"; sid:1;)\n\
+         alert dns any any -> any any (msg:\"a name\"; dns.query; content:\"allowed\"; sid:2;)\n",
+    )
+    .unwrap();
+    let (a, b) = ("198.18.7.1", "198.18.7.2");
+    let mut flows: Vec<Vec<Vec<u8>>> = vec![
+        tcp_conversation(
+            (a, 40001),
+            (b, 80),
+            &[
+                (true, b"GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n"),
+                (false, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+                (true, b"GET /b HTTP/1.1\r\nHost: allowed.test\r\n\r\n"),
+                (false, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+            ],
+        ),
+        tcp_conversation(
+            (a, 40002),
+            (b, 80),
+            &[
+                (true, b"GET / HTTP/1.1\r\nHost: blocked.test\r\n\r\n"),
+                (false, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+                (true, b"GET /again HTTP/1.1\r\nHost: blocked.test\r\n\r\n"),
+            ],
+        ),
+        tcp_conversation(
+            (a, 40003),
+            (b, 443),
+            &[
+                (true, &testbed::frames::tls_client_hello("good.test")),
+                (false, &[22, 3, 3, 0, 2, 2, 0]),
+                (false, &[23, 3, 3, 0, 4, 1, 2, 3, 4]),
+                (true, &[23, 3, 3, 0, 4, 5, 6, 7, 8]),
+            ],
+        ),
+    ];
+    let mut query = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    query.extend_from_slice(b"\x07allowed\x04test\x00\x00\x01\x00\x01");
+    let mut answer = query.clone();
+    answer[2] = 0x81;
+    answer[3] = 0x80;
+    flows.push(vec![
+        Packet::udp(ip(a), 40004, ip(b), 53)
+            .with_payload(&query)
+            .build(),
+        Packet::udp(ip(b), 53, ip(a), 40004)
+            .with_payload(&answer)
+            .build(),
+    ]);
+    flows.push(
+        (0..3)
+            .map(|i| {
+                Packet::udp(ip(a), 40005, ip(b), 9999)
+                    .with_payload(&[0xde, 0xad, 0xbe, 0xef, i])
+                    .build()
+            })
+            .collect(),
+    );
+    let frames: Vec<Vec<u8>> = flows.concat();
+
+    // The capture, for the offline run.
+    let pcap = dir.path("replay.pcap");
+    {
+        use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+        let file = std::fs::File::create(&pcap).unwrap();
+        let mut writer = PcapWriter::with_header(file, PcapHeader::default()).unwrap();
+        for (i, f) in frames.iter().enumerate() {
+            let ts = Duration::from_millis(1_000 + i as u64);
+            writer
+                .write_packet(&PcapPacket::new(ts, f.len() as u32, f))
+                .unwrap();
+        }
+    }
+
+    // Live: the same frames into the DUT's interface.
+    let flow_log = dir.path("flows.jsonl");
+    let stats = dir.path("stats.json");
+    let rules_arg = rules.to_str().unwrap().to_string();
+    let flow_log_arg = flow_log.to_str().unwrap().to_string();
+    let stats_arg = stats.to_str().unwrap().to_string();
+    let mut dp = start(
+        &tb,
+        &[
+            "--queues",
+            "2",
+            "--rules",
+            &rules_arg,
+            "--flow-log",
+            &flow_log_arg,
+            "--stats-json",
+            &stats_arg,
+            "--stats-interval",
+            "0.1",
+        ],
+    );
+    let sent = traffic::send_frames(&tb.gen_ns, &tb.gen_if, frames.clone()).unwrap();
+    assert_eq!(sent, frames.len());
+    testbed::wait_until(
+        "every frame to be seen by a worker or a verdict in XDP",
+        Duration::from_secs(15),
+        || read_stats(&stats).filter(|v| accounted(v) >= sent as u64),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{:?}\n{}", read_stats(&stats), dp.output()));
+    dp.interrupt(Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("dataplane {e}"));
+    let live = testbed::peers::flow_records(&flow_log);
+
+    // Offline.
+    let out = std::process::Command::new(BIN)
+        .args(["inspect", "--format", "json", "--rules", &rules_arg])
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let offline: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+
+    assert_eq!(offline.len(), 5, "{offline:#?}");
+    assert_eq!(live.len(), 5, "live: {live:#?}\n{}", dp.output());
+    let id = |r: &Value| {
+        format!(
+            "{} {}:{} -> {}:{}",
+            r["l4"], r["src"], r["sport"], r["dst"], r["dport"]
+        )
+    };
+    for off in &offline {
+        let on = live
+            .iter()
+            .find(|r| id(r) == id(off))
+            .unwrap_or_else(|| panic!("no live record of {}: {live:#?}", id(off)));
+        for field in [
+            "protocol",
+            "confidence",
+            "host",
+            "ja4",
+            "dpi_packets",
+            "sids",
+            "verdict",
+            "decided_by",
+            "http_requests",
+            "reason",
+        ] {
+            assert_eq!(
+                on[field],
+                off[field],
+                "{field} of {}:\nlive {on:#}\noffline {off:#}",
+                id(off)
+            );
+        }
+        assert_eq!(
+            u(on, "/user_packets") + u(on, "/kernel_packets"),
+            u(off, "/packets"),
+            "packets of {}: live {on:#}",
+            id(off)
+        );
+        assert_eq!(
+            u(on, "/user_bytes") + u(on, "/kernel_bytes"),
+            u(off, "/bytes"),
+            "bytes of {}: live {on:#}",
+            id(off)
+        );
+    }
+    let decided = |by: &str| offline.iter().filter(|r| r["decided_by"] == by).count();
+    assert_eq!(
+        (decided("rule"), decided("no-rules")),
+        (1, 2),
+        "{offline:#?}"
+    );
+}

@@ -288,7 +288,10 @@ pub fn compare(dataset: &Path) -> std::io::Result<Agreement> {
         report.packets += summary.packets;
         let ours: HashMap<(String, String, String), &FlowRecord> = records
             .iter()
-            .map(|r| (match_key(&r.l4, &r.src, &r.dst), r))
+            .map(|r| {
+                let (client, server) = (r.client().to_string(), r.server().to_string());
+                (match_key(&r.key.l4_name(), &client, &server), r)
+            })
             .collect();
         for flow in parse_result(&expected) {
             report.ndpi_flows += 1;
@@ -296,7 +299,7 @@ pub fn compare(dataset: &Path) -> std::io::Result<Agreement> {
                 continue;
             };
             report.matched_flows += 1;
-            if let (Some(theirs), Some(mine)) = (&flow.ja4, &our.ja4) {
+            if let (Some(theirs), Some(mine)) = (&flow.ja4, &our.label.ja4) {
                 report.ja4_both += 1;
                 if theirs.split_once('_').map(|x| x.1) == mine.split_once('_').map(|x| x.1) {
                     report.ja4_hashes_agree += 1;
@@ -318,19 +321,26 @@ pub fn compare(dataset: &Path) -> std::io::Result<Agreement> {
                 Some(_) => {
                     let row = report.protocols.entry(flow.master.clone()).or_default();
                     row.flows += 1;
-                    if our.protocol == flow.master {
+                    if our.label.protocol == flow.master {
                         row.agree += 1;
                     } else {
-                        *row.instead.entry(our.protocol.clone()).or_default() += 1;
+                        *row.instead
+                            .entry(our.label.protocol.to_string())
+                            .or_default() += 1;
                         report.disagreements.push((
                             flow.master.clone(),
                             format!(
                                 "{name}: {} {} <-> {}: nDPI {}, ours {} ({})",
-                                flow.l4, flow.a, flow.b, flow.master, our.protocol, our.confidence
+                                flow.l4,
+                                flow.a,
+                                flow.b,
+                                flow.master,
+                                our.label.protocol,
+                                our.label.confidence
                             ),
                         ));
                     }
-                    if let (Some(theirs), Some(mine)) = (&flow.host, &our.host) {
+                    if let (Some(theirs), Some(mine)) = (&flow.host, &our.label.host) {
                         row.hosts_both += 1;
                         if theirs.eq_ignore_ascii_case(mine) {
                             row.hosts_agree += 1;
@@ -348,18 +358,25 @@ pub fn compare(dataset: &Path) -> std::io::Result<Agreement> {
                 None => {
                     report.other_flows += 1;
                     // Naming the same protocol nDPI named is no false claim.
-                    if our.protocol != Protocol::Unknown.name() && our.protocol != flow.master {
+                    if our.label.protocol != Protocol::Unknown.name()
+                        && our.label.protocol != flow.master
+                    {
                         report.disagreements.push((
                             flow.master.clone(),
                             format!(
                                 "{name}: {} {} <-> {}: nDPI {}, ours {} ({})",
-                                flow.l4, flow.a, flow.b, flow.master, our.protocol, our.confidence
+                                flow.l4,
+                                flow.a,
+                                flow.b,
+                                flow.master,
+                                our.label.protocol,
+                                our.label.confidence
                             ),
                         ));
                         report.other_claimed += 1;
                         *report
                             .other_claims
-                            .entry(format!("{} -> {}", flow.master, our.protocol))
+                            .entry(format!("{} -> {}", flow.master, our.label.protocol))
                             .or_default() += 1;
                     }
                 }

@@ -417,9 +417,9 @@ impl RunArgs {
     }
 
     /// The idle timeouts.
-    pub fn timeouts(&self) -> crate::flowlog::FlowTimeouts {
+    pub fn timeouts(&self) -> dpi::table::Timeouts {
         let secs = std::time::Duration::from_secs_f64;
-        crate::flowlog::FlowTimeouts {
+        dpi::table::Timeouts {
             tcp: secs(self.timeout_tcp),
             tcp_closing: secs(self.timeout_tcp_closing),
             udp: secs(self.timeout_udp),

@@ -31,63 +31,7 @@ const CHANNEL_CAPACITY: usize = 65_536;
 /// The writer flushes at least this often while records arrive.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
-/// Idle timeouts by transport and TCP state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FlowTimeouts {
-    /// TCP flows with no FIN or RST seen.
-    pub tcp: Duration,
-    /// TCP flows after a FIN or RST (in user space or in XDP).
-    pub tcp_closing: Duration,
-    pub udp: Duration,
-    /// ICMP and every other IP protocol.
-    pub other: Duration,
-}
-
-impl Default for FlowTimeouts {
-    /// Suricata's defaults for established flows, shortened for closing TCP.
-    fn default() -> Self {
-        FlowTimeouts {
-            tcp: Duration::from_secs(600),
-            tcp_closing: Duration::from_secs(30),
-            udp: Duration::from_secs(300),
-            other: Duration::from_secs(30),
-        }
-    }
-}
-
-impl FlowTimeouts {
-    /// How long after its last packet a flow is next looked at, in
-    /// nanoseconds. TCP flows are looked at every closing timeout, because a
-    /// FIN or RST handled in XDP only shows as a flag on the kernel entry.
-    pub fn check_after(&self, proto: u8) -> u64 {
-        self.for_flow(proto, proto == dpi::flow::PROTO_TCP)
-    }
-
-    /// The idle timeout of a flow, in nanoseconds.
-    pub fn for_flow(&self, proto: u8, closing: bool) -> u64 {
-        let timeout = match proto {
-            dpi::flow::PROTO_TCP if closing => self.tcp_closing,
-            dpi::flow::PROTO_TCP => self.tcp,
-            dpi::flow::PROTO_UDP => self.udp,
-            _ => self.other,
-        };
-        timeout.as_nanos().min(u128::from(u64::MAX)) as u64
-    }
-}
-
-/// Why a flow ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EndReason {
-    /// Idle past its timeout.
-    Timeout,
-    /// Idle past the closing timeout after a FIN or RST.
-    Closed,
-    /// Pushed out of the worker's table by a new flow (table full).
-    Evicted,
-    /// The data plane stopped.
-    Shutdown,
-}
+pub use dpi::table::EndReason;
 
 /// One ended flow. `src` is the endpoint that sent the first packet user
 /// space saw (the client, for flows seen from their start).
@@ -104,16 +48,15 @@ pub struct FlowRecord {
     /// `"tcp"`, `"udp"`, `"icmp"`, `"ipv6-icmp"` or the protocol number.
     pub l4: String,
     pub vlan: u16,
-    /// nDPI-style protocol name; `"Unknown"` when not classified or no DPI.
-    pub protocol: &'static str,
-    pub host: Option<String>,
-    pub sids: Vec<u32>,
+    /// Protocol, host, rule hits, what decided it (the same fields as
+    /// `dataplane inspect` writes).
+    #[serde(flatten)]
+    pub label: dpi::policy::FlowLabel,
     /// `"allow"`, `"drop"`, or `"undecided"` (ended before a decision).
     pub verdict: &'static str,
     /// What the kernel did with the rest of the flow: `"pass"`,
     /// `"forward"`, `"drop"`; None when undecided.
     pub kernel_action: Option<&'static str>,
-    pub decided_by: Option<&'static str>,
     /// Packets and bytes of the flow seen in user space.
     pub user_packets: u64,
     pub user_bytes: u64,
@@ -301,20 +244,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn timeouts_follow_transport_and_tcp_state() {
-        let t = FlowTimeouts {
-            tcp: Duration::from_secs(10),
-            tcp_closing: Duration::from_secs(2),
-            udp: Duration::from_secs(5),
-            other: Duration::from_secs(1),
-        };
-        assert_eq!(t.for_flow(6, false), 10_000_000_000);
-        assert_eq!(t.for_flow(6, true), 2_000_000_000);
-        assert_eq!(t.for_flow(17, true), 5_000_000_000, "closing is TCP only");
-        assert_eq!(t.for_flow(1, false), 1_000_000_000);
-    }
-
-    #[test]
     fn records_are_json_lines_with_the_documented_names() {
         let path = std::env::temp_dir().join(format!("flowlog-test-{}.jsonl", std::process::id()));
         let _ = std::fs::remove_file(&path);
@@ -331,12 +260,14 @@ mod tests {
                 dport: 80,
                 l4: l4_name(6),
                 vlan: 0,
-                protocol: "HTTP",
-                host: Some("allowed.test".into()),
-                sids: vec![],
+                label: dpi::policy::FlowLabel {
+                    protocol: "HTTP",
+                    host: Some("allowed.test".into()),
+                    decided_by: Some("no-rules"),
+                    ..Default::default()
+                },
                 verdict: "allow",
                 kernel_action: Some("forward"),
-                decided_by: Some("policy"),
                 user_packets: 4,
                 user_bytes: 400,
                 kernel_packets: 7000,
@@ -359,6 +290,11 @@ mod tests {
         assert_eq!(lines[0]["reason"], "timeout");
         assert_eq!(lines[1]["reason"], "closed");
         assert_eq!(lines[0]["l4"], "tcp");
+        assert_eq!(
+            lines[0]["protocol"], "HTTP",
+            "the label's fields are at the top"
+        );
+        assert_eq!(lines[0]["decided_by"], "no-rules");
         assert_eq!(lines[0]["kernel_bytes"], 10_000_000);
         let start = humantime::parse_rfc3339(lines[0]["start"].as_str().unwrap()).unwrap();
         let end = humantime::parse_rfc3339(lines[0]["end"].as_str().unwrap()).unwrap();

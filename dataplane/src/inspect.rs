@@ -9,16 +9,19 @@
 use std::{
     fs::File,
     io::{self, BufReader, Read},
+    net::{IpAddr, SocketAddr},
     num::NonZeroUsize,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
 use dpi::{
-    Classification, FlowKey, LinkType,
-    policy::{Engine, FlowInspector, FlowPacket},
+    FlowKey, LinkType,
+    policy::{Engine, FlowInspector, FlowLabel, FlowPacket, Verdict},
     table::{EndReason, Entry, FlowTable, Timeouts},
 };
+
+use crate::flowlog::l4_name;
 use pcap_file::{
     DataLink,
     pcap::PcapReader,
@@ -49,29 +52,39 @@ pub enum InspectError {
     },
 }
 
-/// One flow of a capture, as reported.
+/// One flow of a capture, as reported: the fields and spellings of the
+/// live flow log's records (`--flow-log`), less what only a live run knows
+/// (kernel counters, queue, wall-clock times).
 #[derive(Clone, Debug, Serialize)]
 pub struct FlowRecord {
-    /// The side that sent the flow's first packet, `ADDR:PORT` (`[ADDR]:PORT` for IPv6).
-    pub src: String,
-    pub dst: String,
+    /// The side that sent the flow's first packet.
+    pub src: IpAddr,
+    pub sport: u16,
+    pub dst: IpAddr,
+    pub dport: u16,
+    /// `"tcp"`, `"udp"`, `"icmp"`, `"ipv6-icmp"` or the protocol number.
     pub l4: String,
-    pub protocol: String,
-    pub confidence: String,
-    pub host: Option<String>,
-    /// JA4 fingerprint of the ClientHello (TLS, QUIC, DTLS).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ja4: Option<String>,
+    pub vlan: u16,
+    #[serde(flatten)]
+    pub label: FlowLabel,
+    /// `"allow"`, `"drop"` or `"undecided"`.
+    pub verdict: &'static str,
     pub packets: u64,
     pub bytes: u64,
-    /// Packets with payload looked at before the protocol was decided.
-    pub dpi_packets: u32,
-    pub verdict: String,
-    pub sids: Vec<u32>,
-    /// Why the flow record was written: timeout, evicted (table full) or shutdown (end of input).
-    pub reason: &'static str,
+    pub reason: EndReason,
     #[serde(skip)]
     pub key: FlowKey,
+}
+
+impl FlowRecord {
+    /// The client side, `ADDR:PORT` (`[ADDR]:PORT` for IPv6).
+    pub fn client(&self) -> SocketAddr {
+        SocketAddr::new(self.src, self.sport)
+    }
+
+    pub fn server(&self) -> SocketAddr {
+        SocketAddr::new(self.dst, self.dport)
+    }
 }
 
 /// Totals of one inspection.
@@ -146,8 +159,8 @@ impl<'s> Inspection<'s> {
         self.summary.bytes += u64::from(wire_len);
         self.now_ns = self.now_ns.max(ts_ns);
         if self.summary.packets.is_multiple_of(EXPIRE_EVERY) {
-            for (key, entry) in self.flows.expire(self.now_ns) {
-                self.emit(key, entry, EndReason::Timeout);
+            for (key, entry, reason) in self.flows.expire(self.now_ns) {
+                self.emit(key, entry, reason);
             }
         }
         let Some(link) = link else {
@@ -188,22 +201,22 @@ impl<'s> Inspection<'s> {
 
     fn emit(&mut self, key: FlowKey, entry: Entry<FlowState>, reason: EndReason) {
         let mut f = entry.value;
-        let c: Classification = f.inspector.finish();
         self.summary.flows += 1;
         (self.sink)(FlowRecord {
-            src: f.client.to_string(),
-            dst: f.server.to_string(),
-            l4: key.l4_name(),
-            protocol: c.protocol.name().to_string(),
-            confidence: c.confidence.name().to_string(),
-            host: c.host,
-            ja4: c.info.ja4,
+            src: f.client.ip(),
+            sport: f.client.port(),
+            dst: f.server.ip(),
+            dport: f.server.port(),
+            l4: l4_name(key.proto),
+            vlan: key.vlan,
+            label: f.inspector.label(),
+            verdict: match f.inspector.verdict() {
+                Verdict::InspectMore => "undecided",
+                v => v.name(),
+            },
             packets: f.packets,
             bytes: f.bytes,
-            dpi_packets: c.dpi_packets,
-            verdict: f.inspector.verdict().name().to_string(),
-            sids: f.inspector.sids().to_vec(),
-            reason: reason.name(),
+            reason,
             key,
         });
     }
@@ -353,24 +366,26 @@ pub fn run(
                     .map_err(io::Error::other)
                     .and_then(|j| writeln!(out, "{j}")),
                 Format::Table => {
-                    let protocol = if r.confidence == "port" {
-                        format!("{} (by port)", r.protocol)
+                    let label = &r.label;
+                    let protocol = if label.confidence == "port" {
+                        format!("{} (by port)", label.protocol)
                     } else {
-                        r.protocol.clone()
+                        label.protocol.to_string()
                     };
                     writeln!(
                         out,
                         "{:<46} {:<46} {:<5} {:<26} {:<40} {:>8} {:>10} {:>4} {:<12} {}",
-                        r.src,
-                        r.dst,
+                        r.client().to_string(),
+                        r.server().to_string(),
                         r.l4,
                         protocol,
-                        r.host.as_deref().unwrap_or("-"),
+                        label.host.as_deref().unwrap_or("-"),
                         r.packets,
                         r.bytes,
-                        r.dpi_packets,
+                        label.dpi_packets,
                         r.verdict,
-                        r.sids
+                        label
+                            .sids
                             .iter()
                             .map(u32::to_string)
                             .collect::<Vec<_>>()

@@ -30,18 +30,7 @@ pub enum Decision {
     Discard(Anomaly),
 }
 
-/// What the flow log says a flow was, kept after the decider's state is freed.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FlowLabel {
-    /// nDPI-style protocol name (`"HTTP"`, `"TLS"`, `"Unknown"`...).
-    pub protocol: &'static str,
-    /// Host name the protocol carried (HTTP Host, TLS SNI, DNS query...).
-    pub host: Option<String>,
-    /// Signature ids that matched.
-    pub sids: Vec<u32>,
-    /// What decided the flow: "rule", "policy", "give-up", "packet-count".
-    pub decided_by: Option<&'static str>,
-}
+pub use dpi::policy::FlowLabel;
 
 /// Decides flows from the packets user space sees of them.
 pub trait Decider {
@@ -102,14 +91,7 @@ impl Decider for SniffDecider {
     type Flow = Option<FlowInspector>;
 
     fn label(&self, state: &mut Self::Flow) -> Option<FlowLabel> {
-        let inspector = state.as_mut()?;
-        let classification = inspector.finish();
-        Some(FlowLabel {
-            protocol: classification.protocol.name(),
-            host: classification.host,
-            sids: inspector.sids().to_vec(),
-            decided_by: inspector.decided_by,
-        })
+        state.as_mut().map(FlowInspector::label)
     }
 
     fn on_packet(

@@ -33,7 +33,7 @@ use xdp_redirect::{Action, VerdictMap, abi::dp_verdict_flags::DP_VERDICT_F_CLOSI
 use xsk_rs::FrameDesc;
 
 use crate::{
-    flowlog::{EndReason, FlowLogSender, FlowRecord, FlowTimeouts, WallClock, l4_name},
+    flowlog::{EndReason, FlowLogSender, FlowRecord, WallClock, l4_name},
     handoff::{self, Handoffs, Parcel},
     key,
     sniff::{FlowState, FlowTable, PacketCount, SniffDecider},
@@ -66,7 +66,7 @@ pub struct WorkerConfig {
     /// Monitor mode on a mirror (SPAN) port: allowed flows are discarded in
     /// XDP instead of handed to the stack.
     pub mirror: bool,
-    pub timeouts: FlowTimeouts,
+    pub timeouts: dpi::table::Timeouts,
 }
 
 /// Why a worker stopped early.
@@ -876,7 +876,10 @@ impl Flows {
         } else {
             (key.b(), key.a())
         };
-        let label = flow.label.as_deref();
+        let mut label = flow.label.map(|l| *l).unwrap_or_default();
+        if label.decided_by.is_none() && flow.decided.is_some() {
+            label.decided_by = Some("packet-count");
+        }
         let record = FlowRecord {
             event_type: "flow",
             start: self.clock.rfc3339(flow.first_ns),
@@ -887,18 +890,13 @@ impl Flows {
             dport: server.port(),
             l4: l4_name(key.proto),
             vlan: key.vlan,
-            protocol: label.map_or("Unknown", |l| l.protocol),
-            host: label.and_then(|l| l.host.clone()),
-            sids: label.map(|l| l.sids.clone()).unwrap_or_default(),
+            label,
             verdict: match flow.decided {
                 None => "undecided",
                 Some(Action::Drop) => "drop",
                 Some(_) => "allow",
             },
             kernel_action: flow.decided.map(|a| self.kernel_action(a).as_str()),
-            decided_by: label
-                .and_then(|l| l.decided_by)
-                .or(flow.decided.map(|_| "packet-count")),
             user_packets: u64::from(flow.packets),
             user_bytes: flow.bytes,
             kernel_packets: kernel.map_or(0, |k| k.packets),

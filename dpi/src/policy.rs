@@ -24,7 +24,7 @@
 
 use std::{net::IpAddr, path::Path};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     classify::{Classification, FlowClassifier, Protocol},
@@ -314,6 +314,53 @@ impl<'a> FlowPacket<'a> {
     }
 }
 
+/// What a flow was and what was decided about it, spelled the same in every
+/// flow record (`dataplane inspect` and the live flow log).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FlowLabel {
+    /// nDPI's protocol name; "Unknown" when not classified.
+    pub protocol: &'static str,
+    /// How the protocol was found: "DPI", "port" or "unknown".
+    pub confidence: &'static str,
+    /// The host the protocol named (HTTP Host, TLS/QUIC SNI, DNS query).
+    pub host: Option<String>,
+    /// JA4 of a TLS/QUIC/DTLS ClientHello.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ja4: Option<String>,
+    /// Payloads looked at before the protocol was named.
+    pub dpi_packets: u32,
+    /// Signature ids that matched.
+    pub sids: Vec<u32>,
+    /// What handed the flow to the kernel (see [`FlowInspector::decided_by`]).
+    pub decided_by: Option<&'static str>,
+    /// HTTP requests read, and their anomalies (absolute URI, duplicate
+    /// Host...).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub http_requests: u32,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub http_anomalies: Vec<&'static str>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl Default for FlowLabel {
+    fn default() -> Self {
+        FlowLabel {
+            protocol: Protocol::Unknown.name(),
+            confidence: crate::Confidence::Unknown.name(),
+            host: None,
+            ja4: None,
+            dpi_packets: 0,
+            sids: Vec::new(),
+            decided_by: None,
+            http_requests: 0,
+            http_anomalies: Vec::new(),
+        }
+    }
+}
+
 /// Bytes of each direction's reassembled stream kept before new data, so
 /// a pattern split across the segments that bring it is still seen whole.
 pub const RAW_CONTEXT: usize = 2048;
@@ -425,6 +472,23 @@ impl FlowInspector {
     /// Ends the classification (port guess or Unknown if undecided).
     pub fn finish(&mut self) -> Classification {
         self.classifier.finish()
+    }
+
+    /// The flow's label: its classification (ended now if still open),
+    /// rule hits and why it was decided.
+    pub fn label(&mut self) -> FlowLabel {
+        let c = self.classifier.finish();
+        FlowLabel {
+            protocol: c.protocol.name(),
+            confidence: c.confidence.name(),
+            host: c.host,
+            ja4: c.info.ja4,
+            dpi_packets: c.dpi_packets,
+            sids: self.sids.clone(),
+            decided_by: self.decided_by,
+            http_requests: self.http_requests,
+            http_anomalies: self.http_anomalies.clone(),
+        }
     }
 
     /// Packets seen in user space up to the verdict.

@@ -11,38 +11,68 @@
 use std::{num::NonZeroUsize, time::Duration};
 
 use lru::LruCache;
+use serde::Serialize;
 
-use crate::flow::{FlowKey, PROTO_TCP};
+use crate::flow::{FlowKey, PROTO_TCP, PROTO_UDP};
 use crate::wire::tcp::{FIN, RST};
 
-/// Idle timeouts by flow state.
+/// Idle timeouts by transport and TCP state: one set, for the live workers
+/// and for `inspect` alike.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
-    pub tcp_established: Duration,
+    /// TCP flows with no FIN or RST seen.
+    pub tcp: Duration,
+    /// TCP flows after a FIN or RST.
     pub tcp_closing: Duration,
     pub udp: Duration,
+    /// ICMP and every other IP protocol.
+    pub other: Duration,
 }
 
 impl Default for Timeouts {
-    /// Suricata's defaults: TCP established 600 s (its `new` state aside),
-    /// closing 60 s, UDP and others 300 s.
+    /// Suricata's defaults for established flows (TCP 600 s, UDP 300 s),
+    /// shortened for closing TCP and for ICMP and the rest (30 s).
     fn default() -> Self {
         Timeouts {
-            tcp_established: Duration::from_secs(600),
-            tcp_closing: Duration::from_secs(60),
+            tcp: Duration::from_secs(600),
+            tcp_closing: Duration::from_secs(30),
             udp: Duration::from_secs(300),
+            other: Duration::from_secs(30),
         }
     }
 }
 
-/// Why a flow left the table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+impl Timeouts {
+    /// The idle timeout of a flow, in nanoseconds.
+    pub fn for_flow(&self, proto: u8, closing: bool) -> u64 {
+        let timeout = match proto {
+            PROTO_TCP if closing => self.tcp_closing,
+            PROTO_TCP => self.tcp,
+            PROTO_UDP => self.udp,
+            _ => self.other,
+        };
+        timeout.as_nanos().min(u128::from(u64::MAX)) as u64
+    }
+
+    /// How long after its last packet a flow is next looked at, in
+    /// nanoseconds. TCP flows are looked at every closing timeout, because a
+    /// FIN or RST handled in XDP only shows as a flag on the kernel entry.
+    pub fn check_after(&self, proto: u8) -> u64 {
+        self.for_flow(proto, proto == PROTO_TCP)
+    }
+}
+
+/// Why a flow ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EndReason {
     /// Idle past its timeout.
     Timeout,
-    /// Evicted to make room for a new flow (table full).
+    /// Idle past the closing timeout after a FIN or RST.
+    Closed,
+    /// Pushed out of the table by a new flow (table full).
     Evicted,
-    /// Still in the table when the caller drained it (end of capture, shutdown).
+    /// Still there when the data plane stopped (or the capture ended).
     Shutdown,
 }
 
@@ -50,6 +80,7 @@ impl EndReason {
     pub fn name(self) -> &'static str {
         match self {
             EndReason::Timeout => "timeout",
+            EndReason::Closed => "closed",
             EndReason::Evicted => "evicted",
             EndReason::Shutdown => "shutdown",
         }
@@ -93,14 +124,6 @@ impl<V> FlowTable<V> {
         self.flows.cap().get()
     }
 
-    fn timeout_of(&self, key: &FlowKey, entry: &Entry<V>) -> Duration {
-        match (key.proto == PROTO_TCP, entry.closing) {
-            (true, false) => self.timeouts.tcp_established,
-            (true, true) => self.timeouts.tcp_closing,
-            (false, _) => self.timeouts.udp,
-        }
-    }
-
     /// The entry of `key`, created with `make` if absent, marked seen at
     /// `now_ns`. Returns the flow evicted to make room, if one was.
     pub fn touch(
@@ -129,17 +152,26 @@ impl<V> FlowTable<V> {
     }
 
     /// Removes the flows idle past their timeout at `now_ns`, least recently
-    /// seen first. Stops at the first flow still within its timeout, so a
+    /// seen first, each with why it ended (closed after a FIN or RST, or
+    /// timed out). Stops at the first flow still within its timeout, so a
     /// long-timeout flow at the tail delays shorter ones behind it a little:
     /// a bound on work per call, not on precision.
-    pub fn expire(&mut self, now_ns: u64) -> Vec<(FlowKey, Entry<V>)> {
+    pub fn expire(&mut self, now_ns: u64) -> Vec<(FlowKey, Entry<V>, EndReason)> {
         let mut expired = Vec::new();
         while let Some((key, entry)) = self.flows.peek_lru() {
-            let idle = Duration::from_nanos(now_ns.saturating_sub(entry.last_ns));
-            if idle <= self.timeout_of(key, entry) {
+            let idle = now_ns.saturating_sub(entry.last_ns);
+            if idle <= self.timeouts.for_flow(key.proto, entry.closing) {
                 break;
             }
-            expired.extend(self.flows.pop_lru());
+            let closing = entry.closing && key.proto == PROTO_TCP;
+            if let Some((key, entry)) = self.flows.pop_lru() {
+                let reason = if closing {
+                    EndReason::Closed
+                } else {
+                    EndReason::Timeout
+                };
+                expired.push((key, entry, reason));
+            }
         }
         expired
     }
@@ -171,6 +203,21 @@ mod tests {
     const S: u64 = 1_000_000_000;
 
     #[test]
+    fn timeouts_follow_transport_and_tcp_state() {
+        let t = Timeouts {
+            tcp: Duration::from_secs(10),
+            tcp_closing: Duration::from_secs(2),
+            udp: Duration::from_secs(5),
+            other: Duration::from_secs(1),
+        };
+        assert_eq!(t.for_flow(6, false), 10_000_000_000);
+        assert_eq!(t.for_flow(6, true), 2_000_000_000);
+        assert_eq!(t.for_flow(17, true), 5_000_000_000, "closing is TCP only");
+        assert_eq!(t.for_flow(1, false), 1_000_000_000);
+        assert_eq!(t.check_after(6), 2_000_000_000);
+    }
+
+    #[test]
     fn capacity_evicts_least_recently_seen() {
         let mut t = FlowTable::new(NonZeroUsize::new(2).unwrap(), Timeouts::default());
         t.touch(key(1, 17), 0, 0, || 1);
@@ -184,9 +231,10 @@ mod tests {
     #[test]
     fn timeouts_by_state() {
         let timeouts = Timeouts {
-            tcp_established: Duration::from_secs(100),
+            tcp: Duration::from_secs(100),
             tcp_closing: Duration::from_secs(10),
             udp: Duration::from_secs(30),
+            other: Duration::from_secs(30),
         };
         let mut t = FlowTable::new(NonZeroUsize::new(16).unwrap(), timeouts);
         t.touch(key(1, 17), 0, 0, || "udp");
@@ -194,16 +242,23 @@ mod tests {
         t.touch(key(3, PROTO_TCP), 0, FIN, || "closing");
         assert!(t.expire(5 * S).is_empty());
         // at 31 s: UDP (30 s) and closing TCP (10 s) are gone; established TCP stays
-        let touched_order_expired: Vec<_> =
-            t.expire(31 * S).into_iter().map(|(_, e)| e.value).collect();
+        let touched_order_expired: Vec<_> = t
+            .expire(31 * S)
+            .into_iter()
+            .map(|(_, e, _)| e.value)
+            .collect();
         assert_eq!(
             touched_order_expired,
             vec!["udp"],
             "stops at the established TCP flow, next in LRU order"
         );
         t.touch(key(2, PROTO_TCP), 31 * S, 0, || "tcp");
-        let rest: Vec<_> = t.expire(45 * S).into_iter().map(|(_, e)| e.value).collect();
-        assert_eq!(rest, vec!["closing"]);
+        let rest: Vec<_> = t
+            .expire(45 * S)
+            .into_iter()
+            .map(|(_, e, reason)| (e.value, reason))
+            .collect();
+        assert_eq!(rest, vec![("closing", EndReason::Closed)]);
         assert_eq!(t.drain().len(), 1);
     }
 

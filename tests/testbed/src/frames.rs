@@ -74,6 +74,9 @@ pub struct Packet {
     pub ipv6_ext: Vec<Ipv6Ext>,
     pub payload: Vec<u8>,
     pub ttl: u8,
+    /// TCP sequence and acknowledgement numbers (default 1000 and, with
+    /// ACK, 1).
+    pub tcp_seq_ack: Option<(u32, u32)>,
 }
 
 impl Packet {
@@ -91,7 +94,14 @@ impl Packet {
             ipv6_ext: Vec::new(),
             payload: Vec::new(),
             ttl: 64,
+            tcp_seq_ack: None,
         }
+    }
+
+    /// TCP: these sequence and acknowledgement numbers.
+    pub fn with_seq(mut self, seq: u32, ack: u32) -> Self {
+        self.tcp_seq_ack = Some((seq, ack));
+        self
     }
 
     pub fn udp(src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> Self {
@@ -302,8 +312,11 @@ impl Packet {
             } => {
                 t.extend_from_slice(&sport.to_be_bytes());
                 t.extend_from_slice(&dport.to_be_bytes());
-                t.extend_from_slice(&1000u32.to_be_bytes());
-                t.extend_from_slice(&(if flags & TCP_ACK != 0 { 1u32 } else { 0 }).to_be_bytes());
+                let (seq, ack) = self
+                    .tcp_seq_ack
+                    .unwrap_or((1000, u32::from(flags & TCP_ACK != 0)));
+                t.extend_from_slice(&seq.to_be_bytes());
+                t.extend_from_slice(&ack.to_be_bytes());
                 t.push(5 << 4);
                 t.push(flags);
                 t.extend_from_slice(&64240u16.to_be_bytes());
