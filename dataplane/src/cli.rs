@@ -125,9 +125,16 @@ pub struct EngineArgs {
     /// Skip rules with unsupported keywords (with a warning each) instead of refusing the file.
     #[arg(long)]
     pub lenient: bool,
-    /// Verdict policy (TOML): give-up limits, protocol/host wildcard -> allow|drop, default.
+    /// Verdict policy (TOML): protocol/host wildcard -> allow|drop, default,
+    /// stream depth, inspection limits.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// Decide a flow by the policy after this many packets in user space,
+    /// whatever else (overrides the policy's max_user_packets). Off by
+    /// default: flows go to the kernel on a verdict, once encrypted, at the
+    /// stream depth, or when no rule can match them any more.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_user_packets: Option<u32>,
 }
 
 impl EngineArgs {
@@ -166,17 +173,20 @@ impl EngineArgs {
             Some(path) => {
                 let p = dpi::policy::Policy::load(path)?;
                 eprintln!(
-                    "policy: {} entries from {}, give up after {} TCP / {} UDP packets, default {}",
+                    "policy: {} entries from {}, stream depth {} bytes, default {}",
                     p.entries(),
                     path.display(),
-                    p.give_up_tcp,
-                    p.give_up_udp,
+                    p.stream_depth,
                     p.default.name()
                 );
                 p
             }
             None => dpi::policy::Policy::default(),
         };
+        let mut policy = policy;
+        if let Some(cap) = self.max_user_packets {
+            policy.max_user_packets = Some(cap);
+        }
         Ok(dpi::policy::Engine::new(rules, policy))
     }
 }
@@ -370,6 +380,10 @@ pub struct RunArgs {
     /// Verdict policy (TOML; implies --dpi).
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// Decide a flow by the policy after this many packets in user space,
+    /// whatever else (see `inspect --help`; implies --dpi).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_user_packets: Option<u32>,
 }
 
 /// What the data plane is to the traffic of its interface(s).
@@ -434,6 +448,7 @@ impl RunArgs {
             vars: self.vars.clone(),
             lenient: self.lenient,
             policy: self.policy.clone(),
+            max_user_packets: self.max_user_packets,
         }
     }
 }
@@ -613,6 +628,14 @@ mod tests {
         ])
         .unwrap();
         assert!(cli.run.unwrap().engine().policy.is_some());
+        let cli = Cli::try_parse_from(["dataplane", "--iface", "eth1", "--max-user-packets", "5"])
+            .unwrap();
+        let engine = cli.run.unwrap().engine().load().unwrap();
+        assert_eq!(engine.policy.max_user_packets, Some(5));
+        assert!(
+            Cli::try_parse_from(["dataplane", "--iface", "eth1", "--max-user-packets", "0"])
+                .is_err()
+        );
         assert!(
             Cli::try_parse_from(["dataplane", "--iface", "eth1", "--ring-size", "1000"]).is_err()
         );

@@ -234,7 +234,10 @@ fn top_flows(
 fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
     let plan = preflight::check(args)?;
     // Rules and policy parse fully before anything is attached.
-    let use_dpi = args.dpi || args.rules.is_some() || args.policy.is_some();
+    let use_dpi = args.dpi
+        || args.rules.is_some()
+        || args.policy.is_some()
+        || args.max_user_packets.is_some();
     let engine = if use_dpi {
         Some(Arc::new(args.engine().load()?))
     } else {
