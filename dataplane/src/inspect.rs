@@ -191,7 +191,13 @@ impl<'s> Inspection<'s> {
         flow.bytes += u64::from(wire_len);
         // Checksums are not checked offline: a capture taken on a host holds
         // what it sent with the checksum left to the NIC.
-        let packet = FlowPacket::from_frame(frame, &decoded, decoded.key.a() == flow.client, false);
+        let packet = FlowPacket::from_frame(
+            frame,
+            &decoded,
+            decoded.key.a() == flow.client,
+            wire_len as usize,
+            false,
+        );
         flow.inspector.on_packet(engine, &packet);
         if let Some((key, entry)) = evicted {
             self.summary.evicted_flows += 1;

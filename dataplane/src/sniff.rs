@@ -44,13 +44,15 @@ pub trait Decider {
     }
 
     /// Called for each packet of an undecided flow; `flow` already counts it.
-    /// `frame` is the whole frame, lent for the duration of the call.
+    /// `frame` is what user space has of the frame, lent for the duration
+    /// of the call; `wire_len` the frame's length (more when the copy was cut).
     fn on_packet(
         &mut self,
         state: &mut Self::Flow,
         flow: &FlowState,
         packet: &Decoded,
         frame: &[u8],
+        wire_len: usize,
     ) -> Decision;
 }
 
@@ -69,6 +71,7 @@ impl Decider for PacketCount {
         flow: &FlowState,
         _packet: &Decoded,
         _frame: &[u8],
+        _wire_len: usize,
     ) -> Decision {
         match self.limit {
             Some(limit) if flow.packets >= limit => Decision::Decide(Action::Pass),
@@ -100,17 +103,18 @@ impl Decider for SniffDecider {
         flow: &FlowState,
         packet: &Decoded,
         frame: &[u8],
+        wire_len: usize,
     ) -> Decision {
         let Some(engine) = &self.engine else {
-            return self.count.on_packet(&mut (), flow, packet, frame);
+            return self.count.on_packet(&mut (), flow, packet, frame, wire_len);
         };
         let inspector = state.get_or_insert_with(|| FlowInspector::new(packet.key.proto, engine));
-        let whole = frame.len() >= packet.payload_offset + packet.payload_len;
         let view = FlowPacket::from_frame(
             frame,
             packet,
             flow.client_is_a,
-            self.check_checksums && whole,
+            wire_len,
+            self.check_checksums,
         );
         match inspector.on_packet(engine, &view) {
             Verdict::Allow => Decision::Decide(Action::Pass),
@@ -262,7 +266,10 @@ impl<D: Decider> FlowTable<D> {
             }
             return seen;
         }
-        match self.decider.on_packet(decider_state, flow, packet, frame) {
+        match self
+            .decider
+            .on_packet(decider_state, flow, packet, frame, wire_len)
+        {
             Decision::Decide(action) => {
                 flow.decided = Some(action);
                 flow.verdict_ns = now_ns;

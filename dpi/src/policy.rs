@@ -271,15 +271,19 @@ pub struct FlowPacket<'a> {
 
 impl<'a> FlowPacket<'a> {
     /// The packet `d` of `frame`, for a flow whose client is endpoint A of
-    /// its key when `client_is_a`. `check_checksum`: validate the transport
-    /// checksum (inline, where what the host would discard must be dropped;
-    /// only for a whole frame).
+    /// its key when `client_is_a`. `wire_len` is the frame's length: more
+    /// than `frame` holds when the copy was cut at a snap length (the TCP
+    /// stream then has a gap where the rest was). `check_checksum`:
+    /// validate the transport checksum (inline, where what the host would
+    /// discard must be dropped; a cut frame is not checked).
     pub fn from_frame(
         frame: &'a [u8],
         d: &Decoded,
         client_is_a: bool,
+        wire_len: usize,
         check_checksum: bool,
     ) -> FlowPacket<'a> {
+        let missing = wire_len.saturating_sub(frame.len());
         let (src, dst) = if d.from_a {
             (d.key.a(), d.key.b())
         } else {
@@ -295,12 +299,13 @@ impl<'a> FlowPacket<'a> {
             window: d.tcp.window,
             urgent: d.tcp.urgent,
             window_scale: d.tcp.window_scale,
-            checksum_ok: if check_checksum {
+            checksum_ok: if check_checksum && missing == 0 {
                 l4_checksum_ok(frame, d)
             } else {
                 None
             },
             payload,
+            missing,
         });
         FlowPacket {
             src: src.ip(),

@@ -145,6 +145,9 @@ pub struct Segment<'a> {
     /// None: not checked (a cut copy, or checksums not validated here).
     pub checksum_ok: Option<bool>,
     pub payload: &'a [u8],
+    /// Payload bytes after `payload` that were not captured (a copy cut at
+    /// a snap length): a gap in the stream.
+    pub missing: usize,
 }
 
 /// What the stream hands on, in order.
@@ -318,9 +321,16 @@ impl TcpStream {
                 side.urgent = Some(at);
             }
         }
-        let end = start + data.len() as u64;
+        let end = start + (data.len() + seg.missing) as u64;
         if end <= side.next {
             return Ok(()); // all of it already delivered
+        }
+        if start + data.len() as u64 <= side.next {
+            // Only the uncaptured part is new: a gap.
+            deliver(Chunk::Gap(end - side.next));
+            side.next = end;
+            Self::release_held(side, depth, budget, deliver);
+            return Ok(());
         }
         if start < side.next {
             data = &data[(side.next - start) as usize..];
@@ -358,6 +368,11 @@ impl TcpStream {
             return Ok(());
         }
         Self::emit(side, depth, data, deliver);
+        if seg.missing > 0 {
+            // The rest of the segment was not captured: skip it.
+            deliver(Chunk::Gap(seg.missing as u64));
+            side.next += seg.missing as u64;
+        }
         Self::release_held(side, depth, budget, deliver);
         Ok(())
     }
@@ -729,6 +744,15 @@ mod tests {
         assert_eq!(out, b"abcde");
         assert!(s.depth_reached(CLIENT) && !s.depth_reached(SERVER));
         assert_eq!(s.delivered(CLIENT), 8);
+    }
+
+    #[test]
+    fn a_cut_copy_leaves_a_gap_for_what_was_not_captured() {
+        let mut s = connected();
+        let mut cut = data(1000, b"abc");
+        cut.missing = 5;
+        let (out, _) = feed(&mut s, &[cut, data(1008, b"xyz")]);
+        assert_eq!(out, b"abc?????xyz");
     }
 
     #[test]
