@@ -62,6 +62,11 @@ struct Args {
     /// Write the raw figures here as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Another `dataplane` binary (an earlier build) for the `baseline`
+    /// mode: dynamic sniffing (DPI) as the `dynamic` mode, same arguments,
+    /// in the same rounds (before/after in one run).
+    #[arg(long)]
+    baseline: Option<PathBuf>,
     /// The modes to run in each round (all three by default; fewer to
     /// profile one with `perf record`, or to compare two more often). A
     /// ratio is printed when both of its modes ran.
@@ -85,6 +90,8 @@ enum Mode {
     /// Dynamic sniffing without the hand-off of frames to their flow's
     /// worker (`--trust-rss`): what the hand-off costs.
     TrustRss,
+    /// Dynamic sniffing with the `--baseline` binary.
+    Baseline,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -210,12 +217,12 @@ impl Bench {
 
 fn dataplane(
     tb: &InlineTestbed,
+    bin: &std::path::Path,
     cores: &str,
     extra: &[&str],
     more: &[String],
     stats: &PathBuf,
 ) -> anyhow::Result<Process> {
-    let bin = std::env::current_exe()?.with_file_name("dataplane");
     if !bin.exists() {
         bail!(
             "{} not found: build it first (cargo build --release -p dataplane -p bench)",
@@ -301,7 +308,11 @@ fn main() -> anyhow::Result<()> {
     // Rounds of the three modes back to back, so each ratio compares runs
     // minutes apart at most on this shared, noisy machine; the medians of
     // the per-round ratios are reported.
-    let modes: [(Mode, &'static str, Option<&[&str]>); 4] = [
+    if args.modes.contains(&Mode::Baseline) && args.baseline.is_none() {
+        bail!("the baseline mode needs --baseline PATH (an earlier dataplane build)");
+    }
+    let ours = std::env::current_exe()?.with_file_name("dataplane");
+    let modes: [(Mode, &'static str, Option<&[&str]>); 5] = [
         (Mode::Bare, "bare XDP bridge", None),
         (
             Mode::Dynamic,
@@ -318,6 +329,11 @@ fn main() -> anyhow::Result<()> {
             "dataplane, dynamic sniffing (DPI), no hand-off (--trust-rss)",
             Some(&["--dpi", "--trust-rss"][..]),
         ),
+        (
+            Mode::Baseline,
+            "baseline build, dynamic sniffing (DPI)",
+            Some(&["--dpi"][..]),
+        ),
     ];
     let modes: Vec<_> = modes
         .into_iter()
@@ -326,7 +342,7 @@ fn main() -> anyhow::Result<()> {
     let mut rounds: Vec<Vec<Run>> = Vec::new();
     for round in 0..args.reps {
         let mut runs = Vec::new();
-        for &(_, mode, extra) in &modes {
+        for &(kind, mode, extra) in &modes {
             let run = match extra {
                 None => {
                     let (a, b) = (
@@ -353,8 +369,13 @@ fn main() -> anyhow::Result<()> {
                     run
                 }
                 Some(extra) => {
+                    let bin = match (kind, &args.baseline) {
+                        (Mode::Baseline, Some(b)) => b.clone(),
+                        _ => ours.clone(),
+                    };
                     let dp = dataplane(
                         &bench.tb,
+                        &bin,
                         &args.worker_cores,
                         extra,
                         &args.dataplane_args,
@@ -391,6 +412,7 @@ fn main() -> anyhow::Result<()> {
     let dynamic_vs_unlimited = ratio(dynamic, at(Mode::Unlimited));
     let dynamic_vs_bare = ratio(dynamic, at(Mode::Bare));
     let dynamic_vs_trust_rss = ratio(dynamic, at(Mode::TrustRss));
+    let dynamic_vs_baseline = ratio(dynamic, at(Mode::Baseline));
     let results: Vec<Run> = (0..modes.len())
         .map(|i| median_run(rounds.iter().map(|r| r[i].clone()).collect()))
         .collect();
@@ -437,6 +459,9 @@ fn main() -> anyhow::Result<()> {
             "dynamic / dynamic without hand-off = {median:.2}x (the hand-off's cost; per round {per_round:.2?})"
         );
     }
+    if let Some((median, per_round)) = &dynamic_vs_baseline {
+        println!("dynamic / baseline build = {median:.2}x (per round {per_round:.2?})");
+    }
     if let Some(path) = &args.json {
         std::fs::write(
             path,
@@ -450,6 +475,8 @@ fn main() -> anyhow::Result<()> {
                 "ratio_dynamic_vs_unlimited": dynamic_vs_unlimited.map(|r| r.0),
                 "ratio_dynamic_vs_bare": dynamic_vs_bare.map(|r| r.0),
                 "ratio_dynamic_vs_trust_rss": dynamic_vs_trust_rss.map(|r| r.0),
+                "ratio_dynamic_vs_baseline": dynamic_vs_baseline.map(|r| r.0),
+                "dataplane_args": args.dataplane_args,
             }))?,
         )?;
     }

@@ -41,6 +41,13 @@ struct Args {
     /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Another `dataplane` binary (an earlier build) to time in the same
+    /// rounds: before/after in one run.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+    /// Rules for every `dataplane inspect` run (the same for the baseline).
+    #[arg(long)]
+    rules: Option<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -54,6 +61,11 @@ struct Result {
     ratio: f64,
     dataplane_max_rss_kib: i64,
     ndpi_max_rss_kib: i64,
+    /// The `--baseline` binary, if one was given.
+    baseline_seconds: Option<f64>,
+    baseline_pps: Option<f64>,
+    /// Our packets/s over the baseline's.
+    vs_baseline: Option<f64>,
 }
 
 /// Ethernet frames of every capture in `dir`.
@@ -144,8 +156,14 @@ fn main() -> anyhow::Result<()> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
-    if ndpi.is_err() {
-        bail!("ndpiReader not found: install it with `apt-get install libndpi-bin`");
+    let with_ndpi = ndpi.is_ok();
+    if !with_ndpi && args.baseline.is_none() {
+        bail!(
+            "ndpiReader not found: install it with `apt-get install libndpi-bin` (or give --baseline to time two dataplane builds only)"
+        );
+    }
+    if !with_ndpi {
+        eprintln!("ndpi-speed: ndpiReader not installed: timing dataplane against --baseline only");
     }
     let dataplane = std::env::current_exe()?.with_file_name("dataplane");
     if !dataplane.exists() {
@@ -163,27 +181,43 @@ fn main() -> anyhow::Result<()> {
         args.capture.display()
     );
 
+    let inspect = |binary: &Path| {
+        let mut cmd = Command::new(binary);
+        cmd.args(["inspect", "--format", "json"]);
+        if let Some(rules) = &args.rules {
+            cmd.arg("--rules").arg(rules);
+        }
+        cmd.arg(&args.capture);
+        cmd
+    };
     // Alternate the tools round by round, so drift on a shared machine hits both.
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let (mut ours, mut theirs, mut before) = (Vec::new(), Vec::new(), Vec::new());
     let (mut our_rss, mut ndpi_rss) = (0, 0);
     for _ in 0..args.rounds {
-        let (t, rss) = timed(
-            Command::new("ndpiReader")
-                .arg("-i")
-                .arg(&args.capture)
-                .arg("-q"),
-        )?;
-        theirs.push(t);
-        ndpi_rss = ndpi_rss.max(rss);
-        let (t, rss) = timed(
-            Command::new(&dataplane)
-                .args(["inspect", "--format", "json"])
-                .arg(&args.capture),
-        )?;
+        if with_ndpi {
+            let (t, rss) = timed(
+                Command::new("ndpiReader")
+                    .arg("-i")
+                    .arg(&args.capture)
+                    .arg("-q"),
+            )?;
+            theirs.push(t);
+            ndpi_rss = ndpi_rss.max(rss);
+        }
+        let (t, rss) = timed(&mut inspect(&dataplane))?;
         ours.push(t);
         our_rss = our_rss.max(rss);
+        if let Some(baseline) = &args.baseline {
+            before.push(timed(&mut inspect(baseline))?.0);
+        }
     }
-    let (d, n) = (median(ours), median(theirs));
+    let d = median(ours);
+    let n = if theirs.is_empty() {
+        f64::NAN
+    } else {
+        median(theirs)
+    };
+    let b = (!before.is_empty()).then(|| median(before));
     let result = Result {
         packets,
         bytes,
@@ -194,6 +228,9 @@ fn main() -> anyhow::Result<()> {
         ratio: n / d,
         dataplane_max_rss_kib: our_rss.max(0),
         ndpi_max_rss_kib: ndpi_rss,
+        baseline_seconds: b,
+        baseline_pps: b.map(|b| packets as f64 / b),
+        vs_baseline: b.map(|b| b / d),
     };
     println!(
         "same capture, same run: {} packets, {} bytes, median of {} rounds each (wall time, output discarded)\n",
@@ -207,13 +244,28 @@ fn main() -> anyhow::Result<()> {
         result.dataplane_pps,
         result.dataplane_max_rss_kib / 1024
     );
-    println!(
-        "| ndpiReader -i (nDPI 4.2) | {:.2} | {:.0} | {} MiB |",
-        n,
-        result.ndpi_pps,
-        result.ndpi_max_rss_kib / 1024
-    );
-    println!("\nspeed ratio: {:.2}x", result.ratio);
+    if with_ndpi {
+        println!(
+            "| ndpiReader -i (nDPI 4.2) | {:.2} | {:.0} | {} MiB |",
+            n,
+            result.ndpi_pps,
+            result.ndpi_max_rss_kib / 1024
+        );
+    }
+    if let (Some(b), Some(pps), Some(path)) = (b, result.baseline_pps, &args.baseline) {
+        println!(
+            "| {} inspect (baseline) | {:.2} | {:.0} | |",
+            path.display(),
+            b,
+            pps
+        );
+    }
+    if with_ndpi {
+        println!("\nspeed ratio: {:.2}x", result.ratio);
+    }
+    if let Some(v) = result.vs_baseline {
+        println!("against the baseline binary: {v:.2}x");
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&result)?)?;
     }
