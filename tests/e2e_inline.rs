@@ -612,6 +612,7 @@ fn evasion_attempts() -> Vec<Attempt> {
     tiny.extend_from_slice(&((hs.len() - 1) as u16).to_be_bytes());
     tiny.extend_from_slice(&hs[1..]);
     let (prefix, query) = dns_tcp_query("blocked.test");
+    let (allowed_prefix, allowed_query) = dns_tcp_query("allowed.test");
     let mut reversed: Vec<rawtcp::Seg> = pieces(BLOCKED, 4);
     reversed.reverse();
     let traversal = format!(
@@ -760,6 +761,21 @@ fn evasion_attempts() -> Vec<Attempt> {
             "DNS length prefix alone",
             53,
             vec![seg(0, &prefix), seg(2, &query)],
+            &query,
+        ),
+        raw(
+            "a second DNS query on the connection",
+            53,
+            vec![seg(
+                0,
+                &[
+                    allowed_prefix.clone(),
+                    allowed_query.clone(),
+                    prefix.clone(),
+                    query.clone(),
+                ]
+                .concat(),
+            )],
             &query,
         ),
         // Rule cost: fails closed, and the worker goes on.

@@ -27,7 +27,7 @@ use std::{net::IpAddr, path::Path};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    classify::{Classification, FlowClassifier, Protocol},
+    classify::{Classification, DnsTcpMessages, FlowClassifier, Protocol, dns_query_name},
     flow::{Decoded, PROTO_TCP, l4_checksum_ok},
     http::{HttpRequest, HttpRequests},
     rules::{Action, FlowFacts, PacketView, RuleError, RuleSet},
@@ -370,6 +370,13 @@ impl Default for FlowLabel {
 /// a pattern split across the segments that bring it is still seen whole.
 pub const RAW_CONTEXT: usize = 2048;
 
+/// Whether a packet is on a DNS-family port (DNS, mDNS, LLMNR).
+fn dns_port(p: &FlowPacket<'_>) -> bool {
+    [53, 5353, 5355]
+        .iter()
+        .any(|port| p.sport == *port || p.dport == *port)
+}
+
 /// Stream state of a TCP flow under inspection.
 #[derive(Debug)]
 struct TcpState {
@@ -382,6 +389,8 @@ struct TcpState {
     http: Option<HttpRequests>,
     /// The latest request.
     request: Option<HttpRequest>,
+    /// DNS over TCP: the client's messages (on DNS-family ports).
+    dns: Option<DnsTcpMessages>,
     /// Client SYN, server SYN/ACK, client ACK after it.
     handshake: [bool; 3],
     /// The server's first two bytes (a TLS record header, or not).
@@ -396,6 +405,7 @@ impl TcpState {
             raw_base: [0; 2],
             http: Some(HttpRequests::default()),
             request: None,
+            dns: None,
             handshake: [false; 3],
             server_first: None,
         }
@@ -520,19 +530,27 @@ impl FlowInspector {
         self.classifier
             .on_packet(&[], p.from_client, p.sport, p.dport);
         let mut requests = Vec::new();
+        let mut dns_messages = Vec::new();
         let fresh = match p.tcp {
-            Some(seg) => self.take_segment(engine, p, dir, &seg, &mut requests),
+            Some(seg) => self.take_segment(engine, p, dir, &seg, &mut requests, &mut dns_messages),
             None => {
                 self.classifier
                     .on_packet(p.payload, p.from_client, p.sport, p.dport);
                 self.bytes[dir] += p.payload.len() as u64;
+                if dir == 0 && dns_port(p) && !p.payload.is_empty() {
+                    dns_messages.push(p.payload.to_vec());
+                }
                 !p.payload.is_empty()
             }
         };
         if self.anomaly.is_some() {
             return self.verdict;
         }
-        self.match_rules(engine, p, dir, fresh, &requests);
+        let names: Vec<String> = dns_messages
+            .iter()
+            .filter_map(|m| dns_query_name(m))
+            .collect();
+        self.match_rules(engine, p, dir, fresh, &requests, &names);
         if self.verdict == Verdict::InspectMore {
             self.hand_off(engine, p, dir);
         }
@@ -549,6 +567,7 @@ impl FlowInspector {
         dir: usize,
         seg: &Segment<'_>,
         requests: &mut Vec<HttpRequest>,
+        dns_messages: &mut Vec<Vec<u8>>,
     ) -> bool {
         let t = self
             .tcp
@@ -561,11 +580,15 @@ impl FlowInspector {
             (0, false, true) if t.handshake[1] => t.handshake[2] = true,
             _ => {}
         }
+        if t.dns.is_none() && dns_port(p) {
+            t.dns = Some(DnsTcpMessages::default());
+        }
         let TcpState {
             stream,
             raw,
             raw_base,
             http,
+            dns,
             server_first,
             ..
         } = &mut **t;
@@ -583,6 +606,11 @@ impl FlowInspector {
                 {
                     h.feed(d, requests);
                 }
+                if dir == 0
+                    && let Some(m) = dns.as_mut()
+                {
+                    m.feed(d, dns_messages);
+                }
                 if dir == 1 && server_first.is_none() && d.len() >= 2 {
                     *server_first = Some([d[0], d[1]]);
                 }
@@ -594,6 +622,10 @@ impl FlowInspector {
                     && let Some(h) = http.as_mut()
                 {
                     h.gap();
+                }
+                if dir == 0 {
+                    // the message framing is lost with the bytes
+                    *dns = None;
                 }
             }
         });
@@ -622,6 +654,7 @@ impl FlowInspector {
         dir: usize,
         fresh: bool,
         requests: &[HttpRequest],
+        dns_names: &[String],
     ) {
         let mut http_limit = false;
         for r in requests {
@@ -673,6 +706,17 @@ impl FlowInspector {
                 apps.push(Some(c));
             }
         }
+        // Every DNS message the client sent: each query's name (a later
+        // query on the same flow is read too).
+        for name in dns_names {
+            let mut c = base.clone().unwrap_or_default();
+            if !matches!(c.protocol, Protocol::Dns | Protocol::Mdns | Protocol::Llmnr) {
+                c.protocol = Protocol::Dns;
+            }
+            c.host = Some(name.clone());
+            apps.push(Some(c));
+        }
+        let named = !requests.is_empty() || !dns_names.is_empty();
         if apps.is_empty() {
             apps.push(base);
         }
@@ -680,8 +724,8 @@ impl FlowInspector {
         let mut hits: Vec<u32> = Vec::new();
         let mut over_limit = 0;
         for app in &apps {
-            // The policy reads every request's host too.
-            if !requests.is_empty()
+            // The policy reads every request's host and query's name too.
+            if named
                 && let Some(c) = app
                 && engine.policy.decide(c) == Verdict::Drop
             {
@@ -1216,5 +1260,57 @@ mod tests {
         );
         assert_eq!((v, f.decided_by), (Verdict::Drop, Some("policy")));
         assert!(f.http_anomalies.contains(&"absolute-uri"));
+    }
+
+    fn dns_query(name: &str) -> Vec<u8> {
+        let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in name.split('.') {
+            m.push(label.len() as u8);
+            m.extend_from_slice(label.as_bytes());
+        }
+        m.extend_from_slice(&[0, 0, 1, 0, 1]);
+        m
+    }
+
+    /// A second query on a flow (UDP from one socket, or a TCP connection)
+    /// is read as well as the first.
+    #[test]
+    fn every_dns_query_of_a_flow_is_read() {
+        let e = engine(
+            "drop dns any any -> any any (dns.query; content:\"blocked.test\"; sid:4;)\n",
+            "",
+        );
+        fn udp(payload: &[u8], from_client: bool) -> FlowPacket<'_> {
+            let (a, b) = ("198.18.0.1".parse().unwrap(), "198.18.0.2".parse().unwrap());
+            FlowPacket {
+                src: if from_client { a } else { b },
+                dst: if from_client { b } else { a },
+                sport: if from_client { 40000 } else { 53 },
+                dport: if from_client { 53 } else { 40000 },
+                from_client,
+                payload,
+                tcp: None,
+            }
+        }
+        let mut f = FlowInspector::new(17, &e);
+        let q1 = dns_query("allowed.test");
+        let mut a1 = q1.clone();
+        a1[2] = 0x81;
+        assert_eq!(f.on_packet(&e, &udp(&q1, true)), Verdict::InspectMore);
+        assert_eq!(f.on_packet(&e, &udp(&a1, false)), Verdict::InspectMore);
+        let q2 = dns_query("blocked.test");
+        assert_eq!(f.on_packet(&e, &udp(&q2, true)), Verdict::Drop);
+        // over TCP, both queries in one segment, the second blocked
+        let mut f = FlowInspector::new(PROTO_TCP, &e);
+        let c = Conn::open(&e, &mut f);
+        let mut stream = Vec::new();
+        for q in [dns_query("allowed.test"), dns_query("blocked.test")] {
+            stream.extend_from_slice(&(q.len() as u16).to_be_bytes());
+            stream.extend_from_slice(&q);
+        }
+        let mut p = c.packet(true, 1000, ACK, &stream);
+        p.sport = 40000;
+        p.dport = 53;
+        assert_eq!(f.on_packet(&e, &p), Verdict::Drop);
     }
 }

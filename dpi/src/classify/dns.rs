@@ -132,6 +132,52 @@ pub(crate) fn dns(p: &Payload<'_>, s: &mut Scratch) -> Dissect {
     }
 }
 
+/// The DNS messages of one direction of a TCP stream, each after its
+/// two-byte length (RFC 1035 §4.2.2), however the segments split them. Only
+/// the first [`MAX_TCP_MESSAGE`] bytes of a message are kept (its question
+/// comes first); the rest is skipped.
+#[derive(Clone, Debug, Default)]
+pub struct TcpMessages {
+    buf: Vec<u8>,
+    /// Bytes of the current message still to skip.
+    skip: usize,
+}
+
+impl TcpMessages {
+    /// Reads the next bytes of the stream; each message now whole (or its
+    /// kept head) is pushed to `out`.
+    pub fn feed(&mut self, data: &[u8], out: &mut Vec<Vec<u8>>) {
+        let skipped = self.skip.min(data.len());
+        self.skip -= skipped;
+        self.buf.extend_from_slice(&data[skipped..]);
+        let mut pos = 0;
+        loop {
+            let rest = &self.buf[pos..];
+            if rest.len() < 2 {
+                break;
+            }
+            let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+            let kept = len.min(MAX_TCP_MESSAGE);
+            if rest.len() < 2 + kept {
+                break;
+            }
+            out.push(rest[2..2 + kept].to_vec());
+            if rest.len() >= 2 + len {
+                pos += 2 + len;
+            } else {
+                self.skip = 2 + len - rest.len();
+                pos = self.buf.len();
+            }
+        }
+        self.buf.drain(..pos);
+    }
+}
+
+/// The first question's name of a DNS message (None if it is not one).
+pub fn query_name(msg: &[u8]) -> Option<String> {
+    parse(msg).flatten()
+}
+
 /// The response to a query already classified: its name replaces the query's.
 pub(crate) fn response(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
     let msg = if p.l4 == PROTO_TCP {
@@ -148,6 +194,49 @@ pub(crate) fn response(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn tcp_messages_are_read_however_the_stream_splits_them() {
+        let query = |name: &str| {
+            let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+            for label in name.split('.') {
+                m.push(label.len() as u8);
+                m.extend_from_slice(label.as_bytes());
+            }
+            m.extend_from_slice(&[0, 0, 1, 0, 1]);
+            let mut framed = (m.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&m);
+            framed
+        };
+        // two queries, then one longer than what is kept
+        let mut stream = [query("a.test"), query("blocked.test")].concat();
+        let mut long = query("c.test");
+        long.extend_from_slice(&[0; 2000]);
+        let len = (long.len() - 2) as u16;
+        long[..2].copy_from_slice(&len.to_be_bytes());
+        stream.extend_from_slice(&long);
+        stream.extend_from_slice(&query("d.test"));
+        for size in [1, 3, 7, stream.len()] {
+            let mut t = TcpMessages::default();
+            let mut out = Vec::new();
+            for piece in stream.chunks(size) {
+                t.feed(piece, &mut out);
+                assert!(t.buf.len() <= 2 + MAX_TCP_MESSAGE + size);
+            }
+            let names: Vec<_> = out.iter().map(|m| query_name(m)).collect();
+            assert_eq!(
+                names,
+                [
+                    Some("a.test"),
+                    Some("blocked.test"),
+                    Some("c.test"),
+                    Some("d.test")
+                ]
+                .map(|n| n.map(String::from)),
+                "in pieces of {size}"
+            );
+        }
+    }
+
     use super::*;
 
     fn query(name: &str) -> Vec<u8> {

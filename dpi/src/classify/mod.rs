@@ -20,6 +20,7 @@ mod tls;
 
 use std::fmt;
 
+pub use dns::{TcpMessages as DnsTcpMessages, query_name as dns_query_name};
 pub use tls::{ClientHello, parse_client_hello};
 
 use crate::flow::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
