@@ -7,8 +7,17 @@
 #   libelf-dev zlib1g-dev m4 make pkg-config xsk-rs builds libxdp/libbpf from source
 #   iproute2 ethtool                         the veth testbed and NIC setup
 #   nftables                                 the peer the load balancer is compared with
-#                                            (`compare lb`; rules only inside test namespaces)
+#                                            (`compare lb`; rules only inside test namespaces),
+#                                            and the evasion tests' raw client (no kernel RSTs)
+# With --bench, also the peers the benchmarks compare with (not needed by the tests):
+#   suricata (Debian's bookworm-backports, 7.x)  `compare ips`; its service is left disabled
+#   libndpi-bin                                  `ndpi-speed`, `compare dpi`
 set -euo pipefail
+
+bench=false
+if [ "${1:-}" = "--bench" ]; then
+    bench=true
+fi
 
 packages=(clang llvm libbpf-dev linux-libc-dev libelf-dev zlib1g-dev m4 make pkg-config iproute2 ethtool
           iputils-ping curl openssl python3 nftables)
@@ -27,6 +36,28 @@ if ((${#missing[@]})); then
     echo "install-deps.sh: installing ${missing[*]}"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if $bench; then
+    sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo=sudo
+    if ! command -v suricata >/dev/null; then
+        . /etc/os-release
+        if [ "${VERSION_CODENAME:-}" = bookworm ] && ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d; then
+            echo "install-deps.sh: adding Debian's bookworm-backports suite (for Suricata 7)"
+            printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+                | $sudo tee /etc/apt/sources.list.d/bookworm-backports.sources >/dev/null
+        fi
+        $sudo apt-get update -qq
+        target=()
+        [ "${VERSION_CODENAME:-}" = bookworm ] && target=(-t bookworm-backports)
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${target[@]}" suricata >/dev/null
+        # a benchmark peer, not a service of this machine
+        command -v systemctl >/dev/null && $sudo systemctl disable --now suricata >/dev/null 2>&1 || true
+    fi
+    dpkg-query -W -f='${Status}' libndpi-bin 2>/dev/null | grep -q "install ok installed" \
+        || DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends libndpi-bin >/dev/null
+    echo "install-deps.sh: benchmark peers present (suricata $(suricata -V 2>/dev/null | grep -o '[0-9][0-9.]*' | head -1))"
 fi
 
 if ! command -v cargo >/dev/null; then

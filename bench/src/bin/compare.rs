@@ -10,6 +10,9 @@
 //!   compare lb        the XDP balancer vs nftables DNAT vs haproxy
 //!   compare latency   p50/p99/p99.9 of the kernel and user-space paths at
 //!                     10 %, 50 % and 90 % of the measured maximum rate
+//!   compare ips       the inline bridge vs Suricata 7 in AF_PACKET IPS mode
+//!                     (and a bare XDP bridge), the same rules: TCP download
+//!                     speed, 64 B UDP frames/s, latency and ping under load
 //!   compare generators  pktgen's three engines against each other
 //!   compare all       every one of the above
 //!
@@ -51,6 +54,7 @@ enum What {
     Dpi,
     Lb,
     Latency,
+    Ips,
     All,
 }
 
@@ -750,6 +754,368 @@ fn latency(args: &Args) -> anyhow::Result<Value> {
     Ok(result)
 }
 
+/// Suricata's configuration for the IPS comparison: AF_PACKET IPS mode
+/// between the bridge's two ports (copy-mode ips, one worker thread per
+/// port, as the data plane's two queues), the app-layer parsers the rules
+/// need, logs in `dir`.
+fn suricata_yaml(dir: &Path) -> String {
+    format!(
+        r#"%YAML 1.1
+---
+vars:
+  address-groups:
+    HOME_NET: "[198.18.0.0/15]"
+    EXTERNAL_NET: "any"
+  port-groups:
+    HTTP_PORTS: "80"
+default-log-dir: {dir}
+outputs:
+  - fast:
+      enabled: yes
+      filename: fast.log
+af-packet:
+  - interface: br0
+    threads: 1
+    copy-mode: ips
+    copy-iface: br1
+    cluster-id: 98
+    cluster-type: cluster_flow
+  - interface: br1
+    threads: 1
+    copy-mode: ips
+    copy-iface: br0
+    cluster-id: 97
+    cluster-type: cluster_flow
+app-layer:
+  protocols:
+    http:
+      enabled: yes
+    tls:
+      enabled: yes
+      detection-ports:
+        dp: 443
+    dns:
+      tcp:
+        enabled: yes
+        detection-ports:
+          dp: 53
+      udp:
+        enabled: yes
+        detection-ports:
+          dp: 53
+logging:
+  default-log-level: notice
+  outputs:
+    - console:
+        enabled: yes
+"#,
+        dir = dir.display()
+    )
+}
+
+/// What the IPS comparison runs as the device under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ips {
+    Bare,
+    Dataplane,
+    Suricata,
+}
+
+impl Ips {
+    fn name(self) -> &'static str {
+        match self {
+            Ips::Bare => "bare XDP bridge (no inspection)",
+            Ips::Dataplane => "dataplane inline (--peer), typical.rules",
+            Ips::Suricata => "Suricata 7 AF_PACKET IPS, typical.rules",
+        }
+    }
+}
+
+/// Percentile `q` (0..1) of `values`.
+fn percentile(values: &mut [f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    values[((values.len() - 1) as f64 * q).round() as usize]
+}
+
+/// The inline bridge against Suricata in IPS mode on the three-namespace
+/// testbed, with the same rules (bench/rules/typical.rules), each round
+/// running the three devices in turn: a 10 MB HTTP download through the
+/// bridge (curl to Python's http.server), 64 B UDP at full speed (pktgen's
+/// AF_PACKET engine into the latency sink), then a fixed 50 kpps of it with
+/// one-way latency and ping RTTs under that load.
+fn ips(args: &Args) -> anyhow::Result<Value> {
+    use xdp_redirect::baseline::{Baseline, Kind};
+    if !installed("suricata") {
+        eprintln!(
+            "- Suricata: not installed, skipped (Debian bookworm-backports: scripts/install-deps.sh --bench)"
+        );
+        return Ok(json!({"skipped": "suricata not installed"}));
+    }
+    let tb = InlineTestbed::up(2)?;
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/typical.rules");
+    let dir = std::env::temp_dir().join(format!("compare-ips-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let scratch = testbed::Scratch::new("compare-ips");
+    let (cert, key) = testbed::peers::self_signed_cert(&scratch);
+    let servers = testbed::peers::start_servers(&tb.server, tb.server_ip, &cert, &key);
+    let pass = |ns: &Netns, iface: &str| -> anyhow::Result<Baseline> {
+        let iface = iface.to_string();
+        ns.run_inside(move || -> anyhow::Result<Baseline> {
+            let mut b = Baseline::load()?;
+            b.attach(Kind::PassAll, &iface)?;
+            Ok(b)
+        })?
+    };
+    // veth delivers XDP redirects only to a peer with an XDP program
+    let _client_pass = pass(&tb.client, &tb.client_if)?;
+    let dst_mac = mac(&tb.server, &tb.server_if)?;
+    let frames: u64 = if args.smoke { 100_000 } else { 1_000_000 };
+    let rounds = if args.smoke { 1 } else { args.rounds.max(1) };
+    let send = |rate: u64, count: u64| -> anyhow::Result<Value> {
+        let mut a: Vec<String> = [
+            "--iface",
+            "cli0",
+            "--dst-ip",
+            "198.18.1.2",
+            "--dst-mac",
+            &dst_mac,
+            "--threads",
+            "1",
+            "--first-cpu",
+            "1",
+            "--flows",
+            "16",
+            "--engine",
+            "afpacket",
+            "--batch",
+            "16",
+            "--latency",
+        ]
+        .map(String::from)
+        .to_vec();
+        a.extend([
+            "--rate".into(),
+            rate.to_string(),
+            "--count".into(),
+            count.to_string(),
+        ]);
+        pktgen(&tb.client, &a)
+    };
+    let sink = |tag: &str| -> anyhow::Result<Held> {
+        let mut cmd = tb.server.command(&bin("latency-sink")?);
+        cmd.args([
+            "--iface",
+            "srv0",
+            "--duration",
+            "60",
+            "--idle",
+            "1",
+            "--announce",
+        ])
+        .arg("--hgrm")
+        .arg(dir.join(format!("{tag}.hgrm")));
+        Held::start(cmd, "latency-sink: listening")
+    };
+    let mut rows: Vec<Value> = Vec::new();
+    for round in 0..rounds {
+        for device in [Ips::Bare, Ips::Dataplane, Ips::Suricata] {
+            let tag = format!("{device:?}-{round}").to_lowercase();
+            let server_pass = pass(&tb.server, &tb.server_if)?;
+            let held: Option<Held>;
+            let _bridge: Option<Baseline>;
+            match device {
+                Ips::Bare => {
+                    let (a, b) = (tb.dut_client_if.clone(), tb.dut_server_if.clone());
+                    _bridge = Some(tb.dut.run_inside(move || -> anyhow::Result<Baseline> {
+                        let mut prog = Baseline::load()?;
+                        let (ia, ib) = (
+                            xdp_redirect::iface::index(&a)?,
+                            xdp_redirect::iface::index(&b)?,
+                        );
+                        prog.set_bridge(ia, ib)?;
+                        prog.attach(Kind::Bridge, &a)?;
+                        prog.attach(Kind::Bridge, &b)?;
+                        Ok(prog)
+                    })??);
+                    held = None;
+                }
+                Ips::Dataplane => {
+                    _bridge = None;
+                    let mut cmd = tb.dut.command(&bin("dataplane")?);
+                    cmd.args(["--iface", "br0", "--peer", "br1", "--queues", "2"])
+                        .args(["--no-control", "--stats-interval", "0"])
+                        .arg("--rules")
+                        .arg(&rules);
+                    held = Some(Held::start(cmd, "dataplane: running")?);
+                }
+                Ips::Suricata => {
+                    _bridge = None;
+                    let sdir = dir.join(&tag);
+                    std::fs::create_dir_all(&sdir)?;
+                    let yaml = sdir.join("suricata.yaml");
+                    std::fs::write(&yaml, suricata_yaml(&sdir))?;
+                    let mut cmd = tb.dut.command("suricata");
+                    cmd.arg("-c")
+                        .arg(&yaml)
+                        .args(["--af-packet", "--runmode", "workers", "-k", "none"])
+                        .arg("-S")
+                        .arg(&rules)
+                        .arg("-l")
+                        .arg(&sdir)
+                        .arg("--pidfile")
+                        .arg(sdir.join("suricata.pid"));
+                    held = Some(Held::start(cmd, "Engine started")?);
+                }
+            }
+            // TCP: one 10 MB download (the first one warms ARP up).
+            let url = "http://allowed.test/big";
+            testbed::peers::curl(&tb.client, url, "allowed.test", tb.server_ip, 80, 30);
+            let (ok, speed) = testbed::peers::run_in(
+                &tb.client,
+                "curl",
+                &[
+                    "-sS",
+                    "--noproxy",
+                    "*",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{speed_download}",
+                    "--max-time",
+                    "60",
+                    "--resolve",
+                    "allowed.test:80:198.18.1.2",
+                    url,
+                ],
+            );
+            let tcp_mbps = if ok {
+                speed.trim().parse::<f64>().unwrap_or(0.0) * 8.0 / 1e6
+            } else {
+                0.0
+            };
+            // Both IPSes enforce the rules: the blocked site does not load.
+            let blocked_loads = testbed::peers::curl(
+                &tb.client,
+                "http://blocked.test/",
+                "blocked.test",
+                tb.server_ip,
+                80,
+                3,
+            )
+            .0;
+            drop(server_pass);
+            // UDP at full speed.
+            let s = sink(&format!("{tag}-max"))?;
+            let sent = send(0, frames)?;
+            let out = s.stop()?;
+            let delivered: f64 = out
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("latency-sink: ")?
+                        .split_whitespace()
+                        .next()?
+                        .parse()
+                        .ok()
+                })
+                .unwrap_or(0.0);
+            let udp_pps = delivered / sent["seconds"].as_f64().unwrap_or(1.0);
+            // A fixed 50 kpps for 3 s: one-way latency of the load, and ping.
+            let s = sink(&format!("{tag}-load"))?;
+            let ping = {
+                let mut cmd = tb.client.command("ping");
+                cmd.args(["-n", "-c", "100", "-i", "0.02", "198.18.1.2"]);
+                Process::spawn(cmd)?
+            };
+            send(50_000, 150_000)?;
+            let mut ping = ping;
+            let _ = ping.wait_exit(Duration::from_secs(15));
+            s.stop()?;
+            let mut rtts: Vec<f64> = ping
+                .output()
+                .lines()
+                .filter_map(|l| {
+                    l.split("time=")
+                        .nth(1)?
+                        .split_whitespace()
+                        .next()?
+                        .parse()
+                        .ok()
+                })
+                .collect();
+            let points = bench::latency::read_hgrm(&dir.join(format!("{tag}-load.hgrm")))?;
+            let at = |q: f64| {
+                points
+                    .iter()
+                    .find(|(p, _)| *p >= q)
+                    .map_or(f64::NAN, |&(_, v)| v)
+            };
+            let row = json!({
+                "device": device.name(),
+                "round": round + 1,
+                "tcp_mbit_s": tcp_mbps,
+                "blocked_site_loaded": blocked_loads,
+                "udp_pps": udp_pps,
+                "load_p50_us": at(0.5),
+                "load_p99_us": at(0.99),
+                "ping_replies": rtts.len(),
+                "ping_p50_ms": percentile(&mut rtts, 0.5),
+                "ping_p99_ms": percentile(&mut rtts, 0.99),
+            });
+            eprintln!("ips: {row}");
+            rows.push(row);
+            if let Some(held) = held {
+                held.stop()?;
+            }
+        }
+    }
+    drop(servers);
+    let med = |device: Ips, key: &str| {
+        median(
+            rows.iter()
+                .filter(|r| r["device"] == device.name())
+                .map(|r| r[key].as_f64().unwrap_or(f64::NAN))
+                .collect(),
+        )
+    };
+    println!(
+        "\n### Inline IPS: dataplane vs Suricata {} (AF_PACKET IPS), same rules, 2-core VM, veth, median of {rounds} round(s)\n",
+        "7"
+    );
+    println!(
+        "| device | TCP download (Mbit/s) | 64 B UDP delivered (frames/s) | one-way p50 / p99 at 50 kpps (µs) | ping p50 / p99 under that load (ms) |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    let mut summary = json!({"rows": rows});
+    for device in [Ips::Bare, Ips::Dataplane, Ips::Suricata] {
+        println!(
+            "| {} | {:.0} | {:.0} | {:.1} / {:.1} | {:.3} / {:.3} |",
+            device.name(),
+            med(device, "tcp_mbit_s"),
+            med(device, "udp_pps"),
+            med(device, "load_p50_us"),
+            med(device, "load_p99_us"),
+            med(device, "ping_p50_ms"),
+            med(device, "ping_p99_ms"),
+        );
+    }
+    for key in ["tcp_mbit_s", "udp_pps"] {
+        let r = med(Ips::Dataplane, key) / med(Ips::Suricata, key);
+        println!("dataplane / Suricata, {key}: {r:.2}x");
+        summary[format!("ratio_{key}")] = json!(r);
+    }
+    for key in ["load_p99_us", "ping_p99_ms"] {
+        let r = med(Ips::Suricata, key) / med(Ips::Dataplane, key);
+        println!(
+            "Suricata / dataplane, {key} (lower is better for the dataplane when > 1): {r:.2}x"
+        );
+        summary[format!("ratio_{key}")] = json!(r);
+    }
+    Ok(summary)
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     testbed::require_root("the comparison runs");
@@ -773,6 +1139,9 @@ fn main() -> anyhow::Result<()> {
     }
     if all || args.what == What::Latency {
         out["latency"] = latency(&args)?;
+    }
+    if all || args.what == What::Ips {
+        out["ips"] = ips(&args)?;
     }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&out)?)

@@ -2,7 +2,8 @@
 //! measured where they arrive. An XDP program on `--iface` reads each UDP
 //! frame's stamp (sequence number and send time, CLOCK_MONOTONIC, the same
 //! clock on one host), hands the latency to user space through a ring
-//! buffer, and drops the frame. Prints HdrHistogram's percentile table and
+//! buffer, and drops the frame (frames without a stamp go on to the stack,
+//! so ARP and ping work while it runs). Prints HdrHistogram's percentile table and
 //! writes the `.hgrm` file and an SVG plot.
 //!
 //!   ip netns exec dp-srv latency-sink --iface srv0 --duration 10 \
