@@ -1081,8 +1081,7 @@ fn ips(args: &Args) -> anyhow::Result<Value> {
         )
     };
     println!(
-        "\n### Inline IPS: dataplane vs Suricata {} (AF_PACKET IPS), same rules, 2-core VM, veth, median of {rounds} round(s)\n",
-        "7"
+        "\n### Inline IPS: dataplane vs Suricata 7 (AF_PACKET IPS), same rules, 2-core VM, veth, median of {rounds} round(s)\n"
     );
     println!(
         "| device | TCP download (Mbit/s) | 64 B UDP delivered (frames/s) | one-way p50 / p99 at 50 kpps (µs) | ping p50 / p99 under that load (ms) |"
