@@ -191,8 +191,8 @@ fn inline_bridge_enforces_dpi_verdicts_on_real_traffic_root() {
         );
     }
 
-    // The download's flow record: user space saw at most the give-up limit
-    // of its packets, the kernel forwarded the rest.
+    // The download's flow record: user space saw about the stream depth of
+    // it, the kernel forwarded the rest.
     let download = testbed::wait_until(
         "the download's flow record (FIN, then the closing timeout)",
         Duration::from_secs(15),
@@ -217,8 +217,10 @@ fn inline_bridge_enforces_dpi_verdicts_on_real_traffic_root() {
     assert_eq!(download["decided_by"], "depth", "{download}");
     assert_eq!(download["kernel_action"], "forward", "{download}");
     assert_eq!(download["reason"], "closed", "{download}");
+    // (plus what was in flight while the verdict was written: on a loaded
+    // 2-core machine, up to a TCP window)
     assert!(
-        u(&download, "user_bytes") <= DEPTH + DEPTH / 4,
+        u(&download, "user_bytes") <= 2 * DEPTH,
         "user space saw about the depth: {download}"
     );
     assert!(
@@ -258,8 +260,8 @@ fn inline_bridge_enforces_dpi_verdicts_on_real_traffic_root() {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
     let kernel = &v["kernel"];
     assert!(
-        u(kernel, "bypass_forward") >= BIG / 1500,
-        "the download went through XDP: {v:#}"
+        u(kernel, "bypass_forward") >= (BIG - DEPTH) / 1500,
+        "the download past the depth went through XDP: {v:#}"
     );
     assert!(u(kernel, "bypass_drop") >= 1, "{v:#}");
     assert!(u(kernel, "bridged") >= 2, "ARP was bridged in XDP: {v:#}");

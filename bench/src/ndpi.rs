@@ -274,9 +274,9 @@ pub fn compare(dataset: &Path) -> std::io::Result<Agreement> {
         };
         report.captures += 1;
         let mut records = Vec::new();
-        let engine = Engine::default();
+        let engine = std::sync::Arc::new(Engine::default());
         let mut inspection = Inspection::new(
-            &engine,
+            engine,
             NonZeroUsize::new(1 << 20).expect("non-zero"),
             Timeouts::default(),
             |r| records.push(r),

@@ -12,13 +12,15 @@ use std::{
     net::{IpAddr, SocketAddr},
     num::NonZeroUsize,
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use dpi::{
     FlowKey, LinkType,
-    policy::{Engine, FlowInspector, FlowLabel, FlowPacket, Verdict},
-    table::{EndReason, Entry, FlowTable, Timeouts},
+    engine::{FlowState, FlowTable, InspectDecider, PacketCount},
+    policy::{Engine, FlowLabel, Verdict},
+    table::{EndReason, Timeouts},
 };
 
 use crate::flowlog::l4_name;
@@ -102,21 +104,15 @@ pub struct Summary {
     pub packets_per_second: f64,
 }
 
-struct FlowState {
-    client: std::net::SocketAddr,
-    server: std::net::SocketAddr,
-    packets: u64,
-    bytes: u64,
-    inspector: FlowInspector,
-}
-
 /// How often (in packets) idle flows are looked for.
 const EXPIRE_EVERY: u64 = 4096;
 
-/// The flows of a set of captures, handed to a sink as each one ends.
+/// The flows of a set of captures, handed to a sink as each one ends: the
+/// live workers' flow table and decider (`dpi::engine`), with capture time
+/// for the clock and no kernel to hand flows to.
 pub struct Inspection<'s> {
-    engine: &'s Engine,
-    flows: FlowTable<FlowState>,
+    flows: FlowTable<InspectDecider>,
+    timeouts: Timeouts,
     summary: Summary,
     now_ns: u64,
     sink: Box<dyn FnMut(FlowRecord) + 's>,
@@ -139,14 +135,21 @@ impl<R: Read> Read for Counting<R> {
 impl<'s> Inspection<'s> {
     /// At most `max_flows` flows are tracked at once; each ended flow goes to `sink`.
     pub fn new(
-        engine: &'s Engine,
+        engine: Arc<Engine>,
         max_flows: NonZeroUsize,
         timeouts: Timeouts,
         sink: impl FnMut(FlowRecord) + 's,
     ) -> Self {
+        let decider = InspectDecider {
+            count: PacketCount { limit: None },
+            engine: Some(engine),
+            // A capture taken on a host holds what it sent with the
+            // checksum left to the NIC: checksums are not checked offline.
+            check_checksums: false,
+        };
         Inspection {
-            engine,
-            flows: FlowTable::new(max_flows, timeouts),
+            flows: FlowTable::new(max_flows, decider),
+            timeouts,
             summary: Summary::default(),
             now_ns: 0,
             sink: Box::new(sink),
@@ -159,69 +162,45 @@ impl<'s> Inspection<'s> {
         self.summary.bytes += u64::from(wire_len);
         self.now_ns = self.now_ns.max(ts_ns);
         if self.summary.packets.is_multiple_of(EXPIRE_EVERY) {
-            for (key, entry, reason) in self.flows.expire(self.now_ns) {
-                self.emit(key, entry, reason);
+            for (key, flow, reason) in self.flows.expire_idle(&self.timeouts, self.now_ns) {
+                self.emit(key, flow, reason);
             }
         }
         let Some(link) = link else {
             self.summary.skipped_frames += 1;
             return;
         };
-        let decoded = match dpi::link::decode(link, frame) {
-            Ok(d) => d,
-            Err(_) => {
-                self.summary.skipped_frames += 1;
-                return;
-            }
+        let Ok(decoded) = dpi::link::decode(link, frame) else {
+            self.summary.skipped_frames += 1;
+            return;
         };
-        let engine = self.engine;
-        let (entry, evicted) = self.flows.touch(decoded.key, ts_ns, decoded.tcp_flags, || {
-            let (a, b) = (decoded.key.a(), decoded.key.b());
-            let (client, server) = if decoded.from_a { (a, b) } else { (b, a) };
-            FlowState {
-                client,
-                server,
-                packets: 0,
-                bytes: 0,
-                inspector: FlowInspector::new(decoded.key.proto, engine),
-            }
-        });
-        let flow = &mut entry.value;
-        flow.packets += 1;
-        flow.bytes += u64::from(wire_len);
-        // Checksums are not checked offline: a capture taken on a host holds
-        // what it sent with the checksum left to the NIC.
-        let packet = FlowPacket::from_frame(
-            frame,
-            &decoded,
-            decoded.key.a() == flow.client,
-            wire_len as usize,
-            false,
-        );
-        flow.inspector.on_packet(engine, &packet);
-        if let Some((key, entry)) = evicted {
+        let seen = self
+            .flows
+            .on_packet(&decoded, frame, wire_len as usize, self.now_ns);
+        if let Some((key, flow)) = seen.evicted {
             self.summary.evicted_flows += 1;
-            self.emit(key, entry, EndReason::Evicted);
+            self.emit(key, flow, EndReason::Evicted);
         }
     }
 
-    fn emit(&mut self, key: FlowKey, entry: Entry<FlowState>, reason: EndReason) {
-        let mut f = entry.value;
+    fn emit(&mut self, key: FlowKey, flow: FlowState, reason: EndReason) {
         self.summary.flows += 1;
+        let (client, server) = if flow.client_is_a {
+            (key.a(), key.b())
+        } else {
+            (key.b(), key.a())
+        };
         (self.sink)(FlowRecord {
-            src: f.client.ip(),
-            sport: f.client.port(),
-            dst: f.server.ip(),
-            dport: f.server.port(),
+            src: client.ip(),
+            sport: client.port(),
+            dst: server.ip(),
+            dport: server.port(),
             l4: l4_name(key.proto),
             vlan: key.vlan,
-            label: f.inspector.label(),
-            verdict: match f.inspector.verdict() {
-                Verdict::InspectMore => "undecided",
-                v => v.name(),
-            },
-            packets: f.packets,
-            bytes: f.bytes,
+            label: flow.label.map(|l| *l).unwrap_or_default(),
+            verdict: flow.decided.map_or("undecided", Verdict::name),
+            packets: u64::from(flow.packets),
+            bytes: flow.bytes,
             reason,
             key,
         });
@@ -323,8 +302,10 @@ impl<'s> Inspection<'s> {
 
     /// Ends every flow still in the table (reason `shutdown`) and returns the totals.
     pub fn finish(mut self, elapsed: Duration) -> Summary {
-        for (key, entry) in self.flows.drain() {
-            self.emit(key, entry, EndReason::Shutdown);
+        for key in self.flows.keys() {
+            if let Some(flow) = self.flows.remove(&key) {
+                self.emit(key, flow, EndReason::Shutdown);
+            }
         }
         self.summary.seconds = elapsed.as_secs_f64();
         self.summary.packets_per_second =
@@ -351,7 +332,7 @@ pub fn run(
     files: &[PathBuf],
     format: Format,
     max_flows: NonZeroUsize,
-    engine: &Engine,
+    engine: Arc<Engine>,
 ) -> anyhow::Result<()> {
     use std::io::Write as _;
     let started = Instant::now();

@@ -2,7 +2,14 @@
 //! `struct dp_flow_key`. Both follow the same ordering rule (see dp_abi.h);
 //! the root test `tests/key_agreement.rs` checks they agree on real frames.
 
-use xdp_redirect::{FlowKey as KernelKey, abi::dp_family};
+use dpi::{
+    engine::{KernelEntry, VerdictStore},
+    policy::Verdict,
+};
+use xdp_redirect::{
+    Action, FlowKey as KernelKey, VerdictMap, abi::dp_family,
+    abi::dp_verdict_flags::DP_VERDICT_F_CLOSING,
+};
 
 /// The kernel map key for a flow.
 pub fn to_kernel(key: &dpi::FlowKey) -> KernelKey {
@@ -18,6 +25,56 @@ pub fn to_kernel(key: &dpi::FlowKey) -> KernelKey {
         } as u8,
         proto: key.proto,
         vlan: key.vlan,
+    }
+}
+
+/// The kernel's verdict map as the flow engine's [`VerdictStore`]: keys
+/// converted, and "allow" written as what it means in this mode (`pass` to
+/// the stack, `forward` to the peer port, or `drop` for a mirror port's
+/// copies).
+pub struct KernelVerdicts {
+    pub map: VerdictMap,
+    pub allow: Action,
+}
+
+impl KernelVerdicts {
+    fn action(&self, verdict: Verdict) -> Action {
+        match verdict {
+            Verdict::Drop => Action::Drop,
+            _ => self.allow,
+        }
+    }
+}
+
+impl VerdictStore for KernelVerdicts {
+    type Error = xdp_redirect::Error;
+
+    fn get(&self, key: &dpi::FlowKey) -> Result<Option<KernelEntry>, Self::Error> {
+        Ok(self.map.get(&to_kernel(key))?.map(|v| KernelEntry {
+            verdict: if v.action == Action::Drop.code() {
+                Verdict::Drop
+            } else {
+                Verdict::Allow
+            },
+            packets: v.packets,
+            bytes: v.bytes,
+            last_seen_ns: v.last_seen_ns,
+            closing: v.flags & DP_VERDICT_F_CLOSING != 0,
+        }))
+    }
+
+    fn remove(&mut self, key: &dpi::FlowKey) -> Result<(), Self::Error> {
+        self.map.remove(&to_kernel(key))
+    }
+
+    fn set_drops(&mut self, keys: &[dpi::FlowKey]) -> Result<usize, Self::Error> {
+        let keys: Vec<KernelKey> = keys.iter().map(to_kernel).collect();
+        self.map.set_batch(&keys, Action::Drop)
+    }
+
+    fn set_if_absent(&mut self, key: &dpi::FlowKey, verdict: Verdict) -> Result<bool, Self::Error> {
+        let action = self.action(verdict);
+        self.map.set_if_absent(&to_kernel(key), action)
     }
 }
 

@@ -26,7 +26,6 @@ pub mod logging;
 pub mod metrics;
 pub mod preflight;
 mod run;
-pub mod sniff;
 pub mod stats;
 pub mod worker;
 pub mod xsk;

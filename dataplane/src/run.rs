@@ -49,7 +49,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let engine = engine.load()?;
             let max_flows =
                 NonZeroUsize::new(max_flows as usize).context("--max-flows must be positive")?;
-            crate::inspect::run(&files, format, max_flows, &engine)
+            crate::inspect::run(&files, format, max_flows, Arc::new(engine))
         }
         (
             Some(Command::Ctl {

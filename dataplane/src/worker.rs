@@ -25,18 +25,22 @@ use std::{
 
 use crossbeam_channel::{Sender, TrySendError};
 use dpi::defrag::{Defrag, DefragConfig, Outcome as DefragOutcome};
+use dpi::engine::{
+    Expiry, FlowState, FlowTable, InspectDecider, KernelEntry, PacketCount, PendingVerdicts,
+    VerdictStore, expiry,
+};
+use dpi::policy::Verdict;
 use hdrhistogram::Histogram;
 use thiserror::Error;
 use xdp_redirect::clock::monotonic_ns;
 use xdp_redirect::host::HostRing;
-use xdp_redirect::{Action, VerdictMap, abi::dp_verdict_flags::DP_VERDICT_F_CLOSING};
+use xdp_redirect::{Action, VerdictMap};
 use xsk_rs::FrameDesc;
 
 use crate::{
     flowlog::{EndReason, FlowLogSender, FlowRecord, WallClock, l4_name},
     handoff::{self, Handoffs, Parcel},
-    key,
-    sniff::{FlowState, FlowTable, PacketCount, SniffDecider},
+    key::KernelVerdicts,
     stats::{QueueCounters, WorkerReport, new_histogram},
     xsk::{QueueSocket, poll_readable},
 };
@@ -87,20 +91,6 @@ pub enum Input {
     Xsk(QueueSocket),
     /// Host mode: the worker's ring of copies (the packets went to the stack).
     Host(HostRing),
-}
-
-/// Verdicts to write at the end of an RX batch, grouped so that each group
-/// is one `BPF_MAP_UPDATE_BATCH` syscall.
-#[derive(Default)]
-struct PendingVerdicts {
-    /// Flows just decided "drop": overwrite whatever is there.
-    drop: Vec<xdp_redirect::FlowKey>,
-    /// Flows just decided "allow": never replace an existing verdict.
-    allow: Vec<xdp_redirect::FlowKey>,
-    /// Decided flows whose packets came back long after the verdict: put the
-    /// entry back if the map's LRU evicted it (no-op if it is there).
-    restore_drop: Vec<xdp_redirect::FlowKey>,
-    restore_allow: Vec<xdp_redirect::FlowKey>,
 }
 
 /// What the main thread can ask a worker, checked once per loop turn.
@@ -158,13 +148,13 @@ struct Flows {
     queue: u32,
     core: usize,
     config: WorkerConfig,
-    verdicts: VerdictMap,
+    verdicts: KernelVerdicts,
     reports: Sender<WorkerReport>,
     stop: Arc<AtomicBool>,
     flow_log: Option<FlowLogSender>,
     queries: crossbeam_channel::Receiver<WorkerQuery>,
     heartbeat: Arc<xdp_redirect::pin::Heartbeat>,
-    table: FlowTable<SniffDecider>,
+    table: FlowTable<InspectDecider>,
     counters: QueueCounters,
     processing_ns: Histogram<u64>,
     kernel_to_user_ns: Histogram<u64>,
@@ -191,11 +181,22 @@ impl Worker {
         links: WorkerLinks,
     ) -> Self {
         let now = monotonic_ns();
+        let allow = if config.bridge {
+            Action::Forward
+        } else if config.mirror {
+            // a mirror port's frames are copies: nothing to hand on
+            Action::Drop
+        } else {
+            Action::Pass
+        };
         let flows = Flows {
             queue,
             core,
             config,
-            verdicts,
+            verdicts: KernelVerdicts {
+                map: verdicts,
+                allow,
+            },
             reports: links.reports,
             stop: links.stop,
             flow_log: links.flow_log,
@@ -203,7 +204,7 @@ impl Worker {
             heartbeat: links.heartbeat,
             table: FlowTable::new(
                 config.flow_table_size,
-                SniffDecider {
+                InspectDecider {
                     count: PacketCount {
                         limit: config.sniff_limit,
                     },
@@ -571,7 +572,7 @@ impl Flows {
             self.counters.undecodable_dropped += u64::from(self.config.bridge);
             return !self.config.bridge;
         };
-        let seen = self.table.on_packet(&decoded, frame, wire_len, picked_up);
+        let mut seen = self.table.on_packet(&decoded, frame, wire_len, picked_up);
         self.counters.flows_seen += u64::from(seen.new_flow);
         self.counters.max_flow_packets = self
             .counters
@@ -596,7 +597,7 @@ impl Flows {
                 Anomaly::HeldFull => &mut c.segments_held_full,
             } += 1;
         }
-        if let Some((key, flow)) = seen.evicted {
+        if let Some((key, flow)) = seen.evicted.take() {
             self.counters.flows_evicted += 1;
             let kernel = self.kernel_entry_for_record(&key, &flow);
             let ending = Ending {
@@ -606,25 +607,13 @@ impl Flows {
             };
             self.end_flow(key, flow, kernel, ending);
         }
-        if let Some(action) = seen.verdict {
-            let list = match action {
-                Action::Drop => &mut self.pending.drop,
-                _ => &mut self.pending.allow,
-            };
-            list.push(key::to_kernel(&decoded.key));
-            action != Action::Drop
-        } else if let Some(action) = seen.after_verdict {
+        if seen.after_verdict.is_some() {
             // In flight while the verdict was written, or the kernel entry
             // was evicted (then `restore`).
             self.counters.after_verdict_packets += 1;
-            if seen.restore {
-                let list = match action {
-                    Action::Drop => &mut self.pending.restore_drop,
-                    _ => &mut self.pending.restore_allow,
-                };
-                list.push(key::to_kernel(&decoded.key));
-            }
-            action != Action::Drop
+        }
+        if seen.verdict.is_some() || seen.after_verdict.is_some() {
+            self.pending.note(&decoded.key, &seen)
         } else {
             // Inline, a segment the host would discard goes no further.
             !(self.config.bridge && seen.discard.is_some())
@@ -660,11 +649,7 @@ impl Flows {
                             "l4": l4_name(key.proto),
                             "protocol": label.map_or("Unknown", |l| l.protocol),
                             "host": label.and_then(|l| l.host.clone()),
-                            "verdict": match flow.decided {
-                                None => "undecided",
-                                Some(Action::Drop) => "drop",
-                                Some(_) => "allow",
-                            },
+                            "verdict": flow.decided.map_or("undecided", Verdict::name),
                             "user_packets": flow.packets,
                             "user_bytes": flow.bytes,
                             "queue": queue,
@@ -680,67 +665,34 @@ impl Flows {
     }
 
     /// The kernel action for a user-space decision in this mode.
-    fn kernel_action(&self, action: Action) -> Action {
-        match action {
-            Action::Pass if self.config.bridge => Action::Forward,
-            // a mirror port's frames are copies: nothing to hand on
-            Action::Pass if self.config.mirror => Action::Drop,
-            other => other,
+    fn kernel_action(&self, verdict: Verdict) -> Action {
+        match verdict {
+            Verdict::Drop => Action::Drop,
+            _ => self.verdicts.allow,
         }
     }
 
-    /// Writes the batch's verdicts: "drop" overwrites, all of the batch's
-    /// drops in one syscall; "allow" never replaces an existing verdict (so
-    /// drop wins when two workers see the two directions of a flow), one
-    /// `BPF_NOEXIST` write per decided flow, as the kernel's batch update
-    /// has no per-element flags; restores only fill a missing entry.
+    /// Writes the batch's verdicts (see [`PendingVerdicts::write`]): drops
+    /// in one `BPF_MAP_UPDATE_BATCH`, each "allow" with `BPF_NOEXIST` (the
+    /// kernel's batch update has no per-element flags) so that a drop
+    /// always wins, restores only where the entry is gone.
     fn write_verdicts(&mut self) {
-        let queue = self.queue;
-        let failed = |counters: &mut QueueCounters,
-                      logged: &mut bool,
-                      n: u64,
-                      error: xdp_redirect::Error| {
-            counters.verdict_errors += n;
-            if !*logged {
-                *logged = true;
-                tracing::warn!(queue, %error, "verdict write failed (logged once per worker; counted in verdict_errors)");
-            }
-        };
-        if !self.pending.drop.is_empty() {
-            match self.verdicts.set_batch(&self.pending.drop, Action::Drop) {
-                Ok(n) => {
-                    self.counters.verdicts_written += n as u64;
-                    self.counters.verdicts_drop += n as u64;
-                }
-                Err(error) => failed(
-                    &mut self.counters,
-                    &mut self.verdict_error_logged,
-                    self.pending.drop.len() as u64,
-                    error,
-                ),
-            }
-            self.pending.drop.clear();
+        if self.pending.is_empty() {
+            return;
         }
-        let allow = self.kernel_action(Action::Pass);
-        let mut pending = std::mem::take(&mut self.pending);
-        let groups = [
-            (&mut pending.allow, allow, false),
-            (&mut pending.restore_drop, Action::Drop, true),
-            (&mut pending.restore_allow, allow, true),
-        ];
-        for (keys, action, restore) in groups {
-            for key in keys.drain(..) {
-                match (self.verdicts.set_if_absent(&key, action), restore) {
-                    (Ok(written), true) => self.counters.verdicts_rewritten += u64::from(written),
-                    (Ok(true), false) => self.counters.verdicts_written += 1,
-                    (Ok(false), false) => self.counters.verdict_conflicts += 1,
-                    (Err(error), _) => {
-                        failed(&mut self.counters, &mut self.verdict_error_logged, 1, error)
-                    }
-                }
-            }
+        let report = self.pending.write(&mut self.verdicts);
+        let c = &mut self.counters;
+        c.verdicts_written += report.written;
+        c.verdicts_drop += report.drops;
+        c.verdict_conflicts += report.conflicts;
+        c.verdicts_rewritten += report.rewritten;
+        c.verdict_errors += report.errors;
+        if let Some(error) = report.first_error
+            && !self.verdict_error_logged
+        {
+            self.verdict_error_logged = true;
+            tracing::warn!(queue = self.queue, %error, "verdict write failed (logged once per worker; counted in verdict_errors)");
         }
-        self.pending = pending;
     }
 
     /// Records XDP-receive-to-pickup latency (`rx_ns` 0: not stamped).
@@ -768,37 +720,27 @@ impl Flows {
             if flow.check_ns != due {
                 continue; // superseded by a later check
             }
-            let kkey = key::to_kernel(&key);
-            let kernel = self.verdicts.get(&kkey).ok().flatten();
-            // An undecided flow with a kernel verdict: its other direction
-            // reached another queue, whose worker decided it and owns the
-            // kernel entry (asymmetric RSS). Only this half ends here.
-            let split = flow.decided.is_none() && kernel.is_some();
-            // A split half closes with the flow (the flag is per flow), but
-            // its idle time is its own. A dropped flow's FIN or RST never
-            // reached the other end: the connection is not closing there,
-            // and its client may retransmit for minutes; it keeps the full
-            // timeout, so that the verdict holds instead of a retransmitted
-            // request being inspected again mid-stream.
-            let closing = flow.decided != Some(Action::Drop)
-                && (flow.closing || kernel.is_some_and(|k| k.flags & DP_VERDICT_F_CLOSING != 0));
-            let kernel = if split { None } else { kernel };
-            let last = flow.last_ns.max(kernel.map_or(0, |k| k.last_seen_ns));
-            let idle_until = last + self.config.timeouts.for_flow(key.proto, closing);
-            if idle_until > now {
-                let next = idle_until.min(last + self.config.timeouts.check_after(key.proto));
-                let next = next.max(now + 1);
-                if let Some(flow) = self.table.get_mut(&key) {
-                    flow.check_ns = next;
-                }
-                self.expiry.push(Reverse((next, key)));
-                continue;
-            }
+            let kernel = self.verdicts.get(&key).ok().flatten();
+            let (reason, split, last) =
+                match expiry(&key, flow, kernel.as_ref(), &self.config.timeouts, now) {
+                    Expiry::CheckAt(next) => {
+                        if let Some(flow) = self.table.get_mut(&key) {
+                            flow.check_ns = next;
+                        }
+                        self.expiry.push(Reverse((next, key)));
+                        continue;
+                    }
+                    Expiry::End {
+                        reason,
+                        split,
+                        end_ns,
+                    } => (reason, split, end_ns),
+                };
             // Read the counters once more right before removing: packets
             // between the check and the delete still count.
             let kernel = if flow.decided.is_some() {
-                let last_read = self.verdicts.get(&kkey).ok().flatten().or(kernel);
-                if let Err(error) = self.verdicts.remove(&kkey) {
+                let last_read = self.verdicts.get(&key).ok().flatten().or(kernel);
+                if let Err(error) = self.verdicts.remove(&key) {
                     tracing::warn!(queue = self.queue, %error, "cannot remove an expired verdict");
                 }
                 last_read
@@ -807,11 +749,6 @@ impl Flows {
             };
             self.counters.flows_split += u64::from(split);
             let flow = self.table.remove(&key).expect("present: checked above");
-            let reason = if closing {
-                EndReason::Closed
-            } else {
-                EndReason::Timeout
-            };
             let ending = Ending {
                 reason,
                 end_ns: last,
@@ -826,15 +763,11 @@ impl Flows {
     /// The kernel entry of an ending decided flow, for its record: read only
     /// when there is a flow log to write it to (an eviction happens on the
     /// per-packet path, and a lookup is a syscall).
-    fn kernel_entry_for_record(
-        &self,
-        key: &dpi::FlowKey,
-        flow: &FlowState,
-    ) -> Option<xdp_redirect::Verdict> {
+    fn kernel_entry_for_record(&self, key: &dpi::FlowKey, flow: &FlowState) -> Option<KernelEntry> {
         if self.flow_log.is_none() || flow.decided.is_none() {
             return None;
         }
-        self.verdicts.get(&key::to_kernel(key)).ok().flatten()
+        self.verdicts.get(key).ok().flatten()
     }
 
     /// Ends every flow still in the table (the data plane is stopping).
@@ -864,7 +797,7 @@ impl Flows {
         &mut self,
         key: dpi::FlowKey,
         flow: FlowState,
-        kernel: Option<xdp_redirect::Verdict>,
+        kernel: Option<KernelEntry>,
         ending: Ending,
     ) {
         self.counters.flows_ended += 1;
@@ -891,11 +824,7 @@ impl Flows {
             l4: l4_name(key.proto),
             vlan: key.vlan,
             label,
-            verdict: match flow.decided {
-                None => "undecided",
-                Some(Action::Drop) => "drop",
-                Some(_) => "allow",
-            },
+            verdict: flow.decided.map_or("undecided", Verdict::name),
             kernel_action: flow.decided.map(|a| self.kernel_action(a).as_str()),
             user_packets: u64::from(flow.packets),
             user_bytes: flow.bytes,

@@ -16,6 +16,7 @@
 
 pub mod classify;
 pub mod defrag;
+pub mod engine;
 pub mod flow;
 pub mod http;
 pub mod link;
