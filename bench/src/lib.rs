@@ -61,3 +61,24 @@ mod tests {
 }
 
 pub mod ndpi;
+
+/// The baseline of the inline comparisons: a bare XDP bridge (a program
+/// that only redirects frames between the DUT's two ports), attached until
+/// the returned value drops.
+pub fn bare_bridge(
+    tb: &testbed::InlineTestbed,
+) -> anyhow::Result<xdp_redirect::baseline::Baseline> {
+    use xdp_redirect::baseline::{Baseline, Kind};
+    let (a, b) = (tb.dut_client_if.clone(), tb.dut_server_if.clone());
+    tb.dut.run_inside(move || -> anyhow::Result<Baseline> {
+        let mut prog = Baseline::load()?;
+        let (ia, ib) = (
+            xdp_redirect::iface::index(&a)?,
+            xdp_redirect::iface::index(&b)?,
+        );
+        prog.set_bridge(ia, ib)?;
+        prog.attach(Kind::Bridge, &a)?;
+        prog.attach(Kind::Bridge, &b)?;
+        Ok(prog)
+    })?
+}

@@ -299,7 +299,7 @@ pub fn compare(dataset: &Path) -> std::io::Result<Agreement> {
                 continue;
             };
             report.matched_flows += 1;
-            if let (Some(theirs), Some(mine)) = (&flow.ja4, &our.label.ja4) {
+            if let (Some(theirs), Some(mine)) = (&flow.ja4, &our.flow.label.ja4) {
                 report.ja4_both += 1;
                 if theirs.split_once('_').map(|x| x.1) == mine.split_once('_').map(|x| x.1) {
                     report.ja4_hashes_agree += 1;
@@ -321,11 +321,11 @@ pub fn compare(dataset: &Path) -> std::io::Result<Agreement> {
                 Some(_) => {
                     let row = report.protocols.entry(flow.master.clone()).or_default();
                     row.flows += 1;
-                    if our.label.protocol == flow.master {
+                    if our.flow.label.protocol == flow.master {
                         row.agree += 1;
                     } else {
                         *row.instead
-                            .entry(our.label.protocol.to_string())
+                            .entry(our.flow.label.protocol.to_string())
                             .or_default() += 1;
                         report.disagreements.push((
                             flow.master.clone(),
@@ -335,12 +335,12 @@ pub fn compare(dataset: &Path) -> std::io::Result<Agreement> {
                                 flow.a,
                                 flow.b,
                                 flow.master,
-                                our.label.protocol,
-                                our.label.confidence
+                                our.flow.label.protocol,
+                                our.flow.label.confidence
                             ),
                         ));
                     }
-                    if let (Some(theirs), Some(mine)) = (&flow.host, &our.label.host) {
+                    if let (Some(theirs), Some(mine)) = (&flow.host, &our.flow.label.host) {
                         row.hosts_both += 1;
                         if theirs.eq_ignore_ascii_case(mine) {
                             row.hosts_agree += 1;
@@ -358,8 +358,8 @@ pub fn compare(dataset: &Path) -> std::io::Result<Agreement> {
                 None => {
                     report.other_flows += 1;
                     // Naming the same protocol nDPI named is no false claim.
-                    if our.label.protocol != Protocol::Unknown.name()
-                        && our.label.protocol != flow.master
+                    if our.flow.label.protocol != Protocol::Unknown.name()
+                        && our.flow.label.protocol != flow.master
                     {
                         report.disagreements.push((
                             flow.master.clone(),
@@ -369,14 +369,14 @@ pub fn compare(dataset: &Path) -> std::io::Result<Agreement> {
                                 flow.a,
                                 flow.b,
                                 flow.master,
-                                our.label.protocol,
-                                our.label.confidence
+                                our.flow.label.protocol,
+                                our.flow.label.confidence
                             ),
                         ));
                         report.other_claimed += 1;
                         *report
                             .other_claims
-                            .entry(format!("{} -> {}", flow.master, our.label.protocol))
+                            .entry(format!("{} -> {}", flow.master, our.flow.label.protocol))
                             .or_default() += 1;
                     }
                 }

@@ -12,7 +12,6 @@
 use std::{
     fs::File,
     io::Write as _,
-    net::IpAddr,
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -33,27 +32,17 @@ const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
 pub use dpi::table::EndReason;
 
-/// One ended flow. `src` is the endpoint that sent the first packet user
-/// space saw (the client, for flows seen from their start).
+/// One ended flow, as the flow log writes it.
 #[derive(Clone, Debug, Serialize)]
 pub struct FlowRecord {
     pub event_type: &'static str,
     /// RFC 3339, UTC.
     pub start: String,
     pub end: String,
-    pub src: IpAddr,
-    pub sport: u16,
-    pub dst: IpAddr,
-    pub dport: u16,
-    /// `"tcp"`, `"udp"`, `"icmp"`, `"ipv6-icmp"` or the protocol number.
-    pub l4: String,
-    pub vlan: u16,
-    /// Protocol, host, rule hits, what decided it (the same fields as
-    /// `dataplane inspect` writes).
+    /// Addresses, protocol, label and verdict: the fields and spellings of
+    /// `dataplane inspect` (`dpi::engine::FlowSummary`).
     #[serde(flatten)]
-    pub label: dpi::policy::FlowLabel,
-    /// `"allow"`, `"drop"`, or `"undecided"` (ended before a decision).
-    pub verdict: &'static str,
+    pub flow: dpi::engine::FlowSummary,
     /// What the kernel did with the rest of the flow: `"pass"`,
     /// `"forward"`, `"drop"`; None when undecided.
     pub kernel_action: Option<&'static str>,
@@ -71,16 +60,7 @@ pub struct FlowRecord {
     pub split: bool,
 }
 
-/// Name of an IP protocol for the `l4` field.
-pub fn l4_name(proto: u8) -> String {
-    match proto {
-        dpi::flow::PROTO_TCP => "tcp".into(),
-        dpi::flow::PROTO_UDP => "udp".into(),
-        1 => "icmp".into(),
-        58 => "ipv6-icmp".into(),
-        other => other.to_string(),
-    }
-}
+pub use dpi::engine::l4_name;
 
 /// Converts CLOCK_MONOTONIC nanoseconds to wall-clock time.
 #[derive(Clone, Copy, Debug)]
@@ -254,19 +234,21 @@ mod tests {
                 event_type: "flow",
                 start: clock.rfc3339(0),
                 end: clock.rfc3339(1_500_000_000),
-                src: "198.18.1.1".parse().unwrap(),
-                sport: 40000,
-                dst: "198.18.1.2".parse().unwrap(),
-                dport: 80,
-                l4: l4_name(6),
-                vlan: 0,
-                label: dpi::policy::FlowLabel {
-                    protocol: "HTTP",
-                    host: Some("allowed.test".into()),
-                    decided_by: Some("no-rules"),
-                    ..Default::default()
+                flow: dpi::engine::FlowSummary {
+                    src: "198.18.1.1".parse().unwrap(),
+                    sport: 40000,
+                    dst: "198.18.1.2".parse().unwrap(),
+                    dport: 80,
+                    l4: l4_name(6),
+                    vlan: 0,
+                    label: dpi::policy::FlowLabel {
+                        protocol: "HTTP",
+                        host: Some("allowed.test".into()),
+                        decided_by: Some("no-rules"),
+                        ..Default::default()
+                    },
+                    verdict: "allow",
                 },
-                verdict: "allow",
                 kernel_action: Some("forward"),
                 user_packets: 4,
                 user_bytes: 400,

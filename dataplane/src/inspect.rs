@@ -9,7 +9,7 @@
 use std::{
     fs::File,
     io::{self, BufReader, Read},
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     num::NonZeroUsize,
     path::{Path, PathBuf},
     sync::Arc,
@@ -18,12 +18,11 @@ use std::{
 
 use dpi::{
     FlowKey, LinkType,
-    engine::{FlowState, FlowTable, InspectDecider, PacketCount},
-    policy::{Engine, FlowLabel, Verdict},
+    engine::{FlowState, FlowSummary, FlowTable, InspectDecider, PacketCount},
+    policy::Engine,
     table::{EndReason, Timeouts},
 };
 
-use crate::flowlog::l4_name;
 use pcap_file::{
     DataLink,
     pcap::PcapReader,
@@ -54,23 +53,13 @@ pub enum InspectError {
     },
 }
 
-/// One flow of a capture, as reported: the fields and spellings of the
-/// live flow log's records (`--flow-log`), less what only a live run knows
+/// One flow of a capture, as reported: the live flow log's fields and
+/// spellings (`dpi::engine::FlowSummary`), less what only a live run knows
 /// (kernel counters, queue, wall-clock times).
 #[derive(Clone, Debug, Serialize)]
 pub struct FlowRecord {
-    /// The side that sent the flow's first packet.
-    pub src: IpAddr,
-    pub sport: u16,
-    pub dst: IpAddr,
-    pub dport: u16,
-    /// `"tcp"`, `"udp"`, `"icmp"`, `"ipv6-icmp"` or the protocol number.
-    pub l4: String,
-    pub vlan: u16,
     #[serde(flatten)]
-    pub label: FlowLabel,
-    /// `"allow"`, `"drop"` or `"undecided"`.
-    pub verdict: &'static str,
+    pub flow: FlowSummary,
     pub packets: u64,
     pub bytes: u64,
     pub reason: EndReason,
@@ -81,11 +70,11 @@ pub struct FlowRecord {
 impl FlowRecord {
     /// The client side, `ADDR:PORT` (`[ADDR]:PORT` for IPv6).
     pub fn client(&self) -> SocketAddr {
-        SocketAddr::new(self.src, self.sport)
+        SocketAddr::new(self.flow.src, self.flow.sport)
     }
 
     pub fn server(&self) -> SocketAddr {
-        SocketAddr::new(self.dst, self.dport)
+        SocketAddr::new(self.flow.dst, self.flow.dport)
     }
 }
 
@@ -183,22 +172,10 @@ impl<'s> Inspection<'s> {
         }
     }
 
-    fn emit(&mut self, key: FlowKey, flow: FlowState, reason: EndReason) {
+    fn emit(&mut self, key: FlowKey, mut flow: FlowState, reason: EndReason) {
         self.summary.flows += 1;
-        let (client, server) = if flow.client_is_a {
-            (key.a(), key.b())
-        } else {
-            (key.b(), key.a())
-        };
         (self.sink)(FlowRecord {
-            src: client.ip(),
-            sport: client.port(),
-            dst: server.ip(),
-            dport: server.port(),
-            l4: l4_name(key.proto),
-            vlan: key.vlan,
-            label: flow.label.map(|l| *l).unwrap_or_default(),
-            verdict: flow.decided.map_or("undecided", Verdict::name),
+            flow: flow.summary(&key),
             packets: u64::from(flow.packets),
             bytes: flow.bytes,
             reason,
@@ -353,7 +330,7 @@ pub fn run(
                     .map_err(io::Error::other)
                     .and_then(|j| writeln!(out, "{j}")),
                 Format::Table => {
-                    let label = &r.label;
+                    let label = &r.flow.label;
                     let protocol = if label.confidence == "port" {
                         format!("{} (by port)", label.protocol)
                     } else {
@@ -364,13 +341,13 @@ pub fn run(
                         "{:<46} {:<46} {:<5} {:<26} {:<40} {:>8} {:>10} {:>4} {:<12} {}",
                         r.client().to_string(),
                         r.server().to_string(),
-                        r.l4,
+                        r.flow.l4,
                         protocol,
                         label.host.as_deref().unwrap_or("-"),
                         r.packets,
                         r.bytes,
                         label.dpi_packets,
-                        r.verdict,
+                        r.flow.verdict,
                         label
                             .sids
                             .iter()

@@ -388,17 +388,7 @@ impl Flows {
                 if let (Some(h), Ok(d)) = (handoff, &decoded) {
                     let owner = handoff::owner(&d.key, h.workers());
                     if owner != me {
-                        let parcel = Parcel {
-                            desc: *desc,
-                            port: port as u8,
-                        };
-                        match h.send(owner, parcel) {
-                            Ok(()) => self.counters.handed_off += 1,
-                            Err(parcel) => {
-                                self.counters.handoff_full += 1;
-                                socket.release(parcel.desc);
-                            }
-                        }
+                        self.hand_over(socket, h, owner, *desc, port);
                         continue;
                     }
                 }
@@ -460,17 +450,7 @@ impl Flows {
             let owner = handoff::owner(&d.key, h.workers());
             if owner != self.queue as usize {
                 for (desc, port) in tokens {
-                    let parcel = Parcel {
-                        desc,
-                        port: port as u8,
-                    };
-                    match h.send(owner, parcel) {
-                        Ok(()) => self.counters.handed_off += 1,
-                        Err(parcel) => {
-                            self.counters.handoff_full += 1;
-                            socket.release(parcel.desc);
-                        }
-                    }
+                    self.hand_over(socket, h, owner, desc, port);
                 }
                 return;
             }
@@ -493,6 +473,30 @@ impl Flows {
         }
         for (desc, port) in tokens {
             self.route(socket, desc, port, forward);
+        }
+    }
+
+    /// Hands a frame that came in on `port` to the worker that owns its
+    /// flow; if that worker's inbox is full, the frame is dropped (like a
+    /// full RX ring) and counted.
+    fn hand_over(
+        &mut self,
+        socket: &mut QueueSocket,
+        h: &Handoffs,
+        owner: usize,
+        desc: FrameDesc,
+        port: usize,
+    ) {
+        let parcel = Parcel {
+            desc,
+            port: port as u8,
+        };
+        match h.send(owner, parcel) {
+            Ok(()) => self.counters.handed_off += 1,
+            Err(parcel) => {
+                self.counters.handoff_full += 1;
+                socket.release(parcel.desc);
+            }
         }
     }
 
@@ -804,27 +808,17 @@ impl Flows {
         let Some(log) = &self.flow_log else {
             return;
         };
-        let (client, server) = if flow.client_is_a {
-            (key.a(), key.b())
-        } else {
-            (key.b(), key.a())
-        };
-        let mut label = flow.label.map(|l| *l).unwrap_or_default();
-        if label.decided_by.is_none() && flow.decided.is_some() {
+        let mut flow = flow;
+        if flow.decided.is_some() && flow.label.as_ref().is_none_or(|l| l.decided_by.is_none()) {
+            let mut label = flow.label.take().map(|l| *l).unwrap_or_default();
             label.decided_by = Some("packet-count");
+            flow.label = Some(Box::new(label));
         }
         let record = FlowRecord {
             event_type: "flow",
             start: self.clock.rfc3339(flow.first_ns),
             end: self.clock.rfc3339(ending.end_ns.max(flow.first_ns)),
-            src: client.ip(),
-            sport: client.port(),
-            dst: server.ip(),
-            dport: server.port(),
-            l4: l4_name(key.proto),
-            vlan: key.vlan,
-            label,
-            verdict: flow.decided.map_or("undecided", Verdict::name),
+            flow: flow.summary(&key),
             kernel_action: flow.decided.map(|a| self.kernel_action(a).as_str()),
             user_packets: u64::from(flow.packets),
             user_bytes: flow.bytes,

@@ -342,6 +342,57 @@ impl<D: Decider> FlowTable<D> {
     }
 }
 
+/// Name of an IP protocol in flow records (`l4`).
+pub fn l4_name(proto: u8) -> String {
+    match proto {
+        crate::flow::PROTO_TCP => "tcp".into(),
+        crate::flow::PROTO_UDP => "udp".into(),
+        crate::flow::PROTO_ICMP => "icmp".into(),
+        crate::flow::PROTO_ICMPV6 => "ipv6-icmp".into(),
+        other => other.to_string(),
+    }
+}
+
+/// What every flow record says of a flow, live (`--flow-log`) or offline
+/// (`dataplane inspect`), in the same fields: who talked to whom, what it
+/// was, what was decided.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FlowSummary {
+    /// The side that sent the flow's first packet seen in user space.
+    pub src: std::net::IpAddr,
+    pub sport: u16,
+    pub dst: std::net::IpAddr,
+    pub dport: u16,
+    /// `"tcp"`, `"udp"`, `"icmp"`, `"ipv6-icmp"` or the protocol number.
+    pub l4: String,
+    pub vlan: u16,
+    #[serde(flatten)]
+    pub label: FlowLabel,
+    /// `"allow"`, `"drop"`, or `"undecided"` (inspected to its end).
+    pub verdict: &'static str,
+}
+
+impl FlowState {
+    /// The flow's summary for its record (`label` is taken).
+    pub fn summary(&mut self, key: &FlowKey) -> FlowSummary {
+        let (client, server) = if self.client_is_a {
+            (key.a(), key.b())
+        } else {
+            (key.b(), key.a())
+        };
+        FlowSummary {
+            src: client.ip(),
+            sport: client.port(),
+            dst: server.ip(),
+            dport: server.port(),
+            l4: l4_name(key.proto),
+            vlan: key.vlan,
+            label: self.label.take().map(|l| *l).unwrap_or_default(),
+            verdict: self.decided.map_or("undecided", Verdict::name),
+        }
+    }
+}
+
 /// What the kernel holds for a decided flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KernelEntry {

@@ -345,25 +345,7 @@ fn main() -> anyhow::Result<()> {
         for &(kind, mode, extra) in &modes {
             let run = match extra {
                 None => {
-                    let (a, b) = (
-                        bench.tb.dut_client_if.clone(),
-                        bench.tb.dut_server_if.clone(),
-                    );
-                    let bridge =
-                        bench
-                            .tb
-                            .dut
-                            .run_inside(move || -> anyhow::Result<Baseline> {
-                                let mut prog = Baseline::load()?;
-                                let (ia, ib) = (
-                                    xdp_redirect::iface::index(&a)?,
-                                    xdp_redirect::iface::index(&b)?,
-                                );
-                                prog.set_bridge(ia, ib)?;
-                                prog.attach(Kind::Bridge, &a)?;
-                                prog.attach(Kind::Bridge, &b)?;
-                                Ok(prog)
-                            })??;
+                    let bridge = bench::bare_bridge(&bench.tb)?;
                     let run = bench.measure(mode, args.packets)?;
                     drop(bridge);
                     run

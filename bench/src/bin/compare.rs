@@ -621,6 +621,40 @@ fn lb(args: &Args) -> anyhow::Result<Value> {
 /// generator feeding the bridge, worker wake-ups were delayed by up to ~20 ms
 /// (an interaction of live frames with the workers' copy-mode TX on veth,
 /// not seen with socket traffic), which would measure the generator.
+/// Stamped 64 B UDP frames from the client end of the inline testbed to
+/// the server's latency sink (pktgen's AF_PACKET engine, one thread on core
+/// 1, 16 flows): `count` frames at `rate` per second (0: as fast as it can).
+fn latency_load(tb: &InlineTestbed, dst_mac: &str, rate: u64, count: u64) -> anyhow::Result<Value> {
+    let mut a: Vec<String> = [
+        "--iface",
+        "cli0",
+        "--dst-ip",
+        "198.18.1.2",
+        "--dst-mac",
+        dst_mac,
+        "--threads",
+        "1",
+        "--first-cpu",
+        "1",
+        "--flows",
+        "16",
+        "--engine",
+        "afpacket",
+        "--batch",
+        "16",
+        "--latency",
+    ]
+    .map(String::from)
+    .to_vec();
+    a.extend([
+        "--rate".into(),
+        rate.to_string(),
+        "--count".into(),
+        count.to_string(),
+    ]);
+    pktgen(&tb.client, &a)
+}
+
 fn latency(args: &Args) -> anyhow::Result<Value> {
     let tb = InlineTestbed::up(2)?;
     // the client end needs nothing: XDP_TX from the generator enters br0,
@@ -648,35 +682,7 @@ fn latency(args: &Args) -> anyhow::Result<Value> {
         .arg("--latency-hgrm")
         .arg(dir.join(format!("dataplane-{path}")));
         let dp = Held::start(cmd, "dataplane: running")?;
-        let send = |rate: u64, count: u64| -> anyhow::Result<Value> {
-            pktgen(
-                &tb.client,
-                &[
-                    "--iface",
-                    "cli0",
-                    "--dst-ip",
-                    "198.18.1.2",
-                    "--dst-mac",
-                    &dst_mac,
-                    "--threads",
-                    "1",
-                    "--first-cpu",
-                    "1",
-                    "--flows",
-                    "16",
-                    "--engine",
-                    "afpacket",
-                    "--batch",
-                    "16",
-                    "--latency",
-                    "--rate",
-                    &rate.to_string(),
-                    "--count",
-                    &count.to_string(),
-                ]
-                .map(String::from),
-            )
-        };
+        let send = |rate: u64, count: u64| latency_load(&tb, &dst_mac, rate, count);
         let sink = |tag: &str| -> anyhow::Result<Held> {
             let mut cmd = tb.server.command(&bin("latency-sink")?);
             cmd.args([
@@ -874,36 +880,7 @@ fn ips(args: &Args) -> anyhow::Result<Value> {
     let dst_mac = mac(&tb.server, &tb.server_if)?;
     let frames: u64 = if args.smoke { 100_000 } else { 1_000_000 };
     let rounds = if args.smoke { 1 } else { args.rounds.max(1) };
-    let send = |rate: u64, count: u64| -> anyhow::Result<Value> {
-        let mut a: Vec<String> = [
-            "--iface",
-            "cli0",
-            "--dst-ip",
-            "198.18.1.2",
-            "--dst-mac",
-            &dst_mac,
-            "--threads",
-            "1",
-            "--first-cpu",
-            "1",
-            "--flows",
-            "16",
-            "--engine",
-            "afpacket",
-            "--batch",
-            "16",
-            "--latency",
-        ]
-        .map(String::from)
-        .to_vec();
-        a.extend([
-            "--rate".into(),
-            rate.to_string(),
-            "--count".into(),
-            count.to_string(),
-        ]);
-        pktgen(&tb.client, &a)
-    };
+    let send = |rate: u64, count: u64| latency_load(&tb, &dst_mac, rate, count);
     let sink = |tag: &str| -> anyhow::Result<Held> {
         let mut cmd = tb.server.command(&bin("latency-sink")?);
         cmd.args([
@@ -928,18 +905,7 @@ fn ips(args: &Args) -> anyhow::Result<Value> {
             let _bridge: Option<Baseline>;
             match device {
                 Ips::Bare => {
-                    let (a, b) = (tb.dut_client_if.clone(), tb.dut_server_if.clone());
-                    _bridge = Some(tb.dut.run_inside(move || -> anyhow::Result<Baseline> {
-                        let mut prog = Baseline::load()?;
-                        let (ia, ib) = (
-                            xdp_redirect::iface::index(&a)?,
-                            xdp_redirect::iface::index(&b)?,
-                        );
-                        prog.set_bridge(ia, ib)?;
-                        prog.attach(Kind::Bridge, &a)?;
-                        prog.attach(Kind::Bridge, &b)?;
-                        Ok(prog)
-                    })??);
+                    _bridge = Some(bench::bare_bridge(&tb)?);
                     held = None;
                 }
                 Ips::Dataplane => {
