@@ -983,8 +983,7 @@ fn live_and_offline_give_the_same_flow_records_root() {
             ],
         ),
     ];
-    let mut query = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-    query.extend_from_slice(b"\x07allowed\x04test\x00\x00\x01\x00\x01");
+    let query = testbed::frames::dns_query("allowed.test");
     let mut answer = query.clone();
     answer[2] = 0x81;
     answer[3] = 0x80;

@@ -572,12 +572,7 @@ fn pieces(data: &[u8], size: usize) -> Vec<rawtcp::Seg> {
 
 /// A DNS query for `name` (type A) over TCP: the 2-byte length, then the message.
 fn dns_tcp_query(name: &str) -> (Vec<u8>, Vec<u8>) {
-    let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in name.split('.') {
-        m.push(label.len() as u8);
-        m.extend_from_slice(label.as_bytes());
-    }
-    m.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let m = testbed::frames::dns_query(name);
     ((m.len() as u16).to_be_bytes().to_vec(), m)
 }
 

@@ -1262,15 +1262,7 @@ mod tests {
         assert!(f.http_anomalies.contains(&"absolute-uri"));
     }
 
-    fn dns_query(name: &str) -> Vec<u8> {
-        let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-        for label in name.split('.') {
-            m.push(label.len() as u8);
-            m.extend_from_slice(label.as_bytes());
-        }
-        m.extend_from_slice(&[0, 0, 1, 0, 1]);
-        m
-    }
+    use testbed::frames::dns_query;
 
     /// A second query on a flow (UDP from one socket, or a TCP connection)
     /// is read as well as the first.

@@ -655,6 +655,38 @@ fn latency_load(tb: &InlineTestbed, dst_mac: &str, rate: u64, count: u64) -> any
     pktgen(&tb.client, &a)
 }
 
+/// The latency sink on the server end of the inline testbed, writing its
+/// histogram to `dir/<tag>.hgrm`; stopped (and read) with [`Held::stop`].
+fn latency_sink(tb: &InlineTestbed, dir: &Path, tag: &str) -> anyhow::Result<Held> {
+    let mut cmd = tb.server.command(&bin("latency-sink")?);
+    cmd.args([
+        "--iface",
+        "srv0",
+        "--duration",
+        "60",
+        "--idle",
+        "1",
+        "--announce",
+    ])
+    .arg("--hgrm")
+    .arg(dir.join(format!("{tag}.hgrm")));
+    Held::start(cmd, "latency-sink: listening")
+}
+
+/// How many stamped frames a stopped latency sink says arrived.
+fn sink_delivered(output: &str) -> f64 {
+    output
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("latency-sink: ")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
 fn latency(args: &Args) -> anyhow::Result<Value> {
     let tb = InlineTestbed::up(2)?;
     // the client end needs nothing: XDP_TX from the generator enters br0,
@@ -683,35 +715,12 @@ fn latency(args: &Args) -> anyhow::Result<Value> {
         .arg(dir.join(format!("dataplane-{path}")));
         let dp = Held::start(cmd, "dataplane: running")?;
         let send = |rate: u64, count: u64| latency_load(&tb, &dst_mac, rate, count);
-        let sink = |tag: &str| -> anyhow::Result<Held> {
-            let mut cmd = tb.server.command(&bin("latency-sink")?);
-            cmd.args([
-                "--iface",
-                "srv0",
-                "--duration",
-                "60",
-                "--idle",
-                "1",
-                "--announce",
-            ])
-            .arg("--hgrm")
-            .arg(dir.join(format!("{tag}.hgrm")));
-            Held::start(cmd, "latency-sink: listening")
-        };
+        let sink = |tag: &str| latency_sink(&tb, &dir, tag);
         // Maximum rate: what arrives when sending as fast as possible.
         let s = sink(&format!("{path}-max"))?;
         let sent = send(0, frames)?;
         let out = s.stop()?;
-        let delivered: f64 = out
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("latency-sink: ")?
-                    .split_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0.0);
+        let delivered = sink_delivered(&out);
         let max_rate = delivered / sent["seconds"].as_f64().unwrap_or(1.0);
         eprintln!(
             "latency, {path} path: {delivered} of {} frames arrived at full speed ({max_rate:.0} pps)",
@@ -881,21 +890,7 @@ fn ips(args: &Args) -> anyhow::Result<Value> {
     let frames: u64 = if args.smoke { 100_000 } else { 1_000_000 };
     let rounds = if args.smoke { 1 } else { args.rounds.max(1) };
     let send = |rate: u64, count: u64| latency_load(&tb, &dst_mac, rate, count);
-    let sink = |tag: &str| -> anyhow::Result<Held> {
-        let mut cmd = tb.server.command(&bin("latency-sink")?);
-        cmd.args([
-            "--iface",
-            "srv0",
-            "--duration",
-            "60",
-            "--idle",
-            "1",
-            "--announce",
-        ])
-        .arg("--hgrm")
-        .arg(dir.join(format!("{tag}.hgrm")));
-        Held::start(cmd, "latency-sink: listening")
-    };
+    let sink = |tag: &str| latency_sink(&tb, &dir, tag);
     let mut rows: Vec<Value> = Vec::new();
     for round in 0..rounds {
         for device in [Ips::Bare, Ips::Dataplane, Ips::Suricata] {
@@ -977,16 +972,7 @@ fn ips(args: &Args) -> anyhow::Result<Value> {
             let s = sink(&format!("{tag}-max"))?;
             let sent = send(0, frames)?;
             let out = s.stop()?;
-            let delivered: f64 = out
-                .lines()
-                .find_map(|l| {
-                    l.strip_prefix("latency-sink: ")?
-                        .split_whitespace()
-                        .next()?
-                        .parse()
-                        .ok()
-                })
-                .unwrap_or(0.0);
+            let delivered = sink_delivered(&out);
             let udp_pps = delivered / sent["seconds"].as_f64().unwrap_or(1.0);
             // A fixed 50 kpps for 3 s: one-way latency of the load, and ping.
             let s = sink(&format!("{tag}-load"))?;

@@ -197,12 +197,7 @@ mod tests {
     #[test]
     fn tcp_messages_are_read_however_the_stream_splits_them() {
         let query = |name: &str| {
-            let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-            for label in name.split('.') {
-                m.push(label.len() as u8);
-                m.extend_from_slice(label.as_bytes());
-            }
-            m.extend_from_slice(&[0, 0, 1, 0, 1]);
+            let m = testbed::frames::dns_query(name);
             let mut framed = (m.len() as u16).to_be_bytes().to_vec();
             framed.extend_from_slice(&m);
             framed

@@ -399,6 +399,18 @@ pub fn arp_request(src_mac: [u8; 6], sender: [u8; 4], target: [u8; 4]) -> Vec<u8
     f
 }
 
+/// A DNS query for `name`, type A, class IN (RFC 1035 §4.1), id 0x1234,
+/// recursion desired.
+pub fn dns_query(name: &str) -> Vec<u8> {
+    let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        m.push(label.len() as u8);
+        m.extend_from_slice(label.as_bytes());
+    }
+    m.extend_from_slice(&[0, 0, 1, 0, 1]);
+    m
+}
+
 /// A minimal TLS 1.3-style ClientHello record (SNI `sni`, ALPN "h2",
 /// supported_versions with a GREASE value and TLS 1.3, one cipher suite):
 /// enough for a classifier to name TLS and read the SNI, ALPN and JA4.
