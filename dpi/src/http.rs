@@ -50,6 +50,8 @@ enum State {
     ChunkDataEnd,
     /// Trailer section after the last chunk, up to an empty line.
     Trailers,
+    /// Discarding the rest of a line that cannot be a request line.
+    SkipLine,
     /// Not HTTP any more (CONNECT tunnel, an upgrade, a gap): nothing read.
     Opaque,
 }
@@ -135,10 +137,25 @@ impl HttpRequests {
                     };
                     pos += lf + 1;
                 }
+                State::SkipLine => match rest.iter().position(|b| *b == b'\n') {
+                    Some(lf) => {
+                        pos += lf + 1;
+                        self.state = State::Head;
+                    }
+                    None => pos = self.buf.len(),
+                },
                 State::Head => {
                     // Empty lines before a request line are skipped.
                     if matches!(rest[0], b'\r' | b'\n') {
                         pos += 1;
+                        continue;
+                    }
+                    // What cannot start a request line is skipped to the
+                    // end of its line as it comes, never gathered.
+                    if !could_start_request_line(rest) {
+                        self.junk_lines += 1;
+                        self.scanned = 0;
+                        self.state = State::SkipLine;
                         continue;
                     }
                     // A first line that is no request line is skipped.
@@ -238,6 +255,18 @@ fn host_of(authority: &[u8]) -> String {
         }
     };
     text(a).to_ascii_lowercase()
+}
+
+/// Whether `d` can be the start of a request line: a method token (upper
+/// case letters, as every registered method is) ended by a space, or still
+/// arriving.
+fn could_start_request_line(d: &[u8]) -> bool {
+    const LONGEST_METHOD: usize = 20;
+    match d.iter().position(|b| *b == b' ') {
+        Some(0) => false,
+        Some(end) => end <= LONGEST_METHOD && d[..end].iter().all(u8::is_ascii_uppercase),
+        None => d.len() < LONGEST_METHOD && d.iter().all(u8::is_ascii_uppercase),
+    }
 }
 
 /// Method and target of a request line (`METHOD SP target SP HTTP/x`).
@@ -449,6 +478,20 @@ mod tests {
         // a tunnel: what follows CONNECT is not read
         let r = requests(&[b"CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\nGET / HTTP/1.1\r\nHost: b.test\r\n\r\n"]);
         assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn what_is_not_a_request_is_not_gathered() {
+        let mut p = HttpRequests::default();
+        let mut out = Vec::new();
+        for _ in 0..100 {
+            p.feed(&[0x17; 1000], &mut out);
+            assert_eq!(p.pending(), 0, "binary data is skipped as it comes");
+        }
+        // a line end, then a request: read
+        p.feed(b"\nGET / HTTP/1.1\r\nHost: a.test\r\n\r\n", &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].hosts, ["a.test"]);
     }
 
     #[test]

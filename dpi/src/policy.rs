@@ -22,7 +22,7 @@
 //! action = "drop"           # allow | drop
 //! ```
 
-use std::{net::IpAddr, path::Path};
+use std::{net::IpAddr, path::Path, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +31,7 @@ use crate::{
     flow::{Decoded, PROTO_TCP, l4_checksum_ok},
     http::{HttpRequest, HttpRequests},
     rules::{Action, FlowFacts, PacketView, RuleError, RuleSet},
-    stream::{Anomaly, Chunk, DEFAULT_DEPTH, Segment, StreamConfig, TcpStream},
+    stream::{Anomaly, Budget, Chunk, DEFAULT_DEPTH, Segment, StreamConfig, TcpStream},
     wire::tcp::{ACK, SYN},
 };
 
@@ -395,11 +395,26 @@ struct TcpState {
     handshake: [bool; 3],
     /// The server's first two bytes (a TLS record header, or not).
     server_first: Option<[u8; 2]>,
+    /// Keep a raw window at all (some rule reads the raw payload).
+    keep_raw: bool,
+    /// Bytes of this flow's buffers (raw windows, a request head or DNS
+    /// message being gathered) taken from the shared budget.
+    charged: usize,
+    budget: Arc<Budget>,
+}
+
+impl Drop for TcpState {
+    fn drop(&mut self) {
+        self.budget.give(self.charged);
+    }
 }
 
 impl TcpState {
-    fn new(config: &StreamConfig) -> TcpState {
+    fn new(config: &StreamConfig, keep_raw: bool) -> TcpState {
         TcpState {
+            keep_raw,
+            charged: 0,
+            budget: Arc::clone(&config.budget),
             stream: TcpStream::new(config.clone()),
             raw: Default::default(),
             raw_base: [0; 2],
@@ -431,6 +446,7 @@ pub struct FlowInspector {
     /// Why the verdict was reached (and the kernel took the flow): "rule",
     /// "policy", "rule-limit" (a drop rule ran out of inspection steps),
     /// "http-limit" (a request head past [`crate::http::MAX_HEAD`]),
+    /// "memcap" (the shared memory budget could not hold its buffers),
     /// "encrypted", "depth", "no-rules" (no rule can match any more) or
     /// "packet-cap" (`max_user_packets`).
     pub decided_by: Option<&'static str>,
@@ -442,6 +458,8 @@ pub struct FlowInspector {
     /// Payload bytes per direction (transports without a stream).
     bytes: [u64; 2],
     anomaly: Option<Anomaly>,
+    /// The shared memory budget could not take this flow's buffers.
+    over_memcap: bool,
     /// HTTP requests read, and the anomalies they showed.
     pub http_requests: u32,
     pub http_anomalies: Vec<&'static str>,
@@ -466,6 +484,7 @@ impl FlowInspector {
             tcp: None,
             bytes: [0; 2],
             anomaly: None,
+            over_memcap: false,
             http_requests: 0,
             http_anomalies: Vec::new(),
         }
@@ -569,9 +588,13 @@ impl FlowInspector {
         requests: &mut Vec<HttpRequest>,
         dns_messages: &mut Vec<Vec<u8>>,
     ) -> bool {
-        let t = self
-            .tcp
-            .get_or_insert_with(|| Box::new(TcpState::new(&engine.stream)));
+        let t = self.tcp.get_or_insert_with(|| {
+            let keep_raw = engine
+                .rules
+                .as_ref()
+                .is_some_and(RuleSet::has_payload_rules);
+            Box::new(TcpState::new(&engine.stream, keep_raw))
+        });
         let syn = seg.flags & SYN != 0;
         let ack = seg.flags & ACK != 0;
         match (dir, syn, ack) {
@@ -590,8 +613,10 @@ impl FlowInspector {
             http,
             dns,
             server_first,
+            keep_raw,
             ..
         } = &mut **t;
+        let keep_raw = *keep_raw;
         let classifier = &mut self.classifier;
         let mut fresh = false;
         let taken = stream.on_segment(dir, seg, |chunk| match chunk {
@@ -600,7 +625,9 @@ impl FlowInspector {
                 if classifier.wants_more() {
                     classifier.on_packet(d, p.from_client, p.sport, p.dport);
                 }
-                raw[dir].extend_from_slice(d);
+                if keep_raw {
+                    raw[dir].extend_from_slice(d);
+                }
                 if dir == 0
                     && let Some(h) = http.as_mut()
                 {
@@ -631,6 +658,21 @@ impl FlowInspector {
         });
         if let Err(anomaly) = taken {
             self.anomaly = Some(anomaly);
+        }
+        // The flow's buffers count against the shared memory budget.
+        let now_held = t.raw[0].len()
+            + t.raw[1].len()
+            + t.http.as_ref().map_or(0, HttpRequests::pending)
+            + t.dns.as_ref().map_or(0, DnsTcpMessages::pending);
+        if now_held > t.charged {
+            if t.budget.take(now_held - t.charged) {
+                t.charged = now_held;
+            } else {
+                self.over_memcap = true;
+            }
+        } else {
+            t.budget.give(t.charged - now_held);
+            t.charged = now_held;
         }
         // A flow found to be something else is no longer read as HTTP.
         if let Some(c) = self.classifier.result()
@@ -778,12 +820,22 @@ impl FlowInspector {
         if http_limit && engine.policy.rule_limit == RuleLimit::Drop {
             self.decide(Verdict::Drop, "http-limit");
         }
+        if self.over_memcap {
+            // No memory to inspect it further: fail closed (or, with
+            // `rule_limit = "ignore"`, let it go to the kernel).
+            match engine.policy.rule_limit {
+                RuleLimit::Drop => self.decide(Verdict::Drop, "memcap"),
+                RuleLimit::Ignore => self.decide(engine.policy.default, "memcap"),
+            }
+        }
         // What was matched stays only as context for the next bytes.
         if fresh && let Some(t) = self.tcp.as_mut() {
             let raw = &mut t.raw[dir];
             let cut = raw.len().saturating_sub(RAW_CONTEXT);
             raw.drain(..cut);
             t.raw_base[dir] += cut as u64;
+            t.budget.give(cut.min(t.charged));
+            t.charged -= cut.min(t.charged);
         }
     }
 
@@ -1304,5 +1356,25 @@ mod tests {
         p.sport = 40000;
         p.dport = 53;
         assert_eq!(f.on_packet(&e, &p), Verdict::Drop);
+    }
+
+    /// Buffers of flows under inspection come out of one budget: a flow
+    /// that cannot get memory is dropped (fail closed), and what it held
+    /// goes back when it goes.
+    #[test]
+    fn the_memory_budget_bounds_buffers_and_fails_closed() {
+        let mut e = engine(BLOCK_HOST, "");
+        let budget = Budget::new(100);
+        e.stream.budget = Arc::clone(&budget);
+        let mut f = FlowInspector::new(PROTO_TCP, &e);
+        let mut c = Conn::open(&e, &mut f);
+        // a request head that never ends, 60 bytes at a time
+        let head = [&b"GET /"[..], &[b'a'; 55]].concat();
+        assert_eq!(c.send(&e, &mut f, &head), Verdict::InspectMore);
+        assert_eq!(budget.held(), 60);
+        let v = c.send(&e, &mut f, &[b'a'; 60]);
+        assert_eq!((v, f.decided_by), (Verdict::Drop, Some("memcap")));
+        drop(f);
+        assert_eq!(budget.held(), 0, "given back when the flow goes");
     }
 }

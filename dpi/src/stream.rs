@@ -53,8 +53,9 @@ pub struct StreamConfig {
     pub budget: Arc<Budget>,
 }
 
-/// Out-of-order bytes held by all the streams that share it, and the most
-/// they may hold together (Suricata's `stream.reassembly.memcap`).
+/// Bytes held by all the flows that share it (out-of-order segments, stream
+/// windows, request heads being gathered), and the most they may hold
+/// together (Suricata's `stream.reassembly.memcap`).
 #[derive(Debug)]
 pub struct Budget {
     held: AtomicUsize,
@@ -74,7 +75,9 @@ impl Budget {
         self.held.load(Ordering::Relaxed)
     }
 
-    fn take(&self, n: usize) -> bool {
+    /// Takes `n` bytes from the budget; false (and nothing taken) if they
+    /// do not fit.
+    pub fn take(&self, n: usize) -> bool {
         self.held
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
                 (h + n <= self.cap).then_some(h + n)
@@ -82,7 +85,8 @@ impl Budget {
             .is_ok()
     }
 
-    fn give(&self, n: usize) {
+    /// Gives `n` bytes back.
+    pub fn give(&self, n: usize) {
         self.held.fetch_sub(n, Ordering::Relaxed);
     }
 }

@@ -144,6 +144,11 @@ pub struct TcpMessages {
 }
 
 impl TcpMessages {
+    /// Bytes waiting for the rest of a message.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Reads the next bytes of the stream; each message now whole (or its
     /// kept head) is pushed to `out`.
     pub fn feed(&mut self, data: &[u8], out: &mut Vec<Vec<u8>>) {

@@ -505,6 +505,14 @@ pub struct FlowFacts {
 }
 
 impl RuleSet {
+    /// Whether some rule has a `content` or `pcre` on the raw payload
+    /// (else no stream window need be kept).
+    pub fn has_payload_rules(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.matchers.iter().any(|(b, _)| *b == Buffer::Payload))
+    }
+
     /// Whether some rule could still match a later packet of this flow:
     /// its header fits the flow (either direction), its app-layer protocol
     /// fits, and every buffer it needs can still come (raw payload always
