@@ -64,6 +64,8 @@ pub struct HttpRequests {
     buf: Vec<u8>,
     /// How far into `buf` the search for the head's end has looked.
     scanned: usize,
+    /// The head's first line was seen whole and is a request line.
+    line_checked: bool,
     /// Lines skipped where a request line should have been.
     pub junk_lines: u32,
     /// Requests read so far.
@@ -155,17 +157,25 @@ impl HttpRequests {
                     if !could_start_request_line(rest) {
                         self.junk_lines += 1;
                         self.scanned = 0;
+                        self.line_checked = false;
                         self.state = State::SkipLine;
                         continue;
                     }
-                    // A first line that is no request line is skipped.
-                    if let Some(lf) = rest.iter().position(|b| *b == b'\n')
-                        && request_line(&rest[..lf]).is_none()
-                    {
-                        self.junk_lines += 1;
-                        self.scanned = 0;
-                        pos += lf + 1;
-                        continue;
+                    // A first line that is no request line is skipped. (Each
+                    // byte is looked at once: what was scanned before has no
+                    // line end.)
+                    if !self.line_checked {
+                        let from = self.scanned.min(rest.len());
+                        if let Some(lf) = rest[from..].iter().position(|b| *b == b'\n') {
+                            let lf = from + lf;
+                            if request_line(&rest[..lf]).is_none() {
+                                self.junk_lines += 1;
+                                self.scanned = 0;
+                                pos += lf + 1;
+                                continue;
+                            }
+                            self.line_checked = true;
+                        }
                     }
                     let from = self.scanned.saturating_sub(3);
                     let end = head_end(&rest[from..]).map(|e| from + e);
@@ -178,6 +188,7 @@ impl HttpRequests {
                         }
                     };
                     self.scanned = 0;
+                    self.line_checked = false;
                     match parse_head(&rest[..head_len]) {
                         Some((mut request, next)) => {
                             self.state = next;
@@ -262,7 +273,8 @@ fn host_of(authority: &[u8]) -> String {
 /// arriving.
 fn could_start_request_line(d: &[u8]) -> bool {
     const LONGEST_METHOD: usize = 20;
-    match d.iter().position(|b| *b == b' ') {
+    // Only the first bytes matter: a long run without a space is no method.
+    match d.iter().take(LONGEST_METHOD + 1).position(|b| *b == b' ') {
         Some(0) => false,
         Some(end) => end <= LONGEST_METHOD && d[..end].iter().all(u8::is_ascii_uppercase),
         None => d.len() < LONGEST_METHOD && d.iter().all(u8::is_ascii_uppercase),
@@ -492,6 +504,21 @@ mod tests {
         p.feed(b"\nGET / HTTP/1.1\r\nHost: a.test\r\n\r\n", &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].hosts, ["a.test"]);
+    }
+
+    /// A long request line arriving a byte at a time is looked at once per
+    /// byte, not once per byte per byte.
+    #[test]
+    fn a_head_in_tiny_pieces_is_read_whole() {
+        let mut p = HttpRequests::default();
+        let mut out = Vec::new();
+        let uri = "a".repeat(30_000);
+        let req = format!("GET /{uri} HTTP/1.1\r\nHost: a.test\r\n\r\n");
+        for b in req.as_bytes() {
+            p.feed(std::slice::from_ref(b), &mut out);
+        }
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].uri.len(), 30_001);
     }
 
     #[test]

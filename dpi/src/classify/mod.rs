@@ -216,6 +216,8 @@ pub struct Scratch {
     /// HTTP: the client's request head gathered so far, until it is whole
     /// (bounded by [`text::MAX_HEAD`]).
     pub http_head: Vec<u8>,
+    /// HTTP: the head's first line has been read.
+    pub http_line_seen: bool,
     /// QUIC: CRYPTO stream bytes of the client's Initials, by offset.
     pub quic_crypto: Vec<u8>,
     /// Fields read so far, moved into the [`Classification`].

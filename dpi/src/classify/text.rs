@@ -80,8 +80,20 @@ pub(crate) fn http(p: &Payload<'_>, s: &mut Scratch) -> Dissect {
         // The request head is gathered until it is whole, however the
         // client splits it (a Host header cut inside the name, say), and
         // then read as one.
-        let room = MAX_HEAD.saturating_sub(s.http_head.len());
+        let before = s.http_head.len();
+        let room = MAX_HEAD.saturating_sub(before);
         s.http_head.extend_from_slice(&d[..d.len().min(room)]);
+        // Read the head only when these bytes may have changed the answer:
+        // the first line ended, the head ended, or it is full. A head sent
+        // a byte at a time is then looked at a bounded number of times,
+        // not once per byte.
+        let new = &s.http_head[before.saturating_sub(3)..];
+        let ended = new.windows(4).any(|w| w == b"\r\n\r\n") || s.http_head.len() >= MAX_HEAD;
+        let first_line = !s.http_line_seen && s.http_head[before..].contains(&b'\n');
+        s.http_line_seen |= first_line;
+        if !ended && !first_line && before > 0 {
+            return Dissect::More;
+        }
         let head = std::mem::take(&mut s.http_head);
         return match request_head(&head, s) {
             Some(found) => found,
