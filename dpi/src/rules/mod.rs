@@ -62,17 +62,19 @@ pub enum Buffer {
     HttpMethod,
     HttpUserAgent,
     TlsSni,
+    QuicSni,
     Ja4,
     DnsQuery,
 }
 
-const BUFFERS: [Buffer; 8] = [
+const BUFFERS: [Buffer; 9] = [
     Buffer::Payload,
     Buffer::HttpHost,
     Buffer::HttpUri,
     Buffer::HttpMethod,
     Buffer::HttpUserAgent,
     Buffer::TlsSni,
+    Buffer::QuicSni,
     Buffer::Ja4,
     Buffer::DnsQuery,
 ];
@@ -182,7 +184,13 @@ pub struct Rule {
     /// File and line it came from.
     pub origin: (PathBuf, usize),
     pub(crate) l4: Option<u8>,
-    pub(crate) app_proto: Option<(Vec<Protocol>, bool)>,
+    /// The app-layer protocols the rule is for (the header's protocol and
+    /// `app-layer-protocol`, intersected).
+    pub(crate) app_proto: Option<Vec<Protocol>>,
+    /// `app-layer-protocol:!x`: not these, and never while the protocol is
+    /// still unknown (as Suricata: a negation does not match the unknown
+    /// state).
+    pub(crate) app_proto_not: Option<Vec<Protocol>>,
     pub(crate) src: AddrSet,
     pub(crate) sport: PortSet,
     pub(crate) dst: AddrSet,
@@ -236,21 +244,16 @@ impl<'a> PacketView<'a> {
             Buffer::HttpUserAgent => app
                 .and_then(|a| a.info.http_user_agent.as_deref())
                 .map(str::as_bytes),
+            // As Suricata: `tls.sni` is TLS's; QUIC has `quic.sni`.
             Buffer::TlsSni
                 if matches!(
                     proto,
-                    Some(
-                        Protocol::Tls
-                            | Protocol::Quic
-                            | Protocol::Dtls
-                            | Protocol::Imaps
-                            | Protocol::Pops
-                            | Protocol::Smtps
-                    )
+                    Some(Protocol::Tls | Protocol::Imaps | Protocol::Pops | Protocol::Smtps)
                 ) =>
             {
                 host()
             }
+            Buffer::QuicSni if proto == Some(Protocol::Quic) => host(),
             Buffer::DnsQuery
                 if matches!(
                     proto,
@@ -533,7 +536,7 @@ fn buffer_can_come(buffer: Buffer, protocol: Protocol) -> bool {
             matches!(protocol, Protocol::Http | Protocol::HttpProxy)
         }
         Buffer::DnsQuery => matches!(protocol, Protocol::Dns | Protocol::Mdns | Protocol::Llmnr),
-        Buffer::TlsSni | Buffer::Ja4 => false,
+        Buffer::TlsSni | Buffer::QuicSni | Buffer::Ja4 => false,
     }
 }
 
@@ -551,8 +554,14 @@ impl Rule {
         if !(fits(f.client, f.server) || fits(f.server, f.client)) {
             return false;
         }
-        if let Some((protos, negated)) = &self.app_proto
-            && protos.contains(&f.protocol) == *negated
+        if self
+            .app_proto
+            .as_ref()
+            .is_some_and(|protos| !protos.contains(&f.protocol))
+            || self
+                .app_proto_not
+                .as_ref()
+                .is_some_and(|not| not.contains(&f.protocol))
         {
             return false;
         }
@@ -590,11 +599,18 @@ impl Rule {
         {
             return Ok(false);
         }
-        if let Some((protos, negated)) = &self.app_proto {
-            let proto = p.app.map(|a| a.protocol).unwrap_or(Protocol::Unknown);
-            if protos.contains(&proto) == *negated {
-                return Ok(false);
-            }
+        let proto = p.app.map(|a| a.protocol).unwrap_or(Protocol::Unknown);
+        if self
+            .app_proto
+            .as_ref()
+            .is_some_and(|protos| !protos.contains(&proto))
+        {
+            return Ok(false);
+        }
+        if let Some(not) = &self.app_proto_not
+            && (proto == Protocol::Unknown || not.contains(&proto))
+        {
+            return Ok(false);
         }
         // Matchers run per buffer, in order, with relative positions carried along.
         let mut i = 0;

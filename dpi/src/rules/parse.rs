@@ -542,7 +542,8 @@ pub(crate) fn rule(text: &str, vars: &Vars) -> Result<Rule, ParseError> {
         action,
         origin: Default::default(),
         l4,
-        app_proto: app.map(|p| (p, false)),
+        app_proto: app,
+        app_proto_not: None,
         src: AddrSet::default(),
         sport: PortSet::default(),
         dst: AddrSet::default(),
@@ -634,7 +635,24 @@ pub(crate) fn rule(text: &str, vars: &Vars) -> Result<Rule, ParseError> {
                 let protos = protocol_of(name)
                     .and_then(|(_, app)| app)
                     .ok_or_else(|| bad(format!("unknown app-layer-protocol `{name}`")))?;
-                rule.app_proto = Some((protos, negated));
+                if negated {
+                    rule.app_proto_not = Some(protos);
+                } else {
+                    rule.app_proto = Some(match rule.app_proto.take() {
+                        // the header names a protocol too: both must hold
+                        Some(header) => {
+                            let both: Vec<Protocol> =
+                                header.into_iter().filter(|p| protos.contains(p)).collect();
+                            if both.is_empty() {
+                                return Err(bad(format!(
+                                    "app-layer-protocol:{name} contradicts the rule's protocol `{proto}`: the rule could never match"
+                                )));
+                            }
+                            both
+                        }
+                        None => protos,
+                    });
+                }
             }
             "http.host" | "http_host" => {
                 buffer = sticky_or_modifier(&key, Buffer::HttpHost, &mut rule.matchers, buffer)?
@@ -652,6 +670,7 @@ pub(crate) fn rule(text: &str, vars: &Vars) -> Result<Rule, ParseError> {
             "tls.sni" | "tls_sni" => {
                 buffer = sticky_or_modifier(&key, Buffer::TlsSni, &mut rule.matchers, buffer)?
             }
+            "quic.sni" => buffer = Buffer::QuicSni,
             "ja4.hash" => buffer = Buffer::Ja4,
             "dns.query" | "dns_query" => {
                 buffer = sticky_or_modifier(&key, Buffer::DnsQuery, &mut rule.matchers, buffer)?
@@ -661,7 +680,37 @@ pub(crate) fn rule(text: &str, vars: &Vars) -> Result<Rule, ParseError> {
         }
     }
     rule.sid = sid.ok_or_else(|| bad("the rule has no sid"))?;
+    check_contents(&rule.matchers)?;
     Ok(rule)
+}
+
+/// What Suricata refuses in a content, refused the same way: a `depth` or
+/// `within` shorter than the pattern (it can never match), and upper-case
+/// letters in an `http.host` pattern without `nocase` (the buffer is
+/// lower-case: it can never match either).
+fn check_contents(matchers: &[(Buffer, Matcher)]) -> Result<(), ParseError> {
+    for (buffer, matcher) in matchers {
+        let Matcher::Content(c) = matcher else {
+            continue;
+        };
+        let shown = String::from_utf8_lossy(&c.bytes);
+        for (what, limit) in [("depth", c.depth), ("within", c.within)] {
+            if let Some(limit) = limit
+                && limit < c.bytes.len()
+            {
+                return Err(bad(format!(
+                    "{what}:{limit} is shorter than content \"{shown}\" ({} bytes): it can never match",
+                    c.bytes.len()
+                )));
+            }
+        }
+        if *buffer == Buffer::HttpHost && !c.nocase && c.bytes.iter().any(u8::is_ascii_uppercase) {
+            return Err(bad(format!(
+                "http.host is normalised to lower case, so content \"{shown}\" with upper-case letters can never match: write it in lower case"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `http.host` (sticky: applies to what follows) or the legacy `http_host`

@@ -118,8 +118,9 @@ fn sticky_buffers_flow_and_app_layer_protocol() {
         vec![10, 11, 12, 15, 17]
     );
     assert_eq!(hits[0].action, Action::Drop);
-    // Without a classification, the HTTP buffers do not exist.
-    assert_eq!(sids(&s, &packet(b"x", None)), vec![15]);
+    // Without a classification, the HTTP buffers do not exist, and a
+    // negated app-layer-protocol does not match the unknown state.
+    assert!(sids(&s, &packet(b"x", None)).is_empty());
 }
 
 #[test]
@@ -273,4 +274,75 @@ fn could_match_knows_which_buffers_a_flow_can_still_bring() {
     assert!(raw.could_match(&facts(6, 8080, Protocol::Unknown)));
     assert!(!raw.could_match(&facts(6, 80, Protocol::Http)));
     assert!(!raw.could_match(&facts(17, 8080, Protocol::Unknown)));
+}
+
+/// Suricata: a negated app-layer-protocol never matches while the flow's
+/// protocol is unknown; the header's protocol and app-layer-protocol must
+/// both hold, and a rule where they cannot is refused.
+#[test]
+fn app_layer_protocol_as_suricata_reads_it() {
+    let s = set("alert tcp any any -> any any (app-layer-protocol:!tls; sid:1;)\n");
+    let unknown = packet(b"x", None);
+    assert!(sids(&s, &unknown).is_empty(), "unknown is not 'not TLS'");
+    let http = Classification {
+        protocol: Protocol::Http,
+        ..Classification::default()
+    };
+    assert_eq!(sids(&s, &packet(b"x", Some(&http))), [1]);
+    let tls = Classification {
+        protocol: Protocol::Tls,
+        ..Classification::default()
+    };
+    assert!(sids(&s, &packet(b"x", Some(&tls))).is_empty());
+    let e = errors("alert http any any -> any any (app-layer-protocol:tls; sid:2;)\n");
+    assert!(e[0].message.contains("contradicts"), "{e:?}");
+    let s = set("alert tcp any any -> any any (app-layer-protocol:tls; sid:3;)\n");
+    assert_eq!(sids(&s, &packet(b"x", Some(&tls))), [3]);
+    assert!(sids(&s, &packet(b"x", Some(&http))).is_empty());
+}
+
+/// `tls.sni` is TLS's SNI; a QUIC flow's is `quic.sni`.
+#[test]
+fn tls_sni_and_quic_sni() {
+    let s = set(concat!(
+        "alert ip any any -> any any (tls.sni; content:\"a.test\"; sid:1;)\n",
+        "alert ip any any -> any any (quic.sni; content:\"a.test\"; sid:2;)\n",
+    ));
+    let with = |protocol| Classification {
+        protocol,
+        host: Some("a.test".into()),
+        ..Classification::default()
+    };
+    let (tls, quic, dtls) = (
+        with(Protocol::Tls),
+        with(Protocol::Quic),
+        with(Protocol::Dtls),
+    );
+    assert_eq!(sids(&s, &packet(b"", Some(&tls))), [1]);
+    assert_eq!(sids(&s, &packet(b"", Some(&quic))), [2]);
+    assert!(sids(&s, &packet(b"", Some(&dtls))).is_empty());
+}
+
+/// What Suricata refuses because it can never match.
+#[test]
+fn contents_that_can_never_match_are_refused() {
+    for (rule, says) in [
+        (
+            "alert tcp any any -> any any (content:\"abcdef\"; depth:3; sid:1;)",
+            "depth:3",
+        ),
+        (
+            "alert tcp any any -> any any (content:\"a\"; content:\"abcdef\"; distance:0; within:2; sid:1;)",
+            "within:2",
+        ),
+        (
+            "alert http any any -> any any (http.host; content:\"Evil.test\"; sid:1;)",
+            "lower case",
+        ),
+    ] {
+        let e = errors(&format!("{rule}\n"));
+        assert!(e[0].message.contains(says), "{rule}: {e:?}");
+    }
+    // with nocase, an upper-case host pattern is fine
+    set("alert http any any -> any any (http.host; content:\"Evil.test\"; nocase; sid:1;)\n");
 }
