@@ -748,8 +748,9 @@ impl FlowInspector {
                 apps.push(Some(c));
             }
         }
-        // Every DNS message the client sent: each query's name (a later
-        // query on the same flow is read too).
+        let mut queries: Vec<Option<&str>> = vec![None; apps.len()];
+        // Every DNS request the client sent: each query's name (a later
+        // query on the same flow is read too); `dns.query` sees only these.
         for name in dns_names {
             let mut c = base.clone().unwrap_or_default();
             if !matches!(c.protocol, Protocol::Dns | Protocol::Mdns | Protocol::Llmnr) {
@@ -757,15 +758,17 @@ impl FlowInspector {
             }
             c.host = Some(name.clone());
             apps.push(Some(c));
+            queries.push(Some(name.as_str()));
         }
         let named = !requests.is_empty() || !dns_names.is_empty();
         if apps.is_empty() {
             apps.push(base);
+            queries.push(None);
         }
         let mut decisions: Vec<(Verdict, &'static str)> = Vec::new();
         let mut hits: Vec<u32> = Vec::new();
         let mut over_limit = 0;
-        for app in &apps {
+        for (app, &dns_query) in apps.iter().zip(&queries) {
             // The policy reads every request's host and query's name too.
             if named
                 && let Some(c) = app
@@ -786,6 +789,9 @@ impl FlowInspector {
                 payload_base,
                 app: app.as_ref(),
                 ja4: app.as_ref().and_then(|a| a.info.ja4.as_deref()),
+                // only a query of the DNS protocol (not mDNS or LLMNR)
+                dns_query: dns_query
+                    .filter(|_| app.as_ref().is_some_and(|a| a.protocol == Protocol::Dns)),
             };
             let matched = rules.matches(&view);
             over_limit += matched.over_limit.len() as u32;
@@ -1342,6 +1348,17 @@ mod tests {
         a1[2] = 0x81;
         assert_eq!(f.on_packet(&e, &udp(&q1, true)), Verdict::InspectMore);
         assert_eq!(f.on_packet(&e, &udp(&a1, false)), Verdict::InspectMore);
+        // dns.query is a request's name: a response naming it is not one
+        let mut blocked_answer = dns_query("blocked.test");
+        blocked_answer[2] |= 0x80;
+        assert_eq!(
+            f.on_packet(&e, &udp(&blocked_answer, false)),
+            Verdict::InspectMore
+        );
+        assert_eq!(
+            f.on_packet(&e, &udp(&blocked_answer, true)),
+            Verdict::InspectMore
+        );
         let q2 = dns_query("blocked.test");
         assert_eq!(f.on_packet(&e, &udp(&q2, true)), Verdict::Drop);
         // over TCP, both queries in one segment, the second blocked

@@ -50,6 +50,7 @@ fn main() {
                     payload_base: 0,
                     app: None,
                     ja4: None,
+                    dns_query: None,
                 };
                 hits += set.matches(&view).hits.len();
             }

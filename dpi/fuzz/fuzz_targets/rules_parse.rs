@@ -23,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
             payload_base: 0,
             app: None,
             ja4: None,
+            dns_query: None,
         };
         let matched = set.matches(&view);
         assert!(matched.most_steps <= dpi::rules::INSPECTION_LIMIT);

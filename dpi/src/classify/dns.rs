@@ -178,8 +178,13 @@ impl TcpMessages {
     }
 }
 
-/// The first question's name of a DNS message (None if it is not one).
+/// The first question's name of a DNS request (None if the message is a
+/// response or no DNS message).
 pub fn query_name(msg: &[u8]) -> Option<String> {
+    let request = msg.get(2).is_some_and(|flags| flags & 0x80 == 0);
+    if !request {
+        return None;
+    }
     parse(msg).flatten()
 }
 

@@ -223,6 +223,9 @@ pub struct PacketView<'a> {
     pub app: Option<&'a Classification>,
     /// The flow's JA4 fingerprint, if it has one.
     pub ja4: Option<&'a str>,
+    /// The name this packet's DNS request asks for (requests only, as
+    /// Suricata's `dns.query`).
+    pub dns_query: Option<&'a str>,
 }
 
 impl<'a> PacketView<'a> {
@@ -254,14 +257,7 @@ impl<'a> PacketView<'a> {
                 host()
             }
             Buffer::QuicSni if proto == Some(Protocol::Quic) => host(),
-            Buffer::DnsQuery
-                if matches!(
-                    proto,
-                    Some(Protocol::Dns | Protocol::Mdns | Protocol::Llmnr)
-                ) =>
-            {
-                host()
-            }
+            Buffer::DnsQuery => self.dns_query.map(str::as_bytes),
             Buffer::Ja4 => self.ja4.map(str::as_bytes),
             _ => None,
         }
@@ -535,7 +531,7 @@ fn buffer_can_come(buffer: Buffer, protocol: Protocol) -> bool {
         Buffer::HttpHost | Buffer::HttpUri | Buffer::HttpMethod | Buffer::HttpUserAgent => {
             matches!(protocol, Protocol::Http | Protocol::HttpProxy)
         }
-        Buffer::DnsQuery => matches!(protocol, Protocol::Dns | Protocol::Mdns | Protocol::Llmnr),
+        Buffer::DnsQuery => protocol == Protocol::Dns,
         Buffer::TlsSni | Buffer::QuicSni | Buffer::Ja4 => false,
     }
 }

@@ -25,6 +25,7 @@ fn packet<'a>(payload: &'a [u8], app: Option<&'a Classification>) -> PacketView<
         payload_base: 0,
         app,
         ja4: None,
+        dns_query: None,
     }
 }
 
