@@ -233,7 +233,7 @@ impl<D: Decider> FlowTable<D> {
         if !self.flows.contains(&packet.key) {
             seen.new_flow = true;
             let state = FlowState {
-                client_is_a: packet.from_a,
+                client_is_a: packet.from_a != sent_by_server(packet, frame),
                 first_ns: now_ns,
                 ..FlowState::default()
             };
@@ -390,6 +390,31 @@ impl FlowState {
             label: self.label.take().map(|l| *l).unwrap_or_default(),
             verdict: self.decided.map_or("undecided", Verdict::name),
         }
+    }
+}
+
+/// Whether a flow's first packet is one only a server sends, so that the
+/// client is the other side (as Suricata reverses such a flow): a TCP
+/// SYN/ACK, or a DNS, mDNS or LLMNR response from its port.
+pub fn sent_by_server(packet: &Decoded, frame: &[u8]) -> bool {
+    use crate::wire::tcp::{ACK, SYN};
+    match packet.key.proto {
+        crate::flow::PROTO_TCP => packet.tcp_flags & (SYN | ACK) == SYN | ACK,
+        crate::flow::PROTO_UDP => {
+            let (src, dst) = if packet.from_a {
+                (packet.key.port_a, packet.key.port_b)
+            } else {
+                (packet.key.port_b, packet.key.port_a)
+            };
+            let dns = |port: u16| matches!(port, 53 | 5353 | 5355);
+            // the QR bit of the DNS header: a response
+            dns(src)
+                && !dns(dst)
+                && frame
+                    .get(packet.payload_offset + 2)
+                    .is_some_and(|flags| flags & 0x80 != 0)
+        }
+        _ => false,
     }
 }
 
@@ -942,5 +967,68 @@ mod tests {
             .collect();
         assert_eq!(ended, [(80, EndReason::Timeout), (80, EndReason::Closed)]);
         assert!(table.is_empty());
+    }
+
+    /// A flow first seen by its response is the other side's: a SYN/ACK, a
+    /// DNS answer from port 53.
+    #[test]
+    fn the_client_is_the_initiator_even_when_a_response_comes_first() {
+        let mut table = FlowTable::new(NonZeroUsize::new(16).unwrap(), PacketCount { limit: None });
+        let tcp = |flags: u8| {
+            let (key, from_a) = FlowKey::new(
+                "198.18.0.2:80".parse().unwrap(),
+                "198.18.0.1:40000".parse().unwrap(),
+                crate::flow::PROTO_TCP,
+                0,
+            );
+            Decoded {
+                key,
+                from_a,
+                payload_offset: 54,
+                payload_len: 0,
+                tcp_flags: flags,
+                tcp_seq: 0,
+                l4_offset: 34,
+                tcp: Default::default(),
+            }
+        };
+        use crate::wire::tcp::{ACK, SYN};
+        let p = tcp(SYN | ACK);
+        table.on_packet(&p, &[0; 60], 60, 0);
+        let state = table.get(&p.key).unwrap();
+        assert_eq!(
+            state.client_is_a, !p.from_a,
+            "the SYN/ACK's receiver is the client"
+        );
+        // a data packet from the server side first: no telling, the sender
+        let mut table = FlowTable::new(NonZeroUsize::new(16).unwrap(), PacketCount { limit: None });
+        let p = tcp(ACK);
+        table.on_packet(&p, &[0; 60], 60, 0);
+        assert_eq!(table.get(&p.key).unwrap().client_is_a, p.from_a);
+        // a DNS answer from port 53 first
+        let (key, from_a) = FlowKey::new(
+            "198.18.0.2:53".parse().unwrap(),
+            "198.18.0.1:40000".parse().unwrap(),
+            crate::flow::PROTO_UDP,
+            0,
+        );
+        let answer = Decoded {
+            key,
+            from_a,
+            payload_offset: 42,
+            payload_len: 12,
+            tcp_flags: 0,
+            tcp_seq: 0,
+            l4_offset: 34,
+            tcp: Default::default(),
+        };
+        let mut frame = [0u8; 54];
+        frame[44] = 0x81;
+        assert!(sent_by_server(&answer, &frame));
+        frame[44] = 0x01;
+        assert!(
+            !sent_by_server(&answer, &frame),
+            "a query from port 53 is a client's"
+        );
     }
 }
