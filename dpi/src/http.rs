@@ -27,7 +27,9 @@ pub struct HttpRequest {
     pub method: String,
     /// The request target as sent.
     pub uri_raw: String,
-    /// The target as the server routes it: an absolute URI's path.
+    /// The target as a server reads it (Suricata's normalised `http.uri`):
+    /// an absolute URI's path, percent-encoding decoded, `.` and `..`
+    /// segments resolved, repeated `/` compressed.
     pub uri: String,
     /// Every host a server might take this request to be for, lower-case,
     /// without a port: Host header values and the absolute URI's host.
@@ -281,6 +283,55 @@ fn could_start_request_line(d: &[u8]) -> bool {
     }
 }
 
+/// A request target as servers read it: percent-encoding decoded (RFC 3986
+/// §2.1; a `%` not followed by two hex digits stays), then in the path `.`
+/// and `..` segments removed (§5.2.4) and runs of `/` compressed, as
+/// Suricata's normalised `http.uri` (libhtp). Returns the result and
+/// whether it differs from the input.
+fn normalise_uri(target: &[u8]) -> (String, bool) {
+    let mut decoded = Vec::with_capacity(target.len());
+    let mut i = 0;
+    while i < target.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (target[i], target.get(i + 1), target.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                decoded.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    let split = decoded
+        .iter()
+        .position(|b| *b == b'?')
+        .unwrap_or(decoded.len());
+    let (path, query) = decoded.split_at(split);
+    let mut segments: Vec<&[u8]> = Vec::new();
+    for segment in path.split(|b| *b == b'/') {
+        match segment {
+            b"" | b"." => {}
+            b".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = Vec::with_capacity(decoded.len());
+    if path.first() == Some(&b'/') || segments.is_empty() {
+        out.push(b'/');
+    }
+    out.extend_from_slice(&segments.join(&b'/'));
+    if path.len() > 1 && path.ends_with(b"/") && !out.ends_with(b"/") {
+        out.push(b'/');
+    }
+    out.extend_from_slice(query);
+    let changed = out != target;
+    (text(&out), changed)
+}
+
 /// Method and target of a request line (`METHOD SP target SP HTTP/x`).
 fn request_line(line: &[u8]) -> Option<(&[u8], &[u8])> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -321,6 +372,11 @@ fn parse_head(head: &[u8]) -> Option<(HttpRequest, State)> {
             };
             r.anomalies.push("absolute-uri");
         }
+    }
+    let (normalised, changed) = normalise_uri(r.uri.as_bytes());
+    if changed {
+        r.anomalies.push("uri-normalised");
+        r.uri = normalised;
     }
     // Headers, with folded lines joined to the one before.
     let mut headers: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
@@ -476,6 +532,25 @@ mod tests {
         assert_eq!(r.user_agent.as_deref(), Some("x"));
         let r = &requests(&[b"GET / HTTP/1.1\nHost: [2001:db8::1]:80\n\n"])[0];
         assert_eq!(r.hosts, ["[2001:db8::1]"]);
+    }
+
+    #[test]
+    fn uris_are_read_as_servers_read_them() {
+        for (raw, normalised) in [
+            ("/index.html", "/index.html"),
+            ("/%61dmin", "/admin"),
+            ("/a/../admin/", "/admin/"),
+            ("/a/./b//c", "/a/b/c"),
+            ("/../../etc/passwd", "/etc/passwd"),
+            ("/a%2F..%2Fadmin?x=%41", "/admin?x=A"),
+            ("/50%zz", "/50%zz"),
+            ("*", "*"),
+        ] {
+            assert_eq!(normalise_uri(raw.as_bytes()).0, normalised, "{raw}");
+        }
+        let r = &requests(&[b"GET /%61dmin HTTP/1.1\r\nHost: a.test\r\n\r\n"])[0];
+        assert_eq!((r.uri.as_str(), r.uri_raw.as_str()), ("/admin", "/%61dmin"));
+        assert!(r.anomalies.contains(&"uri-normalised"));
     }
 
     #[test]

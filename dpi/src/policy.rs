@@ -744,6 +744,7 @@ impl FlowInspector {
                 c.host = host;
                 c.info.http_method = Some(r.method.clone());
                 c.info.http_uri = Some(r.uri.clone());
+                c.info.http_uri_raw = Some(r.uri_raw.clone());
                 c.info.http_user_agent = r.user_agent.clone();
                 apps.push(Some(c));
             }
@@ -1393,5 +1394,24 @@ mod tests {
         assert_eq!((v, f.decided_by), (Verdict::Drop, Some("memcap")));
         drop(f);
         assert_eq!(budget.held(), 0, "given back when the flow goes");
+    }
+
+    /// `http.uri` is the target as a server reads it: percent-encoding and
+    /// dot segments do not hide a path; `http.uri.raw` is what was sent.
+    #[test]
+    fn an_encoded_path_is_read_decoded() {
+        let e = engine(
+            "drop http any any -> any any (http.uri; content:\"/admin\"; sid:1;)\nalert http any any -> any any (http.uri.raw; content:\"%61\"; sid:2;)\n",
+            "",
+        );
+        let mut f = FlowInspector::new(PROTO_TCP, &e);
+        let mut c = Conn::open(&e, &mut f);
+        let v = c.send(
+            &e,
+            &mut f,
+            b"GET /x/../%61dmin/ HTTP/1.1\r\nHost: a.test\r\n\r\n",
+        );
+        assert_eq!((v, f.sids()), (Verdict::Drop, &[1, 2][..]));
+        assert!(f.http_anomalies.contains(&"uri-normalised"));
     }
 }

@@ -157,6 +157,9 @@ pub struct Classification {
 pub struct AppInfo {
     pub http_method: Option<String>,
     pub http_uri: Option<String>,
+    /// The request target as sent (`http.uri.raw`); `http_uri` is it
+    /// normalised once the stream's HTTP parser read the request.
+    pub http_uri_raw: Option<String>,
     pub http_user_agent: Option<String>,
     /// TLS/QUIC ALPN protocols offered by the client.
     pub alpn: Vec<String>,

@@ -138,6 +138,7 @@ fn request_head(d: &[u8], s: &mut Scratch) -> Option<Dissect> {
     let text = |b: &[u8]| Some(String::from_utf8_lossy(b).into_owned());
     s.info.http_method = parts.next().and_then(text);
     s.info.http_uri = parts.next().and_then(text);
+    s.info.http_uri_raw = s.info.http_uri.clone();
     s.info.http_user_agent = header(d, b"user-agent").and_then(text);
     // A proxy request: CONNECT, or an absolute URI in the request line.
     let target = line.split(|b| *b == b' ').nth(1).unwrap_or(&[]);

@@ -59,6 +59,7 @@ pub enum Buffer {
     Payload,
     HttpHost,
     HttpUri,
+    HttpUriRaw,
     HttpMethod,
     HttpUserAgent,
     TlsSni,
@@ -67,10 +68,11 @@ pub enum Buffer {
     DnsQuery,
 }
 
-const BUFFERS: [Buffer; 9] = [
+const BUFFERS: [Buffer; 10] = [
     Buffer::Payload,
     Buffer::HttpHost,
     Buffer::HttpUri,
+    Buffer::HttpUriRaw,
     Buffer::HttpMethod,
     Buffer::HttpUserAgent,
     Buffer::TlsSni,
@@ -240,6 +242,9 @@ impl<'a> PacketView<'a> {
             }
             Buffer::HttpUri => app
                 .and_then(|a| a.info.http_uri.as_deref())
+                .map(str::as_bytes),
+            Buffer::HttpUriRaw => app
+                .and_then(|a| a.info.http_uri_raw.as_deref())
                 .map(str::as_bytes),
             Buffer::HttpMethod => app
                 .and_then(|a| a.info.http_method.as_deref())
@@ -528,7 +533,11 @@ impl RuleSet {
 fn buffer_can_come(buffer: Buffer, protocol: Protocol) -> bool {
     match buffer {
         Buffer::Payload => true,
-        Buffer::HttpHost | Buffer::HttpUri | Buffer::HttpMethod | Buffer::HttpUserAgent => {
+        Buffer::HttpHost
+        | Buffer::HttpUri
+        | Buffer::HttpUriRaw
+        | Buffer::HttpMethod
+        | Buffer::HttpUserAgent => {
             matches!(protocol, Protocol::Http | Protocol::HttpProxy)
         }
         Buffer::DnsQuery => protocol == Protocol::Dns,

@@ -660,6 +660,9 @@ pub(crate) fn rule(text: &str, vars: &Vars) -> Result<Rule, ParseError> {
             "http.uri" | "http_uri" => {
                 buffer = sticky_or_modifier(&key, Buffer::HttpUri, &mut rule.matchers, buffer)?
             }
+            "http.uri.raw" | "http_raw_uri" => {
+                buffer = sticky_or_modifier(&key, Buffer::HttpUriRaw, &mut rule.matchers, buffer)?
+            }
             "http.method" | "http_method" => {
                 buffer = sticky_or_modifier(&key, Buffer::HttpMethod, &mut rule.matchers, buffer)?
             }
