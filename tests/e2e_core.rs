@@ -1070,6 +1070,38 @@ fn live_and_offline_give_the_same_flow_records_root() {
         .collect();
 
     assert_eq!(offline.len(), 5, "{offline:#?}");
+    // The same from standard input (`-`), and with an unreadable file in
+    // the list: it is reported, the others are read, the exit says so.
+    let piped = std::process::Command::new(BIN)
+        .args(["inspect", "--format", "json", "--rules", &rules_arg, "-"])
+        .stdin(std::fs::File::open(&pcap).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        piped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+    assert_eq!(piped.stdout, out.stdout, "stdin reads as the file");
+    let junk = dir.path("junk.pcap");
+    std::fs::write(&junk, b"not a capture at all").unwrap();
+    let mixed = std::process::Command::new(BIN)
+        .args(["inspect", "--format", "json"])
+        .arg(&junk)
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&mixed.stderr);
+    assert!(!mixed.status.success(), "an unreadable file fails the run");
+    assert!(
+        stderr.contains("junk.pcap") && stderr.contains("not a pcap"),
+        "{stderr}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&mixed.stdout).lines().count(),
+        5,
+        "the readable file was read: {stderr}"
+    );
     assert_eq!(live.len(), 5, "live: {live:#?}\n{}", dp.output());
     let id = |r: &Value| {
         format!(

@@ -190,12 +190,18 @@ impl<'s> Inspection<'s> {
             path: path.to_path_buf(),
             source,
         };
-        let mut file = File::open(path).map_err(open)?;
+        // `-` is standard input (a pipe from tcpdump -w -, say).
+        let mut input: Box<dyn Read> = if path == Path::new("-") {
+            Box::new(io::stdin().lock())
+        } else {
+            Box::new(File::open(path).map_err(open)?)
+        };
+        // The magic is read, then put back in front of the rest: the
+        // readers want it, and standard input cannot be opened twice.
         let mut magic = [0u8; 4];
-        file.read_exact(&mut magic).map_err(open)?;
-        let file = File::open(path).map_err(open)?;
+        input.read_exact(&mut magic).map_err(open)?;
         let mut reader = Counting {
-            inner: BufReader::with_capacity(1 << 20, file),
+            inner: BufReader::with_capacity(1 << 20, io::Cursor::new(magic).chain(input)),
             offset: 0,
         };
         let before = self.summary.packets;
@@ -361,11 +367,13 @@ pub fn run(
                 write_error.get_or_insert(e);
             }
         });
-    let mut failure = None;
+    // One unreadable file is reported and the others are still read; the
+    // exit status says that one failed.
+    let mut failures = Vec::new();
     for path in files {
         if let Err(e) = inspection.read_file(path) {
-            failure = Some(e);
-            break;
+            eprintln!("dataplane inspect: {e}");
+            failures.push(e);
         }
     }
     let summary = inspection.finish(started.elapsed());
@@ -388,8 +396,12 @@ pub fn run(
         )?,
     }
     out.flush()?;
-    match failure {
-        Some(e) => Err(e.into()),
-        None => Ok(()),
+    match failures.len() {
+        0 => Ok(()),
+        1 => Err(failures.remove(0).into()),
+        n => Err(anyhow::anyhow!(
+            "{n} of {} files could not be read to their end (each reported above)",
+            files.len()
+        )),
     }
 }
