@@ -793,6 +793,7 @@ impl FlowInspector {
                 // only a query of the DNS protocol (not mDNS or LLMNR)
                 dns_query: dns_query
                     .filter(|_| app.as_ref().is_some_and(|a| a.protocol == Protocol::Dns)),
+                dsize: p.payload.len(),
             };
             let matched = rules.matches(&view);
             over_limit += matched.over_limit.len() as u32;

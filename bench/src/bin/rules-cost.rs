@@ -51,6 +51,7 @@ fn main() {
                     app: None,
                     ja4: None,
                     dns_query: None,
+                    dsize: p.len(),
                 };
                 hits += set.matches(&view).hits.len();
             }

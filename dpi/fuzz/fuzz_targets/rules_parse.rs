@@ -24,6 +24,7 @@ fuzz_target!(|data: &[u8]| {
             app: None,
             ja4: None,
             dns_query: None,
+            dsize: data.len(),
         };
         let matched = set.matches(&view);
         assert!(matched.most_steps <= dpi::rules::INSPECTION_LIMIT);

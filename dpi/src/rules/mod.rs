@@ -107,6 +107,8 @@ pub(crate) struct Content {
     pub depth: Option<usize>,
     pub distance: Option<isize>,
     pub within: Option<usize>,
+    /// `endswith`: the match must end where the buffer ends.
+    pub endswith: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -116,6 +118,11 @@ pub(crate) enum Matcher {
         regex: regex::bytes::Regex,
         negated: bool,
         relative: bool,
+    },
+    /// `bsize`: the buffer's length is within these bounds (inclusive).
+    Bsize {
+        min: usize,
+        max: usize,
     },
 }
 
@@ -199,6 +206,8 @@ pub struct Rule {
     pub(crate) dport: PortSet,
     pub(crate) bidirectional: bool,
     pub(crate) flow: FlowOpts,
+    /// `dsize`: the packet's payload length within these bounds.
+    pub(crate) dsize: Option<(usize, usize)>,
     /// Matchers per buffer, in rule order.
     pub(crate) matchers: Vec<(Buffer, Matcher)>,
 }
@@ -228,6 +237,8 @@ pub struct PacketView<'a> {
     /// The name this packet's DNS request asks for (requests only, as
     /// Suricata's `dns.query`).
     pub dns_query: Option<&'a str>,
+    /// The packet's own payload length (`dsize`), whatever the stream.
+    pub dsize: usize,
 }
 
 impl<'a> PacketView<'a> {
@@ -601,6 +612,9 @@ impl Rule {
         }
         if self.flow.to_server.is_some_and(|t| t != p.to_server)
             || self.flow.established.is_some_and(|e| e != p.established)
+            || self
+                .dsize
+                .is_some_and(|(min, max)| !(min..=max).contains(&p.dsize))
         {
             return Ok(false);
         }
@@ -651,6 +665,7 @@ fn is_negated(m: &(Buffer, Matcher)) -> bool {
     match &m.1 {
         Matcher::Content(c) => c.negated,
         Matcher::Pcre { negated, .. } => *negated,
+        Matcher::Bsize { .. } => false,
     }
 }
 
@@ -712,17 +727,20 @@ fn sequence_matches(
                 return Ok(c.negated && sequence_matches(rest, data, base, prev_end, budget)?);
             }
             let window = &data[lo..hi];
+            let ends = |at: &usize| !c.endswith || lo + at + c.bytes.len() == data.len();
             if c.negated {
-                return Ok(find(window, &c.bytes, c.nocase).next().is_none()
+                return Ok(find(window, &c.bytes, c.nocase).find(ends).is_none()
                     && sequence_matches(rest, data, base, prev_end, budget)?);
             }
-            for at in find(window, &c.bytes, c.nocase) {
+            for at in find(window, &c.bytes, c.nocase).filter(ends) {
                 if sequence_matches(rest, data, base, lo + at + c.bytes.len(), budget)? {
                     return Ok(true);
                 }
             }
             Ok(false)
         }
+        Matcher::Bsize { min, max } => Ok((*min..=*max).contains(&data.len())
+            && sequence_matches(rest, data, base, prev_end, budget)?),
         Matcher::Pcre {
             regex,
             negated,

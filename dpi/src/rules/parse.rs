@@ -482,6 +482,37 @@ fn pcre(value: &str) -> Result<(regex::bytes::Regex, bool, bool), ParseError> {
     Ok((regex, negated, relative))
 }
 
+/// A size bound as Suricata writes it: `N`, `<N`, `>N`, `N<>M` (exclusive
+/// bounds, as Suricata's), as an inclusive range.
+fn size_range(key: &str, value: Option<&str>) -> Result<(usize, usize), ParseError> {
+    let v = value.unwrap_or_default().trim();
+    let n = |s: &str| {
+        s.trim()
+            .parse::<usize>()
+            .map_err(|_| bad(format!("{key}: `{v}` is not N, <N, >N or N<>M")))
+    };
+    Ok(if let Some(max) = v.strip_prefix('<') {
+        let max = n(max)?;
+        if max == 0 {
+            return Err(bad(format!("{key}: <0 can never match")));
+        }
+        (0, max - 1)
+    } else if let Some(min) = v.strip_prefix('>') {
+        (n(min)? + 1, usize::MAX)
+    } else if let Some((lo, hi)) = v.split_once("<>") {
+        let (lo, hi) = (n(lo)?, n(hi)?);
+        if hi <= lo + 1 {
+            return Err(bad(format!(
+                "{key}: `{v}` leaves no size between its bounds"
+            )));
+        }
+        (lo + 1, hi - 1)
+    } else {
+        let exact = n(v)?;
+        (exact, exact)
+    })
+}
+
 fn number<T: std::str::FromStr>(key: &str, value: Option<&str>) -> Result<T, ParseError> {
     value
         .and_then(|v| v.trim().parse().ok())
@@ -550,6 +581,7 @@ pub(crate) fn rule(text: &str, vars: &Vars) -> Result<Rule, ParseError> {
         dport: PortSet::default(),
         bidirectional,
         flow: FlowOpts::default(),
+        dsize: None,
         matchers: Vec::new(),
     };
     addresses(src, vars, &mut rule.src)?;
@@ -584,10 +616,31 @@ pub(crate) fn rule(text: &str, vars: &Vars) -> Result<Rule, ParseError> {
                         depth: None,
                         distance: None,
                         within: None,
+                        endswith: false,
                     }),
                 ));
             }
             "nocase" => last_content(&mut rule.matchers, "nocase")?.nocase = true,
+            "startswith" => {
+                let c = last_content(&mut rule.matchers, "startswith")?;
+                if c.offset.is_some()
+                    || c.depth.is_some()
+                    || c.distance.is_some()
+                    || c.within.is_some()
+                {
+                    return Err(bad(
+                        "startswith cannot be combined with offset, depth, distance or within",
+                    ));
+                }
+                c.offset = Some(0);
+                c.depth = Some(c.bytes.len());
+            }
+            "endswith" => last_content(&mut rule.matchers, "endswith")?.endswith = true,
+            "bsize" => {
+                let (min, max) = size_range("bsize", v)?;
+                rule.matchers.push((buffer, Matcher::Bsize { min, max }));
+            }
+            "dsize" => rule.dsize = Some(size_range("dsize", v)?),
             "depth" => last_content(&mut rule.matchers, "depth")?.depth = Some(number("depth", v)?),
             "offset" => {
                 last_content(&mut rule.matchers, "offset")?.offset = Some(number("offset", v)?)

@@ -26,6 +26,7 @@ fn packet<'a>(payload: &'a [u8], app: Option<&'a Classification>) -> PacketView<
         app,
         ja4: None,
         dns_query: None,
+        dsize: payload.len(),
     }
 }
 
@@ -346,4 +347,35 @@ fn contents_that_can_never_match_are_refused() {
     }
     // with nocase, an upper-case host pattern is fine
     set("alert http any any -> any any (http.host; content:\"Evil.test\"; nocase; sid:1;)\n");
+}
+
+/// `startswith`, `endswith`, `bsize` and `dsize`, as Suricata reads them.
+#[test]
+fn anchors_and_sizes() {
+    let app = Classification {
+        protocol: Protocol::Http,
+        info: AppInfo {
+            http_uri: Some("/admin/login.php".into()),
+            ..AppInfo::default()
+        },
+        ..Classification::default()
+    };
+    let s = set(concat!(
+        "alert http any any -> any any (http.uri; content:\"/admin\"; startswith; sid:1;)\n",
+        "alert http any any -> any any (http.uri; content:\"login\"; startswith; sid:2;)\n",
+        "alert http any any -> any any (http.uri; content:\".php\"; endswith; sid:3;)\n",
+        "alert http any any -> any any (http.uri; content:\"/admin\"; endswith; sid:4;)\n",
+        "alert http any any -> any any (http.uri; bsize:16; sid:5;)\n",
+        "alert http any any -> any any (http.uri; bsize:<10; sid:6;)\n",
+        "alert http any any -> any any (http.uri; bsize:10<>20; sid:7;)\n",
+        "alert tcp any any -> any any (dsize:>3; sid:8;)\n",
+        "alert tcp any any -> any any (dsize:<3; sid:9;)\n",
+        "alert http any any -> any any (http.uri; content:\"/admin/login.php\"; startswith; endswith; sid:10;)\n",
+    ));
+    assert_eq!(sids(&s, &packet(b"GET /", Some(&app))), [1, 3, 5, 7, 8, 10]);
+    assert_eq!(sids(&s, &packet(b"ab", Some(&app))), [1, 3, 5, 7, 9, 10]);
+    let e = errors("alert tcp any any -> any any (content:\"a\"; offset:1; startswith; sid:1;)\n");
+    assert!(e[0].message.contains("startswith"), "{e:?}");
+    let e = errors("alert tcp any any -> any any (dsize:5<>6; sid:1;)\n");
+    assert!(e[0].message.contains("no size"), "{e:?}");
 }
