@@ -794,6 +794,7 @@ impl FlowInspector {
                 dns_query: dns_query
                     .filter(|_| app.as_ref().is_some_and(|a| a.protocol == Protocol::Dns)),
                 dsize: p.payload.len(),
+                tcp_flags: p.tcp.map(|seg| seg.flags),
             };
             let matched = rules.matches(&view);
             over_limit += matched.over_limit.len() as u32;

@@ -52,6 +52,7 @@ fn main() {
                     ja4: None,
                     dns_query: None,
                     dsize: p.len(),
+                    tcp_flags: Some(0x18),
                 };
                 hits += set.matches(&view).hits.len();
             }

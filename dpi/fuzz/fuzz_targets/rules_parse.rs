@@ -25,6 +25,7 @@ fuzz_target!(|data: &[u8]| {
             ja4: None,
             dns_query: None,
             dsize: data.len(),
+            tcp_flags: Some(0x18),
         };
         let matched = set.matches(&view);
         assert!(matched.most_steps <= dpi::rules::INSPECTION_LIMIT);

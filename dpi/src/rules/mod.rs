@@ -183,6 +183,39 @@ pub(crate) struct FlowOpts {
     pub established: Option<bool>,
 }
 
+/// Suricata's `flags` keyword: which TCP flags, how they compare, and
+/// which bits to ignore.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FlagsTest {
+    pub bits: u8,
+    pub mode: FlagsMode,
+    pub ignore: u8,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FlagsMode {
+    /// Exactly these (after the ignored bits are masked out).
+    Exact,
+    /// These and maybe others (`+`).
+    All,
+    /// Any of these (`*`).
+    Any,
+    /// None of these (`!`).
+    Not,
+}
+
+impl FlagsTest {
+    fn holds(&self, flags: u8) -> bool {
+        let flags = flags & !self.ignore;
+        match self.mode {
+            FlagsMode::Exact => flags == self.bits,
+            FlagsMode::All => flags & self.bits == self.bits,
+            FlagsMode::Any => flags & self.bits != 0,
+            FlagsMode::Not => flags & self.bits == 0,
+        }
+    }
+}
+
 /// A parsed rule.
 #[derive(Clone, Debug)]
 pub struct Rule {
@@ -208,6 +241,8 @@ pub struct Rule {
     pub(crate) flow: FlowOpts,
     /// `dsize`: the packet's payload length within these bounds.
     pub(crate) dsize: Option<(usize, usize)>,
+    /// `flags`: the TCP flags test.
+    pub(crate) flags: Option<FlagsTest>,
     /// Matchers per buffer, in rule order.
     pub(crate) matchers: Vec<(Buffer, Matcher)>,
 }
@@ -239,6 +274,8 @@ pub struct PacketView<'a> {
     pub dns_query: Option<&'a str>,
     /// The packet's own payload length (`dsize`), whatever the stream.
     pub dsize: usize,
+    /// The TCP flags of the packet (None for other transports).
+    pub tcp_flags: Option<u8>,
 }
 
 impl<'a> PacketView<'a> {
@@ -615,6 +652,9 @@ impl Rule {
             || self
                 .dsize
                 .is_some_and(|(min, max)| !(min..=max).contains(&p.dsize))
+            || self
+                .flags
+                .is_some_and(|f| !p.tcp_flags.is_some_and(|flags| f.holds(flags)))
         {
             return Ok(false);
         }

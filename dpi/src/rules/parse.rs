@@ -2,7 +2,10 @@
 
 use std::{collections::HashMap, net::IpAddr, path::Path};
 
-use super::{Action, AddrSet, Buffer, Content, FlowOpts, Matcher, PortSet, Rule, RuleError};
+use super::{
+    Action, AddrSet, Buffer, Content, FlagsMode, FlagsTest, FlowOpts, Matcher, PortSet, Rule,
+    RuleError,
+};
 use crate::classify::Protocol;
 
 /// Address and port variables (`$HOME_NET`...), from a TOML vars file:
@@ -482,6 +485,51 @@ fn pcre(value: &str) -> Result<(regex::bytes::Regex, bool, bool), ParseError> {
     Ok((regex, negated, relative))
 }
 
+/// Suricata's `flags:[+*!]FLAGS[,IGNORED]` (F S R P A U C E, 0 for none;
+/// 1 and 2 are the old names of C and E).
+fn tcp_flags(value: &str) -> Result<FlagsTest, ParseError> {
+    let value = value.trim();
+    let (set, ignored) = match value.split_once(',') {
+        Some((set, ignored)) => (set.trim(), ignored.trim()),
+        None => (value, ""),
+    };
+    let (mode, letters) = match set.chars().next() {
+        Some('+') => (FlagsMode::All, &set[1..]),
+        Some('*') => (FlagsMode::Any, &set[1..]),
+        Some('!') => (FlagsMode::Not, &set[1..]),
+        _ => (FlagsMode::Exact, set),
+    };
+    let bits = |letters: &str| -> Result<u8, ParseError> {
+        letters.chars().try_fold(0u8, |acc, c| {
+            let bit = match c.to_ascii_uppercase() {
+                'F' => 0x01,
+                'S' => 0x02,
+                'R' => 0x04,
+                'P' => 0x08,
+                'A' => 0x10,
+                'U' => 0x20,
+                'E' | '2' => 0x40,
+                'C' | '1' => 0x80,
+                '0' => 0,
+                other => {
+                    return Err(bad(format!(
+                        "flags: `{other}` is not a TCP flag (F S R P A U C E, 0)"
+                    )));
+                }
+            };
+            Ok(acc | bit)
+        })
+    };
+    if letters.is_empty() {
+        return Err(bad("flags needs at least one flag (F S R P A U C E, 0)"));
+    }
+    Ok(FlagsTest {
+        bits: bits(letters)?,
+        mode,
+        ignore: bits(ignored)?,
+    })
+}
+
 /// A size bound as Suricata writes it: `N`, `<N`, `>N`, `N<>M` (exclusive
 /// bounds, as Suricata's), as an inclusive range.
 fn size_range(key: &str, value: Option<&str>) -> Result<(usize, usize), ParseError> {
@@ -582,6 +630,7 @@ pub(crate) fn rule(text: &str, vars: &Vars) -> Result<Rule, ParseError> {
         bidirectional,
         flow: FlowOpts::default(),
         dsize: None,
+        flags: None,
         matchers: Vec::new(),
     };
     addresses(src, vars, &mut rule.src)?;
@@ -641,6 +690,37 @@ pub(crate) fn rule(text: &str, vars: &Vars) -> Result<Rule, ParseError> {
                 rule.matchers.push((buffer, Matcher::Bsize { min, max }));
             }
             "dsize" => rule.dsize = Some(size_range("dsize", v)?),
+            "flags" => {
+                if rule.l4.is_some_and(|l4| l4 != 6) {
+                    return Err(bad("flags is a TCP keyword, on a rule that is not TCP"));
+                }
+                rule.flags = Some(tcp_flags(v.unwrap_or_default())?);
+                rule.l4 = Some(6);
+            }
+            "ip_proto" => {
+                let value = v.unwrap_or_default().trim();
+                let number = match value {
+                    "tcp" => 6,
+                    "udp" => 17,
+                    "icmp" => 1,
+                    "ipv6-icmp" | "icmpv6" => 58,
+                    "igmp" => 2,
+                    "gre" => 47,
+                    "esp" => 50,
+                    "ah" => 51,
+                    n => n.parse::<u8>().map_err(|_| {
+                        bad(format!(
+                            "ip_proto: `{value}` is not a protocol number or name"
+                        ))
+                    })?,
+                };
+                if rule.l4.is_some_and(|l4| l4 != number) {
+                    return Err(bad(format!(
+                        "ip_proto:{value} contradicts the rule's protocol `{proto}`"
+                    )));
+                }
+                rule.l4 = Some(number);
+            }
             "depth" => last_content(&mut rule.matchers, "depth")?.depth = Some(number("depth", v)?),
             "offset" => {
                 last_content(&mut rule.matchers, "offset")?.offset = Some(number("offset", v)?)

@@ -27,6 +27,7 @@ fn packet<'a>(payload: &'a [u8], app: Option<&'a Classification>) -> PacketView<
         ja4: None,
         dns_query: None,
         dsize: payload.len(),
+        tcp_flags: Some(0x18),
     }
 }
 
@@ -378,4 +379,39 @@ fn anchors_and_sizes() {
     assert!(e[0].message.contains("startswith"), "{e:?}");
     let e = errors("alert tcp any any -> any any (dsize:5<>6; sid:1;)\n");
     assert!(e[0].message.contains("no size"), "{e:?}");
+}
+
+/// `flags` as Suricata compares them, and `ip_proto`.
+#[test]
+fn tcp_flags_and_ip_proto() {
+    let s = set(concat!(
+        "alert tcp any any -> any any (flags:S; sid:1;)\n",
+        "alert tcp any any -> any any (flags:+S; sid:2;)\n",
+        "alert tcp any any -> any any (flags:*SF; sid:3;)\n",
+        "alert tcp any any -> any any (flags:!R; sid:4;)\n",
+        "alert tcp any any -> any any (flags:S,CE; sid:5;)\n",
+        "alert ip any any -> any any (flags:PA; sid:6;)\n",
+        "alert ip any any -> any any (ip_proto:6; sid:7;)\n",
+        "alert ip any any -> any any (ip_proto:udp; sid:8;)\n",
+    ));
+    let mut p = packet(b"", None);
+    let mut with = |flags: u8| {
+        p.tcp_flags = Some(flags);
+        sids(&s, &p)
+    };
+    assert_eq!(with(0x02), [1, 2, 3, 4, 5, 7], "a SYN");
+    assert_eq!(with(0x12), [2, 3, 4, 7], "a SYN/ACK");
+    assert_eq!(
+        with(0xc2),
+        [2, 3, 4, 5, 7],
+        "a SYN with ECN bits, which sid 5 ignores"
+    );
+    assert_eq!(with(0x18), [4, 6, 7], "PSH/ACK");
+    assert_eq!(with(0x14), [7], "RST/ACK");
+    let e = errors("alert udp any any -> any any (flags:S; sid:1;)\n");
+    assert!(e[0].message.contains("TCP"), "{e:?}");
+    let e = errors("alert tcp any any -> any any (ip_proto:17; sid:1;)\n");
+    assert!(e[0].message.contains("contradicts"), "{e:?}");
+    let e = errors("alert tcp any any -> any any (flags:SX; sid:1;)\n");
+    assert!(e[0].message.contains("`X`"), "{e:?}");
 }
