@@ -704,6 +704,26 @@ pub fn expiry(
 mod tests {
     use super::*;
 
+    /// A TCP packet without payload from `src` to `dst` with `flags`.
+    fn tcp_packet(src: &str, dst: &str, flags: u8) -> Decoded {
+        let (key, from_a) = FlowKey::new(
+            src.parse().unwrap(),
+            dst.parse().unwrap(),
+            crate::flow::PROTO_TCP,
+            0,
+        );
+        Decoded {
+            key,
+            from_a,
+            payload_offset: 54,
+            payload_len: 0,
+            tcp_flags: flags,
+            tcp_seq: 0,
+            l4_offset: 34,
+            tcp: Default::default(),
+        }
+    }
+
     fn packet(sport: u16) -> Decoded {
         let (key, from_a) = FlowKey::new(
             format!("198.18.0.1:{sport}").parse().unwrap(),
@@ -929,22 +949,7 @@ mod tests {
         const S: u64 = 1_000_000_000;
         let mut table = FlowTable::new(NonZeroUsize::new(16).unwrap(), PacketCount { limit: None });
         let tcp = |sport: u16, flags: u8| {
-            let (key, from_a) = FlowKey::new(
-                format!("198.18.0.1:{sport}").parse().unwrap(),
-                "198.18.0.2:80".parse().unwrap(),
-                crate::flow::PROTO_TCP,
-                0,
-            );
-            Decoded {
-                key,
-                from_a,
-                payload_offset: 54,
-                payload_len: 0,
-                tcp_flags: flags,
-                tcp_seq: 0,
-                l4_offset: 34,
-                tcp: Default::default(),
-            }
+            tcp_packet(&format!("198.18.0.1:{sport}"), "198.18.0.2:80", flags)
         };
         let frame = [0u8; 60];
         table.on_packet(&packet(1), &frame, 60, 0); // UDP, 300 s
@@ -974,24 +979,7 @@ mod tests {
     #[test]
     fn the_client_is_the_initiator_even_when_a_response_comes_first() {
         let mut table = FlowTable::new(NonZeroUsize::new(16).unwrap(), PacketCount { limit: None });
-        let tcp = |flags: u8| {
-            let (key, from_a) = FlowKey::new(
-                "198.18.0.2:80".parse().unwrap(),
-                "198.18.0.1:40000".parse().unwrap(),
-                crate::flow::PROTO_TCP,
-                0,
-            );
-            Decoded {
-                key,
-                from_a,
-                payload_offset: 54,
-                payload_len: 0,
-                tcp_flags: flags,
-                tcp_seq: 0,
-                l4_offset: 34,
-                tcp: Default::default(),
-            }
-        };
+        let tcp = |flags: u8| tcp_packet("198.18.0.2:80", "198.18.0.1:40000", flags);
         use crate::wire::tcp::{ACK, SYN};
         let p = tcp(SYN | ACK);
         table.on_packet(&p, &[0; 60], 60, 0);
