@@ -387,8 +387,10 @@ struct TcpState {
     raw_base: [u64; 2],
     /// The client's requests, while the flow may be HTTP.
     http: Option<HttpRequests>,
-    /// The latest request.
-    request: Option<HttpRequest>,
+    /// What the rules see of the latest request, one classification per
+    /// host a server might read in it; built once per request, read by
+    /// every later packet of the flow.
+    request_apps: Vec<Classification>,
     /// DNS over TCP: the client's messages (on DNS-family ports).
     dns: Option<DnsTcpMessages>,
     /// Client SYN, server SYN/ACK, client ACK after it.
@@ -419,7 +421,7 @@ impl TcpState {
             raw: Default::default(),
             raw_base: [0; 2],
             http: Some(HttpRequests::default()),
-            request: None,
+            request_apps: Vec::new(),
             dns: None,
             handshake: [false; 3],
             server_first: None,
@@ -460,6 +462,8 @@ pub struct FlowInspector {
     anomaly: Option<Anomaly>,
     /// The shared memory budget could not take this flow's buffers.
     over_memcap: bool,
+    /// The last `could_match` answer: (protocol, established, answer).
+    could_match: Option<(Protocol, bool, bool)>,
     /// HTTP requests read, and the anomalies they showed.
     pub http_requests: u32,
     pub http_anomalies: Vec<&'static str>,
@@ -485,6 +489,7 @@ impl FlowInspector {
             bytes: [0; 2],
             anomaly: None,
             over_memcap: false,
+            could_match: None,
             http_requests: 0,
             http_anomalies: Vec::new(),
         }
@@ -549,15 +554,15 @@ impl FlowInspector {
         self.classifier
             .on_packet(&[], p.from_client, p.sport, p.dport);
         let mut requests = Vec::new();
-        let mut dns_messages = Vec::new();
+        let mut names = Vec::new();
         let fresh = match p.tcp {
-            Some(seg) => self.take_segment(engine, p, dir, &seg, &mut requests, &mut dns_messages),
+            Some(seg) => self.take_segment(engine, p, dir, &seg, &mut requests, &mut names),
             None => {
                 self.classifier
                     .on_packet(p.payload, p.from_client, p.sport, p.dport);
                 self.bytes[dir] += p.payload.len() as u64;
-                if dir == 0 && dns_port(p) && !p.payload.is_empty() {
-                    dns_messages.push(p.payload.to_vec());
+                if dir == 0 && dns_port(p) {
+                    names.extend(dns_query_name(p.payload));
                 }
                 !p.payload.is_empty()
             }
@@ -565,10 +570,6 @@ impl FlowInspector {
         if self.anomaly.is_some() {
             return self.verdict;
         }
-        let names: Vec<String> = dns_messages
-            .iter()
-            .filter_map(|m| dns_query_name(m))
-            .collect();
         self.match_rules(engine, p, dir, fresh, &requests, &names);
         if self.verdict == Verdict::InspectMore {
             self.hand_off(engine, p, dir);
@@ -586,7 +587,7 @@ impl FlowInspector {
         dir: usize,
         seg: &Segment<'_>,
         requests: &mut Vec<HttpRequest>,
-        dns_messages: &mut Vec<Vec<u8>>,
+        dns_names: &mut Vec<String>,
     ) -> bool {
         let t = self.tcp.get_or_insert_with(|| {
             let keep_raw = engine
@@ -636,7 +637,9 @@ impl FlowInspector {
                 if dir == 0
                     && let Some(m) = dns.as_mut()
                 {
-                    m.feed(d, dns_messages);
+                    let mut messages = Vec::new();
+                    m.feed(d, &mut messages);
+                    dns_names.extend(messages.iter().filter_map(|m| dns_query_name(m)));
                 }
                 if dir == 1 && server_first.is_none() && d.len() >= 2 {
                     *server_first = Some([d[0], d[1]]);
@@ -717,59 +720,55 @@ impl FlowInspector {
             Some(_) => (&[][..], 0),
             None => (p.payload, 0),
         };
-        // The classifications the rules see: one per (request, host).
-        let base = self.classifier.result().cloned();
-        let mut apps: Vec<Option<Classification>> = Vec::new();
-        let latest = requests
-            .last()
-            .or_else(|| self.tcp.as_ref().and_then(|t| t.request.as_ref()));
-        let fresh_requests = if requests.is_empty() {
-            latest.into_iter().collect::<Vec<_>>()
-        } else {
-            requests.iter().collect()
-        };
-        for r in fresh_requests {
-            let protocol = match base.as_ref().map(|c| c.protocol) {
+        // The classifications the rules see: one per (request, host) and
+        // per DNS query this packet brought; else those of the flow's latest
+        // request; else the flow's classification. Only new ones are built.
+        let base = self.classifier.result();
+        let mut fresh_apps: Vec<(Classification, Option<&str>)> = Vec::new();
+        for r in requests {
+            let protocol = match base.map(|c| c.protocol) {
                 Some(p @ (Protocol::Http | Protocol::HttpProxy)) => p,
                 _ => Protocol::Http,
             };
-            let hosts: Vec<Option<String>> = if r.hosts.is_empty() {
+            let hosts: Vec<Option<&String>> = if r.hosts.is_empty() {
                 vec![None]
             } else {
-                r.hosts.iter().cloned().map(Some).collect()
+                r.hosts.iter().map(Some).collect()
             };
             for host in hosts {
-                let mut c = base.clone().unwrap_or_default();
+                let mut c = base.cloned().unwrap_or_default();
                 c.protocol = protocol;
-                c.host = host;
+                c.host = host.cloned();
                 c.info.http_method = Some(r.method.clone());
                 c.info.http_uri = Some(r.uri.clone());
                 c.info.http_uri_raw = Some(r.uri_raw.clone());
                 c.info.http_user_agent = r.user_agent.clone();
-                apps.push(Some(c));
+                fresh_apps.push((c, None));
             }
         }
-        let mut queries: Vec<Option<&str>> = vec![None; apps.len()];
         // Every DNS request the client sent: each query's name (a later
         // query on the same flow is read too); `dns.query` sees only these.
         for name in dns_names {
-            let mut c = base.clone().unwrap_or_default();
+            let mut c = base.cloned().unwrap_or_default();
             if !matches!(c.protocol, Protocol::Dns | Protocol::Mdns | Protocol::Llmnr) {
                 c.protocol = Protocol::Dns;
             }
             c.host = Some(name.clone());
-            apps.push(Some(c));
-            queries.push(Some(name.as_str()));
+            fresh_apps.push((c, Some(name.as_str())));
         }
-        let named = !requests.is_empty() || !dns_names.is_empty();
-        if apps.is_empty() {
-            apps.push(base);
-            queries.push(None);
-        }
+        let named = !fresh_apps.is_empty();
+        let stored = self.tcp.as_ref().map_or(&[][..], |t| &t.request_apps[..]);
+        let apps: Vec<(Option<&Classification>, Option<&str>)> = if named {
+            fresh_apps.iter().map(|(c, q)| (Some(c), *q)).collect()
+        } else if !stored.is_empty() {
+            stored.iter().map(|c| (Some(c), None)).collect()
+        } else {
+            vec![(base, None)]
+        };
         let mut decisions: Vec<(Verdict, &'static str)> = Vec::new();
         let mut hits: Vec<u32> = Vec::new();
         let mut over_limit = 0;
-        for (app, &dns_query) in apps.iter().zip(&queries) {
+        for &(app, dns_query) in &apps {
             // The policy reads every request's host and query's name too.
             if named
                 && let Some(c) = app
@@ -788,11 +787,10 @@ impl FlowInspector {
                 established,
                 payload,
                 payload_base,
-                app: app.as_ref(),
-                ja4: app.as_ref().and_then(|a| a.info.ja4.as_deref()),
+                app,
+                ja4: app.and_then(|a| a.info.ja4.as_deref()),
                 // only a query of the DNS protocol (not mDNS or LLMNR)
-                dns_query: dns_query
-                    .filter(|_| app.as_ref().is_some_and(|a| a.protocol == Protocol::Dns)),
+                dns_query: dns_query.filter(|_| app.is_some_and(|a| a.protocol == Protocol::Dns)),
                 dsize: p.payload.len(),
                 tcp_flags: p.tcp.map(|seg| seg.flags),
             };
@@ -822,9 +820,17 @@ impl FlowInspector {
             self.decide(verdict, by);
         }
         if let Some(t) = self.tcp.as_mut()
-            && let Some(r) = requests.last()
+            && let Some(last) = requests.last()
         {
-            t.request = Some(r.clone());
+            // the last request's classifications: the last entries of those
+            // built for requests (DNS ones follow them)
+            let per_request = last.hosts.len().max(1);
+            let built = fresh_apps.len() - dns_names.len();
+            t.request_apps = fresh_apps
+                .drain(..built)
+                .skip(built - per_request)
+                .map(|(c, _)| c)
+                .collect();
         }
         if http_limit && engine.policy.rule_limit == RuleLimit::Drop {
             self.decide(Verdict::Drop, "http-limit");
@@ -880,11 +886,13 @@ impl FlowInspector {
             }
             return;
         }
-        let c = self.classifier.result().expect("decided").clone();
-        let verdict = policy.decide(&c);
+        let (protocol, verdict) = {
+            let c = self.classifier.result().expect("decided");
+            (c.protocol, policy.decide(c))
+        };
         if verdict == Verdict::Drop {
             self.decide(verdict, "policy");
-        } else if self.encrypted(c.protocol) {
+        } else if self.encrypted(protocol) {
             self.decide(verdict, "encrypted");
         } else if depth_reached {
             self.decide(verdict, "depth");
@@ -902,20 +910,31 @@ impl FlowInspector {
                 // whatever the classifier concluded.
                 protocol: match &self.tcp {
                     Some(t)
-                        if c.protocol == Protocol::Unknown
+                        if protocol == Protocol::Unknown
                             && t.http.as_ref().is_some_and(HttpRequests::is_http) =>
                     {
                         Protocol::Http
                     }
-                    _ => c.protocol,
+                    _ => protocol,
                 },
                 established: match &self.tcp {
                     Some(t) => t.established(self.directions),
                     None => self.directions == [true, true],
                 },
             };
-            let rules_may = engine.rules.as_ref().is_some_and(|r| r.could_match(&facts));
-            if !rules_may && !policy.could_match_later(c.protocol) {
+            // Asked again only when its inputs change (the protocol, the
+            // handshake): every rule is looked at, on the per-packet path.
+            // Only a "yes" is ever reused (a "no" hands the flow over), so
+            // a rules reload can at worst keep a flow inspected longer.
+            let rules_may = match self.could_match {
+                Some((p, e, answer)) if p == facts.protocol && e == facts.established => answer,
+                _ => {
+                    let answer = engine.rules.as_ref().is_some_and(|r| r.could_match(&facts));
+                    self.could_match = Some((facts.protocol, facts.established, answer));
+                    answer
+                }
+            };
+            if !rules_may && !policy.could_match_later(protocol) {
                 self.decide(verdict, "no-rules");
             }
         }
