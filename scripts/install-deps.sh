@@ -9,8 +9,10 @@
 #   nftables                                 the peer the load balancer is compared with
 #                                            (`compare lb`; rules only inside test namespaces),
 #                                            and the evasion tests' raw client (no kernel RSTs)
-# With --bench, also the peers the benchmarks compare with (not needed by the tests):
-#   suricata (Debian's bookworm-backports, 7.x)  `compare ips`; its service is left disabled
+#   suricata (Debian's bookworm-backports, 7.x)  the rules differential test (bench/tests/
+#                                                suricata_agreement.rs) and `compare ips`;
+#                                                its service is left disabled
+# With --bench, also the peers only the benchmarks compare with:
 #   libndpi-bin                                  `ndpi-speed`, `compare dpi`
 set -euo pipefail
 
@@ -38,26 +40,28 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if $bench; then
-    sudo=""
-    [ "$(id -u)" -ne 0 ] && sudo=sudo
-    if ! command -v suricata >/dev/null; then
-        . /etc/os-release
-        if [ "${VERSION_CODENAME:-}" = bookworm ] && ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d; then
-            echo "install-deps.sh: adding Debian's bookworm-backports suite (for Suricata 7)"
-            printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
-                | $sudo tee /etc/apt/sources.list.d/bookworm-backports.sources >/dev/null
-        fi
-        $sudo apt-get update -qq
-        target=()
-        [ "${VERSION_CODENAME:-}" = bookworm ] && target=(-t bookworm-backports)
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${target[@]}" suricata >/dev/null
-        # a benchmark peer, not a service of this machine
-        command -v systemctl >/dev/null && $sudo systemctl disable --now suricata >/dev/null 2>&1 || true
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo=sudo
+if ! command -v suricata >/dev/null; then
+    . /etc/os-release
+    if [ "${VERSION_CODENAME:-}" = bookworm ] && ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d; then
+        echo "install-deps.sh: adding Debian's bookworm-backports suite (for Suricata 7)"
+        printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+            | $sudo tee /etc/apt/sources.list.d/bookworm-backports.sources >/dev/null
     fi
+    $sudo apt-get update -qq
+    target=()
+    [ "${VERSION_CODENAME:-}" = bookworm ] && target=(-t bookworm-backports)
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${target[@]}" suricata >/dev/null
+    # a test and benchmark peer, not a service of this machine
+    command -v systemctl >/dev/null && $sudo systemctl disable --now suricata >/dev/null 2>&1 || true
+fi
+echo "install-deps.sh: suricata $(suricata -V 2>/dev/null | grep -o '[0-9][0-9.]*' | head -1) present"
+
+if $bench; then
     dpkg-query -W -f='${Status}' libndpi-bin 2>/dev/null | grep -q "install ok installed" \
         || DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends libndpi-bin >/dev/null
-    echo "install-deps.sh: benchmark peers present (suricata $(suricata -V 2>/dev/null | grep -o '[0-9][0-9.]*' | head -1))"
+    echo "install-deps.sh: benchmark peers present (ndpiReader)"
 fi
 
 if ! command -v cargo >/dev/null; then

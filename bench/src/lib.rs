@@ -11,10 +11,13 @@
 //! - `bridge`: the inline bridge against a bare XDP bridge and against
 //!   every packet in user space.
 //! - `pktgen`: the packet generator (in-kernel live frames, AF_XDP, AF_PACKET).
+//! - `suricata-agreement`: the rules engine against Suricata 7, same rules,
+//!   same captures, compared per (flow, sid).
 
 pub mod latency;
 pub mod lbpeers;
 pub mod pktgen;
+pub mod suricata;
 
 /// The median of a non-empty slice of measurements.
 pub fn median(values: &mut [f64]) -> f64 {

@@ -395,11 +395,19 @@ impl FlowState {
 
 /// Whether a flow's first packet is one only a server sends, so that the
 /// client is the other side (as Suricata reverses such a flow): a TCP
-/// SYN/ACK, or a DNS, mDNS or LLMNR response from its port.
+/// SYN/ACK, an HTTP response or a TLS ServerHello (a flow picked up
+/// mid-way), or a DNS, mDNS or LLMNR response from its port.
 pub fn sent_by_server(packet: &Decoded, frame: &[u8]) -> bool {
     use crate::wire::tcp::{ACK, SYN};
+    let payload = frame
+        .get(packet.payload_offset..)
+        .map_or(&[][..], |p| &p[..p.len().min(packet.payload_len)]);
     match packet.key.proto {
-        crate::flow::PROTO_TCP => packet.tcp_flags & (SYN | ACK) == SYN | ACK,
+        crate::flow::PROTO_TCP => {
+            packet.tcp_flags & (SYN | ACK) == SYN | ACK
+                || payload.starts_with(b"HTTP/1.")
+                || (payload.len() > 5 && payload[..2] == [22, 3] && payload[5] == 2)
+        }
         crate::flow::PROTO_UDP => {
             let (src, dst) = if packet.from_a {
                 (packet.key.port_a, packet.key.port_b)
@@ -989,10 +997,18 @@ mod tests {
             "the SYN/ACK's receiver is the client"
         );
         // a data packet from the server side first: no telling, the sender
-        let mut table = FlowTable::new(NonZeroUsize::new(16).unwrap(), PacketCount { limit: None });
-        let p = tcp(ACK);
-        table.on_packet(&p, &[0; 60], 60, 0);
-        assert_eq!(table.get(&p.key).unwrap().client_is_a, p.from_a);
+        // (unless it is an HTTP response, which only a server sends)
+        let mut p = tcp(ACK);
+        p.payload_len = 7;
+        for (payload, client_is_sender) in [(b"HTTP/2 ", true), (b"HTTP/1.", false)] {
+            let mut table =
+                FlowTable::new(NonZeroUsize::new(16).unwrap(), PacketCount { limit: None });
+            let mut frame = [0u8; 61];
+            frame[54..].copy_from_slice(payload);
+            table.on_packet(&p, &frame, 61, 0);
+            let client_is_a = table.get(&p.key).unwrap().client_is_a;
+            assert_eq!(client_is_a == p.from_a, client_is_sender, "{payload:?}");
+        }
         // a DNS answer from port 53 first
         let (key, from_a) = FlowKey::new(
             "198.18.0.2:53".parse().unwrap(),

@@ -428,12 +428,14 @@ impl TcpState {
         }
     }
 
-    fn established(&self, directions: [bool; 2]) -> bool {
-        if self.handshake[0] {
+    /// After the three-way handshake; a flow picked up mid-way (no SYN
+    /// seen) is established at once, as Suricata's `stream.midstream`
+    /// pick-up makes it.
+    fn established(&self) -> bool {
+        if self.handshake[0] || self.handshake[1] {
             self.handshake[2]
         } else {
-            // caught mid-way: both sides talking
-            directions == [true, true]
+            true
         }
     }
 }
@@ -600,8 +602,10 @@ impl FlowInspector {
         let ack = seg.flags & ACK != 0;
         match (dir, syn, ack) {
             (0, true, false) => t.handshake[0] = true,
-            (1, true, true) if t.handshake[0] => t.handshake[1] = true,
-            (0, false, true) if t.handshake[1] => t.handshake[2] = true,
+            (1, true, true) => t.handshake[1] = true,
+            // the client's ACK ends the handshake; also when the SYN/ACK
+            // was not seen (it took another path: Suricata's async-oneside)
+            (0, false, true) if t.handshake[0] || t.handshake[1] => t.handshake[2] = true,
             _ => {}
         }
         if t.dns.is_none() && dns_port(p) {
@@ -712,7 +716,7 @@ impl FlowInspector {
             }
         }
         let established = match &self.tcp {
-            Some(t) => t.established(self.directions),
+            Some(t) => t.established(),
             None => self.directions == [true, true],
         };
         let (payload, payload_base) = match &self.tcp {
@@ -918,7 +922,7 @@ impl FlowInspector {
                     _ => protocol,
                 },
                 established: match &self.tcp {
-                    Some(t) => t.established(self.directions),
+                    Some(t) => t.established(),
                     None => self.directions == [true, true],
                 },
             };

@@ -156,9 +156,20 @@ fn in_net(ip: IpAddr, (net, prefix): (IpAddr, u8)) -> bool {
 }
 
 impl AddrSet {
+    /// As Suricata: a set made only of negations is the complement within
+    /// the address families it names (`![10.0.0.0/8]` is every IPv4
+    /// address but those, and no IPv6 address).
     fn contains(&self, ip: IpAddr) -> bool {
-        (self.include.is_empty() || self.include.iter().any(|n| in_net(ip, *n)))
-            && !self.exclude.iter().any(|n| in_net(ip, *n))
+        let included = if self.include.is_empty() {
+            self.exclude.is_empty()
+                || self
+                    .exclude
+                    .iter()
+                    .any(|(net, _)| net.is_ipv4() == ip.is_ipv4())
+        } else {
+            self.include.iter().any(|n| in_net(ip, *n))
+        };
+        included && !self.exclude.iter().any(|n| in_net(ip, *n))
     }
 }
 
@@ -226,6 +237,8 @@ pub struct Rule {
     /// File and line it came from.
     pub origin: (PathBuf, usize),
     pub(crate) l4: Option<u8>,
+    /// A second transport the rule is for (`icmp`: ICMPv6 as well).
+    pub(crate) l4_also: Option<u8>,
     /// The app-layer protocols the rule is for (the header's protocol and
     /// `app-layer-protocol`, intersected).
     pub(crate) app_proto: Option<Vec<Protocol>>,
@@ -594,8 +607,12 @@ fn buffer_can_come(buffer: Buffer, protocol: Protocol) -> bool {
 }
 
 impl Rule {
+    pub(crate) fn l4_fits(&self, l4: u8) -> bool {
+        self.l4.is_none_or(|only| only == l4) || self.l4_also == Some(l4)
+    }
+
     fn could_match(&self, f: &FlowFacts) -> bool {
-        if self.l4.is_some_and(|l4| l4 != f.l4) {
+        if !self.l4_fits(f.l4) {
             return false;
         }
         let fits = |src: std::net::SocketAddr, dst: std::net::SocketAddr| {
@@ -619,7 +636,14 @@ impl Rule {
             return false;
         }
         if self.matchers.is_empty() {
-            return !f.established;
+            // A test of each packet (its size, its flags) can hold on any
+            // later packet; one that needs a SYN only in the handshake.
+            let per_packet = self.dsize.is_some()
+                || self.flags.is_some_and(|t| {
+                    !(matches!(t.mode, FlagsMode::Exact | FlagsMode::All)
+                        && t.bits & crate::wire::tcp::SYN != 0)
+                });
+            return per_packet || !f.established;
         }
         self.matchers
             .iter()
@@ -628,7 +652,7 @@ impl Rule {
     }
 
     fn header_matches(&self, p: &PacketView<'_>) -> bool {
-        if self.l4.is_some_and(|l4| l4 != p.l4) {
+        if !self.l4_fits(p.l4) {
             return false;
         }
         let forward = self.src.contains(p.src)

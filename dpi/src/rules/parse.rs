@@ -621,6 +621,8 @@ pub(crate) fn rule(text: &str, vars: &Vars) -> Result<Rule, ParseError> {
         action,
         origin: Default::default(),
         l4,
+        // Suricata's `icmp` is either ICMP
+        l4_also: (proto == "icmp").then_some(58),
         app_proto: app,
         app_proto_not: None,
         src: AddrSet::default(),
@@ -714,12 +716,13 @@ pub(crate) fn rule(text: &str, vars: &Vars) -> Result<Rule, ParseError> {
                         ))
                     })?,
                 };
-                if rule.l4.is_some_and(|l4| l4 != number) {
+                if !rule.l4_fits(number) {
                     return Err(bad(format!(
                         "ip_proto:{value} contradicts the rule's protocol `{proto}`"
                     )));
                 }
                 rule.l4 = Some(number);
+                rule.l4_also = None;
             }
             "depth" => last_content(&mut rule.matchers, "depth")?.depth = Some(number("depth", v)?),
             "offset" => {

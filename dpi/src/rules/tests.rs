@@ -415,3 +415,52 @@ fn tcp_flags_and_ip_proto() {
     let e = errors("alert tcp any any -> any any (flags:SX; sid:1;)\n");
     assert!(e[0].message.contains("`X`"), "{e:?}");
 }
+
+/// As Suricata reads a header: `icmp` is either ICMP, and a set made only
+/// of negated IPv4 networks holds no IPv6 address.
+#[test]
+fn icmp_means_both_and_negations_keep_their_family() {
+    let s = set(concat!(
+        "alert icmp any any -> any any (sid:1;)\n",
+        "alert ip any any -> ![10.0.0.0/8] any (sid:2;)\n",
+        "alert ip any any -> ![2001:db8::/32] any (sid:3;)\n",
+        "alert icmp any any -> any any (ip_proto:58; sid:4;)\n",
+    ));
+    let mut p = packet(b"", None);
+    p.tcp_flags = None;
+    p.l4 = 1;
+    assert_eq!(sids(&s, &p), [1, 2]);
+    p.l4 = 58;
+    p.src = "2001:db8::1".parse().unwrap();
+    p.dst = "2001:db9::2".parse().unwrap();
+    assert_eq!(sids(&s, &p), [1, 3, 4]);
+    p.l4 = 6;
+    assert_eq!(sids(&s, &p), [3]);
+    let e = errors("alert icmp any any -> any any (ip_proto:6; sid:1;)\n");
+    assert!(e[0].message.contains("contradicts"), "{e:?}");
+}
+
+/// A rule testing each packet (size, flags other than a SYN's) can match
+/// any later packet, so the flow stays inspected; one needing a SYN only
+/// until the handshake is done.
+#[test]
+fn per_packet_tests_keep_a_flow_inspected() {
+    let facts = FlowFacts {
+        l4: 6,
+        client: "198.18.0.1:40000".parse().unwrap(),
+        server: "198.18.0.2:80".parse().unwrap(),
+        protocol: Protocol::Http,
+        established: true,
+    };
+    for (rule, later) in [
+        ("flags:F,PA;", true),
+        ("flags:+R;", true),
+        ("dsize:>1400;", true),
+        ("flags:S;", false),
+        ("flags:S,12;", false),
+        ("flow:established;", false),
+    ] {
+        let s = set(&format!("alert tcp any any -> any any ({rule} sid:1;)\n"));
+        assert_eq!(s.could_match(&facts), later, "{rule}");
+    }
+}
