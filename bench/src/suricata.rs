@@ -283,7 +283,7 @@ app-layer:
     quic:
       enabled: yes
 logging:
-  default-log-level: warning
+  default-log-level: info
   outputs:
     - console:
         enabled: yes
@@ -320,6 +320,32 @@ fn suricata_alerts(
             "suricata failed on {}: {}",
             capture.display(),
             String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Every rule must have loaded, or a missing alert would only mean
+    // Suricata refused the rule.
+    // (the console log goes to standard output)
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let failed = log
+        .lines()
+        .find_map(|l| {
+            let (_, rest) = l.split_once("rules successfully loaded, ")?;
+            rest.split_whitespace().next()?.parse::<u32>().ok()
+        })
+        .with_context(|| format!("suricata did not say how many rules it loaded:\n{log}"))?;
+    if failed > 0 {
+        let errors: Vec<&str> = log
+            .lines()
+            .filter(|l| l.starts_with("E:") || l.starts_with("Error"))
+            .collect();
+        bail!(
+            "suricata refused {failed} rules of {}:\n{}",
+            rules_file.display(),
+            errors.join("\n")
         );
     }
     let text = std::fs::read_to_string(&eve).unwrap_or_default();

@@ -1,5 +1,5 @@
 //! The rules engine against Suricata 7 on a fixed set: the captures in
-//! bench/differential/captures and the 115 rules of differential.rules,
+//! bench/differential/captures and the rules of differential.rules,
 //! compared per (flow, sid). The floor is the goal (97 %); every
 //! class of difference that remains is explained in bench/README.md.
 
@@ -14,14 +14,14 @@ fn rules_agree_with_suricata_on_the_fixed_set() {
     });
     let _ = std::fs::remove_dir_all(&work);
     println!("{}", diff.markdown());
-    assert_eq!(diff.rules, 115);
+    assert!(diff.rules >= 150, "{} rules", diff.rules);
     assert!(
         diff.suricata_version.starts_with("7."),
         "Suricata {} (the comparison is with 7.x)",
         diff.suricata_version
     );
     // both sides must have found plenty, or agreement means nothing
-    assert!(diff.suricata.len() > 1500 && diff.ours.len() > 1500);
+    assert!(diff.suricata.len() > 2500 && diff.ours.len() > 2500);
     assert!(
         diff.agreement() >= 0.97,
         "agreement with Suricata {:.3}",

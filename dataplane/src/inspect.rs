@@ -26,7 +26,7 @@ use dpi::{
 use pcap_file::{
     DataLink,
     pcap::PcapReader,
-    pcapng::{Block, PcapNgReader},
+    pcapng::{Block, PcapNgReader, blocks::interface_description::InterfaceDescriptionOption},
 };
 use serde::Serialize;
 use thiserror::Error;
@@ -238,8 +238,9 @@ impl<'s> Inspection<'s> {
             [0x0a, 0x0d, 0x0d, 0x0a] => {
                 let mut ng =
                     PcapNgReader::new(&mut reader).map_err(|e| corrupt(0, e.to_string(), 0))?;
-                // Link type of each interface of the current section, by interface id.
-                let mut interfaces: Vec<Option<LinkType>> = Vec::new();
+                // Link type and time unit of each interface of the current
+                // section, by interface id.
+                let mut interfaces: Vec<(Option<LinkType>, TsUnit)> = Vec::new();
                 loop {
                     let block = match ng.next_block() {
                         None => break,
@@ -255,18 +256,30 @@ impl<'s> Inspection<'s> {
                     };
                     match block {
                         Block::SectionHeader(_) => interfaces.clear(),
-                        Block::InterfaceDescription(idb) => interfaces.push(link_of(idb.linktype)),
+                        Block::InterfaceDescription(idb) => {
+                            let unit = idb
+                                .options
+                                .iter()
+                                .find_map(|o| match o {
+                                    InterfaceDescriptionOption::IfTsResol(r) => Some(TsUnit(*r)),
+                                    _ => None,
+                                })
+                                .unwrap_or_default();
+                            interfaces.push((link_of(idb.linktype), unit));
+                        }
                         Block::EnhancedPacket(epb) => {
-                            let link = interfaces.get(epb.interface_id as usize).copied().flatten();
-                            self.frame(
-                                link,
-                                &epb.data,
-                                epb.original_len,
-                                epb.timestamp.as_nanos() as u64,
-                            );
+                            let (link, unit) = interfaces
+                                .get(epb.interface_id as usize)
+                                .copied()
+                                .unwrap_or((None, TsUnit::default()));
+                            // pcap-file hands the raw timestamp as if it
+                            // counted nanoseconds, whatever the interface's
+                            // if_tsresol says
+                            let ticks = epb.timestamp.as_nanos() as u64;
+                            self.frame(link, &epb.data, epb.original_len, unit.to_ns(ticks));
                         }
                         Block::SimplePacket(spb) => {
-                            let link = interfaces.first().copied().flatten();
+                            let link = interfaces.first().and_then(|(link, _)| *link);
                             self.frame(link, &spb.data, spb.original_len, self.now_ns);
                         }
                         _ => {}
@@ -294,6 +307,32 @@ impl<'s> Inspection<'s> {
         self.summary.packets_per_second =
             self.summary.packets as f64 / self.summary.seconds.max(1e-9);
         self.summary.clone()
+    }
+}
+
+/// A pcapng interface's time unit, its `if_tsresol` option (RFC draft
+/// pcapng §4.2): 10^-n seconds, or 2^-n with the top bit set; microseconds
+/// when the option is absent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TsUnit(u8);
+
+impl Default for TsUnit {
+    fn default() -> Self {
+        TsUnit(6)
+    }
+}
+
+impl TsUnit {
+    fn to_ns(self, ticks: u64) -> u64 {
+        let exp = u32::from(self.0 & 0x7f);
+        let ns = if self.0 & 0x80 != 0 {
+            (u128::from(ticks) * 1_000_000_000) >> exp.min(127)
+        } else if exp <= 9 {
+            u128::from(ticks) * 10u128.pow(9 - exp)
+        } else {
+            u128::from(ticks) / 10u128.pow((exp - 9).min(38))
+        };
+        u64::try_from(ns).unwrap_or(u64::MAX)
     }
 }
 
@@ -403,5 +442,22 @@ pub fn run(
             "{n} of {} files could not be read to their end (each reported above)",
             files.len()
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TsUnit;
+
+    #[test]
+    fn pcapng_time_units() {
+        // absent option: microseconds
+        assert_eq!(TsUnit::default().to_ns(1_500_000), 1_500_000_000);
+        assert_eq!(TsUnit(9).to_ns(42), 42);
+        assert_eq!(TsUnit(3).to_ns(2), 2_000_000);
+        // 2^-10 s
+        assert_eq!(TsUnit(0x80 | 10).to_ns(1024), 1_000_000_000);
+        // finer than nanoseconds
+        assert_eq!(TsUnit(12).to_ns(5_000), 5);
     }
 }

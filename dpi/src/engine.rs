@@ -116,6 +116,7 @@ impl Decider for InspectDecider {
             flow.client_is_a,
             wire_len,
             self.check_checksums,
+            flow.last_ns,
         );
         match inspector.on_packet(engine, &view) {
             Verdict::Allow => Decision::Decide(Verdict::Allow),
@@ -729,6 +730,7 @@ mod tests {
             tcp_seq: 0,
             l4_offset: 34,
             tcp: Default::default(),
+            ttl: 64,
         }
     }
 
@@ -748,6 +750,7 @@ mod tests {
             tcp_seq: 0,
             l4_offset: 34,
             tcp: Default::default(),
+            ttl: 64,
         }
     }
 
@@ -1025,6 +1028,7 @@ mod tests {
             tcp_seq: 0,
             l4_offset: 34,
             tcp: Default::default(),
+            ttl: 64,
         };
         let mut frame = [0u8; 54];
         frame[44] = 0x81;

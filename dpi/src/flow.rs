@@ -123,6 +123,8 @@ pub struct Decoded {
     pub l4_offset: usize,
     /// The rest of the TCP header (zero for other protocols).
     pub tcp: TcpHeader,
+    /// The IPv4 TTL or IPv6 hop limit.
+    pub ttl: u8,
 }
 
 /// The TCP header fields stream tracking needs besides flags and sequence.
@@ -283,6 +285,7 @@ fn decode_ip_as(
             ip.protocol(),
             vlan,
         )
+        .map(|d| Decoded { ttl: ip.ttl(), ..d })
     } else {
         let ip = if cut {
             ipv6::Packet::new_cut(packet)
@@ -305,6 +308,10 @@ fn decode_ip_as(
             upper.protocol,
             vlan,
         )
+        .map(|d| Decoded {
+            ttl: ip.hop_limit(),
+            ..d
+        })
     }
 }
 
@@ -365,6 +372,7 @@ fn decode_l4(
         tcp_seq,
         l4_offset: l4_base,
         tcp: tcp_header,
+        ttl: 0,
     })
 }
 

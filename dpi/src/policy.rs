@@ -30,10 +30,19 @@ use crate::{
     classify::{Classification, DnsTcpMessages, FlowClassifier, Protocol, dns_query_name},
     flow::{Decoded, PROTO_TCP, l4_checksum_ok},
     http::{HttpRequest, HttpRequests},
-    rules::{Action, FlowFacts, PacketView, RuleError, RuleSet},
+    rules::{Action, FlowBits, FlowFacts, PacketView, RuleError, RuleSet},
     stream::{Anomaly, Budget, Chunk, DEFAULT_DEPTH, Segment, StreamConfig, TcpStream},
     wire::tcp::{ACK, SYN},
 };
+
+/// A DNS request's name and opcode, as the rules see it.
+type DnsRequest<'a> = (&'a str, u8);
+
+/// A DNS request's name and opcode (None for a response or a malformed message).
+fn dns_request(message: &[u8]) -> Option<(String, u8)> {
+    let opcode = (message.get(2)? >> 3) & 0x0f;
+    dns_query_name(message).map(|name| (name, opcode))
+}
 
 /// What the data plane does with a flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
@@ -267,6 +276,12 @@ pub struct FlowPacket<'a> {
     pub payload: &'a [u8],
     /// The TCP header, for the stream (None for other transports).
     pub tcp: Option<Segment<'a>>,
+    /// The IP TTL or hop limit.
+    pub ttl: u8,
+    /// ICMP type and code.
+    pub icmp: Option<(u8, u8)>,
+    /// When it was seen (ns, a clock that only goes forward).
+    pub now_ns: u64,
 }
 
 impl<'a> FlowPacket<'a> {
@@ -282,6 +297,7 @@ impl<'a> FlowPacket<'a> {
         client_is_a: bool,
         wire_len: usize,
         check_checksum: bool,
+        now_ns: u64,
     ) -> FlowPacket<'a> {
         let missing = wire_len.saturating_sub(frame.len());
         let (src, dst) = if d.from_a {
@@ -315,6 +331,15 @@ impl<'a> FlowPacket<'a> {
             from_client: d.from_a == client_is_a,
             payload,
             tcp,
+            ttl: d.ttl,
+            icmp: matches!(
+                d.key.proto,
+                crate::flow::PROTO_ICMP | crate::flow::PROTO_ICMPV6
+            )
+            .then(|| frame.get(d.l4_offset..d.l4_offset + 2))
+            .flatten()
+            .map(|tc| (tc[0], tc[1])),
+            now_ns,
         }
     }
 }
@@ -446,6 +471,15 @@ pub struct FlowInspector {
     l4: u8,
     classifier: FlowClassifier,
     sids: Vec<u32>,
+    /// The flow's `flowbits`.
+    flowbits: FlowBits,
+    /// Transactions so far (requests, DNS queries, the classification once
+    /// known), and the count when each direction's packet last ran the
+    /// app-layer rules: those run once per transaction and direction, as
+    /// Suricata inspects a transaction once, so a threshold counts it once.
+    transactions: u32,
+    inspected_at: [u32; 2],
+    classified: bool,
     verdict: Verdict,
     /// Why the verdict was reached (and the kernel took the flow): "rule",
     /// "policy", "rule-limit" (a drop rule ran out of inspection steps),
@@ -482,6 +516,10 @@ impl FlowInspector {
             l4,
             classifier: FlowClassifier::new(l4, give_up),
             sids: Vec::new(),
+            flowbits: FlowBits::default(),
+            transactions: 0,
+            inspected_at: [0; 2],
+            classified: false,
             verdict: Verdict::InspectMore,
             decided_by: None,
             over_limit: 0,
@@ -564,7 +602,7 @@ impl FlowInspector {
                     .on_packet(p.payload, p.from_client, p.sport, p.dport);
                 self.bytes[dir] += p.payload.len() as u64;
                 if dir == 0 && dns_port(p) {
-                    names.extend(dns_query_name(p.payload));
+                    names.extend(dns_request(p.payload));
                 }
                 !p.payload.is_empty()
             }
@@ -589,7 +627,7 @@ impl FlowInspector {
         dir: usize,
         seg: &Segment<'_>,
         requests: &mut Vec<HttpRequest>,
-        dns_names: &mut Vec<String>,
+        dns_names: &mut Vec<(String, u8)>,
     ) -> bool {
         let t = self.tcp.get_or_insert_with(|| {
             let keep_raw = engine
@@ -643,7 +681,7 @@ impl FlowInspector {
                 {
                     let mut messages = Vec::new();
                     m.feed(d, &mut messages);
-                    dns_names.extend(messages.iter().filter_map(|m| dns_query_name(m)));
+                    dns_names.extend(messages.iter().filter_map(|m| dns_request(m)));
                 }
                 if dir == 1 && server_first.is_none() && d.len() >= 2 {
                     *server_first = Some([d[0], d[1]]);
@@ -703,7 +741,7 @@ impl FlowInspector {
         dir: usize,
         fresh: bool,
         requests: &[HttpRequest],
-        dns_names: &[String],
+        dns_names: &[(String, u8)],
     ) {
         let mut http_limit = false;
         for r in requests {
@@ -728,7 +766,7 @@ impl FlowInspector {
         // per DNS query this packet brought; else those of the flow's latest
         // request; else the flow's classification. Only new ones are built.
         let base = self.classifier.result();
-        let mut fresh_apps: Vec<(Classification, Option<&str>)> = Vec::new();
+        let mut fresh_apps: Vec<(Classification, Option<DnsRequest<'_>>)> = Vec::new();
         for r in requests {
             let protocol = match base.map(|c| c.protocol) {
                 Some(p @ (Protocol::Http | Protocol::HttpProxy)) => p,
@@ -752,17 +790,23 @@ impl FlowInspector {
         }
         // Every DNS request the client sent: each query's name (a later
         // query on the same flow is read too); `dns.query` sees only these.
-        for name in dns_names {
+        for (name, opcode) in dns_names {
             let mut c = base.cloned().unwrap_or_default();
             if !matches!(c.protocol, Protocol::Dns | Protocol::Mdns | Protocol::Llmnr) {
                 c.protocol = Protocol::Dns;
             }
             c.host = Some(name.clone());
-            fresh_apps.push((c, Some(name.as_str())));
+            fresh_apps.push((c, Some((name.as_str(), *opcode))));
         }
         let named = !fresh_apps.is_empty();
+        if named || (base.is_some() && !self.classified) {
+            self.transactions += 1;
+            self.classified |= base.is_some();
+        }
+        let app_fresh = self.inspected_at[dir] != self.transactions;
+        self.inspected_at[dir] = self.transactions;
         let stored = self.tcp.as_ref().map_or(&[][..], |t| &t.request_apps[..]);
-        let apps: Vec<(Option<&Classification>, Option<&str>)> = if named {
+        let apps: Vec<(Option<&Classification>, Option<DnsRequest<'_>>)> = if named {
             fresh_apps.iter().map(|(c, q)| (Some(c), *q)).collect()
         } else if !stored.is_empty() {
             stored.iter().map(|c| (Some(c), None)).collect()
@@ -794,11 +838,25 @@ impl FlowInspector {
                 app,
                 ja4: app.and_then(|a| a.info.ja4.as_deref()),
                 // only a query of the DNS protocol (not mDNS or LLMNR)
-                dns_query: dns_query.filter(|_| app.is_some_and(|a| a.protocol == Protocol::Dns)),
+                dns_query: dns_query
+                    .filter(|_| app.is_some_and(|a| a.protocol == Protocol::Dns))
+                    .map(|(name, _)| name),
+                // a request's, or a DNS response's over UDP
+                dns_opcode: dns_query.map(|(_, opcode)| opcode).or_else(|| {
+                    (self.l4 != PROTO_TCP
+                        && dns_port(p)
+                        && p.payload.len() >= 12
+                        && app.is_some_and(|a| a.protocol == Protocol::Dns))
+                    .then(|| (p.payload[2] >> 3) & 0x0f)
+                }),
+                app_fresh,
                 dsize: p.payload.len(),
                 tcp_flags: p.tcp.map(|seg| seg.flags),
+                ttl: p.ttl,
+                icmp: p.icmp,
+                now_ns: p.now_ns,
             };
-            let matched = rules.matches(&view);
+            let matched = rules.matches(&view, &mut self.flowbits);
             over_limit += matched.over_limit.len() as u32;
             if engine.policy.rule_limit == RuleLimit::Drop
                 && matched.over_limit.iter().any(|h| h.action == Action::Drop)
@@ -806,7 +864,9 @@ impl FlowInspector {
                 decisions.push((Verdict::Drop, "rule-limit"));
             }
             for hit in matched.hits {
-                hits.push(hit.sid);
+                if hit.alert {
+                    hits.push(hit.sid);
+                }
                 match hit.action {
                     Action::Drop => decisions.push((Verdict::Drop, "rule")),
                     Action::Pass | Action::Bypass => decisions.push((Verdict::Allow, "rule")),
@@ -1022,6 +1082,9 @@ mod tests {
             from_client: true,
             payload: req.as_bytes(),
             tcp: None,
+            ttl: 64,
+            icmp: None,
+            now_ns: 0,
         };
         f.on_packet(engine, &p);
         f
@@ -1093,6 +1156,9 @@ mod tests {
             from_client: true,
             payload,
             tcp: None,
+            ttl: 64,
+            icmp: None,
+            now_ns: 0,
         };
         // Every dissector rules itself out: Unknown, and nothing can match.
         let mut f = FlowInspector::new(17, &engine);
@@ -1186,6 +1252,9 @@ mod tests {
                     payload,
                     ..Segment::default()
                 }),
+                ttl: 64,
+                icmp: None,
+                now_ns: 0,
             }
         }
 
@@ -1366,6 +1435,9 @@ mod tests {
                 from_client,
                 payload,
                 tcp: None,
+                ttl: 64,
+                icmp: None,
+                now_ns: 0,
             }
         }
         let mut f = FlowInspector::new(17, &e);

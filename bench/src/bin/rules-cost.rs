@@ -4,7 +4,7 @@
 
 use std::{path::Path, time::Instant};
 
-use dpi::rules::{PacketView, RuleSet, Vars};
+use dpi::rules::{FlowBits, PacketView, RuleSet, Vars};
 
 fn rules(n: usize) -> RuleSet {
     let mut text = String::new();
@@ -53,8 +53,13 @@ fn main() {
                     dns_query: None,
                     dsize: p.len(),
                     tcp_flags: Some(0x18),
+                    ttl: 64,
+                    icmp: None,
+                    dns_opcode: None,
+                    now_ns: 0,
+                    app_fresh: true,
                 };
-                hits += set.matches(&view).hits.len();
+                hits += set.matches(&view, &mut FlowBits::default()).hits.len();
             }
             let ns = started.elapsed().as_nanos() as f64 / payloads.len() as f64;
             results.push((round, *n, ns, hits));

@@ -1,18 +1,30 @@
 //! Signature rules in Suricata's syntax, so users can bring rules they have.
 //!
 //! `action proto src sport -> dst dport (options)`, with `<>`, `any`, lists,
-//! negation and `$VARIABLES` from a vars file. Options: `msg`, `sid`, `rev`,
-//! `content` (with `|hex|`), `nocase`, `depth`, `offset`, `distance`,
-//! `within`, `pcre`, `flow`, `app-layer-protocol`, and the sticky buffers
-//! `http.host`, `http.uri`, `http.method`, `http.user_agent`, `tls.sni`,
-//! `ja4.hash`, `dns.query` (plus `pkt_data`). Informational keywords
-//! (`classtype`, `reference`, `metadata`, `priority`, `gid`, `fast_pattern`)
-//! are accepted. Anything else is an error naming the file, line and keyword
-//! (or, leniently, a warning and that rule skipped): never silently ignored.
+//! negation and `$VARIABLES` from a vars file. Options, with Suricata's
+//! meaning (checked against Suricata 7 by `bench/tests/suricata_agreement.rs`):
+//! - `msg`, `sid`, `rev`; informational `classtype`, `reference`,
+//!   `metadata`, `priority`, `gid`, `target`;
+//! - payload: `content` (with `|hex|`), `nocase`, `depth`, `offset`,
+//!   `distance`, `within` (numbers or `byte_extract` variables),
+//!   `startswith`, `endswith`, `bsize`, `fast_pattern` (picks the
+//!   prefilter's pattern), `pcre`, `isdataat`, `byte_test`, `byte_jump`,
+//!   `byte_extract`, `dsize`;
+//! - sticky buffers: `http.host`, `http.uri` (normalised), `http.uri.raw`,
+//!   `http.method`, `http.user_agent`, `tls.sni`, `quic.sni`, `ja4.hash`,
+//!   `dns.query`, `pkt_data`, and `urilen`;
+//! - header and flow: `flow`, `app-layer-protocol`, `flags`, `ip_proto`,
+//!   `ttl`, `itype`, `icode`, `dns.opcode`;
+//! - state: `flowbits` (set, unset, toggle, isset, isnotset, noalert),
+//!   `threshold`, `detection_filter`.
 //!
-//! Every rule's longest content goes into an Aho-Corasick automaton per
-//! buffer, so a packet only runs the rules whose fast pattern it contains
-//! (plus the few with no content at all): 10,000 rules cost little more than 10.
+//! Anything else is an error naming the file, line and keyword (or,
+//! leniently, a warning and that rule skipped): never silently ignored.
+//!
+//! Every rule's longest content (or its `fast_pattern`) goes into an
+//! Aho-Corasick automaton per buffer, so a packet only runs the rules whose
+//! fast pattern it contains (plus the few with no content at all): 10,000
+//! rules cost little more than 10.
 
 mod parse;
 
@@ -97,18 +109,118 @@ impl fmt::Display for RuleError {
 
 impl std::error::Error for RuleError {}
 
+/// A number in a rule: written out, or a `byte_extract` variable (its
+/// index in the rule's variables).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Num {
+    Lit(i64),
+    Var(usize),
+}
+
+/// Most `byte_extract` variables one rule may define (Suricata's limit).
+pub(crate) const MAX_BYTE_VARS: usize = 8;
+
+/// The values of a rule's `byte_extract` variables during one match.
+type ByteVars = [i64; MAX_BYTE_VARS];
+
+impl Num {
+    fn get(self, vars: &ByteVars) -> i64 {
+        match self {
+            Num::Lit(n) => n,
+            Num::Var(i) => vars[i],
+        }
+    }
+
+    /// The value when it is written out.
+    pub(crate) fn literal(self) -> Option<i64> {
+        match self {
+            Num::Lit(n) => Some(n),
+            Num::Var(_) => None,
+        }
+    }
+}
+
 /// One `content` (or negated content) with its modifiers.
 #[derive(Clone, Debug)]
 pub(crate) struct Content {
     pub bytes: Vec<u8>,
     pub nocase: bool,
     pub negated: bool,
-    pub offset: Option<usize>,
-    pub depth: Option<usize>,
-    pub distance: Option<isize>,
-    pub within: Option<usize>,
+    pub offset: Option<Num>,
+    pub depth: Option<Num>,
+    pub distance: Option<Num>,
+    pub within: Option<Num>,
     /// `endswith`: the match must end where the buffer ends.
     pub endswith: bool,
+    /// `fast_pattern`: this content (or this part of it) feeds the prefilter.
+    pub fast_pattern: Option<(usize, usize)>,
+}
+
+/// How `byte_test`, `byte_jump` and `byte_extract` read a number from the
+/// buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ByteRead {
+    pub nbytes: usize,
+    pub offset: Num,
+    /// From the end of the previous match instead of the buffer's start.
+    pub relative: bool,
+    pub little_endian: bool,
+    /// `string,dec|hex|oct`: the bytes are digits in this base.
+    pub base: Option<u32>,
+    /// `bitmask`: keep these bits, shifted down to the mask's lowest.
+    pub bitmask: Option<u64>,
+}
+
+impl ByteRead {
+    /// The number and where the bytes read end; None when the bytes are
+    /// not there (or are not digits).
+    fn read(&self, data: &[u8], prev_end: usize, vars: &ByteVars) -> Option<(u64, usize)> {
+        let start = if self.relative { prev_end as i64 } else { 0 } + self.offset.get(vars);
+        let start = usize::try_from(start).ok()?;
+        let bytes = data.get(start..start.checked_add(self.nbytes)?)?;
+        let mut value = match self.base {
+            None if self.little_endian => bytes
+                .iter()
+                .rev()
+                .fold(0u64, |v, b| (v << 8) | u64::from(*b)),
+            None => bytes.iter().fold(0u64, |v, b| (v << 8) | u64::from(*b)),
+            // As strtoull: leading blanks, then the longest run of digits.
+            Some(base) => {
+                let text = std::str::from_utf8(bytes).ok()?.trim_start();
+                let digits = text
+                    .find(|c: char| !c.is_digit(base))
+                    .map_or(text, |end| &text[..end]);
+                u64::from_str_radix(digits, base).ok()?
+            }
+        };
+        if let Some(mask) = self.bitmask {
+            value = (value & mask) >> mask.trailing_zeros().min(63);
+        }
+        Some((value, start + self.nbytes))
+    }
+}
+
+/// `byte_test`'s comparisons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ByteOp {
+    Lt,
+    Gt,
+    Eq,
+    Le,
+    Ge,
+    /// Any of the bits set.
+    And,
+    /// Differs in any bit.
+    Xor,
+}
+
+/// Where `byte_jump` counts its jump from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum JumpFrom {
+    /// The end of the bytes read.
+    Here,
+    Beginning,
+    End,
 }
 
 #[derive(Clone, Debug)]
@@ -123,6 +235,34 @@ pub(crate) enum Matcher {
     Bsize {
         min: usize,
         max: usize,
+    },
+    /// `isdataat`: there is a byte at this position (or, negated, not).
+    IsDataAt {
+        at: Num,
+        relative: bool,
+        negated: bool,
+    },
+    /// `byte_test`: the number read compares to the value.
+    ByteTest {
+        read: ByteRead,
+        op: ByteOp,
+        negated: bool,
+        value: Num,
+    },
+    /// `byte_jump`: moves the position by the number read.
+    ByteJump {
+        read: ByteRead,
+        multiplier: u64,
+        align: bool,
+        from: JumpFrom,
+        post_offset: i64,
+    },
+    /// `byte_extract`: keeps the number read in a variable.
+    ByteExtract {
+        read: ByteRead,
+        var: usize,
+        multiplier: u64,
+        align: u64,
     },
 }
 
@@ -227,6 +367,105 @@ impl FlagsTest {
     }
 }
 
+/// A number test as Suricata writes it for `ttl`, `itype`, `icode`:
+/// `N`, `!N`, `<N`, `<=N`, `>N`, `>=N`, `N-M` or `N<>M` (both exclusive),
+/// kept as an inclusive range (and whether it is negated).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct UintTest {
+    pub lo: u64,
+    pub hi: u64,
+    pub negated: bool,
+}
+
+impl UintTest {
+    fn holds(&self, v: u64) -> bool {
+        (self.lo..=self.hi).contains(&v) != self.negated
+    }
+}
+
+/// What a `flowbits` option does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FlowbitCmd {
+    Set,
+    Unset,
+    Toggle,
+    IsSet,
+    IsNotSet,
+}
+
+/// One `flowbits` option: the command and the bits it names (`a|b`: any
+/// of them, for the checks).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Flowbit {
+    pub cmd: FlowbitCmd,
+    pub names: Vec<String>,
+    /// The names' numbers in the rule set, given when it is built.
+    pub ids: Vec<usize>,
+}
+
+impl Flowbit {
+    fn is_check(&self) -> bool {
+        matches!(self.cmd, FlowbitCmd::IsSet | FlowbitCmd::IsNotSet)
+    }
+}
+
+/// The flowbits of one flow.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlowBits(Vec<u64>);
+
+impl FlowBits {
+    fn get(&self, id: usize) -> bool {
+        self.0
+            .get(id / 64)
+            .is_some_and(|w| w & (1 << (id % 64)) != 0)
+    }
+
+    fn put(&mut self, id: usize, on: bool) {
+        if self.0.len() <= id / 64 {
+            self.0.resize(id / 64 + 1, 0);
+        }
+        if on {
+            self.0[id / 64] |= 1 << (id % 64);
+        } else {
+            self.0[id / 64] &= !(1 << (id % 64));
+        }
+    }
+}
+
+/// `threshold` and `detection_filter`: which matches raise an alert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ThresholdKind {
+    /// The first `count` per period.
+    Limit,
+    /// Every `count`th in a period.
+    Threshold,
+    /// Once per period, at the `count`th.
+    Both,
+    /// `detection_filter`: every one after the first `count` in a period.
+    DetectionFilter,
+}
+
+/// What a threshold counts separately.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Track {
+    Src,
+    Dst,
+    Both,
+    Rule,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Threshold {
+    pub kind: ThresholdKind,
+    pub track: Track,
+    pub count: u32,
+    pub seconds: u32,
+}
+
+/// Threshold counters are kept for at most this many (rule, addresses):
+/// a flood of sources clears them rather than growing without bound.
+const MAX_THRESHOLD_ENTRIES: usize = 65_536;
+
 /// A parsed rule.
 #[derive(Clone, Debug)]
 pub struct Rule {
@@ -256,6 +495,17 @@ pub struct Rule {
     pub(crate) dsize: Option<(usize, usize)>,
     /// `flags`: the TCP flags test.
     pub(crate) flags: Option<FlagsTest>,
+    /// `ttl`, `itype`, `icode`.
+    pub(crate) ttl: Option<UintTest>,
+    pub(crate) itype: Option<UintTest>,
+    pub(crate) icode: Option<UintTest>,
+    /// `dns.opcode`.
+    pub(crate) dns_opcode: Option<UintTest>,
+    pub(crate) flowbits: Vec<Flowbit>,
+    /// `flowbits:noalert`: a match acts (sets bits, decides) but is not
+    /// reported.
+    pub(crate) noalert: bool,
+    pub(crate) threshold: Option<Threshold>,
     /// Matchers per buffer, in rule order.
     pub(crate) matchers: Vec<(Buffer, Matcher)>,
 }
@@ -289,6 +539,19 @@ pub struct PacketView<'a> {
     pub dsize: usize,
     /// The TCP flags of the packet (None for other transports).
     pub tcp_flags: Option<u8>,
+    /// The IP TTL or hop limit.
+    pub ttl: u8,
+    /// ICMP type and code (ICMP and ICMPv6 packets).
+    pub icmp: Option<(u8, u8)>,
+    /// The opcode of this packet's DNS request, with `dns_query`.
+    pub dns_opcode: Option<u8>,
+    /// The packet's time (ns; any clock, as long as it only goes forward),
+    /// for `threshold` and `detection_filter`.
+    pub now_ns: u64,
+    /// The app-layer fields are new in this direction (a request, a query,
+    /// the classification, not yet inspected this way): rules reading them
+    /// run once per transaction and direction, as Suricata's do.
+    pub app_fresh: bool,
 }
 
 impl<'a> PacketView<'a> {
@@ -335,6 +598,8 @@ impl<'a> PacketView<'a> {
 pub struct Hit {
     pub sid: u32,
     pub action: Action,
+    /// Whether it raises an alert (not for `flowbits:noalert`).
+    pub alert: bool,
 }
 
 /// Most steps matching one rule against one packet may take: each step
@@ -361,6 +626,10 @@ pub struct Matched {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct OverLimit;
 
+/// Threshold counters: (sid, the addresses tracked) to (start of the
+/// period, matches in it).
+type ThresholdCounters = HashMap<(u32, Option<IpAddr>, Option<IpAddr>), (u64, u32)>;
+
 /// A loaded set of rules with its prefilter.
 pub struct RuleSet {
     rules: Vec<Rule>,
@@ -368,6 +637,14 @@ pub struct RuleSet {
     prefilters: HashMap<Buffer, (AhoCorasick, Vec<usize>)>,
     /// Rules without any positive content: always evaluated.
     unfiltered: Vec<usize>,
+    /// Rules that check flowbits run after those that only set them, so a
+    /// bit set by one packet's rule is seen by another rule on the same
+    /// packet (Suricata orders them so).
+    checks_flowbits: Vec<bool>,
+    /// Rules reading an app-layer buffer (run only when it is fresh).
+    uses_app: Vec<bool>,
+    /// Shared by every worker: thresholds count across flows.
+    thresholds: std::sync::Mutex<ThresholdCounters>,
     /// Rules skipped in lenient mode, with why.
     pub warnings: Vec<RuleError>,
 }
@@ -471,24 +748,45 @@ impl RuleSet {
         RuleSet::parse(&text, path, vars, lenient)
     }
 
-    fn build(rules: Vec<Rule>) -> Result<RuleSet, String> {
+    fn build(mut rules: Vec<Rule>) -> Result<RuleSet, String> {
+        // Flowbit names to numbers, for the whole set.
+        let mut bit_ids: HashMap<String, usize> = HashMap::new();
+        for rule in &mut rules {
+            for fb in &mut rule.flowbits {
+                fb.ids = fb
+                    .names
+                    .iter()
+                    .map(|n| {
+                        let next = bit_ids.len();
+                        *bit_ids.entry(n.clone()).or_insert(next)
+                    })
+                    .collect();
+            }
+        }
         let mut patterns: HashMap<Buffer, (Vec<Vec<u8>>, Vec<usize>)> = HashMap::new();
         let mut unfiltered = Vec::new();
         for (i, rule) in rules.iter().enumerate() {
-            let fast = rule
-                .matchers
-                .iter()
-                .filter_map(|(b, m)| match m {
-                    Matcher::Content(c) if !c.negated && !c.bytes.is_empty() => {
-                        Some((*b, &c.bytes))
-                    }
+            let positive = || {
+                rule.matchers.iter().filter_map(|(b, m)| match m {
+                    Matcher::Content(c) if !c.negated && !c.bytes.is_empty() => Some((*b, c)),
                     _ => None,
                 })
-                .max_by_key(|(_, bytes)| bytes.len());
+            };
+            // The content marked `fast_pattern` (or its part), else the longest.
+            let fast = positive()
+                .find_map(|(b, c)| {
+                    c.fast_pattern
+                        .map(|(from, len)| (b, c.bytes[from..from + len].to_vec()))
+                })
+                .or_else(|| {
+                    positive()
+                        .max_by_key(|(_, c)| c.bytes.len())
+                        .map(|(b, c)| (b, c.bytes.clone()))
+                });
             match fast {
                 Some((buffer, bytes)) => {
                     let entry = patterns.entry(buffer).or_default();
-                    entry.0.push(bytes.clone());
+                    entry.0.push(bytes);
                     entry.1.push(i);
                 }
                 None => unfiltered.push(i),
@@ -503,10 +801,21 @@ impl RuleSet {
                 .map_err(|e| e.to_string())?;
             prefilters.insert(buffer, (ac, owners));
         }
+        let checks_flowbits = rules
+            .iter()
+            .map(|r| r.flowbits.iter().any(Flowbit::is_check))
+            .collect();
+        let uses_app = rules
+            .iter()
+            .map(|r| r.matchers.iter().any(|(b, _)| *b != Buffer::Payload))
+            .collect();
         Ok(RuleSet {
             rules,
             prefilters,
             unfiltered,
+            checks_flowbits,
+            uses_app,
+            thresholds: std::sync::Mutex::new(HashMap::new()),
             warnings: Vec::new(),
         })
     }
@@ -524,8 +833,9 @@ impl RuleSet {
     }
 
     /// The rules matching `packet`, in file order, each within
-    /// [`INSPECTION_LIMIT`] steps.
-    pub fn matches(&self, packet: &PacketView<'_>) -> Matched {
+    /// [`INSPECTION_LIMIT`] steps. `bits` are the flow's flowbits, read
+    /// and changed by the rules that match.
+    pub fn matches(&self, packet: &PacketView<'_>, bits: &mut FlowBits) -> Matched {
         let mut candidates: Vec<usize> = self.unfiltered.clone();
         for buffer in BUFFERS {
             let (Some((ac, owners)), Some(data)) =
@@ -537,25 +847,81 @@ impl RuleSet {
                 candidates.push(owners[m.pattern().as_usize()]);
             }
         }
-        candidates.sort_unstable();
+        candidates.sort_unstable_by_key(|i| (self.checks_flowbits[*i], *i));
         candidates.dedup();
         let mut matched = Matched::default();
-        for i in candidates {
+        for &i in &candidates {
             let rule = &self.rules[i];
             let hit = Hit {
                 sid: rule.sid,
                 action: rule.action,
+                alert: !rule.noalert,
             };
+            if !rule.flowbits_hold(bits) || (self.uses_app[i] && !packet.app_fresh) {
+                continue;
+            }
             let mut budget = INSPECTION_LIMIT;
             let result = rule.matches(packet, &mut budget);
             matched.most_steps = matched.most_steps.max(INSPECTION_LIMIT - budget);
             match result {
-                Ok(true) => matched.hits.push(hit),
+                Ok(true) => {
+                    rule.apply_flowbits(bits);
+                    if self.threshold_passes(rule, packet) {
+                        matched.hits.push(hit);
+                    }
+                }
                 Ok(false) => {}
                 Err(OverLimit) => matched.over_limit.push(hit),
             }
         }
+        if candidates.iter().any(|i| self.checks_flowbits[*i]) {
+            let order: HashMap<u32, usize> = candidates
+                .iter()
+                .map(|i| (self.rules[*i].sid, *i))
+                .collect();
+            matched.hits.sort_by_key(|h| order[&h.sid]);
+        }
         matched
+    }
+
+    /// Whether a match of `rule` is reported, by its `threshold` or
+    /// `detection_filter` (counted per period across flows, as Suricata's
+    /// thresholds are).
+    fn threshold_passes(&self, rule: &Rule, p: &PacketView<'_>) -> bool {
+        let Some(t) = rule.threshold else {
+            return true;
+        };
+        let (src, dst) = match t.track {
+            Track::Src => (Some(p.src), None),
+            Track::Dst => (None, Some(p.dst)),
+            Track::Both => (Some(p.src), Some(p.dst)),
+            Track::Rule => (None, None),
+        };
+        let mut counters = self.thresholds.lock().unwrap_or_else(|e| e.into_inner());
+        if counters.len() >= MAX_THRESHOLD_ENTRIES {
+            counters.clear();
+        }
+        let period = u64::from(t.seconds) * 1_000_000_000;
+        let (start, count) = counters
+            .entry((rule.sid, src, dst))
+            .or_insert((p.now_ns, 0));
+        if p.now_ns.saturating_sub(*start) > period {
+            *start = p.now_ns;
+            *count = 0;
+        }
+        *count += 1;
+        match t.kind {
+            ThresholdKind::Limit => *count <= t.count,
+            ThresholdKind::Threshold => {
+                let every = *count >= t.count;
+                if every {
+                    *count = 0;
+                }
+                every
+            }
+            ThresholdKind::Both => *count == t.count,
+            ThresholdKind::DetectionFilter => *count > t.count,
+        }
     }
 }
 
@@ -607,6 +973,31 @@ fn buffer_can_come(buffer: Buffer, protocol: Protocol) -> bool {
 }
 
 impl Rule {
+    fn flowbits_hold(&self, bits: &FlowBits) -> bool {
+        self.flowbits.iter().all(|fb| {
+            let set = |id: &usize| bits.get(*id);
+            match fb.cmd {
+                FlowbitCmd::IsSet => fb.ids.iter().any(set),
+                // `isnotset,a|b`: one of them is not set
+                FlowbitCmd::IsNotSet => !fb.ids.iter().all(set),
+                _ => true,
+            }
+        })
+    }
+
+    fn apply_flowbits(&self, bits: &mut FlowBits) {
+        for fb in &self.flowbits {
+            for &id in &fb.ids {
+                match fb.cmd {
+                    FlowbitCmd::Set => bits.put(id, true),
+                    FlowbitCmd::Unset => bits.put(id, false),
+                    FlowbitCmd::Toggle => bits.put(id, !bits.get(id)),
+                    FlowbitCmd::IsSet | FlowbitCmd::IsNotSet => {}
+                }
+            }
+        }
+    }
+
     pub(crate) fn l4_fits(&self, l4: u8) -> bool {
         self.l4.is_none_or(|only| only == l4) || self.l4_also == Some(l4)
     }
@@ -639,6 +1030,10 @@ impl Rule {
             // A test of each packet (its size, its flags) can hold on any
             // later packet; one that needs a SYN only in the handshake.
             let per_packet = self.dsize.is_some()
+                || self.ttl.is_some()
+                || self.itype.is_some()
+                || self.icode.is_some()
+                || self.flowbits.iter().any(Flowbit::is_check)
                 || self.flags.is_some_and(|t| {
                     !(matches!(t.mode, FlagsMode::Exact | FlagsMode::All)
                         && t.bits & crate::wire::tcp::SYN != 0)
@@ -679,6 +1074,16 @@ impl Rule {
             || self
                 .flags
                 .is_some_and(|f| !p.tcp_flags.is_some_and(|flags| f.holds(flags)))
+            || self.ttl.is_some_and(|t| !t.holds(u64::from(p.ttl)))
+            || self
+                .itype
+                .is_some_and(|t| !p.icmp.is_some_and(|(ty, _)| t.holds(u64::from(ty))))
+            || self
+                .icode
+                .is_some_and(|t| !p.icmp.is_some_and(|(_, code)| t.holds(u64::from(code))))
+            || self
+                .dns_opcode
+                .is_some_and(|t| !p.dns_opcode.is_some_and(|op| t.holds(u64::from(op))))
         {
             return Ok(false);
         }
@@ -716,7 +1121,8 @@ impl Rule {
             } else {
                 0
             };
-            if !sequence_matches(&self.matchers[i..end], data, base, 0, budget)? {
+            let mut vars = [0; MAX_BYTE_VARS];
+            if !sequence_matches(&self.matchers[i..end], data, base, 0, &mut vars, budget)? {
                 return Ok(false);
             }
             i = end;
@@ -725,11 +1131,13 @@ impl Rule {
     }
 }
 
+/// Whether a matcher can hold in a buffer the flow does not have (only a
+/// negated content or pcre can).
 fn is_negated(m: &(Buffer, Matcher)) -> bool {
     match &m.1 {
         Matcher::Content(c) => c.negated,
         Matcher::Pcre { negated, .. } => *negated,
-        Matcher::Bsize { .. } => false,
+        _ => false,
     }
 }
 
@@ -758,53 +1166,63 @@ fn find<'h>(
 /// each try is a step taken from `budget`, and an empty budget ends the
 /// search ([`INSPECTION_LIMIT`]).
 /// `base` is the offset of `data[0]` in a longer buffer (a stream window):
-/// `offset`/`depth` count from that buffer's start.
+/// `offset`/`depth` count from that buffer's start. `vars` holds what
+/// `byte_extract` read so far.
 fn sequence_matches(
     matchers: &[(Buffer, Matcher)],
     data: &[u8],
     base: u64,
     prev_end: usize,
+    vars: &mut ByteVars,
     budget: &mut u32,
 ) -> Result<bool, OverLimit> {
     let Some(((_, first), rest)) = matchers.split_first() else {
         return Ok(true);
     };
     *budget = budget.checked_sub(1).ok_or(OverLimit)?;
+    let next = |at: usize, vars: &mut ByteVars, budget: &mut u32| {
+        sequence_matches(rest, data, base, at, vars, budget)
+    };
     match first {
         Matcher::Content(c) => {
-            let relative = c.distance.is_some() || c.within.is_some();
+            let get = |n: Option<Num>| n.map(|n| n.get(vars));
+            let (distance, within) = (get(c.distance), get(c.within));
+            let relative = distance.is_some() || within.is_some();
             let (lo, hi) = if relative {
-                let lo = (prev_end as isize + c.distance.unwrap_or(0)).max(0) as usize;
-                let hi = c.within.map_or(data.len(), |w| {
-                    (prev_end as isize + c.distance.unwrap_or(0)).max(0) as usize + w
+                let from = (prev_end as i64 + distance.unwrap_or(0)).max(0) as u64;
+                let lo = usize::try_from(from).unwrap_or(usize::MAX);
+                let hi = within.map_or(data.len(), |w| {
+                    usize::try_from(from.saturating_add(w.max(0) as u64)).unwrap_or(usize::MAX)
                 });
                 (lo, hi.min(data.len()))
             } else {
-                let from = c.offset.unwrap_or(0) as u64;
-                let lo = from.saturating_sub(base) as usize;
-                let hi = c.depth.map_or(data.len(), |d| {
-                    usize::try_from((from + d as u64).saturating_sub(base)).unwrap_or(usize::MAX)
+                let from = get(c.offset).unwrap_or(0).max(0) as u64;
+                let lo = usize::try_from(from.saturating_sub(base)).unwrap_or(usize::MAX);
+                let hi = get(c.depth).map_or(data.len(), |d| {
+                    usize::try_from((from + d.max(0) as u64).saturating_sub(base))
+                        .unwrap_or(usize::MAX)
                 });
                 (lo, hi.min(data.len()))
             };
             if lo > hi || lo > data.len() {
-                return Ok(c.negated && sequence_matches(rest, data, base, prev_end, budget)?);
+                return Ok(c.negated && next(prev_end, vars, budget)?);
             }
             let window = &data[lo..hi];
             let ends = |at: &usize| !c.endswith || lo + at + c.bytes.len() == data.len();
             if c.negated {
                 return Ok(find(window, &c.bytes, c.nocase).find(ends).is_none()
-                    && sequence_matches(rest, data, base, prev_end, budget)?);
+                    && next(prev_end, vars, budget)?);
             }
             for at in find(window, &c.bytes, c.nocase).filter(ends) {
-                if sequence_matches(rest, data, base, lo + at + c.bytes.len(), budget)? {
+                if next(lo + at + c.bytes.len(), vars, budget)? {
                     return Ok(true);
                 }
             }
             Ok(false)
         }
-        Matcher::Bsize { min, max } => Ok((*min..=*max).contains(&data.len())
-            && sequence_matches(rest, data, base, prev_end, budget)?),
+        Matcher::Bsize { min, max } => {
+            Ok((*min..=*max).contains(&data.len()) && next(prev_end, vars, budget)?)
+        }
         Matcher::Pcre {
             regex,
             negated,
@@ -816,10 +1234,93 @@ fn sequence_matches(
                 0
             };
             match regex.find(&data[from..]) {
-                Some(m) if !negated => sequence_matches(rest, data, base, from + m.end(), budget),
-                None if *negated => sequence_matches(rest, data, base, prev_end, budget),
+                Some(m) if !negated => next(from + m.end(), vars, budget),
+                None if *negated => next(prev_end, vars, budget),
                 _ => Ok(false),
             }
+        }
+        Matcher::IsDataAt {
+            at,
+            relative,
+            negated,
+        } => {
+            // Suricata: relative, `prev + n <= len`; absolute, `n < len`.
+            let n = at.get(vars);
+            let there = if *relative {
+                prev_end as i64 + n <= data.len() as i64
+            } else {
+                n < data.len() as i64
+            };
+            Ok(there != *negated && next(prev_end, vars, budget)?)
+        }
+        Matcher::ByteTest {
+            read,
+            op,
+            negated,
+            value,
+        } => {
+            let Some((v, _)) = read.read(data, prev_end, vars) else {
+                return Ok(false);
+            };
+            let want = value.get(vars) as u64;
+            let holds = match op {
+                ByteOp::Lt => v < want,
+                ByteOp::Gt => v > want,
+                ByteOp::Eq => v == want,
+                ByteOp::Le => v <= want,
+                ByteOp::Ge => v >= want,
+                ByteOp::And => v & want != 0,
+                ByteOp::Xor => v ^ want != 0,
+            };
+            // byte_test leaves the position where it was
+            Ok(holds != *negated && next(prev_end, vars, budget)?)
+        }
+        Matcher::ByteJump {
+            read,
+            multiplier,
+            align,
+            from,
+            post_offset,
+        } => {
+            let Some((v, after)) = read.read(data, prev_end, vars) else {
+                return Ok(false);
+            };
+            let mut jump = v.saturating_mul(*multiplier);
+            if *align && jump % 4 != 0 {
+                jump += 4 - jump % 4;
+            }
+            let jump = i64::try_from(jump).unwrap_or(i64::MAX);
+            let target = match from {
+                JumpFrom::Here => after as i64,
+                JumpFrom::Beginning => 0,
+                JumpFrom::End => data.len() as i64,
+            }
+            .saturating_add(jump)
+            .saturating_add(*post_offset);
+            // Suricata: the jump must land inside the buffer
+            if target < 0 || target >= data.len() as i64 {
+                return Ok(false);
+            }
+            next(target as usize, vars, budget)
+        }
+        Matcher::ByteExtract {
+            read,
+            var,
+            multiplier,
+            align,
+        } => {
+            let Some((v, after)) = read.read(data, prev_end, vars) else {
+                return Ok(false);
+            };
+            let mut v = v.saturating_mul(*multiplier);
+            if *align > 1 && v % align != 0 {
+                v += align - v % align;
+            }
+            let saved = vars[*var];
+            vars[*var] = i64::try_from(v).unwrap_or(i64::MAX);
+            let result = next(after, vars, budget);
+            vars[*var] = saved;
+            result
         }
     }
 }

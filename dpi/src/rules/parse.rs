@@ -3,8 +3,9 @@
 use std::{collections::HashMap, net::IpAddr, path::Path};
 
 use super::{
-    Action, AddrSet, Buffer, Content, FlagsMode, FlagsTest, FlowOpts, Matcher, PortSet, Rule,
-    RuleError,
+    Action, AddrSet, Buffer, ByteOp, ByteRead, Content, FlagsMode, FlagsTest, FlowOpts, Flowbit,
+    FlowbitCmd, JumpFrom, MAX_BYTE_VARS, Matcher, Num, PortSet, Rule, RuleError, Threshold,
+    ThresholdKind, Track, UintTest,
 };
 use crate::classify::Protocol;
 
@@ -577,6 +578,387 @@ fn last_content<'a>(
     }
 }
 
+/// A position or length: a number, or a `byte_extract` variable defined
+/// earlier in the rule. Negative numbers only where `signed`.
+fn num_or_var(
+    key: &str,
+    value: Option<&str>,
+    vars: &[String],
+    signed: bool,
+) -> Result<Num, ParseError> {
+    let v = value.unwrap_or_default().trim();
+    if let Ok(n) = v.parse::<i64>() {
+        if n < 0 && !signed {
+            return Err(bad(format!("{key}:{n} cannot be negative")));
+        }
+        return Ok(Num::Lit(n));
+    }
+    match vars.iter().position(|name| name == v) {
+        Some(i) => Ok(Num::Var(i)),
+        None if v.is_empty() => Err(bad(format!("`{key}` needs a number"))),
+        None => Err(bad(format!(
+            "{key}: `{v}` is neither a number nor a byte_extract variable defined before it"
+        ))),
+    }
+}
+
+/// The options `byte_test`, `byte_jump` and `byte_extract` share, read
+/// from `parts`; what is left is returned for the caller.
+fn byte_read<'a>(
+    key: &str,
+    nbytes: &str,
+    offset: &str,
+    parts: impl Iterator<Item = &'a str>,
+    vars: &[String],
+) -> Result<(ByteRead, Vec<&'a str>), ParseError> {
+    let nbytes: usize = nbytes
+        .trim()
+        .parse()
+        .map_err(|_| bad(format!("{key}: `{nbytes}` is not a number of bytes")))?;
+    let mut read = ByteRead {
+        nbytes,
+        offset: num_or_var(key, Some(offset), vars, true)?,
+        relative: false,
+        little_endian: false,
+        base: None,
+        bitmask: None,
+    };
+    let mut rest = Vec::new();
+    let mut string = false;
+    for part in parts.map(str::trim) {
+        let mut words = part.split_whitespace();
+        match (words.next().unwrap_or(""), words.next()) {
+            ("relative", None) => read.relative = true,
+            ("big", None) => read.little_endian = false,
+            ("little", None) => read.little_endian = true,
+            ("string", None) => string = true,
+            ("dec", None) if string => read.base = Some(10),
+            ("hex", None) if string => read.base = Some(16),
+            ("oct", None) if string => read.base = Some(8),
+            ("bitmask", Some(mask)) => {
+                let mask = mask.trim();
+                let parsed = match mask.strip_prefix("0x").or_else(|| mask.strip_prefix("0X")) {
+                    Some(hex) => u64::from_str_radix(hex, 16),
+                    None => mask.parse(),
+                };
+                read.bitmask = Some(
+                    parsed.map_err(|_| bad(format!("{key}: bitmask `{mask}` is not a number")))?,
+                );
+            }
+            ("dce", None) => {
+                return Err(unsupported(format!(
+                    "{key}: `dce` (DCE/RPC byte order) is not supported"
+                )));
+            }
+            _ => rest.push(part),
+        }
+    }
+    if string && read.base.is_none() {
+        read.base = Some(10);
+    }
+    let most = if read.base.is_some() { 23 } else { 8 };
+    if nbytes == 0 || nbytes > most {
+        return Err(bad(format!(
+            "{key}: {nbytes} bytes; 1 to {most} can be read{}",
+            if read.base.is_some() {
+                " as a string"
+            } else {
+                ""
+            }
+        )));
+    }
+    Ok((read, rest))
+}
+
+/// `byte_test:BYTES,[!]OP,VALUE,OFFSET[,relative][,big|little][,string[,dec|hex|oct]][,bitmask M]`
+fn byte_test(value: &str, vars: &[String]) -> Result<Matcher, ParseError> {
+    let mut parts = value.split(',');
+    let (Some(nbytes), Some(op), Some(test), Some(offset)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad(format!(
+            "byte_test:{value}: needs BYTES,OPERATOR,VALUE,OFFSET"
+        )));
+    };
+    let (read, rest) = byte_read("byte_test", nbytes, offset, parts, vars)?;
+    if let Some(extra) = rest.first() {
+        return Err(bad(format!("byte_test: unknown option `{extra}`")));
+    }
+    let op = op.trim();
+    let (negated, op) = match op.strip_prefix('!') {
+        Some(rest) => (true, rest.trim()),
+        None => (false, op),
+    };
+    let op = match op {
+        "<" => ByteOp::Lt,
+        ">" => ByteOp::Gt,
+        "=" => ByteOp::Eq,
+        "<=" => ByteOp::Le,
+        ">=" => ByteOp::Ge,
+        "&" => ByteOp::And,
+        "^" => ByteOp::Xor,
+        other => {
+            return Err(bad(format!(
+                "byte_test: `{other}` is not an operator (< > = <= >= & ^)"
+            )));
+        }
+    };
+    let test = test.trim();
+    let value = match test.strip_prefix("0x").or_else(|| test.strip_prefix("0X")) {
+        Some(hex) => Num::Lit(
+            i64::from_str_radix(hex, 16)
+                .map_err(|_| bad(format!("byte_test: `{test}` is not a number")))?,
+        ),
+        None => num_or_var("byte_test", Some(test), vars, false)?,
+    };
+    Ok(Matcher::ByteTest {
+        read,
+        op,
+        negated,
+        value,
+    })
+}
+
+/// `byte_jump:BYTES,OFFSET[,relative][,multiplier N][,big|little][,string[,dec|hex|oct]][,align][,from_beginning|from_end][,post_offset N][,bitmask M]`
+fn byte_jump(value: &str, vars: &[String]) -> Result<Matcher, ParseError> {
+    let mut parts = value.split(',');
+    let (Some(nbytes), Some(offset)) = (parts.next(), parts.next()) else {
+        return Err(bad(format!("byte_jump:{value}: needs BYTES,OFFSET")));
+    };
+    let (read, rest) = byte_read("byte_jump", nbytes, offset, parts, vars)?;
+    let mut multiplier = 1;
+    let mut align = false;
+    let mut from = JumpFrom::Here;
+    let mut post_offset = 0;
+    for part in rest {
+        let mut words = part.split_whitespace();
+        let n = |w: Option<&str>| -> Result<i64, ParseError> {
+            w.and_then(|w| w.parse().ok())
+                .ok_or_else(|| bad(format!("byte_jump: `{part}` needs a number")))
+        };
+        match words.next().unwrap_or("") {
+            "multiplier" => {
+                multiplier = u64::try_from(n(words.next())?)
+                    .map_err(|_| bad("byte_jump: the multiplier cannot be negative"))?
+            }
+            "align" => align = true,
+            "from_beginning" => from = JumpFrom::Beginning,
+            "from_end" => from = JumpFrom::End,
+            "post_offset" => post_offset = n(words.next())?,
+            other => return Err(bad(format!("byte_jump: unknown option `{other}`"))),
+        }
+    }
+    Ok(Matcher::ByteJump {
+        read,
+        multiplier,
+        align,
+        from,
+        post_offset,
+    })
+}
+
+/// `byte_extract:BYTES,OFFSET,NAME[,relative][,multiplier N][,big|little][,string[,dec|hex|oct]][,align N][,bitmask M]`
+fn byte_extract(value: &str, vars: &[String]) -> Result<(Matcher, String), ParseError> {
+    let mut parts = value.split(',');
+    let (Some(nbytes), Some(offset), Some(name)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad(format!(
+            "byte_extract:{value}: needs BYTES,OFFSET,NAME"
+        )));
+    };
+    let name = name.trim().to_string();
+    if name.is_empty() || name.parse::<i64>().is_ok() {
+        return Err(bad(format!(
+            "byte_extract: `{name}` is not a variable name"
+        )));
+    }
+    if vars.contains(&name) {
+        return Err(bad(format!("byte_extract: `{name}` is defined twice")));
+    }
+    if vars.len() >= MAX_BYTE_VARS {
+        return Err(bad(format!(
+            "byte_extract: at most {MAX_BYTE_VARS} variables per rule"
+        )));
+    }
+    let (read, rest) = byte_read("byte_extract", nbytes, offset, parts, vars)?;
+    let mut multiplier = 1;
+    let mut align = 1;
+    for part in rest {
+        let mut words = part.split_whitespace();
+        let key = words.next().unwrap_or("");
+        let n: Option<u64> = words.next().and_then(|w| w.parse().ok());
+        match (key, n) {
+            ("multiplier", Some(m)) => multiplier = m,
+            ("align", Some(a @ (2 | 4))) => align = a,
+            ("align", _) => return Err(bad("byte_extract: align must be 2 or 4")),
+            _ => return Err(bad(format!("byte_extract: unknown option `{part}`"))),
+        }
+    }
+    Ok((
+        Matcher::ByteExtract {
+            read,
+            var: vars.len(),
+            multiplier,
+            align,
+        },
+        name,
+    ))
+}
+
+/// `N`, `!N`, `<N`, `<=N`, `>N`, `>=N`, `N-M`, `N<>M` (exclusive), up to `max`.
+fn uint_test(key: &str, value: Option<&str>, max: u64) -> Result<UintTest, ParseError> {
+    let v = value.unwrap_or_default().trim();
+    let n = |s: &str| -> Result<u64, ParseError> {
+        s.trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n <= max)
+            .ok_or_else(|| {
+                bad(format!(
+                    "{key}: `{v}` is not N, !N, <N, <=N, >N, >=N, N-M or N<>M with numbers up to {max}"
+                ))
+            })
+    };
+    let empty = || bad(format!("{key}:{v} can never match"));
+    let (lo, hi, negated) = if let Some(rest) = v.strip_prefix("<=") {
+        (0, n(rest)?, false)
+    } else if let Some(rest) = v.strip_prefix(">=") {
+        (n(rest)?, max, false)
+    } else if let Some(rest) = v.strip_prefix('<') {
+        (0, n(rest)?.checked_sub(1).ok_or_else(empty)?, false)
+    } else if let Some(rest) = v.strip_prefix('>') {
+        let lo = n(rest)? + 1;
+        if lo > max {
+            return Err(empty());
+        }
+        (lo, max, false)
+    } else if let Some(rest) = v.strip_prefix('!') {
+        let x = n(rest)?;
+        (x, x, true)
+    } else if let Some((a, b)) = v.split_once("<>").or_else(|| v.split_once('-')) {
+        let (a, b) = (n(a)?, n(b)?);
+        if b <= a + 1 {
+            return Err(empty());
+        }
+        (a + 1, b - 1, false)
+    } else {
+        let x = n(v)?;
+        (x, x, false)
+    };
+    Ok(UintTest { lo, hi, negated })
+}
+
+/// `itype`/`icode`: an ICMP test, which makes the rule an ICMP rule.
+fn icmp_field(key: &str, value: Option<&str>, rule: &mut Rule) -> Result<UintTest, ParseError> {
+    if !(rule.l4_fits(1) || rule.l4_fits(58)) {
+        return Err(bad(format!(
+            "{key} is an ICMP keyword, on a rule that is not ICMP"
+        )));
+    }
+    if rule.l4.is_none() {
+        rule.l4 = Some(1);
+        rule.l4_also = Some(58);
+    }
+    uint_test(key, value, u64::from(u8::MAX))
+}
+
+/// `flowbits:CMD,NAME` (`a|b`: any of them, for isset and isnotset);
+/// None for `noalert`.
+fn flowbit(value: &str) -> Result<Option<Flowbit>, ParseError> {
+    let (cmd, names) = match value.split_once(',') {
+        Some((cmd, names)) => (cmd.trim(), names.trim()),
+        None => (value.trim(), ""),
+    };
+    let cmd = match cmd {
+        "noalert" if names.is_empty() => return Ok(None),
+        "set" => FlowbitCmd::Set,
+        "unset" => FlowbitCmd::Unset,
+        "toggle" => FlowbitCmd::Toggle,
+        "isset" => FlowbitCmd::IsSet,
+        "isnotset" => FlowbitCmd::IsNotSet,
+        other => {
+            return Err(bad(format!(
+                "flowbits: `{other}` is not set, unset, toggle, isset, isnotset or noalert"
+            )));
+        }
+    };
+    if names.contains('&') {
+        return Err(bad(format!(
+            "flowbits: `{names}`: `&` is not an operator in Suricata (it would be part of one name that is never set): write one flowbits option per bit"
+        )));
+    }
+    if names.contains('|') && !matches!(cmd, FlowbitCmd::IsSet | FlowbitCmd::IsNotSet) {
+        return Err(bad("flowbits: `|` (any of) is only for isset and isnotset"));
+    }
+    let names: Vec<String> = names.split('|').map(|n| n.trim().to_string()).collect();
+    if names
+        .iter()
+        .any(|n| n.is_empty() || n.contains(char::is_whitespace))
+    {
+        return Err(bad(format!("flowbits: `{value}` needs a bit name")));
+    }
+    Ok(Some(Flowbit {
+        cmd,
+        names,
+        ids: Vec::new(),
+    }))
+}
+
+/// `threshold: type limit|threshold|both, track by_src|by_dst|by_both|by_rule, count N, seconds T`
+/// and `detection_filter: track ..., count N, seconds T`.
+fn threshold(key: &str, value: &str) -> Result<Threshold, ParseError> {
+    let mut kind = (key == "detection_filter").then_some(ThresholdKind::DetectionFilter);
+    let (mut track, mut count, mut seconds) = (None, None, None);
+    for part in value.split(',') {
+        let mut words = part.split_whitespace();
+        let (Some(name), Some(val), None) = (words.next(), words.next(), words.next()) else {
+            return Err(bad(format!("{key}: `{}` is not NAME VALUE", part.trim())));
+        };
+        match name {
+            "type" if key == "threshold" => {
+                kind = Some(match val {
+                    "limit" => ThresholdKind::Limit,
+                    "threshold" => ThresholdKind::Threshold,
+                    "both" => ThresholdKind::Both,
+                    other => {
+                        return Err(bad(format!(
+                            "threshold: type `{other}` is not limit, threshold or both"
+                        )));
+                    }
+                })
+            }
+            "track" => {
+                track = Some(match val {
+                    "by_src" => Track::Src,
+                    "by_dst" => Track::Dst,
+                    "by_both" => Track::Both,
+                    "by_rule" => Track::Rule,
+                    other => {
+                        return Err(bad(format!(
+                            "{key}: track `{other}` is not by_src, by_dst, by_both or by_rule"
+                        )));
+                    }
+                })
+            }
+            "count" => count = val.parse::<u32>().ok().filter(|c| *c > 0),
+            "seconds" => seconds = val.parse::<u32>().ok().filter(|s| *s > 0),
+            other => return Err(bad(format!("{key}: unknown option `{other}`"))),
+        }
+    }
+    match (kind, track, count, seconds) {
+        (Some(kind), Some(track), Some(count), Some(seconds)) => Ok(Threshold {
+            kind,
+            track,
+            count,
+            seconds,
+        }),
+        _ => Err(bad(format!(
+            "{key}: `{value}` needs {}track, count (above 0) and seconds (above 0)",
+            if key == "threshold" { "type, " } else { "" }
+        ))),
+    }
+}
+
 /// Parses one rule (without file context).
 pub(crate) fn rule(text: &str, vars: &Vars) -> Result<Rule, ParseError> {
     let open = text
@@ -633,6 +1015,13 @@ pub(crate) fn rule(text: &str, vars: &Vars) -> Result<Rule, ParseError> {
         flow: FlowOpts::default(),
         dsize: None,
         flags: None,
+        ttl: None,
+        itype: None,
+        icode: None,
+        dns_opcode: None,
+        flowbits: Vec::new(),
+        noalert: false,
+        threshold: None,
         matchers: Vec::new(),
     };
     addresses(src, vars, &mut rule.src)?;
@@ -642,14 +1031,44 @@ pub(crate) fn rule(text: &str, vars: &Vars) -> Result<Rule, ParseError> {
 
     let mut buffer = Buffer::Payload;
     let mut sid = None;
+    // `byte_extract` variables, in order of definition.
+    let mut byte_vars: Vec<String> = Vec::new();
     for (key, value) in options(&text[open + 1..close])? {
         let v = value.as_deref();
         match key.as_str() {
             "msg" => rule.msg = unquote(v.unwrap_or_default())?,
             "sid" => sid = Some(number::<u32>("sid", v)?),
             "rev" => rule.rev = number("rev", v)?,
-            "classtype" | "reference" | "metadata" | "priority" | "gid" | "fast_pattern"
-            | "target" => {}
+            "classtype" | "reference" | "metadata" | "priority" | "gid" | "target" => {}
+            "fast_pattern" => {
+                let c = last_content(&mut rule.matchers, "fast_pattern")?;
+                if c.negated {
+                    return Err(bad("fast_pattern cannot be on a negated content"));
+                }
+                c.fast_pattern = Some(match v.map(str::trim) {
+                    None | Some("only") => (0, c.bytes.len()),
+                    Some(chop) => {
+                        let (from, len) = chop.split_once(',').ok_or_else(|| {
+                            bad(format!(
+                                "fast_pattern: `{chop}` is not `only` or OFFSET,LENGTH"
+                            ))
+                        })?;
+                        let n = |t: &str| {
+                            t.trim().parse::<usize>().map_err(|_| {
+                                bad(format!("fast_pattern: `{chop}` is not OFFSET,LENGTH"))
+                            })
+                        };
+                        let (from, len) = (n(from)?, n(len)?);
+                        if len == 0 || from + len > c.bytes.len() {
+                            return Err(bad(format!(
+                                "fast_pattern:{chop} reaches past the content's {} bytes",
+                                c.bytes.len()
+                            )));
+                        }
+                        (from, len)
+                    }
+                });
+            }
             "content" => {
                 let raw = v.ok_or_else(|| bad("content needs a value"))?;
                 let (negated, raw) = match raw.strip_prefix('!') {
@@ -668,6 +1087,7 @@ pub(crate) fn rule(text: &str, vars: &Vars) -> Result<Rule, ParseError> {
                         distance: None,
                         within: None,
                         endswith: false,
+                        fast_pattern: None,
                     }),
                 ));
             }
@@ -683,8 +1103,8 @@ pub(crate) fn rule(text: &str, vars: &Vars) -> Result<Rule, ParseError> {
                         "startswith cannot be combined with offset, depth, distance or within",
                     ));
                 }
-                c.offset = Some(0);
-                c.depth = Some(c.bytes.len());
+                c.offset = Some(Num::Lit(0));
+                c.depth = Some(Num::Lit(c.bytes.len() as i64));
             }
             "endswith" => last_content(&mut rule.matchers, "endswith")?.endswith = true,
             "bsize" => {
@@ -724,16 +1144,86 @@ pub(crate) fn rule(text: &str, vars: &Vars) -> Result<Rule, ParseError> {
                 rule.l4 = Some(number);
                 rule.l4_also = None;
             }
-            "depth" => last_content(&mut rule.matchers, "depth")?.depth = Some(number("depth", v)?),
+            "depth" => {
+                let n = num_or_var("depth", v, &byte_vars, false)?;
+                last_content(&mut rule.matchers, "depth")?.depth = Some(n)
+            }
             "offset" => {
-                last_content(&mut rule.matchers, "offset")?.offset = Some(number("offset", v)?)
+                let n = num_or_var("offset", v, &byte_vars, false)?;
+                last_content(&mut rule.matchers, "offset")?.offset = Some(n)
             }
             "distance" => {
-                last_content(&mut rule.matchers, "distance")?.distance =
-                    Some(number("distance", v)?)
+                let n = num_or_var("distance", v, &byte_vars, true)?;
+                last_content(&mut rule.matchers, "distance")?.distance = Some(n)
             }
             "within" => {
-                last_content(&mut rule.matchers, "within")?.within = Some(number("within", v)?)
+                let n = num_or_var("within", v, &byte_vars, false)?;
+                last_content(&mut rule.matchers, "within")?.within = Some(n)
+            }
+            "isdataat" => {
+                let value = v.ok_or_else(|| bad("isdataat needs a value"))?;
+                let (negated, value) = match value.trim().strip_prefix('!') {
+                    Some(rest) => (true, rest),
+                    None => (false, value.trim()),
+                };
+                let mut parts = value.split(',').map(str::trim);
+                let at = num_or_var("isdataat", parts.next(), &byte_vars, false)?;
+                let mut relative = false;
+                for part in parts {
+                    match part {
+                        "relative" => relative = true,
+                        "rawbytes" => {}
+                        other => return Err(bad(format!("isdataat: unknown option `{other}`"))),
+                    }
+                }
+                rule.matchers.push((
+                    buffer,
+                    Matcher::IsDataAt {
+                        at,
+                        relative,
+                        negated,
+                    },
+                ));
+            }
+            "byte_test" => {
+                let m = byte_test(v.unwrap_or_default(), &byte_vars)?;
+                rule.matchers.push((buffer, m));
+            }
+            "byte_jump" => {
+                let m = byte_jump(v.unwrap_or_default(), &byte_vars)?;
+                rule.matchers.push((buffer, m));
+            }
+            "byte_extract" => {
+                let (m, name) = byte_extract(v.unwrap_or_default(), &byte_vars)?;
+                byte_vars.push(name);
+                rule.matchers.push((buffer, m));
+            }
+            "urilen" => {
+                let value = v.unwrap_or_default();
+                let (range, target) = match value.split_once(',') {
+                    Some((range, "raw")) => (range, Buffer::HttpUriRaw),
+                    Some((range, "norm")) => (range, Buffer::HttpUri),
+                    Some((_, other)) => {
+                        return Err(bad(format!("urilen: `{other}` is not raw or norm")));
+                    }
+                    // as Suricata: the normalised URI unless `raw`
+                    None => (value, Buffer::HttpUri),
+                };
+                let (min, max) = size_range("urilen", Some(range))?;
+                rule.matchers.push((target, Matcher::Bsize { min, max }));
+            }
+            "ttl" => rule.ttl = Some(uint_test("ttl", v, u64::from(u8::MAX))?),
+            "itype" => rule.itype = Some(icmp_field("itype", v, &mut rule)?),
+            "icode" => rule.icode = Some(icmp_field("icode", v, &mut rule)?),
+            "dns.opcode" => rule.dns_opcode = Some(uint_test("dns.opcode", v, 15)?),
+            "flowbits" => match flowbit(v.unwrap_or_default())? {
+                None => rule.noalert = true,
+                Some(fb) => rule.flowbits.push(fb),
+            },
+            "noalert" => rule.noalert = true,
+            "threshold" => rule.threshold = Some(threshold("threshold", v.unwrap_or_default())?),
+            "detection_filter" => {
+                rule.threshold = Some(threshold("detection_filter", v.unwrap_or_default())?)
             }
             "pcre" => {
                 let (regex, negated, relative) = pcre(v.ok_or_else(|| bad("pcre needs a value"))?)?;
@@ -834,8 +1324,8 @@ fn check_contents(matchers: &[(Buffer, Matcher)]) -> Result<(), ParseError> {
         };
         let shown = String::from_utf8_lossy(&c.bytes);
         for (what, limit) in [("depth", c.depth), ("within", c.within)] {
-            if let Some(limit) = limit
-                && limit < c.bytes.len()
+            if let Some(limit) = limit.and_then(Num::literal)
+                && limit < c.bytes.len() as i64
             {
                 return Err(bad(format!(
                     "{what}:{limit} is shorter than content \"{shown}\" ({} bytes): it can never match",

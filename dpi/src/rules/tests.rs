@@ -28,11 +28,20 @@ fn packet<'a>(payload: &'a [u8], app: Option<&'a Classification>) -> PacketView<
         dns_query: None,
         dsize: payload.len(),
         tcp_flags: Some(0x18),
+        ttl: 64,
+        icmp: None,
+        dns_opcode: None,
+        now_ns: 0,
+        app_fresh: true,
     }
 }
 
 fn sids(set: &RuleSet, p: &PacketView<'_>) -> Vec<u32> {
-    set.matches(p).hits.into_iter().map(|h| h.sid).collect()
+    set.matches(p, &mut FlowBits::default())
+        .hits
+        .into_iter()
+        .map(|h| h.sid)
+        .collect()
 }
 
 #[test]
@@ -115,7 +124,9 @@ fn sticky_buffers_flow_and_app_layer_protocol() {
         "alert tcp any any -> any any (tls.sni; content:\"evil\"; sid:16;)\n",
         "alert tcp any any -> any any (content:\"POST\"; http_method; sid:17;)\n",
     ));
-    let hits = s.matches(&packet(b"x", Some(&app))).hits;
+    let hits = s
+        .matches(&packet(b"x", Some(&app)), &mut FlowBits::default())
+        .hits;
     assert_eq!(
         hits.iter().map(|h| h.sid).collect::<Vec<_>>(),
         vec![10, 11, 12, 15, 17]
@@ -128,13 +139,14 @@ fn sticky_buffers_flow_and_app_layer_protocol() {
 
 #[test]
 fn errors_name_line_and_keyword() {
-    let e =
-        errors("\n# comment\nalert tcp any any -> any any (content:\"x\"; isdataat:1; sid:1;)\n");
+    let e = errors(
+        "\n# comment\nalert tcp any any -> any any (content:\"x\"; base64_decode; sid:1;)\n",
+    );
     assert_eq!(e[0].line, 3);
-    assert!(e[0].message.contains("isdataat"), "{}", e[0]);
+    assert!(e[0].message.contains("base64_decode"), "{}", e[0]);
     assert_eq!(
         e[0].to_string(),
-        "bad.rules:3: keyword `isdataat` is not supported"
+        "bad.rules:3: keyword `base64_decode` is not supported"
     );
     let e = errors("alert tcp any any -> any any (pcre:\"/(a)\\1/\"; sid:2;)\n");
     assert!(e[0].message.contains("regex crate"), "{}", e[0]);
@@ -161,7 +173,7 @@ fn errors_name_line_and_keyword() {
 
 #[test]
 fn lenient_mode_skips_unsupported_rules_with_a_warning() {
-    let text = "alert tcp any any -> any any (content:\"x\"; isdataat:1; sid:1;)\nalert tcp any any -> any any (content:\"x\"; sid:2;)\n";
+    let text = "alert tcp any any -> any any (content:\"x\"; base64_decode; sid:1;)\nalert tcp any any -> any any (content:\"x\"; sid:2;)\n";
     let s = RuleSet::parse(text, Path::new("l.rules"), &Vars::default(), true).unwrap();
     assert_eq!(s.len(), 1);
     assert_eq!(s.warnings.len(), 1);
@@ -210,7 +222,7 @@ fn relative_content_chains_stop_at_the_inspection_limit() {
     ));
     let payload = format!("END{}", "../".repeat(150));
     let started = std::time::Instant::now();
-    let m = s.matches(&packet(payload.as_bytes(), None));
+    let m = s.matches(&packet(payload.as_bytes(), None), &mut FlowBits::default());
     let took = started.elapsed();
     assert_eq!(m.hits.iter().map(|h| h.sid).collect::<Vec<_>>(), vec![2]);
     assert_eq!(
@@ -223,7 +235,10 @@ fn relative_content_chains_stop_at_the_inspection_limit() {
         "took {took:?}"
     );
     // the same chain on a short input is decided within the budget
-    let m = s.matches(&packet(b"END../../../../../END", None));
+    let m = s.matches(
+        &packet(b"END../../../../../END", None),
+        &mut FlowBits::default(),
+    );
     assert_eq!(m.hits.iter().map(|h| h.sid).collect::<Vec<_>>(), vec![1, 2]);
     assert!(m.over_limit.is_empty() && m.most_steps < INSPECTION_LIMIT);
 }
@@ -463,4 +478,124 @@ fn per_packet_tests_keep_a_flow_inspected() {
         let s = set(&format!("alert tcp any any -> any any ({rule} sid:1;)\n"));
         assert_eq!(s.could_match(&facts), later, "{rule}");
     }
+}
+
+/// byte_test, byte_jump, byte_extract and isdataat on a DNS-like header:
+/// positions move as Suricata's do, variables feed later options.
+#[test]
+fn byte_keywords_and_isdataat() {
+    // id 0x1234, flags 0x0100, qdcount 1, then a name 3www6google3com0
+    let mut msg = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    msg.extend_from_slice(b"\x03www\x06google\x03com\x00\x00\x01\x00\x01");
+    let s = set(concat!(
+        "alert udp any any -> any any (byte_test:2,=,1,4; sid:1;)\n",
+        "alert udp any any -> any any (byte_test:2,&,0x8000,2; sid:2;)\n",
+        "alert udp any any -> any any (byte_test:1,=,0,2,bitmask 0x78; sid:3;)\n",
+        "alert udp any any -> any any (byte_test:2,!=,1,4; sid:4;)\n",
+        "alert udp any any -> any any (byte_jump:1,12; content:\"|06|google\"; within:7; sid:5;)\n",
+        "alert udp any any -> any any (byte_jump:1,12; byte_jump:1,0,relative; content:\"|03|com\"; within:4; sid:6;)\n",
+        "alert udp any any -> any any (byte_extract:1,12,len; content:\"www\"; within:len; sid:7;)\n",
+        "alert udp any any -> any any (byte_extract:1,12,len; isdataat:len,relative; isdataat:!40; sid:8;)\n",
+        "alert udp any any -> any any (byte_jump:2,4,multiplier 100; sid:9;)\n",
+        "alert udp any any -> any any (byte_jump:1,12,from_beginning,post_offset 1; content:\"|01|\"; within:1; sid:10;)\n",
+    ));
+    let mut p = packet(&msg, None);
+    p.l4 = 17;
+    p.tcp_flags = None;
+    assert_eq!(sids(&s, &p), [1, 3, 5, 6, 7, 8]);
+    // digits: Content-Length: 1234
+    let s = set(concat!(
+        "alert tcp any any -> any any (content:\"Length: \"; byte_test:4,>,1000,0,relative,string,dec; sid:1;)\n",
+        "alert tcp any any -> any any (content:\"Length: \"; byte_extract:2,0,n,relative,string; byte_test:2,>,n,0,relative,string; sid:2;)\n",
+        "alert tcp any any -> any any (content:\"Length: \"; byte_test:4,<,1000,0,relative,string,dec; sid:3;)\n",
+    ));
+    assert_eq!(sids(&s, &packet(b"Content-Length: 1234\r\n", None)), [1, 2]);
+    let e = errors("alert tcp any any -> any any (content:\"x\"; within:nope; sid:1;)");
+    assert!(e[0].message.contains("byte_extract variable"), "{e:?}");
+    let e = errors("alert tcp any any -> any any (byte_test:9,=,1,0; sid:1;)");
+    assert!(e[0].message.contains("1 to 8"), "{e:?}");
+    let e = errors("alert tcp any any -> any any (byte_test:2,~,1,0; sid:1;)");
+    assert!(e[0].message.contains("operator"), "{e:?}");
+}
+
+/// Flowbits: a setter runs before a checker on the same packet; noalert
+/// acts without an alert; `&` is refused, as Suricata would read it as a
+/// name never set.
+#[test]
+fn flowbits_carry_state_across_packets() {
+    let s = set(concat!(
+        "alert tcp any any -> any any (content:\"login\"; flowbits:set,auth; flowbits:noalert; sid:1;)\n",
+        "alert tcp any any -> any any (flowbits:isset,auth; content:\"secret\"; sid:2;)\n",
+        "alert tcp any any -> any any (flowbits:isnotset,auth; content:\"secret\"; sid:3;)\n",
+        "alert tcp any any -> any any (content:\"logout\"; flowbits:unset,auth; sid:4;)\n",
+        "alert tcp any any -> any any (flowbits:isset,auth|admin; content:\"x\"; sid:5;)\n",
+    ));
+    let mut bits = FlowBits::default();
+    let mut run = |payload: &[u8]| -> Vec<(u32, bool)> {
+        s.matches(&packet(payload, None), &mut bits)
+            .hits
+            .into_iter()
+            .map(|h| (h.sid, h.alert))
+            .collect()
+    };
+    assert_eq!(run(b"secret"), [(3, true)]);
+    assert_eq!(run(b"login secret x"), [(1, false), (2, true), (5, true)]);
+    assert_eq!(run(b"secret"), [(2, true)]);
+    assert_eq!(run(b"logout"), [(4, true)]);
+    assert_eq!(run(b"secret"), [(3, true)]);
+    let e = errors("alert tcp any any -> any any (flowbits:isset,a&b; sid:1;)");
+    assert!(
+        e[0].message.contains("one flowbits option per bit"),
+        "{e:?}"
+    );
+    let e = errors("alert tcp any any -> any any (flowbits:set,a|b; sid:1;)");
+    assert!(e[0].message.contains("only for isset"), "{e:?}");
+}
+
+/// threshold and detection_filter count matches per period across flows,
+/// by the tracked address.
+#[test]
+fn thresholds_count_per_period() {
+    let s = set(concat!(
+        "alert tcp any any -> any any (content:\"x\"; threshold:type limit, track by_src, count 2, seconds 10; sid:1;)\n",
+        "alert tcp any any -> any any (content:\"x\"; threshold:type threshold, track by_dst, count 3, seconds 10; sid:2;)\n",
+        "alert tcp any any -> any any (content:\"x\"; threshold:type both, track by_rule, count 2, seconds 10; sid:3;)\n",
+        "alert tcp any any -> any any (content:\"x\"; detection_filter:track by_src, count 2, seconds 10; sid:4;)\n",
+    ));
+    let at = |secs: u64| {
+        let mut p = packet(b"x", None);
+        p.now_ns = secs * 1_000_000_000;
+        sids(&s, &p)
+    };
+    assert_eq!(at(0), [1]);
+    assert_eq!(at(1), [1, 3]);
+    assert_eq!(at(2), [2, 4]);
+    assert_eq!(at(3), [4]);
+    // a new period: counting starts again
+    assert_eq!(at(30), [1]);
+    let e =
+        errors("alert tcp any any -> any any (threshold:type limit, count 1, seconds 1; sid:1;)");
+    assert!(e[0].message.contains("track"), "{e:?}");
+}
+
+#[test]
+fn ttl_icmp_urilen_fast_pattern() {
+    let s = set(concat!(
+        "alert ip any any -> any any (ttl:<65; sid:1;)\n",
+        "alert ip any any -> any any (ttl:100-200; sid:2;)\n",
+        "alert icmp any any -> any any (itype:3; icode:>0; sid:3;)\n",
+        "alert tcp any any -> any any (content:\"abcdef\"; fast_pattern:2,3; sid:4;)\n",
+    ));
+    let mut p = packet(b"xxabcdefxx", None);
+    assert_eq!(sids(&s, &p), [1, 4]);
+    p.ttl = 150;
+    p.l4 = 1;
+    p.icmp = Some((3, 3));
+    assert_eq!(sids(&s, &p), [2, 3]);
+    let e = errors("alert tcp any any -> any any (itype:3; sid:1;)");
+    assert!(e[0].message.contains("ICMP"), "{e:?}");
+    let e = errors("alert tcp any any -> any any (content:\"ab\"; fast_pattern:1,5; sid:1;)");
+    assert!(e[0].message.contains("reaches past"), "{e:?}");
+    let e = errors("alert ip any any -> any any (ttl:>255; sid:1;)");
+    assert!(e[0].message.contains("never match"), "{e:?}");
 }
