@@ -246,6 +246,8 @@ vars:
   port-groups:
     HTTP_PORTS: "80"
 default-log-dir: {dir}
+# every alert of a packet is logged (the default keeps 15)
+packet-alert-max: 255
 outputs:
   - eve-log:
       enabled: yes
@@ -264,6 +266,10 @@ app-layer:
   protocols:
     http:
       enabled: yes
+      libhtp:
+        default-config:
+          request-body-limit: 64kb
+          response-body-limit: 64kb
     tls:
       enabled: yes
       detection-ports:

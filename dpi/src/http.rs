@@ -1,6 +1,7 @@
-//! HTTP/1.x requests read from a client's reassembled stream: every request
-//! of a connection (keep-alive, pipelining), with the bodies between them
-//! skipped by `Content-Length` or chunked framing (RFC 9112 §6).
+//! HTTP/1.x read from a connection's reassembled streams: every request of
+//! the client's (keep-alive, pipelining) and every response of the
+//! server's, heads and the first [`BODY_LIMIT`] bytes of bodies framed by
+//! `Content-Length` or chunked encoding (RFC 9112 §6).
 //!
 //! Where servers read a request differently, the request is read every way
 //! a server behind the IPS might read it and each reading counts, so a rule
@@ -21,6 +22,91 @@ pub const MAX_HEAD: usize = 64 * 1024;
 /// Longest chunk-size or trailer line kept while it arrives.
 const MAX_LINE: usize = 1024;
 
+/// Most body bytes kept per message for `http.request_body` and
+/// `http.response_body` (Suricata's `request-body-limit` and
+/// `response-body-limit`, which the differential test sets alike).
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// A message head as the rules read it: the first line, the headers in
+/// order, and the head as sent.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HttpHead {
+    /// The request or status line, without its line end.
+    pub start_line: Vec<u8>,
+    /// The version token (`HTTP/1.1`).
+    pub protocol: Vec<u8>,
+    /// Every header as sent: (name, value without surrounding blanks).
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The header lines as sent, to the empty line inclusive
+    /// (`http.header.raw`).
+    pub raw: Vec<u8>,
+    /// The headers normalised as Suricata's `http.header`: one
+    /// `Name: value\r\n` per header, values trimmed, folded lines joined,
+    /// without the cookies (`http.cookie` has them).
+    pub normalised: Vec<u8>,
+}
+
+impl HttpHead {
+    /// The first header of this name (any case).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// `http.start`: the first line and the headers, as sent.
+    pub fn start(&self) -> Vec<u8> {
+        let mut out = self.start_line.clone();
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.raw);
+        out
+    }
+
+    /// Reads the header lines (after the first line); folded lines are
+    /// joined to the one before. Returns the anomalies seen.
+    fn read_headers<'a>(&mut self, lines: impl Iterator<Item = &'a [u8]>) -> Vec<&'static str> {
+        let mut anomalies = Vec::new();
+        for line in lines {
+            self.raw.extend_from_slice(line);
+            self.raw.extend_from_slice(b"\r\n");
+            if line.is_empty() {
+                break;
+            }
+            if matches!(line[0], b' ' | b'\t') {
+                if let Some((_, value)) = self.headers.last_mut() {
+                    value.push(b' ');
+                    value.extend_from_slice(line.trim_ascii());
+                    anomalies.push("obs-fold");
+                }
+                continue;
+            }
+            let Some(colon) = line.iter().position(|b| *b == b':') else {
+                anomalies.push("header-without-colon");
+                continue;
+            };
+            let name = &line[..colon];
+            if name.last().is_some_and(u8::is_ascii_whitespace) {
+                anomalies.push("space-before-colon");
+            }
+            self.headers
+                .push((name.to_vec(), line[colon + 1..].trim_ascii().to_vec()));
+        }
+        for (name, value) in &self.headers {
+            // as Suricata's: the cookies have their own buffer (http.cookie)
+            let name = name.trim_ascii();
+            if name.eq_ignore_ascii_case(b"cookie") || name.eq_ignore_ascii_case(b"set-cookie") {
+                continue;
+            }
+            self.normalised.extend_from_slice(name);
+            self.normalised.extend_from_slice(b": ");
+            self.normalised.extend_from_slice(value);
+            self.normalised.extend_from_slice(b"\r\n");
+        }
+        anomalies
+    }
+}
+
 /// One request as the rules see it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HttpRequest {
@@ -37,6 +123,8 @@ pub struct HttpRequest {
     pub user_agent: Option<String>,
     /// Ambiguities and violations found (`duplicate-host`...).
     pub anomalies: Vec<&'static str>,
+    /// The head, for the other `http.*` buffers.
+    pub head: HttpHead,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -72,6 +160,10 @@ pub struct HttpRequests {
     pub junk_lines: u32,
     /// Requests read so far.
     pub requests: u32,
+    /// The body of the latest request so far (at most [`BODY_LIMIT`]
+    /// bytes, de-chunked), and whether it grew since [`Self::take_body`].
+    body: Vec<u8>,
+    body_grew: bool,
 }
 
 impl HttpRequests {
@@ -88,13 +180,23 @@ impl HttpRequests {
 
     /// Bytes waiting for the end of a head or line.
     pub fn pending(&self) -> usize {
-        self.buf.len()
+        self.buf.len() + self.body.len()
     }
 
     /// Bytes of the stream went by unseen: the framing is lost.
     pub fn gap(&mut self) {
         self.buf = Vec::new();
         self.state = State::Opaque;
+    }
+
+    /// Whether the latest request's body grew since the last call.
+    pub fn body_grew(&mut self) -> bool {
+        std::mem::take(&mut self.body_grew)
+    }
+
+    /// The latest request's body so far (at most [`BODY_LIMIT`] bytes).
+    pub fn body(&self) -> &[u8] {
+        &self.body
     }
 
     /// Reads the next bytes of the client's stream; each request whose head
@@ -111,6 +213,7 @@ impl HttpRequests {
                 State::Opaque => break,
                 State::Body(left) | State::ChunkData(left) => {
                     let n = left.min(rest.len() as u64);
+                    keep_body(&mut self.body, &mut self.body_grew, &rest[..n as usize]);
                     pos += n as usize;
                     self.state = match (&self.state, left == n) {
                         (State::Body(_), true) => State::Head,
@@ -199,6 +302,8 @@ impl HttpRequests {
                                 self.state = State::Opaque;
                             }
                             self.requests += 1;
+                            self.body.clear();
+                            self.body_grew = false;
                             out.push(request);
                         }
                         // A request line too long to end within the limit.
@@ -212,6 +317,352 @@ impl HttpRequests {
             self.buf = Vec::new();
         } else {
             self.buf.drain(..pos);
+        }
+    }
+}
+
+/// Adds what fits of `data` to a message's kept body.
+fn keep_body(body: &mut Vec<u8>, grew: &mut bool, data: &[u8]) {
+    let room = BODY_LIMIT.saturating_sub(body.len());
+    if room > 0 && !data.is_empty() {
+        body.extend_from_slice(&data[..data.len().min(room)]);
+        *grew = true;
+    }
+}
+
+/// Takes decoded body bytes up to [`BODY_LIMIT`] in all, then refuses
+/// more: a compression bomb stops there, whatever its ratio.
+#[derive(Debug, Default)]
+struct CappedSink {
+    out: Vec<u8>,
+    total: usize,
+}
+
+impl std::io::Write for CappedSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = BODY_LIMIT.saturating_sub(self.total);
+        if room == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let n = buf.len().min(room);
+        self.out.extend_from_slice(&buf[..n]);
+        self.total += n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A response body's `Content-Encoding` being undone (gzip, or deflate
+/// with or without its zlib wrapper), as Suricata's libhtp does for
+/// `http.response_body` and `file.data`.
+enum BodyDecoder {
+    Gzip(flate2::write::GzDecoder<CappedSink>),
+    Zlib(flate2::write::ZlibDecoder<CappedSink>),
+    Deflate(flate2::write::DeflateDecoder<CappedSink>),
+    /// The coding broke, or the limit was reached: nothing more is decoded.
+    Done,
+}
+
+impl std::fmt::Debug for BodyDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BodyDecoder::Gzip(_) => "Gzip",
+            BodyDecoder::Zlib(_) => "Zlib",
+            BodyDecoder::Deflate(_) => "Deflate",
+            BodyDecoder::Done => "Done",
+        })
+    }
+}
+
+impl BodyDecoder {
+    fn for_coding(coding: &[u8]) -> Option<BodyDecoder> {
+        let last = coding.rsplit(|b| *b == b',').next()?.trim_ascii();
+        if last.eq_ignore_ascii_case(b"gzip") || last.eq_ignore_ascii_case(b"x-gzip") {
+            Some(BodyDecoder::Gzip(flate2::write::GzDecoder::new(
+                CappedSink::default(),
+            )))
+        } else if last.eq_ignore_ascii_case(b"deflate") {
+            Some(BodyDecoder::Zlib(flate2::write::ZlibDecoder::new(
+                CappedSink::default(),
+            )))
+        } else {
+            None
+        }
+    }
+
+    /// Decodes `data`; returns what came out.
+    fn decode(&mut self, data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let result = match self {
+            BodyDecoder::Gzip(d) => d
+                .write_all(data)
+                .map(|_| std::mem::take(&mut d.get_mut().out)),
+            BodyDecoder::Zlib(d) => match d.write_all(data) {
+                Ok(()) => Ok(std::mem::take(&mut d.get_mut().out)),
+                // "deflate" sent without the zlib wrapper, as some servers do
+                Err(_) if d.total_in() == 0 => {
+                    let mut raw = flate2::write::DeflateDecoder::new(CappedSink::default());
+                    let r = raw
+                        .write_all(data)
+                        .map(|_| std::mem::take(&mut raw.get_mut().out));
+                    *self = BodyDecoder::Deflate(raw);
+                    r
+                }
+                Err(e) => Err(e),
+            },
+            BodyDecoder::Deflate(d) => d
+                .write_all(data)
+                .map(|_| std::mem::take(&mut d.get_mut().out)),
+            BodyDecoder::Done => return Vec::new(),
+        };
+        match result {
+            Ok(out) => out,
+            Err(_) => {
+                // keep what came out before the error
+                let out = match self {
+                    BodyDecoder::Gzip(d) => std::mem::take(&mut d.get_mut().out),
+                    BodyDecoder::Zlib(d) => std::mem::take(&mut d.get_mut().out),
+                    BodyDecoder::Deflate(d) => std::mem::take(&mut d.get_mut().out),
+                    BodyDecoder::Done => Vec::new(),
+                };
+                *self = BodyDecoder::Done;
+                out
+            }
+        }
+    }
+}
+
+/// One response as the rules see it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// The status code (`200`) and reason phrase (`OK`), as sent.
+    pub status: Vec<u8>,
+    pub message: Vec<u8>,
+    pub head: HttpHead,
+}
+
+#[derive(Clone, Debug, Default)]
+enum ResponseState {
+    #[default]
+    Head,
+    Body(u64),
+    ChunkSize,
+    ChunkData(u64),
+    ChunkDataEnd,
+    Trailers,
+    /// No framing: the body runs to the end of the connection.
+    UntilClose,
+    /// Not HTTP any more (a tunnel, an upgrade, a gap).
+    Opaque,
+}
+
+/// The response parser of one server direction: heads, and bodies framed
+/// by the request they answer (RFC 9112 §6.3: no body for HEAD, 1xx, 204,
+/// 304; a tunnel after a 2xx to CONNECT or a 101).
+#[derive(Debug, Default)]
+pub struct HttpResponses {
+    state: ResponseState,
+    buf: Vec<u8>,
+    /// Methods of the requests not answered yet, oldest first.
+    pending: std::collections::VecDeque<String>,
+    body: Vec<u8>,
+    body_grew: bool,
+    /// The current body's content coding being undone.
+    decoder: Option<BodyDecoder>,
+    /// Responses read so far.
+    pub responses: u32,
+}
+
+/// Requests remembered while their responses are due.
+const MAX_PENDING_REQUESTS: usize = 64;
+
+impl HttpResponses {
+    /// A request was sent: its response comes in turn.
+    pub fn expect(&mut self, method: &str) {
+        if self.pending.len() < MAX_PENDING_REQUESTS {
+            self.pending.push_back(method.to_string());
+        }
+    }
+
+    /// Bytes held: a head arriving, the latest body.
+    pub fn pending(&self) -> usize {
+        self.buf.len() + self.body.len()
+    }
+
+    /// Bytes went by unseen: the framing is lost.
+    pub fn gap(&mut self) {
+        self.buf = Vec::new();
+        self.state = ResponseState::Opaque;
+    }
+
+    /// Whether the latest response's body grew since the last call.
+    pub fn body_grew(&mut self) -> bool {
+        std::mem::take(&mut self.body_grew)
+    }
+
+    /// The latest response's body so far (at most [`BODY_LIMIT`] bytes).
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// Body bytes as they come: decoded if the response says how.
+    fn body_bytes(&mut self, data: &[u8]) {
+        if self.body.len() >= BODY_LIMIT {
+            return;
+        }
+        match self.decoder.as_mut() {
+            Some(decoder) => {
+                let decoded = decoder.decode(data);
+                keep_body(&mut self.body, &mut self.body_grew, &decoded);
+            }
+            None => keep_body(&mut self.body, &mut self.body_grew, data),
+        }
+    }
+
+    /// Reads the next bytes of the server's stream; each response whose
+    /// head is now whole is pushed to `out`.
+    pub fn feed(&mut self, data: &[u8], out: &mut Vec<HttpResponse>) {
+        use ResponseState as S;
+        if matches!(self.state, S::Opaque) {
+            return;
+        }
+        if matches!(self.state, S::UntilClose) {
+            self.body_bytes(data);
+            return;
+        }
+        self.buf.extend_from_slice(data);
+        let mut pos = 0;
+        while pos < self.buf.len() {
+            let rest = &self.buf[pos..];
+            match self.state {
+                S::Opaque => break,
+                S::UntilClose => {
+                    let rest = rest.to_vec();
+                    self.body_bytes(&rest);
+                    pos = self.buf.len();
+                }
+                S::Body(left) | S::ChunkData(left) => {
+                    let n = left.min(rest.len() as u64);
+                    let part = rest[..n as usize].to_vec();
+                    self.body_bytes(&part);
+                    pos += n as usize;
+                    self.state = match (&self.state, left == n) {
+                        (S::Body(_), true) => S::Head,
+                        (S::Body(_), false) => S::Body(left - n),
+                        (_, true) => S::ChunkDataEnd,
+                        (_, false) => S::ChunkData(left - n),
+                    };
+                }
+                S::ChunkSize | S::ChunkDataEnd | S::Trailers => {
+                    let Some(lf) = rest.iter().position(|b| *b == b'\n') else {
+                        if rest.len() > MAX_LINE {
+                            self.state = S::Opaque;
+                        }
+                        break;
+                    };
+                    let line = rest[..lf].strip_suffix(b"\r").unwrap_or(&rest[..lf]);
+                    self.state = match self.state {
+                        S::ChunkDataEnd => S::ChunkSize,
+                        S::Trailers if line.is_empty() => S::Head,
+                        S::Trailers => S::Trailers,
+                        _ => chunk_size(line).map_or(S::Opaque, |n| {
+                            if n == 0 { S::Trailers } else { S::ChunkData(n) }
+                        }),
+                    };
+                    pos += lf + 1;
+                }
+                S::Head => {
+                    if matches!(rest[0], b'\r' | b'\n') {
+                        pos += 1;
+                        continue;
+                    }
+                    if !rest.starts_with(&b"HTTP/"[..rest.len().min(5)]) {
+                        // not a response where one should start
+                        self.state = S::Opaque;
+                        break;
+                    }
+                    let Some(end) = head_end(rest) else {
+                        if rest.len() >= MAX_HEAD {
+                            self.state = S::Opaque;
+                        }
+                        break;
+                    };
+                    let head = &rest[..end];
+                    let mut lines = head
+                        .split(|b| *b == b'\n')
+                        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+                    let first = lines.next().unwrap_or_default();
+                    let mut parts = first.splitn(3, |b| *b == b' ');
+                    let protocol = parts.next().unwrap_or_default().to_vec();
+                    let status = parts.next().unwrap_or_default().to_vec();
+                    let message = parts.next().unwrap_or_default().to_vec();
+                    let mut r = HttpResponse {
+                        status,
+                        message,
+                        head: HttpHead {
+                            start_line: first.to_vec(),
+                            protocol,
+                            ..HttpHead::default()
+                        },
+                    };
+                    r.head.read_headers(lines);
+                    let code: u16 = std::str::from_utf8(&r.status)
+                        .ok()
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or(0);
+                    // an interim response leaves the request waiting
+                    let method = if (100..200).contains(&code) && code != 101 {
+                        self.pending.front().cloned()
+                    } else {
+                        self.pending.pop_front()
+                    };
+                    let method = method.unwrap_or_default();
+                    let header = |name: &str| r.head.header(name).map(<[u8]>::to_ascii_lowercase);
+                    let chunked = header("transfer-encoding").is_some_and(|te| {
+                        te.rsplit(|b| *b == b',')
+                            .next()
+                            .is_some_and(|last| last.trim_ascii() == b"chunked")
+                    });
+                    let length = header("content-length")
+                        .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse::<u64>().ok());
+                    self.state = if code == 101
+                        || (method.eq_ignore_ascii_case("CONNECT") && (200..300).contains(&code))
+                    {
+                        S::Opaque
+                    } else if (100..200).contains(&code)
+                        || code == 204
+                        || code == 304
+                        || method.eq_ignore_ascii_case("HEAD")
+                    {
+                        S::Head
+                    } else if chunked {
+                        S::ChunkSize
+                    } else {
+                        match length {
+                            Some(0) => S::Head,
+                            Some(n) => S::Body(n),
+                            None => S::UntilClose,
+                        }
+                    };
+                    self.responses += 1;
+                    self.body.clear();
+                    self.body_grew = false;
+                    self.decoder = r
+                        .head
+                        .header("content-encoding")
+                        .and_then(BodyDecoder::for_coding);
+                    out.push(r);
+                    pos += end;
+                }
+            }
+        }
+        if matches!(self.state, S::Opaque) {
+            self.buf = Vec::new();
+        } else {
+            self.buf.drain(..pos.min(self.buf.len()));
         }
     }
 }
@@ -349,12 +800,19 @@ fn parse_head(head: &[u8]) -> Option<(HttpRequest, State)> {
     let mut lines = head
         .split(|b| *b == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
-    let (method, target) = request_line(lines.next()?)?;
+    let first = lines.next()?;
+    let (method, target) = request_line(first)?;
     let mut r = HttpRequest {
         method: text(method),
         uri_raw: text(target),
         ..HttpRequest::default()
     };
+    r.head.start_line = first.to_vec();
+    r.head.protocol = first
+        .rsplit(|b| *b == b' ' || *b == b'\t')
+        .next()
+        .unwrap_or_default()
+        .to_vec();
     r.uri = r.uri_raw.clone();
     let lower = target.to_ascii_lowercase();
     for scheme in [&b"http://"[..], b"https://"] {
@@ -379,38 +837,14 @@ fn parse_head(head: &[u8]) -> Option<(HttpRequest, State)> {
         r.uri = normalised;
     }
     // Headers, with folded lines joined to the one before.
-    let mut headers: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    for line in lines {
-        if line.is_empty() {
-            break;
-        }
-        if matches!(line[0], b' ' | b'\t') {
-            if let Some((_, value)) = headers.last_mut() {
-                value.push(b' ');
-                value.extend_from_slice(line.trim_ascii());
-                r.anomalies.push("obs-fold");
-            }
-            continue;
-        }
-        let Some(colon) = line.iter().position(|b| *b == b':') else {
-            r.anomalies.push("header-without-colon");
-            continue;
-        };
-        let name = &line[..colon];
-        if name.last().is_some_and(u8::is_ascii_whitespace) {
-            r.anomalies.push("space-before-colon");
-        }
-        headers.push((
-            name.trim_ascii().to_ascii_lowercase(),
-            line[colon + 1..].trim_ascii().to_vec(),
-        ));
-    }
+    let anomalies = r.head.read_headers(lines);
+    r.anomalies.extend(anomalies);
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     let mut upgrade = false;
     let mut host_headers = 0;
-    for (name, value) in &headers {
-        match name.as_slice() {
+    for (name, value) in &r.head.headers {
+        match name.trim_ascii().to_ascii_lowercase().as_slice() {
             b"host" => {
                 host_headers += 1;
                 let host = host_of(value);
@@ -608,5 +1042,106 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert!(out[0].anomalies.contains(&"head-too-long"));
         assert_eq!(out[0].hosts, ["a.test"]);
+    }
+
+    /// Responses framed by the requests they answer; bodies kept, decoded.
+    #[test]
+    fn responses_are_framed_and_bodies_decoded() {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(b"<html><script>x</script></html>").unwrap();
+        let gz = gz.finish().unwrap();
+        let mut p = HttpResponses::default();
+        for method in ["HEAD", "GET", "GET", "GET", "POST"] {
+            p.expect(method);
+        }
+        let mut out = Vec::new();
+        let mut stream = Vec::new();
+        // HEAD: a Content-Length but no body
+        stream.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n");
+        // an interim response, then the real one with a chunked body
+        stream.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        stream.extend_from_slice(
+            b"HTTP/1.1 404 Not Found\r\nServer: test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        );
+        stream.extend_from_slice(b"HTTP/1.1 204 No Content\r\n\r\n");
+        stream.extend_from_slice(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nSet-Cookie: a=b\r\n\r\n",
+                gz.len()
+            )
+            .as_bytes(),
+        );
+        stream.extend_from_slice(&gz);
+        // one byte at a time: framing must not depend on segmentation
+        let mut bodies = Vec::new();
+        for b in &stream {
+            p.feed(std::slice::from_ref(b), &mut out);
+            if p.body_grew() {
+                bodies.push((out.len(), p.body().to_vec()));
+            }
+        }
+        let codes: Vec<&[u8]> = out.iter().map(|r| &r.status[..]).collect();
+        assert_eq!(codes, [&b"200"[..], b"100", b"404", b"204", b"200"]);
+        assert_eq!(out[2].head.header("server"), Some(&b"test"[..]));
+        assert_eq!(out[2].message, b"Not Found");
+        assert_eq!(
+            bodies.first().map(|(n, b)| (*n, b.as_slice())),
+            Some((3, &b"a"[..]))
+        );
+        assert_eq!(
+            bodies.last().map(|(n, b)| (*n, b.as_slice())),
+            Some((5, &b"<html><script>x</script></html>"[..]))
+        );
+        // the cookies are not in the normalised headers
+        assert!(
+            !out[4]
+                .head
+                .normalised
+                .windows(10)
+                .any(|w| w == b"Set-Cookie")
+        );
+        assert!(out[4].head.raw.ends_with(b"a=b\r\n\r\n"));
+    }
+
+    /// A compression bomb stops at the body limit.
+    #[test]
+    fn decoded_bodies_are_bounded() {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&vec![b'A'; 10 * BODY_LIMIT]).unwrap();
+        let gz = gz.finish().unwrap();
+        assert!(gz.len() < BODY_LIMIT / 10);
+        let mut p = HttpResponses::default();
+        p.expect("GET");
+        let mut out = Vec::new();
+        p.feed(
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n\r\n",
+            &mut out,
+        );
+        p.feed(&gz, &mut out);
+        assert_eq!(p.body().len(), BODY_LIMIT);
+        assert!(p.pending() <= BODY_LIMIT + 64);
+    }
+
+    #[test]
+    fn request_heads_and_bodies_for_the_rules() {
+        let mut p = HttpRequests::default();
+        let mut out = Vec::new();
+        p.feed(
+            b"POST /login HTTP/1.0\r\nHost: a.test:8080\r\nCookie: s=1\r\nContent-Length: 7\r\n\r\nuser=me",
+            &mut out,
+        );
+        let head = &out[0].head;
+        assert_eq!(head.start_line, b"POST /login HTTP/1.0");
+        assert_eq!(head.protocol, b"HTTP/1.0");
+        assert_eq!(head.header("HOST"), Some(&b"a.test:8080"[..]));
+        assert_eq!(
+            head.normalised,
+            b"Host: a.test:8080\r\nContent-Length: 7\r\n"
+        );
+        assert!(p.body_grew());
+        assert_eq!(p.body(), b"user=me");
+        assert!(!p.body_grew(), "taken");
     }
 }

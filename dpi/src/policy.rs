@@ -22,21 +22,39 @@
 //! action = "drop"           # allow | drop
 //! ```
 
-use std::{net::IpAddr, path::Path, sync::Arc};
+use std::{collections::VecDeque, net::IpAddr, path::Path, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
     classify::{Classification, DnsTcpMessages, FlowClassifier, Protocol, dns_query_name},
     flow::{Decoded, PROTO_TCP, l4_checksum_ok},
-    http::{HttpRequest, HttpRequests},
+    http::{HttpHead, HttpRequest, HttpRequests, HttpResponse, HttpResponses},
     rules::{Action, FlowBits, FlowFacts, PacketView, RuleError, RuleSet},
     stream::{Anomaly, Budget, Chunk, DEFAULT_DEPTH, Segment, StreamConfig, TcpStream},
     wire::tcp::{ACK, SYN},
 };
 
+/// What one packet brought to the app-layer parsers.
+#[derive(Debug, Default)]
+struct Brought {
+    requests: Vec<HttpRequest>,
+    responses: Vec<HttpResponse>,
+    dns_names: Vec<(String, u8)>,
+}
+
 /// A DNS request's name and opcode, as the rules see it.
 type DnsRequest<'a> = (&'a str, u8);
+
+/// One reading of a packet for the rules: a classification, and the DNS
+/// query or HTTP transaction it comes from.
+#[derive(Clone, Copy, Debug)]
+struct Reading<'a> {
+    app: Option<&'a Classification>,
+    dns: Option<DnsRequest<'a>>,
+    request: Option<&'a HttpHead>,
+    response: Option<&'a HttpResponse>,
+}
 
 /// A DNS request's name and opcode (None for a response or a malformed message).
 fn dns_request(message: &[u8]) -> Option<(String, u8)> {
@@ -402,6 +420,36 @@ fn dns_port(p: &FlowPacket<'_>) -> bool {
         .any(|port| p.sport == *port || p.dport == *port)
 }
 
+/// One HTTP transaction as the rules see it: the request's readings (one
+/// classification per host a server might take it to be for), its head,
+/// and the response once it came.
+#[derive(Clone, Debug, Default)]
+struct HttpTx {
+    apps: Vec<Classification>,
+    request: HttpHead,
+    response: Option<HttpResponse>,
+}
+
+impl HttpTx {
+    /// One reading per host a server might take the request to be for.
+    fn readings(&self) -> impl Iterator<Item = Reading<'_>> {
+        self.apps.iter().map(|c| Reading {
+            app: Some(c),
+            dns: None,
+            request: (!self.request.start_line.is_empty()).then_some(&self.request),
+            response: self.response.as_ref(),
+        })
+    }
+
+    fn held(&self) -> usize {
+        self.request.raw.len() * 2 + self.response.as_ref().map_or(0, |r| r.head.raw.len() * 2)
+    }
+}
+
+/// Requests remembered while their responses are due; past this, the
+/// oldest is forgotten (its response is read without its request).
+const MAX_AWAITING: usize = 16;
+
 /// Stream state of a TCP flow under inspection.
 #[derive(Debug)]
 struct TcpState {
@@ -410,12 +458,16 @@ struct TcpState {
     /// [`RAW_CONTEXT`] bytes already matched; and the stream offset of `raw[0]`.
     raw: [Vec<u8>; 2],
     raw_base: [u64; 2],
-    /// The client's requests, while the flow may be HTTP.
+    /// The client's requests and the server's responses, while the flow
+    /// may be HTTP.
     http: Option<HttpRequests>,
-    /// What the rules see of the latest request, one classification per
-    /// host a server might read in it; built once per request, read by
-    /// every later packet of the flow.
-    request_apps: Vec<Classification>,
+    http_responses: Option<HttpResponses>,
+    /// The latest request's transaction, read by the client's later packets.
+    last_request: Option<Box<HttpTx>>,
+    /// Requests not answered yet, oldest first (at most [`MAX_AWAITING`]).
+    awaiting: VecDeque<HttpTx>,
+    /// The latest response's transaction, read by the server's later packets.
+    answered: Option<Box<HttpTx>>,
     /// DNS over TCP: the client's messages (on DNS-family ports).
     dns: Option<DnsTcpMessages>,
     /// Client SYN, server SYN/ACK, client ACK after it.
@@ -446,7 +498,10 @@ impl TcpState {
             raw: Default::default(),
             raw_base: [0; 2],
             http: Some(HttpRequests::default()),
-            request_apps: Vec::new(),
+            http_responses: Some(HttpResponses::default()),
+            last_request: None,
+            awaiting: VecDeque::new(),
+            answered: None,
             dns: None,
             handshake: [false; 3],
             server_first: None,
@@ -593,16 +648,15 @@ impl FlowInspector {
         // Learns the ports (an empty payload is not classified).
         self.classifier
             .on_packet(&[], p.from_client, p.sport, p.dport);
-        let mut requests = Vec::new();
-        let mut names = Vec::new();
+        let mut brought = Brought::default();
         let fresh = match p.tcp {
-            Some(seg) => self.take_segment(engine, p, dir, &seg, &mut requests, &mut names),
+            Some(seg) => self.take_segment(engine, p, dir, &seg, &mut brought),
             None => {
                 self.classifier
                     .on_packet(p.payload, p.from_client, p.sport, p.dport);
                 self.bytes[dir] += p.payload.len() as u64;
                 if dir == 0 && dns_port(p) {
-                    names.extend(dns_request(p.payload));
+                    brought.dns_names.extend(dns_request(p.payload));
                 }
                 !p.payload.is_empty()
             }
@@ -610,7 +664,7 @@ impl FlowInspector {
         if self.anomaly.is_some() {
             return self.verdict;
         }
-        self.match_rules(engine, p, dir, fresh, &requests, &names);
+        self.match_rules(engine, p, dir, fresh, brought);
         if self.verdict == Verdict::InspectMore {
             self.hand_off(engine, p, dir);
         }
@@ -626,9 +680,13 @@ impl FlowInspector {
         p: &FlowPacket<'_>,
         dir: usize,
         seg: &Segment<'_>,
-        requests: &mut Vec<HttpRequest>,
-        dns_names: &mut Vec<(String, u8)>,
+        brought: &mut Brought,
     ) -> bool {
+        let Brought {
+            requests,
+            responses,
+            dns_names,
+        } = brought;
         let t = self.tcp.get_or_insert_with(|| {
             let keep_raw = engine
                 .rules
@@ -654,6 +712,7 @@ impl FlowInspector {
             raw,
             raw_base,
             http,
+            http_responses,
             dns,
             server_first,
             keep_raw,
@@ -674,7 +733,18 @@ impl FlowInspector {
                 if dir == 0
                     && let Some(h) = http.as_mut()
                 {
+                    let before = requests.len();
                     h.feed(d, requests);
+                    if let Some(r) = http_responses.as_mut() {
+                        for request in &requests[before..] {
+                            r.expect(&request.method);
+                        }
+                    }
+                }
+                if dir == 1
+                    && let Some(r) = http_responses.as_mut()
+                {
+                    r.feed(d, responses);
                 }
                 if dir == 0
                     && let Some(m) = dns.as_mut()
@@ -695,6 +765,11 @@ impl FlowInspector {
                 {
                     h.gap();
                 }
+                if dir == 1
+                    && let Some(r) = http_responses.as_mut()
+                {
+                    r.gap();
+                }
                 if dir == 0 {
                     // the message framing is lost with the bytes
                     *dns = None;
@@ -708,6 +783,10 @@ impl FlowInspector {
         let now_held = t.raw[0].len()
             + t.raw[1].len()
             + t.http.as_ref().map_or(0, HttpRequests::pending)
+            + t.http_responses.as_ref().map_or(0, HttpResponses::pending)
+            + t.awaiting.iter().map(HttpTx::held).sum::<usize>()
+            + t.last_request.as_ref().map_or(0, |tx| tx.held())
+            + t.answered.as_ref().map_or(0, |tx| tx.held())
             + t.dns.as_ref().map_or(0, DnsTcpMessages::pending);
         if now_held > t.charged {
             if t.budget.take(now_held - t.charged) {
@@ -727,24 +806,32 @@ impl FlowInspector {
             )
         {
             t.http = None;
+            t.http_responses = None;
         }
         fresh
     }
 
     /// Runs the rules on what the packet brought: each new HTTP request
-    /// (once per host a server might read in it), else the flow as it is;
-    /// raw `content` sees the direction's reassembled stream window.
+    /// (once per host a server might read in it) or response (with the
+    /// request it answers), each DNS query, else the flow's latest HTTP
+    /// transaction of the packet's direction, else the flow as it is; raw
+    /// `content` sees the direction's reassembled stream window.
     fn match_rules(
         &mut self,
         engine: &Engine,
         p: &FlowPacket<'_>,
         dir: usize,
         fresh: bool,
-        requests: &[HttpRequest],
-        dns_names: &[(String, u8)],
+        brought: Brought,
     ) {
+        let Brought {
+            requests,
+            responses,
+            dns_names,
+        } = brought;
+        let dns_names = &dns_names[..];
         let mut http_limit = false;
-        for r in requests {
+        for r in &requests {
             self.http_requests += 1;
             for a in &r.anomalies {
                 http_limit |= *a == "head-too-long";
@@ -757,18 +844,12 @@ impl FlowInspector {
             Some(t) => t.established(),
             None => self.directions == [true, true],
         };
-        let (payload, payload_base) = match &self.tcp {
-            Some(t) if fresh => (&t.raw[dir][..], t.raw_base[dir]),
-            Some(_) => (&[][..], 0),
-            None => (p.payload, 0),
-        };
-        // The classifications the rules see: one per (request, host) and
-        // per DNS query this packet brought; else those of the flow's latest
-        // request; else the flow's classification. Only new ones are built.
-        let base = self.classifier.result();
-        let mut fresh_apps: Vec<(Classification, Option<DnsRequest<'_>>)> = Vec::new();
-        for r in requests {
-            let protocol = match base.map(|c| c.protocol) {
+        let base = self.classifier.result().cloned();
+        // The transactions this packet brought: requests (one reading per
+        // host), responses with the request they answer.
+        let mut new_requests: Vec<HttpTx> = Vec::new();
+        for r in &requests {
+            let protocol = match base.as_ref().map(|c| c.protocol) {
                 Some(p @ (Protocol::Http | Protocol::HttpProxy)) => p,
                 _ => Protocol::Http,
             };
@@ -777,46 +858,115 @@ impl FlowInspector {
             } else {
                 r.hosts.iter().map(Some).collect()
             };
-            for host in hosts {
-                let mut c = base.cloned().unwrap_or_default();
-                c.protocol = protocol;
-                c.host = host.cloned();
-                c.info.http_method = Some(r.method.clone());
-                c.info.http_uri = Some(r.uri.clone());
-                c.info.http_uri_raw = Some(r.uri_raw.clone());
-                c.info.http_user_agent = r.user_agent.clone();
-                fresh_apps.push((c, None));
-            }
+            let apps = hosts
+                .into_iter()
+                .map(|host| {
+                    let mut c = base.clone().unwrap_or_default();
+                    c.protocol = protocol;
+                    c.host = host.cloned();
+                    c.info.http_method = Some(r.method.clone());
+                    c.info.http_uri = Some(r.uri.clone());
+                    c.info.http_uri_raw = Some(r.uri_raw.clone());
+                    c.info.http_user_agent = r.user_agent.clone();
+                    c
+                })
+                .collect();
+            new_requests.push(HttpTx {
+                apps,
+                request: r.head.clone(),
+                response: None,
+            });
+        }
+        let mut new_responses: Vec<HttpTx> = Vec::new();
+        for response in responses {
+            let mut tx = self
+                .tcp
+                .as_mut()
+                .and_then(|t| t.awaiting.pop_front())
+                .unwrap_or_else(|| HttpTx {
+                    apps: vec![Classification {
+                        protocol: Protocol::Http,
+                        ..base.clone().unwrap_or_default()
+                    }],
+                    ..HttpTx::default()
+                });
+            tx.response = Some(response);
+            new_responses.push(tx);
         }
         // Every DNS request the client sent: each query's name (a later
         // query on the same flow is read too); `dns.query` sees only these.
-        for (name, opcode) in dns_names {
-            let mut c = base.cloned().unwrap_or_default();
-            if !matches!(c.protocol, Protocol::Dns | Protocol::Mdns | Protocol::Llmnr) {
-                c.protocol = Protocol::Dns;
-            }
-            c.host = Some(name.clone());
-            fresh_apps.push((c, Some((name.as_str(), *opcode))));
-        }
-        let named = !fresh_apps.is_empty();
-        if named || (base.is_some() && !self.classified) {
+        let dns_apps: Vec<Classification> = dns_names
+            .iter()
+            .map(|(name, _)| {
+                let mut c = base.clone().unwrap_or_default();
+                if !matches!(c.protocol, Protocol::Dns | Protocol::Mdns | Protocol::Llmnr) {
+                    c.protocol = Protocol::Dns;
+                }
+                c.host = Some(name.clone());
+                c
+            })
+            .collect();
+        // A body that grew is new to the rules of its direction too.
+        let body_grew = self.tcp.as_mut().is_some_and(|t| match dir {
+            0 => t.http.as_mut().is_some_and(HttpRequests::body_grew),
+            _ => t
+                .http_responses
+                .as_mut()
+                .is_some_and(HttpResponses::body_grew),
+        });
+        let named = !(new_requests.is_empty() && new_responses.is_empty() && dns_apps.is_empty());
+        if named || body_grew || (base.is_some() && !self.classified) {
             self.transactions += 1;
             self.classified |= base.is_some();
         }
         let app_fresh = self.inspected_at[dir] != self.transactions;
         self.inspected_at[dir] = self.transactions;
-        let stored = self.tcp.as_ref().map_or(&[][..], |t| &t.request_apps[..]);
-        let apps: Vec<(Option<&Classification>, Option<DnsRequest<'_>>)> = if named {
-            fresh_apps.iter().map(|(c, q)| (Some(c), *q)).collect()
-        } else if !stored.is_empty() {
-            stored.iter().map(|c| (Some(c), None)).collect()
-        } else {
-            vec![(base, None)]
+
+        let t = self.tcp.as_deref();
+        let (payload, payload_base) = match t {
+            Some(t) if fresh => (&t.raw[dir][..], t.raw_base[dir]),
+            Some(_) => (&[][..], 0),
+            None => (p.payload, 0),
         };
+        let request_body = t.and_then(|t| t.http.as_ref()).map(HttpRequests::body);
+        let response_body = t
+            .and_then(|t| t.http_responses.as_ref())
+            .map(HttpResponses::body);
+        // What the rules read: one reading per (transaction, host) and per
+        // DNS query this packet brought; else the direction's latest
+        // transaction; else the flow's classification.
+        let stored = t.and_then(|t| match dir {
+            0 => t.last_request.as_deref(),
+            _ => t.answered.as_deref().or(t.last_request.as_deref()),
+        });
+        let mut readings: Vec<Reading<'_>> = Vec::new();
+        if named {
+            for tx in new_requests.iter().chain(&new_responses) {
+                readings.extend(tx.readings());
+            }
+            for (c, (name, opcode)) in dns_apps.iter().zip(dns_names) {
+                readings.push(Reading {
+                    app: Some(c),
+                    dns: Some((name.as_str(), *opcode)),
+                    request: None,
+                    response: None,
+                });
+            }
+        } else if let Some(tx) = stored {
+            readings = tx.readings().collect();
+        } else {
+            readings.push(Reading {
+                app: base.as_ref(),
+                dns: None,
+                request: None,
+                response: None,
+            });
+        }
         let mut decisions: Vec<(Verdict, &'static str)> = Vec::new();
         let mut hits: Vec<u32> = Vec::new();
         let mut over_limit = 0;
-        for &(app, dns_query) in &apps {
+        for reading in &readings {
+            let (app, dns_query) = (reading.app, reading.dns);
             // The policy reads every request's host and query's name too.
             if named
                 && let Some(c) = app
@@ -850,6 +1000,10 @@ impl FlowInspector {
                     .then(|| (p.payload[2] >> 3) & 0x0f)
                 }),
                 app_fresh,
+                http_request: reading.request,
+                http_response: reading.response,
+                request_body: request_body.filter(|_| reading.request.is_some()),
+                response_body: response_body.filter(|_| reading.response.is_some()),
                 dsize: p.payload.len(),
                 tcp_flags: p.tcp.map(|seg| seg.flags),
                 ttl: p.ttl,
@@ -883,18 +1037,20 @@ impl FlowInspector {
         for (verdict, by) in decisions {
             self.decide(verdict, by);
         }
-        if let Some(t) = self.tcp.as_mut()
-            && let Some(last) = requests.last()
-        {
-            // the last request's classifications: the last entries of those
-            // built for requests (DNS ones follow them)
-            let per_request = last.hosts.len().max(1);
-            let built = fresh_apps.len() - dns_names.len();
-            t.request_apps = fresh_apps
-                .drain(..built)
-                .skip(built - per_request)
-                .map(|(c, _)| c)
-                .collect();
+        // The transactions stay for the packets that follow.
+        if let Some(t) = self.tcp.as_mut() {
+            if let Some(last) = new_requests.last() {
+                t.last_request = Some(Box::new(last.clone()));
+            }
+            for tx in new_requests {
+                if t.awaiting.len() == MAX_AWAITING {
+                    t.awaiting.pop_front();
+                }
+                t.awaiting.push_back(tx);
+            }
+            if let Some(last) = new_responses.pop() {
+                t.answered = Some(Box::new(last));
+            }
         }
         if http_limit && engine.policy.rule_limit == RuleLimit::Drop {
             self.decide(Verdict::Drop, "http-limit");

@@ -58,6 +58,10 @@ fn main() {
                     dns_opcode: None,
                     now_ns: 0,
                     app_fresh: true,
+                    http_request: None,
+                    http_response: None,
+                    request_body: None,
+                    response_body: None,
                 };
                 hits += set.matches(&view, &mut FlowBits::default()).hits.len();
             }

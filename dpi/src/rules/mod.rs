@@ -70,28 +70,96 @@ impl Action {
 pub enum Buffer {
     Payload,
     HttpHost,
+    HttpHostRaw,
     HttpUri,
     HttpUriRaw,
     HttpMethod,
     HttpUserAgent,
+    HttpHeader,
+    HttpHeaderRaw,
+    HttpCookie,
+    HttpReferer,
+    HttpContentType,
+    HttpContentLen,
+    HttpRequestLine,
+    HttpResponseLine,
+    HttpProtocol,
+    HttpStatCode,
+    HttpStatMsg,
+    HttpServer,
+    HttpLocation,
+    HttpAccept,
+    HttpAcceptEnc,
+    HttpAcceptLang,
+    HttpConnection,
+    HttpRequestBody,
+    HttpResponseBody,
+    /// `file.data`: the body of the message of the packet's direction.
+    FileData,
     TlsSni,
     QuicSni,
     Ja4,
     DnsQuery,
 }
 
-const BUFFERS: [Buffer; 10] = [
+const BUFFERS: [Buffer; 31] = [
     Buffer::Payload,
     Buffer::HttpHost,
+    Buffer::HttpHostRaw,
     Buffer::HttpUri,
     Buffer::HttpUriRaw,
     Buffer::HttpMethod,
     Buffer::HttpUserAgent,
+    Buffer::HttpHeader,
+    Buffer::HttpHeaderRaw,
+    Buffer::HttpCookie,
+    Buffer::HttpReferer,
+    Buffer::HttpContentType,
+    Buffer::HttpContentLen,
+    Buffer::HttpRequestLine,
+    Buffer::HttpResponseLine,
+    Buffer::HttpProtocol,
+    Buffer::HttpStatCode,
+    Buffer::HttpStatMsg,
+    Buffer::HttpServer,
+    Buffer::HttpLocation,
+    Buffer::HttpAccept,
+    Buffer::HttpAcceptEnc,
+    Buffer::HttpAcceptLang,
+    Buffer::HttpConnection,
+    Buffer::HttpRequestBody,
+    Buffer::HttpResponseBody,
+    Buffer::FileData,
     Buffer::TlsSni,
     Buffer::QuicSni,
     Buffer::Ja4,
     Buffer::DnsQuery,
 ];
+
+impl Buffer {
+    /// The direction the buffer is read in: Some(true) the client's
+    /// (request, query, ClientHello), Some(false) the server's (response),
+    /// None either (the message of the packet's direction).
+    pub(crate) fn to_server(self) -> Option<bool> {
+        use Buffer::*;
+        match self {
+            HttpHost | HttpHostRaw | HttpUri | HttpUriRaw | HttpMethod | HttpUserAgent
+            | HttpRequestLine | HttpReferer | HttpAccept | HttpAcceptEnc | HttpAcceptLang
+            | HttpRequestBody | TlsSni | QuicSni | Ja4 | DnsQuery => Some(true),
+            HttpStatCode | HttpStatMsg | HttpServer | HttpLocation | HttpResponseLine
+            | HttpResponseBody => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Whether the buffer is one of HTTP's.
+    fn is_http(self) -> bool {
+        !matches!(
+            self,
+            Buffer::Payload | Buffer::TlsSni | Buffer::QuicSni | Buffer::Ja4 | Buffer::DnsQuery
+        )
+    }
+}
 
 /// A rule file problem: which file, which line, what.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -545,6 +613,12 @@ pub struct PacketView<'a> {
     pub icmp: Option<(u8, u8)>,
     /// The opcode of this packet's DNS request, with `dns_query`.
     pub dns_opcode: Option<u8>,
+    /// The HTTP transaction the packet belongs to: the request's head, and
+    /// the response's once it came; the bodies so far (bounded).
+    pub http_request: Option<&'a crate::http::HttpHead>,
+    pub http_response: Option<&'a crate::http::HttpResponse>,
+    pub request_body: Option<&'a [u8]>,
+    pub response_body: Option<&'a [u8]>,
     /// The packet's time (ns; any clock, as long as it only goes forward),
     /// for `threshold` and `detection_filter`.
     pub now_ns: u64,
@@ -555,6 +629,15 @@ pub struct PacketView<'a> {
 }
 
 impl<'a> PacketView<'a> {
+    /// The HTTP head of the packet's direction.
+    fn head(&self) -> Option<&'a crate::http::HttpHead> {
+        if self.to_server {
+            self.http_request
+        } else {
+            self.http_response.map(|r| &r.head)
+        }
+    }
+
     fn buffer(&self, buffer: Buffer) -> Option<&'a [u8]> {
         let app = self.app;
         let proto = app.map(|a| a.protocol);
@@ -576,6 +659,32 @@ impl<'a> PacketView<'a> {
             Buffer::HttpUserAgent => app
                 .and_then(|a| a.info.http_user_agent.as_deref())
                 .map(str::as_bytes),
+            Buffer::HttpHostRaw => self.http_request.and_then(|h| h.header("host")),
+            Buffer::HttpReferer => self.http_request.and_then(|h| h.header("referer")),
+            Buffer::HttpRequestLine => self.http_request.map(|h| &h.start_line[..]),
+            Buffer::HttpAccept => self.http_request.and_then(|h| h.header("accept")),
+            Buffer::HttpAcceptEnc => self.http_request.and_then(|h| h.header("accept-encoding")),
+            Buffer::HttpAcceptLang => self.http_request.and_then(|h| h.header("accept-language")),
+            Buffer::HttpResponseLine => self.http_response.map(|r| &r.head.start_line[..]),
+            Buffer::HttpStatCode => self.http_response.map(|r| &r.status[..]),
+            Buffer::HttpStatMsg => self.http_response.map(|r| &r.message[..]),
+            Buffer::HttpServer => self.http_response.and_then(|r| r.head.header("server")),
+            Buffer::HttpLocation => self.http_response.and_then(|r| r.head.header("location")),
+            Buffer::HttpRequestBody => self.request_body,
+            Buffer::HttpResponseBody => self.response_body,
+            // The message of the packet's direction.
+            Buffer::HttpHeader => self.head().map(|h| &h.normalised[..]),
+            Buffer::HttpHeaderRaw => self.head().map(|h| &h.raw[..]),
+            Buffer::HttpProtocol => self.head().map(|h| &h.protocol[..]),
+            Buffer::HttpContentType => self.head().and_then(|h| h.header("content-type")),
+            Buffer::HttpContentLen => self.head().and_then(|h| h.header("content-length")),
+            Buffer::HttpConnection => self.head().and_then(|h| h.header("connection")),
+            Buffer::HttpCookie if self.to_server => {
+                self.http_request.and_then(|h| h.header("cookie"))
+            }
+            Buffer::HttpCookie => self.http_response.and_then(|r| r.head.header("set-cookie")),
+            Buffer::FileData if self.to_server => self.request_body,
+            Buffer::FileData => self.response_body,
             // As Suricata: `tls.sni` is TLS's; QUIC has `quic.sni`.
             Buffer::TlsSni
                 if matches!(
@@ -960,15 +1069,10 @@ impl RuleSet {
 fn buffer_can_come(buffer: Buffer, protocol: Protocol) -> bool {
     match buffer {
         Buffer::Payload => true,
-        Buffer::HttpHost
-        | Buffer::HttpUri
-        | Buffer::HttpUriRaw
-        | Buffer::HttpMethod
-        | Buffer::HttpUserAgent => {
-            matches!(protocol, Protocol::Http | Protocol::HttpProxy)
-        }
         Buffer::DnsQuery => protocol == Protocol::Dns,
         Buffer::TlsSni | Buffer::QuicSni | Buffer::Ja4 => false,
+        b if b.is_http() => matches!(protocol, Protocol::Http | Protocol::HttpProxy),
+        _ => false,
     }
 }
 
@@ -996,6 +1100,12 @@ impl Rule {
                 }
             }
         }
+    }
+
+    /// The direction its buffers are read in (the parser refuses a rule
+    /// whose buffers or `flow` disagree, as Suricata does).
+    fn buffers_to_server(&self) -> Option<bool> {
+        self.matchers.iter().find_map(|(b, _)| b.to_server())
     }
 
     pub(crate) fn l4_fits(&self, l4: u8) -> bool {
@@ -1067,6 +1177,7 @@ impl Rule {
             return Ok(false);
         }
         if self.flow.to_server.is_some_and(|t| t != p.to_server)
+            || self.buffers_to_server().is_some_and(|t| t != p.to_server)
             || self.flow.established.is_some_and(|e| e != p.established)
             || self
                 .dsize

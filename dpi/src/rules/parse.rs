@@ -1296,6 +1296,44 @@ pub(crate) fn rule(text: &str, vars: &Vars) -> Result<Rule, ParseError> {
                 buffer =
                     sticky_or_modifier(&key, Buffer::HttpUserAgent, &mut rule.matchers, buffer)?
             }
+            key @ ("http.header" | "http_header" | "http.header.raw" | "http_raw_header"
+            | "http.cookie" | "http_cookie" | "http.referer" | "http.content_type"
+            | "http.content_len" | "http.request_line" | "http.response_line"
+            | "http.protocol" | "http.stat_code" | "http_stat_code" | "http.stat_msg"
+            | "http_stat_msg" | "http.server" | "http.location" | "http.host.raw"
+            | "http_raw_host" | "http.accept" | "http.accept_enc" | "http.accept_lang"
+            | "http.connection" | "http.request_body" | "http_client_body"
+            | "http.response_body" | "http_server_body" | "file.data" | "file_data") => {
+                let target = match key {
+                    "http.header" | "http_header" => Buffer::HttpHeader,
+                    "http.header.raw" | "http_raw_header" => Buffer::HttpHeaderRaw,
+                    "http.cookie" | "http_cookie" => Buffer::HttpCookie,
+                    "http.referer" => Buffer::HttpReferer,
+                    "http.content_type" => Buffer::HttpContentType,
+                    "http.content_len" => Buffer::HttpContentLen,
+                    "http.request_line" => Buffer::HttpRequestLine,
+                    "http.response_line" => Buffer::HttpResponseLine,
+                    "http.protocol" => Buffer::HttpProtocol,
+                    "http.stat_code" | "http_stat_code" => Buffer::HttpStatCode,
+                    "http.stat_msg" | "http_stat_msg" => Buffer::HttpStatMsg,
+                    "http.server" => Buffer::HttpServer,
+                    "http.location" => Buffer::HttpLocation,
+                    "http.host.raw" | "http_raw_host" => Buffer::HttpHostRaw,
+                    "http.accept" => Buffer::HttpAccept,
+                    "http.accept_enc" => Buffer::HttpAcceptEnc,
+                    "http.accept_lang" => Buffer::HttpAcceptLang,
+                    "http.connection" => Buffer::HttpConnection,
+                    "http.request_body" | "http_client_body" => Buffer::HttpRequestBody,
+                    "http.response_body" | "http_server_body" => Buffer::HttpResponseBody,
+                    _ => Buffer::FileData,
+                };
+                buffer = if key == "file_data" {
+                    // file_data was always sticky
+                    target
+                } else {
+                    sticky_or_modifier(key, target, &mut rule.matchers, buffer)?
+                };
+            }
             "tls.sni" | "tls_sni" => {
                 buffer = sticky_or_modifier(&key, Buffer::TlsSni, &mut rule.matchers, buffer)?
             }
@@ -1310,6 +1348,7 @@ pub(crate) fn rule(text: &str, vars: &Vars) -> Result<Rule, ParseError> {
     }
     rule.sid = sid.ok_or_else(|| bad("the rule has no sid"))?;
     check_contents(&rule.matchers)?;
+    check_directions(&rule)?;
     Ok(rule)
 }
 
@@ -1338,6 +1377,47 @@ fn check_contents(matchers: &[(Buffer, Matcher)]) -> Result<(), ParseError> {
                 "http.host is normalised to lower case, so content \"{shown}\" with upper-case letters can never match: write it in lower case"
             )));
         }
+    }
+    Ok(())
+}
+
+/// What Suricata refuses as "mixes keywords with conflicting directions":
+/// buffers of the request with buffers of the response, or either with a
+/// `flow` direction that contradicts it.
+fn check_directions(rule: &Rule) -> Result<(), ParseError> {
+    let mut seen: [Option<Buffer>; 2] = [None, None];
+    for (buffer, _) in &rule.matchers {
+        if let Some(to_server) = buffer.to_server() {
+            seen[usize::from(to_server)].get_or_insert(*buffer);
+        }
+    }
+    let name = |b: Buffer| format!("{b:?}");
+    if rule.flow.to_server.is_none()
+        && rule
+            .matchers
+            .iter()
+            .any(|(b, _)| *b == Buffer::HttpHeaderRaw)
+    {
+        return Err(bad(
+            "http.header.raw needs a direction: flow:to_server for request headers or flow:to_client for response headers",
+        ));
+    }
+    if let [Some(response), Some(request)] = seen {
+        return Err(bad(format!(
+            "the rule mixes keywords with conflicting directions: {} reads the response, {} the request",
+            name(response),
+            name(request)
+        )));
+    }
+    if let Some(to_server) = rule.flow.to_server
+        && let Some(buffer) = seen[usize::from(!to_server)]
+    {
+        return Err(bad(format!(
+            "the rule mixes keywords with conflicting directions: flow:{} with {}, which reads the {}",
+            if to_server { "to_server" } else { "to_client" },
+            name(buffer),
+            if to_server { "response" } else { "request" }
+        )));
     }
     Ok(())
 }

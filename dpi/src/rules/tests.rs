@@ -33,6 +33,10 @@ fn packet<'a>(payload: &'a [u8], app: Option<&'a Classification>) -> PacketView<
         dns_opcode: None,
         now_ns: 0,
         app_fresh: true,
+        http_request: None,
+        http_response: None,
+        request_body: None,
+        response_body: None,
     }
 }
 
@@ -598,4 +602,56 @@ fn ttl_icmp_urilen_fast_pattern() {
     assert!(e[0].message.contains("reaches past"), "{e:?}");
     let e = errors("alert ip any any -> any any (ttl:>255; sid:1;)");
     assert!(e[0].message.contains("never match"), "{e:?}");
+}
+
+/// HTTP buffers of both messages, by the packet's direction; what Suricata
+/// refuses as conflicting directions is refused.
+#[test]
+fn http_request_and_response_buffers() {
+    let mut requests = crate::http::HttpRequests::default();
+    let mut req = Vec::new();
+    requests.feed(
+        b"GET / HTTP/1.1\r\nHost: a.test:81\r\nCookie: id=7\r\nReferer: http://r.test/\r\n\r\n",
+        &mut req,
+    );
+    let mut responses = crate::http::HttpResponses::default();
+    responses.expect("GET");
+    let mut resp = Vec::new();
+    responses.feed(
+        b"HTTP/1.1 302 Found\r\nServer: nginx\r\nLocation: http://x.test/\r\nSet-Cookie: s=1\r\nContent-Length: 4\r\n\r\nbody",
+        &mut resp,
+    );
+    let s = set(concat!(
+        "alert http any any -> any any (http.cookie; content:\"id=7\"; sid:1;)\n",
+        "alert http any any -> any any (http.host.raw; content:\":81\"; sid:2;)\n",
+        "alert http any any -> any any (http.referer; content:\"r.test\"; sid:3;)\n",
+        "alert http any any -> any any (http.stat_code; content:\"302\"; http.server; content:\"nginx\"; sid:4;)\n",
+        "alert http any any -> any any (http.cookie; content:\"s=1\"; sid:5;)\n",
+        "alert http any any -> any any (file.data; content:\"body\"; sid:6;)\n",
+        "alert http any any -> any any (http.header; content:\"Location|3a| http\"; sid:7;)\n",
+        "alert http any any -> any any (http.header; content:\"Cookie\"; sid:8;)\n",
+    ));
+    let http = Classification {
+        protocol: Protocol::Http,
+        ..Classification::default()
+    };
+    let mut p = packet(b"", Some(&http));
+    p.http_request = Some(&req[0].head);
+    assert_eq!(sids(&s, &p), [1, 2, 3]);
+    p.to_server = false;
+    p.http_response = Some(&resp[0]);
+    p.response_body = Some(responses.body());
+    assert_eq!(sids(&s, &p), [4, 5, 6, 7]);
+    for bad in [
+        "alert http any any -> any any (http.host; content:\"a\"; http.stat_code; content:\"2\"; sid:1;)",
+        "alert http any any -> any any (flow:to_client; http.uri; content:\"a\"; sid:1;)",
+        "alert http any any -> any any (http.header.raw; content:\"a\"; sid:1;)",
+    ] {
+        let e = errors(bad);
+        assert!(
+            e[0].message.contains("direction"),
+            "{bad}: {}",
+            e[0].message
+        );
+    }
 }
