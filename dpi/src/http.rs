@@ -164,9 +164,19 @@ pub struct HttpRequests {
     /// bytes, de-chunked), and whether it grew since [`Self::take_body`].
     body: Vec<u8>,
     body_grew: bool,
+    /// Keep bodies at all (some rule reads them).
+    keep_bodies: bool,
 }
 
 impl HttpRequests {
+    /// A parser that keeps request bodies if `keep_bodies`.
+    pub fn new(keep_bodies: bool) -> Self {
+        HttpRequests {
+            keep_bodies,
+            ..HttpRequests::default()
+        }
+    }
+
     /// True once the stream stopped being HTTP requests.
     pub fn is_opaque(&self) -> bool {
         matches!(self.state, State::Opaque)
@@ -213,7 +223,9 @@ impl HttpRequests {
                 State::Opaque => break,
                 State::Body(left) | State::ChunkData(left) => {
                     let n = left.min(rest.len() as u64);
-                    keep_body(&mut self.body, &mut self.body_grew, &rest[..n as usize]);
+                    if self.keep_bodies {
+                        keep_body(&mut self.body, &mut self.body_grew, &rest[..n as usize]);
+                    }
                     pos += n as usize;
                     self.state = match (&self.state, left == n) {
                         (State::Body(_), true) => State::Head,
@@ -472,6 +484,8 @@ pub struct HttpResponses {
     body_grew: bool,
     /// The current body's content coding being undone.
     decoder: Option<BodyDecoder>,
+    /// Keep bodies at all (some rule reads them).
+    keep_bodies: bool,
     /// Responses read so far.
     pub responses: u32,
 }
@@ -480,6 +494,14 @@ pub struct HttpResponses {
 const MAX_PENDING_REQUESTS: usize = 64;
 
 impl HttpResponses {
+    /// A parser that keeps response bodies if `keep_bodies`.
+    pub fn new(keep_bodies: bool) -> Self {
+        HttpResponses {
+            keep_bodies,
+            ..HttpResponses::default()
+        }
+    }
+
     /// A request was sent: its response comes in turn.
     pub fn expect(&mut self, method: &str) {
         if self.pending.len() < MAX_PENDING_REQUESTS {
@@ -510,7 +532,7 @@ impl HttpResponses {
 
     /// Body bytes as they come: decoded if the response says how.
     fn body_bytes(&mut self, data: &[u8]) {
-        if self.body.len() >= BODY_LIMIT {
+        if !self.keep_bodies || self.body.len() >= BODY_LIMIT {
             return;
         }
         match self.decoder.as_mut() {
@@ -540,14 +562,18 @@ impl HttpResponses {
             match self.state {
                 S::Opaque => break,
                 S::UntilClose => {
-                    let rest = rest.to_vec();
-                    self.body_bytes(&rest);
+                    if self.keep_bodies {
+                        let rest = rest.to_vec();
+                        self.body_bytes(&rest);
+                    }
                     pos = self.buf.len();
                 }
                 S::Body(left) | S::ChunkData(left) => {
                     let n = left.min(rest.len() as u64);
-                    let part = rest[..n as usize].to_vec();
-                    self.body_bytes(&part);
+                    if self.keep_bodies {
+                        let part = rest[..n as usize].to_vec();
+                        self.body_bytes(&part);
+                    }
                     pos += n as usize;
                     self.state = match (&self.state, left == n) {
                         (S::Body(_), true) => S::Head,
@@ -1051,7 +1077,7 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(b"<html><script>x</script></html>").unwrap();
         let gz = gz.finish().unwrap();
-        let mut p = HttpResponses::default();
+        let mut p = HttpResponses::new(true);
         for method in ["HEAD", "GET", "GET", "GET", "POST"] {
             p.expect(method);
         }
@@ -1112,7 +1138,7 @@ mod tests {
         gz.write_all(&vec![b'A'; 10 * BODY_LIMIT]).unwrap();
         let gz = gz.finish().unwrap();
         assert!(gz.len() < BODY_LIMIT / 10);
-        let mut p = HttpResponses::default();
+        let mut p = HttpResponses::new(true);
         p.expect("GET");
         let mut out = Vec::new();
         p.feed(
@@ -1126,7 +1152,7 @@ mod tests {
 
     #[test]
     fn request_heads_and_bodies_for_the_rules() {
-        let mut p = HttpRequests::default();
+        let mut p = HttpRequests::new(true);
         let mut out = Vec::new();
         p.feed(
             b"POST /login HTTP/1.0\r\nHost: a.test:8080\r\nCookie: s=1\r\nContent-Length: 7\r\n\r\nuser=me",

@@ -30,7 +30,7 @@ use crate::{
     classify::{Classification, DnsTcpMessages, FlowClassifier, Protocol, dns_query_name},
     flow::{Decoded, PROTO_TCP, l4_checksum_ok},
     http::{HttpHead, HttpRequest, HttpRequests, HttpResponse, HttpResponses},
-    rules::{Action, FlowBits, FlowFacts, PacketView, RuleError, RuleSet},
+    rules::{Action, FlowBits, FlowFacts, Needs, PacketView, RuleError, RuleSet},
     stream::{Anomaly, Budget, Chunk, DEFAULT_DEPTH, Segment, StreamConfig, TcpStream},
     wire::tcp::{ACK, SYN},
 };
@@ -476,6 +476,8 @@ struct TcpState {
     server_first: Option<[u8; 2]>,
     /// Keep a raw window at all (some rule reads the raw payload).
     keep_raw: bool,
+    /// Keep the HTTP heads for the rules (some rule reads one).
+    keep_heads: bool,
     /// Bytes of this flow's buffers (raw windows, a request head or DNS
     /// message being gathered) taken from the shared budget.
     charged: usize,
@@ -489,16 +491,19 @@ impl Drop for TcpState {
 }
 
 impl TcpState {
-    fn new(config: &StreamConfig, keep_raw: bool) -> TcpState {
+    fn new(config: &StreamConfig, needs: Needs) -> TcpState {
         TcpState {
-            keep_raw,
+            keep_raw: needs.payload,
+            keep_heads: needs.http_heads,
             charged: 0,
             budget: Arc::clone(&config.budget),
             stream: TcpStream::new(config.clone()),
             raw: Default::default(),
             raw_base: [0; 2],
-            http: Some(HttpRequests::default()),
-            http_responses: Some(HttpResponses::default()),
+            http: Some(HttpRequests::new(needs.http_bodies)),
+            http_responses: needs
+                .http_responses
+                .then(|| HttpResponses::new(needs.http_bodies)),
             last_request: None,
             awaiting: VecDeque::new(),
             answered: None,
@@ -688,11 +693,12 @@ impl FlowInspector {
             dns_names,
         } = brought;
         let t = self.tcp.get_or_insert_with(|| {
-            let keep_raw = engine
+            let needs = engine
                 .rules
                 .as_ref()
-                .is_some_and(RuleSet::has_payload_rules);
-            Box::new(TcpState::new(&engine.stream, keep_raw))
+                .map(RuleSet::needs)
+                .unwrap_or_default();
+            Box::new(TcpState::new(&engine.stream, needs))
         });
         let syn = seg.flags & SYN != 0;
         let ack = seg.flags & ACK != 0;
@@ -844,12 +850,25 @@ impl FlowInspector {
             Some(t) => t.established(),
             None => self.directions == [true, true],
         };
-        let base = self.classifier.result().cloned();
+        // The requests the responses answer, and whether a body grew (a
+        // body that grew is new to the rules of its direction too).
+        let answering: Vec<Option<HttpTx>> = responses
+            .iter()
+            .map(|_| self.tcp.as_mut().and_then(|t| t.awaiting.pop_front()))
+            .collect();
+        let body_grew = self.tcp.as_mut().is_some_and(|t| match dir {
+            0 => t.http.as_mut().is_some_and(HttpRequests::body_grew),
+            _ => t
+                .http_responses
+                .as_mut()
+                .is_some_and(HttpResponses::body_grew),
+        });
+        let base = self.classifier.result();
         // The transactions this packet brought: requests (one reading per
         // host), responses with the request they answer.
         let mut new_requests: Vec<HttpTx> = Vec::new();
         for r in &requests {
-            let protocol = match base.as_ref().map(|c| c.protocol) {
+            let protocol = match base.map(|c| c.protocol) {
                 Some(p @ (Protocol::Http | Protocol::HttpProxy)) => p,
                 _ => Protocol::Http,
             };
@@ -861,7 +880,7 @@ impl FlowInspector {
             let apps = hosts
                 .into_iter()
                 .map(|host| {
-                    let mut c = base.clone().unwrap_or_default();
+                    let mut c = base.cloned().unwrap_or_default();
                     c.protocol = protocol;
                     c.host = host.cloned();
                     c.info.http_method = Some(r.method.clone());
@@ -871,25 +890,26 @@ impl FlowInspector {
                     c
                 })
                 .collect();
+            let keep_heads = self.tcp.as_ref().is_some_and(|t| t.keep_heads);
             new_requests.push(HttpTx {
                 apps,
-                request: r.head.clone(),
+                request: if keep_heads {
+                    r.head.clone()
+                } else {
+                    HttpHead::default()
+                },
                 response: None,
             });
         }
         let mut new_responses: Vec<HttpTx> = Vec::new();
-        for response in responses {
-            let mut tx = self
-                .tcp
-                .as_mut()
-                .and_then(|t| t.awaiting.pop_front())
-                .unwrap_or_else(|| HttpTx {
-                    apps: vec![Classification {
-                        protocol: Protocol::Http,
-                        ..base.clone().unwrap_or_default()
-                    }],
-                    ..HttpTx::default()
-                });
+        for (response, request) in responses.into_iter().zip(answering) {
+            let mut tx = request.unwrap_or_else(|| HttpTx {
+                apps: vec![Classification {
+                    protocol: Protocol::Http,
+                    ..base.cloned().unwrap_or_default()
+                }],
+                ..HttpTx::default()
+            });
             tx.response = Some(response);
             new_responses.push(tx);
         }
@@ -898,7 +918,7 @@ impl FlowInspector {
         let dns_apps: Vec<Classification> = dns_names
             .iter()
             .map(|(name, _)| {
-                let mut c = base.clone().unwrap_or_default();
+                let mut c = base.cloned().unwrap_or_default();
                 if !matches!(c.protocol, Protocol::Dns | Protocol::Mdns | Protocol::Llmnr) {
                     c.protocol = Protocol::Dns;
                 }
@@ -906,14 +926,6 @@ impl FlowInspector {
                 c
             })
             .collect();
-        // A body that grew is new to the rules of its direction too.
-        let body_grew = self.tcp.as_mut().is_some_and(|t| match dir {
-            0 => t.http.as_mut().is_some_and(HttpRequests::body_grew),
-            _ => t
-                .http_responses
-                .as_mut()
-                .is_some_and(HttpResponses::body_grew),
-        });
         let named = !(new_requests.is_empty() && new_responses.is_empty() && dns_apps.is_empty());
         if named || body_grew || (base.is_some() && !self.classified) {
             self.transactions += 1;
@@ -956,7 +968,7 @@ impl FlowInspector {
             readings = tx.readings().collect();
         } else {
             readings.push(Reading {
-                app: base.as_ref(),
+                app: base,
                 dns: None,
                 request: None,
                 response: None,

@@ -742,8 +742,9 @@ type ThresholdCounters = HashMap<(u32, Option<IpAddr>, Option<IpAddr>), (u64, u3
 /// A loaded set of rules with its prefilter.
 pub struct RuleSet {
     rules: Vec<Rule>,
-    /// Per buffer: automaton over fast patterns, and the rule of each pattern.
-    prefilters: HashMap<Buffer, (AhoCorasick, Vec<usize>)>,
+    /// Per buffer that has fast patterns: the automaton over them, and the
+    /// rule of each pattern.
+    prefilters: Vec<(Buffer, AhoCorasick, Vec<usize>)>,
     /// Rules without any positive content: always evaluated.
     unfiltered: Vec<usize>,
     /// Rules that check flowbits run after those that only set them, so a
@@ -901,14 +902,17 @@ impl RuleSet {
                 None => unfiltered.push(i),
             }
         }
-        let mut prefilters = HashMap::new();
-        for (buffer, (pats, owners)) in patterns {
+        let mut prefilters = Vec::new();
+        for buffer in BUFFERS {
+            let Some((pats, owners)) = patterns.remove(&buffer) else {
+                continue;
+            };
             // Case-insensitive: a superset of the real matches; the full check decides.
             let ac = AhoCorasick::builder()
                 .ascii_case_insensitive(true)
                 .build(&pats)
                 .map_err(|e| e.to_string())?;
-            prefilters.insert(buffer, (ac, owners));
+            prefilters.push((buffer, ac, owners));
         }
         let checks_flowbits = rules
             .iter()
@@ -946,10 +950,8 @@ impl RuleSet {
     /// and changed by the rules that match.
     pub fn matches(&self, packet: &PacketView<'_>, bits: &mut FlowBits) -> Matched {
         let mut candidates: Vec<usize> = self.unfiltered.clone();
-        for buffer in BUFFERS {
-            let (Some((ac, owners)), Some(data)) =
-                (self.prefilters.get(&buffer), packet.buffer(buffer))
-            else {
+        for (buffer, ac, owners) in &self.prefilters {
+            let Some(data) = packet.buffer(*buffer) else {
                 continue;
             };
             for m in ac.find_overlapping_iter(data) {
@@ -1044,13 +1046,48 @@ pub struct FlowFacts {
     pub established: bool,
 }
 
+/// What the rules read, so what need be kept of a flow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// A window of the raw stream (`content`/`pcre` on the payload).
+    pub payload: bool,
+    /// HTTP heads beyond host, URI, method and agent.
+    pub http_heads: bool,
+    /// The responses.
+    pub http_responses: bool,
+    /// The bodies.
+    pub http_bodies: bool,
+}
+
 impl RuleSet {
     /// Whether some rule has a `content` or `pcre` on the raw payload
     /// (else no stream window need be kept).
     pub fn has_payload_rules(&self) -> bool {
-        self.rules
-            .iter()
-            .any(|r| r.matchers.iter().any(|(b, _)| *b == Buffer::Payload))
+        self.needs().payload
+    }
+
+    /// What the rules read.
+    pub fn needs(&self) -> Needs {
+        let mut needs = Needs::default();
+        for (buffer, _) in self.rules.iter().flat_map(|r| &r.matchers) {
+            use Buffer::*;
+            match buffer {
+                Payload => needs.payload = true,
+                HttpHost | HttpUri | HttpUriRaw | HttpMethod | HttpUserAgent => {}
+                HttpRequestBody | HttpResponseBody | FileData => {
+                    needs.http_bodies = true;
+                    needs.http_heads = true;
+                    needs.http_responses |= *buffer != HttpRequestBody;
+                }
+                b if b.is_http() => {
+                    needs.http_heads = true;
+                    // a buffer of the response, or of either message
+                    needs.http_responses |= b.to_server() != Some(true);
+                }
+                _ => {}
+            }
+        }
+        needs
     }
 
     /// Whether some rule could still match a later packet of this flow:

@@ -614,7 +614,7 @@ fn http_request_and_response_buffers() {
         b"GET / HTTP/1.1\r\nHost: a.test:81\r\nCookie: id=7\r\nReferer: http://r.test/\r\n\r\n",
         &mut req,
     );
-    let mut responses = crate::http::HttpResponses::default();
+    let mut responses = crate::http::HttpResponses::new(true);
     responses.expect("GET");
     let mut resp = Vec::new();
     responses.feed(
