@@ -275,6 +275,7 @@ app-layer:
       detection-ports:
         dp: 443
       encryption-handling: bypass
+      ja3-fingerprints: yes
     dns:
       tcp:
         enabled: yes
@@ -287,6 +288,8 @@ app-layer:
     smtp:
       enabled: yes
     quic:
+      enabled: yes
+    ssh:
       enabled: yes
 logging:
   default-log-level: info

@@ -7,7 +7,7 @@
 fn rules_agree_with_suricata_on_the_fixed_set() {
     let (dir, rules) = bench::suricata::default_set();
     let captures = bench::suricata::captures_in(&dir).expect("the differential captures");
-    assert_eq!(captures.len(), 18, "captures in {}", dir.display());
+    assert_eq!(captures.len(), 24, "captures in {}", dir.display());
     let work = std::env::temp_dir().join(format!("suricata-agreement-test-{}", std::process::id()));
     let diff = bench::suricata::compare(&captures, &rules, &work).unwrap_or_else(|e| {
         panic!("{e:#}\n(Suricata 7 is installed by scripts/install-deps.sh; on Debian bookworm it comes from bookworm-backports)")

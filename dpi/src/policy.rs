@@ -27,7 +27,9 @@ use std::{collections::VecDeque, net::IpAddr, path::Path, sync::Arc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    classify::{Classification, DnsTcpMessages, FlowClassifier, Protocol, dns_query_name},
+    classify::{
+        Classification, DnsTcpMessages, FlowClassifier, Protocol, ServerHandshake, dns_query_name,
+    },
     flow::{Decoded, PROTO_TCP, l4_checksum_ok},
     http::{HttpHead, HttpRequest, HttpRequests, HttpResponse, HttpResponses},
     rules::{Action, FlowBits, FlowFacts, Needs, PacketView, RuleError, RuleSet},
@@ -446,6 +448,9 @@ impl HttpTx {
     }
 }
 
+/// Longest SSH banner kept (RFC 4253 §4.2: 255 bytes with its CR LF).
+const MAX_SSH_BANNER: usize = 255;
+
 /// Requests remembered while their responses are due; past this, the
 /// oldest is forgotten (its response is read without its request).
 const MAX_AWAITING: usize = 16;
@@ -478,6 +483,12 @@ struct TcpState {
     keep_raw: bool,
     /// Keep the HTTP heads for the rules (some rule reads one).
     keep_heads: bool,
+    /// The server's TLS handshake, read when some rule needs it (the kernel
+    /// takes an encrypted flow only once it is over).
+    tls_server: Option<ServerHandshake>,
+    /// Each side's SSH banner, and whether its first bytes were looked at.
+    ssh_banners: [Option<Vec<u8>>; 2],
+    banner_checked: [bool; 2],
     /// Bytes of this flow's buffers (raw windows, a request head or DNS
     /// message being gathered) taken from the shared budget.
     charged: usize,
@@ -495,6 +506,9 @@ impl TcpState {
         TcpState {
             keep_raw: needs.payload,
             keep_heads: needs.http_heads,
+            tls_server: needs.tls_server.then(ServerHandshake::default),
+            ssh_banners: [None, None],
+            banner_checked: [false; 2],
             charged: 0,
             budget: Arc::clone(&config.budget),
             stream: TcpStream::new(config.clone()),
@@ -722,6 +736,9 @@ impl FlowInspector {
             dns,
             server_first,
             keep_raw,
+            tls_server,
+            ssh_banners,
+            banner_checked,
             ..
         } = &mut **t;
         let keep_raw = *keep_raw;
@@ -762,6 +779,18 @@ impl FlowInspector {
                 if dir == 1 && server_first.is_none() && d.len() >= 2 {
                     *server_first = Some([d[0], d[1]]);
                 }
+                if dir == 1
+                    && let Some(h) = tls_server.as_mut()
+                {
+                    h.feed(d);
+                }
+                if !banner_checked[dir] {
+                    banner_checked[dir] = true;
+                    if d.starts_with(b"SSH-") {
+                        let end = d.iter().position(|b| *b == b'\n').unwrap_or(d.len());
+                        ssh_banners[dir] = Some(d[..end.min(MAX_SSH_BANNER)].to_vec());
+                    }
+                }
             }
             Chunk::Gap(n) => {
                 raw_base[dir] += raw[dir].len() as u64 + n;
@@ -793,6 +822,7 @@ impl FlowInspector {
             + t.awaiting.iter().map(HttpTx::held).sum::<usize>()
             + t.last_request.as_ref().map_or(0, |tx| tx.held())
             + t.answered.as_ref().map_or(0, |tx| tx.held())
+            + t.tls_server.as_ref().map_or(0, ServerHandshake::pending)
             + t.dns.as_ref().map_or(0, DnsTcpMessages::pending);
         if now_held > t.charged {
             if t.budget.take(now_held - t.charged) {
@@ -858,10 +888,15 @@ impl FlowInspector {
             .collect();
         let body_grew = self.tcp.as_mut().is_some_and(|t| match dir {
             0 => t.http.as_mut().is_some_and(HttpRequests::body_grew),
-            _ => t
-                .http_responses
-                .as_mut()
-                .is_some_and(HttpResponses::body_grew),
+            _ => {
+                // (both are asked: each flag is taken)
+                let body = t
+                    .http_responses
+                    .as_mut()
+                    .is_some_and(HttpResponses::body_grew);
+                let tls = t.tls_server.as_mut().is_some_and(ServerHandshake::grew);
+                body || tls
+            }
         });
         let base = self.classifier.result();
         // The transactions this packet brought: requests (one reading per
@@ -1016,6 +1051,8 @@ impl FlowInspector {
                 http_response: reading.response,
                 request_body: request_body.filter(|_| reading.request.is_some()),
                 response_body: response_body.filter(|_| reading.response.is_some()),
+                tls_server: t.and_then(|t| t.tls_server.as_ref()).map(|h| &h.info),
+                ssh_banner: t.and_then(|t| t.ssh_banners[dir].as_deref()),
                 dsize: p.payload.len(),
                 tcp_flags: p.tcp.map(|seg| seg.flags),
                 ttl: p.ttl,
@@ -1185,7 +1222,14 @@ impl FlowInspector {
             .is_some_and(|[kind, major]| (20..=23).contains(&kind) && major == 3);
         match protocol {
             Protocol::Tls | Protocol::Imaps | Protocol::Pops | Protocol::Smtps => {
-                self.l4 != PROTO_TCP || server_tls
+                // (and the server's handshake read, when a rule wants it)
+                self.l4 != PROTO_TCP
+                    || (server_tls
+                        && self
+                            .tcp
+                            .as_ref()
+                            .and_then(|t| t.tls_server.as_ref())
+                            .is_none_or(ServerHandshake::done))
             }
             Protocol::Ssh => self.directions == [true, true],
             Protocol::Quic

@@ -62,6 +62,8 @@ fn main() {
                     http_response: None,
                     request_body: None,
                     response_body: None,
+                    tls_server: None,
+                    ssh_banner: None,
                 };
                 hits += set.matches(&view, &mut FlowBits::default()).hits.len();
             }

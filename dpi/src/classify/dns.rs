@@ -7,8 +7,10 @@ use crate::flow::PROTO_TCP;
 
 const MAX_NAME: usize = 255;
 
-/// Reads a (possibly compressed) name starting at `pos` of `msg`.
-fn read_name(msg: &[u8], mut pos: usize) -> Option<(String, usize)> {
+/// Reads a (possibly compressed) name starting at `pos` of `msg`, as nDPI
+/// renders it (lower case, odd bytes as `?`), or `raw`: as sent, as
+/// Suricata's `dns.query` (case kept; bytes past ASCII as their code points).
+fn read_name(msg: &[u8], mut pos: usize, raw: bool) -> Option<(String, usize)> {
     let mut name = String::new();
     let mut end = None;
     for _ in 0..64 {
@@ -33,6 +35,7 @@ fn read_name(msg: &[u8], mut pos: usize) -> Option<(String, usize)> {
                 // Rendered as nDPI renders names, so hosts compare: a byte
                 // outside the host-name alphabet becomes '?', '*' becomes '_'.
                 name.extend(label.iter().map(|b| match b {
+                    _ if raw => char::from(*b),
                     b'*' => '_',
                     b if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') => {
                         char::from(b.to_ascii_lowercase())
@@ -54,6 +57,10 @@ fn read_name(msg: &[u8], mut pos: usize) -> Option<(String, usize)> {
 /// `Some(None)` when the header is sound but the name is not (nDPI still calls
 /// such a message DNS, flagged malformed).
 pub(crate) fn parse(msg: &[u8]) -> Option<Option<String>> {
+    parse_as(msg, false)
+}
+
+fn parse_as(msg: &[u8], raw: bool) -> Option<Option<String>> {
     let mut r = Reader::new(msg);
     let _id = r.u16()?;
     let flags = r.u16()?;
@@ -74,7 +81,7 @@ pub(crate) fn parse(msg: &[u8]) -> Option<Option<String>> {
         return None;
     }
     // First question, else first answer (mDNS announcements have no question).
-    let Some((name, after)) = read_name(msg, 12) else {
+    let Some((name, after)) = read_name(msg, 12, raw) else {
         return Some(None);
     };
     let Some(rr) = msg.get(after..after + 4) else {
@@ -178,14 +185,15 @@ impl TcpMessages {
     }
 }
 
-/// The first question's name of a DNS request (None if the message is a
-/// response or no DNS message).
+/// The first question's name of a DNS request, as sent (case kept, as
+/// Suricata's `dns.query`); None if the message is a response or no DNS
+/// message.
 pub fn query_name(msg: &[u8]) -> Option<String> {
     let request = msg.get(2).is_some_and(|flags| flags & 0x80 == 0);
     if !request {
         return None;
     }
-    parse(msg).flatten()
+    parse_as(msg, true).flatten()
 }
 
 /// The response to a query already classified: its name replaces the query's.

@@ -21,7 +21,7 @@ mod tls;
 use std::fmt;
 
 pub use dns::{TcpMessages as DnsTcpMessages, query_name as dns_query_name};
-pub use tls::{ClientHello, parse_client_hello};
+pub use tls::{ClientHello, ServerHandshake, ServerInfo, parse_client_hello};
 
 use crate::flow::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 
@@ -167,6 +167,11 @@ pub struct AppInfo {
     pub tls_version: Option<u16>,
     /// JA4 fingerprint of the TLS/QUIC/DTLS ClientHello.
     pub ja4: Option<String>,
+    /// JA3 text of the TLS ClientHello (`ja3.string`), and its MD5 (`ja3.hash`).
+    pub ja3: Option<String>,
+    pub ja3_hash: Option<String>,
+    /// The TLS/QUIC SNI as sent (the host is it in lower case).
+    pub sni_raw: Option<String>,
 }
 
 /// What a dissector says about one payload.

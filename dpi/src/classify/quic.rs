@@ -259,6 +259,7 @@ pub(crate) fn quic(p: &Payload<'_>, s: &mut Scratch) -> Dissect {
                 s.quic_crypto = Vec::new();
                 let sni = hello.and_then(|h| {
                     s.info.ja4 = Some(h.ja4('q'));
+                    s.info.sni_raw = h.sni_raw.clone();
                     s.info.alpn = h.alpn;
                     s.info.tls_version = Some(h.version);
                     h.sni

@@ -21,13 +21,54 @@ pub struct ClientHello {
     pub signature_algorithms: Vec<u16>,
     /// First ALPN value as raw bytes (JA4 looks at its first and last byte).
     pub first_alpn: Option<Vec<u8>>,
+    /// The SNI as sent (Suricata's `tls.sni` is case-sensitive).
+    pub sni_raw: Option<String>,
+    /// For JA3: the hello's own version field, the supported groups and
+    /// the EC point formats.
+    pub legacy_version: u16,
+    pub groups: Vec<u16>,
+    pub point_formats: Vec<u8>,
 }
 
 fn is_grease(v: u16) -> bool {
     v & 0x0f0f == 0x0a0a && v >> 8 == v & 0xff
 }
 
+/// JA3's text (Salesforce, BSD-3): fields in decimal, lists joined by
+/// `-` without GREASE values, fields by `,`.
+pub fn ja3_text(version: u16, lists: &[&[u16]]) -> String {
+    let mut out = version.to_string();
+    for list in lists {
+        out.push(',');
+        let kept: Vec<String> = list
+            .iter()
+            .filter(|v| !is_grease(**v))
+            .map(u16::to_string)
+            .collect();
+        out.push_str(&kept.join("-"));
+    }
+    out
+}
+
+/// The MD5 of a JA3 or JA3S text, in lower-case hex.
+pub fn ja3_hash(text: &str) -> String {
+    use md5::{Digest, Md5};
+    Md5::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 impl ClientHello {
+    /// The JA3 text: version, ciphers, extensions, groups, point formats.
+    pub fn ja3(&self) -> String {
+        let formats: Vec<u16> = self.point_formats.iter().map(|f| u16::from(*f)).collect();
+        ja3_text(
+            self.legacy_version,
+            &[&self.ciphers, &self.extensions, &self.groups, &formats],
+        )
+    }
+
     /// The JA4 fingerprint (FoxIO, BSD-3) of this hello; `transport` is
     /// `'t'` for TCP, `'q'` for QUIC, `'d'` for DTLS.
     pub fn ja4(&self, transport: char) -> String {
@@ -117,6 +158,177 @@ impl ClientHello {
     }
 }
 
+/// The server's side of a TLS handshake, as the rules read it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// The negotiated version: supported_versions' choice, else the
+    /// ServerHello's version field.
+    pub version: Option<u16>,
+    /// JA3S text (version, cipher, extensions) of the ServerHello.
+    pub ja3s: Option<String>,
+    pub ja3s_hash: Option<String>,
+    /// Subject and issuer of the server's certificate, formatted as
+    /// Suricata formats them (x509-parser's `C=.., O=.., CN=..`).
+    pub cert_subject: Option<String>,
+    pub cert_issuer: Option<String>,
+}
+
+/// Most handshake bytes gathered from a server (a certificate chain fits).
+const MAX_SERVER_HANDSHAKE: usize = 64 * 1024;
+
+/// Reads the server's TLS records until its part of the handshake is over
+/// (ServerHelloDone, a ChangeCipherSpec, encrypted data, a TLS 1.3
+/// ServerHello, an alert, or something that is not TLS).
+#[derive(Clone, Debug, Default)]
+pub struct ServerHandshake {
+    records: Vec<u8>,
+    messages: Vec<u8>,
+    pub info: ServerInfo,
+    done: bool,
+    grew: bool,
+}
+
+impl ServerHandshake {
+    /// Nothing more will be read (the rest is encrypted, or not TLS).
+    pub fn done(&self) -> bool {
+        self.done
+    }
+
+    /// Whether `info` changed since the last call.
+    pub fn grew(&mut self) -> bool {
+        std::mem::take(&mut self.grew)
+    }
+
+    /// Bytes held while records and messages arrive.
+    pub fn pending(&self) -> usize {
+        self.records.len() + self.messages.len()
+    }
+
+    /// The next bytes of the server's stream.
+    pub fn feed(&mut self, data: &[u8]) {
+        if self.done {
+            return;
+        }
+        self.records.extend_from_slice(data);
+        let mut pos = 0;
+        while !self.done && self.records.len() - pos >= 5 {
+            let header = &self.records[pos..pos + 5];
+            let (kind, major) = (header[0], header[1]);
+            let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+            if major != 3 || len > (1 << 14) + 2048 {
+                self.finish();
+                break;
+            }
+            if self.records.len() - pos < 5 + len {
+                break;
+            }
+            let fragment = self.records[pos + 5..pos + 5 + len].to_vec();
+            pos += 5 + len;
+            match kind {
+                22 => {
+                    self.messages.extend_from_slice(&fragment);
+                    self.read_messages();
+                }
+                // a warning (unrecognized_name, say) leaves the handshake going
+                21 if fragment.first() == Some(&1) && fragment.get(1) != Some(&0) => {}
+                // ChangeCipherSpec, a fatal alert, application data: over
+                _ => self.finish(),
+            }
+        }
+        if self.done {
+            self.records = Vec::new();
+        } else {
+            self.records.drain(..pos);
+            if self.pending() > MAX_SERVER_HANDSHAKE {
+                self.finish();
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        self.done = true;
+        self.records = Vec::new();
+        self.messages = Vec::new();
+    }
+
+    fn read_messages(&mut self) {
+        let mut pos = 0;
+        while self.messages.len() - pos >= 4 {
+            let m = &self.messages[pos..];
+            let len = usize::from(m[1]) << 16 | usize::from(m[2]) << 8 | usize::from(m[3]);
+            if m.len() < 4 + len {
+                break;
+            }
+            let body = m[4..4 + len].to_vec();
+            pos += 4 + len;
+            match m[0] {
+                2 => {
+                    self.server_hello(&body);
+                    if self.info.version == Some(0x0304) {
+                        // TLS 1.3: the rest of the handshake is encrypted
+                        self.finish();
+                        return;
+                    }
+                }
+                11 => self.certificate(&body),
+                14 => {
+                    self.finish();
+                    return;
+                }
+                _ => {}
+            }
+        }
+        self.messages.drain(..pos);
+    }
+
+    fn server_hello(&mut self, body: &[u8]) {
+        let mut r = Reader::new(body);
+        let Some(version) = r.u16() else { return };
+        let (Some(_), Some(sid)) = (r.bytes(32), r.u8()) else {
+            return;
+        };
+        let (Some(_), Some(cipher), Some(_)) = (r.bytes(usize::from(sid)), r.u16(), r.u8()) else {
+            return;
+        };
+        let mut extensions = Vec::new();
+        let mut negotiated = version;
+        if let Some(ext_len) = r.u16() {
+            let mut ext = Reader::new(r.bytes(usize::from(ext_len)).unwrap_or_else(|| r.rest()));
+            while let (Some(kind), Some(len)) = (ext.u16(), ext.u16()) {
+                let Some(data) = ext.bytes(usize::from(len)) else {
+                    break;
+                };
+                extensions.push(kind);
+                if kind == 43 && data.len() == 2 {
+                    negotiated = u16::from_be_bytes([data[0], data[1]]);
+                }
+            }
+        }
+        let text = ja3_text(version, &[&[cipher], &extensions]);
+        self.info.ja3s_hash = Some(ja3_hash(&text));
+        self.info.ja3s = Some(text);
+        self.info.version = Some(negotiated);
+        self.grew = true;
+    }
+
+    fn certificate(&mut self, body: &[u8]) {
+        // certificate_list<3>, then each certificate<3>: the first is the server's
+        let Some(der) = body.get(3..).and_then(|list| {
+            let len = usize::from(*list.first()?) << 16
+                | usize::from(*list.get(1)?) << 8
+                | usize::from(*list.get(2)?);
+            list.get(3..3 + len)
+        }) else {
+            return;
+        };
+        if let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) {
+            self.info.cert_subject = Some(cert.subject().to_string());
+            self.info.cert_issuer = Some(cert.issuer().to_string());
+            self.grew = true;
+        }
+    }
+}
+
 /// A bounds-checked reader over a byte slice.
 pub(crate) struct Reader<'a> {
     data: &'a [u8],
@@ -173,6 +385,7 @@ pub fn parse_client_hello(body: &[u8], dtls: bool) -> Option<ClientHello> {
     r.bytes(usize::from(compression))?;
     let mut hello = ClientHello {
         version: legacy_version,
+        legacy_version,
         ciphers,
         ..ClientHello::default()
     };
@@ -199,7 +412,9 @@ pub fn parse_client_hello(body: &[u8], dtls: bool) -> Option<ClientHello> {
                         && !name.is_empty()
                         && name.iter().all(|b| b.is_ascii_graphic())
                     {
-                        hello.sni = Some(String::from_utf8_lossy(name).to_ascii_lowercase());
+                        let name = String::from_utf8_lossy(name);
+                        hello.sni = Some(name.to_ascii_lowercase());
+                        hello.sni_raw = Some(name.into_owned());
                         break;
                     }
                 }
@@ -214,6 +429,19 @@ pub fn parse_client_hello(body: &[u8], dtls: bool) -> Option<ClientHello> {
                         hello.first_alpn = Some(proto.to_vec());
                     }
                     hello.alpn.push(String::from_utf8_lossy(proto).into_owned());
+                }
+            }
+            10 => {
+                let n = usize::from(e.u16().unwrap_or(0)) / 2;
+                for _ in 0..n {
+                    let Some(v) = e.u16() else { break };
+                    hello.groups.push(v);
+                }
+            }
+            11 => {
+                let n = e.u8().unwrap_or(0);
+                if let Some(formats) = e.bytes(usize::from(n)) {
+                    hello.point_formats = formats.to_vec();
                 }
             }
             13 => {
@@ -320,6 +548,10 @@ fn could_start_handshake(d: &[u8]) -> bool {
 
 fn matched_hello(s: &mut Scratch, hello: ClientHello) -> Dissect {
     s.info.ja4 = Some(hello.ja4('t'));
+    let ja3 = hello.ja3();
+    s.info.ja3_hash = Some(ja3_hash(&ja3));
+    s.info.ja3 = Some(ja3);
+    s.info.sni_raw = hello.sni_raw.clone();
     s.info.alpn = hello.alpn;
     s.info.tls_version = Some(hello.version);
     Dissect::Match(Protocol::Tls, hello.sni)
@@ -416,6 +648,49 @@ pub(crate) mod tests {
             tls(&payload(&rec, 0), &mut Scratch::default()),
             Dissect::Match(Protocol::Tls, Some("example.com".into()))
         );
+    }
+
+    #[test]
+    fn ja3_of_the_test_hello() {
+        let rec = client_hello("Example.com");
+        let hello = parse_client_hello(&rec[9..], false).unwrap();
+        // legacy 0x0303, cipher 0x1301, extensions sni, alpn, supported_versions
+        assert_eq!(hello.ja3(), "771,4865,0-16-43,,");
+        assert_eq!(ja3_hash(""), "d41d8cd98f00b204e9800998ecf8427e");
+        assert_eq!(hello.sni_raw.as_deref(), Some("Example.com"));
+        assert_eq!(hello.sni.as_deref(), Some("example.com"));
+        // GREASE values are left out of every list
+        assert_eq!(ja3_text(771, &[&[0x0a0a, 1], &[0xfafa]]), "771,1,");
+    }
+
+    /// The server's flight: a warning alert, a ServerHello choosing TLS 1.2,
+    /// then ServerHelloDone ends it; JA3S from the hello.
+    #[test]
+    fn server_handshake_until_hello_done() {
+        let mut hello = vec![0x03, 0x03];
+        hello.extend_from_slice(&[0; 32]);
+        hello.push(0); // session id
+        hello.extend_from_slice(&[0xc0, 0x2f, 0]); // cipher 49199, compression
+        hello.extend_from_slice(&[0, 4, 0xff, 0x01, 0, 0]); // renegotiation_info
+        let mut flight = vec![0x15, 3, 3, 0, 2, 1, 112]; // warning: unrecognized_name
+        let mut messages = vec![2, 0, 0, hello.len() as u8];
+        messages.extend_from_slice(&hello);
+        messages.extend_from_slice(&[14, 0, 0, 0]);
+        flight.extend_from_slice(&[22, 3, 3, 0, messages.len() as u8]);
+        flight.extend_from_slice(&messages);
+        let mut h = ServerHandshake::default();
+        for b in &flight[..flight.len() - 1] {
+            h.feed(std::slice::from_ref(b));
+        }
+        assert!(!h.done());
+        h.feed(&flight[flight.len() - 1..]);
+        assert!(h.done() && h.grew());
+        assert_eq!(h.info.ja3s.as_deref(), Some("771,49199,65281"));
+        assert_eq!(h.info.version, Some(0x0303));
+        // a fatal alert ends it at once
+        let mut fatal = ServerHandshake::default();
+        fatal.feed(&[0x15, 3, 3, 0, 2, 2, 40]);
+        assert!(fatal.done() && fatal.info.ja3s.is_none());
     }
 
     #[test]

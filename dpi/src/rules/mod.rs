@@ -99,10 +99,18 @@ pub enum Buffer {
     TlsSni,
     QuicSni,
     Ja4,
+    Ja3Hash,
+    Ja3String,
+    Ja3sHash,
+    Ja3sString,
+    TlsCertSubject,
+    TlsCertIssuer,
+    SshProto,
+    SshSoftware,
     DnsQuery,
 }
 
-const BUFFERS: [Buffer; 31] = [
+const BUFFERS: [Buffer; 39] = [
     Buffer::Payload,
     Buffer::HttpHost,
     Buffer::HttpHostRaw,
@@ -133,6 +141,14 @@ const BUFFERS: [Buffer; 31] = [
     Buffer::TlsSni,
     Buffer::QuicSni,
     Buffer::Ja4,
+    Buffer::Ja3Hash,
+    Buffer::Ja3String,
+    Buffer::Ja3sHash,
+    Buffer::Ja3sString,
+    Buffer::TlsCertSubject,
+    Buffer::TlsCertIssuer,
+    Buffer::SshProto,
+    Buffer::SshSoftware,
     Buffer::DnsQuery,
 ];
 
@@ -145,18 +161,35 @@ impl Buffer {
         match self {
             HttpHost | HttpHostRaw | HttpUri | HttpUriRaw | HttpMethod | HttpUserAgent
             | HttpRequestLine | HttpReferer | HttpAccept | HttpAcceptEnc | HttpAcceptLang
-            | HttpRequestBody | TlsSni | QuicSni | Ja4 | DnsQuery => Some(true),
+            | HttpRequestBody | TlsSni | QuicSni | Ja4 | Ja3Hash | Ja3String | DnsQuery => {
+                Some(true)
+            }
             HttpStatCode | HttpStatMsg | HttpServer | HttpLocation | HttpResponseLine
-            | HttpResponseBody => Some(false),
+            | HttpResponseBody | Ja3sHash | Ja3sString | TlsCertSubject | TlsCertIssuer => {
+                Some(false)
+            }
             _ => None,
         }
     }
 
     /// Whether the buffer is one of HTTP's.
     fn is_http(self) -> bool {
+        use Buffer::*;
         !matches!(
             self,
-            Buffer::Payload | Buffer::TlsSni | Buffer::QuicSni | Buffer::Ja4 | Buffer::DnsQuery
+            Payload
+                | TlsSni
+                | QuicSni
+                | Ja4
+                | Ja3Hash
+                | Ja3String
+                | Ja3sHash
+                | Ja3sString
+                | TlsCertSubject
+                | TlsCertIssuer
+                | SshProto
+                | SshSoftware
+                | DnsQuery
         )
     }
 }
@@ -569,6 +602,8 @@ pub struct Rule {
     pub(crate) icode: Option<UintTest>,
     /// `dns.opcode`.
     pub(crate) dns_opcode: Option<UintTest>,
+    /// `tls.version`: the version the packet's side uses.
+    pub(crate) tls_version: Option<u16>,
     pub(crate) flowbits: Vec<Flowbit>,
     /// `flowbits:noalert`: a match acts (sets bits, decides) but is not
     /// reported.
@@ -619,6 +654,10 @@ pub struct PacketView<'a> {
     pub http_response: Option<&'a crate::http::HttpResponse>,
     pub request_body: Option<&'a [u8]>,
     pub response_body: Option<&'a [u8]>,
+    /// The server's TLS handshake as far as it was read.
+    pub tls_server: Option<&'a crate::classify::ServerInfo>,
+    /// The SSH banner of the packet's direction (`SSH-2.0-...`).
+    pub ssh_banner: Option<&'a [u8]>,
     /// The packet's time (ns; any clock, as long as it only goes forward),
     /// for `threshold` and `detection_filter`.
     pub now_ns: u64,
@@ -642,6 +681,14 @@ impl<'a> PacketView<'a> {
         let app = self.app;
         let proto = app.map(|a| a.protocol);
         let host = || app.and_then(|a| a.host.as_deref()).map(str::as_bytes);
+        let sni = || {
+            app.and_then(|a| a.info.sni_raw.as_deref())
+                .map(str::as_bytes)
+        };
+        let tls = matches!(
+            proto,
+            Some(Protocol::Tls | Protocol::Imaps | Protocol::Pops | Protocol::Smtps)
+        );
         match buffer {
             Buffer::Payload => Some(self.payload),
             Buffer::HttpHost if matches!(proto, Some(Protocol::Http | Protocol::HttpProxy)) => {
@@ -685,16 +732,44 @@ impl<'a> PacketView<'a> {
             Buffer::HttpCookie => self.http_response.and_then(|r| r.head.header("set-cookie")),
             Buffer::FileData if self.to_server => self.request_body,
             Buffer::FileData => self.response_body,
-            // As Suricata: `tls.sni` is TLS's; QUIC has `quic.sni`.
-            Buffer::TlsSni
-                if matches!(
-                    proto,
-                    Some(Protocol::Tls | Protocol::Imaps | Protocol::Pops | Protocol::Smtps)
-                ) =>
-            {
-                host()
+            // As Suricata: `tls.sni` is TLS's, as sent; QUIC has `quic.sni`.
+            Buffer::TlsSni if tls => sni(),
+            Buffer::QuicSni if proto == Some(Protocol::Quic) => sni(),
+            Buffer::Ja3Hash if tls => app
+                .and_then(|a| a.info.ja3_hash.as_deref())
+                .map(str::as_bytes),
+            Buffer::Ja3String if tls => app.and_then(|a| a.info.ja3.as_deref()).map(str::as_bytes),
+            Buffer::Ja3sHash => self
+                .tls_server
+                .and_then(|s| s.ja3s_hash.as_deref())
+                .map(str::as_bytes),
+            Buffer::Ja3sString => self
+                .tls_server
+                .and_then(|s| s.ja3s.as_deref())
+                .map(str::as_bytes),
+            Buffer::TlsCertSubject => self
+                .tls_server
+                .and_then(|s| s.cert_subject.as_deref())
+                .map(str::as_bytes),
+            Buffer::TlsCertIssuer => self
+                .tls_server
+                .and_then(|s| s.cert_issuer.as_deref())
+                .map(str::as_bytes),
+            // SSH-<proto>-<software>[ comments]
+            Buffer::SshProto | Buffer::SshSoftware => {
+                let rest = self.ssh_banner?.strip_prefix(b"SSH-")?;
+                let dash = rest.iter().position(|b| *b == b'-')?;
+                if buffer == Buffer::SshProto {
+                    Some(&rest[..dash])
+                } else {
+                    let software = &rest[dash + 1..];
+                    let end = software
+                        .iter()
+                        .position(|b| matches!(b, b' ' | b'\r' | b'\n'))
+                        .unwrap_or(software.len());
+                    Some(&software[..end])
+                }
             }
-            Buffer::QuicSni if proto == Some(Protocol::Quic) => host(),
             Buffer::DnsQuery => self.dns_query.map(str::as_bytes),
             Buffer::Ja4 => self.ja4.map(str::as_bytes),
             _ => None,
@@ -1057,6 +1132,8 @@ pub struct Needs {
     pub http_responses: bool,
     /// The bodies.
     pub http_bodies: bool,
+    /// The server's TLS handshake (JA3S, certificate, version).
+    pub tls_server: bool,
 }
 
 impl RuleSet {
@@ -1068,11 +1145,15 @@ impl RuleSet {
 
     /// What the rules read.
     pub fn needs(&self) -> Needs {
-        let mut needs = Needs::default();
+        let mut needs = Needs {
+            tls_server: self.rules.iter().any(|r| r.tls_version.is_some()),
+            ..Needs::default()
+        };
         for (buffer, _) in self.rules.iter().flat_map(|r| &r.matchers) {
             use Buffer::*;
             match buffer {
                 Payload => needs.payload = true,
+                Ja3sHash | Ja3sString | TlsCertSubject | TlsCertIssuer => needs.tls_server = true,
                 HttpHost | HttpUri | HttpUriRaw | HttpMethod | HttpUserAgent => {}
                 HttpRequestBody | HttpResponseBody | FileData => {
                     needs.http_bodies = true;
@@ -1107,7 +1188,17 @@ fn buffer_can_come(buffer: Buffer, protocol: Protocol) -> bool {
     match buffer {
         Buffer::Payload => true,
         Buffer::DnsQuery => protocol == Protocol::Dns,
-        Buffer::TlsSni | Buffer::QuicSni | Buffer::Ja4 => false,
+        Buffer::TlsSni | Buffer::QuicSni | Buffer::Ja4 | Buffer::Ja3Hash | Buffer::Ja3String => {
+            false
+        }
+        // the server's part of the handshake is read before the kernel takes the flow
+        Buffer::Ja3sHash | Buffer::Ja3sString | Buffer::TlsCertSubject | Buffer::TlsCertIssuer => {
+            matches!(
+                protocol,
+                Protocol::Tls | Protocol::Imaps | Protocol::Pops | Protocol::Smtps
+            )
+        }
+        Buffer::SshProto | Buffer::SshSoftware => protocol == Protocol::Ssh,
         b if b.is_http() => matches!(protocol, Protocol::Http | Protocol::HttpProxy),
         _ => false,
     }
@@ -1232,6 +1323,14 @@ impl Rule {
             || self
                 .dns_opcode
                 .is_some_and(|t| !p.dns_opcode.is_some_and(|op| t.holds(u64::from(op))))
+            || self.tls_version.is_some_and(|want| {
+                let have = if p.to_server {
+                    p.app.and_then(|a| a.info.tls_version)
+                } else {
+                    p.tls_server.and_then(|s| s.version)
+                };
+                have != Some(want)
+            })
         {
             return Ok(false);
         }

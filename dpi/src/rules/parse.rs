@@ -1019,6 +1019,7 @@ pub(crate) fn rule(text: &str, vars: &Vars) -> Result<Rule, ParseError> {
         itype: None,
         icode: None,
         dns_opcode: None,
+        tls_version: None,
         flowbits: Vec::new(),
         noalert: false,
         threshold: None,
@@ -1339,6 +1340,40 @@ pub(crate) fn rule(text: &str, vars: &Vars) -> Result<Rule, ParseError> {
             }
             "quic.sni" => buffer = Buffer::QuicSni,
             "ja4.hash" => buffer = Buffer::Ja4,
+            "ja3.hash" | "ja3_hash" => {
+                buffer = sticky_or_modifier(&key, Buffer::Ja3Hash, &mut rule.matchers, buffer)?
+            }
+            "ja3.string" => buffer = Buffer::Ja3String,
+            "ja3s.hash" => buffer = Buffer::Ja3sHash,
+            "ja3s.string" => buffer = Buffer::Ja3sString,
+            "tls.cert_subject" | "tls_cert_subject" => {
+                buffer =
+                    sticky_or_modifier(&key, Buffer::TlsCertSubject, &mut rule.matchers, buffer)?
+            }
+            "tls.cert_issuer" | "tls_cert_issuer" => {
+                buffer =
+                    sticky_or_modifier(&key, Buffer::TlsCertIssuer, &mut rule.matchers, buffer)?
+            }
+            "ssh.proto" | "ssh_proto" => buffer = Buffer::SshProto,
+            "ssh.software" | "ssh_software" => buffer = Buffer::SshSoftware,
+            "tls.version" => {
+                let value = v.unwrap_or_default().trim();
+                rule.tls_version = Some(match value {
+                    "1.0" => 0x0301,
+                    "1.1" => 0x0302,
+                    "1.2" => 0x0303,
+                    "1.3" => 0x0304,
+                    "3.0" | "ssl3" => 0x0300,
+                    hex => hex
+                        .strip_prefix("0x")
+                        .and_then(|h| u16::from_str_radix(h, 16).ok())
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "tls.version: `{value}` is not 1.0, 1.1, 1.2, 1.3, 3.0 or 0xNNNN"
+                            ))
+                        })?,
+                });
+            }
             "dns.query" | "dns_query" => {
                 buffer = sticky_or_modifier(&key, Buffer::DnsQuery, &mut rule.matchers, buffer)?
             }

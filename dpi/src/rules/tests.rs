@@ -37,6 +37,8 @@ fn packet<'a>(payload: &'a [u8], app: Option<&'a Classification>) -> PacketView<
         http_response: None,
         request_body: None,
         response_body: None,
+        tls_server: None,
+        ssh_banner: None,
     }
 }
 
@@ -330,19 +332,26 @@ fn tls_sni_and_quic_sni() {
         "alert ip any any -> any any (tls.sni; content:\"a.test\"; sid:1;)\n",
         "alert ip any any -> any any (quic.sni; content:\"a.test\"; sid:2;)\n",
     ));
-    let with = |protocol| Classification {
+    let with = |protocol, sni: &str| Classification {
         protocol,
-        host: Some("a.test".into()),
+        host: Some(sni.to_ascii_lowercase()),
+        info: AppInfo {
+            sni_raw: Some(sni.into()),
+            ..AppInfo::default()
+        },
         ..Classification::default()
     };
     let (tls, quic, dtls) = (
-        with(Protocol::Tls),
-        with(Protocol::Quic),
-        with(Protocol::Dtls),
+        with(Protocol::Tls, "a.test"),
+        with(Protocol::Quic, "a.test"),
+        with(Protocol::Dtls, "a.test"),
     );
     assert_eq!(sids(&s, &packet(b"", Some(&tls))), [1]);
     assert_eq!(sids(&s, &packet(b"", Some(&quic))), [2]);
     assert!(sids(&s, &packet(b"", Some(&dtls))).is_empty());
+    // as sent: a rule without nocase is case-sensitive, as Suricata's
+    let upper = with(Protocol::Tls, "A.Test");
+    assert!(sids(&s, &packet(b"", Some(&upper))).is_empty());
 }
 
 /// What Suricata refuses because it can never match.
