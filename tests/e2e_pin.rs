@@ -403,10 +403,12 @@ fn a_million_new_flows_stay_within_bounds_root() {
         "tables bounded: {active:?}"
     );
     assert!(entries <= KERNEL_MAP, "kernel map bounded: {entries}");
-    // Tables of 16k flows (~1 KiB each with DPI state, less without) and the
-    // expiry heap: the growth must stay far below what 1M flows would take.
+    // Two tables of 16k flows (up to ~2 KiB each with their DPI state and
+    // the allocator's rounding: 61-63 MiB measured on 2026-12-05 before the
+    // HTTP/TLS rule state, 64-67 MiB after) and the expiry heap: the growth
+    // must stay far below what 1M flows would take (~1 GiB).
     assert!(
-        rss_after <= rss_before + 64 * 1024,
+        rss_after <= rss_before + 96 * 1024,
         "RSS grew from {rss_before} to {rss_after} KiB"
     );
     dp.interrupt(Duration::from_secs(20))

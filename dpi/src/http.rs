@@ -483,7 +483,7 @@ pub struct HttpResponses {
     body: Vec<u8>,
     body_grew: bool,
     /// The current body's content coding being undone.
-    decoder: Option<BodyDecoder>,
+    decoder: Option<Box<BodyDecoder>>,
     /// Keep bodies at all (some rule reads them).
     keep_bodies: bool,
     /// Responses read so far.
@@ -679,7 +679,8 @@ impl HttpResponses {
                     self.decoder = r
                         .head
                         .header("content-encoding")
-                        .and_then(BodyDecoder::for_coding);
+                        .and_then(BodyDecoder::for_coding)
+                        .map(Box::new);
                     out.push(r);
                     pos += end;
                 }

@@ -466,7 +466,7 @@ struct TcpState {
     /// The client's requests and the server's responses, while the flow
     /// may be HTTP.
     http: Option<HttpRequests>,
-    http_responses: Option<HttpResponses>,
+    http_responses: Option<Box<HttpResponses>>,
     /// The latest request's transaction, read by the client's later packets.
     last_request: Option<Box<HttpTx>>,
     /// Requests not answered yet, oldest first (at most [`MAX_AWAITING`]).
@@ -485,9 +485,9 @@ struct TcpState {
     keep_heads: bool,
     /// The server's TLS handshake, read when some rule needs it (the kernel
     /// takes an encrypted flow only once it is over).
-    tls_server: Option<ServerHandshake>,
+    tls_server: Option<Box<ServerHandshake>>,
     /// Each side's SSH banner, and whether its first bytes were looked at.
-    ssh_banners: [Option<Vec<u8>>; 2],
+    ssh_banners: [Option<Box<[u8]>>; 2],
     banner_checked: [bool; 2],
     /// Bytes of this flow's buffers (raw windows, a request head or DNS
     /// message being gathered) taken from the shared budget.
@@ -506,7 +506,7 @@ impl TcpState {
         TcpState {
             keep_raw: needs.payload,
             keep_heads: needs.http_heads,
-            tls_server: needs.tls_server.then(ServerHandshake::default),
+            tls_server: needs.tls_server.then(Box::default),
             ssh_banners: [None, None],
             banner_checked: [false; 2],
             charged: 0,
@@ -517,7 +517,7 @@ impl TcpState {
             http: Some(HttpRequests::new(needs.http_bodies)),
             http_responses: needs
                 .http_responses
-                .then(|| HttpResponses::new(needs.http_bodies)),
+                .then(|| Box::new(HttpResponses::new(needs.http_bodies))),
             last_request: None,
             awaiting: VecDeque::new(),
             answered: None,
@@ -788,7 +788,7 @@ impl FlowInspector {
                     banner_checked[dir] = true;
                     if d.starts_with(b"SSH-") {
                         let end = d.iter().position(|b| *b == b'\n').unwrap_or(d.len());
-                        ssh_banners[dir] = Some(d[..end.min(MAX_SSH_BANNER)].to_vec());
+                        ssh_banners[dir] = Some(d[..end.min(MAX_SSH_BANNER)].into());
                     }
                 }
             }
@@ -818,11 +818,11 @@ impl FlowInspector {
         let now_held = t.raw[0].len()
             + t.raw[1].len()
             + t.http.as_ref().map_or(0, HttpRequests::pending)
-            + t.http_responses.as_ref().map_or(0, HttpResponses::pending)
+            + t.http_responses.as_ref().map_or(0, |r| r.pending())
             + t.awaiting.iter().map(HttpTx::held).sum::<usize>()
             + t.last_request.as_ref().map_or(0, |tx| tx.held())
             + t.answered.as_ref().map_or(0, |tx| tx.held())
-            + t.tls_server.as_ref().map_or(0, ServerHandshake::pending)
+            + t.tls_server.as_ref().map_or(0, |h| h.pending())
             + t.dns.as_ref().map_or(0, DnsTcpMessages::pending);
         if now_held > t.charged {
             if t.budget.take(now_held - t.charged) {
@@ -890,11 +890,8 @@ impl FlowInspector {
             0 => t.http.as_mut().is_some_and(HttpRequests::body_grew),
             _ => {
                 // (both are asked: each flag is taken)
-                let body = t
-                    .http_responses
-                    .as_mut()
-                    .is_some_and(HttpResponses::body_grew);
-                let tls = t.tls_server.as_mut().is_some_and(ServerHandshake::grew);
+                let body = t.http_responses.as_mut().is_some_and(|r| r.body_grew());
+                let tls = t.tls_server.as_mut().is_some_and(|h| h.grew());
                 body || tls
             }
         });
@@ -976,9 +973,7 @@ impl FlowInspector {
             None => (p.payload, 0),
         };
         let request_body = t.and_then(|t| t.http.as_ref()).map(HttpRequests::body);
-        let response_body = t
-            .and_then(|t| t.http_responses.as_ref())
-            .map(HttpResponses::body);
+        let response_body = t.and_then(|t| t.http_responses.as_ref()).map(|r| r.body());
         // What the rules read: one reading per (transaction, host) and per
         // DNS query this packet brought; else the direction's latest
         // transaction; else the flow's classification.
@@ -1229,7 +1224,7 @@ impl FlowInspector {
                             .tcp
                             .as_ref()
                             .and_then(|t| t.tls_server.as_ref())
-                            .is_none_or(ServerHandshake::done))
+                            .is_none_or(|h| h.done()))
             }
             Protocol::Ssh => self.directions == [true, true],
             Protocol::Quic
