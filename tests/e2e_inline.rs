@@ -446,6 +446,92 @@ fn a_dropped_flow_stays_dropped_while_its_client_retransmits_root() {
         .unwrap_or_else(|e| panic!("dataplane {e}"));
 }
 
+/// `reject` inline: the blocked request never reaches the server, the
+/// client's connection is reset at once (not left to time out), the server
+/// is reset too (`rejectboth`), and a rejected DNS query is answered with
+/// ICMP port unreachable, which the client's socket reports as refused
+/// (though a responder listens there). The answers are counted.
+#[test]
+fn reject_rules_reset_tcp_and_refuse_udp_root() {
+    testbed::require_root("the inline reject test");
+    peers::require_tools(&["curl", "python3", "openssl"]);
+    let tb = InlineTestbed::up(2).expect("inline testbed");
+    let scratch = Scratch::new("reject");
+    let _client_xdp = attach_pass(&tb.client, &tb.client_if);
+    let _server_xdp = attach_pass(&tb.server, &tb.server_if);
+    let (cert, key) = peers::self_signed_cert(&scratch);
+    let servers = peers::start_servers(&tb.server, tb.server_ip, &cert, &key);
+    let rules = scratch.path("reject.rules");
+    std::fs::write(
+        &rules,
+        concat!(
+            "rejectboth http any any -> any any (msg:\"rejected\"; http.host; content:\"blocked.test\"; sid:1;)\n",
+            "reject udp any any -> any 53 (msg:\"rejected name\"; content:\"|07|blocked|04|test\"; sid:2;)\n",
+        ),
+    )
+    .unwrap();
+    let stats_path = scratch.path("stats.json");
+    let mut dp = start_bridge(
+        &tb,
+        2,
+        &rules,
+        &[&"--stats-json", &stats_path, &"--stats-interval", &"0.2"],
+    );
+    // An allowed request first: the bridge works.
+    let (ok, out) = curl(&tb, "http://allowed.test/", "allowed.test", 80, 10);
+    assert!(ok, "allowed request: {out}\n{}", dp.output());
+    // The client waits up to 10 s for an answer; a reset ends that at once.
+    let script = format!(
+        "import socket, time\nstart = time.monotonic()\n\
+         s = socket.create_connection(('{ip}', 80), timeout=10)\n\
+         s.sendall(b'GET /secret HTTP/1.1\\r\\nHost: blocked.test\\r\\n\\r\\n')\n\
+         try:\n    data = s.recv(100)\n    print('tcp: answered' if data else 'tcp: closed')\n\
+         except ConnectionResetError:\n    print('tcp: reset after %.1f s' % (time.monotonic() - start))\n\
+         except socket.timeout:\n    print('tcp: timeout')\n\
+         q = b'\\x12\\x34\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x07blocked\\x04test\\x00\\x00\\x01\\x00\\x01'\n\
+         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nu.settimeout(5)\nu.connect(('{ip}', 53))\nu.send(q)\n\
+         try:\n    u.recv(512)\n    print('udp: answered')\n\
+         except ConnectionRefusedError:\n    print('udp: refused')\n\
+         except socket.timeout:\n    print('udp: timeout')\n",
+        ip = tb.server_ip
+    );
+    let (ok, out) = peers::run_in(&tb.client, "python3", &["-c", &script]);
+    assert!(ok, "the client ran: {out}");
+    let reset_after: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("tcp: reset after "))
+        .and_then(|rest| rest.trim_end_matches(" s").parse().ok())
+        .unwrap_or_else(|| panic!("the client was not reset: {out}\n{}", dp.output()));
+    assert!(reset_after < 3.0, "reset after {reset_after} s");
+    assert!(out.contains("udp: refused"), "{out}\n{}", dp.output());
+    let served = servers.output();
+    assert!(
+        !served.contains("/secret"),
+        "the server received the rejected request:\n{served}"
+    );
+    // one reset to each end, one unreachable
+    let v = testbed::wait_until("the answers to be counted", Duration::from_secs(5), || {
+        let text = std::fs::read_to_string(&stats_path).ok()?;
+        let v: Value = serde_json::from_str(&text).ok()?;
+        let sent: u64 = v["queues"]
+            .as_array()?
+            .iter()
+            .filter_map(|q| q["rejects_sent"].as_u64())
+            .sum();
+        (sent >= 3).then_some(v)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
+    let unsent: u64 = v["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|q| q["rejects_unsent"].as_u64())
+        .sum();
+    assert_eq!(unsent, 0);
+    dp.interrupt(Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("dataplane {e}"));
+}
+
 /// What the XDP program cannot key never goes around inspection inline:
 /// three VLAN tags, five IPv6 destination options and malformed IP reach
 /// the workers, which read the first two (user space walks deeper) and

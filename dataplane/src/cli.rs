@@ -156,15 +156,22 @@ impl EngineArgs {
                             lines.join("\n  ")
                         )
                     })?;
-                for w in &set.warnings {
-                    tracing::warn!("{w} (rule skipped, --lenient)");
-                }
                 eprintln!(
                     "rules: {} loaded from {} ({} skipped)",
                     set.len(),
                     path.display(),
                     set.warnings.len()
                 );
+                // One line per unsupported thing, not one per rule.
+                for (what, lines) in &set.skipped {
+                    let shown: Vec<String> = lines.iter().take(8).map(usize::to_string).collect();
+                    let more = if lines.len() > 8 { ", ..." } else { "" };
+                    eprintln!(
+                        "rules: skipped {} rule(s) for {what} unsupported (lines {}{more})",
+                        lines.len(),
+                        shown.join(", ")
+                    );
+                }
                 Some(set)
             }
             None => None,

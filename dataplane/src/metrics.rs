@@ -73,7 +73,7 @@ pub fn render(
 ) -> String {
     let mut registry = Registry::with_prefix("dataplane");
 
-    let per_queue: [QueueCounter; 25] = [
+    let per_queue: [QueueCounter; 27] = [
         (
             "queue_rx_packets",
             "Frames taken from the queue's RX ring(s)",
@@ -131,6 +131,16 @@ pub fn render(
             "queue_undecodable_dropped",
             "Inline: frames dropped because no parser could read them",
             |q| q.counters.undecodable_dropped,
+        ),
+        (
+            "queue_rejects_sent",
+            "Inline: TCP resets and ICMP unreachables sent for reject rules",
+            |q| q.counters.rejects_sent,
+        ),
+        (
+            "queue_rejects_unsent",
+            "Inline: reject answers not sent for want of a free frame",
+            |q| q.counters.rejects_unsent,
         ),
         (
             "queue_segments_bad_checksum",

@@ -42,6 +42,10 @@ pub struct QueueCounters {
     /// them (malformed, or deeper than 8 VLAN tags or IPv6 extension
     /// headers): never bridged uninspected.
     pub undecodable_dropped: u64,
+    /// Inline: resets and ICMP unreachables sent for `reject` rules, and
+    /// those that found no free frame (the flow is dropped all the same).
+    pub rejects_sent: u64,
+    pub rejects_unsent: u64,
     /// Inline: TCP segments of inspected flows dropped because the host
     /// behind would discard them and the inspection left them out: a bad
     /// checksum, no ACK flag, data outside the receiver's window, or no room

@@ -11,6 +11,7 @@
 //! Nothing on the per-packet path takes a lock or allocates; stats go to the
 //! main thread as periodic [`WorkerReport`]s over a crossbeam channel.
 
+use dpi::reject::Toward;
 use std::{
     cmp::Reverse,
     collections::BinaryHeap,
@@ -160,6 +161,8 @@ struct Flows {
     kernel_to_user_ns: Histogram<u64>,
     /// Verdict writes of this batch, by kind and action.
     pending: PendingVerdicts,
+    /// Inline: the answers of a `reject` rule to the packet being judged.
+    replies: Vec<(Vec<u8>, Toward)>,
     verdict_error_logged: bool,
     /// Idle checks: (due, flow); a flow's current one matches its `FlowState::check_ns`.
     expiry: BinaryHeap<Reverse<(u64, dpi::FlowKey)>>,
@@ -216,6 +219,7 @@ impl Worker {
             processing_ns: new_histogram(),
             kernel_to_user_ns: new_histogram(),
             pending: PendingVerdicts::default(),
+            replies: Vec::new(),
             verdict_error_logged: false,
             expiry: BinaryHeap::new(),
             next_sweep_ns: now + SWEEP_EVERY_NS,
@@ -502,11 +506,24 @@ impl Flows {
 
     /// Where an inspected frame that came in on `port` goes: out of the
     /// other port (bridge mode, flow not dropped), or back to the free list.
-    fn route(&self, socket: &mut QueueSocket, desc: FrameDesc, port: usize, forward: bool) {
+    fn route(&mut self, socket: &mut QueueSocket, desc: FrameDesc, port: usize, forward: bool) {
         if self.config.bridge && forward {
             socket.forward(desc, 1 - port);
         } else {
             socket.release(desc);
+        }
+        // What a `reject` rule answers: back out of the port the packet
+        // came in on, or on toward its destination.
+        for (frame, toward) in self.replies.drain(..) {
+            let out = match toward {
+                Toward::Sender => port,
+                Toward::Receiver => 1 - port,
+            };
+            if socket.send_new(&frame, out) {
+                self.counters.rejects_sent += 1;
+            } else {
+                self.counters.rejects_unsent += 1;
+            }
         }
     }
 
@@ -615,6 +632,11 @@ impl Flows {
             // In flight while the verdict was written, or the kernel entry
             // was evicted (then `restore`).
             self.counters.after_verdict_packets += 1;
+        }
+        if let Some(kind) = seen.reject
+            && self.config.bridge
+        {
+            self.replies = dpi::reject::frames(frame, &decoded, kind);
         }
         if seen.verdict.is_some() || seen.after_verdict.is_some() {
             self.pending.note(&decoded.key, &seen)

@@ -213,6 +213,30 @@ impl QueueSocket {
         self.ports[port].to_tx.push(desc);
     }
 
+    /// Queues a frame built here (a reset, say) to be sent out of `port` at
+    /// the next flush, in a free frame of this queue; false when none is
+    /// free or it does not fit.
+    pub fn send_new(&mut self, bytes: &[u8], port: usize) -> bool {
+        use std::io::Write;
+        if bytes.len() > self.frame_size {
+            return false;
+        }
+        let Some(mut desc) = self.free.pop() else {
+            return false;
+        };
+        // SAFETY: a free frame of this queue is on no ring and lent to no
+        // one: only this write touches it until it is queued below.
+        let mut data = unsafe { self.umem.data_mut(&mut desc) };
+        let mut cursor = data.cursor();
+        cursor.set_pos(0);
+        if cursor.write_all(bytes).is_err() {
+            self.free.push(desc);
+            return false;
+        }
+        self.ports[port].to_tx.push(desc);
+        true
+    }
+
     /// Gives back a lent frame (or one the kernel has sent).
     pub fn release(&mut self, desc: FrameDesc) {
         if self.range.contains(&(desc.addr() / self.frame_size)) {

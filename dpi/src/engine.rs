@@ -25,6 +25,9 @@ pub enum Decision {
     InspectMore,
     /// Done: the kernel applies this verdict to the rest of the flow.
     Decide(Verdict),
+    /// Dropped by a `reject` rule: as `Decide(Drop)`, and inline the ends
+    /// are told ([`crate::reject`]).
+    Reject(crate::reject::Reject),
     /// Not decided; this segment is one the receiving host discards (bad
     /// checksum, no ACK, outside the window...) and was not inspected:
     /// inline, drop it too.
@@ -120,7 +123,10 @@ impl Decider for InspectDecider {
         );
         match inspector.on_packet(engine, &view) {
             Verdict::Allow => Decision::Decide(Verdict::Allow),
-            Verdict::Drop => Decision::Decide(Verdict::Drop),
+            Verdict::Drop => match inspector.reject() {
+                Some(kind) => Decision::Reject(kind),
+                None => Decision::Decide(Verdict::Drop),
+            },
             Verdict::InspectMore => match inspector.packet_anomaly() {
                 Some(anomaly) => Decision::Discard(anomaly),
                 None => Decision::InspectMore,
@@ -179,6 +185,8 @@ pub struct Seen {
     pub flow_packets: u32,
     /// The packet was not inspected: the receiving host would discard it.
     pub discard: Option<Anomaly>,
+    /// A `reject` rule dropped the flow at this packet: answer it so.
+    pub reject: Option<crate::reject::Reject>,
 }
 
 /// One worker's flow table.
@@ -230,6 +238,7 @@ impl<D: Decider> FlowTable<D> {
             restore: false,
             flow_packets: 0,
             discard: None,
+            reject: None,
         };
         if !self.flows.contains(&packet.key) {
             seen.new_flow = true;
@@ -272,7 +281,15 @@ impl<D: Decider> FlowTable<D> {
             .decider
             .on_packet(decider_state, flow, packet, frame, wire_len)
         {
-            Decision::Decide(action) => {
+            decision @ (Decision::Decide(_) | Decision::Reject(_)) => {
+                let action = match decision {
+                    Decision::Reject(kind) => {
+                        seen.reject = Some(kind);
+                        Verdict::Drop
+                    }
+                    Decision::Decide(action) => action,
+                    _ => unreachable!("matched above"),
+                };
                 flow.decided = Some(action);
                 flow.verdict_ns = now_ns;
                 seen.verdict = Some(action);
@@ -817,6 +834,7 @@ mod tests {
             restore: false,
             flow_packets: 1,
             discard: None,
+            reject: None,
         };
         for drop_first in [true, false] {
             let mut store = MemoryStore::new(16);

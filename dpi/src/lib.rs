@@ -21,6 +21,7 @@ pub mod flow;
 pub mod http;
 pub mod link;
 pub mod policy;
+pub mod reject;
 pub mod rules;
 pub mod stream;
 pub mod table;

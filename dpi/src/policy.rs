@@ -32,6 +32,7 @@ use crate::{
     },
     flow::{Decoded, PROTO_TCP, l4_checksum_ok},
     http::{HttpHead, HttpRequest, HttpRequests, HttpResponse, HttpResponses},
+    reject::Reject,
     rules::{Action, FlowBits, FlowFacts, Needs, PacketView, RuleError, RuleSet},
     stream::{Anomaly, Budget, Chunk, DEFAULT_DEPTH, Segment, StreamConfig, TcpStream},
     wire::tcp::{ACK, SYN},
@@ -547,6 +548,8 @@ pub struct FlowInspector {
     sids: Vec<u32>,
     /// The flow's `flowbits`.
     flowbits: FlowBits,
+    /// The flow was dropped by a `reject` rule: how to answer it.
+    reject: Option<Reject>,
     /// Transactions so far (requests, DNS queries, the classification once
     /// known), and the count when each direction's packet last ran the
     /// app-layer rules: those run once per transaction and direction, as
@@ -591,6 +594,7 @@ impl FlowInspector {
             classifier: FlowClassifier::new(l4, give_up),
             sids: Vec::new(),
             flowbits: FlowBits::default(),
+            reject: None,
             transactions: 0,
             inspected_at: [0; 2],
             classified: false,
@@ -642,6 +646,11 @@ impl FlowInspector {
             http_requests: self.http_requests,
             http_anomalies: self.http_anomalies.clone(),
         }
+    }
+
+    /// How a `reject` rule that dropped the flow wants it answered.
+    pub fn reject(&self) -> Option<Reject> {
+        self.reject
     }
 
     /// Packets seen in user space up to the verdict.
@@ -1004,7 +1013,7 @@ impl FlowInspector {
                 response: None,
             });
         }
-        let mut decisions: Vec<(Verdict, &'static str)> = Vec::new();
+        let mut decisions: Vec<(Verdict, &'static str, Option<Reject>)> = Vec::new();
         let mut hits: Vec<u32> = Vec::new();
         let mut over_limit = 0;
         for reading in &readings {
@@ -1014,7 +1023,7 @@ impl FlowInspector {
                 && let Some(c) = app
                 && engine.policy.decide(c) == Verdict::Drop
             {
-                decisions.push((Verdict::Drop, "policy"));
+                decisions.push((Verdict::Drop, "policy", None));
             }
             let Some(rules) = &engine.rules else { continue };
             let view = PacketView {
@@ -1059,15 +1068,16 @@ impl FlowInspector {
             if engine.policy.rule_limit == RuleLimit::Drop
                 && matched.over_limit.iter().any(|h| h.action == Action::Drop)
             {
-                decisions.push((Verdict::Drop, "rule-limit"));
+                decisions.push((Verdict::Drop, "rule-limit", None));
             }
             for hit in matched.hits {
                 if hit.alert {
                     hits.push(hit.sid);
                 }
                 match hit.action {
-                    Action::Drop => decisions.push((Verdict::Drop, "rule")),
-                    Action::Pass | Action::Bypass => decisions.push((Verdict::Allow, "rule")),
+                    Action::Drop => decisions.push((Verdict::Drop, "rule", None)),
+                    Action::Reject(kind) => decisions.push((Verdict::Drop, "rule", Some(kind))),
+                    Action::Pass | Action::Bypass => decisions.push((Verdict::Allow, "rule", None)),
                     Action::Alert => {}
                 }
             }
@@ -1078,7 +1088,10 @@ impl FlowInspector {
                 self.sids.push(sid);
             }
         }
-        for (verdict, by) in decisions {
+        for (verdict, by, reject) in decisions {
+            if self.verdict == Verdict::InspectMore {
+                self.reject = reject;
+            }
             self.decide(verdict, by);
         }
         // The transactions stay for the packets that follow.

@@ -39,31 +39,14 @@ fn main() {
             let mut hits = 0usize;
             for p in &payloads {
                 let view = PacketView {
-                    l4: 6,
                     src: "198.18.0.1".parse().expect("literal"),
                     dst: "198.18.0.2".parse().expect("literal"),
                     sport: 40000,
                     dport: 80,
-                    to_server: true,
-                    established: true,
                     payload: p,
-                    payload_base: 0,
-                    app: None,
-                    ja4: None,
-                    dns_query: None,
                     dsize: p.len(),
                     tcp_flags: Some(0x18),
-                    ttl: 64,
-                    icmp: None,
-                    dns_opcode: None,
-                    now_ns: 0,
-                    app_fresh: true,
-                    http_request: None,
-                    http_response: None,
-                    request_body: None,
-                    response_body: None,
-                    tls_server: None,
-                    ssh_banner: None,
+                    ..PacketView::default()
                 };
                 hits += set.matches(&view, &mut FlowBits::default()).hits.len();
             }

@@ -42,7 +42,7 @@ pub use parse::Vars;
 use crate::classify::{Classification, Protocol};
 
 /// What a matching rule does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
     /// Log, keep inspecting.
     Alert,
@@ -52,6 +52,10 @@ pub enum Action {
     Pass,
     /// Stop inspecting; the kernel handles the rest of the flow.
     Bypass,
+    /// Drop the flow and, inline, reset it (TCP) or answer ICMP
+    /// unreachable (other transports): `reject`/`rejectsrc` toward the
+    /// packet's sender, `rejectdst` toward its destination, `rejectboth`.
+    Reject(crate::reject::Reject),
 }
 
 impl Action {
@@ -61,6 +65,9 @@ impl Action {
             Action::Drop => "drop",
             Action::Pass => "pass",
             Action::Bypass => "bypass",
+            Action::Reject(crate::reject::Reject::Source) => "reject",
+            Action::Reject(crate::reject::Reject::Destination) => "rejectdst",
+            Action::Reject(crate::reject::Reject::Both) => "rejectboth",
         }
     }
 }
@@ -667,6 +674,41 @@ pub struct PacketView<'a> {
     pub app_fresh: bool,
 }
 
+impl Default for PacketView<'_> {
+    /// A TCP packet of an established flow to the server with nothing known
+    /// of it: fill in what a caller has (`..PacketView::default()`).
+    fn default() -> Self {
+        let unspecified = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+        PacketView {
+            l4: 6,
+            src: unspecified,
+            dst: unspecified,
+            sport: 0,
+            dport: 0,
+            to_server: true,
+            established: true,
+            payload: &[],
+            payload_base: 0,
+            app: None,
+            ja4: None,
+            dns_query: None,
+            dsize: 0,
+            tcp_flags: None,
+            ttl: 64,
+            icmp: None,
+            dns_opcode: None,
+            app_fresh: true,
+            http_request: None,
+            http_response: None,
+            request_body: None,
+            response_body: None,
+            tls_server: None,
+            ssh_banner: None,
+            now_ns: 0,
+        }
+    }
+}
+
 impl<'a> PacketView<'a> {
     /// The HTTP head of the packet's direction.
     fn head(&self) -> Option<&'a crate::http::HttpHead> {
@@ -832,6 +874,9 @@ pub struct RuleSet {
     thresholds: std::sync::Mutex<ThresholdCounters>,
     /// Rules skipped in lenient mode, with why.
     pub warnings: Vec<RuleError>,
+    /// The same, by what was unsupported (`keyword base64_decode`): the
+    /// lines of the rules it made skip, most frequent first.
+    pub skipped: Vec<(String, Vec<usize>)>,
 }
 
 impl fmt::Debug for RuleSet {
@@ -855,6 +900,7 @@ impl RuleSet {
         let mut rules = Vec::new();
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
+        let mut skipped: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
         let mut sids: HashMap<u32, usize> = HashMap::new();
         // Rules may continue over lines ending in a backslash.
         let mut pending = String::new();
@@ -892,10 +938,12 @@ impl RuleSet {
                         line: start_line,
                         message: e.message,
                     };
-                    if lenient && e.unsupported {
-                        warnings.push(error);
-                    } else {
-                        errors.push(error);
+                    match e.unsupported {
+                        Some(what) if lenient => {
+                            skipped.entry(what).or_default().push(start_line);
+                            warnings.push(error);
+                        }
+                        _ => errors.push(error),
                     }
                 }
             }
@@ -918,6 +966,9 @@ impl RuleSet {
             }]
         })?;
         set.warnings = warnings;
+        set.skipped = skipped.into_iter().collect();
+        set.skipped
+            .sort_by_key(|(what, lines)| (std::cmp::Reverse(lines.len()), what.clone()));
         Ok(set)
     }
 
@@ -1005,6 +1056,7 @@ impl RuleSet {
             uses_app,
             thresholds: std::sync::Mutex::new(HashMap::new()),
             warnings: Vec::new(),
+            skipped: Vec::new(),
         })
     }
 

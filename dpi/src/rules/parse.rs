@@ -114,20 +114,23 @@ impl Vars {
 #[derive(Debug)]
 pub(crate) struct ParseError {
     pub message: String,
-    pub unsupported: bool,
+    /// What is unsupported, when that is why (a lenient load skips the rule).
+    pub unsupported: Option<String>,
 }
 
 fn bad(message: impl Into<String>) -> ParseError {
     ParseError {
         message: message.into(),
-        unsupported: false,
+        unsupported: None,
     }
 }
 
-fn unsupported(message: impl Into<String>) -> ParseError {
+/// Something valid in Suricata that is not supported here; `what` names it
+/// for the `--lenient` summary (`keyword base64_decode`).
+fn unsupported(what: impl Into<String>, message: impl Into<String>) -> ParseError {
     ParseError {
         message: message.into(),
-        unsupported: true,
+        unsupported: Some(what.into()),
     }
 }
 
@@ -474,9 +477,10 @@ fn pcre(value: &str) -> Result<(regex::bytes::Regex, bool, bool), ParseError> {
             }
             'R' => relative = true,
             other => {
-                return Err(unsupported(format!(
-                    "pcre modifier `{other}` is not supported (supported: i s m x R)"
-                )));
+                return Err(unsupported(
+                    format!("pcre modifier {other}"),
+                    format!("pcre modifier `{other}` is not supported (supported: i s m x R)"),
+                ));
             }
         }
     }
@@ -646,9 +650,10 @@ fn byte_read<'a>(
                 );
             }
             ("dce", None) => {
-                return Err(unsupported(format!(
-                    "{key}: `dce` (DCE/RPC byte order) is not supported"
-                )));
+                return Err(unsupported(
+                    format!("{key} dce"),
+                    format!("{key}: `dce` (DCE/RPC byte order) is not supported"),
+                ));
             }
             _ => rest.push(part),
         }
@@ -983,14 +988,24 @@ pub(crate) fn rule(text: &str, vars: &Vars) -> Result<Rule, ParseError> {
         "drop" => Action::Drop,
         "pass" => Action::Pass,
         "bypass" => Action::Bypass,
+        "reject" | "rejectsrc" => Action::Reject(crate::reject::Reject::Source),
+        "rejectdst" => Action::Reject(crate::reject::Reject::Destination),
+        "rejectboth" => Action::Reject(crate::reject::Reject::Both),
         other => {
-            return Err(unsupported(format!(
-                "action `{other}` is not supported (alert, drop, pass, bypass)"
-            )));
+            return Err(unsupported(
+                format!("action {other}"),
+                format!(
+                    "action `{other}` is not supported (alert, drop, pass, bypass, reject, rejectsrc, rejectdst, rejectboth)"
+                ),
+            ));
         }
     };
-    let (l4, app) = protocol_of(proto)
-        .ok_or_else(|| unsupported(format!("protocol `{proto}` is not supported")))?;
+    let (l4, app) = protocol_of(proto).ok_or_else(|| {
+        unsupported(
+            format!("protocol {proto}"),
+            format!("protocol `{proto}` is not supported"),
+        )
+    })?;
     let bidirectional = match dir.as_str() {
         "->" => false,
         "<>" => true,
@@ -1246,9 +1261,10 @@ pub(crate) fn rule(text: &str, vars: &Vars) -> Result<Rule, ParseError> {
                         "not_established" => rule.flow.established = Some(false),
                         "stateless" => {}
                         other => {
-                            return Err(unsupported(format!(
-                                "flow option `{other}` is not supported"
-                            )));
+                            return Err(unsupported(
+                                format!("flow option {other}"),
+                                format!("flow option `{other}` is not supported"),
+                            ));
                         }
                     }
                 }
@@ -1378,7 +1394,12 @@ pub(crate) fn rule(text: &str, vars: &Vars) -> Result<Rule, ParseError> {
                 buffer = sticky_or_modifier(&key, Buffer::DnsQuery, &mut rule.matchers, buffer)?
             }
             "pkt_data" => buffer = Buffer::Payload,
-            other => return Err(unsupported(format!("keyword `{other}` is not supported"))),
+            other => {
+                return Err(unsupported(
+                    format!("keyword {other}"),
+                    format!("keyword `{other}` is not supported"),
+                ));
+            }
         }
     }
     rule.sid = sid.ok_or_else(|| bad("the rule has no sid"))?;

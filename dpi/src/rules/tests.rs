@@ -14,31 +14,15 @@ fn errors(text: &str) -> Vec<RuleError> {
 
 fn packet<'a>(payload: &'a [u8], app: Option<&'a Classification>) -> PacketView<'a> {
     PacketView {
-        l4: 6,
         src: "198.18.0.1".parse().unwrap(),
         dst: "198.18.0.2".parse().unwrap(),
         sport: 40000,
         dport: 80,
-        to_server: true,
-        established: true,
         payload,
-        payload_base: 0,
         app,
-        ja4: None,
-        dns_query: None,
         dsize: payload.len(),
         tcp_flags: Some(0x18),
-        ttl: 64,
-        icmp: None,
-        dns_opcode: None,
-        now_ns: 0,
-        app_fresh: true,
-        http_request: None,
-        http_response: None,
-        request_body: None,
-        response_body: None,
-        tls_server: None,
-        ssh_banner: None,
+        ..PacketView::default()
     }
 }
 
@@ -161,7 +145,7 @@ fn errors_name_line_and_keyword() {
     );
     assert!(e[0].message.contains("duplicate sid 3"));
     assert!(
-        !errors("reject tcp any any -> any any (sid:4;)")[0]
+        !errors("sdrop tcp any any -> any any (sid:4;)")[0]
             .message
             .is_empty()
     );
@@ -184,6 +168,22 @@ fn lenient_mode_skips_unsupported_rules_with_a_warning() {
     assert_eq!(s.len(), 1);
     assert_eq!(s.warnings.len(), 1);
     assert_eq!(s.warnings[0].line, 1);
+    // the summary groups skipped rules by what they needed
+    let text = concat!(
+        "alert tcp any any -> any any (content:\"x\"; base64_decode; sid:1;)\n",
+        "alert modbus any any -> any any (sid:2;)\n",
+        "alert tcp any any -> any any (base64_data; content:\"x\"; base64_decode; sid:3;)\n",
+    );
+    let s = RuleSet::parse(text, Path::new("l.rules"), &Vars::default(), true).unwrap();
+    assert!(s.is_empty());
+    assert_eq!(
+        s.skipped,
+        [
+            ("keyword base64_data".to_string(), vec![3]),
+            ("keyword base64_decode".to_string(), vec![1]),
+            ("protocol modbus".to_string(), vec![2]),
+        ]
+    );
     // Malformed rules are errors even when lenient.
     assert!(
         RuleSet::parse(
@@ -663,4 +663,26 @@ fn http_request_and_response_buffers() {
             e[0].message
         );
     }
+}
+
+#[test]
+fn reject_actions() {
+    use crate::reject::Reject;
+    let s = set(concat!(
+        "reject tcp any any -> any any (content:\"x\"; sid:1;)\n",
+        "rejectsrc tcp any any -> any any (content:\"x\"; sid:2;)\n",
+        "rejectdst tcp any any -> any any (content:\"x\"; sid:3;)\n",
+        "rejectboth tcp any any -> any any (content:\"x\"; sid:4;)\n",
+    ));
+    let actions: Vec<Action> = s.rules().iter().map(|r| r.action).collect();
+    assert_eq!(
+        actions,
+        [
+            Action::Reject(Reject::Source),
+            Action::Reject(Reject::Source),
+            Action::Reject(Reject::Destination),
+            Action::Reject(Reject::Both),
+        ]
+    );
+    assert_eq!(actions[3].name(), "rejectboth");
 }
