@@ -367,6 +367,12 @@ pub fn l4_name(proto: u8) -> String {
         crate::flow::PROTO_UDP => "udp".into(),
         crate::flow::PROTO_ICMP => "icmp".into(),
         crate::flow::PROTO_ICMPV6 => "ipv6-icmp".into(),
+        2 => "igmp".into(),
+        47 => "gre".into(),
+        50 => "esp".into(),
+        51 => "ah".into(),
+        112 => "vrrp".into(),
+        132 => "sctp".into(),
         other => other.to_string(),
     }
 }

@@ -80,6 +80,9 @@ impl FlowKey {
             PROTO_UDP => "UDP".into(),
             PROTO_ICMP => "ICMP".into(),
             PROTO_ICMPV6 => "ICMPV6".into(),
+            // as nDPI names them in its flow lists
+            2 => "IGMP".into(),
+            112 => "VRRP".into(),
             other => other.to_string(),
         }
     }

@@ -560,12 +560,14 @@ impl FlowClassifier {
     }
 }
 
-/// The protocol usually found on a well-known port: a last resort only.
+/// The protocol usually found on a well-known port: a last resort only
+/// (nDPI's default ports, so a flow without payload is guessed alike).
 pub fn port_guess(l4: u8, port: u16) -> Option<Protocol> {
     use Protocol::*;
     let tcp = l4 == PROTO_TCP;
     Some(match (tcp, port) {
-        (true, 80 | 8080) => Http,
+        (true, 80) => Http,
+        (true, 8080 | 3128) => HttpProxy,
         (_, 443) => {
             if tcp {
                 Tls
@@ -580,12 +582,12 @@ pub fn port_guess(l4: u8, port: u16) -> Option<Protocol> {
         (false, 546 | 547) => Dhcpv6,
         (false, 123) => Ntp,
         (false, 161 | 162) => Snmp,
-        (false, 514) => Syslog,
+        (false, 514) | (true, 514 | 601 | 6514) => Syslog,
         (false, 1900) => Ssdp,
         (_, 137..=139) => NetBios,
         (_, 427) => Slp,
         (_, 3478) => Stun,
-        (_, 5060) => Sip,
+        (_, 5060 | 5061) => Sip,
         (true, 22) => Ssh,
         (true, 25 | 587) => Smtp,
         (true, 110) => Pop3,
@@ -595,10 +597,10 @@ pub fn port_guess(l4: u8, port: u16) -> Option<Protocol> {
         (true, 445) => SmbV23,
         (_, 88) => Kerberos,
         (_, 389) => Ldap,
-        (false, 1812 | 1813) => Radius,
+        (_, 1812 | 1813) => Radius,
         (_, 1194) => OpenVpn,
         (false, 51820) => WireGuard,
-        (false, 500 | 4500) => IpSec,
+        (_, 500) | (false, 4500) => IpSec,
         (true, 1883) => Mqtt,
         (true, 5432) => PostgreSql,
         (true, 3306) => MySql,

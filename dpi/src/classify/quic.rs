@@ -25,33 +25,52 @@ pub(crate) const V2: u32 = 0x6b33_43cf;
 /// ClientHello spans two or three packets).
 const MAX_CRYPTO: usize = 8 * 1024;
 
-/// Initial salt and label prefix of a version, if we know it.
-fn version_params(version: u32) -> Option<(&'static [u8; 20], &'static str)> {
-    const SALT_V1: [u8; 20] = [
-        0x38, 0x76, 0x2c, 0xf7, 0xf5, 0x59, 0x34, 0xb3, 0x4d, 0x17, 0x9a, 0xe6, 0xa4, 0xc8, 0x0c,
-        0xad, 0xcc, 0xbb, 0x7f, 0x0a,
-    ];
-    const SALT_V2: [u8; 20] = [
-        0x0d, 0xed, 0xe3, 0xde, 0xf7, 0x00, 0xa6, 0xdb, 0x81, 0x93, 0x81, 0xbe, 0x6e, 0x26, 0x9d,
-        0xcb, 0xf9, 0xbd, 0x2e, 0xd9,
-    ];
-    const SALT_DRAFT29: [u8; 20] = [
-        0xaf, 0xbf, 0xec, 0x28, 0x99, 0x93, 0xd2, 0x4c, 0x9e, 0x97, 0x86, 0xf1, 0x9c, 0x61, 0x11,
-        0xe0, 0x43, 0x90, 0xa8, 0x99,
-    ];
-    const SALT_DRAFT23: [u8; 20] = [
-        0xc3, 0xee, 0xf7, 0x12, 0xc7, 0x2e, 0xbb, 0x5a, 0x11, 0xa7, 0xd2, 0x43, 0x2b, 0xb4, 0x63,
-        0x65, 0xbe, 0xf9, 0xf5, 0x02,
-    ];
+const SALT_V1: [u8; 20] = [
+    0x38, 0x76, 0x2c, 0xf7, 0xf5, 0x59, 0x34, 0xb3, 0x4d, 0x17, 0x9a, 0xe6, 0xa4, 0xc8, 0x0c, 0xad,
+    0xcc, 0xbb, 0x7f, 0x0a,
+];
+const SALT_V2: [u8; 20] = [
+    0x0d, 0xed, 0xe3, 0xde, 0xf7, 0x00, 0xa6, 0xdb, 0x81, 0x93, 0x81, 0xbe, 0x6e, 0x26, 0x9d, 0xcb,
+    0xf9, 0xbd, 0x2e, 0xd9,
+];
+const SALT_DRAFT29: [u8; 20] = [
+    0xaf, 0xbf, 0xec, 0x28, 0x99, 0x93, 0xd2, 0x4c, 0x9e, 0x97, 0x86, 0xf1, 0x9c, 0x61, 0x11, 0xe0,
+    0x43, 0x90, 0xa8, 0x99,
+];
+const SALT_DRAFT23: [u8; 20] = [
+    0xc3, 0xee, 0xf7, 0x12, 0xc7, 0x2e, 0xbb, 0x5a, 0x11, 0xa7, 0xd2, 0x43, 0x2b, 0xb4, 0x63, 0x65,
+    0xbe, 0xf9, 0xf5, 0x02,
+];
+const SALT_DRAFT22: [u8; 20] = [
+    0x7f, 0xbc, 0xdb, 0x0e, 0x7c, 0x66, 0xbb, 0xe9, 0x19, 0x3a, 0x96, 0xcd, 0x21, 0x51, 0x9e, 0xbd,
+    0x7a, 0x02, 0x64, 0x4a,
+];
+
+/// The Initial salts (with the label prefix) a version's client Initial
+/// may be protected with, most likely first. The AEAD tag tells which (if
+/// any) is right, so trying a few costs no false match.
+fn version_params(version: u32) -> &'static [(&'static [u8; 20], &'static str)] {
     match version {
         // RFC 9001's keys; drafts 33 and 34 already used them.
-        V1 | 0xff00_0021..=0xff00_0022 => Some((&SALT_V1, "quic")),
-        V2 => Some((&SALT_V2, "quicv2")),
-        0xff00_001d..=0xff00_0020 => Some((&SALT_DRAFT29, "quic")),
-        0xff00_0017..=0xff00_001c => Some((&SALT_DRAFT23, "quic")),
-        // Facebook mvfst drafts use draft-29 keys under their own numbers.
-        0xface_b002 | 0xface_b00e => Some((&SALT_DRAFT29, "quic")),
-        _ => None,
+        V1 | 0xff00_0021..=0xff00_0022 => &[(&SALT_V1, "quic")],
+        V2 => &[(&SALT_V2, "quicv2")],
+        0xff00_001d..=0xff00_0020 => &[(&SALT_DRAFT29, "quic")],
+        0xff00_0017..=0xff00_001c => &[(&SALT_DRAFT23, "quic")],
+        0xff00_0016 => &[(&SALT_DRAFT22, "quic")],
+        // Facebook's mvfst: its draft-22 and draft-27 versions and its
+        // experimental one take those drafts' salts; newer numbers
+        // follow later drafts or v1.
+        0xface_b001 => &[(&SALT_DRAFT22, "quic")],
+        0xface_b002 | 0xface_b00e => &[(&SALT_DRAFT23, "quic")],
+        v if v & 0xffff_f000 == 0xface_b000 => &[
+            (&SALT_V1, "quic"),
+            (&SALT_DRAFT29, "quic"),
+            (&SALT_DRAFT23, "quic"),
+        ],
+        // RFC 9000 §15: a version reserved to force version negotiation
+        // (0x?a?a?a?a) carries whichever Initial the client would send.
+        v if v & 0x0f0f_0f0f == 0x0a0a_0a0a => &[(&SALT_V1, "quic"), (&SALT_DRAFT29, "quic")],
+        _ => &[],
     }
 }
 
@@ -74,8 +93,7 @@ struct Keys {
     hp: Vec<u8>,
 }
 
-fn client_keys(version: u32, dcid: &[u8]) -> Option<Keys> {
-    let (salt, prefix) = version_params(version)?;
+fn client_keys(salt: &[u8; 20], prefix: &str, dcid: &[u8]) -> Option<Keys> {
     let (initial, _) = Hkdf::<Sha256>::extract(Some(salt), dcid);
     let client = expand_label(&initial, "client in", 32)?;
     Some(Keys {
@@ -118,7 +136,21 @@ fn decrypt_initial(d: &[u8], version: u32) -> Option<Vec<u8>> {
     if end > d.len() || dcid_len > 20 || length < 20 {
         return None;
     }
-    let keys = client_keys(version, dcid)?;
+    version_params(version)
+        .iter()
+        .find_map(|(salt, prefix)| open_initial(d, dcid, pn_offset, end, salt, prefix))
+}
+
+/// Removes header protection and decrypts with one candidate's keys.
+fn open_initial(
+    d: &[u8],
+    dcid: &[u8],
+    pn_offset: usize,
+    end: usize,
+    salt: &[u8; 20],
+    prefix: &str,
+) -> Option<Vec<u8>> {
+    let keys = client_keys(salt, prefix, dcid)?;
 
     // Header protection: the sample starts 4 bytes after the packet number.
     let sample = d.get(pn_offset + 4..pn_offset + 20)?;
@@ -239,7 +271,7 @@ pub(crate) fn quic(p: &Payload<'_>, s: &mut Scratch) -> Dissect {
         };
     }
     let version = u32::from_be_bytes([d[1], d[2], d[3], d[4]]);
-    if p.from_client && d[0] & 0x40 != 0 && version_params(version).is_some() {
+    if p.from_client && d[0] & 0x40 != 0 && !version_params(version).is_empty() {
         let Some(frames) = decrypt_initial(d, version) else {
             return if s.quic_crypto.is_empty() {
                 Dissect::No
@@ -297,7 +329,7 @@ mod tests {
     #[test]
     fn rfc9001_initial_keys() {
         let dcid = [0x83, 0x94, 0xc8, 0xf0, 0x3e, 0x51, 0x57, 0x08];
-        let keys = client_keys(V1, &dcid).unwrap();
+        let keys = client_keys(&SALT_V1, "quic", &dcid).unwrap();
         assert_eq!(keys.key, hex("1f369613dd76d5467730efcbe3b1a22d"));
         assert_eq!(keys.iv, hex("fa044b2f42a3fd3b46fb255c"));
         assert_eq!(keys.hp, hex("9f50449e04a0e810283a1e9933adedd2"));
@@ -307,10 +339,101 @@ mod tests {
     #[test]
     fn rfc9369_v2_initial_keys() {
         let dcid = [0x83, 0x94, 0xc8, 0xf0, 0x3e, 0x51, 0x57, 0x08];
-        let keys = client_keys(V2, &dcid).unwrap();
+        let keys = client_keys(&SALT_V2, "quicv2", &dcid).unwrap();
         assert_eq!(keys.key, hex("8b1a0bc121284290a29e0971b5cd045d"));
         assert_eq!(keys.iv, hex("91f73e2351d8fa91660e909f"));
         assert_eq!(keys.hp, hex("45b95e15235d6f45a6b19cbcb0294ba9"));
+    }
+
+    /// A client Initial carrying a ClientHello for `sni`, protected with
+    /// `salt` (RFC 9001 §5: AEAD, then header protection).
+    fn initial(version: u32, salt: &[u8; 20], sni: &str) -> Vec<u8> {
+        let mut hello = vec![0x03, 0x03];
+        hello.extend_from_slice(&[0; 32]);
+        hello.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]);
+        let mut sni_ext = vec![0, 0];
+        let name = sni.as_bytes();
+        let list = (name.len() + 3) as u16;
+        sni_ext.extend_from_slice(&(list + 2).to_be_bytes());
+        sni_ext.extend_from_slice(&list.to_be_bytes());
+        sni_ext.push(0);
+        sni_ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        sni_ext.extend_from_slice(name);
+        hello.extend_from_slice(&(sni_ext.len() as u16).to_be_bytes());
+        hello.extend_from_slice(&sni_ext);
+        let mut msg = vec![1, 0, (hello.len() >> 8) as u8, hello.len() as u8];
+        msg.extend_from_slice(&hello);
+        // CRYPTO frame at offset 0, then PADDING to a full Initial
+        let mut frames = vec![0x06, 0x00, 0x40 | (msg.len() >> 8) as u8, msg.len() as u8];
+        frames.extend_from_slice(&msg);
+        frames.resize(1100, 0);
+        let dcid = [0x83, 0x94, 0xc8, 0xf0, 0x3e, 0x51, 0x57, 0x08];
+        let keys = client_keys(salt, "quic", &dcid).unwrap();
+        let mut header = vec![0xc3];
+        header.extend_from_slice(&version.to_be_bytes());
+        header.push(dcid.len() as u8);
+        header.extend_from_slice(&dcid);
+        header.extend_from_slice(&[0, 0]); // no SCID, no token
+        let length = frames.len() + 16 + 4;
+        header.extend_from_slice(&(0x4000 | length as u16).to_be_bytes());
+        let pn_offset = header.len();
+        header.extend_from_slice(&[0, 0, 0, 2]); // packet number 2, 4 bytes
+        let mut nonce = [0u8; 12];
+        nonce.copy_from_slice(&keys.iv);
+        nonce[11] ^= 2;
+        let sealed = Aes128Gcm::new_from_slice(&keys.key)
+            .unwrap()
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                AeadPayload {
+                    msg: &frames,
+                    aad: &header,
+                },
+            )
+            .unwrap();
+        let mut packet = header;
+        packet.extend_from_slice(&sealed);
+        let hp = Aes128::new_from_slice(&keys.hp).unwrap();
+        let mut mask = GenericArray::clone_from_slice(&packet[pn_offset + 4..pn_offset + 20]);
+        hp.encrypt_block(&mut mask);
+        packet[0] ^= mask[0] & 0x0f;
+        for i in 0..4 {
+            packet[pn_offset + i] ^= mask[1 + i];
+        }
+        packet
+    }
+
+    /// mvfst's versions take the salts of the drafts they implement (as
+    /// nDPI and mvfst use them); a later mvfst number is tried with each.
+    #[test]
+    fn mvfst_and_draft_versions_decrypt() {
+        let cases: [(u32, &[u8; 20]); 6] = [
+            (V1, &SALT_V1),
+            (0xface_b001, &SALT_DRAFT22),
+            (0xface_b002, &SALT_DRAFT23),
+            (0xface_b00e, &SALT_DRAFT23),
+            (0xface_b010, &SALT_V1),
+            (0xff00_001d, &SALT_DRAFT29),
+        ];
+        for (version, salt) in cases {
+            let d = initial(version, salt, "a.example");
+            let p = Payload {
+                data: &d,
+                from_client: true,
+                src_port: 40000,
+                dst_port: 443,
+                index: 0,
+                l4: 17,
+            };
+            assert_eq!(
+                quic(&p, &mut Scratch::default()),
+                Dissect::Match(Protocol::Quic, Some("a.example".into())),
+                "{version:#x}"
+            );
+        }
+        // the wrong salt for the version does not decrypt
+        let d = initial(0xface_b002, &SALT_V1, "a.example");
+        assert!(decrypt_initial(&d, 0xface_b002).is_none());
     }
 
     fn hex(s: &str) -> Vec<u8> {
