@@ -6,6 +6,9 @@
 #   libclang1 (with clang)                   bindgen generates the ABI types
 #   libelf-dev zlib1g-dev m4 make pkg-config xsk-rs builds libxdp/libbpf from source
 #   iproute2 ethtool                         the veth testbed and NIC setup
+#   slapd ldap-utils krb5-kdc krb5-user      real LDAP and Kerberos peers for the dissector
+#   krb5-admin-server                        tests (run inside test namespaces only; their
+#                                            services are left disabled)
 #   nftables                                 the peer the load balancer is compared with
 #                                            (`compare lb`; rules only inside test namespaces),
 #                                            and the evasion tests' raw client (no kernel RSTs)
@@ -22,7 +25,8 @@ if [ "${1:-}" = "--bench" ]; then
 fi
 
 packages=(clang llvm libbpf-dev linux-libc-dev libelf-dev zlib1g-dev m4 make pkg-config iproute2 ethtool
-          iputils-ping curl openssl python3 nftables)
+          iputils-ping curl openssl python3 nftables slapd ldap-utils krb5-kdc krb5-user
+          krb5-admin-server)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -38,6 +42,12 @@ if ((${#missing[@]})); then
     echo "install-deps.sh: installing ${missing[*]}"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # test peers, not services of this machine
+    if command -v systemctl >/dev/null; then
+        for service in slapd krb5-kdc krb5-admin-server; do
+            $sudo systemctl disable --now "$service" >/dev/null 2>&1 || true
+        done
+    fi
 fi
 
 sudo=""

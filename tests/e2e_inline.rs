@@ -532,6 +532,197 @@ fn reject_rules_reset_tcp_and_refuse_udp_root() {
         .unwrap_or_else(|e| panic!("dataplane {e}"));
 }
 
+/// Protocols read from the specifications, on traffic of the real software:
+/// OpenLDAP's slapd answering ldapsearch (a bind and searches), MIT
+/// Kerberos' KDC answering kinit over UDP and over TCP. Through the inline
+/// bridge, the flow log names each flow.
+#[test]
+fn real_ldap_and_kerberos_are_named_root() {
+    testbed::require_root("the LDAP and Kerberos test");
+    peers::require_tools(&[
+        "slapd",
+        "ldapsearch",
+        "krb5kdc",
+        "kinit",
+        "kdb5_util",
+        "kadmin.local",
+    ]);
+    let tb = InlineTestbed::up(2).expect("inline testbed");
+    let scratch = Scratch::new("ldapkrb");
+    let _client_xdp = attach_pass(&tb.client, &tb.client_if);
+    let _server_xdp = attach_pass(&tb.server, &tb.server_if);
+    let ip = tb.server_ip.to_string();
+
+    // slapd: an empty directory is enough for a bind and searches
+    let db = scratch.path("ldap-db");
+    std::fs::create_dir_all(&db).unwrap();
+    let slapd_conf = scratch.path("slapd.conf");
+    std::fs::write(
+        &slapd_conf,
+        format!(
+            "include /etc/ldap/schema/core.schema\npidfile {pid}\nmodulepath /usr/lib/ldap\nmoduleload back_mdb\n\
+             database mdb\nsuffix \"dc=example,dc=test\"\nrootdn \"cn=admin,dc=example,dc=test\"\nrootpw secret\ndirectory {db}\n",
+            pid = scratch.path("slapd.pid").display(),
+            db = db.display()
+        ),
+    )
+    .unwrap();
+    let mut slapd = tb.server.command("slapd");
+    slapd
+        .args(["-d", "256", "-f"])
+        .arg(&slapd_conf)
+        .args(["-h", &format!("ldap://{ip}:389/")]);
+    let mut slapd = Process::spawn(slapd).expect("spawn slapd");
+    slapd
+        .wait_for_line("slapd starting", Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}\n{}", slapd.output()));
+
+    // an MIT KDC with one principal and its keytab
+    let realm = "EXAMPLE.TEST";
+    let krb5_conf = |tcp: bool| {
+        let path = scratch.path(if tcp {
+            "krb5-tcp.conf"
+        } else {
+            "krb5-udp.conf"
+        });
+        std::fs::write(
+            &path,
+            format!(
+                "[libdefaults]\ndefault_realm = {realm}\ndns_lookup_kdc = false\ndns_lookup_realm = false\n\
+                 rdns = false\ndns_canonicalize_hostname = false\nudp_preference_limit = {}\n\
+                 [realms]\n{realm} = {{\n kdc = {ip}\n}}\n",
+                if tcp { 1 } else { 1465 }
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let (udp_conf, tcp_conf) = (krb5_conf(false), krb5_conf(true));
+    let kdc_conf = scratch.path("kdc.conf");
+    std::fs::write(
+        &kdc_conf,
+        format!(
+            "[kdcdefaults]\nkdc_ports = 88\nkdc_tcp_ports = 88\n[realms]\n{realm} = {{\n database_name = {db}\n \
+             key_stash_file = {stash}\n acl_file = {acl}\n}}\n[logging]\nkdc = STDERR\n",
+            db = scratch.path("principal").display(),
+            stash = scratch.path("stash").display(),
+            acl = scratch.path("kadm5.acl").display()
+        ),
+    )
+    .unwrap();
+    let keytab = scratch.path("user.keytab");
+    let krb = |program: &str, args: &[&str]| {
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(args)
+            .env("KRB5_CONFIG", &udp_conf)
+            .env("KRB5_KDC_PROFILE", &kdc_conf);
+        testbed::run(&mut cmd).unwrap_or_else(|e| panic!("{program}: {e}"));
+    };
+    krb(
+        "kdb5_util",
+        &["create", "-s", "-r", realm, "-P", "master-secret"],
+    );
+    krb("kadmin.local", &["-q", "addprinc -randkey user"]);
+    krb(
+        "kadmin.local",
+        &["-q", &format!("ktadd -k {} user", keytab.display())],
+    );
+    let mut kdc = tb.server.command("krb5kdc");
+    kdc.arg("-n")
+        .env("KRB5_CONFIG", &udp_conf)
+        .env("KRB5_KDC_PROFILE", &kdc_conf);
+    let mut kdc = Process::spawn(kdc).expect("spawn krb5kdc");
+    kdc.wait_for_line("commencing operation", Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}\n{}", kdc.output()));
+
+    let rules = scratch.path("none.rules");
+    std::fs::write(
+        &rules,
+        "alert tcp any any -> any 1 (msg:\"unused\"; sid:1;)\n",
+    )
+    .unwrap();
+    let log = scratch.path("flows.jsonl");
+    let mut dp = start_bridge(&tb, 2, &rules, &[&"--flow-log", &log]);
+
+    let (ok, out) = peers::run_in(
+        &tb.client,
+        "ldapsearch",
+        &[
+            "-x",
+            "-H",
+            &format!("ldap://{ip}"),
+            "-b",
+            "",
+            "-s",
+            "base",
+            "namingContexts",
+        ],
+    );
+    assert!(ok, "ldapsearch rootDSE: {out}\n{}", slapd.output());
+    let (_, out) = peers::run_in(
+        &tb.client,
+        "ldapsearch",
+        &[
+            "-x",
+            "-H",
+            &format!("ldap://{ip}"),
+            "-D",
+            "cn=admin,dc=example,dc=test",
+            "-w",
+            "secret",
+            "-b",
+            "dc=example,dc=test",
+        ],
+    );
+    assert!(out.contains("result:"), "ldapsearch with a bind: {out}");
+    for conf in [&udp_conf, &tcp_conf] {
+        let mut kinit = tb.client.command("kinit");
+        kinit
+            .args(["-k", "-t"])
+            .arg(&keytab)
+            .arg(format!("user@{realm}"))
+            .env("KRB5_CONFIG", conf)
+            .env(
+                "KRB5CCNAME",
+                format!("FILE:{}", scratch.path("ccache").display()),
+            );
+        testbed::run(&mut kinit)
+            .unwrap_or_else(|e| panic!("kinit ({}): {e}\n{}", conf.display(), kdc.output()));
+    }
+    dp.interrupt(Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("dataplane {e}"));
+    let records = flow_records(&log);
+    let named = |l4: &str, port: u64| -> Vec<String> {
+        records
+            .iter()
+            .filter(|r| r["l4"] == l4 && (u(r, "dport") == port || u(r, "sport") == port))
+            .map(|r| {
+                // by their content, not guessed from the port
+                format!(
+                    "{}/{}",
+                    r["protocol"].as_str().unwrap_or(""),
+                    r["confidence"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    };
+    let (ldap, krb_udp, krb_tcp) = (named("tcp", 389), named("udp", 88), named("tcp", 88));
+    assert!(
+        ldap.len() >= 2 && ldap.iter().all(|p| p == "LDAP/DPI"),
+        "LDAP flows: {ldap:?}\n{records:#?}"
+    );
+    assert!(
+        !krb_udp.is_empty() && krb_udp.iter().all(|p| p == "Kerberos/DPI"),
+        "Kerberos/UDP: {krb_udp:?}"
+    );
+    assert!(
+        !krb_tcp.is_empty() && krb_tcp.iter().all(|p| p == "Kerberos/DPI"),
+        "Kerberos/TCP: {krb_tcp:?}"
+    );
+    drop(kdc);
+    drop(slapd);
+}
+
 /// What the XDP program cannot key never goes around inspection inline:
 /// three VLAN tags, five IPv6 destination options and malformed IP reach
 /// the workers, which read the first two (user space walks deeper) and

@@ -161,7 +161,8 @@ fn ber_len(d: &[u8], at: usize) -> Option<(usize, usize)> {
         return Some((usize::from(first), 1));
     }
     let n = usize::from(first & 0x7f);
-    if n == 0 || n > 3 {
+    // (Windows' LDAP and Kerberos write 4-byte lengths: 0x84)
+    if n == 0 || n > 4 {
         return None;
     }
     let mut len = 0usize;
@@ -225,21 +226,49 @@ pub(crate) fn stun(p: &Payload<'_>, s: &mut Scratch) -> Dissect {
     Dissect::No
 }
 
-/// RDP: TPKT + X.224 connection request/confirm.
+/// RDP (MS-RDPBCGR §2.2.1.1/2.2.1.2): a TPKT (RFC 1006) whose length is
+/// the segment's, carrying an X.224 Connection Request (0xE0) or Confirm
+/// (0xD0) TPDU (its length indicator the rest of the header), class 0,
+/// followed by what RDP puts there: the `Cookie: mstshash=` or routing
+/// token line, an RDP_NEG_REQ/RSP/FAILURE, or the correlation info. A bare
+/// TPDU is RDP only on 3389; ISO-TSAP users (S7comm on 102) carry their
+/// TSAP parameters instead.
 pub(crate) fn rdp(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
     let d = p.data;
-    if d.len() >= 11
-        && d[0] == 3
-        && d[1] == 0
-        && be16(d, 2).map(usize::from) == Some(d.len())
-        && matches!(d[5], 0xe0 | 0xd0)
+    if d.len() < 11
+        || d[0] != 3
+        || d[1] != 0
+        || be16(d, 2).map(usize::from) != Some(d.len())
+        || usize::from(d[4]) + 5 != d.len()
+        || !matches!(d[5], 0xe0 | 0xd0)
+        || d[10] & 0xf0 != 0
+        || p.port(102)
     {
-        let cookie = d.windows(17).any(|w| w == b"Cookie: mstshash=");
-        if cookie || p.port(3389) || d.len() == 19 {
-            return Dissect::Match(Protocol::Rdp, None);
-        }
+        return Dissect::No;
     }
-    Dissect::No
+    let request = d[5] == 0xe0;
+    if request && d[6..8] != [0, 0] {
+        return Dissect::No; // a CR's destination reference is zero
+    }
+    let rest = &d[11..];
+    let negotiation = |t: &[u8]| -> bool {
+        // type, flags, length 8 (little-endian), then 4 bytes
+        t.len() >= 8 && matches!(t[0], 0x01..=0x03 | 0x06) && t[2..4] == [8, 0]
+            || t.len() >= 36 && t[0] == 0x06 && t[2..4] == [36, 0]
+    };
+    let rdp = if rest.is_empty() {
+        p.port(3389)
+    } else if rest.starts_with(b"Cookie: ") {
+        let line_end = rest.windows(2).position(|w| w == b"\r\n");
+        line_end.is_some_and(|e| rest.len() == e + 2 || negotiation(&rest[e + 2..]))
+    } else {
+        negotiation(rest)
+    };
+    if rdp {
+        Dissect::Match(Protocol::Rdp, None)
+    } else {
+        Dissect::No
+    }
 }
 
 /// SMB over NetBIOS session framing (TCP 445/139): `\xffSMB` or `\xfeSMB`.
@@ -261,15 +290,38 @@ pub(crate) fn smb(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
     }
 }
 
-/// Kerberos v5: an application-tagged message whose pvno is 5.
+/// Kerberos v5 (RFC 4120 §5): an application-tagged message (AS-REQ 10
+/// .. KRB-ERROR 30) whose SEQUENCE starts with pvno 5 ([0], or [1] in
+/// KDC requests) and msg-type equal to the tag. Over TCP each message has
+/// a 4-byte length first (§7.2.2, top bit reserved), which may come in a
+/// segment of its own.
 pub(crate) fn kerberos(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
     let mut d = p.data;
-    if p.l4 == PROTO_TCP && d.len() > 4 {
-        d = &d[4..]; // record mark
+    if p.l4 == PROTO_TCP {
+        let Some(mark) = d.get(..4) else {
+            return if p.port(88) && p.index == 0 && !d.is_empty() {
+                Dissect::More
+            } else {
+                Dissect::No
+            };
+        };
+        if mark[0] & 0x80 != 0 {
+            return Dissect::No;
+        }
+        d = &d[4..];
+        if d.is_empty() {
+            // the length alone: the message follows
+            return if p.port(88) && p.index == 0 {
+                Dissect::More
+            } else {
+                Dissect::No
+            };
+        }
     }
-    if d.len() < 16 || !matches!(d[0], 0x6a..=0x6e | 0x7e) {
-        return Dissect::No;
-    }
+    let tag = match d.first() {
+        Some(&t @ (0x6a..=0x6f | 0x74..=0x76 | 0x7e)) => t,
+        _ => return Dissect::No,
+    };
     let Some((_, used)) = ber_len(d, 1) else {
         return Dissect::No;
     };
@@ -281,10 +333,20 @@ pub(crate) fn kerberos(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
         return Dissect::No;
     };
     let fields = &body[1 + used..];
-    // pvno [0] or [1] INTEGER 5 comes first (KRB-ERROR/AP-REQ use [0], KDC-REQ [1]).
-    if fields.len() >= 5
-        && matches!(fields[0], 0xa0 | 0xa1)
-        && fields[1..5] == [0x03, 0x02, 0x01, 0x05]
+    // KDC-REQ (AS-REQ, TGS-REQ) number pvno [1]; the others [0]
+    let pvno_tag = if matches!(tag, 0x6a | 0x6c) {
+        0xa1
+    } else {
+        0xa0
+    };
+    if fields.len() < 10 || fields[0] != pvno_tag || fields[1..5] != [0x03, 0x02, 0x01, 0x05] {
+        return Dissect::No;
+    }
+    // msg-type [n+1] INTEGER = the application tag's number
+    let msg_type = &fields[5..];
+    if msg_type[0] == pvno_tag + 1
+        && msg_type[1..4] == [0x03, 0x02, 0x01]
+        && msg_type[4] == tag & 0x1f
     {
         Dissect::Match(Protocol::Kerberos, None)
     } else {
@@ -292,7 +354,13 @@ pub(crate) fn kerberos(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
     }
 }
 
-/// LDAP: SEQUENCE { INTEGER messageID, [APPLICATION n] protocolOp }.
+/// LDAP (RFC 4511 §4.1.1): LDAPMessage ::= SEQUENCE { messageID INTEGER
+/// (0..2^31-1), protocolOp }, where protocolOp is one of RFC 4511's
+/// application tags: constructed 0 to 25 (bind, search, modify...), or
+/// the primitive unbindRequest (NULL), delRequest and abandonRequest. Over
+/// TCP and over UDP (CLDAP, RFC 1798, Active Directory's "LDAP ping").
+/// Off the LDAP ports, only a bind or search whose fields follow their
+/// definitions counts.
 pub(crate) fn ldap(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
     let d = p.data;
     if d.first() != Some(&0x30) {
@@ -302,16 +370,50 @@ pub(crate) fn ldap(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
         return Dissect::No;
     };
     let at = 1 + used;
-    if len + at > d.len() + 1500 || d.get(at) != Some(&0x02) {
+    // a datagram holds its whole message; a segment may hold part of one
+    if len == 0 || (p.l4 != PROTO_TCP && at + len > d.len()) {
+        return Dissect::No;
+    }
+    if d.get(at) != Some(&0x02) {
         return Dissect::No;
     }
     let id_len = usize::from(*d.get(at + 1).unwrap_or(&9));
-    if !(1..=4).contains(&id_len) {
+    if !(1..=5).contains(&id_len) || d.get(at + 2).is_some_and(|b| b & 0x80 != 0) {
         return Dissect::No;
     }
-    match d.get(at + 2 + id_len) {
-        Some(0x60..=0x78) if p.port(389) || p.port(3268) => Dissect::Match(Protocol::Ldap, None),
-        _ => Dissect::No,
+    let op_at = at + 2 + id_len;
+    let Some(&op) = d.get(op_at) else {
+        return Dissect::No;
+    };
+    let known_op = matches!(op, 0x60..=0x79)
+        && !matches!(op, 0x62 | 0x6a | 0x70..=0x72 | 0x74..=0x76)
+        || matches!(op, 0x42 | 0x4a | 0x50);
+    if !known_op || ber_len(d, op_at + 1).is_none() {
+        return Dissect::No;
+    }
+    if [389, 3268, 3269].iter().any(|port| p.port(*port)) {
+        return Dissect::Match(Protocol::Ldap, None);
+    }
+    // elsewhere: a bindRequest with version 3 (or 2), or a searchRequest
+    // whose baseObject is an OCTET STRING and scope an ENUMERATED
+    let Some((_, op_used)) = ber_len(d, op_at + 1) else {
+        return Dissect::No;
+    };
+    let inner = d.get(op_at + 1 + op_used..).unwrap_or(&[]);
+    let strong = match op {
+        0x60 => inner.starts_with(&[0x02, 0x01, 0x03]) || inner.starts_with(&[0x02, 0x01, 0x02]),
+        0x63 => {
+            inner.first() == Some(&0x04)
+                && ber_len(inner, 1)
+                    .and_then(|(n, u)| inner.get(1 + u + n))
+                    .is_some_and(|t| *t == 0x0a)
+        }
+        _ => false,
+    };
+    if strong {
+        Dissect::Match(Protocol::Ldap, None)
+    } else {
+        Dissect::No
     }
 }
 
@@ -499,20 +601,60 @@ pub(crate) fn mysql(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
     }
 }
 
-/// MS-SQL TDS: pre-login or login packet whose header length is the segment's.
-pub(crate) fn tds(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
+/// MS-SQL TDS (MS-TDS §2.2.3.1): an 8-byte packet header (type, status,
+/// length, SPID, packet id, window 0) whose length is the segment's. A
+/// PRELOGIN (0x12) whose option list (§2.2.6.5: tokens of type, offset,
+/// length, ended by 0xFF, VERSION first) points inside the packet is TDS
+/// at once; a TDS 4/5 login (0x02), Login7 (0x10) or bulk load (0x07) is,
+/// once the other side answers with a tabular result (0x04), as nDPI does.
+pub(crate) fn tds(p: &Payload<'_>, s: &mut Scratch) -> Dissect {
     let d = p.data;
-    if d.len() >= 8
-        && matches!(d[0], 0x10 | 0x12)
-        && d[1] <= 1
+    let header_ok = d.len() > 8
+        && d[1] & 0xe0 == 0
         && be16(d, 2).map(usize::from) == Some(d.len())
-        && d[7] == 0
-        && p.port(1433)
-    {
-        Dissect::Match(Protocol::Tds, None)
-    } else {
-        Dissect::No
+        && d[7] == 0;
+    if !header_ok {
+        return Dissect::No;
     }
+    let dir = usize::from(!p.from_client);
+    if let Some(first_dir) = s.tds_login {
+        // a login was seen from `first_dir`: the answer decides
+        return if dir != first_dir && d[0] == 0x04 {
+            Dissect::Match(Protocol::Tds, None)
+        } else {
+            Dissect::No
+        };
+    }
+    match d[0] {
+        0x12 if prelogin_options(&d[8..]) => Dissect::Match(Protocol::Tds, None),
+        0x02 | 0x07 | 0x10 | 0x12 => {
+            s.tds_login = Some(dir);
+            Dissect::More
+        }
+        _ => Dissect::No,
+    }
+}
+
+/// A PRELOGIN option list: VERSION first, each option's data inside the
+/// message, the list ended by 0xFF.
+fn prelogin_options(m: &[u8]) -> bool {
+    if m.first() != Some(&0x00) {
+        return false;
+    }
+    let mut at = 0;
+    while let Some(&token) = m.get(at) {
+        if token == 0xff {
+            return at > 0;
+        }
+        let (Some(offset), Some(len)) = (be16(m, at + 1), be16(m, at + 3)) else {
+            return false;
+        };
+        if usize::from(offset) + usize::from(len) > m.len() {
+            return false;
+        }
+        at += 5;
+    }
+    false
 }
 
 /// SOCKS 4/5: the client's greeting, confirmed by the server's answer.
@@ -573,6 +715,181 @@ pub(crate) fn rtp(p: &Payload<'_>, s: &mut Scratch) -> Dissect {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A BER TLV with a definite length in the shortest form, or the
+    /// 4-byte form Windows writes when `long`.
+    fn tlv(tag: u8, value: &[u8], long: bool) -> Vec<u8> {
+        let mut out = vec![tag];
+        if long {
+            out.push(0x84);
+            out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+        } else if value.len() < 0x80 {
+            out.push(value.len() as u8);
+        } else {
+            out.extend_from_slice(&[0x82, (value.len() >> 8) as u8, value.len() as u8]);
+        }
+        out.extend_from_slice(value);
+        out
+    }
+
+    /// RFC 4120: an AS-REQ (pvno [1], msg-type [2] = 10) and a KRB-ERROR
+    /// (pvno [0], msg-type [1] = 30), over UDP and over TCP with the record
+    /// mark in a segment of its own.
+    #[test]
+    fn kerberos_messages_by_rfc4120() {
+        let int = |v: u8| tlv(0x02, &[v], false);
+        let mut req = tlv(0xa1, &int(5), false);
+        req.extend_from_slice(&tlv(0xa2, &int(10), false));
+        req.extend_from_slice(&tlv(0xa4, &[0x30, 0], false)); // req-body
+        let as_req = tlv(0x6a, &tlv(0x30, &req, false), false);
+        let udp = payload(&as_req, true, 40000, 88, 17);
+        assert_eq!(
+            kerberos(&udp, &mut Scratch::default()),
+            Dissect::Match(Protocol::Kerberos, None)
+        );
+        let mut err = tlv(0xa0, &int(5), false);
+        err.extend_from_slice(&tlv(0xa1, &int(30), false));
+        err.extend_from_slice(&tlv(0xa4, &[0x18, 0], false));
+        let krb_error = tlv(0x7e, &tlv(0x30, &err, true), true);
+        let mut framed = (krb_error.len() as u32).to_be_bytes().to_vec();
+        framed.extend_from_slice(&krb_error);
+        let tcp = payload(&framed, false, 88, 40000, 6);
+        assert_eq!(
+            kerberos(&tcp, &mut Scratch::default()),
+            Dissect::Match(Protocol::Kerberos, None)
+        );
+        // the mark alone first: wait for the message
+        let mark = payload(&framed[..4], true, 40000, 88, 6);
+        assert_eq!(kerberos(&mark, &mut Scratch::default()), Dissect::More);
+        // a msg-type that is not the tag's
+        let mut wrong = req.clone();
+        wrong[9] = 11;
+        let bad = tlv(0x6a, &tlv(0x30, &wrong, false), false);
+        assert_eq!(
+            kerberos(&payload(&bad, true, 40000, 88, 17), &mut Scratch::default()),
+            Dissect::No
+        );
+    }
+
+    /// RFC 4511: a bind request (with Windows' 4-byte lengths), a search
+    /// request off the LDAP port, an unbind (primitive NULL), and CLDAP.
+    #[test]
+    fn ldap_messages_by_rfc4511() {
+        let mut bind = vec![0x02, 0x01, 0x03];
+        bind.extend_from_slice(&tlv(0x04, b"cn=admin", false));
+        bind.extend_from_slice(&tlv(0x80, b"secret", false));
+        let mut msg = vec![0x02, 0x01, 0x01];
+        msg.extend_from_slice(&tlv(0x60, &bind, true));
+        let bind_msg = tlv(0x30, &msg, true);
+        for (port, l4) in [(389, 6), (10389, 6)] {
+            let p = payload(&bind_msg, true, 40000, port, l4);
+            assert_eq!(
+                ldap(&p, &mut Scratch::default()),
+                Dissect::Match(Protocol::Ldap, None),
+                "{port}"
+            );
+        }
+        let mut search = tlv(0x04, b"dc=example,dc=com", false);
+        search.extend_from_slice(&[0x0a, 0x01, 0x02, 0x0a, 0x01, 0x00]);
+        let mut msg = vec![0x02, 0x02, 0x01, 0x00];
+        msg.extend_from_slice(&tlv(0x63, &search, false));
+        let search_msg = tlv(0x30, &msg, false);
+        let p = payload(&search_msg, true, 40000, 8389, 6);
+        assert_eq!(
+            ldap(&p, &mut Scratch::default()),
+            Dissect::Match(Protocol::Ldap, None)
+        );
+        let cldap = payload(&search_msg, true, 40000, 389, 17);
+        assert_eq!(
+            ldap(&cldap, &mut Scratch::default()),
+            Dissect::Match(Protocol::Ldap, None)
+        );
+        let unbind = [0x30, 0x05, 0x02, 0x01, 0x03, 0x42, 0x00];
+        let p = payload(&unbind, true, 40000, 389, 6);
+        assert_eq!(
+            ldap(&p, &mut Scratch::default()),
+            Dissect::Match(Protocol::Ldap, None)
+        );
+        // SNMP's community string where LDAP has its operation
+        let snmp = [
+            0x30, 0x0b, 0x02, 0x01, 0x01, 0x04, 0x06, b'p', b'u', b'b', b'l', b'i', b'c',
+        ];
+        assert_eq!(
+            ldap(
+                &payload(&snmp, true, 40000, 389, 17),
+                &mut Scratch::default()
+            ),
+            Dissect::No
+        );
+    }
+
+    /// MS-TDS: a PRELOGIN with its option list is TDS at once; a Login7
+    /// is once the server answers with a tabular result.
+    #[test]
+    fn tds_by_ms_tds() {
+        // VERSION at 11 (6 bytes), ENCRYPTION at 17 (1 byte), terminator
+        let mut options = vec![0x00, 0, 11, 0, 6, 0x01, 0, 17, 0, 1, 0xff];
+        options.extend_from_slice(&[15, 0, 0x07, 0xd0, 0, 0, 0]);
+        let mut prelogin = vec![0x12, 0x01];
+        prelogin.extend_from_slice(&((8 + options.len()) as u16).to_be_bytes());
+        prelogin.extend_from_slice(&[0, 0, 1, 0]);
+        prelogin.extend_from_slice(&options);
+        let p = payload(&prelogin, true, 40000, 50123, 6);
+        assert_eq!(
+            tds(&p, &mut Scratch::default()),
+            Dissect::Match(Protocol::Tds, None)
+        );
+        let mut login = vec![0x10, 0x01, 0, 20, 0, 0, 1, 0];
+        login.extend_from_slice(&[0; 12]);
+        let mut s = Scratch::default();
+        assert_eq!(
+            tds(&payload(&login, true, 40000, 1433, 6), &mut s),
+            Dissect::More
+        );
+        let answer = [0x04, 0x01, 0, 12, 0, 0, 1, 0, 0xad, 0, 0, 0];
+        assert_eq!(
+            tds(&payload(&answer, false, 1433, 40000, 6), &mut s),
+            Dissect::Match(Protocol::Tds, None)
+        );
+        // a header whose length is not the segment's
+        let mut short = prelogin.clone();
+        short[3] += 1;
+        assert_eq!(
+            tds(
+                &payload(&short, true, 40000, 1433, 6),
+                &mut Scratch::default()
+            ),
+            Dissect::No
+        );
+    }
+
+    /// MS-RDPBCGR: a Connection Request with its cookie and RDP_NEG_REQ on
+    /// any port; S7comm's TSAP parameters are not RDP.
+    #[test]
+    fn rdp_connection_requests() {
+        let mut x224 = vec![0xe0, 0, 0, 0x12, 0x34, 0];
+        x224.extend_from_slice(b"Cookie: mstshash=user\r\n");
+        x224.extend_from_slice(&[0x01, 0x00, 0x08, 0x00, 0x03, 0, 0, 0]);
+        let mut cr = vec![3, 0];
+        cr.extend_from_slice(&((5 + x224.len()) as u16).to_be_bytes());
+        cr.push(x224.len() as u8);
+        cr.extend_from_slice(&x224);
+        let p = payload(&cr, true, 40000, 13389, 6);
+        assert_eq!(
+            rdp(&p, &mut Scratch::default()),
+            Dissect::Match(Protocol::Rdp, None)
+        );
+        let s7 = [
+            3, 0, 0, 22, 17, 0xe0, 0, 0, 0, 1, 0, 0xc0, 1, 10, 0xc1, 2, 1, 0, 0xc2, 2, 1, 2,
+        ];
+        assert_eq!(
+            rdp(
+                &payload(&s7, true, 40000, 13389, 6),
+                &mut Scratch::default()
+            ),
+            Dissect::No
+        );
+    }
 
     fn payload(
         data: &[u8],

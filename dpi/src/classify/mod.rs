@@ -230,6 +230,8 @@ pub struct Scratch {
     pub quic_crypto: Vec<u8>,
     /// Fields read so far, moved into the [`Classification`].
     pub info: AppInfo,
+    /// TDS: the direction a login came from, while its answer is awaited.
+    pub tds_login: Option<usize>,
 }
 
 struct Entry {
@@ -287,7 +289,7 @@ const DISSECTORS: &[Entry] = &[
     tcp(binary::rdp),
     tcp(binary::smb),
     both(binary::kerberos),
-    tcp(binary::ldap),
+    both(binary::ldap),
     udp(binary::radius),
     both(binary::bittorrent),
     both(binary::openvpn),

@@ -164,12 +164,18 @@ fn request_head(d: &[u8], s: &mut Scratch) -> Option<Dissect> {
     ))
 }
 
+/// SSDP (UPnP Device Architecture 2.0 §1): HTTP over UDP: `M-SEARCH *`
+/// and `NOTIFY *` requests, and the unicast answers to a search (`200 OK`
+/// with the `ST` and `USN` headers only SSDP answers carry), from port
+/// 1900 or not.
 pub(crate) fn ssdp(p: &Payload<'_>, _: &mut Scratch) -> Dissect {
     let d = p.data;
-    if d.starts_with(b"M-SEARCH * HTTP/1.1")
-        || d.starts_with(b"NOTIFY * HTTP/1.1")
-        || (d.starts_with(b"HTTP/1.1 200") && p.port(1900))
-    {
+    let request = [&b"M-SEARCH * HTTP/1."[..], b"NOTIFY * HTTP/1."]
+        .iter()
+        .any(|start| d.starts_with(start));
+    let answer = (d.starts_with(b"HTTP/1.1 200") || d.starts_with(b"HTTP/1.0 200"))
+        && (p.port(1900) || (header(d, b"st").is_some() && header(d, b"usn").is_some()));
+    if request || answer {
         return Dissect::Match(Protocol::Ssdp, None);
     }
     Dissect::No
