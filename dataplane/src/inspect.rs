@@ -159,7 +159,8 @@ impl<'s> Inspection<'s> {
             self.summary.skipped_frames += 1;
             return;
         };
-        let Ok(decoded) = dpi::link::decode(link, frame) else {
+        // Through tunnels: the inner flow, as nDPI reports it.
+        let Ok(decoded) = dpi::link::decode_inner(link, frame) else {
             self.summary.skipped_frames += 1;
             return;
         };

@@ -25,6 +25,7 @@ pub mod reject;
 pub mod rules;
 pub mod stream;
 pub mod table;
+pub mod tunnel;
 pub mod wire;
 
 pub use classify::{Classification, Confidence, FlowClassifier, Protocol};

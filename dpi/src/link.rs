@@ -129,6 +129,58 @@ pub fn decode(link: LinkType, frame: &[u8]) -> Result<Decoded, DecodeError> {
     }
 }
 
+/// PPPoE session frames (RFC 2516).
+const ETHERTYPE_PPPOE: u16 = 0x8864;
+
+/// As [`decode`], and through the tunnels nDPI looks through: a PPPoE
+/// session, and those of [`crate::tunnel`]. The flow is the inner one.
+/// For captures (`dataplane inspect`); live, flows are keyed by the
+/// headers the XDP program reads.
+pub fn decode_inner(link: LinkType, frame: &[u8]) -> Result<Decoded, DecodeError> {
+    let outer = match decode(link, frame) {
+        Err(DecodeError::NotIp {
+            ethertype: ETHERTYPE_PPPOE,
+        }) => pppoe(link, frame)?,
+        other => other?,
+    };
+    Ok(crate::tunnel::innermost(frame, outer))
+}
+
+/// The IP packet of a PPPoE session frame: after the 6-byte PPPoE header
+/// (version and type 1, code 0) and the PPP protocol.
+fn pppoe(link: LinkType, frame: &[u8]) -> Result<Decoded, DecodeError> {
+    let (offset, vlan) = match link {
+        LinkType::Ethernet => {
+            let eth = ethernet::Frame::new_checked(frame)?;
+            (eth.payload_offset(), eth.vlan())
+        }
+        LinkType::LinuxSll => (16, 0),
+        LinkType::LinuxSll2 => (20, 0),
+        _ => {
+            return Err(DecodeError::NotIp {
+                ethertype: ETHERTYPE_PPPOE,
+            });
+        }
+    };
+    let header = frame
+        .get(offset..offset + 8)
+        .ok_or_else(|| too_short(Layer::Ethernet, 8, frame.len().saturating_sub(offset)))?;
+    let ethertype = match (
+        header[0],
+        header[1],
+        u16::from_be_bytes([header[6], header[7]]),
+    ) {
+        (0x11, 0, PPP_IPV4) => ethernet::ETHERTYPE_IPV4,
+        (0x11, 0, PPP_IPV6) => ethernet::ETHERTYPE_IPV6,
+        _ => {
+            return Err(DecodeError::NotIp {
+                ethertype: ETHERTYPE_PPPOE,
+            });
+        }
+    };
+    decode_ip(frame, offset + 8, vlan, Some(ethertype))
+}
+
 fn decode_ethertype(frame: &[u8], offset: usize, ethertype: u16) -> Result<Decoded, DecodeError> {
     match ethertype {
         ethernet::ETHERTYPE_IPV4 | ethernet::ETHERTYPE_IPV6 => {
@@ -196,5 +248,45 @@ mod tests {
             Err(DecodeError::NotIp { .. })
         ));
         assert_eq!(LinkType::from_linktype(147), None);
+    }
+}
+
+#[cfg(test)]
+mod pppoe_tests {
+    use super::*;
+
+    /// A PPPoE session frame carries an IP packet after its 6-byte header
+    /// and the PPP protocol: the flow is that packet's.
+    #[test]
+    fn pppoe_sessions_are_read_through() {
+        let inner = testbed::frames::Packet::udp(
+            testbed::frames::ip("198.18.1.1"),
+            5000,
+            testbed::frames::ip("198.18.1.2"),
+            53,
+        )
+        .with_payload(&[1, 2, 3, 4])
+        .build();
+        let ip = &inner[14..];
+        let mut frame = inner[..12].to_vec();
+        frame.extend_from_slice(&[0x88, 0x64, 0x11, 0, 0x12, 0x34]);
+        frame.extend_from_slice(&((ip.len() + 2) as u16).to_be_bytes());
+        frame.extend_from_slice(&[0x00, 0x21]);
+        frame.extend_from_slice(ip);
+        assert!(matches!(
+            decode(LinkType::Ethernet, &frame),
+            Err(DecodeError::NotIp { ethertype: 0x8864 })
+        ));
+        let d = decode_inner(LinkType::Ethernet, &frame).unwrap();
+        assert_eq!(d.key.b().to_string(), "198.18.1.2:53");
+        assert_eq!(
+            &frame[d.payload_offset..d.payload_offset + d.payload_len],
+            &[1, 2, 3, 4]
+        );
+        // LCP (0xc021) inside a session is no IP
+        let n = frame.len();
+        let mut lcp = frame.clone();
+        lcp[20..22].copy_from_slice(&[0xc0, 0x21]);
+        assert!(decode_inner(LinkType::Ethernet, &lcp[..n]).is_err());
     }
 }
