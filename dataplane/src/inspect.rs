@@ -24,7 +24,7 @@ use dpi::{
 };
 
 use pcap_file::{
-    DataLink,
+    DataLink, TsResolution,
     pcap::PcapReader,
     pcapng::{Block, PcapNgReader, blocks::interface_description::InterfaceDescriptionOption},
 };
@@ -160,7 +160,9 @@ impl<'s> Inspection<'s> {
             return;
         };
         // Through tunnels: the inner flow, as nDPI reports it.
-        let Ok(decoded) = dpi::link::decode_inner(link, frame) else {
+        // (a frame cut at a snap length still gives its headers)
+        let cut = wire_len as usize > frame.len();
+        let Ok(decoded) = dpi::link::decode_inner(link, frame, cut) else {
             self.summary.skipped_frames += 1;
             return;
         };
@@ -220,10 +222,20 @@ impl<'s> Inspection<'s> {
                 let mut pcap =
                     PcapReader::new(&mut reader).map_err(|e| corrupt(0, e.to_string(), 0))?;
                 let link = LinkType::from_linktype(u32::from(pcap.header().datalink));
-                while let Some(packet) = pcap.next_packet() {
+                let tick_ns = match pcap.header().ts_resolution {
+                    TsResolution::MicroSecond => 1_000,
+                    TsResolution::NanoSecond => 1,
+                };
+                // Raw records: pcap-file's checked ones refuse a packet
+                // longer on the wire than the snap length, which is what a
+                // snap length makes (tcpdump -s).
+                while let Some(packet) = pcap.next_raw_packet() {
                     match packet {
                         Ok(p) => {
-                            self.frame(link, &p.data, p.orig_len, p.timestamp.as_nanos() as u64)
+                            let ns = u64::from(p.ts_sec) * 1_000_000_000
+                                + u64::from(p.ts_frac) * tick_ns;
+                            let wire = p.orig_len.max(p.data.len() as u32);
+                            self.frame(link, &p.data, wire, ns)
                         }
                         Err(e) => {
                             let offset = pcap.into_reader().offset;
@@ -449,6 +461,51 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::TsUnit;
+
+    /// A capture taken with a snap length (caplen < len): the frames are
+    /// read by their headers, not skipped, and the flow counts what was sent.
+    #[test]
+    fn frames_cut_at_a_snap_length_are_read() {
+        use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+        let frame = testbed::frames::Packet::udp(
+            testbed::frames::ip("198.18.0.1"),
+            40000,
+            testbed::frames::ip("198.18.0.2"),
+            53,
+        )
+        .with_payload(&testbed::frames::dns_query("cut.example"))
+        .build();
+        let dir = std::env::temp_dir().join(format!("inspect-cut-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cut.pcap");
+        let header = PcapHeader {
+            snaplen: 48,
+            ..PcapHeader::default()
+        };
+        let mut writer =
+            PcapWriter::with_header(std::fs::File::create(&path).unwrap(), header).unwrap();
+        let packet = PcapPacket::new(
+            std::time::Duration::from_secs(1),
+            frame.len() as u32,
+            &frame[..48],
+        );
+        writer.write_packet(&packet).unwrap();
+        drop(writer);
+        let mut records = Vec::new();
+        let mut inspection = super::Inspection::new(
+            std::sync::Arc::new(dpi::policy::Engine::default()),
+            std::num::NonZeroUsize::new(16).unwrap(),
+            dpi::table::Timeouts::default(),
+            |r| records.push(r),
+        );
+        inspection.read_file(&path).unwrap();
+        let summary = inspection.finish(std::time::Duration::from_secs(1));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(summary.skipped_frames, 0);
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].bytes, frame.len() as u64);
+        assert_eq!(records[0].flow.dport, 53);
+    }
 
     #[test]
     fn pcapng_time_units() {

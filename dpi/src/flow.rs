@@ -226,7 +226,7 @@ pub fn decode_ethernet_cut(frame: &[u8]) -> Result<Decoded, DecodeError> {
     decode_ethernet_as(frame, true)
 }
 
-fn decode_ethernet_as(frame: &[u8], cut: bool) -> Result<Decoded, DecodeError> {
+pub(crate) fn decode_ethernet_as(frame: &[u8], cut: bool) -> Result<Decoded, DecodeError> {
     let eth = ethernet::Frame::new_checked(frame)?;
     match eth.ethertype() {
         et @ (ethernet::ETHERTYPE_IPV4 | ethernet::ETHERTYPE_IPV6) => {
@@ -248,7 +248,7 @@ pub fn decode_ip(
     decode_ip_as(frame, offset, vlan, ethertype, false)
 }
 
-fn decode_ip_as(
+pub(crate) fn decode_ip_as(
     frame: &[u8],
     offset: usize,
     vlan: u16,

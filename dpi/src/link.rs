@@ -6,7 +6,7 @@
 //! capture v1 (113) and v2 (276), PPP (9) and Cisco HDLC (104).
 
 use crate::{
-    flow::{DecodeError, Decoded, decode_ip},
+    flow::{DecodeError, Decoded},
     wire::{self, Layer, ethernet},
 };
 
@@ -58,11 +58,21 @@ fn too_short(layer: Layer, needed: usize, available: usize) -> DecodeError {
 
 /// Decodes one frame of link type `link`.
 pub fn decode(link: LinkType, frame: &[u8]) -> Result<Decoded, DecodeError> {
+    decode_as(link, frame, false)
+}
+
+/// As [`decode`]; `cut`: the frame was captured shorter than it was sent
+/// (a snap length), so the IP header may promise more than is there.
+fn decode_as(link: LinkType, frame: &[u8], cut: bool) -> Result<Decoded, DecodeError> {
     match link {
-        LinkType::Ethernet => crate::flow::decode_ethernet(frame),
-        LinkType::RawIp => decode_ip(frame, 0, 0, None),
-        LinkType::Ipv4 => decode_ip(frame, 0, 0, Some(ethernet::ETHERTYPE_IPV4)),
-        LinkType::Ipv6 => decode_ip(frame, 0, 0, Some(ethernet::ETHERTYPE_IPV6)),
+        LinkType::Ethernet => crate::flow::decode_ethernet_as(frame, cut),
+        LinkType::RawIp => crate::flow::decode_ip_as(frame, 0, 0, None, cut),
+        LinkType::Ipv4 => {
+            crate::flow::decode_ip_as(frame, 0, 0, Some(ethernet::ETHERTYPE_IPV4), cut)
+        }
+        LinkType::Ipv6 => {
+            crate::flow::decode_ip_as(frame, 0, 0, Some(ethernet::ETHERTYPE_IPV6), cut)
+        }
         LinkType::Null | LinkType::Loop => {
             // 4-byte address family, host order for NULL (either byte order
             // in practice), network order for LOOP. AF_INET is 2 everywhere;
@@ -78,8 +88,10 @@ pub fn decode(link: LinkType, frame: &[u8]) -> Result<Decoded, DecodeError> {
                 le
             };
             match family {
-                2 => decode_ip(frame, 4, 0, Some(ethernet::ETHERTYPE_IPV4)),
-                10 | 24 | 28 | 30 => decode_ip(frame, 4, 0, Some(ethernet::ETHERTYPE_IPV6)),
+                2 => crate::flow::decode_ip_as(frame, 4, 0, Some(ethernet::ETHERTYPE_IPV4), cut),
+                10 | 24 | 28 | 30 => {
+                    crate::flow::decode_ip_as(frame, 4, 0, Some(ethernet::ETHERTYPE_IPV6), cut)
+                }
                 other => Err(DecodeError::NotIp {
                     ethertype: other as u16,
                 }),
@@ -91,7 +103,7 @@ pub fn decode(link: LinkType, frame: &[u8]) -> Result<Decoded, DecodeError> {
                 return Err(too_short(Layer::Ethernet, 16, frame.len()));
             }
             let proto = u16::from_be_bytes([frame[14], frame[15]]);
-            decode_ethertype(frame, 16, proto)
+            decode_ethertype(frame, 16, proto, cut)
         }
         LinkType::LinuxSll2 => {
             // protocol, reserved, ifindex, ARPHRD, packet type, address length, 8-byte address
@@ -99,7 +111,7 @@ pub fn decode(link: LinkType, frame: &[u8]) -> Result<Decoded, DecodeError> {
                 return Err(too_short(Layer::Ethernet, 20, frame.len()));
             }
             let proto = u16::from_be_bytes([frame[0], frame[1]]);
-            decode_ethertype(frame, 20, proto)
+            decode_ethertype(frame, 20, proto, cut)
         }
         LinkType::Ppp | LinkType::CiscoHdlc => {
             // PPP: optional address/control 0xff 0x03, then a 1- or 2-byte protocol.
@@ -108,7 +120,7 @@ pub fn decode(link: LinkType, frame: &[u8]) -> Result<Decoded, DecodeError> {
                 return Err(too_short(Layer::Ethernet, 4, frame.len()));
             }
             if link == LinkType::CiscoHdlc {
-                return decode_ethertype(frame, 4, u16::from_be_bytes([frame[2], frame[3]]));
+                return decode_ethertype(frame, 4, u16::from_be_bytes([frame[2], frame[3]]), cut);
             }
             let start = if frame[0] == 0xff && frame[1] == 0x03 {
                 2
@@ -121,8 +133,20 @@ pub fn decode(link: LinkType, frame: &[u8]) -> Result<Decoded, DecodeError> {
                 (u16::from_be_bytes([frame[start], frame[start + 1]]), 2)
             };
             match proto {
-                PPP_IPV4 => decode_ip(frame, start + len, 0, Some(ethernet::ETHERTYPE_IPV4)),
-                PPP_IPV6 => decode_ip(frame, start + len, 0, Some(ethernet::ETHERTYPE_IPV6)),
+                PPP_IPV4 => crate::flow::decode_ip_as(
+                    frame,
+                    start + len,
+                    0,
+                    Some(ethernet::ETHERTYPE_IPV4),
+                    cut,
+                ),
+                PPP_IPV6 => crate::flow::decode_ip_as(
+                    frame,
+                    start + len,
+                    0,
+                    Some(ethernet::ETHERTYPE_IPV6),
+                    cut,
+                ),
                 other => Err(DecodeError::NotIp { ethertype: other }),
             }
         }
@@ -136,11 +160,12 @@ const ETHERTYPE_PPPOE: u16 = 0x8864;
 /// session, and those of [`crate::tunnel`]. The flow is the inner one.
 /// For captures (`dataplane inspect`); live, flows are keyed by the
 /// headers the XDP program reads.
-pub fn decode_inner(link: LinkType, frame: &[u8]) -> Result<Decoded, DecodeError> {
-    let outer = match decode(link, frame) {
+/// `cut` as for [`decode_as`].
+pub fn decode_inner(link: LinkType, frame: &[u8], cut: bool) -> Result<Decoded, DecodeError> {
+    let outer = match decode_as(link, frame, cut) {
         Err(DecodeError::NotIp {
             ethertype: ETHERTYPE_PPPOE,
-        }) => pppoe(link, frame)?,
+        }) => pppoe(link, frame, cut)?,
         other => other?,
     };
     Ok(crate::tunnel::innermost(frame, outer))
@@ -148,7 +173,7 @@ pub fn decode_inner(link: LinkType, frame: &[u8]) -> Result<Decoded, DecodeError
 
 /// The IP packet of a PPPoE session frame: after the 6-byte PPPoE header
 /// (version and type 1, code 0) and the PPP protocol.
-fn pppoe(link: LinkType, frame: &[u8]) -> Result<Decoded, DecodeError> {
+fn pppoe(link: LinkType, frame: &[u8], cut: bool) -> Result<Decoded, DecodeError> {
     let (offset, vlan) = match link {
         LinkType::Ethernet => {
             let eth = ethernet::Frame::new_checked(frame)?;
@@ -178,13 +203,18 @@ fn pppoe(link: LinkType, frame: &[u8]) -> Result<Decoded, DecodeError> {
             });
         }
     };
-    decode_ip(frame, offset + 8, vlan, Some(ethertype))
+    crate::flow::decode_ip_as(frame, offset + 8, vlan, Some(ethertype), cut)
 }
 
-fn decode_ethertype(frame: &[u8], offset: usize, ethertype: u16) -> Result<Decoded, DecodeError> {
+fn decode_ethertype(
+    frame: &[u8],
+    offset: usize,
+    ethertype: u16,
+    cut: bool,
+) -> Result<Decoded, DecodeError> {
     match ethertype {
         ethernet::ETHERTYPE_IPV4 | ethernet::ETHERTYPE_IPV6 => {
-            decode_ip(frame, offset, 0, Some(ethertype))
+            crate::flow::decode_ip_as(frame, offset, 0, Some(ethertype), cut)
         }
         ethernet::ETHERTYPE_VLAN | ethernet::ETHERTYPE_QINQ => {
             let tag = frame
@@ -194,7 +224,7 @@ fn decode_ethertype(frame: &[u8], offset: usize, ethertype: u16) -> Result<Decod
             let inner = u16::from_be_bytes([tag[2], tag[3]]);
             match inner {
                 ethernet::ETHERTYPE_IPV4 | ethernet::ETHERTYPE_IPV6 => {
-                    decode_ip(frame, offset + 4, vlan, Some(inner))
+                    crate::flow::decode_ip_as(frame, offset + 4, vlan, Some(inner), cut)
                 }
                 other => Err(DecodeError::NotIp { ethertype: other }),
             }
@@ -277,7 +307,7 @@ mod pppoe_tests {
             decode(LinkType::Ethernet, &frame),
             Err(DecodeError::NotIp { ethertype: 0x8864 })
         ));
-        let d = decode_inner(LinkType::Ethernet, &frame).unwrap();
+        let d = decode_inner(LinkType::Ethernet, &frame, false).unwrap();
         assert_eq!(d.key.b().to_string(), "198.18.1.2:53");
         assert_eq!(
             &frame[d.payload_offset..d.payload_offset + d.payload_len],
@@ -287,6 +317,6 @@ mod pppoe_tests {
         let n = frame.len();
         let mut lcp = frame.clone();
         lcp[20..22].copy_from_slice(&[0xc0, 0x21]);
-        assert!(decode_inner(LinkType::Ethernet, &lcp[..n]).is_err());
+        assert!(decode_inner(LinkType::Ethernet, &lcp[..n], false).is_err());
     }
 }
