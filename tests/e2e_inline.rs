@@ -534,10 +534,11 @@ fn reject_rules_reset_tcp_and_refuse_udp_root() {
 
 /// Protocols read from the specifications, on traffic of the real software:
 /// OpenLDAP's slapd answering ldapsearch (a bind and searches), MIT
-/// Kerberos' KDC answering kinit over UDP and over TCP. Through the inline
-/// bridge, the flow log names each flow.
+/// Kerberos' KDC answering kinit over UDP and over TCP, FreeTDS' tsql
+/// opening a SQL Server session (its PRELOGIN; the listener says nothing).
+/// Through the inline bridge, the flow log names each flow.
 #[test]
-fn real_ldap_and_kerberos_are_named_root() {
+fn real_ldap_kerberos_and_tds_peers_are_named_root() {
     testbed::require_root("the LDAP and Kerberos test");
     peers::require_tools(&[
         "slapd",
@@ -546,6 +547,8 @@ fn real_ldap_and_kerberos_are_named_root() {
         "kinit",
         "kdb5_util",
         "kadmin.local",
+        "tsql",
+        "python3",
     ]);
     let tb = InlineTestbed::up(2).expect("inline testbed");
     let scratch = Scratch::new("ldapkrb");
@@ -635,6 +638,17 @@ fn real_ldap_and_kerberos_are_named_root() {
     kdc.wait_for_line("commencing operation", Duration::from_secs(20))
         .unwrap_or_else(|e| panic!("{e}\n{}", kdc.output()));
 
+    // a listener that takes the SQL client's connection and reads
+    let mut listener = tb.server.command("python3");
+    listener.arg("-c").arg(format!(
+        "import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('{ip}', 1433))\ns.listen(4)\nprint('ready', flush=True)\nwhile True:\n    c, _ = s.accept()\n    c.recv(4096)\n"
+    ));
+    let mut listener = Process::spawn(listener).expect("spawn the TDS listener");
+    listener
+        .wait_for_line("ready", Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("TDS listener: {e}"));
+
     let rules = scratch.path("none.rules");
     std::fs::write(
         &rules,
@@ -689,8 +703,14 @@ fn real_ldap_and_kerberos_are_named_root() {
         testbed::run(&mut kinit)
             .unwrap_or_else(|e| panic!("kinit ({}): {e}\n{}", conf.display(), kdc.output()));
     }
+    // tsql gives up on the silent listener; its PRELOGIN went out first
+    let mut tsql = tb.client.command("timeout");
+    tsql.args(["5", "tsql", "-H", &ip, "-p", "1433", "-U", "sa", "-P", "x"])
+        .env("TDSVER", "7.4");
+    let _ = tsql.output();
     dp.interrupt(Duration::from_secs(15))
         .unwrap_or_else(|e| panic!("dataplane {e}"));
+    drop(listener);
     let records = flow_records(&log);
     let named = |l4: &str, port: u64| -> Vec<String> {
         records
@@ -707,6 +727,11 @@ fn real_ldap_and_kerberos_are_named_root() {
             .collect()
     };
     let (ldap, krb_udp, krb_tcp) = (named("tcp", 389), named("udp", 88), named("tcp", 88));
+    let tds = named("tcp", 1433);
+    assert!(
+        !tds.is_empty() && tds.iter().all(|p| p == "TDS/DPI"),
+        "TDS: {tds:?}"
+    );
     assert!(
         ldap.len() >= 2 && ldap.iter().all(|p| p == "LDAP/DPI"),
         "LDAP flows: {ldap:?}\n{records:#?}"
