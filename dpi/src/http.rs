@@ -64,12 +64,19 @@ impl HttpHead {
     }
 
     /// Reads the header lines (after the first line); folded lines are
-    /// joined to the one before. Returns the anomalies seen.
-    fn read_headers<'a>(&mut self, lines: impl Iterator<Item = &'a [u8]>) -> Vec<&'static str> {
+    /// joined to the one before. `whole`: also keep the head as sent and
+    /// normalised (for the rules that read them). Returns the anomalies seen.
+    fn read_headers<'a>(
+        &mut self,
+        lines: impl Iterator<Item = &'a [u8]>,
+        whole: bool,
+    ) -> Vec<&'static str> {
         let mut anomalies = Vec::new();
         for line in lines {
-            self.raw.extend_from_slice(line);
-            self.raw.extend_from_slice(b"\r\n");
+            if whole {
+                self.raw.extend_from_slice(line);
+                self.raw.extend_from_slice(b"\r\n");
+            }
             if line.is_empty() {
                 break;
             }
@@ -92,7 +99,7 @@ impl HttpHead {
             self.headers
                 .push((name.to_vec(), line[colon + 1..].trim_ascii().to_vec()));
         }
-        for (name, value) in &self.headers {
+        for (name, value) in self.headers.iter().filter(|_| whole) {
             // as Suricata's: the cookies have their own buffer (http.cookie)
             let name = name.trim_ascii();
             if name.eq_ignore_ascii_case(b"cookie") || name.eq_ignore_ascii_case(b"set-cookie") {
@@ -166,13 +173,17 @@ pub struct HttpRequests {
     body_grew: bool,
     /// Keep bodies at all (some rule reads them).
     keep_bodies: bool,
+    /// Keep each head as sent and normalised (some rule reads them).
+    keep_heads: bool,
 }
 
 impl HttpRequests {
-    /// A parser that keeps request bodies if `keep_bodies`.
-    pub fn new(keep_bodies: bool) -> Self {
+    /// A parser that keeps request bodies if `keep_bodies`, and the heads
+    /// as sent and normalised if `keep_heads`.
+    pub fn new(keep_bodies: bool, keep_heads: bool) -> Self {
         HttpRequests {
             keep_bodies,
+            keep_heads,
             ..HttpRequests::default()
         }
     }
@@ -306,7 +317,7 @@ impl HttpRequests {
                     };
                     self.scanned = 0;
                     self.line_checked = false;
-                    match parse_head(&rest[..head_len]) {
+                    match parse_head(&rest[..head_len], self.keep_heads) {
                         Some((mut request, next)) => {
                             self.state = next;
                             if too_long {
@@ -634,7 +645,7 @@ impl HttpResponses {
                             ..HttpHead::default()
                         },
                     };
-                    r.head.read_headers(lines);
+                    r.head.read_headers(lines, true);
                     let code: u16 = std::str::from_utf8(&r.status)
                         .ok()
                         .and_then(|c| c.parse().ok())
@@ -823,7 +834,7 @@ fn request_line(line: &[u8]) -> Option<(&[u8], &[u8])> {
 
 /// Reads one request head; None if it is not an HTTP request. Also says
 /// how the body that follows is framed.
-fn parse_head(head: &[u8]) -> Option<(HttpRequest, State)> {
+fn parse_head(head: &[u8], whole: bool) -> Option<(HttpRequest, State)> {
     let mut lines = head
         .split(|b| *b == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
@@ -864,14 +875,24 @@ fn parse_head(head: &[u8]) -> Option<(HttpRequest, State)> {
         r.uri = normalised;
     }
     // Headers, with folded lines joined to the one before.
-    let anomalies = r.head.read_headers(lines);
+    let anomalies = r.head.read_headers(lines, whole);
     r.anomalies.extend(anomalies);
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     let mut upgrade = false;
     let mut host_headers = 0;
     for (name, value) in &r.head.headers {
-        match name.trim_ascii().to_ascii_lowercase().as_slice() {
+        // (header names compared in place: no copy per header)
+        let mut lower = [0u8; 20];
+        let name = name.trim_ascii();
+        let key: &[u8] = if name.len() <= lower.len() {
+            lower[..name.len()].copy_from_slice(name);
+            lower[..name.len()].make_ascii_lowercase();
+            &lower[..name.len()]
+        } else {
+            b""
+        };
+        match key {
             b"host" => {
                 host_headers += 1;
                 let host = host_of(value);
@@ -1153,7 +1174,7 @@ mod tests {
 
     #[test]
     fn request_heads_and_bodies_for_the_rules() {
-        let mut p = HttpRequests::new(true);
+        let mut p = HttpRequests::new(true, true);
         let mut out = Vec::new();
         p.feed(
             b"POST /login HTTP/1.0\r\nHost: a.test:8080\r\nCookie: s=1\r\nContent-Length: 7\r\n\r\nuser=me",

@@ -515,7 +515,7 @@ impl TcpState {
             stream: TcpStream::new(config.clone()),
             raw: Default::default(),
             raw_base: [0; 2],
-            http: Some(HttpRequests::new(needs.http_bodies)),
+            http: Some(HttpRequests::new(needs.http_bodies, needs.http_heads)),
             http_responses: needs
                 .http_responses
                 .then(|| Box::new(HttpResponses::new(needs.http_bodies))),
@@ -990,33 +990,41 @@ impl FlowInspector {
             0 => t.last_request.as_deref(),
             _ => t.answered.as_deref().or(t.last_request.as_deref()),
         });
-        let mut readings: Vec<Reading<'_>> = Vec::new();
-        if named {
+        // (one reading, the common case, without an allocation)
+        let mut many: Vec<Reading<'_>> = Vec::new();
+        let one: [Reading<'_>; 1];
+        let readings: &[Reading<'_>] = if named {
             for tx in new_requests.iter().chain(&new_responses) {
-                readings.extend(tx.readings());
+                many.extend(tx.readings());
             }
             for (c, (name, opcode)) in dns_apps.iter().zip(dns_names) {
-                readings.push(Reading {
+                many.push(Reading {
                     app: Some(c),
                     dns: Some((name.as_str(), *opcode)),
                     request: None,
                     response: None,
                 });
             }
-        } else if let Some(tx) = stored {
-            readings = tx.readings().collect();
+            &many
+        } else if let Some(tx) = stored.filter(|tx| tx.apps.len() != 1) {
+            many = tx.readings().collect();
+            &many
         } else {
-            readings.push(Reading {
-                app: base,
-                dns: None,
-                request: None,
-                response: None,
-            });
-        }
+            one = [match stored {
+                Some(tx) => tx.readings().next().expect("one app"),
+                None => Reading {
+                    app: base,
+                    dns: None,
+                    request: None,
+                    response: None,
+                },
+            }];
+            &one
+        };
         let mut decisions: Vec<(Verdict, &'static str, Option<Reject>)> = Vec::new();
         let mut hits: Vec<u32> = Vec::new();
         let mut over_limit = 0;
-        for reading in &readings {
+        for reading in readings {
             let (app, dns_query) = (reading.app, reading.dns);
             // The policy reads every request's host and query's name too.
             if named
@@ -1094,16 +1102,21 @@ impl FlowInspector {
             }
             self.decide(verdict, by);
         }
-        // The transactions stay for the packets that follow.
+        // The transactions stay for the packets that follow (the requests
+        // also until answered, when responses are read).
         if let Some(t) = self.tcp.as_mut() {
-            if let Some(last) = new_requests.last() {
-                t.last_request = Some(Box::new(last.clone()));
-            }
-            for tx in new_requests {
-                if t.awaiting.len() == MAX_AWAITING {
-                    t.awaiting.pop_front();
+            if t.http_responses.is_some() {
+                if let Some(last) = new_requests.last() {
+                    t.last_request = Some(Box::new(last.clone()));
                 }
-                t.awaiting.push_back(tx);
+                for tx in new_requests {
+                    if t.awaiting.len() == MAX_AWAITING {
+                        t.awaiting.pop_front();
+                    }
+                    t.awaiting.push_back(tx);
+                }
+            } else if let Some(last) = new_requests.pop() {
+                t.last_request = Some(Box::new(last));
             }
             if let Some(last) = new_responses.pop() {
                 t.answered = Some(Box::new(last));

@@ -37,15 +37,17 @@ fn is_grease(v: u16) -> bool {
 /// JA3's text (Salesforce, BSD-3): fields in decimal, lists joined by
 /// `-` without GREASE values, fields by `,`.
 pub fn ja3_text(version: u16, lists: &[&[u16]]) -> String {
-    let mut out = version.to_string();
+    use std::fmt::Write;
+    let mut out = String::with_capacity(128);
+    let _ = write!(out, "{version}");
     for list in lists {
         out.push(',');
-        let kept: Vec<String> = list
-            .iter()
-            .filter(|v| !is_grease(**v))
-            .map(u16::to_string)
-            .collect();
-        out.push_str(&kept.join("-"));
+        for (i, v) in list.iter().filter(|v| !is_grease(**v)).enumerate() {
+            if i > 0 {
+                out.push('-');
+            }
+            let _ = write!(out, "{v}");
+        }
     }
     out
 }
@@ -53,10 +55,13 @@ pub fn ja3_text(version: u16, lists: &[&[u16]]) -> String {
 /// The MD5 of a JA3 or JA3S text, in lower-case hex.
 pub fn ja3_hash(text: &str) -> String {
     use md5::{Digest, Md5};
-    Md5::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(32);
+    for b in Md5::digest(text.as_bytes()) {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 impl ClientHello {

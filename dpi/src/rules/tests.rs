@@ -617,7 +617,7 @@ fn ttl_icmp_urilen_fast_pattern() {
 /// refuses as conflicting directions is refused.
 #[test]
 fn http_request_and_response_buffers() {
-    let mut requests = crate::http::HttpRequests::default();
+    let mut requests = crate::http::HttpRequests::new(false, true);
     let mut req = Vec::new();
     requests.feed(
         b"GET / HTTP/1.1\r\nHost: a.test:81\r\nCookie: id=7\r\nReferer: http://r.test/\r\n\r\n",
