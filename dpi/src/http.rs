@@ -55,14 +55,6 @@ impl HttpHead {
             .map(|(_, v)| v.as_slice())
     }
 
-    /// `http.start`: the first line and the headers, as sent.
-    pub fn start(&self) -> Vec<u8> {
-        let mut out = self.start_line.clone();
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(&self.raw);
-        out
-    }
-
     /// Reads the header lines (after the first line); folded lines are
     /// joined to the one before. `whole`: also keep the head as sent and
     /// normalised (for the rules that read them). Returns the anomalies seen.
@@ -134,19 +126,88 @@ pub struct HttpRequest {
     pub head: HttpHead,
 }
 
+/// How a message body is framed (RFC 9112 §6.3, §7.1), and where reading
+/// it stands: requests and responses alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Framing {
+    /// This many body bytes left (Content-Length).
+    Length(u64),
+    /// Chunked: a chunk-size line next.
+    ChunkSize,
+    /// Chunked: this many chunk bytes, then the chunk's CRLF.
+    ChunkData(u64),
+    ChunkDataEnd,
+    /// The trailer section after the last chunk, up to an empty line.
+    Trailers,
+}
+
+/// One step through a body.
+enum Step {
+    /// `consumed` bytes read, of which the first `data` are body bytes;
+    /// then `next`, or the next message's head when None.
+    Read {
+        consumed: usize,
+        data: usize,
+        next: Option<Framing>,
+    },
+    /// A line is not whole yet.
+    More,
+    /// The framing broke: not HTTP any more.
+    Broken,
+}
+
+impl Framing {
+    fn step(self, rest: &[u8]) -> Step {
+        match self {
+            Framing::Length(left) | Framing::ChunkData(left) => {
+                let n = left.min(rest.len() as u64);
+                let next = match (self, left == n) {
+                    (Framing::Length(_), true) => None,
+                    (Framing::Length(_), false) => Some(Framing::Length(left - n)),
+                    (_, true) => Some(Framing::ChunkDataEnd),
+                    (_, false) => Some(Framing::ChunkData(left - n)),
+                };
+                Step::Read {
+                    consumed: n as usize,
+                    data: n as usize,
+                    next,
+                }
+            }
+            Framing::ChunkSize | Framing::ChunkDataEnd | Framing::Trailers => {
+                let Some(lf) = rest.iter().position(|b| *b == b'\n') else {
+                    return if rest.len() > MAX_LINE {
+                        Step::Broken
+                    } else {
+                        Step::More
+                    };
+                };
+                let line = rest[..lf].strip_suffix(b"\r").unwrap_or(&rest[..lf]);
+                let next = match self {
+                    Framing::ChunkDataEnd => Some(Framing::ChunkSize),
+                    Framing::Trailers if line.is_empty() => None,
+                    Framing::Trailers => Some(Framing::Trailers),
+                    _ => match chunk_size(line) {
+                        Some(0) => Some(Framing::Trailers),
+                        Some(n) => Some(Framing::ChunkData(n)),
+                        None => return Step::Broken,
+                    },
+                };
+                Step::Read {
+                    consumed: lf + 1,
+                    data: 0,
+                    next,
+                }
+            }
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 enum State {
     #[default]
     Head,
-    /// Skipping this many body bytes.
-    Body(u64),
-    /// Chunked body: reading a chunk-size line.
-    ChunkSize,
-    /// Chunked body: this many chunk bytes, then CRLF.
-    ChunkData(u64),
-    ChunkDataEnd,
-    /// Trailer section after the last chunk, up to an empty line.
-    Trailers,
+    /// Reading (or skipping) a body.
+    Body(Framing),
     /// Discarding the rest of a line that cannot be a request line.
     SkipLine,
     /// Not HTTP any more (CONNECT tunnel, an upgrade, a gap): nothing read.
@@ -232,41 +293,24 @@ impl HttpRequests {
             let rest = &self.buf[pos..];
             match self.state {
                 State::Opaque => break,
-                State::Body(left) | State::ChunkData(left) => {
-                    let n = left.min(rest.len() as u64);
-                    if self.keep_bodies {
-                        keep_body(&mut self.body, &mut self.body_grew, &rest[..n as usize]);
-                    }
-                    pos += n as usize;
-                    self.state = match (&self.state, left == n) {
-                        (State::Body(_), true) => State::Head,
-                        (State::Body(_), false) => State::Body(left - n),
-                        (_, true) => State::ChunkDataEnd,
-                        (_, false) => State::ChunkData(left - n),
-                    };
-                }
-                State::ChunkSize | State::ChunkDataEnd | State::Trailers => {
-                    let Some(lf) = rest.iter().position(|b| *b == b'\n') else {
-                        if rest.len() > MAX_LINE {
-                            self.state = State::Opaque;
+                State::Body(framing) => match framing.step(rest) {
+                    Step::Read {
+                        consumed,
+                        data,
+                        next,
+                    } => {
+                        if self.keep_bodies && data > 0 {
+                            keep_body(&mut self.body, &mut self.body_grew, &rest[..data]);
                         }
+                        pos += consumed;
+                        self.state = next.map_or(State::Head, State::Body);
+                    }
+                    Step::More => break,
+                    Step::Broken => {
+                        self.state = State::Opaque;
                         break;
-                    };
-                    let line = rest[..lf].strip_suffix(b"\r").unwrap_or(&rest[..lf]);
-                    self.state = match self.state {
-                        State::ChunkDataEnd => State::ChunkSize,
-                        State::Trailers if line.is_empty() => State::Head,
-                        State::Trailers => State::Trailers,
-                        _ => chunk_size(line).map_or(State::Opaque, |n| {
-                            if n == 0 {
-                                State::Trailers
-                            } else {
-                                State::ChunkData(n)
-                            }
-                        }),
-                    };
-                    pos += lf + 1;
-                }
+                    }
+                },
                 State::SkipLine => match rest.iter().position(|b| *b == b'\n') {
                     Some(lf) => {
                         pos += lf + 1;
@@ -471,11 +515,7 @@ pub struct HttpResponse {
 enum ResponseState {
     #[default]
     Head,
-    Body(u64),
-    ChunkSize,
-    ChunkData(u64),
-    ChunkDataEnd,
-    Trailers,
+    Body(Framing),
     /// No framing: the body runs to the end of the connection.
     UntilClose,
     /// Not HTTP any more (a tunnel, an upgrade, a gap).
@@ -579,38 +619,25 @@ impl HttpResponses {
                     }
                     pos = self.buf.len();
                 }
-                S::Body(left) | S::ChunkData(left) => {
-                    let n = left.min(rest.len() as u64);
-                    if self.keep_bodies {
-                        let part = rest[..n as usize].to_vec();
-                        self.body_bytes(&part);
-                    }
-                    pos += n as usize;
-                    self.state = match (&self.state, left == n) {
-                        (S::Body(_), true) => S::Head,
-                        (S::Body(_), false) => S::Body(left - n),
-                        (_, true) => S::ChunkDataEnd,
-                        (_, false) => S::ChunkData(left - n),
-                    };
-                }
-                S::ChunkSize | S::ChunkDataEnd | S::Trailers => {
-                    let Some(lf) = rest.iter().position(|b| *b == b'\n') else {
-                        if rest.len() > MAX_LINE {
-                            self.state = S::Opaque;
+                S::Body(framing) => match framing.step(rest) {
+                    Step::Read {
+                        consumed,
+                        data,
+                        next,
+                    } => {
+                        if self.keep_bodies && data > 0 {
+                            let part = rest[..data].to_vec();
+                            self.body_bytes(&part);
                         }
+                        pos += consumed;
+                        self.state = next.map_or(S::Head, S::Body);
+                    }
+                    Step::More => break,
+                    Step::Broken => {
+                        self.state = S::Opaque;
                         break;
-                    };
-                    let line = rest[..lf].strip_suffix(b"\r").unwrap_or(&rest[..lf]);
-                    self.state = match self.state {
-                        S::ChunkDataEnd => S::ChunkSize,
-                        S::Trailers if line.is_empty() => S::Head,
-                        S::Trailers => S::Trailers,
-                        _ => chunk_size(line).map_or(S::Opaque, |n| {
-                            if n == 0 { S::Trailers } else { S::ChunkData(n) }
-                        }),
-                    };
-                    pos += lf + 1;
-                }
+                    }
+                },
                 S::Head => {
                     if matches!(rest[0], b'\r' | b'\n') {
                         pos += 1;
@@ -676,11 +703,11 @@ impl HttpResponses {
                     {
                         S::Head
                     } else if chunked {
-                        S::ChunkSize
+                        S::Body(Framing::ChunkSize)
                     } else {
                         match length {
                             Some(0) => S::Head,
-                            Some(n) => S::Body(n),
+                            Some(n) => S::Body(Framing::Length(n)),
                             None => S::UntilClose,
                         }
                     };
@@ -937,10 +964,10 @@ fn parse_head(head: &[u8], whole: bool) -> Option<(HttpRequest, State)> {
         if content_length.is_some() {
             r.anomalies.push("content-length-and-chunked");
         }
-        State::ChunkSize
+        State::Body(Framing::ChunkSize)
     } else {
         match content_length {
-            Some(n) if n > 0 => State::Body(n),
+            Some(n) if n > 0 => State::Body(Framing::Length(n)),
             _ => State::Head,
         }
     };
