@@ -9,6 +9,10 @@
 #   slapd ldap-utils krb5-kdc krb5-user      real LDAP and Kerberos peers for the dissector
 #   krb5-admin-server                        tests (run inside test namespaces only; their
 #                                            services are left disabled)
+#   fever                                    a real eve.json consumer (DCSO's event router) the
+#                                            eve test feeds (tests/eve.rs); its service is left disabled
+#   nfdump                                   a real IPFIX collector (nfcapd) and reader (nfdump) for
+#                                            the IPFIX export test; its service is left disabled
 #   nftables                                 the peer the load balancer is compared with
 #                                            (`compare lb`; rules only inside test namespaces),
 #                                            and the evasion tests' raw client (no kernel RSTs)
@@ -26,7 +30,7 @@ fi
 
 packages=(clang llvm libbpf-dev linux-libc-dev libelf-dev zlib1g-dev m4 make pkg-config iproute2 ethtool
           iputils-ping curl openssl python3 nftables slapd ldap-utils krb5-kdc krb5-user
-          krb5-admin-server)
+          krb5-admin-server fever nfdump)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -44,7 +48,7 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     # test peers, not services of this machine
     if command -v systemctl >/dev/null; then
-        for service in slapd krb5-kdc krb5-admin-server; do
+        for service in slapd krb5-kdc krb5-admin-server fever nfdump; do
             $sudo systemctl disable --now "$service" >/dev/null 2>&1 || true
         done
     fi

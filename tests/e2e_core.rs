@@ -1004,7 +1004,14 @@ fn live_and_offline_give_the_same_flow_records_root() {
             })
             .collect(),
     );
-    let frames: Vec<Vec<u8>> = flows.concat();
+    // The TLS flow's last two packets come after its verdict is in the
+    // kernel (the second phase below), so that the kernel carries them.
+    let tls_tail: Vec<Vec<u8>> = {
+        let tls = &mut flows[2];
+        tls.split_off(tls.len() - 2)
+    };
+    let first: Vec<Vec<u8>> = flows.concat();
+    let frames: Vec<Vec<u8>> = [first.clone(), tls_tail.clone()].concat();
 
     // The capture, for the offline run.
     let pcap = dir.path("replay.pcap");
@@ -1022,10 +1029,14 @@ fn live_and_offline_give_the_same_flow_records_root() {
 
     // Live: the same frames into the DUT's interface.
     let flow_log = dir.path("flows.jsonl");
+    let eve_live = dir.path("eve-live.json");
+    let eve_offline = dir.path("eve-offline.json");
     let stats = dir.path("stats.json");
     let rules_arg = rules.to_str().unwrap().to_string();
     let flow_log_arg = flow_log.to_str().unwrap().to_string();
+    let eve_arg = eve_live.to_str().unwrap().to_string();
     let stats_arg = stats.to_str().unwrap().to_string();
+    let socket = dir.path("control.sock");
     let mut dp = start(
         &tb,
         &[
@@ -1035,13 +1046,32 @@ fn live_and_offline_give_the_same_flow_records_root() {
             &rules_arg,
             "--flow-log",
             &flow_log_arg,
+            "--eve",
+            &eve_arg,
             "--stats-json",
             &stats_arg,
             "--stats-interval",
             "0.1",
+            "--control",
+            socket.to_str().unwrap(),
         ],
     );
-    let sent = traffic::send_frames(&tb.gen_ns, &tb.gen_if, frames.clone()).unwrap();
+    let sent = traffic::send_frames(&tb.gen_ns, &tb.gen_if, first.clone()).unwrap();
+    assert_eq!(sent, first.len());
+    testbed::wait_until(
+        "the TLS flow's verdict in the kernel",
+        Duration::from_secs(15),
+        || {
+            let flows = ctl(&socket, &["flows", "50"]).ok()?;
+            flows["kernel"]
+                .as_array()?
+                .iter()
+                .any(|f| f["b"].as_str().is_some_and(|b| b.ends_with(":443")))
+                .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
+    let sent = sent + traffic::send_frames(&tb.gen_ns, &tb.gen_if, tls_tail.clone()).unwrap();
     assert_eq!(sent, frames.len());
     testbed::wait_until(
         "every frame to be seen by a worker or a verdict in XDP",
@@ -1049,13 +1079,38 @@ fn live_and_offline_give_the_same_flow_records_root() {
         || read_stats(&stats).filter(|v| accounted(v) >= sent as u64),
     )
     .unwrap_or_else(|e| panic!("{e}\n{:?}\n{}", read_stats(&stats), dp.output()));
+    // The drop rule's alert and the drop are in the eve log while the data
+    // plane runs and the flow is still open (not at its end).
+    testbed::wait_until(
+        "the blocked request's alert and drop events in the eve log",
+        Duration::from_secs(10),
+        || {
+            let events = eve_events(&eve_live);
+            let alert = events.iter().any(|e| {
+                e["event_type"] == "alert"
+                    && e["alert"]["signature_id"] == 1
+                    && e["alert"]["action"] == "blocked"
+                    && e["alert"]["signature"] == "blocked"
+                    && e["http"]["hostname"] == "blocked.test"
+            });
+            let dropped = events
+                .iter()
+                .any(|e| e["event_type"] == "drop" && e["src_port"] == 40002);
+            let no_flow_yet = !events.iter().any(|e| e["event_type"] == "flow");
+            (alert && dropped && no_flow_yet).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{:#?}\n{}", eve_events(&eve_live), dp.output()));
     dp.interrupt(Duration::from_secs(15))
         .unwrap_or_else(|e| panic!("dataplane {e}"));
     let live = testbed::peers::flow_records(&flow_log);
 
     // Offline.
     let out = std::process::Command::new(BIN)
-        .args(["inspect", "--format", "json", "--rules", &rules_arg])
+        .args([
+            "inspect", "--format", "json", "--rules", &rules_arg, "--eve",
+        ])
+        .arg(&eve_offline)
         .arg(&pcap)
         .output()
         .unwrap();
@@ -1152,4 +1207,81 @@ fn live_and_offline_give_the_same_flow_records_root() {
         (1, 2),
         "{offline:#?}"
     );
+
+    // Eve: the same flows, counted by direction, live (user space and the
+    // kernel's per-direction counters) and offline (every packet); the
+    // same alerts.
+    let (live_eve, offline_eve) = (eve_events(&eve_live), eve_events(&eve_offline));
+    let flows_of = |events: &[Value]| -> Vec<Value> {
+        let mut flows: Vec<Value> = events
+            .iter()
+            .filter(|e| e["event_type"] == "flow")
+            .cloned()
+            .collect();
+        flows.sort_by_key(|e| e["src_port"].as_u64());
+        flows
+    };
+    let (live_flows, offline_flows) = (flows_of(&live_eve), flows_of(&offline_eve));
+    assert_eq!(live_flows.len(), 5, "{live_eve:#?}");
+    assert_eq!(offline_flows.len(), 5, "{offline_eve:#?}");
+    for (on, off) in live_flows.iter().zip(&offline_flows) {
+        for field in [
+            "src_ip",
+            "src_port",
+            "dest_ip",
+            "dest_port",
+            "proto",
+            "app_proto",
+        ] {
+            assert_eq!(on[field], off[field], "{field}: {on:#}\n{off:#}");
+        }
+        for field in [
+            "pkts_toserver",
+            "pkts_toclient",
+            "bytes_toserver",
+            "bytes_toclient",
+        ] {
+            assert_eq!(
+                on["flow"][field], off["flow"][field],
+                "{field}, live (user space + kernel) against the capture: {on:#}\n{off:#}"
+            );
+        }
+    }
+    // The TLS flow went to the kernel once encrypted: its rest is counted
+    // there, by direction.
+    let tls = live_flows.iter().find(|e| e["dest_port"] == 443).unwrap();
+    assert_eq!(tls["flow"]["state"], "bypassed", "{tls:#}");
+    assert_eq!(tls["flow"]["bypass"], "capture", "{tls:#}");
+    assert!(
+        u(tls, "/flow/bypassed/pkts_toserver") >= 1 && u(tls, "/flow/bypassed/pkts_toclient") >= 1,
+        "the kernel counted both directions: {tls:#}"
+    );
+    let alerts = |events: &[Value]| -> Vec<(u64, u64)> {
+        let mut a: Vec<(u64, u64)> = events
+            .iter()
+            .filter(|e| e["event_type"] == "alert")
+            // the flow by its client's port
+            .map(|e| (u(e, "/flow/src_port"), u(e, "/alert/signature_id")))
+            .collect();
+        a.sort();
+        a.dedup();
+        a
+    };
+    assert_eq!(alerts(&live_eve), alerts(&offline_eve));
+    assert_eq!(alerts(&live_eve), vec![(40002, 1), (40004, 2)]);
+    // Offline nothing is enforced: the drop rule's alert is "allowed".
+    assert!(
+        offline_eve
+            .iter()
+            .all(|e| e["alert"]["action"] != "blocked")
+    );
+}
+
+/// The events of an eve log (an empty list while it does not exist).
+fn eve_events(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
 }

@@ -440,8 +440,8 @@ fn pinned_ipv4_verdicts_of_the_older_layout_are_moved_root() {
     let key = dataplane::key::to_kernel(&flow);
     let old = Verdict {
         action: Action::Drop.code(),
-        packets: 7,
-        bytes: 420,
+        packets: [7, 0],
+        bytes: [420, 0],
         ..Verdict::default()
     };
     {
@@ -468,6 +468,128 @@ fn pinned_ipv4_verdicts_of_the_older_layout_are_moved_root() {
         1,
         "moved, not copied"
     );
+}
+
+/// Pins left by a version whose verdict values counted both directions in
+/// one number (32 bytes): the next load reads them, makes the maps anew
+/// with per-direction counters and writes them back, so an upgrade keeps
+/// its decided flows (their earlier packets counted as endpoint A's).
+#[test]
+fn pinned_verdicts_with_one_count_for_both_directions_are_carried_over_root() {
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+    use xdp_redirect::{Action, LoadOptions, Verdict, XdpRedirect};
+
+    testbed::require_root("loading the XDP program with pinned maps");
+    let _serial = serial();
+    let pin = PinDir::new("v1values");
+
+    /// bpf(2) with a zeroed attribute block the caller filled.
+    fn bpf(cmd: libc::c_long, attr: &mut [u8; 64]) -> libc::c_long {
+        // SAFETY: `attr` is a valid, writable `union bpf_attr`-sized buffer
+        // for the duration of the call; the kernel reads at most its size.
+        unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) }
+    }
+    fn put(attr: &mut [u8; 64], at: usize, bytes: &[u8]) {
+        attr[at..at + bytes.len()].copy_from_slice(bytes);
+    }
+    // BPF_MAP_CREATE of an LRU hash with the older value size, pinned at `path`
+    let create = |path: &std::path::Path, key_size: u32| -> OwnedFd {
+        let mut attr = [0u8; 64];
+        put(&mut attr, 0, &9u32.to_ne_bytes()); // BPF_MAP_TYPE_LRU_HASH
+        put(&mut attr, 4, &key_size.to_ne_bytes());
+        put(&mut attr, 8, &32u32.to_ne_bytes());
+        put(&mut attr, 12, &1024u32.to_ne_bytes());
+        let fd = bpf(0, &mut attr);
+        assert!(
+            fd >= 0,
+            "BPF_MAP_CREATE: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: a new file descriptor the kernel just returned, owned here.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let name = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        let mut attr = [0u8; 64];
+        put(&mut attr, 0, &(name.as_ptr() as u64).to_ne_bytes());
+        put(
+            &mut attr,
+            8,
+            &(std::os::fd::AsRawFd::as_raw_fd(&fd) as u32).to_ne_bytes(),
+        );
+        assert_eq!(
+            bpf(6, &mut attr),
+            0,
+            "BPF_OBJ_PIN: {}",
+            std::io::Error::last_os_error()
+        );
+        fd
+    };
+    let v4 = create(&pin.path().join(xdp_redirect::MAP_VERDICTS4), 16);
+    let _v6 = create(&pin.path().join(xdp_redirect::MAP_VERDICTS), 40);
+    let (flow, _) = dpi::FlowKey::new(
+        "198.18.0.9:40000".parse().unwrap(),
+        "198.18.0.2:53".parse().unwrap(),
+        17,
+        0,
+    );
+    let key = dataplane::key::to_kernel(&flow);
+    let key4 = key.to_v4().unwrap();
+    let old = xdp_redirect::pin::VerdictV1 {
+        action: Action::Drop.code(),
+        flags: 0,
+        packets: 7,
+        bytes: 420,
+        last_seen_ns: 99,
+    };
+    {
+        // BPF_MAP_UPDATE_ELEM
+        let key_bytes: [u8; 16] = {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&key4.addr_a.to_ne_bytes());
+            b[4..8].copy_from_slice(&key4.addr_b.to_ne_bytes());
+            b[8..10].copy_from_slice(&key4.port_a.to_ne_bytes());
+            b[10..12].copy_from_slice(&key4.port_b.to_ne_bytes());
+            b[12] = key4.proto;
+            b[14..16].copy_from_slice(&key4.vlan.to_ne_bytes());
+            b
+        };
+        let mut value = [0u8; 32];
+        value[..4].copy_from_slice(&old.action.to_ne_bytes());
+        value[8..16].copy_from_slice(&old.packets.to_ne_bytes());
+        value[16..24].copy_from_slice(&old.bytes.to_ne_bytes());
+        value[24..32].copy_from_slice(&old.last_seen_ns.to_ne_bytes());
+        let mut attr = [0u8; 64];
+        put(
+            &mut attr,
+            0,
+            &(std::os::fd::AsRawFd::as_raw_fd(&v4) as u32).to_ne_bytes(),
+        );
+        put(&mut attr, 8, &(key_bytes.as_ptr() as u64).to_ne_bytes());
+        put(&mut attr, 16, &(value.as_ptr() as u64).to_ne_bytes());
+        assert_eq!(
+            bpf(2, &mut attr),
+            0,
+            "BPF_MAP_UPDATE_ELEM: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let options = LoadOptions {
+        pin_dir: Some(pin.path().to_path_buf()),
+        ..LoadOptions::default()
+    };
+    let prog = XdpRedirect::load(&options).expect("load over pins of the older value layout");
+    let carried = prog.verdict_map().unwrap().get(&key).unwrap();
+    assert_eq!(
+        carried,
+        Some(Verdict {
+            action: Action::Drop.code(),
+            flags: 0,
+            packets: [7, 0],
+            bytes: [420, 0],
+            last_seen_ns: 99,
+        }),
+        "carried over with its counters"
+    );
+    assert_eq!(xdp_redirect::pin::verdict_entries(pin.path()).unwrap(), 1);
 }
 
 /// `--pin DIR` where DIR is no bpffs, under `ip netns exec` (a private

@@ -68,6 +68,10 @@ pub enum Command {
         /// ended (reason "evicted") to make room, so memory stays bounded.
         #[arg(long, default_value_t = 262_144, value_parser = clap::value_parser!(u32).range(1..))]
         max_flows: u32,
+        /// Also write events in Suricata's eve.json format to PATH
+        /// (`alert` as rules fire, `flow` as flows end; capture time).
+        #[arg(long, value_name = "PATH")]
+        eve: Option<PathBuf>,
         #[command(flatten)]
         engine: EngineArgs,
     },
@@ -208,7 +212,7 @@ pub struct RunArgs {
     /// Load balancer mode: balance the services of this TOML file (VIPs,
     /// backends, weights, health checks, load policy) in XDP; traffic for
     /// anything else goes to the stack. See README "Load balancer".
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["peer", "pin", "mirror", "rules", "policy", "dpi", "flow_log"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["peer", "pin", "mirror", "rules", "policy", "dpi", "flow_log", "eve"])]
     pub lb: Option<PathBuf>,
 
     /// Inline (IPS) mode: a bridge; everything entering --iface leaves this
@@ -277,6 +281,11 @@ pub struct RunArgs {
     /// Append a JSON Lines record for each flow that ends (Suricata eve `flow` style).
     #[arg(long, value_name = "PATH")]
     pub flow_log: Option<PathBuf>,
+
+    /// Append events in Suricata's eve.json format: `alert` when a rule
+    /// fires, `drop` when a flow is dropped, `flow` when a flow ends.
+    #[arg(long, value_name = "PATH")]
+    pub eve: Option<PathBuf>,
 
     /// Idle timeout of TCP flows (seconds).
     #[arg(long, default_value_t = 600.0, value_name = "SECONDS", value_parser = parse_timeout)]

@@ -77,10 +77,33 @@ impl WallClock {
         }
     }
 
+    /// A clock whose instants already are wall-clock time (nanoseconds
+    /// since the Unix epoch): a capture's timestamps.
+    pub fn epoch() -> Self {
+        WallClock {
+            origin: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    /// The wall-clock time of a CLOCK_MONOTONIC instant.
+    pub fn at(&self, monotonic_ns: u64) -> SystemTime {
+        self.origin + Duration::from_nanos(monotonic_ns)
+    }
+
     /// RFC 3339 (UTC, microseconds) of a CLOCK_MONOTONIC instant.
     pub fn rfc3339(&self, monotonic_ns: u64) -> String {
-        humantime::format_rfc3339_micros(self.origin + Duration::from_nanos(monotonic_ns))
-            .to_string()
+        humantime::format_rfc3339_micros(self.at(monotonic_ns)).to_string()
+    }
+
+    /// The same as Suricata writes it in eve.json: `+0000` instead of `Z`
+    /// (`2026-12-05T23:01:02.123456+0000`).
+    pub fn eve(&self, monotonic_ns: u64) -> String {
+        let mut text = self.rfc3339(monotonic_ns);
+        if text.ends_with('Z') {
+            text.pop();
+            text.push_str("+0000");
+        }
+        text
     }
 }
 
@@ -90,30 +113,46 @@ pub type FlowLogSender = Sender<FlowRecord>;
 /// Bytes of records gathered before they are written in one go.
 const BATCH_BYTES: usize = 64 * 1024;
 
-/// The flow log writer thread. It never stops on a write error (a full
-/// disk, an I/O error): the records it cannot write are counted
-/// ([`FlowLog::lost`]), the file never ends in half a record, and writing
-/// resumes as soon as the file takes records again.
-pub struct FlowLog {
+/// The flow log (`--flow-log`).
+pub type FlowLog = JsonLog;
+
+/// A JSON Lines file written by its own thread (the flow log, the eve
+/// log). It never stops on a write error (a full disk, an I/O error): the
+/// records it cannot write are counted ([`JsonLog::lost`]), the file never
+/// ends in half a record, and writing resumes as soon as the file takes
+/// records again.
+pub struct JsonLog {
     path: PathBuf,
     handle: thread::JoinHandle<u64>,
     lost: Arc<AtomicU64>,
 }
 
-impl FlowLog {
-    /// Opens `path` for appending (creating it) and starts the writer. Fails
-    /// before anything is attached if the file cannot be opened.
-    pub fn start(path: &Path) -> anyhow::Result<(FlowLog, FlowLogSender)> {
+impl JsonLog {
+    /// Opens `path` for appending (creating it) and starts the flow log's
+    /// writer. Fails before anything is attached if the file cannot be
+    /// opened.
+    pub fn start(path: &Path) -> anyhow::Result<(JsonLog, FlowLogSender)> {
+        Self::start_named(path, "--flow-log", "flow log")
+    }
+
+    /// The same for records of type `T`; `flag` names the option in
+    /// errors, `what` the log in log lines.
+    pub fn start_named<T: Serialize + Send + 'static>(
+        path: &Path,
+        flag: &'static str,
+        what: &'static str,
+    ) -> anyhow::Result<(JsonLog, Sender<T>)> {
         let file = File::options()
             .create(true)
             .append(true)
             .open(path)
-            .with_context(|| format!("--flow-log: cannot open {} for appending", path.display()))?;
+            .with_context(|| format!("{flag}: cannot open {} for appending", path.display()))?;
         let (tx, rx) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
         let lost = Arc::new(AtomicU64::new(0));
         let writer = Writer {
             file,
             path: path.to_path_buf(),
+            what,
             batch: Vec::with_capacity(BATCH_BYTES),
             records: 0,
             written: 0,
@@ -121,11 +160,11 @@ impl FlowLog {
             failing: false,
         };
         let handle = thread::Builder::new()
-            .name("dp-flowlog".into())
+            .name(format!("dp-{}", flag.trim_start_matches("--")))
             .spawn(move || writer.run(rx))
-            .context("spawn the flow log writer")?;
+            .with_context(|| format!("spawn the {what} writer"))?;
         Ok((
-            FlowLog {
+            JsonLog {
                 path: path.to_path_buf(),
                 handle,
                 lost,
@@ -142,9 +181,10 @@ impl FlowLog {
     /// Waits for the writer to drain (every sender must be dropped first);
     /// returns the number of records written and lost.
     pub fn finish(self) -> anyhow::Result<(u64, u64)> {
-        let written = self.handle.join().map_err(|_| {
-            anyhow::anyhow!("the flow log writer of {} panicked", self.path.display())
-        })?;
+        let written = self
+            .handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("the writer of {} panicked", self.path.display()))?;
         Ok((written, self.lost.load(Ordering::Relaxed)))
     }
 }
@@ -152,6 +192,8 @@ impl FlowLog {
 struct Writer {
     file: File,
     path: PathBuf,
+    /// What the file is, for log lines ("flow log").
+    what: &'static str,
     /// Whole lines waiting to be written.
     batch: Vec<u8>,
     /// Records in `batch`.
@@ -163,7 +205,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, rx: Receiver<FlowRecord>) -> u64 {
+    fn run<T: Serialize>(mut self, rx: Receiver<T>) -> u64 {
         loop {
             match rx.recv_timeout(FLUSH_EVERY) {
                 Ok(record) => {
@@ -200,7 +242,7 @@ impl Writer {
                 self.written += self.records;
                 if self.failing {
                     self.failing = false;
-                    tracing::info!(path = %self.path.display(), "flow log: writing again");
+                    tracing::info!(path = %self.path.display(), "{}: writing again", self.what);
                 }
             }
             Err(error) => {
@@ -209,7 +251,8 @@ impl Writer {
                     self.failing = true;
                     tracing::error!(
                         path = %self.path.display(), %error,
-                        "flow log: cannot write; records are counted as lost (flow_log_lost) until it can"
+                        "{}: cannot write; records are counted as lost until it can",
+                        self.what
                     );
                 }
             }

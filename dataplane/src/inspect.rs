@@ -23,6 +23,8 @@ use dpi::{
     table::{EndReason, Timeouts},
 };
 
+use crate::eve::EveContext;
+
 use pcap_file::{
     DataLink, TsResolution,
     pcap::PcapReader,
@@ -105,7 +107,12 @@ pub struct Inspection<'s> {
     summary: Summary,
     now_ns: u64,
     sink: Box<dyn FnMut(FlowRecord) + 's>,
+    /// `--eve`: where the events go, and what they share.
+    eve: Option<(EveContext, EveSink<'s>)>,
 }
+
+/// Where `dataplane inspect --eve` sends its events.
+type EveSink<'s> = Box<dyn FnMut(crate::eve::Event) + 's>;
 
 /// Counts the bytes a reader has handed out, so errors can say where.
 struct Counting<R> {
@@ -129,20 +136,31 @@ impl<'s> Inspection<'s> {
         timeouts: Timeouts,
         sink: impl FnMut(FlowRecord) + 's,
     ) -> Self {
-        let decider = InspectDecider {
-            count: PacketCount { limit: None },
-            engine: Some(engine),
-            // A capture taken on a host holds what it sent with the
-            // checksum left to the NIC: checksums are not checked offline.
-            check_checksums: false,
-        };
+        // A capture taken on a host holds what it sent with the checksum
+        // left to the NIC: checksums are not checked offline.
+        let decider = InspectDecider::new(PacketCount { limit: None }, Some(engine), false);
         Inspection {
             flows: FlowTable::new(max_flows, decider),
             timeouts,
             summary: Summary::default(),
             now_ns: 0,
             sink: Box::new(sink),
+            eve: None,
         }
+    }
+
+    /// Also writes eve events (`alert` as rules fire, `flow` as flows
+    /// end, with capture time) to `sink`. Offline nothing is enforced:
+    /// alerts are `allowed` and there are no `drop` events.
+    pub fn with_eve(mut self, sink: impl FnMut(crate::eve::Event) + 's) -> Self {
+        self.flows.decider_mut().collect_alerts = true;
+        let context = EveContext {
+            in_iface: None,
+            enforcing: false,
+            clock: crate::flowlog::WallClock::epoch(),
+        };
+        self.eve = Some((context, Box::new(sink)));
+        self
     }
 
     /// Feeds one frame of link type `link`, captured at `ts_ns`.
@@ -173,10 +191,37 @@ impl<'s> Inspection<'s> {
             self.summary.evicted_flows += 1;
             self.emit(key, flow, EndReason::Evicted);
         }
+        if let Some((context, sink)) = &mut self.eve {
+            let alerts = std::mem::take(&mut self.flows.decider_mut().alerts);
+            if let Some(flow) = self.flows.get(&decoded.key) {
+                for alert in &alerts {
+                    if let Some(event) = crate::eve::alert(
+                        context,
+                        &decoded.key,
+                        flow,
+                        decoded.from_a,
+                        self.now_ns,
+                        alert,
+                    ) {
+                        sink(event);
+                    }
+                }
+            }
+        }
     }
 
     fn emit(&mut self, key: FlowKey, mut flow: FlowState, reason: EndReason) {
         self.summary.flows += 1;
+        if let Some((context, sink)) = &mut self.eve {
+            sink(crate::eve::flow(
+                context,
+                &key,
+                &flow,
+                None,
+                reason,
+                flow.last_ns,
+            ));
+        }
         (self.sink)(FlowRecord {
             flow: flow.summary(&key),
             packets: u64::from(flow.packets),
@@ -368,9 +413,17 @@ pub fn run(
     format: Format,
     max_flows: NonZeroUsize,
     engine: Arc<Engine>,
+    eve: Option<&Path>,
 ) -> anyhow::Result<()> {
     use std::io::Write as _;
     let started = Instant::now();
+    let mut eve_out = match eve {
+        Some(path) => Some(io::BufWriter::new(File::create(path).map_err(|e| {
+            anyhow::anyhow!("--eve: cannot create {}: {e}", path.display())
+        })?)),
+        None => None,
+    };
+    let mut eve_error = None;
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     if format == Format::Table {
@@ -419,6 +472,16 @@ pub fn run(
                 write_error.get_or_insert(e);
             }
         });
+    if let Some(out) = eve_out.as_mut() {
+        inspection = inspection.with_eve(|event| {
+            let written = serde_json::to_writer(&mut *out, &event)
+                .map_err(io::Error::other)
+                .and_then(|()| out.write_all(b"\n"));
+            if let Err(e) = written {
+                eve_error.get_or_insert(e);
+            }
+        });
+    }
     // One unreadable file is reported and the others are still read; the
     // exit status says that one failed.
     let mut failures = Vec::new();
@@ -431,6 +494,12 @@ pub fn run(
     let summary = inspection.finish(started.elapsed());
     if let Some(e) = write_error {
         return Err(anyhow::Error::new(e).context("write the flow records"));
+    }
+    if let Some(e) = eve_error {
+        return Err(anyhow::Error::new(e).context("write the eve events"));
+    }
+    if let Some(mut out) = eve_out {
+        anyhow::Context::context(out.flush(), "write the eve events")?;
     }
     match format {
         Format::Json => eprintln!("{}", serde_json::to_string(&summary)?),

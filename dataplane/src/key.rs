@@ -56,8 +56,8 @@ impl VerdictStore for KernelVerdicts {
             } else {
                 Verdict::Allow
             },
-            packets: v.packets,
-            bytes: v.bytes,
+            packets_from: v.packets,
+            bytes_from: v.bytes,
             last_seen_ns: v.last_seen_ns,
             closing: v.flags & DP_VERDICT_F_CLOSING != 0,
         }))

@@ -17,6 +17,7 @@
 
 pub mod cli;
 pub mod control;
+pub mod eve;
 pub mod flowlog;
 pub mod handoff;
 pub mod inspect;

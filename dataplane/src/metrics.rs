@@ -73,7 +73,7 @@ pub fn render(
 ) -> String {
     let mut registry = Registry::with_prefix("dataplane");
 
-    let per_queue: [QueueCounter; 27] = [
+    let per_queue: [QueueCounter; 28] = [
         (
             "queue_rx_packets",
             "Frames taken from the queue's RX ring(s)",
@@ -176,6 +176,11 @@ pub fn render(
             "queue_flow_log_dropped",
             "Flow records dropped because the flow log writer fell behind",
             |q| q.counters.flow_log_dropped,
+        ),
+        (
+            "queue_eve_dropped",
+            "Eve events dropped because the eve writer fell behind",
+            |q| q.counters.eve_dropped,
         ),
         (
             "queue_handed_off",
@@ -286,6 +291,12 @@ pub fn render(
     flow_log
         .get_or_create(&Vec::new())
         .inc_by(doc.flow_log_lost);
+    let eve = counter_family(
+        &mut registry,
+        "eve_lost_events",
+        "Eve events the eve file refused (a full disk, an I/O error)",
+    );
+    eve.get_or_create(&Vec::new()).inc_by(doc.eve_lost);
 
     let verdicts = counter_family(&mut registry, "verdicts", "Verdicts written, by action");
     let drop: u64 = doc.queues.iter().map(|q| q.counters.verdicts_drop).sum();

@@ -26,7 +26,7 @@ use xdp_redirect::Port;
 use crate::{
     cli::{Cli, Command, Mode, RunArgs, SniffLimit},
     control,
-    flowlog::FlowLog,
+    flowlog::{FlowLog, JsonLog},
     preflight,
     stats::{self, KernelStats, Percentiles, QueueStats, StatsDoc, WorkerReport},
     worker::{Input, Worker, WorkerConfig, WorkerLinks},
@@ -42,6 +42,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 files,
                 format,
                 max_flows,
+                eve,
                 engine,
             }),
             _,
@@ -49,7 +50,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let engine = engine.load()?;
             let max_flows =
                 NonZeroUsize::new(max_flows as usize).context("--max-flows must be positive")?;
-            crate::inspect::run(&files, format, max_flows, Arc::new(engine))
+            crate::inspect::run(&files, format, max_flows, Arc::new(engine), eve.as_deref())
         }
         (
             Some(Command::Ctl {
@@ -220,8 +221,8 @@ fn top_flows(
                 "l4": crate::flowlog::l4_name(key.proto),
                 "vlan": key.vlan,
                 "action": xdp_redirect::Action::from_code(v.action).ok().flatten().map(|a| a.as_str()),
-                "kernel_packets": v.packets,
-                "kernel_bytes": v.bytes,
+                "kernel_packets": v.packets.iter().sum::<u64>(),
+                "kernel_bytes": v.bytes.iter().sum::<u64>(),
                 "closing": v.flags & xdp_redirect::abi::dp_verdict_flags::DP_VERDICT_F_CLOSING != 0,
             })
         })
@@ -285,6 +286,20 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
     let (flow_log, flow_log_tx) = match flow_log {
         Some((log, tx)) => (Some(log), Some(tx)),
         None => (None, None),
+    };
+    let (eve_log, eve_tx) = match &args.eve {
+        Some(path) => {
+            let (log, tx) = JsonLog::start_named::<crate::eve::Event>(path, "--eve", "eve log")?;
+            (Some(log), Some(tx))
+        }
+        None => (None, None),
+    };
+    let eve_context = crate::eve::EveContext {
+        // inline, packets come in on either port
+        in_iface: bridge.is_none().then(|| args.iface.clone()),
+        // a mirror port's copies are only reported on
+        enforcing: mode != Mode::Mirror,
+        clock: crate::flowlog::WallClock::new(xdp_redirect::clock::monotonic_ns()),
     };
 
     // Where each worker's packets come from: its ring of copies (host
@@ -442,6 +457,7 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
                 stop: Arc::clone(&stop),
                 engine: engine.clone(),
                 flow_log: flow_log_tx.clone(),
+                eve: eve_tx.clone().map(|tx| (tx, eve_context.clone())),
                 queries: query_rx,
                 heartbeat: Arc::clone(&heartbeat),
                 handoff: handoff.clone(),
@@ -456,6 +472,7 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
     }
     drop(report_tx);
     drop(flow_log_tx);
+    drop(eve_tx);
 
     // Signal handlers before the "running" line: whoever waits for that
     // line may stop us at once.
@@ -531,6 +548,7 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         latency_ns: Percentiles::of(&merged.processing),
         kernel_to_user_ns: Percentiles::of(&merged.kernel_to_user),
         flow_log_lost: flow_log.as_ref().map_or(0, |log| log.lost()),
+        eve_lost: eve_log.as_ref().map_or(0, |log| log.lost()),
     };
 
     let reason = loop {
@@ -672,6 +690,10 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
     if let Some(Ok((_, lost))) = &flow_log_result {
         doc.flow_log_lost = *lost;
     }
+    let eve_result = eve_log.map(JsonLog::finish);
+    if let Some(Ok((_, lost))) = &eve_result {
+        doc.eve_lost = *lost;
+    }
     if let Some(path) = &args.stats_json {
         doc.write(path)
             .with_context(|| format!("write the stats to {}", path.display()))?;
@@ -691,14 +713,19 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
             }
         }
     }
-    if let (Some(result), Some(path)) = (flow_log_result, &args.flow_log) {
+    for (what, result, path) in [
+        ("flow log", flow_log_result, &args.flow_log),
+        ("eve log", eve_result, &args.eve),
+    ] {
+        let (Some(result), Some(path)) = (result, path) else {
+            continue;
+        };
         match result {
-            Ok((records, 0)) => println!(
-                "flow log: {records} record(s) appended to {}",
-                path.display()
-            ),
+            Ok((records, 0)) => {
+                println!("{what}: {records} record(s) appended to {}", path.display())
+            }
             Ok((records, lost)) => println!(
-                "flow log: {records} record(s) appended to {}, {lost} lost (the file refused them)",
+                "{what}: {records} record(s) appended to {}, {lost} lost (the file refused them)",
                 path.display()
             ),
             Err(e) => failures.push(format!("{e:#}")),

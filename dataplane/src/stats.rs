@@ -86,6 +86,8 @@ pub struct QueueCounters {
     pub flows_split: u64,
     /// Flow records dropped because the flow log writer fell behind.
     pub flow_log_dropped: u64,
+    /// Eve events dropped because the eve writer fell behind.
+    pub eve_dropped: u64,
     /// AF_XDP modes: frames this worker received of flows another worker
     /// owns, handed to that worker (flow affinity in software).
     pub handed_off: u64,
@@ -181,6 +183,9 @@ pub struct StatsDoc {
     /// Flow records the flow log's file refused (a full disk, an I/O
     /// error); records dropped before the writer are `flow_log_dropped`.
     pub flow_log_lost: u64,
+    /// Eve events its file refused; events dropped before the writer are
+    /// `eve_dropped`.
+    pub eve_lost: u64,
 }
 
 impl StatsDoc {

@@ -27,7 +27,7 @@ use std::{
 use crossbeam_channel::{Sender, TrySendError};
 use dpi::defrag::{Defrag, DefragConfig, Outcome as DefragOutcome};
 use dpi::engine::{
-    Expiry, FlowState, FlowTable, InspectDecider, KernelEntry, PacketCount, PendingVerdicts,
+    Expiry, FlowState, FlowTable, InspectDecider, KernelEntry, PacketCount, PendingVerdicts, Seen,
     VerdictStore, expiry,
 };
 use dpi::policy::Verdict;
@@ -115,6 +115,8 @@ pub struct WorkerLinks {
     pub engine: Option<Arc<dpi::policy::Engine>>,
     /// Where ended flows go, with `--flow-log`.
     pub flow_log: Option<FlowLogSender>,
+    /// Where eve events go, with `--eve`, and what they share.
+    pub eve: Option<(Sender<crate::eve::Event>, crate::eve::EveContext)>,
     /// Questions from the main thread (control socket).
     pub queries: crossbeam_channel::Receiver<WorkerQuery>,
     /// Where the worker shows the XDP program it is alive.
@@ -153,6 +155,7 @@ struct Flows {
     reports: Sender<WorkerReport>,
     stop: Arc<AtomicBool>,
     flow_log: Option<FlowLogSender>,
+    eve: Option<(Sender<crate::eve::Event>, crate::eve::EveContext)>,
     queries: crossbeam_channel::Receiver<WorkerQuery>,
     heartbeat: Arc<xdp_redirect::pin::Heartbeat>,
     table: FlowTable<InspectDecider>,
@@ -184,6 +187,7 @@ impl Worker {
         links: WorkerLinks,
     ) -> Self {
         let now = monotonic_ns();
+        let collect_alerts = links.eve.is_some();
         let allow = if config.bridge {
             Action::Forward
         } else if config.mirror {
@@ -203,18 +207,28 @@ impl Worker {
             reports: links.reports,
             stop: links.stop,
             flow_log: links.flow_log,
+            eve: links.eve.map(|(tx, ctx)| {
+                (
+                    tx,
+                    crate::eve::EveContext {
+                        clock: WallClock::new(now),
+                        ..ctx
+                    },
+                )
+            }),
             queries: links.queries,
             heartbeat: links.heartbeat,
-            table: FlowTable::new(
-                config.flow_table_size,
-                InspectDecider {
-                    count: PacketCount {
+            table: FlowTable::new(config.flow_table_size, {
+                let mut decider = InspectDecider::new(
+                    PacketCount {
                         limit: config.sniff_limit,
                     },
-                    engine: links.engine,
-                    check_checksums: config.bridge,
-                },
-            ),
+                    links.engine,
+                    config.bridge,
+                );
+                decider.collect_alerts = collect_alerts;
+                decider
+            }),
             counters: QueueCounters::default(),
             processing_ns: new_histogram(),
             kernel_to_user_ns: new_histogram(),
@@ -594,6 +608,9 @@ impl Flows {
             return !self.config.bridge;
         };
         let mut seen = self.table.on_packet(&decoded, frame, wire_len, picked_up);
+        if self.eve.is_some() {
+            self.eve_packet(&decoded, frame, &seen, picked_up);
+        }
         self.counters.flows_seen += u64::from(seen.new_flow);
         self.counters.max_flow_packets = self
             .counters
@@ -643,6 +660,34 @@ impl Flows {
         } else {
             // Inline, a segment the host would discard goes no further.
             !(self.config.bridge && seen.discard.is_some())
+        }
+    }
+
+    /// The eve events of a packet just judged: the alerts it raised, and a
+    /// `drop` event if it made the flow dropped (where drops are enforced).
+    fn eve_packet(&mut self, decoded: &dpi::Decoded, frame: &[u8], seen: &Seen, now_ns: u64) {
+        let alerts = std::mem::take(&mut self.table.decider_mut().alerts);
+        let Some((tx, ctx)) = &self.eve else {
+            return;
+        };
+        let Some(flow) = self.table.get(&decoded.key) else {
+            return;
+        };
+        let key = &decoded.key;
+        let mut events: Vec<crate::eve::Event> = alerts
+            .iter()
+            .filter_map(|a| crate::eve::alert(ctx, key, flow, decoded.from_a, now_ns, a))
+            .collect();
+        if seen.verdict == Some(Verdict::Drop) && ctx.enforcing {
+            let decided_by = flow.label.as_ref().and_then(|l| l.decided_by);
+            events.push(crate::eve::drop(
+                ctx, flow, decoded, frame, now_ns, decided_by,
+            ));
+        }
+        for event in events {
+            if let Err(TrySendError::Full(_)) = tx.try_send(event) {
+                self.counters.eve_dropped += 1;
+            }
         }
     }
 
@@ -790,7 +835,7 @@ impl Flows {
     /// when there is a flow log to write it to (an eviction happens on the
     /// per-packet path, and a lookup is a syscall).
     fn kernel_entry_for_record(&self, key: &dpi::FlowKey, flow: &FlowState) -> Option<KernelEntry> {
-        if self.flow_log.is_none() || flow.decided.is_none() {
+        if (self.flow_log.is_none() && self.eve.is_none()) || flow.decided.is_none() {
             return None;
         }
         self.verdicts.get(key).ok().flatten()
@@ -827,6 +872,19 @@ impl Flows {
         ending: Ending,
     ) {
         self.counters.flows_ended += 1;
+        if let Some((tx, ctx)) = &self.eve {
+            let event = crate::eve::flow(
+                ctx,
+                &key,
+                &flow,
+                kernel.as_ref(),
+                ending.reason,
+                ending.end_ns,
+            );
+            if let Err(TrySendError::Full(_)) = tx.try_send(event) {
+                self.counters.eve_dropped += 1;
+            }
+        }
         let Some(log) = &self.flow_log else {
             return;
         };
@@ -844,8 +902,8 @@ impl Flows {
             kernel_action: flow.decided.map(|a| self.kernel_action(a).as_str()),
             user_packets: u64::from(flow.packets),
             user_bytes: flow.bytes,
-            kernel_packets: kernel.map_or(0, |k| k.packets),
-            kernel_bytes: kernel.map_or(0, |k| k.bytes),
+            kernel_packets: kernel.map_or(0, |k| k.packets()),
+            kernel_bytes: kernel.map_or(0, |k| k.bytes()),
             reason: ending.reason,
             queue: self.queue,
             split: ending.split,

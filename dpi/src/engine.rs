@@ -84,6 +84,25 @@ impl Decider for PacketCount {
     }
 }
 
+/// An alert as a rule raised it, with the rule's identity and wording
+/// (resolved when it fired, so a rules reload later does not change it).
+#[derive(Clone, Debug)]
+pub struct Alert {
+    pub sid: u32,
+    pub gid: u32,
+    pub rev: u32,
+    /// The rule's `msg`.
+    pub msg: String,
+    /// The description of its `classtype`.
+    pub category: Option<&'static str>,
+    pub severity: u8,
+    pub action: crate::rules::Action,
+    /// The flow's protocol when it fired.
+    pub protocol: crate::Protocol,
+    /// What the rule read (direction, application fields).
+    pub fired: crate::policy::Fired,
+}
+
 /// The worker's decider: the DPI engine (classifier, rules, policy) when one
 /// is configured, else [`PacketCount`].
 pub struct InspectDecider {
@@ -92,6 +111,36 @@ pub struct InspectDecider {
     /// Validate TCP checksums (inline: frames from the wire carry real
     /// ones; host mode's copies of what the host sends carry partial ones).
     pub check_checksums: bool,
+    /// Keep the alerts each packet raises in [`InspectDecider::alerts`]
+    /// (for an event log); the caller takes them after each packet.
+    pub collect_alerts: bool,
+    pub alerts: Vec<Alert>,
+}
+
+impl InspectDecider {
+    pub fn new(count: PacketCount, engine: Option<Arc<Engine>>, check_checksums: bool) -> Self {
+        InspectDecider {
+            count,
+            engine,
+            check_checksums,
+            collect_alerts: false,
+            alerts: Vec::new(),
+        }
+    }
+}
+
+impl FlowState {
+    /// Packets and bytes user space saw (to server, to client).
+    pub fn by_direction(&self) -> ([u64; 2], [u64; 2]) {
+        if self.client_is_a {
+            (self.packets_from, self.bytes_from)
+        } else {
+            (
+                [self.packets_from[1], self.packets_from[0]],
+                [self.bytes_from[1], self.bytes_from[0]],
+            )
+        }
+    }
 }
 
 impl Decider for InspectDecider {
@@ -121,7 +170,31 @@ impl Decider for InspectDecider {
             self.check_checksums,
             flow.last_ns,
         );
-        match inspector.on_packet(engine, &view) {
+        let verdict = inspector.on_packet(engine, &view);
+        let fired = inspector.take_fired();
+        if self.collect_alerts && !fired.is_empty() {
+            let protocol = inspector
+                .classification()
+                .map_or(crate::Protocol::Unknown, |c| c.protocol);
+            let rules = engine.rules.as_ref();
+            for fired in fired {
+                let Some(rule) = rules.and_then(|r| r.rule(fired.rule)) else {
+                    continue;
+                };
+                self.alerts.push(Alert {
+                    sid: rule.sid,
+                    gid: rule.gid,
+                    rev: rule.rev,
+                    msg: rule.msg.clone(),
+                    category: rule.class.map(|c| c.description),
+                    severity: rule.severity(),
+                    action: rule.action,
+                    protocol: fired.app.as_ref().map_or(protocol, |a| a.protocol),
+                    fired,
+                });
+            }
+        }
+        match verdict {
             Verdict::Allow => Decision::Decide(Verdict::Allow),
             Verdict::Drop => match inspector.reject() {
                 Some(kind) => Decision::Reject(kind),
@@ -146,6 +219,9 @@ pub struct FlowState {
     /// Packets of this flow that reached user space.
     pub packets: u32,
     pub bytes: u64,
+    /// The same by the endpoint that sent them: [A, B] of the flow's key.
+    pub packets_from: [u64; 2],
+    pub bytes_from: [u64; 2],
     /// The verdict written to the kernel, if any.
     pub decided: Option<Verdict>,
     /// Packets that reached user space after the verdict was written (in
@@ -263,6 +339,9 @@ impl<D: Decider> FlowTable<D> {
             .expect("present: inserted above");
         flow.packets = flow.packets.saturating_add(1);
         flow.bytes += wire_len as u64;
+        let from = usize::from(!packet.from_a);
+        flow.packets_from[from] += 1;
+        flow.bytes_from[from] += wire_len as u64;
         flow.last_ns = now_ns;
         if packet.tcp_flags & (crate::wire::tcp::FIN | crate::wire::tcp::RST) != 0 {
             flow.closing = true;
@@ -455,13 +534,35 @@ pub fn sent_by_server(packet: &Decoded, frame: &[u8]) -> bool {
 pub struct KernelEntry {
     /// `Allow` (pass or forward, by mode) or `Drop`.
     pub verdict: Verdict,
-    /// Packets and bytes the kernel handled under the entry.
-    pub packets: u64,
-    pub bytes: u64,
+    /// Packets and bytes the kernel handled under the entry, by sender:
+    /// [endpoint A, endpoint B] of the flow's key.
+    pub packets_from: [u64; 2],
+    pub bytes_from: [u64; 2],
     /// CLOCK_MONOTONIC ns of the last packet the kernel handled.
     pub last_seen_ns: u64,
     /// A FIN or RST went through the kernel.
     pub closing: bool,
+}
+
+impl KernelEntry {
+    pub fn packets(&self) -> u64 {
+        self.packets_from[0] + self.packets_from[1]
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes_from[0] + self.bytes_from[1]
+    }
+
+    /// Packets and bytes (to server, to client) of a flow whose client is
+    /// endpoint A of its key when `client_is_a`.
+    pub fn by_direction(&self, client_is_a: bool) -> ([u64; 2], [u64; 2]) {
+        let (p, b) = (self.packets_from, self.bytes_from);
+        if client_is_a {
+            (p, b)
+        } else {
+            ([p[1], p[0]], [b[1], b[0]])
+        }
+    }
 }
 
 /// Where the verdicts go: the kernel's verdict map live (an LRU map: it may
@@ -515,11 +616,12 @@ impl MemoryStore {
         len: u64,
         now_ns: u64,
         fin_or_rst: bool,
+        from_a: bool,
     ) -> bool {
         match self.entries.get_mut(key) {
             Some((e, _)) => {
-                e.packets += 1;
-                e.bytes += len;
+                e.packets_from[usize::from(!from_a)] += 1;
+                e.bytes_from[usize::from(!from_a)] += len;
                 e.last_seen_ns = now_ns;
                 e.closing |= fin_or_rst;
                 true
@@ -547,8 +649,8 @@ impl MemoryStore {
         self.writes += 1;
         let entry = KernelEntry {
             verdict,
-            packets: 0,
-            bytes: 0,
+            packets_from: [0; 2],
+            bytes_from: [0; 2],
             last_seen_ns: 0,
             closing: false,
         };
@@ -754,6 +856,7 @@ mod tests {
             l4_offset: 34,
             tcp: Default::default(),
             ttl: 64,
+            l3_offset: 14,
         }
     }
 
@@ -774,6 +877,7 @@ mod tests {
             l4_offset: 34,
             tcp: Default::default(),
             ttl: 64,
+            l3_offset: 14,
         }
     }
 
@@ -886,11 +990,11 @@ mod tests {
         assert!(pending.note(&p.key, &first));
         assert_eq!(pending.write(&mut store).written, 1);
         assert!(
-            store.kernel_packet(&p.key, 60, 2_000, false),
+            store.kernel_packet(&p.key, 60, 2_000, false, true),
             "the kernel has it"
         );
         store.evict(&p.key);
-        assert!(!store.kernel_packet(&p.key, 60, 3_000, false));
+        assert!(!store.kernel_packet(&p.key, 60, 3_000, false, true));
         // in flight while the verdict was written: no restore
         let early = table.on_packet(&p, &frame, 60, 3_000);
         assert!(pending.note(&p.key, &early) && !early.restore);
@@ -928,8 +1032,8 @@ mod tests {
         };
         let kernel = |closing| KernelEntry {
             verdict: Verdict::Allow,
-            packets: 100,
-            bytes: 100_000,
+            packets_from: [60, 40],
+            bytes_from: [60_000, 40_000],
             last_seen_ns: 100 * S,
             closing,
         };
@@ -1053,6 +1157,7 @@ mod tests {
             l4_offset: 34,
             tcp: Default::default(),
             ttl: 64,
+            l3_offset: 14,
         };
         let mut frame = [0u8; 54];
         frame[44] = 0x81;

@@ -128,6 +128,8 @@ pub struct Decoded {
     pub tcp: TcpHeader,
     /// The IPv4 TTL or IPv6 hop limit.
     pub ttl: u8,
+    /// Offset of the (innermost decoded) IP header in the frame.
+    pub l3_offset: usize,
 }
 
 /// The TCP header fields stream tracking needs besides flags and sequence.
@@ -288,7 +290,11 @@ pub(crate) fn decode_ip_as(
             ip.protocol(),
             vlan,
         )
-        .map(|d| Decoded { ttl: ip.ttl(), ..d })
+        .map(|d| Decoded {
+            ttl: ip.ttl(),
+            l3_offset: offset,
+            ..d
+        })
     } else {
         let ip = if cut {
             ipv6::Packet::new_cut(packet)
@@ -313,6 +319,7 @@ pub(crate) fn decode_ip_as(
         )
         .map(|d| Decoded {
             ttl: ip.hop_limit(),
+            l3_offset: offset,
             ..d
         })
     }
@@ -376,6 +383,7 @@ fn decode_l4(
         l4_offset: l4_base,
         tcp: tcp_header,
         ttl: 0,
+        l3_offset: 0,
     })
 }
 

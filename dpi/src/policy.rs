@@ -540,12 +540,31 @@ impl TcpState {
     }
 }
 
+/// A rule that raised an alert on the packet just inspected, with what it
+/// read: for the alert's event (eve `alert`), written when it fires.
+#[derive(Clone, Debug)]
+pub struct Fired {
+    /// The rule's index in the engine's rule set ([`crate::rules::RuleSet::rule`]).
+    pub rule: usize,
+    /// The packet went from the client to the server.
+    pub to_server: bool,
+    /// The application layer the rule read (the request's, the
+    /// handshake's...), if any.
+    pub app: Option<Box<Classification>>,
+    /// The DNS query the rule read.
+    pub dns_query: Option<String>,
+    /// The HTTP response status the rule read.
+    pub http_status: Option<u16>,
+}
+
 /// Inspection state of one flow: classifier, stream, matched rules, verdict.
 #[derive(Debug)]
 pub struct FlowInspector {
     l4: u8,
     classifier: FlowClassifier,
     sids: Vec<u32>,
+    /// Alerts raised by the last packet (see [`FlowInspector::take_fired`]).
+    fired: Vec<Fired>,
     /// The flow's `flowbits`.
     flowbits: FlowBits,
     /// The flow was dropped by a `reject` rule: how to answer it.
@@ -593,6 +612,7 @@ impl FlowInspector {
             l4,
             classifier: FlowClassifier::new(l4, give_up),
             sids: Vec::new(),
+            fired: Vec::new(),
             flowbits: FlowBits::default(),
             reject: None,
             transactions: 0,
@@ -619,6 +639,12 @@ impl FlowInspector {
 
     pub fn sids(&self) -> &[u32] {
         &self.sids
+    }
+
+    /// The alerts raised since the last call (by the packets inspected
+    /// since), oldest first.
+    pub fn take_fired(&mut self) -> Vec<Fired> {
+        std::mem::take(&mut self.fired)
     }
 
     /// The classification so far (or, once `finish`ed, the final one).
@@ -1081,6 +1107,15 @@ impl FlowInspector {
             for hit in matched.hits {
                 if hit.alert {
                     hits.push(hit.sid);
+                    self.fired.push(Fired {
+                        rule: hit.rule,
+                        to_server: p.from_client,
+                        app: app.map(|a| Box::new(a.clone())),
+                        dns_query: dns_query.map(|(name, _)| name.to_string()),
+                        http_status: reading
+                            .response
+                            .and_then(|r| std::str::from_utf8(&r.status).ok()?.parse().ok()),
+                    });
                 }
                 match hit.action {
                     Action::Drop => decisions.push((Verdict::Drop, "rule", None)),

@@ -495,6 +495,12 @@ impl XdpRedirect {
             }
             None => None,
         };
+        // pins of a version whose verdicts counted both directions in one
+        // number: read, unpinned, and written back below into new maps
+        let v1_verdicts = match &pins {
+            Some((verdicts4, verdicts, _)) => pin::take_v1_verdicts(verdicts4, verdicts)?,
+            None => Vec::new(),
+        };
         // pins of a version that kept IPv4 flows in `verdicts` too: that
         // map is there, `verdicts4` is not (yet)
         let older_layout = pins
@@ -566,6 +572,25 @@ impl XdpRedirect {
             pin_dir: options.pin_dir.clone(),
             egress: Vec::new(),
         };
+        if !v1_verdicts.is_empty() {
+            let mut map = loaded.verdict_map()?;
+            for (key, old) in &v1_verdicts {
+                // which direction the packets went is not known: they are
+                // counted as endpoint A's
+                let value = Verdict {
+                    action: old.action,
+                    flags: old.flags,
+                    packets: [old.packets, 0],
+                    bytes: [old.bytes, 0],
+                    last_seen_ns: old.last_seen_ns,
+                };
+                map.restore(key, value)?;
+            }
+            tracing::info!(
+                entries = v1_verdicts.len(),
+                "pinned verdicts of an older layout (one count for both directions) carried into new maps"
+            );
+        }
         if older_layout {
             let moved = loaded.verdict_map()?.move_ipv4_out_of_long_map()?;
             if moved > 0 {
@@ -1103,6 +1128,21 @@ impl VerdictMap {
         match result {
             Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
             Err(source) => Err(map_error(name, "remove a verdict", source)),
+        }
+    }
+
+    /// Writes `value` as it is (counters included) under `key`, into the
+    /// map of its address family.
+    pub fn restore(&mut self, key: &FlowKey, value: Verdict) -> Result<(), Error> {
+        match key.to_v4() {
+            Some(key4) => self
+                .v4
+                .insert(key4, value, 0)
+                .map_err(|source| map_error(MAP_VERDICTS4, "restore a verdict", source)),
+            None => self
+                .v6
+                .insert(key, value, 0)
+                .map_err(|source| map_error(MAP_VERDICTS, "restore a verdict", source)),
         }
     }
 

@@ -13,9 +13,11 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
-use aya::maps::{Map, MapData};
+use aya::maps::{HashMap, Map, MapData};
 
-use crate::{Counters, Error, MAP_COUNTERS, map_error};
+use crate::{
+    Counters, Error, FlowKey, FlowKey4, MAP_COUNTERS, MAP_VERDICTS, MAP_VERDICTS4, map_error,
+};
 
 /// `BPF_FS_MAGIC` from linux/magic.h.
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
@@ -120,6 +122,66 @@ pub fn verdict_entries(dir: &Path) -> Result<usize, Error> {
     };
     let maps = crate::VerdictMap::new(open(crate::MAP_VERDICTS4)?, open(crate::MAP_VERDICTS)?)?;
     Ok(maps.entries().filter(Result::is_ok).count())
+}
+
+/// A verdict map value as versions before per-direction counters laid it
+/// out (32 bytes): one packet and one byte count for both directions.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VerdictV1 {
+    pub action: u32,
+    pub flags: u32,
+    pub packets: u64,
+    pub bytes: u64,
+    pub last_seen_ns: u64,
+}
+
+// SAFETY: `#[repr(C)]`, integers only, no padding (4 + 4 + 8 + 8 + 8), and
+// every bit pattern is a valid value.
+unsafe impl aya::Pod for VerdictV1 {}
+
+/// Reads the entries of pinned verdict maps whose values have the older
+/// 32-byte layout ([`VerdictV1`]) and removes those pins, so that the next
+/// load creates the maps anew; returns the entries, to be written back
+/// ([`crate::VerdictMap::restore`]). Maps of the current layout are left
+/// alone. `verdicts4` and `verdicts` are the two maps' pin paths.
+pub(crate) fn take_v1_verdicts(
+    verdicts4: &Path,
+    verdicts: &Path,
+) -> Result<Vec<(FlowKey, VerdictV1)>, Error> {
+    const V1_SIZE: u32 = std::mem::size_of::<VerdictV1>() as u32;
+    let old = |path: &Path| {
+        MapData::from_pin(path)
+            .ok()
+            .filter(|m| m.info().is_ok_and(|i| i.value_size() == V1_SIZE))
+    };
+    let mut entries = Vec::new();
+    if let Some(data) = old(verdicts4) {
+        let map: HashMap<MapData, FlowKey4, VerdictV1> =
+            HashMap::try_from(Map::LruHashMap(data))
+                .map_err(|source| map_error(MAP_VERDICTS4, "open the pinned map", source))?;
+        entries.extend(
+            map.iter()
+                .filter_map(Result::ok)
+                .map(|(k, v)| (FlowKey::from_v4(&k), v)),
+        );
+        remove_pin(verdicts4)?;
+    }
+    if let Some(data) = old(verdicts) {
+        let map: HashMap<MapData, FlowKey, VerdictV1> = HashMap::try_from(Map::LruHashMap(data))
+            .map_err(|source| map_error(MAP_VERDICTS, "open the pinned map", source))?;
+        entries.extend(map.iter().filter_map(Result::ok));
+        remove_pin(verdicts)?;
+    }
+    Ok(entries)
+}
+
+fn remove_pin(path: &Path) -> Result<(), Error> {
+    std::fs::remove_file(path).map_err(|source| Error::Pin {
+        dir: path.to_path_buf(),
+        what: "replace a pinned verdict map of an older layout".into(),
+        source,
+    })
 }
 
 /// A `BPF_F_MMAPABLE` array of `slots` elements of 8 bytes (the kernel

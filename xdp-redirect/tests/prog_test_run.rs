@@ -392,11 +392,27 @@ fn verdicts_act_on_both_directions_root() {
         Outcome::BypassDrop,
     );
     let entry = verdicts.get(&k).unwrap().expect("entry stays");
-    assert_eq!(entry.packets, 2);
+    assert_eq!(
+        entry.packets,
+        [1, 1],
+        "one packet each way, counted by sender"
+    );
+    // `fwd` is sent by B (198.18.0.9), its reverse by A
     assert_eq!(
         entry.bytes,
-        (fwd.build().len() + fwd.reversed().build().len()) as u64
+        [
+            fwd.reversed().build().len() as u64,
+            fwd.build().len() as u64
+        ]
     );
+    check(
+        &prog,
+        "a second UDP from B with DROP verdict",
+        &fwd.build(),
+        Outcome::BypassDrop,
+    );
+    let entry = verdicts.get(&k).unwrap().unwrap();
+    assert_eq!(entry.packets, [1, 2], "B's packets are counted as B's");
     assert_ne!(entry.last_seen_ns, 0);
 
     // Once a worker has beaten, last-seen times come from the workers'
@@ -562,7 +578,7 @@ fn bridge_mode_forwards_in_kernel_root() {
         abi::dp_verdict_flags::DP_VERDICT_F_CLOSING,
         "FIN through the kernel path marks the flow closing"
     );
-    assert_eq!(entry.packets, 3);
+    assert_eq!(entry.packets.iter().sum::<u64>(), 3);
 
     // "Drop wins": an allow does not replace an existing verdict, a drop does.
     assert!(!verdicts.set_if_absent(&k, Action::Forward).unwrap());

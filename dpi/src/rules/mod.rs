@@ -578,8 +578,14 @@ const MAX_THRESHOLD_ENTRIES: usize = 65_536;
 #[derive(Clone, Debug)]
 pub struct Rule {
     pub sid: u32,
+    /// Generator id: 1 unless the rule says otherwise.
+    pub gid: u32,
     pub rev: u32,
     pub msg: String,
+    /// `classtype`: what kind of event the rule reports.
+    pub class: Option<&'static Classtype>,
+    /// `priority`, overriding the classtype's.
+    pub priority: Option<u8>,
     pub action: Action,
     /// File and line it came from.
     pub origin: (PathBuf, usize),
@@ -618,6 +624,161 @@ pub struct Rule {
     pub(crate) threshold: Option<Threshold>,
     /// Matchers per buffer, in rule order.
     pub(crate) matchers: Vec<(Buffer, Matcher)>,
+}
+
+impl Rule {
+    /// Severity as Suricata reports it: the rule's `priority`, else its
+    /// classtype's, else 3.
+    pub fn severity(&self) -> u8 {
+        self.priority
+            .or(self.class.map(|c| c.priority))
+            .unwrap_or(3)
+    }
+}
+
+/// A `classtype`: its name in rules, the description alerts carry as their
+/// category, and its default priority.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Classtype {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub priority: u8,
+}
+
+/// The classtypes of Suricata's (and Snort's) standard
+/// `classification.config`, which public rule sets use.
+pub const CLASSTYPES: &[Classtype] = &{
+    const fn c(name: &'static str, description: &'static str, priority: u8) -> Classtype {
+        Classtype {
+            name,
+            description,
+            priority,
+        }
+    }
+    [
+        c("not-suspicious", "Not Suspicious Traffic", 3),
+        c("unknown", "Unknown Traffic", 3),
+        c("bad-unknown", "Potentially Bad Traffic", 2),
+        c("attempted-recon", "Attempted Information Leak", 2),
+        c("successful-recon-limited", "Information Leak", 2),
+        c(
+            "successful-recon-largescale",
+            "Large Scale Information Leak",
+            2,
+        ),
+        c("attempted-dos", "Attempted Denial of Service", 2),
+        c("successful-dos", "Denial of Service", 2),
+        c("attempted-user", "Attempted User Privilege Gain", 1),
+        c("unsuccessful-user", "Unsuccessful User Privilege Gain", 1),
+        c("successful-user", "Successful User Privilege Gain", 1),
+        c(
+            "attempted-admin",
+            "Attempted Administrator Privilege Gain",
+            1,
+        ),
+        c(
+            "successful-admin",
+            "Successful Administrator Privilege Gain",
+            1,
+        ),
+        c("rpc-portmap-decode", "Decode of an RPC Query", 2),
+        c("shellcode-detect", "Executable code was detected", 1),
+        c("string-detect", "A suspicious string was detected", 3),
+        c(
+            "suspicious-filename-detect",
+            "A suspicious filename was detected",
+            2,
+        ),
+        c(
+            "suspicious-login",
+            "An attempted login using a suspicious username was detected",
+            2,
+        ),
+        c("system-call-detect", "A system call was detected", 2),
+        c("tcp-connection", "A TCP connection was detected", 4),
+        c("trojan-activity", "A Network Trojan was detected", 1),
+        c(
+            "unusual-client-port-connection",
+            "A client was using an unusual port",
+            2,
+        ),
+        c("network-scan", "Detection of a Network Scan", 3),
+        c(
+            "denial-of-service",
+            "Detection of a Denial of Service Attack",
+            2,
+        ),
+        c(
+            "non-standard-protocol",
+            "Detection of a non-standard protocol or event",
+            2,
+        ),
+        c(
+            "protocol-command-decode",
+            "Generic Protocol Command Decode",
+            3,
+        ),
+        c(
+            "web-application-activity",
+            "access to a potentially vulnerable web application",
+            2,
+        ),
+        c("web-application-attack", "Web Application Attack", 1),
+        c("misc-activity", "Misc activity", 3),
+        c("misc-attack", "Misc Attack", 2),
+        c("icmp-event", "Generic ICMP event", 3),
+        c(
+            "inappropriate-content",
+            "Inappropriate Content was Detected",
+            1,
+        ),
+        c(
+            "policy-violation",
+            "Potential Corporate Privacy Violation",
+            1,
+        ),
+        c(
+            "default-login-attempt",
+            "Attempt to login by a default username and password",
+            2,
+        ),
+        c(
+            "targeted-activity",
+            "Targeted Malicious Activity was Detected",
+            1,
+        ),
+        c("exploit-kit", "Exploit Kit Activity Detected", 1),
+        c(
+            "external-ip-check",
+            "Device Retrieving External IP Address Detected",
+            2,
+        ),
+        c("domain-c2", "Domain Observed Used for C2 Detected", 1),
+        c("pup-activity", "Possibly Unwanted Program Detected", 2),
+        c(
+            "credential-theft",
+            "Successful Credential Theft Detected",
+            1,
+        ),
+        c(
+            "social-engineering",
+            "Possible Social Engineering Attempted",
+            2,
+        ),
+        c("coin-mining", "Crypto Currency Mining Activity Detected", 2),
+        c(
+            "command-and-control",
+            "Malware Command and Control Activity Detected",
+            1,
+        ),
+    ]
+};
+
+/// The classtype of that name (case-insensitive, as Suricata looks them up).
+pub fn classtype(name: &str) -> Option<&'static Classtype> {
+    CLASSTYPES
+        .iter()
+        .find(|c| c.name.eq_ignore_ascii_case(name))
 }
 
 /// One packet as the rules see it.
@@ -822,6 +983,8 @@ impl<'a> PacketView<'a> {
 /// A rule that matched a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hit {
+    /// The rule's index in the set ([`RuleSet::rule`]).
+    pub rule: usize,
     pub sid: u32,
     pub action: Action,
     /// Whether it raises an alert (not for `flowbits:noalert`).
@@ -1072,6 +1235,11 @@ impl RuleSet {
         &self.rules
     }
 
+    /// The rule at `index` ([`Hit::rule`]).
+    pub fn rule(&self, index: usize) -> Option<&Rule> {
+        self.rules.get(index)
+    }
+
     /// The rules matching `packet`, in file order, each within
     /// [`INSPECTION_LIMIT`] steps. `bits` are the flow's flowbits, read
     /// and changed by the rules that match.
@@ -1091,6 +1259,7 @@ impl RuleSet {
         for &i in &candidates {
             let rule = &self.rules[i];
             let hit = Hit {
+                rule: i,
                 sid: rule.sid,
                 action: rule.action,
                 alert: !rule.noalert,

@@ -1013,8 +1013,11 @@ pub(crate) fn rule(text: &str, vars: &Vars) -> Result<Rule, ParseError> {
     };
     let mut rule = Rule {
         sid: 0,
+        gid: 1,
         rev: 1,
         msg: String::new(),
+        class: None,
+        priority: None,
         action,
         origin: Default::default(),
         l4,
@@ -1055,7 +1058,17 @@ pub(crate) fn rule(text: &str, vars: &Vars) -> Result<Rule, ParseError> {
             "msg" => rule.msg = unquote(v.unwrap_or_default())?,
             "sid" => sid = Some(number::<u32>("sid", v)?),
             "rev" => rule.rev = number("rev", v)?,
-            "classtype" | "reference" | "metadata" | "priority" | "gid" | "target" => {}
+            "gid" => rule.gid = number("gid", v)?,
+            "priority" => rule.priority = Some(number::<u8>("priority", v)?),
+            "classtype" => {
+                let name = v.unwrap_or_default().trim();
+                rule.class = Some(super::classtype(name).ok_or_else(|| {
+                    bad(format!(
+                        "unknown classtype `{name}` (the classtypes of Suricata's classification.config are known)"
+                    ))
+                })?);
+            }
+            "reference" | "metadata" | "target" => {}
             "fast_pattern" => {
                 let c = last_content(&mut rule.matchers, "fast_pattern")?;
                 if c.negated {

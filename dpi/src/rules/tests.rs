@@ -686,3 +686,41 @@ fn reject_actions() {
     );
     assert_eq!(actions[3].name(), "rejectboth");
 }
+
+#[test]
+fn gid_classtype_and_priority_give_an_alerts_identity_and_severity() {
+    let s = set(concat!(
+        "alert tcp any any -> any any (msg:\"one\"; content:\"x\"; classtype:trojan-activity; sid:1; rev:4;)\n",
+        "alert tcp any any -> any any (msg:\"two\"; content:\"x\"; classtype:misc-activity; priority:1; gid:3; sid:2;)\n",
+        "alert tcp any any -> any any (msg:\"three\"; content:\"x\"; sid:3;)\n",
+    ));
+    let rules = s.rules();
+    assert_eq!((rules[0].gid, rules[0].rev, rules[0].severity()), (1, 4, 1));
+    assert_eq!(
+        rules[0].class.map(|c| c.description),
+        Some("A Network Trojan was detected")
+    );
+    assert_eq!(
+        (rules[1].gid, rules[1].severity()),
+        (3, 1),
+        "priority wins over the classtype's"
+    );
+    assert_eq!((rules[2].class, rules[2].severity()), (None, 3));
+    // hits name their rule
+    let hits = s
+        .matches(&packet(b"x", None), &mut FlowBits::default())
+        .hits;
+    assert_eq!(
+        hits.iter().map(|h| rules[h.rule].sid).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    let e = errors(
+        "alert tcp any any -> any any (msg:\"m\"; content:\"x\"; classtype:no-such-class; sid:9;)\n",
+    );
+    assert!(
+        e[0].to_string()
+            .contains("unknown classtype `no-such-class`"),
+        "{}",
+        e[0]
+    );
+}

@@ -153,8 +153,11 @@ struct dp_flow_key4 {
 struct dp_verdict {
 	__u32 action;        /* enum dp_action; host byte order */
 	__u32 flags;         /* enum dp_verdict_flags, set by the program; user space writes 0; host byte order */
-	__u64 packets;       /* packets handled by XDP since the verdict; host byte order */
-	__u64 bytes;         /* bytes (L2 frame length) since the verdict; host byte order */
+	/* packets and bytes (L2 frame length) the kernel handled since the
+	 * verdict, by sender: [0] sent by endpoint A of the key, [1] by B;
+	 * host byte order */
+	__u64 packets[2];
+	__u64 bytes[2];
 	__u64 last_seen_ns;  /* time of the last packet, CLOCK_MONOTONIC_COARSE ns: the workers' clock
 			      * (DP_HEARTBEAT_CLOCK, up to ~100 ms behind), or bpf_ktime_get_coarse_ns()
 			      * while no worker has beaten */

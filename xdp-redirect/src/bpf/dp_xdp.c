@@ -238,8 +238,9 @@ static __always_inline int addr_cmp(const __u32 *a, const __u32 *b)
 	return 0;
 }
 
-/* Order the endpoints so that both directions of a flow give one key. */
-static __always_inline void key_set_endpoints(struct dp_flow_key *key, const __u32 *src,
+/* Order the endpoints so that both directions of a flow give one key.
+ * Returns 1 when the sender is endpoint B. */
+static __always_inline __u8 key_set_endpoints(struct dp_flow_key *key, const __u32 *src,
 					      const __u32 *dst, __be16 sport, __be16 dport)
 {
 	int cmp = addr_cmp(src, dst);
@@ -249,12 +250,13 @@ static __always_inline void key_set_endpoints(struct dp_flow_key *key, const __u
 		__builtin_memcpy(key->addr_b, dst, 16);
 		key->port_a = sport;
 		key->port_b = dport;
-	} else {
-		__builtin_memcpy(key->addr_a, dst, 16);
-		__builtin_memcpy(key->addr_b, src, 16);
-		key->port_a = dport;
-		key->port_b = sport;
+		return 0;
 	}
+	__builtin_memcpy(key->addr_a, dst, 16);
+	__builtin_memcpy(key->addr_b, src, 16);
+	key->port_a = dport;
+	key->port_b = sport;
+	return 1;
 }
 
 /* Read L4 ports (or the ICMP echo identifier) at the cursor. */
@@ -264,6 +266,7 @@ static __always_inline void key_set_endpoints(struct dp_flow_key *key, const __u
 /* What the parser learnt besides the key. */
 struct parse_info {
 	__u8 tcp_flags; /* TCP flags byte (FIN = 0x01, RST = 0x04), 0 for other protocols */
+	__u8 from_b;     /* the packet was sent by endpoint B of the key */
 	__u8 ip_options; /* IPv4 header longer than 20 bytes */
 	__u16 l3_off;    /* offset of the IP header in the frame */
 	/* the addresses and ports as sent (not ordered), for the load balancer */
@@ -364,7 +367,7 @@ static __always_inline int parse_ipv4(struct cursor *c, struct dp_flow_key *key,
 		info->dport = dport;
 		return PARSE_OK; /* the balancer keys connections by direction */
 	}
-	key_set_endpoints(key, src, dst, sport, dport);
+	info->from_b = key_set_endpoints(key, src, dst, sport, dport);
 	return PARSE_OK;
 }
 
@@ -436,7 +439,7 @@ static __always_inline int parse_ipv6(struct cursor *c, struct dp_flow_key *key,
 		info->dport = dport;
 		return PARSE_OK;
 	}
-	key_set_endpoints(key, src, dst, sport, dport);
+	info->from_b = key_set_endpoints(key, src, dst, sport, dport);
 	return PARSE_OK;
 }
 
@@ -545,10 +548,17 @@ static __always_inline struct dp_verdict *verdict_lookup(const struct dp_flow_ke
 /* A packet of a decided flow, received (XDP) or sent (TC): counted on its
  * entry, which is stamped with the time and marked closing on FIN or RST. */
 static __always_inline void verdict_account(struct dp_verdict *verdict, __u32 len,
-					    __u8 tcp_flags)
+					    const struct parse_info *info)
 {
-	__sync_fetch_and_add(&verdict->packets, 1);
-	__sync_fetch_and_add(&verdict->bytes, len);
+	__u8 tcp_flags = info->tcp_flags;
+
+	if (info->from_b) {
+		__sync_fetch_and_add(&verdict->packets[1], 1);
+		__sync_fetch_and_add(&verdict->bytes[1], len);
+	} else {
+		__sync_fetch_and_add(&verdict->packets[0], 1);
+		__sync_fetch_and_add(&verdict->bytes[0], len);
+	}
 	verdict->last_seen_ns = coarse_now();
 	/* a plain store: setting the same bit from two CPUs is idempotent,
 	 * and 32-bit atomics need -mcpu=v3 */
@@ -702,7 +712,7 @@ int dp_xdp(struct xdp_md *ctx)
 
 	verdict = verdict_lookup(&key);
 	if (verdict && verdict->action != DP_ACTION_NONE) {
-		verdict_account(verdict, len, info.tcp_flags);
+		verdict_account(verdict, len, &info);
 		if (verdict->action == DP_ACTION_DROP) {
 			count(DP_CNT_BYPASS_DROP);
 			return XDP_DROP;
@@ -782,7 +792,7 @@ int dp_tc_egress(struct __sk_buff *skb)
 	}
 	verdict = verdict_lookup(&key);
 	if (verdict && verdict->action != DP_ACTION_NONE) {
-		verdict_account(verdict, skb->len, info.tcp_flags);
+		verdict_account(verdict, skb->len, &info);
 		if (verdict->action == DP_ACTION_DROP) {
 			count(DP_CNT_EGRESS_BYPASS_DROP);
 			return TC_ACT_SHOT;
