@@ -1285,3 +1285,190 @@ fn eve_events(path: &std::path::Path) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
 }
+
+/// IPFIX export read back by a real collector: Debian's `nfcapd` receives
+/// in the DUT's namespace (on its own loopback), `nfdump` reads the file
+/// back, and its flows, packets and bytes are those of the flow log: two
+/// records (one per direction) per flow, and for a flow that outlives the
+/// active timeout, a record per direction and stretch that add up.
+#[test]
+fn ipfix_export_is_read_back_by_nfdump_root() {
+    use testbed::frames::{Packet, ip};
+    testbed::require_root("the IPFIX export test");
+    for tool in ["nfcapd", "nfdump"] {
+        assert!(
+            std::process::Command::new(tool)
+                .arg("-V")
+                .output()
+                .is_ok_and(|o| o.status.success()),
+            "this test needs Debian's nfdump package ({tool}): run scripts/install-deps.sh"
+        );
+    }
+    let tb = Testbed::up(2).expect("testbed");
+    let dir = testbed::Scratch::new("ipfix");
+    let flows_dir = dir.path("nfcapd");
+    std::fs::create_dir_all(&flows_dir).unwrap();
+    let port = "19995";
+    let mut collector = tb.dut.command("nfcapd");
+    collector
+        .args(["-b", "127.0.0.1", "-p", port, "-t", "3600", "-w"])
+        .arg(&flows_dir);
+    let mut nfcapd = Process::spawn(collector).expect("spawn nfcapd");
+
+    let (a, b) = ("198.18.8.1", "198.18.8.2");
+    let mut first: Vec<Vec<u8>> = tcp_conversation(
+        (a, 41001),
+        (b, 80),
+        &[
+            (true, b"GET / HTTP/1.1\r\nHost: one.test\r\n\r\n"),
+            (false, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+        ],
+    );
+    first.extend((0..4).map(|i| {
+        let p = if i == 2 {
+            Packet::udp(ip(b), 9999, ip(a), 41002)
+        } else {
+            Packet::udp(ip(a), 41002, ip(b), 9999)
+        };
+        p.with_payload(&[1, 2, 3, i]).build()
+    }));
+    // the long flow: two packets now, three after an active timeout
+    let long = |i: u8| {
+        let (src, sport, dst, dport) = if i.is_multiple_of(2) {
+            (a, 41003, b, 7777)
+        } else {
+            (b, 7777, a, 41003)
+        };
+        Packet::udp(ip(src), sport, ip(dst), dport)
+            .with_payload(&[9; 20][..10 + usize::from(i)])
+            .build()
+    };
+    first.extend([long(0), long(1)]);
+    let second: Vec<Vec<u8>> = (2..5).map(long).collect();
+
+    let stats = dir.path("stats.json");
+    let flow_log = dir.path("flows.jsonl");
+    let target = format!("127.0.0.1:{port}");
+    let mut dp = start(
+        &tb,
+        &[
+            "--queues",
+            "2",
+            "--dpi",
+            "--ipfix",
+            &target,
+            "--ipfix-active-timeout",
+            "1",
+            "--flow-log",
+            flow_log.to_str().unwrap(),
+            "--stats-json",
+            stats.to_str().unwrap(),
+            "--stats-interval",
+            "0.1",
+        ],
+    );
+    let sent = traffic::send_frames(&tb.gen_ns, &tb.gen_if, first.clone()).unwrap();
+    assert_eq!(sent, first.len());
+    // The active timeout passes: the running flows are exported once.
+    testbed::wait_until(
+        "the active timeout's exports of the three running flows",
+        Duration::from_secs(15),
+        || read_stats(&stats).filter(|v| queue_sum(v, "ipfix_exports") >= 3),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{:?}\n{}", read_stats(&stats), dp.output()));
+    let sent = sent + traffic::send_frames(&tb.gen_ns, &tb.gen_if, second.clone()).unwrap();
+    testbed::wait_until(
+        "every frame to be seen by a worker or a verdict in XDP",
+        Duration::from_secs(15),
+        || read_stats(&stats).filter(|v| accounted(v) >= sent as u64),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{:?}\n{}", read_stats(&stats), dp.output()));
+    dp.interrupt(Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("dataplane {e}"));
+    assert!(
+        dp.output().contains("IPFIX: ") && !dp.output().contains("could not be sent"),
+        "{}",
+        dp.output()
+    );
+    // nfcapd writes its file when stopped
+    nfcapd
+        .interrupt(Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("nfcapd {e}\n{}", nfcapd.output()));
+    let out = std::process::Command::new("nfdump")
+        .arg("-R")
+        .arg(&flows_dir)
+        .args(["-o", "csv"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // nfdump 1.7's csv: a header line naming the columns, then the flows
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines.next().expect("a csv header").split(',').collect();
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .unwrap_or_else(|| panic!("no column {name} in {header:?}"))
+    };
+    let (sa, da, sp, dp_, pr, ipkt, ibyt) = (
+        col("sa"),
+        col("da"),
+        col("sp"),
+        col("dp"),
+        col("pr"),
+        col("ipkt"),
+        col("ibyt"),
+    );
+    // per direction: (src, sport, dst, dport) -> (records, packets, bytes)
+    type Direction = (String, u64, String, u64);
+    let mut seen: std::collections::BTreeMap<Direction, (u64, u64, u64)> = Default::default();
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() != header.len() || !f[0].starts_with(|c: char| c.is_ascii_digit()) {
+            continue; // the summary after the flows
+        }
+        let n = |i: usize| {
+            f[i].trim()
+                .parse::<u64>()
+                .unwrap_or_else(|_| panic!("{line}"))
+        };
+        assert!(matches!(f[pr].trim(), "TCP" | "UDP" | "6" | "17"), "{line}");
+        let e = seen
+            .entry((f[sa].trim().into(), n(sp), f[da].trim().into(), n(dp_)))
+            .or_default();
+        *e = (e.0 + 1, e.1 + n(ipkt), e.2 + n(ibyt));
+    }
+    let records = testbed::peers::flow_records(&flow_log);
+    assert_eq!(records.len(), 3, "{records:#?}");
+    for r in &records {
+        let (src, sport) = (r["src"].as_str().unwrap().to_string(), u(r, "/sport"));
+        let (dst, dport) = (r["dst"].as_str().unwrap().to_string(), u(r, "/dport"));
+        let fwd = seen.get(&(src.clone(), sport, dst.clone(), dport)).copied();
+        let rev = seen.get(&(dst.clone(), dport, src.clone(), sport)).copied();
+        let (fwd, rev) = (fwd.unwrap_or_default(), rev.unwrap_or_default());
+        assert_eq!(
+            fwd.1 + rev.1,
+            u(r, "/user_packets") + u(r, "/kernel_packets"),
+            "packets of {r}: nfdump {seen:?}"
+        );
+        assert_eq!(
+            fwd.2 + rev.2,
+            u(r, "/user_bytes") + u(r, "/kernel_bytes"),
+            "bytes of {r}: nfdump {seen:?}"
+        );
+        assert!(fwd.1 > 0 && rev.1 > 0, "both directions: {seen:?}");
+        if dport == 7777 {
+            assert_eq!(
+                (fwd.0, rev.0),
+                (2, 2),
+                "two stretches of the long flow: {seen:?}"
+            );
+            assert_eq!((fwd.1, rev.1), (3, 2), "{seen:?}");
+        }
+    }
+}

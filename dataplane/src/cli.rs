@@ -212,7 +212,7 @@ pub struct RunArgs {
     /// Load balancer mode: balance the services of this TOML file (VIPs,
     /// backends, weights, health checks, load policy) in XDP; traffic for
     /// anything else goes to the stack. See README "Load balancer".
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["peer", "pin", "mirror", "rules", "policy", "dpi", "flow_log", "eve"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["peer", "pin", "mirror", "rules", "policy", "dpi", "flow_log", "eve", "ipfix"])]
     pub lb: Option<PathBuf>,
 
     /// Inline (IPS) mode: a bridge; everything entering --iface leaves this
@@ -286,6 +286,16 @@ pub struct RunArgs {
     /// fires, `drop` when a flow is dropped, `flow` when a flow ends.
     #[arg(long, value_name = "PATH")]
     pub eve: Option<PathBuf>,
+
+    /// Export flows over IPFIX (RFC 7011, UDP) to this collector: a record
+    /// per direction when a flow ends, and every --ipfix-active-timeout
+    /// for flows that last.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub ipfix: Option<String>,
+
+    /// With --ipfix: a flow still running is exported this often (seconds).
+    #[arg(long, default_value_t = 60.0, value_name = "SECONDS", value_parser = parse_timeout)]
+    pub ipfix_active_timeout: f64,
 
     /// Idle timeout of TCP flows (seconds).
     #[arg(long, default_value_t = 600.0, value_name = "SECONDS", value_parser = parse_timeout)]

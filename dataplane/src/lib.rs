@@ -21,6 +21,7 @@ pub mod eve;
 pub mod flowlog;
 pub mod handoff;
 pub mod inspect;
+pub mod ipfix;
 pub mod key;
 mod lbrun;
 pub mod logging;

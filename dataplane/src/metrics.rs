@@ -73,7 +73,7 @@ pub fn render(
 ) -> String {
     let mut registry = Registry::with_prefix("dataplane");
 
-    let per_queue: [QueueCounter; 28] = [
+    let per_queue: [QueueCounter; 30] = [
         (
             "queue_rx_packets",
             "Frames taken from the queue's RX ring(s)",
@@ -181,6 +181,16 @@ pub fn render(
             "queue_eve_dropped",
             "Eve events dropped because the eve writer fell behind",
             |q| q.counters.eve_dropped,
+        ),
+        (
+            "queue_ipfix_exports",
+            "IPFIX flow exports handed to the exporter",
+            |q| q.counters.ipfix_exports,
+        ),
+        (
+            "queue_ipfix_dropped",
+            "IPFIX flow exports dropped because the exporter fell behind",
+            |q| q.counters.ipfix_dropped,
         ),
         (
             "queue_handed_off",
@@ -297,6 +307,12 @@ pub fn render(
         "Eve events the eve file refused (a full disk, an I/O error)",
     );
     eve.get_or_create(&Vec::new()).inc_by(doc.eve_lost);
+    let ipfix = counter_family(
+        &mut registry,
+        "ipfix_lost_records",
+        "IPFIX records whose message could not be sent",
+    );
+    ipfix.get_or_create(&Vec::new()).inc_by(doc.ipfix_lost);
 
     let verdicts = counter_family(&mut registry, "verdicts", "Verdicts written, by action");
     let drop: u64 = doc.queues.iter().map(|q| q.counters.verdicts_drop).sum();

@@ -294,6 +294,13 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         }
         None => (None, None),
     };
+    let (ipfix, ipfix_tx) = match &args.ipfix {
+        Some(target) => {
+            let (exporter, tx) = crate::ipfix::Exporter::start(target)?;
+            (Some(exporter), Some(tx))
+        }
+        None => (None, None),
+    };
     let eve_context = crate::eve::EveContext {
         // inline, packets come in on either port
         in_iface: bridge.is_none().then(|| args.iface.clone()),
@@ -458,6 +465,9 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
                 engine: engine.clone(),
                 flow_log: flow_log_tx.clone(),
                 eve: eve_tx.clone().map(|tx| (tx, eve_context.clone())),
+                ipfix: ipfix_tx
+                    .clone()
+                    .map(|tx| (tx, Duration::from_secs_f64(args.ipfix_active_timeout))),
                 queries: query_rx,
                 heartbeat: Arc::clone(&heartbeat),
                 handoff: handoff.clone(),
@@ -473,6 +483,7 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
     drop(report_tx);
     drop(flow_log_tx);
     drop(eve_tx);
+    drop(ipfix_tx);
 
     // Signal handlers before the "running" line: whoever waits for that
     // line may stop us at once.
@@ -549,6 +560,7 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         kernel_to_user_ns: Percentiles::of(&merged.kernel_to_user),
         flow_log_lost: flow_log.as_ref().map_or(0, |log| log.lost()),
         eve_lost: eve_log.as_ref().map_or(0, |log| log.lost()),
+        ipfix_lost: ipfix.as_ref().map_or(0, |e| e.lost()),
     };
 
     let reason = loop {
@@ -690,6 +702,10 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
     if let Some(Ok((_, lost))) = &flow_log_result {
         doc.flow_log_lost = *lost;
     }
+    let ipfix_result = ipfix.map(crate::ipfix::Exporter::finish);
+    if let Some(Ok((_, lost))) = &ipfix_result {
+        doc.ipfix_lost = *lost;
+    }
     let eve_result = eve_log.map(JsonLog::finish);
     if let Some(Ok((_, lost))) = &eve_result {
         doc.eve_lost = *lost;
@@ -711,6 +727,15 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
             if let Err(e) = std::fs::write(&path, stats::hgrm(histogram, 1000.0)) {
                 failures.push(format!("write {path}: {e}"));
             }
+        }
+    }
+    if let (Some(result), Some(target)) = (ipfix_result, &args.ipfix) {
+        match result {
+            Ok((records, 0)) => println!("IPFIX: {records} record(s) sent to {target}"),
+            Ok((records, lost)) => println!(
+                "IPFIX: {records} record(s) sent to {target}, {lost} lost (could not be sent)"
+            ),
+            Err(e) => failures.push(format!("{e:#}")),
         }
     }
     for (what, result, path) in [

@@ -88,6 +88,11 @@ pub struct QueueCounters {
     pub flow_log_dropped: u64,
     /// Eve events dropped because the eve writer fell behind.
     pub eve_dropped: u64,
+    /// IPFIX flow exports handed to the exporter (each gives a record per
+    /// direction that carried packets).
+    pub ipfix_exports: u64,
+    /// IPFIX flow exports dropped because the exporter fell behind.
+    pub ipfix_dropped: u64,
     /// AF_XDP modes: frames this worker received of flows another worker
     /// owns, handed to that worker (flow affinity in software).
     pub handed_off: u64,
@@ -186,6 +191,8 @@ pub struct StatsDoc {
     /// Eve events its file refused; events dropped before the writer are
     /// `eve_dropped`.
     pub eve_lost: u64,
+    /// IPFIX records whose message could not be sent.
+    pub ipfix_lost: u64,
 }
 
 impl StatsDoc {

@@ -117,6 +117,8 @@ pub struct WorkerLinks {
     pub flow_log: Option<FlowLogSender>,
     /// Where eve events go, with `--eve`, and what they share.
     pub eve: Option<(Sender<crate::eve::Event>, crate::eve::EveContext)>,
+    /// Where flow exports go, with `--ipfix`, and the active timeout.
+    pub ipfix: Option<(crate::ipfix::IpfixSender, Duration)>,
     /// Questions from the main thread (control socket).
     pub queries: crossbeam_channel::Receiver<WorkerQuery>,
     /// Where the worker shows the XDP program it is alive.
@@ -143,6 +145,25 @@ struct Ending {
     split: bool,
 }
 
+/// The worker's side of `--ipfix`.
+struct Ipfix {
+    tx: crate::ipfix::IpfixSender,
+    active_timeout_ns: u64,
+    /// When flows running past the active timeout are next looked for.
+    next_active_ns: u64,
+    /// What was exported so far of flows still running: (flow start,
+    /// packets and bytes to server and to client, when).
+    exported: std::collections::HashMap<dpi::FlowKey, Exported>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Exported {
+    first_ns: u64,
+    packets: [u64; 2],
+    bytes: [u64; 2],
+    at_ns: u64,
+}
+
 /// Everything a worker knows and decides about its flows, apart from where
 /// the packets come from: the flow table, the counters and histograms, the
 /// verdicts to write, idle timers, and its links to the rest of the process.
@@ -156,6 +177,7 @@ struct Flows {
     stop: Arc<AtomicBool>,
     flow_log: Option<FlowLogSender>,
     eve: Option<(Sender<crate::eve::Event>, crate::eve::EveContext)>,
+    ipfix: Option<Ipfix>,
     queries: crossbeam_channel::Receiver<WorkerQuery>,
     heartbeat: Arc<xdp_redirect::pin::Heartbeat>,
     table: FlowTable<InspectDecider>,
@@ -215,6 +237,12 @@ impl Worker {
                         ..ctx
                     },
                 )
+            }),
+            ipfix: links.ipfix.map(|(tx, active)| Ipfix {
+                tx,
+                active_timeout_ns: active.as_nanos() as u64,
+                next_active_ns: now + active_sweep_ns(active),
+                exported: std::collections::HashMap::new(),
             }),
             queries: links.queries,
             heartbeat: links.heartbeat,
@@ -292,6 +320,13 @@ impl Worker {
             if now >= flows.next_sweep_ns {
                 flows.expire(now);
                 flows.next_sweep_ns = now + SWEEP_EVERY_NS;
+            }
+            if flows
+                .ipfix
+                .as_ref()
+                .is_some_and(|i| now >= i.next_active_ns)
+            {
+                flows.export_active(now);
             }
             flows.report_if_due(&input, &mut next_report);
             while let Ok(query) = flows.queries.try_recv() {
@@ -835,7 +870,9 @@ impl Flows {
     /// when there is a flow log to write it to (an eviction happens on the
     /// per-packet path, and a lookup is a syscall).
     fn kernel_entry_for_record(&self, key: &dpi::FlowKey, flow: &FlowState) -> Option<KernelEntry> {
-        if (self.flow_log.is_none() && self.eve.is_none()) || flow.decided.is_none() {
+        if (self.flow_log.is_none() && self.eve.is_none() && self.ipfix.is_none())
+            || flow.decided.is_none()
+        {
             return None;
         }
         self.verdicts.get(key).ok().flatten()
@@ -872,6 +909,10 @@ impl Flows {
         ending: Ending,
     ) {
         self.counters.flows_ended += 1;
+        if self.ipfix.is_some() {
+            let reason = crate::ipfix::Reason::from(ending.reason);
+            self.export(&key, &flow, kernel.as_ref(), ending.end_ns, reason);
+        }
         if let Some((tx, ctx)) = &self.eve {
             let event = crate::eve::flow(
                 ctx,
@@ -913,6 +954,117 @@ impl Flows {
         }
     }
 
+    /// Exports what `flow` carried since its last export (all of it if
+    /// none), `kernel` being its verdict entry, up to `end_ns`.
+    fn export(
+        &mut self,
+        key: &dpi::FlowKey,
+        flow: &FlowState,
+        kernel: Option<&KernelEntry>,
+        end_ns: u64,
+        reason: crate::ipfix::Reason,
+    ) {
+        let Some(ipfix) = self.ipfix.as_mut() else {
+            return;
+        };
+        let (mut packets, mut bytes) = flow.by_direction();
+        if let Some(k) = kernel {
+            let (p, b) = k.by_direction(flow.client_is_a);
+            for i in 0..2 {
+                packets[i] += p[i];
+                bytes[i] += b[i];
+            }
+        }
+        let before = match reason {
+            crate::ipfix::Reason::Active => ipfix.exported.get(key).copied(),
+            _ => ipfix.exported.remove(key),
+        }
+        .filter(|e| e.first_ns == flow.first_ns);
+        let (from_ns, delta_p, delta_b) = match before {
+            Some(e) => (
+                e.at_ns,
+                [
+                    packets[0] - e.packets[0].min(packets[0]),
+                    packets[1] - e.packets[1].min(packets[1]),
+                ],
+                [
+                    bytes[0] - e.bytes[0].min(bytes[0]),
+                    bytes[1] - e.bytes[1].min(bytes[1]),
+                ],
+            ),
+            None => (flow.first_ns, packets, bytes),
+        };
+        if reason == crate::ipfix::Reason::Active {
+            ipfix.exported.insert(
+                *key,
+                Exported {
+                    first_ns: flow.first_ns,
+                    packets,
+                    bytes,
+                    at_ns: end_ns,
+                },
+            );
+        }
+        if delta_p == [0, 0] {
+            return;
+        }
+        let export = crate::ipfix::FlowExport {
+            key: *key,
+            client_is_a: flow.client_is_a,
+            packets: delta_p,
+            bytes: delta_b,
+            start_ms: crate::ipfix::epoch_ms(self.clock.at(from_ns)),
+            end_ms: crate::ipfix::epoch_ms(self.clock.at(end_ns.max(from_ns))),
+            reason,
+            application: flow.label.as_ref().map_or("Unknown", |l| l.protocol),
+        };
+        match ipfix.tx.try_send(export) {
+            Ok(()) => self.counters.ipfix_exports += 1,
+            Err(TrySendError::Full(_)) => self.counters.ipfix_dropped += 1,
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// IPFIX: exports the flows that ran past the active timeout since
+    /// their start or their last export.
+    fn export_active(&mut self, now: u64) {
+        let Some(ipfix) = self.ipfix.as_mut() else {
+            return;
+        };
+        ipfix.next_active_ns = now + active_sweep_ns(Duration::from_nanos(ipfix.active_timeout_ns));
+        let timeout = ipfix.active_timeout_ns;
+        let due: Vec<dpi::FlowKey> = self
+            .table
+            .iter()
+            .filter(|(key, flow)| {
+                let since = ipfix
+                    .exported
+                    .get(*key)
+                    .filter(|e| e.first_ns == flow.first_ns)
+                    .map_or(flow.first_ns, |e| e.at_ns);
+                now.saturating_sub(since) >= timeout
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        for key in due {
+            let Some(flow) = self.table.get(&key).cloned() else {
+                continue;
+            };
+            let kernel = if flow.decided.is_some() {
+                self.verdicts.get(&key).ok().flatten()
+            } else {
+                None
+            };
+            self.export(
+                &key,
+                &flow,
+                kernel.as_ref(),
+                now,
+                crate::ipfix::Reason::Active,
+            );
+        }
+    }
+
     /// Sends a periodic report when its time has come (checked once per batch or idle turn).
     fn report_if_due(&mut self, input: &Input, next_report: &mut Option<Instant>) {
         if let Some(due) = *next_report {
@@ -943,6 +1095,12 @@ impl Flows {
         // The main thread outlives the workers; a send error means it is gone already.
         let _ = self.reports.send(report);
     }
+}
+
+/// How often flows past the IPFIX active timeout are looked for: a tenth
+/// of it, at least once a second (a look walks the flow table).
+fn active_sweep_ns(active: Duration) -> u64 {
+    (active.as_nanos() as u64 / 10).max(1_000_000_000)
 }
 
 /// Decodes a packet of which user space has `frame` and whose length is

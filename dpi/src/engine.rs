@@ -415,6 +415,11 @@ impl<D: Decider> FlowTable<D> {
     }
 
     /// Every flow's key (for the shutdown flush).
+    /// Every flow, most recently seen first.
+    pub fn iter(&self) -> impl Iterator<Item = (&FlowKey, &FlowState)> {
+        self.flows.iter().map(|(key, (state, _))| (key, state))
+    }
+
     pub fn keys(&self) -> Vec<FlowKey> {
         self.flows.iter().map(|(key, _)| *key).collect()
     }
