@@ -36,7 +36,8 @@ use crate::logging::LogFormat;
     version,
     about,
     long_about,
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    args_override_self = true
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -49,6 +50,44 @@ pub struct Cli {
     /// Log line format on stderr (level from RUST_LOG, default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+
+    /// Read the options of the run from this TOML file (see
+    /// dist/dataplane.toml); flags on the command line override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl Cli {
+    /// The command line, with `--config FILE` read in (its flags first, so
+    /// that the command line's win); a bad file is an error naming its
+    /// file, line and key.
+    pub fn from_args(
+        args: impl IntoIterator<Item = std::ffi::OsString>,
+    ) -> Result<Cli, crate::config::ConfigError> {
+        let args = crate::config::expand(args.into_iter().collect(), check_setting)?;
+        Ok(<Cli as clap::Parser>::parse_from(args))
+    }
+}
+
+/// Checks one setting of a configuration file with the parser of the flag
+/// it stands for; returns that parser's complaint.
+pub fn check_setting(setting: &crate::config::Setting) -> Result<(), String> {
+    let mut args: Vec<&str> = vec!["dataplane"];
+    if setting.flag != "--iface" {
+        args.extend(["--iface", "placeholder"]);
+    }
+    args.push(setting.flag);
+    if let Some(value) = &setting.value {
+        args.push(value);
+    }
+    match <Cli as clap::Parser>::try_parse_from(args) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or_default();
+            Err(first.trim_start_matches("error: ").to_string())
+        }
+    }
 }
 
 /// What to do besides running the data plane.
@@ -695,5 +734,259 @@ mod tests {
             (Mode::Mirror, OnFailure::Pass)
         );
         assert_eq!(run(&[]).queues, None, "default: every RX queue");
+    }
+
+    fn parse(args: &[&str]) -> String {
+        let cli = <Cli as clap::Parser>::parse_from(args);
+        format!("{:?} {:?} {:?}", cli.run, cli.command, cli.log_format)
+    }
+
+    /// `sections` as a file read with `--config`, against the same as flags.
+    fn round_trip(text: &str, flags: &[&str]) {
+        let dir = std::env::temp_dir().join(format!(
+            "dp-roundtrip-{}-{}",
+            std::process::id(),
+            flags.len()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("dataplane.toml");
+        std::fs::write(&path, text).unwrap();
+        let from_file = Cli::from_args(
+            ["dataplane", "--config", path.to_str().unwrap()]
+                .iter()
+                .map(std::ffi::OsString::from),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let from_file = format!(
+            "{:?} {:?} {:?}",
+            from_file.run, from_file.command, from_file.log_format
+        );
+        let mut args = vec!["dataplane"];
+        args.extend(flags);
+        let expected = parse(&args).replace("/ROOT", dir.to_str().unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(from_file, expected);
+        // and not what the defaults give
+        assert_ne!(from_file, parse(&["dataplane", "--iface", "eth9"]));
+    }
+
+    #[test]
+    fn config_interface_and_workers_round_trip() {
+        round_trip(
+            "[interface]\niface = \"eth9\"\npeer = \"eth8\"\nxdp_mode = \"generic\"\nforce = true\n\
+             [workers]\nqueues = 3\ncores = \"1-3\"\nbatch = 32\nbusy_poll = true\n\
+             flow_table_size = 1000\ntrust_rss = true\nallow_unserved_queues = true\n",
+            &[
+                "--iface",
+                "eth9",
+                "--peer",
+                "eth8",
+                "--xdp-mode",
+                "generic",
+                "--force",
+                "--queues",
+                "3",
+                "--cores",
+                "1-3",
+                "--batch",
+                "32",
+                "--busy-poll",
+                "--flow-table-size",
+                "1000",
+                "--trust-rss",
+                "--allow-unserved-queues",
+            ],
+        );
+        round_trip(
+            "[interface]\niface = \"eth9\"\nmirror = true\n",
+            &["--iface", "eth9", "--mirror"],
+        );
+    }
+
+    #[test]
+    fn config_af_xdp_inspection_and_timeouts_round_trip() {
+        round_trip(
+            "[interface]\niface = \"eth9\"\n\
+             [af_xdp]\nzero_copy = \"off\"\nring_size = 512\nframe_size = 2048\n\
+             [inspection]\ndpi = true\nrules = \"a.rules\"\nvars = \"v.toml\"\nlenient = true\n\
+             policy = \"p.toml\"\nmax_user_packets = 9\nsniff_packets = \"unlimited\"\n\
+             [timeouts]\ntcp = 60\ntcp_closing = 5.5\nudp = 30\nother = 10\n",
+            &[
+                "--iface",
+                "eth9",
+                "--zero-copy",
+                "off",
+                "--ring-size",
+                "512",
+                "--frame-size",
+                "2048",
+                "--dpi",
+                "--rules",
+                "/ROOT/a.rules",
+                "--vars",
+                "/ROOT/v.toml",
+                "--lenient",
+                "--policy",
+                "/ROOT/p.toml",
+                "--max-user-packets",
+                "9",
+                "--sniff-packets",
+                "unlimited",
+                "--timeout-tcp",
+                "60",
+                "--timeout-tcp-closing",
+                "5.5",
+                "--timeout-udp",
+                "30",
+                "--timeout-other",
+                "10",
+            ],
+        );
+    }
+
+    #[test]
+    fn config_kernel_outputs_balancer_and_run_round_trip() {
+        round_trip(
+            "[interface]\niface = \"eth9\"\n\
+             [kernel]\nverdict_map_size = 4096\npin = \"/sys/fs/bpf/dp\"\non_failure = \"drop\"\n\
+             failure_grace_ms = 250\n\
+             [outputs]\neve = \"eve.json\"\nflow_log = \"/var/log/f.jsonl\"\nipfix = \"198.18.0.9:4739\"\n\
+             ipfix_active_timeout = 30\nstats_json = \"s.json\"\nstats_interval = 0.5\n\
+             latency_hgrm = \"lat\"\nmetrics = \"127.0.0.1:9464\"\nno_control = true\nlog_format = \"json\"\n\
+             [run]\nduration = 5\n",
+            &[
+                "--iface",
+                "eth9",
+                "--verdict-map-size",
+                "4096",
+                "--pin",
+                "/sys/fs/bpf/dp",
+                "--on-failure",
+                "drop",
+                "--failure-grace-ms",
+                "250",
+                "--eve",
+                "/ROOT/eve.json",
+                "--flow-log",
+                "/var/log/f.jsonl",
+                "--ipfix",
+                "198.18.0.9:4739",
+                "--ipfix-active-timeout",
+                "30",
+                "--stats-json",
+                "/ROOT/s.json",
+                "--stats-interval",
+                "0.5",
+                "--latency-hgrm",
+                "/ROOT/lat",
+                "--metrics",
+                "127.0.0.1:9464",
+                "--no-control",
+                "--log-format",
+                "json",
+                "--duration",
+                "5",
+            ],
+        );
+        round_trip(
+            "[interface]\niface = \"eth9\"\n[outputs]\ncontrol = \"/run/x.sock\"\n\
+             [balancer]\nservices = \"lb.toml\"\n",
+            &[
+                "--iface",
+                "eth9",
+                "--control",
+                "/run/x.sock",
+                "--lb",
+                "/ROOT/lb.toml",
+            ],
+        );
+    }
+
+    #[test]
+    fn the_config_file_knows_every_flag_of_a_run() {
+        let command = <Cli as clap::CommandFactory>::command();
+        let known: Vec<&str> = crate::config::all_flags().iter().map(|(_, f)| *f).collect();
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else {
+                continue;
+            };
+            if matches!(long, "help" | "version" | "config") {
+                continue;
+            }
+            assert!(
+                known.contains(&format!("--{long}").as_str()),
+                "--{long} has no key in the configuration file"
+            );
+        }
+    }
+
+    #[test]
+    fn flags_override_the_file_and_bad_values_name_file_line_and_key() {
+        let dir = std::env::temp_dir().join(format!("dp-override-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("dp.toml");
+        std::fs::write(
+            &path,
+            "[interface]\niface = \"eth9\"\n[workers]\nqueues = 4\n",
+        )
+        .unwrap();
+        let cli = Cli::from_args(
+            [
+                "dataplane",
+                "--config",
+                path.to_str().unwrap(),
+                "--queues",
+                "2",
+            ]
+            .iter()
+            .map(std::ffi::OsString::from),
+        )
+        .unwrap();
+        assert_eq!(cli.run.unwrap().queues, Some(2), "the flag wins");
+        std::fs::write(
+            &path,
+            "[interface]\niface = \"eth9\"\n\n[workers]\nqueues = 0\n",
+        )
+        .unwrap();
+        let e = Cli::from_args(
+            ["dataplane", "--config", path.to_str().unwrap()]
+                .iter()
+                .map(std::ffi::OsString::from),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with(&format!("{}:5: workers.queues: ", path.display())) && e.contains("'0'"),
+            "{e}"
+        );
+        std::fs::write(&path, "[af_xdp]\nring_size = 1000\n").unwrap();
+        let e = Cli::from_args(
+            ["dataplane", "--config", path.to_str().unwrap()]
+                .iter()
+                .map(std::ffi::OsString::from),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(":2: af_xdp.ring_size: ") && e.contains("power of two"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_shipped_example_is_a_valid_configuration() {
+        let example =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/dataplane.toml");
+        let cli = Cli::from_args(
+            ["dataplane", "--config", example.to_str().unwrap()]
+                .iter()
+                .map(std::ffi::OsString::from),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let run = cli.run.expect("a run");
+        assert_eq!(run.iface, "eth1");
+        assert!(run.rules.unwrap().ends_with("dist/rules/local.rules"));
+        assert_eq!(cli.log_format, LogFormat::Json);
     }
 }

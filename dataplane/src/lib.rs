@@ -16,6 +16,7 @@
 //!   copied, and goes back to the fill ring after the call.
 
 pub mod cli;
+pub mod config;
 pub mod control;
 pub mod eve;
 pub mod flowlog;
@@ -26,6 +27,7 @@ pub mod key;
 mod lbrun;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod preflight;
 mod run;
 pub mod stats;

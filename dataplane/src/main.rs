@@ -2,10 +2,14 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
-
 fn main() -> ExitCode {
-    let cli = dataplane::cli::Cli::parse();
+    let cli = match dataplane::cli::Cli::from_args(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(error) => {
+            eprintln!("dataplane: error: --config {error}");
+            return ExitCode::from(2);
+        }
+    };
     dataplane::logging::init(cli.log_format);
     match dataplane::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -519,6 +519,7 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         input,
         decision
     );
+    crate::notify::notify("READY=1");
 
     let mut ctl_rx = servers.commands();
     let mut engine = engine;
@@ -575,10 +576,12 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         select! {
             recv(signal_rx) -> signal => match signal {
                 Ok(SIGHUP) => {
+                    crate::notify::reloading();
                     match reload_rules(args, &mut engine, &queries) {
                         Ok(summary) => tracing::info!(%summary, "SIGHUP: rules reloaded"),
                         Err(error) => tracing::error!(%error, "SIGHUP: rules not reloaded; the old ones keep running"),
                     }
+                    crate::notify::notify("READY=1");
                 }
                 signal => break format!("signal {}", signal.unwrap_or(0)),
             },
@@ -667,15 +670,18 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
                 tracing::warn!(path = %path.display(), error = %e, "cannot write the stats file");
             }
             let rx: u64 = doc.queues.iter().map(|q| q.counters.rx_packets).sum();
-            tracing::debug!(
+            let active: u64 = doc.queues.iter().map(|q| q.counters.flows_active).sum();
+            tracing::info!(
                 user_rx = rx,
                 kernel_rx = kernel.rx,
-                bypass = kernel.bypass_pass + kernel.bypass_drop,
+                bypass = kernel.bypass_pass + kernel.bypass_drop + kernel.bypass_forward,
+                flows_active = active,
                 "status"
             );
         }
     };
     tracing::info!(%reason, "stopping");
+    crate::notify::notify("STOPPING=1");
     drop(servers);
     signals_handle.close();
 
