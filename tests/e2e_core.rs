@@ -568,8 +568,9 @@ fn ctl(socket: &Path, args: &[&str]) -> Result<Value, String> {
         .arg("ctl")
         .arg("--socket")
         .arg(socket)
-        .arg("--json")
         .args(args)
+        // anywhere on the line
+        .arg("--json")
         .output()
         .expect("run dataplane ctl");
     if out.status.success() {

@@ -191,7 +191,7 @@ pub fn parse(line: &str) -> Result<Request, String> {
         ["lb", ..] => Ok(Request::Lb(line.trim().to_string())),
         [] => Err("empty command".into()),
         _ => Err(format!(
-            "unknown command `{}`; commands: stats, flows [N], verdict set|clear FLOW, rules reload, latency reset, lb ...",
+            "unknown command `{}`; commands: stats, flows [N], verdict set|clear FLOW, rules reload, latency reset, lb ... (`dataplane ctl help` says more)",
             line.trim()
         )),
     }
@@ -577,12 +577,124 @@ pub fn human(command: &[String], reply: &Value) -> String {
             }
             out.trim_end().to_string()
         }
-        _ => match reply {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
+        Some("verdict") => match (command.get(1).map(String::as_str), command.get(2..5)) {
+            (Some("set"), Some(flow)) => format!(
+                "{} written for {} (both directions)",
+                reply["written"].as_str().unwrap_or("?"),
+                flow.join(" ")
+            ),
+            (Some("clear"), Some(flow)) => format!("verdict cleared for {}", flow.join(" ")),
+            _ => compact(reply),
         },
+        Some("latency") => "latency histograms reset".to_string(),
+        Some("lb") => human_lb(command, reply),
+        _ => compact(reply),
     }
 }
+
+/// A reply nothing above knows how to show: a string as it is, else JSON
+/// on one line.
+fn compact(reply: &Value) -> String {
+    match reply {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `lb ...` replies for people: `lb show` as a table, changes as lines.
+fn human_lb(command: &[String], reply: &Value) -> String {
+    let num = |v: &Value| v.as_u64().map_or("-".to_string(), |n| n.to_string());
+    match command.get(1).map(String::as_str) {
+        None | Some("show") => {
+            let mut out = format!(
+                "{} ({} mode, {} table of {} slots)\n{:<24} {:<40} {:>6} {:>9} {:>5} {:>6} {:>12} {:>10}\n",
+                reply["iface"].as_str().unwrap_or("?"),
+                reply["mode"].as_str().unwrap_or("?"),
+                reply["table"].as_str().unwrap_or("?"),
+                num(&reply["table_size"]),
+                "service",
+                "backend",
+                "weight",
+                "effective",
+                "up",
+                "slots",
+                "packets",
+                "new conns"
+            );
+            for s in reply["services"].as_array().into_iter().flatten() {
+                for b in s["backends"].as_array().into_iter().flatten() {
+                    out.push_str(&format!(
+                        "{:<24} {:<40} {:>6} {:>9} {:>5} {:>6} {:>12} {:>10}\n",
+                        s["service"].as_str().unwrap_or("?"),
+                        b["addr"].as_str().unwrap_or("?"),
+                        num(&b["weight"]),
+                        num(&b["effective_weight"]),
+                        if b["up"].as_bool() == Some(true) {
+                            "yes"
+                        } else {
+                            "no"
+                        },
+                        num(&b["slots"]),
+                        num(&b["packets"]),
+                        num(&b["new_conns"])
+                    ));
+                }
+            }
+            let c = &reply["connections"];
+            out.push_str(&format!(
+                "connections: {} hits, {} new, {} lost",
+                num(&c["hits"]),
+                num(&c["misses"]),
+                num(&c["lost"])
+            ));
+            out
+        }
+        Some(_) => {
+            let changed = reply["changed"].as_array().cloned().unwrap_or_default();
+            let mut out = match (reply["backend"].as_str(), reply["file"].as_str()) {
+                (Some(backend), _) => {
+                    format!("{backend}: weight {}", num(&reply["weight"]))
+                }
+                (None, Some(file)) => format!("{file} read again"),
+                _ => return compact(reply),
+            };
+            if changed.is_empty() {
+                out.push_str("; nothing changed");
+            }
+            for c in &changed {
+                out.push_str(&format!(
+                    "\n  {}{}{}",
+                    c["service"].as_str().unwrap_or("?"),
+                    c["backend"].as_str().map_or(String::new(), |b| format!(
+                        " {b} weight {}",
+                        num(&c["weight"])
+                    )),
+                    c["moved_slots"]
+                        .as_u64()
+                        .map_or(String::new(), |m| format!(": {m} slots moved"))
+                ));
+            }
+            out
+        }
+    }
+}
+
+/// `dataplane ctl help`.
+pub const HELP: &str = "\
+commands (dataplane ctl [--socket PATH | -i IFACE] [--json] COMMAND):
+  stats                                   the stats document: kernel counters, queues
+  flows [N]                               the top N flows (default 20): workers' tables and the kernel map
+  verdict set PROTO SRC:PORT DST:PORT pass|drop|forward
+                                          write a verdict for a flow (both directions)
+  verdict clear PROTO SRC:PORT DST:PORT   remove it
+  rules reload                            parse the rules and policy again (as SIGHUP); a bad file changes nothing
+  latency reset                           start the latency histograms over
+  lb show                                 the balancer: services, backends, weights, slots, traffic
+  lb set-weight ADDR W                    a backend's weight in every service that has it
+  lb drain ADDR                           weight 0: no new connections, established ones stay
+  lb reload                               read the services file again (weights only)
+  help                                    this list
+--json (anywhere on the line) prints the reply as JSON instead of for people.";
 
 /// The Prometheus endpoint: a small HTTP/1.1 server on its own thread
 /// (one mio event loop, no thread per connection), bounded in connections,
@@ -805,6 +917,58 @@ pub type Commands = Receiver<Command>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replies_read_as_text_for_people() {
+        let words = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+        assert_eq!(
+            human(
+                &words("verdict set udp 198.18.0.1:5000 198.18.0.2:53 drop"),
+                &serde_json::json!({"written": "drop"})
+            ),
+            "drop written for udp 198.18.0.1:5000 198.18.0.2:53 (both directions)"
+        );
+        assert_eq!(
+            human(&words("latency reset"), &serde_json::json!({"reset": true})),
+            "latency histograms reset"
+        );
+        let show = serde_json::json!({
+            "iface": "lb0", "mode": "ipip", "table": "maglev", "table_size": 65537,
+            "services": [{"service": "tcp 198.18.9.1:80", "backends": [
+                {"addr": "198.18.9.10", "up": true, "weight": 5, "effective_weight": 500,
+                 "slots": 32768, "packets": 10, "new_conns": 2}]}],
+            "connections": {"hits": 8, "misses": 2, "lost": 0},
+        });
+        let text = human(&words("lb show"), &show);
+        assert!(
+            text.contains("lb0 (ipip mode, maglev table of 65537 slots)"),
+            "{text}"
+        );
+        let row = text.lines().nth(2).unwrap();
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cells,
+            [
+                "tcp",
+                "198.18.9.1:80",
+                "198.18.9.10",
+                "5",
+                "500",
+                "yes",
+                "32768",
+                "10",
+                "2"
+            ],
+            "{text}"
+        );
+        assert!(!text.contains('{'), "no JSON: {text}");
+        let weight = serde_json::json!({"backend": "198.18.9.10", "weight": 0,
+            "changed": [{"service": "tcp 198.18.9.1:80", "moved_slots": 32768}]});
+        assert_eq!(
+            human(&words("lb drain 198.18.9.10"), &weight),
+            "198.18.9.10: weight 0\n  tcp 198.18.9.1:80: 32768 slots moved"
+        );
+    }
 
     #[test]
     fn commands_parse_and_bad_ones_say_why() {

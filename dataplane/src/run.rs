@@ -61,6 +61,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }),
             _,
         ) => {
+            // `--json` anywhere on the line, before or after the command
+            let json = json || command.iter().any(|w| w == "--json");
+            let command: Vec<String> = command.into_iter().filter(|w| w != "--json").collect();
+            if command.iter().map(String::as_str).eq(["help"]) {
+                println!("{}", crate::control::HELP);
+                return Ok(());
+            }
             let socket = match (socket, iface) {
                 (Some(path), _) => path,
                 (None, Some(iface)) => crate::cli::default_control_path(&iface),
