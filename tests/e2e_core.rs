@@ -671,10 +671,30 @@ fn control_socket_metrics_and_reload_root() {
             .unwrap_or_else(|| panic!("no {name}{label:?} in\n{text}"))
     };
     let stats_now = ctl(&socket, &["stats"]).unwrap();
+    let number = |s: &prometheus_parse::Sample| match s.value {
+        prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+        _ => f64::NAN,
+    };
+    let rx = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "dataplane_kernel_rx_packets_total")
+        .map(number)
+        .unwrap_or_else(|| panic!("no dataplane_kernel_rx_packets_total in\n{text}"));
     assert_eq!(
-        value("dataplane_kernel_packets_total", ("outcome", "rx")) as u64,
+        rx as u64,
         u(&stats_now, "/kernel/rx"),
         "metrics and ctl report the same kernel counters"
+    );
+    let outcomes: f64 = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "dataplane_kernel_packets_total")
+        .map(number)
+        .sum();
+    assert_eq!(
+        outcomes, rx,
+        "summing the outcome family gives every packet once (no total among its parts):\n{text}"
     );
     assert_eq!(
         value("dataplane_verdicts_total", ("action", "drop")),

@@ -61,6 +61,13 @@ fn counter_family(registry: &mut Registry, name: &str, help: &str) -> Family<Lab
     family
 }
 
+/// A counter without labels, registered with its value.
+fn plain_counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
+    let counter = Counter::<u64>::default();
+    counter.inc_by(value);
+    registry.register(name, help, counter);
+}
+
 fn label(key: &str, value: impl ToString) -> Labels {
     vec![(key.to_string(), value.to_string())]
 }
@@ -243,76 +250,74 @@ pub fn render(
             .set(q.counters.flows_active as i64);
     }
 
-    let k = &doc.kernel;
-    let kernel = counter_family(
+    // The kernel's counters, from their one list (`xdp_redirect::Counters`):
+    // totals in their own families, so that summing a family of outcomes
+    // never counts a packet twice.
+    let rows = doc.kernel.rows();
+    let total = |kind| {
+        rows.iter()
+            .find(|(_, k, _, _)| *k == kind)
+            .map_or(0, |(_, _, _, v)| *v)
+    };
+    use xdp_redirect::CounterKind;
+    plain_counter(
+        &mut registry,
+        "kernel_rx_packets",
+        "Every packet the XDP program saw (the sum of dataplane_kernel_packets_total)",
+        total(CounterKind::Total),
+    );
+    let outcomes = counter_family(
         &mut registry,
         "kernel_packets",
-        "Packets the XDP program handled, by outcome (they sum to outcome=\"rx\" minus rx itself)",
+        "Packets the XDP program handled, by outcome: each packet has exactly one",
     );
-    for (outcome, value) in [
-        ("rx", k.rx),
-        ("to_user", k.to_user),
-        ("no_socket", k.no_socket),
-        ("bypass_pass", k.bypass_pass),
-        ("bypass_drop", k.bypass_drop),
-        ("bypass_forward", k.bypass_forward),
-        ("parse_errors", k.parse_errors),
-        ("non_ip", k.non_ip),
-        ("fragments", k.fragments),
-        ("link_control", k.link_control),
-        ("bridged", k.bridged),
-        ("failover", k.failover),
-        ("copy_lost", k.copy_lost),
-    ] {
-        kernel
-            .get_or_create(&label("outcome", outcome))
-            .inc_by(value);
-    }
-    let egress = counter_family(
+    plain_counter(
         &mut registry,
         "kernel_egress_packets",
-        "Host mode: packets the host sent, seen by the TC program, by outcome (they sum to outcome=\"egress\" minus egress itself)",
+        "Host mode: every packet the host sent, seen by the TC program (the sum of dataplane_kernel_egress_outcome_packets_total)",
+        total(CounterKind::EgressTotal),
     );
-    for (outcome, value) in [
-        ("egress", k.egress),
-        ("to_user", k.egress_to_user),
-        ("copy_lost", k.egress_copy_lost),
-        ("bypass_pass", k.egress_bypass_pass),
-        ("bypass_drop", k.egress_bypass_drop),
-        ("other", k.egress_other),
-    ] {
-        egress
-            .get_or_create(&label("outcome", outcome))
-            .inc_by(value);
-    }
-    let unparsed = counter_family(
+    let egress = counter_family(
         &mut registry,
-        "kernel_unparsed_to_user_packets",
-        "Inline: frames the XDP program could not key, sent to user space instead of bridged",
+        "kernel_egress_outcome_packets",
+        "Host mode: packets the host sent, by outcome: each has exactly one",
     );
-    unparsed
-        .get_or_create(&Vec::new())
-        .inc_by(k.unparsed_to_user);
-    let flow_log = counter_family(
+    for (name, kind, help, value) in &rows {
+        match kind {
+            CounterKind::Outcome => {
+                outcomes
+                    .get_or_create(&label("outcome", name))
+                    .inc_by(*value);
+            }
+            CounterKind::EgressOutcome => {
+                egress
+                    .get_or_create(&label("outcome", name.trim_start_matches("egress_")))
+                    .inc_by(*value);
+            }
+            CounterKind::Extra => {
+                plain_counter(&mut registry, &format!("kernel_{name}"), help, *value);
+            }
+            CounterKind::Total | CounterKind::EgressTotal => {}
+        }
+    }
+    plain_counter(
         &mut registry,
         "flow_log_lost_records",
         "Flow records the flow log's file refused (a full disk, an I/O error)",
+        doc.flow_log_lost,
     );
-    flow_log
-        .get_or_create(&Vec::new())
-        .inc_by(doc.flow_log_lost);
-    let eve = counter_family(
+    plain_counter(
         &mut registry,
         "eve_lost_events",
         "Eve events the eve file refused (a full disk, an I/O error)",
+        doc.eve_lost,
     );
-    eve.get_or_create(&Vec::new()).inc_by(doc.eve_lost);
-    let ipfix = counter_family(
+    plain_counter(
         &mut registry,
         "ipfix_lost_records",
         "IPFIX records whose message could not be sent",
+        doc.ipfix_lost,
     );
-    ipfix.get_or_create(&Vec::new()).inc_by(doc.ipfix_lost);
 
     let verdicts = counter_family(&mut registry, "verdicts", "Verdicts written, by action");
     let drop: u64 = doc.queues.iter().map(|q| q.counters.verdicts_drop).sum();
@@ -399,8 +404,9 @@ pub fn render_lb(doc: &serde_json::Value) -> String {
     let lookups = counter_family(
         r,
         "dataplane_lb_connection_table_lookups",
-        "Connection table lookups: hit, miss (new connection), lost (TCP without SYN missing its entry)",
+        "Connection table lookups: hit, or miss (a new connection)",
     );
+
     let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
     for service in doc["services"].as_array().into_iter().flatten() {
         let name = service["service"].as_str().unwrap_or("?");
@@ -425,11 +431,18 @@ pub fn render_lb(doc: &serde_json::Value) -> String {
                 .set(n(&backend["effective_weight"]) as i64);
         }
     }
-    for (result, key) in [("hit", "hits"), ("miss", "misses"), ("lost", "lost")] {
+    for (result, key) in [("hit", "hits"), ("miss", "misses")] {
         lookups
             .get_or_create(&label("result", result))
             .inc_by(n(&doc["connections"][key]));
     }
+    // a part of the misses: its own metric, so the lookups sum right
+    plain_counter(
+        r,
+        "dataplane_lb_connections_lost",
+        "Of the misses: TCP packets without SYN whose connection had lost its entry",
+        n(&doc["connections"]["lost"]),
+    );
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = encode(&mut out, &registry);
@@ -455,9 +468,53 @@ mod tests {
             "dataplane_lb_service_packets_total{service=\"tcp/198.18.70.100:80\"} 10",
             "dataplane_lb_backend_bytes_total{service=\"tcp/198.18.70.100:80\",backend=\"198.18.71.1\"} 448",
             "dataplane_lb_backend_up{service=\"tcp/198.18.70.100:80\",backend=\"198.18.71.1\"} 0",
-            "dataplane_lb_connection_table_lookups_total{result=\"lost\"} 1",
+            "dataplane_lb_connection_table_lookups_total{result=\"miss\"} 2",
+            "dataplane_lb_connections_lost_total 1",
         ] {
             assert!(text.contains(line), "{line} in\n{text}");
         }
+        assert!(!text.contains("result=\"lost\""), "{text}");
+    }
+
+    #[test]
+    fn kernel_totals_stay_out_of_the_families_of_their_parts() {
+        let mut doc = StatsDoc::default();
+        doc.kernel.rx = 10;
+        doc.kernel.to_user = 4;
+        doc.kernel.bypass_pass = 5;
+        doc.kernel.lb_forwarded = 1;
+        doc.kernel.bridged = 3;
+        doc.kernel.egress = 2;
+        doc.kernel.egress_to_user = 2;
+        let text = render(
+            &doc,
+            &Histogram::new(3).unwrap(),
+            &Histogram::new(3).unwrap(),
+        );
+        let sum = |family: &str| -> u64 {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{family}{{")))
+                .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+                .sum()
+        };
+        assert!(
+            text.contains("dataplane_kernel_rx_packets_total 10"),
+            "{text}"
+        );
+        assert_eq!(sum("dataplane_kernel_packets_total"), 10, "{text}");
+        assert!(
+            text.contains("dataplane_kernel_egress_packets_total 2"),
+            "{text}"
+        );
+        assert_eq!(
+            sum("dataplane_kernel_egress_outcome_packets_total"),
+            2,
+            "{text}"
+        );
+        assert!(
+            text.contains("dataplane_kernel_packets_total{outcome=\"lb_forwarded\"} 1"),
+            "every outcome, the balancer's too: {text}"
+        );
+        assert!(text.contains("dataplane_kernel_bridged_total 3"), "{text}");
     }
 }

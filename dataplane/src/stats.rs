@@ -168,7 +168,7 @@ pub struct QueueStats {
 pub type KernelStats = xdp_redirect::Counters;
 
 /// The `--stats-json` document (`dataplane ctl stats` will serve the same).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct StatsDoc {
     pub iface: String,
     pub driver: String,

@@ -233,11 +233,31 @@ impl Action {
     }
 }
 
+/// What a kernel counter counts, which decides where it goes in the
+/// metrics: every packet the program sees is counted once in `rx` and once
+/// in exactly one outcome (likewise `egress` and the egress outcomes); the
+/// rest count events beside that (not packets' fates).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CounterKind {
+    /// Every packet received (`rx`).
+    Total,
+    /// One fate of a received packet: the outcomes sum to `rx`.
+    Outcome,
+    /// Every packet the host sent (`egress`, host mode).
+    EgressTotal,
+    /// One fate of a sent packet: these sum to `egress`.
+    EgressOutcome,
+    /// Something else the program counts (not part of the sums).
+    Extra,
+}
+
 /// Declares [`Counters`] from one list: each field, the `enum dp_counter`
-/// index it is read from, and its doc; `from_array` and `since` follow from
-/// the same list, so a counter is named in one place on the Rust side.
+/// index it is read from, its kind and its doc. The struct (and so the
+/// stats document, which serialises it), `from_array`, `since`, the sums
+/// of outcomes and the metrics rows ([`Counters::rows`]) all follow from
+/// this one list.
 macro_rules! kernel_counters {
-    ($($(#[doc = $doc:literal])* $field:ident = $index:ident,)*) => {
+    ($($(#[doc = $doc:literal])* $field:ident = $index:ident: $kind:ident,)*) => {
         /// Kernel-side counters, summed over CPUs. See `enum dp_counter`.
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
         pub struct Counters {
@@ -257,97 +277,108 @@ macro_rules! kernel_counters {
                     $($field: self.$field.saturating_sub(earlier.$field),)*
                 }
             }
+
+            /// Every counter: (name, kind, first line of its doc, value).
+            pub fn rows(&self) -> Vec<(&'static str, CounterKind, &'static str, u64)> {
+                vec![$((
+                    stringify!($field),
+                    CounterKind::$kind,
+                    first_doc_line(&[$($doc),*]),
+                    self.$field,
+                ),)*]
+            }
         }
     };
 }
 
+/// The first line of a doc comment (empty if none), trimmed.
+fn first_doc_line(lines: &[&'static str]) -> &'static str {
+    lines.first().map_or("", |l| l.trim())
+}
+
 kernel_counters! {
     /// Every packet the XDP program saw.
-    rx = DP_CNT_RX,
+    rx = DP_CNT_RX: Total,
     /// Redirected to the AF_XDP socket of its queue; host mode: passed to
     /// the stack and copied to the flow's worker.
-    to_user = DP_CNT_TO_USER,
+    to_user = DP_CNT_TO_USER: Outcome,
     /// Undecided, but no socket on its queue: the failure action.
-    no_socket = DP_CNT_NO_SOCKET,
-    bypass_pass = DP_CNT_BYPASS_PASS,
-    bypass_drop = DP_CNT_BYPASS_DROP,
-    parse_errors = DP_CNT_PARSE_ERRORS,
-    non_ip = DP_CNT_NON_IP,
-    fragments = DP_CNT_FRAGMENTS,
-    link_control = DP_CNT_LINK_CONTROL,
-    bypass_forward = DP_CNT_BYPASS_FORWARD,
+    no_socket = DP_CNT_NO_SOCKET: Outcome,
+    /// Decided pass: handed to the stack in the kernel.
+    bypass_pass = DP_CNT_BYPASS_PASS: Outcome,
+    /// Decided drop: dropped in the kernel.
+    bypass_drop = DP_CNT_BYPASS_DROP: Outcome,
+    /// Truncated or malformed headers: the stack's (or, inline, user space's) to judge.
+    parse_errors = DP_CNT_PARSE_ERRORS: Outcome,
+    /// Not IPv4 or IPv6 (ARP, LLDP...), or three VLAN tags or more.
+    non_ip = DP_CNT_NON_IP: Outcome,
+    /// IP fragments: passed to the stack to reassemble (inline: to user space).
+    fragments = DP_CNT_FRAGMENTS: Outcome,
+    /// ICMPv6 neighbour discovery and MLD: passed, like ARP.
+    link_control = DP_CNT_LINK_CONTROL: Outcome,
+    /// Decided forward (inline): sent to the peer port in the kernel.
+    bypass_forward = DP_CNT_BYPASS_FORWARD: Outcome,
     /// Bridge mode: unparsed frames (already counted by their reason) sent to the peer port.
-    bridged = DP_CNT_BRIDGED,
+    bridged = DP_CNT_BRIDGED: Extra,
     /// Undecided, but the queue's worker missed its heartbeat: the failure action.
-    failover = DP_CNT_FAILOVER,
+    failover = DP_CNT_FAILOVER: Outcome,
     /// Load balancer: service packets sent to their backend.
-    lb_forwarded = DP_CNT_LB_FORWARDED,
+    lb_forwarded = DP_CNT_LB_FORWARDED: Outcome,
     /// Load balancer, nat mode: replies rewritten to come from the VIP.
-    lb_replies = DP_CNT_LB_REPLIES,
+    lb_replies = DP_CNT_LB_REPLIES: Outcome,
     /// Load balancer: service packets handed to the stack untouched (IP
     /// options, VLAN tag, no route to the backend).
-    lb_passed = DP_CNT_LB_PASSED,
+    lb_passed = DP_CNT_LB_PASSED: Outcome,
     /// Load balancer: service packets dropped because no backend has weight.
-    lb_no_backend = DP_CNT_LB_NO_BACKEND,
+    lb_no_backend = DP_CNT_LB_NO_BACKEND: Outcome,
     /// Load balancer: packets not for a service, handed to the stack.
-    lb_other = DP_CNT_LB_OTHER,
+    lb_other = DP_CNT_LB_OTHER: Outcome,
     /// Load balancer: packets of known connections (not an outcome).
-    lb_conn_hits = DP_CNT_LB_CONN_HITS,
+    lb_conn_hits = DP_CNT_LB_CONN_HITS: Extra,
     /// Load balancer: new connections (not an outcome).
-    lb_conn_misses = DP_CNT_LB_CONN_MISSES,
+    lb_conn_misses = DP_CNT_LB_CONN_MISSES: Extra,
     /// Load balancer: TCP packets without SYN that found no connection entry.
-    lb_conn_lost = DP_CNT_LB_CONN_LOST,
+    lb_conn_lost = DP_CNT_LB_CONN_LOST: Extra,
     /// Load balancer: of `lb_passed`, no route or neighbour to the backend.
-    lb_no_route = DP_CNT_LB_NO_ROUTE,
+    lb_no_route = DP_CNT_LB_NO_ROUTE: Extra,
     /// Host mode: undecided, passed to the stack without a copy (the
     /// worker's ring was full).
-    copy_lost = DP_CNT_COPY_LOST,
+    copy_lost = DP_CNT_COPY_LOST: Outcome,
     /// Host mode: packets the host sent (TC egress); not part of `rx`.
-    egress = DP_CNT_EGRESS,
+    egress = DP_CNT_EGRESS: EgressTotal,
     /// Host mode, egress: undecided, sent and copied to the flow's worker.
-    egress_to_user = DP_CNT_EGRESS_TO_USER,
+    egress_to_user = DP_CNT_EGRESS_TO_USER: EgressOutcome,
     /// Host mode, egress: undecided, sent without a copy (ring full).
-    egress_copy_lost = DP_CNT_EGRESS_COPY_LOST,
+    egress_copy_lost = DP_CNT_EGRESS_COPY_LOST: EgressOutcome,
     /// Host mode, egress: decided allow, sent.
-    egress_bypass_pass = DP_CNT_EGRESS_BYPASS_PASS,
+    egress_bypass_pass = DP_CNT_EGRESS_BYPASS_PASS: EgressOutcome,
     /// Host mode, egress: decided drop, dropped.
-    egress_bypass_drop = DP_CNT_EGRESS_BYPASS_DROP,
+    egress_bypass_drop = DP_CNT_EGRESS_BYPASS_DROP: EgressOutcome,
     /// Host mode, egress: not parsed (not IP, fragments, ...), sent.
-    egress_other = DP_CNT_EGRESS_OTHER,
+    egress_other = DP_CNT_EGRESS_OTHER: EgressOutcome,
     /// Bridge mode: frames the program could not key (deep VLAN stacks or
     /// IPv6 chains, malformed IP), sent to user space instead of bridged
     /// uninspected (not an outcome).
-    unparsed_to_user = DP_CNT_UNPARSED_TO_USER,
+    unparsed_to_user = DP_CNT_UNPARSED_TO_USER: Extra,
 }
 
 impl Counters {
     /// Sum of the outcome counters; equals `rx` (every packet has exactly one outcome).
     pub fn outcomes(&self) -> u64 {
-        self.to_user
-            + self.no_socket
-            + self.bypass_pass
-            + self.bypass_drop
-            + self.bypass_forward
-            + self.parse_errors
-            + self.non_ip
-            + self.fragments
-            + self.link_control
-            + self.failover
-            + self.lb_forwarded
-            + self.lb_replies
-            + self.lb_passed
-            + self.lb_no_backend
-            + self.lb_other
-            + self.copy_lost
+        self.sum_of(CounterKind::Outcome)
     }
 
     /// Sum of the egress outcome counters; equals `egress`.
     pub fn egress_outcomes(&self) -> u64 {
-        self.egress_to_user
-            + self.egress_copy_lost
-            + self.egress_bypass_pass
-            + self.egress_bypass_drop
-            + self.egress_other
+        self.sum_of(CounterKind::EgressOutcome)
+    }
+
+    fn sum_of(&self, kind: CounterKind) -> u64 {
+        self.rows()
+            .iter()
+            .filter(|(_, k, _, _)| *k == kind)
+            .map(|(_, _, _, v)| v)
+            .sum()
     }
 }
 
