@@ -9,6 +9,8 @@
 #   slapd ldap-utils krb5-kdc krb5-user      real LDAP and Kerberos peers for the dissector
 #   krb5-admin-server                        tests (run inside test namespaces only; their
 #                                            services are left disabled)
+#   freetds-bin                              FreeTDS' tsql, a real MS-SQL (TDS) client for the
+#                                            same test
 #   fever                                    a real eve.json consumer (DCSO's event router) the
 #                                            eve test feeds (tests/eve.rs); its service is left disabled
 #   nfdump                                   a real IPFIX collector (nfcapd) and reader (nfdump) for
@@ -30,7 +32,7 @@ fi
 
 packages=(clang llvm libbpf-dev linux-libc-dev libelf-dev zlib1g-dev m4 make pkg-config iproute2 ethtool
           iputils-ping curl openssl python3 nftables slapd ldap-utils krb5-kdc krb5-user
-          krb5-admin-server fever nfdump)
+          krb5-admin-server freetds-bin fever nfdump)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1493,3 +1493,59 @@ fn ipfix_export_is_read_back_by_nfdump_root() {
         }
     }
 }
+
+/// `--log-format json`: everything the data plane writes, on both streams,
+/// is JSON lines (the running line, what was loaded, the status lines, the
+/// summary), without colour codes.
+#[test]
+fn json_logs_are_only_json_lines_root() {
+    testbed::require_root("the JSON log test");
+    let tb = Testbed::up(2).expect("testbed");
+    let dir = testbed::Scratch::new("jsonlog");
+    let rules = dir.path("one.rules");
+    std::fs::write(
+        &rules,
+        "alert udp any any -> any any (msg:\"m\"; content:\"x\"; sid:1;)\n",
+    )
+    .unwrap();
+    let mut dp = spawn(
+        &tb,
+        &[
+            "--queues",
+            "2",
+            "--log-format",
+            "json",
+            "--rules",
+            rules.to_str().unwrap(),
+            "--stats-interval",
+            "0.2",
+            "--duration",
+            "1",
+        ],
+    );
+    let status = dp.wait_exit(Duration::from_secs(30)).unwrap();
+    let output = dp.output();
+    assert!(status.success(), "{output}");
+    let events: Vec<Value> = output
+        .lines()
+        .map(|l| {
+            assert!(!l.contains('\u{1b}'), "no colour codes: {l}");
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"))
+        })
+        .collect();
+    let said = |needle: &str| {
+        events.iter().any(|e| {
+            e["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(needle))
+        })
+    };
+    for needle in [
+        "rules: 1 loaded",
+        "dataplane: running",
+        "status",
+        "user-space processing time",
+    ] {
+        assert!(said(needle), "`{needle}` in a JSON event:\n{output}");
+    }
+}

@@ -199,21 +199,21 @@ impl EngineArgs {
                             lines.join("\n  ")
                         )
                     })?;
-                eprintln!(
+                crate::logging::say_err(&format!(
                     "rules: {} loaded from {} ({} skipped)",
                     set.len(),
                     path.display(),
                     set.warnings.len()
-                );
+                ));
                 // One line per unsupported thing, not one per rule.
                 for (what, lines) in &set.skipped {
                     let shown: Vec<String> = lines.iter().take(8).map(usize::to_string).collect();
                     let more = if lines.len() > 8 { ", ..." } else { "" };
-                    eprintln!(
+                    crate::logging::say_err(&format!(
                         "rules: skipped {} rule(s) for {what} unsupported (lines {}{more})",
                         lines.len(),
                         shown.join(", ")
-                    );
+                    ));
                 }
                 Some(set)
             }
@@ -222,13 +222,13 @@ impl EngineArgs {
         let policy = match &self.policy {
             Some(path) => {
                 let p = dpi::policy::Policy::load(path)?;
-                eprintln!(
+                crate::logging::say_err(&format!(
                     "policy: {} entries from {}, stream depth {} bytes, default {}",
                     p.entries(),
                     path.display(),
                     p.stream_depth,
                     p.default.name()
-                );
+                ));
                 p
             }
             None => dpi::policy::Policy::default(),

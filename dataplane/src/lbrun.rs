@@ -529,7 +529,7 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
     // line may stop us at once.
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .context("install signal handlers")?;
-    println!(
+    crate::logging::say(&format!(
         "dataplane: load balancing on {} in XDP {} mode, {} forwarding, {} tables of {} slots: {}; Ctrl-C to stop",
         args.iface,
         xdp_mode.as_str(),
@@ -537,7 +537,7 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
         config.table.as_str(),
         RING_SIZE,
         services.join(", ")
-    );
+    ));
 
     let started = Instant::now();
     let deadline = args.duration.map(|d| started + Duration::from_secs_f64(d));
@@ -611,22 +611,22 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
 }
 
 fn print_summary(doc: &Value, uptime: Duration) {
-    println!(
+    crate::logging::say(&format!(
         "\ndataplane: load balancer stopped after {:.1} s ({} mode, {} table)",
         uptime.as_secs_f64(),
         doc["mode"].as_str().unwrap_or("?"),
         doc["table"].as_str().unwrap_or("?")
-    );
+    ));
     for s in doc["services"].as_array().into_iter().flatten() {
-        println!(
+        crate::logging::say(&format!(
             "  {}: {} packets, {} bytes, {} new connections",
             s["service"].as_str().unwrap_or("?"),
             s["packets"],
             s["bytes"],
             s["new_conns"]
-        );
+        ));
         for b in s["backends"].as_array().into_iter().flatten() {
-            println!(
+            crate::logging::say(&format!(
                 "    {:<28} {:>4} weight {:>4} effective {:>6} slots {:>6} packets {:>10} connections {:>8}",
                 b["addr"].as_str().unwrap_or("?"),
                 if b["up"].as_bool() == Some(true) {
@@ -639,11 +639,11 @@ fn print_summary(doc: &Value, uptime: Duration) {
                 b["slots"],
                 b["packets"],
                 b["new_conns"]
-            );
+            ));
         }
     }
     let k = &doc["kernel"];
-    println!(
+    crate::logging::say(&format!(
         "  kernel: rx {} forwarded {} replies {} passed {} (no route {}) no backend {} other {}; connections: hits {} new {} lost {}",
         k["rx"],
         k["lb_forwarded"],
@@ -655,5 +655,5 @@ fn print_summary(doc: &Value, uptime: Duration) {
         k["lb_conn_hits"],
         k["lb_conn_misses"],
         k["lb_conn_lost"]
-    );
+    ));
 }

@@ -108,7 +108,9 @@ fn run_decap(
     duration: Option<f64>,
 ) -> anyhow::Result<()> {
     let decap = xdp_redirect::decap::Decap::attach(iface, mode.into(), force)?;
-    println!("dataplane decap: stripping the balancer's outer headers on {iface}; Ctrl-C to stop");
+    crate::logging::say(&format!(
+        "dataplane decap: stripping the balancer's outer headers on {iface}; Ctrl-C to stop"
+    ));
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .context("install signal handlers")?;
     let deadline = duration.map(|d| Instant::now() + Duration::from_secs_f64(d));
@@ -117,10 +119,10 @@ fn run_decap(
     }
     let c = decap.counters()?;
     drop(decap);
-    println!(
+    crate::logging::say(&format!(
         "dataplane decap: {} packets decapsulated, {} passed untouched",
         c.decapsulated, c.passed
-    );
+    ));
     Ok(())
 }
 
@@ -516,7 +518,7 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         Mode::Host => "copies through ring buffers".to_string(),
         _ => format!("AF_XDP {bind_mode} mode"),
     };
-    println!(
+    crate::logging::say(&format!(
         "dataplane: running on {} ({}): {} worker(s) on cores {:?}, XDP {} mode, {}, deciding flows {}; Ctrl-C to stop",
         ports,
         mode.describe(),
@@ -525,7 +527,7 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         xdp_mode.as_str(),
         input,
         decision
-    );
+    ));
     crate::notify::notify("READY=1");
 
     let mut ctl_rx = servers.commands();
@@ -727,10 +729,10 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         doc.write(path)
             .with_context(|| format!("write the stats to {}", path.display()))?;
     }
-    println!(
+    crate::logging::say(&format!(
         "{}",
         stats::summary(&doc, &merged.processing, &merged.kernel_to_user)
-    );
+    ));
     if let Some(prefix) = &args.latency_hgrm {
         for (name, histogram) in [
             ("processing", &merged.processing),
@@ -744,10 +746,12 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
     }
     if let (Some(result), Some(target)) = (ipfix_result, &args.ipfix) {
         match result {
-            Ok((records, 0)) => println!("IPFIX: {records} record(s) sent to {target}"),
-            Ok((records, lost)) => println!(
+            Ok((records, 0)) => {
+                crate::logging::say(&format!("IPFIX: {records} record(s) sent to {target}"))
+            }
+            Ok((records, lost)) => crate::logging::say(&format!(
                 "IPFIX: {records} record(s) sent to {target}, {lost} lost (could not be sent)"
-            ),
+            )),
             Err(e) => failures.push(format!("{e:#}")),
         }
     }
@@ -759,13 +763,14 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
             continue;
         };
         match result {
-            Ok((records, 0)) => {
-                println!("{what}: {records} record(s) appended to {}", path.display())
-            }
-            Ok((records, lost)) => println!(
+            Ok((records, 0)) => crate::logging::say(&format!(
+                "{what}: {records} record(s) appended to {}",
+                path.display()
+            )),
+            Ok((records, lost)) => crate::logging::say(&format!(
                 "{what}: {records} record(s) appended to {}, {lost} lost (the file refused them)",
                 path.display()
-            ),
+            )),
             Err(e) => failures.push(format!("{e:#}")),
         }
     }
