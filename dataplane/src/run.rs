@@ -729,9 +729,10 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         doc.write(path)
             .with_context(|| format!("write the stats to {}", path.display()))?;
     }
-    crate::logging::say(&format!(
-        "{}",
-        stats::summary(&doc, &merged.processing, &merged.kernel_to_user)
+    crate::logging::say(&stats::summary(
+        &doc,
+        &merged.processing,
+        &merged.kernel_to_user,
     ));
     if let Some(prefix) = &args.latency_hgrm {
         for (name, histogram) in [
