@@ -105,81 +105,132 @@ fn share(c: &BTreeMap<String, u64>, name: &str) -> f64 {
     100.0 * *c.get(name).unwrap_or(&0) as f64 / total.max(1) as f64
 }
 
-fn scenario(mode: &str) {
-    let ret = if mode == "ipip" {
-        Return::Direct
-    } else {
-        Return::ViaBalancer
-    };
-    let tb = LbTestbed::up(2, ret, |iface| {
-        let mut programs = Baseline::load().expect("load the baseline programs");
-        programs
-            .attach(Kind::PassAll, iface)
-            .expect("attach XDP_PASS");
-        programs
-    })
-    .expect("load balancer testbed");
-    let scratch = Scratch::new(&format!("lb-{mode}"));
+/// A balancer running on the LB testbed with real backends (and, in ipip
+/// mode, their decapsulators); everything is stopped and removed on drop.
+struct Running {
+    tb: LbTestbed,
+    scratch: Scratch,
+    servers: Vec<Option<Process>>,
+    _decaps: Vec<Process>,
+    file: std::path::PathBuf,
+    socket: std::path::PathBuf,
+    dp: Process,
+}
 
-    let mut servers = Vec::new();
-    let mut decaps = Vec::new();
-    for (i, ns) in tb.backends.iter().enumerate() {
-        let mut cmd = ns.command("python3");
-        cmd.arg(format!("{PEERS}/lb_backend.py"))
-            .arg(format!("b{}", i + 1));
-        if ret == Return::Direct {
-            cmd.args(["--udp-bind", VIP4, "--udp-bind", VIP6]);
+impl Running {
+    /// Starts the backends and `dataplane --lb` with the file `make` writes
+    /// from the backends' IPv4 and IPv6 addresses.
+    /// `tag` names its scratch directory (tests run in parallel).
+    fn start(tag: &str, mode: &str, make: impl Fn(&[String], &[String]) -> String) -> Running {
+        let ret = if mode == "ipip" {
+            Return::Direct
         } else {
-            cmd.args(["--udp-bind", "0.0.0.0", "--udp-bind", "::"]);
+            Return::ViaBalancer
+        };
+        let tb = LbTestbed::up(2, ret, |iface| {
+            let mut programs = Baseline::load().expect("load the baseline programs");
+            programs
+                .attach(Kind::PassAll, iface)
+                .expect("attach XDP_PASS");
+            programs
+        })
+        .expect("load balancer testbed");
+        let scratch = Scratch::new(&format!("lb-{tag}-{mode}"));
+
+        let mut servers = Vec::new();
+        let mut decaps = Vec::new();
+        for (i, ns) in tb.backends.iter().enumerate() {
+            let mut cmd = ns.command("python3");
+            cmd.arg(format!("{PEERS}/lb_backend.py"))
+                .arg(format!("b{}", i + 1));
+            if ret == Return::Direct {
+                cmd.args(["--udp-bind", VIP4, "--udp-bind", VIP6]);
+            } else {
+                cmd.args(["--udp-bind", "0.0.0.0", "--udp-bind", "::"]);
+            }
+            let mut p = Process::spawn(cmd).expect("start a backend");
+            p.wait_for_line("ready", Duration::from_secs(20))
+                .unwrap_or_else(|e| panic!("backend b{}: {e}\n{}", i + 1, p.output()));
+            servers.push(Some(p));
+            if ret == Return::Direct {
+                let mut cmd = ns.command(BIN);
+                cmd.args(["decap", "--iface", &tb.backend_if]);
+                let mut d = Process::spawn(cmd).expect("start decap");
+                d.wait_for_line("stripping", Duration::from_secs(20))
+                    .unwrap_or_else(|e| panic!("decap: {e}\n{}", d.output()));
+                decaps.push(d);
+            }
         }
-        let mut p = Process::spawn(cmd).expect("start a backend");
-        p.wait_for_line("ready", Duration::from_secs(20))
-            .unwrap_or_else(|e| panic!("backend b{}: {e}\n{}", i + 1, p.output()));
-        servers.push(Some(p));
-        if ret == Return::Direct {
-            let mut cmd = ns.command(BIN);
-            cmd.args(["decap", "--iface", &tb.backend_if]);
-            let mut d = Process::spawn(cmd).expect("start decap");
-            d.wait_for_line("stripping", Duration::from_secs(20))
-                .unwrap_or_else(|e| panic!("decap: {e}\n{}", d.output()));
-            decaps.push(d);
-        }
+
+        let file = scratch.path("lb.toml");
+        std::fs::write(&file, make(&tb.backends4, &tb.backends6)).unwrap();
+        let socket = scratch.path("ctl.sock");
+        let dp = Running::spawn(&tb, &file, &socket);
+        let running = Running {
+            tb,
+            scratch,
+            servers,
+            _decaps: decaps,
+            file,
+            socket,
+            dp,
+        };
+        running.wait_for_neighbours();
+        running
     }
 
-    let file = scratch.path("lb.toml");
-    std::fs::write(&file, config(mode, &tb.backends4, &tb.backends6)).unwrap();
-    let socket = scratch.path("ctl.sock");
-    let mut dp = {
+    fn spawn(tb: &LbTestbed, file: &std::path::Path, socket: &std::path::Path) -> Process {
         let mut cmd = tb.lb.command(BIN);
         cmd.args(["--iface", &tb.lb_if, "--lb"])
-            .arg(&file)
+            .arg(file)
             .arg("--control")
-            .arg(&socket)
+            .arg(socket)
             .args(["--stats-interval", "1"])
             .env("RUST_LOG", "info");
-        Process::spawn(cmd).expect("spawn dataplane --lb")
-    };
-    dp.wait_for_line("load balancing on", Duration::from_secs(20))
-        .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
-    // The balancer's FIB lookups need the backends' MACs: its health
-    // probes resolve them.
-    wait_until(
-        "neighbour entries for every backend",
-        Duration::from_secs(10),
-        || {
-            let out =
-                tb.lb.ip(&["neigh", "show"]).ok()? + &tb.lb.ip(&["-6", "neigh", "show"]).ok()?;
-            tb.backends4
-                .iter()
-                .chain(&tb.backends6)
-                .all(|b| {
-                    out.lines()
-                        .any(|l| l.starts_with(&format!("{b} ")) && l.contains("lladdr"))
-                })
-                .then_some(())
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
+        let mut dp = Process::spawn(cmd).expect("spawn dataplane --lb");
+        dp.wait_for_line("load balancing on", Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
+        dp
+    }
+
+    /// The balancer's FIB lookups need the backends' MACs: its health
+    /// probes resolve them.
+    fn wait_for_neighbours(&self) {
+        let tb = &self.tb;
+        // the backends the file names
+        let text = std::fs::read_to_string(&self.file).unwrap();
+        let named = |b: &&String| text.contains(&format!("\"{b}\""));
+        wait_until(
+            "neighbour entries for every backend",
+            Duration::from_secs(10),
+            || {
+                let out = tb.lb.ip(&["neigh", "show"]).ok()?
+                    + &tb.lb.ip(&["-6", "neigh", "show"]).ok()?;
+                tb.backends4
+                    .iter()
+                    .chain(&tb.backends6)
+                    .filter(named)
+                    .all(|b| {
+                        out.lines()
+                            .any(|l| l.starts_with(&format!("{b} ")) && l.contains("lladdr"))
+                    })
+                    .then_some(())
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.dp.output()));
+    }
+}
+
+fn scenario(mode: &str) {
+    let Running {
+        tb,
+        scratch,
+        mut servers,
+        _decaps,
+        file,
+        socket,
+        mut dp,
+    } = Running::start("weights", mode, |b4, b6| config(mode, b4, b6));
     let neigh = tb.lb.ip(&["neigh", "show"]).unwrap();
     assert!(
         tb.backends4.iter().all(|b| neigh
@@ -237,7 +288,16 @@ fn scenario(mode: &str) {
         None,
         "{mode}: reconnections from the same ports after the drain: {again} (before: {first})"
     );
-    ctl(&socket, &["lb", "set-weight", &tb.backends4[0], "5"]);
+    let drained = ctl(&socket, &["lb", "show"]);
+    assert_eq!(
+        (
+            &drained["services"][0]["backends"][0]["weight"],
+            &drained["services"][0]["backends"][0]["drained"]
+        ),
+        (&Value::from(5), &Value::from(true)),
+        "a drain keeps the configured weight: {drained}"
+    );
+    ctl(&socket, &["lb", "undrain", &tb.backends4[0]]);
 
     // 3. reweighting to 9:1:0 with 100 connections open moves new ones only
     let go = scratch.path("go");
@@ -280,10 +340,10 @@ fn scenario(mode: &str) {
     std::fs::write(&file, config(mode, &tb.backends4, &tb.backends6)).unwrap();
     let reloaded = ctl(&socket, &["lb", "reload"]);
     // set-weight changed each backend in every service that has it: the
-    // TCP service (3 weights) and the UDP one (9 and 0 instead of 1)
+    // TCP service's table and the UDP one's are rebuilt
     assert_eq!(
         reloaded["changed"].as_array().map(Vec::len),
-        Some(5),
+        Some(2),
         "back to the file's weights: {reloaded}"
     );
     for (b, w) in tb.backends4.iter().zip(["9", "1", "0"]) {
@@ -368,7 +428,7 @@ fn scenario(mode: &str) {
         !neigh.contains("managed"),
         "the managed neighbour entries are gone: {neigh}"
     );
-    let _ = CLIENT4;
+    let _ = (CLIENT4, scratch);
 }
 
 #[test]
@@ -408,4 +468,214 @@ fn a_bad_file_is_refused_with_key_and_line_before_anything_is_attached() {
         "{err}"
     );
     assert!(!tb.dut_has_xdp().unwrap(), "nothing attached");
+}
+
+/// The runtime API: services and backends come and go while the balancer
+/// runs, through the same checks as the file; a removed backend keeps its
+/// established connections; drain and undrain keep the weight; health
+/// changes are logged with their reason; `lb save` writes what runs, and a
+/// restart from that file runs the same.
+#[test]
+fn services_and_backends_change_at_run_time_and_are_saved_root() {
+    testbed::require_root("the load balancer's runtime API");
+    let Running {
+        tb,
+        scratch,
+        mut servers,
+        _decaps,
+        file,
+        socket,
+        mut dp,
+    } = Running::start("runtime", "ipip", |b4, _| {
+        format!(
+            "[health]\nkind = \"tcp\"\nport = 80\ninterval_ms = {INTERVAL_MS}\ntimeout_ms = 150\nrise = 2\nfall = {FALL}\n\
+             [[service]]\nvip = \"{VIP4}\"\nport = 80\nproto = \"tcp\"\n\
+             [[service.backend]]\naddr = \"{}\"\nweight = 1\n\
+             [[service.backend]]\naddr = \"{}\"\nweight = 1\n",
+            b4[0], b4[1]
+        )
+    });
+    let service = format!("tcp/{VIP4}:80");
+    let (b1, b2, b3) = (&tb.backends4[0], &tb.backends4[1], &tb.backends4[2]);
+    let show = || ctl(&socket, &["lb", "show"]);
+    let backends_of = |doc: &Value| -> Vec<String> {
+        doc["services"][0]["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["addr"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    // add a backend: new connections reach it
+    let added = ctl(&socket, &["lb", "add-backend", &service, b3, "2"]);
+    assert_eq!(
+        added["backends_added"][0],
+        format!("{service} {b3}"),
+        "{added}"
+    );
+    let doc = client(&tb.client, &["count", VIP4, "80", "400"]);
+    assert_eq!(doc["errors"], 0, "{doc}\n{}", dp.output());
+    let c = counts(&doc);
+    assert!(
+        (share(&c, "b3") - 50.0).abs() <= 8.0,
+        "1:1:2 after the add: {c:?}"
+    );
+
+    // refused changes say why and change nothing
+    for (words, why) in [
+        (
+            vec!["lb", "add-backend", "tcp/198.18.99.1:80", b3.as_str()],
+            "no service tcp/198.18.99.1:80",
+        ),
+        (vec!["lb", "add-backend", &service, b3], "duplicate backend"),
+        (
+            vec!["lb", "add-backend", &service, "198.18.99.7", "5000"],
+            "5000 is out of range",
+        ),
+        (
+            vec!["lb", "set-weight", "198.18.99.7", "1"],
+            "not a backend of any service",
+        ),
+        (vec!["lb", "remove-service", &service], "its last one"),
+    ] {
+        let err = ctl_err(&socket, &words);
+        assert!(err.contains(why), "{words:?}: {err}");
+    }
+    assert_eq!(backends_of(&show()), [b1.clone(), b2.clone(), b3.clone()]);
+
+    // remove a backend with connections open: they finish on it; new ones
+    // go elsewhere
+    let go = scratch.path("go");
+    let mut hold = {
+        let mut cmd = tb.client.command("python3");
+        cmd.arg(format!("{PEERS}/lb_client.py"))
+            .args(["hold", VIP4, "80", "60"])
+            .arg(&go);
+        Process::spawn(cmd).expect("start the long connections")
+    };
+    hold.wait_for_line("held", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", hold.output()));
+    let removed = ctl(&socket, &["lb", "remove-backend", &service, b1]);
+    assert_eq!(
+        removed["backends_removed"][0],
+        format!("{service} {b1}"),
+        "{removed}"
+    );
+    let shown = show();
+    assert_eq!(backends_of(&shown), [b2.clone(), b3.clone()]);
+    assert_eq!(
+        shown["retired_backends"], 1,
+        "its slot kept for its connections: {shown}"
+    );
+    let after = client(&tb.client, &["count", VIP4, "80", "300"]);
+    assert_eq!(after["errors"], 0, "{after}");
+    assert_eq!(
+        counts(&after).get("b1"),
+        None,
+        "no new connection to a removed backend: {after}"
+    );
+    std::fs::write(&go, "").unwrap();
+    assert!(
+        hold.wait_exit(Duration::from_secs(60)).unwrap().success(),
+        "{}",
+        hold.output()
+    );
+    let held: Value = serde_json::from_str(
+        hold.output()
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .expect("hold JSON"),
+    )
+    .unwrap();
+    assert!(
+        held["before"]["b1"].as_u64().unwrap_or(0) > 0,
+        "some held connections were on the removed backend: {held}"
+    );
+    assert_eq!(
+        (
+            held["same"].as_u64(),
+            held["moved"].as_u64(),
+            held["errors"].as_u64()
+        ),
+        (Some(60), Some(0), Some(0)),
+        "every open connection finished on its backend, the removed one's too: {held}"
+    );
+
+    // drain and undrain keep the configured weight
+    ctl(&socket, &["lb", "drain", b3]);
+    let doc = client(&tb.client, &["count", VIP4, "80", "100"]);
+    assert_eq!(counts(&doc).get("b3"), None, "drained: {doc}");
+    let shown = show();
+    assert_eq!(shown["services"][0]["backends"][1]["weight"], 2, "{shown}");
+    ctl(&socket, &["lb", "undrain", b3]);
+    let doc = client(&tb.client, &["count", VIP4, "80", "300"]);
+    assert!(
+        (share(&counts(&doc), "b3") - 66.7).abs() <= 8.0,
+        "2 of 3 again after the undrain: {doc}"
+    );
+
+    // a new service, then gone
+    ctl(
+        &socket,
+        &[
+            "lb",
+            "add-service",
+            "udp",
+            &format!("{VIP4}:5353"),
+            &format!("{b2}=1"),
+            &format!("{b3}=1"),
+        ],
+    );
+    let doc = client(&tb.client, &["udp", VIP4, "5353", "100"]);
+    assert_eq!(
+        doc["errors"],
+        0,
+        "the new UDP service answers: {doc}\n{}",
+        dp.output()
+    );
+    ctl(
+        &socket,
+        &["lb", "remove-service", &format!("udp/{VIP4}:5353")],
+    );
+    assert_eq!(show()["services"].as_array().unwrap().len(), 1);
+
+    // a health change: one line with the old and new state and the reason
+    servers[2].take();
+    wait_until("the health change logged", Duration::from_secs(10), || {
+        let out = dp.output();
+        out.lines()
+            .find(|l| l.contains("backend health changed") && l.contains(b3.as_str()))
+            .map(str::to_string)
+    })
+    .map(|line| {
+        assert!(
+            line.contains("from=\"up\"")
+                && line.contains("to=\"down\"")
+                && line.contains("reason="),
+            "{line}"
+        )
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
+    assert!(
+        show()["services"][0]["backends"][1]["health_reason"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "lb show says why"
+    );
+
+    // save, restart from the saved file: the same services and weights
+    ctl(&socket, &["lb", "set-weight", b2, "4"]);
+    let saved = ctl(&socket, &["lb", "save"]);
+    assert_eq!(saved["saved"], true, "{saved}");
+    let before = show();
+    dp.interrupt(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
+    let mut dp = Running::spawn(&tb, &file, &socket);
+    let again = show();
+    assert_eq!(backends_of(&again), backends_of(&before), "{again}");
+    assert_eq!(again["services"][0]["backends"][0]["weight"], 4, "{again}");
+    dp.interrupt(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
 }

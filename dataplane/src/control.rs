@@ -607,7 +607,7 @@ fn human_lb(command: &[String], reply: &Value) -> String {
     match command.get(1).map(String::as_str) {
         None | Some("show") => {
             let mut out = format!(
-                "{} ({} mode, {} table of {} slots)\n{:<24} {:<40} {:>6} {:>9} {:>5} {:>6} {:>12} {:>10}\n",
+                "{} ({} mode, {} table of {} slots)\n{:<24} {:<40} {:>6} {:>9} {:>8} {:>6} {:>12} {:>10} {:>9}  {}\n",
                 reply["iface"].as_str().unwrap_or("?"),
                 reply["mode"].as_str().unwrap_or("?"),
                 reply["table"].as_str().unwrap_or("?"),
@@ -616,54 +616,83 @@ fn human_lb(command: &[String], reply: &Value) -> String {
                 "backend",
                 "weight",
                 "effective",
-                "up",
+                "health",
                 "slots",
                 "packets",
-                "new conns"
+                "new conns",
+                "pkts/s",
+                "last health change"
             );
             for s in reply["services"].as_array().into_iter().flatten() {
                 for b in s["backends"].as_array().into_iter().flatten() {
+                    let health = match (b["up"].as_bool(), b["drained"].as_bool()) {
+                        (_, Some(true)) => "drained",
+                        (Some(true), _) => "up",
+                        _ => "down",
+                    };
                     out.push_str(&format!(
-                        "{:<24} {:<40} {:>6} {:>9} {:>5} {:>6} {:>12} {:>10}\n",
+                        "{:<24} {:<40} {:>6} {:>9} {:>8} {:>6} {:>12} {:>10} {:>9}  {}\n",
                         s["service"].as_str().unwrap_or("?"),
                         b["addr"].as_str().unwrap_or("?"),
                         num(&b["weight"]),
                         num(&b["effective_weight"]),
-                        if b["up"].as_bool() == Some(true) {
-                            "yes"
-                        } else {
-                            "no"
-                        },
+                        health,
                         num(&b["slots"]),
                         num(&b["packets"]),
-                        num(&b["new_conns"])
+                        num(&b["new_conns"]),
+                        b["packets_per_s"]
+                            .as_f64()
+                            .map_or("-".to_string(), |r| format!("{r:.0}")),
+                        b["health_reason"].as_str().unwrap_or("-")
                     ));
                 }
             }
             let c = &reply["connections"];
             out.push_str(&format!(
-                "connections: {} hits, {} new, {} lost",
+                "connections: {} hits, {} new, {} lost; {} removed backend(s) still carrying connections",
                 num(&c["hits"]),
                 num(&c["misses"]),
-                num(&c["lost"])
+                num(&c["lost"]),
+                num(&reply["retired_backends"])
             ));
             out
         }
+        Some("save") => format!(
+            "running configuration written to {}",
+            reply["file"].as_str().unwrap_or("?")
+        ),
         Some(_) => {
-            let changed = reply["changed"].as_array().cloned().unwrap_or_default();
-            let mut out = match (reply["backend"].as_str(), reply["file"].as_str()) {
-                (Some(backend), _) => {
-                    format!("{backend}: weight {}", num(&reply["weight"]))
+            let mut lines = Vec::new();
+            if let Some(backend) = reply["backend"].as_str() {
+                match reply["drained"].as_bool() {
+                    Some(true) => lines.push(format!("{backend}: drained (weight kept)")),
+                    Some(false) => lines.push(format!("{backend}: undrained")),
+                    None => lines.push(format!("{backend}: weight {}", num(&reply["weight"]))),
                 }
-                (None, Some(file)) => format!("{file} read again"),
-                _ => return compact(reply),
-            };
+            }
+            if let Some(file) = reply["file"].as_str() {
+                lines.push(format!("{file} read again"));
+            }
+            for (key, what) in [
+                ("services_added", "service added"),
+                ("services_removed", "service removed"),
+                ("backends_added", "backend added"),
+                (
+                    "backends_removed",
+                    "backend removed (its connections stay until they end)",
+                ),
+            ] {
+                for item in reply[key].as_array().into_iter().flatten() {
+                    lines.push(format!("{what}: {}", item.as_str().unwrap_or("?")));
+                }
+            }
+            let changed = reply["changed"].as_array().cloned().unwrap_or_default();
             if changed.is_empty() {
-                out.push_str("; nothing changed");
+                lines.push("no table changed".into());
             }
             for c in &changed {
-                out.push_str(&format!(
-                    "\n  {}{}{}",
+                lines.push(format!(
+                    "  {}{}{}",
                     c["service"].as_str().unwrap_or("?"),
                     c["backend"].as_str().map_or(String::new(), |b| format!(
                         " {b} weight {}",
@@ -674,7 +703,7 @@ fn human_lb(command: &[String], reply: &Value) -> String {
                         .map_or(String::new(), |m| format!(": {m} slots moved"))
                 ));
             }
-            out
+            lines.join("\n")
         }
     }
 }
@@ -689,10 +718,18 @@ commands (dataplane ctl [--socket PATH | -i IFACE] [--json] COMMAND):
   verdict clear PROTO SRC:PORT DST:PORT   remove it
   rules reload                            parse the rules and policy again (as SIGHUP); a bad file changes nothing
   latency reset                           start the latency histograms over
-  lb show                                 the balancer: services, backends, weights, slots, traffic
-  lb set-weight ADDR W                    a backend's weight in every service that has it
-  lb drain ADDR                           weight 0: no new connections, established ones stay
-  lb reload                               read the services file again (weights only)
+  lb show                                 the balancer: services, backends, weights, health, slots, traffic
+  lb set-weight [SERVICE] ADDR W          a backend's weight (in SERVICE, or every service that has it)
+  lb drain [SERVICE] ADDR                 no new connections, established ones stay; the weight is kept
+  lb undrain [SERVICE] ADDR               back to its weight
+  lb add-service tcp|udp VIP:PORT ADDR[=W]...
+                                          a new service (services are named like tcp/VIP:PORT)
+  lb remove-service SERVICE               its VIP goes back to the stack
+  lb add-backend SERVICE ADDR [W]         a new backend (weight 1 by default)
+  lb remove-backend SERVICE ADDR          no new connections; established ones stay until they end
+                                          (with on_backend_down = \"reset\": balanced again)
+  lb reload                               read the services file again and run it (not mode, table, gateway_mac)
+  lb save                                 write the running services, backends and weights to the file
   help                                    this list
 --json (anywhere on the line) prints the reply as JSON instead of for people.";
 
@@ -954,10 +991,12 @@ mod tests {
                 "198.18.9.10",
                 "5",
                 "500",
-                "yes",
+                "up",
                 "32768",
                 "10",
-                "2"
+                "2",
+                "-",
+                "-"
             ],
             "{text}"
         );
@@ -965,8 +1004,17 @@ mod tests {
         let weight = serde_json::json!({"backend": "198.18.9.10", "weight": 0,
             "changed": [{"service": "tcp 198.18.9.1:80", "moved_slots": 32768}]});
         assert_eq!(
-            human(&words("lb drain 198.18.9.10"), &weight),
+            human(&words("lb set-weight 198.18.9.10 0"), &weight),
             "198.18.9.10: weight 0\n  tcp 198.18.9.1:80: 32768 slots moved"
+        );
+        let removed = serde_json::json!({"backends_removed": ["tcp/198.18.9.1:80 198.18.9.10"],
+            "changed": [{"service": "tcp/198.18.9.1:80", "moved_slots": 100}]});
+        assert_eq!(
+            human(
+                &words("lb remove-backend tcp/198.18.9.1:80 198.18.9.10"),
+                &removed
+            ),
+            "backend removed (its connections stay until they end): tcp/198.18.9.1:80 198.18.9.10\n  tcp/198.18.9.1:80: 100 slots moved"
         );
     }
 

@@ -12,6 +12,7 @@
 //! the interface as it was.
 
 use std::{
+    collections::HashMap,
     net::{IpAddr, SocketAddr, UdpSocket},
     path::Path,
     sync::mpsc,
@@ -27,31 +28,68 @@ use xdp_redirect::lb::{LbMaps, LbOptions, NO_BACKEND, RING_SIZE};
 
 use crate::{cli::RunArgs, control};
 
-/// The kernel's index of each (service, backend): services' backends laid
-/// out one after the other.
-struct Layout {
-    /// first[s] = kernel index of service s's backend 0
-    first: Vec<u32>,
-    /// By kernel index: our source address toward the backend (the ipip
-    /// outer source), resolved once at start.
-    sources: Vec<IpAddr>,
+/// Where services and backends live in the kernel's maps: a service id
+/// (its tables and counters) per service, a backend slot per (service,
+/// backend), given out from free lists so services and backends can come
+/// and go while running. A removed backend's slot is kept ("retired") while
+/// established connections may still use it, then freed.
+#[derive(Clone, Debug)]
+struct Slots {
+    service_ids: HashMap<String, u32>,
+    backends: HashMap<(String, IpAddr), u32>,
+    /// By backend slot: our source address toward the backend (the ipip
+    /// outer source), resolved when the backend was added.
+    sources: HashMap<u32, IpAddr>,
+    free_ids: Vec<u32>,
+    free_backends: Vec<u32>,
+    /// Slots of removed backends whose connections may still run, with
+    /// the time they were removed.
+    retired: Vec<(u32, Instant)>,
 }
 
-impl Layout {
-    fn new(config: &Config) -> anyhow::Result<Layout> {
-        let mut first = Vec::new();
-        let mut sources = Vec::new();
-        for s in &config.services {
-            first.push(sources.len() as u32);
-            for b in &s.backends {
-                sources.push(source_toward(b.addr)?);
-            }
+impl Slots {
+    fn new() -> Slots {
+        Slots {
+            service_ids: HashMap::new(),
+            backends: HashMap::new(),
+            sources: HashMap::new(),
+            // popped from the end: ids and slots are handed out from 0 up
+            free_ids: (0..xdp_redirect::lb::MAX_SERVICES).rev().collect(),
+            free_backends: (0..xdp_redirect::lb::MAX_BACKENDS).rev().collect(),
+            retired: Vec::new(),
         }
-        Ok(Layout { first, sources })
     }
 
-    fn index(&self, service: usize, backend: usize) -> u32 {
-        self.first[service] + backend as u32
+    fn add_service(&mut self, name: &str) -> Result<u32, String> {
+        let id = self.free_ids.pop().ok_or_else(|| {
+            format!(
+                "no room for another service (at most {})",
+                xdp_redirect::lb::MAX_SERVICES
+            )
+        })?;
+        self.service_ids.insert(name.to_string(), id);
+        Ok(id)
+    }
+
+    fn add_backend(&mut self, service: &str, addr: IpAddr) -> Result<u32, String> {
+        let source = source_toward(addr).map_err(|e| format!("{e:#}"))?;
+        let index = self.free_backends.pop().ok_or_else(|| {
+            format!(
+                "no room for another backend (at most {} over all services, counting removed ones whose connections still run)",
+                xdp_redirect::lb::MAX_BACKENDS
+            )
+        })?;
+        self.backends.insert((service.to_string(), addr), index);
+        self.sources.insert(index, source);
+        Ok(index)
+    }
+
+    fn backend(&self, service: &str, addr: IpAddr) -> u32 {
+        self.backends[&(service.to_string(), addr)]
+    }
+
+    fn id(&self, service: &str) -> u32 {
+        self.service_ids[service]
     }
 }
 
@@ -85,8 +123,16 @@ fn ip_cmd(args: &[&str]) -> Option<String> {
 
 impl ManagedNeighbours {
     fn add(backends: &[IpAddr]) -> ManagedNeighbours {
+        let mut neighbours = ManagedNeighbours(Vec::new());
+        neighbours.extend(backends);
+        neighbours
+    }
+
+    /// Keeps the next hops of `backends` resolved too.
+    fn extend(&mut self, backends: &[IpAddr]) {
         let mut added = Vec::new();
-        let mut seen = std::collections::BTreeSet::new();
+        let mut seen: std::collections::BTreeSet<(String, String)> =
+            self.0.iter().cloned().collect();
         for addr in backends {
             let addr = addr.to_string();
             let Some(route) = ip_cmd(&["route", "get", &addr]) else {
@@ -131,7 +177,7 @@ impl ManagedNeighbours {
                     .join(", ")
             );
         }
-        ManagedNeighbours(added)
+        self.0.extend(added);
     }
 }
 
@@ -143,20 +189,40 @@ impl Drop for ManagedNeighbours {
     }
 }
 
+/// How long a connection may sit idle and still count as running when a
+/// removed backend's slot is considered for reuse (the longest TCP idle
+/// timeout of the data plane).
+const CONN_IDLE: Duration = Duration::from_secs(600);
+/// How often retired backend slots are looked at (a walk of the
+/// connection table).
+const RETIRED_SWEEP: Duration = Duration::from_secs(5);
+
 struct Lb<'a> {
     args: &'a RunArgs,
-    /// The lb file, read again on `lb reload` and SIGHUP.
+    /// The lb file, read again on `lb reload` and SIGHUP, written by `lb save`.
     file: &'a Path,
     balancer: Balancer,
-    layout: Layout,
+    slots: Slots,
     maps: LbMaps,
+    /// Next-hop neighbour entries kept resolved for the backends.
+    neighbours: ManagedNeighbours,
+    /// The probes of the current layout (restarted when it changes).
+    monitor: Option<lb::monitor::Monitor>,
+    events: mpsc::Sender<Event>,
+    /// Per backend slot: packets at the last status tick, and the rate since.
+    rates: HashMap<u32, (u64, Instant, f64)>,
 }
 
 impl Lb<'_> {
-    /// Writes service `s`'s table (backend positions mapped to kernel indexes).
+    /// Writes service `s`'s table (backend positions mapped to their slots).
     fn install(&mut self, s: usize) -> anyhow::Result<u32> {
         let state = &self.balancer.services[s];
-        let first = self.layout.index(s, 0);
+        let name = state.service.name();
+        let indexes: Vec<u32> = state
+            .backends
+            .iter()
+            .map(|b| self.slots.backend(&name, b.addr))
+            .collect();
         let slots: Vec<u32> = state
             .table
             .slots()
@@ -165,7 +231,7 @@ impl Lb<'_> {
                 if b == lb::table::EMPTY {
                     NO_BACKEND
                 } else {
-                    first + b
+                    indexes[b as usize]
                 }
             })
             .collect();
@@ -179,25 +245,41 @@ impl Lb<'_> {
             lb::Mode::Nat => xdp_redirect::lb::Mode::Nat,
         };
         let reset = self.balancer.config.on_backend_down == lb::config::OnDown::Reset;
-        Ok(self.maps.install(&key, s as u32, mode, reset, &slots)?)
+        let id = self.slots.id(&name);
+        Ok(self.maps.install(&key, id, mode, reset, &slots)?)
     }
 
     fn write_backend(&mut self, s: usize, b: usize) -> anyhow::Result<()> {
-        let state: &BackendState = &self.balancer.services[s].backends[b];
-        let index = self.layout.index(s, b);
-        let src = self.layout.sources[index as usize];
+        let service = &self.balancer.services[s];
+        let state: &BackendState = &service.backends[b];
+        let index = self.slots.backend(&service.service.name(), state.addr);
+        let src = self.slots.sources[&index];
         self.maps
             .set_backend(index, state.addr, src, !state.health.up)?;
         Ok(())
     }
 
-    /// Puts a change into the kernel and logs it.
+    /// Puts a change into the kernel and logs it: a health change as one
+    /// line per backend with its old and new state and the probe's reason.
     fn apply(&mut self, change: Change) {
         let s = change.service;
         let name = self.balancer.services[s].service.name();
         for b in 0..self.balancer.services[s].backends.len() {
             if let Err(e) = self.write_backend(s, b) {
                 tracing::error!(service = %name, "cannot update backend: {e:#}");
+            }
+        }
+        if change.cause == "health" {
+            for (addr, old, new) in &change.weights {
+                let state = |w: u32| if w == 0 { "down" } else { "up" };
+                tracing::warn!(
+                    service = %name,
+                    backend = %addr,
+                    from = state(*old),
+                    to = state(*new),
+                    reason = change.reason.as_deref().unwrap_or("-"),
+                    "backend health changed"
+                );
             }
         }
         let weights: Vec<String> = change
@@ -219,45 +301,237 @@ impl Lb<'_> {
         }
     }
 
+    /// Makes `config` (checked: it parsed) the running one: new services
+    /// and backends get their slots and entries, every changed table is
+    /// switched, removed services leave the kernel, removed backends keep
+    /// their established connections (or, `on_backend_down = "reset"`,
+    /// lose them), and the probes follow the new layout. What cannot
+    /// change while running (mode, table, gateway_mac), or what there is no
+    /// room for, is refused before anything changes.
+    fn apply_config(&mut self, config: Config) -> Result<Value, String> {
+        let running = &self.balancer.config;
+        let mut fixed = Vec::new();
+        if config.mode != running.mode {
+            fixed.push("mode");
+        }
+        if config.table != running.table {
+            fixed.push("table");
+        }
+        if config.gateway_mac != running.gateway_mac {
+            fixed.push("gateway_mac");
+        }
+        if !fixed.is_empty() {
+            return Err(format!(
+                "{} cannot change while running (restart for that); nothing was changed",
+                fixed.join(", ")
+            ));
+        }
+        // an IPv6 service needs IPv6 forwarding for its next hops, too
+        check_forwarding(&config, &self.args.iface)
+            .map_err(|e| format!("{e:#}; nothing was changed"))?;
+        // Room and routes first, on a copy: a failure changes nothing.
+        let mut slots = self.slots.clone();
+        let names = |c: &Config| -> Vec<String> { c.services.iter().map(|s| s.name()).collect() };
+        let old_names = names(running);
+        let mut new_backends = Vec::new();
+        for s in &config.services {
+            let name = s.name();
+            if !old_names.contains(&name) {
+                slots.add_service(&name)?;
+            }
+            for b in &s.backends {
+                if !slots.backends.contains_key(&(name.clone(), b.addr)) {
+                    let index = slots.add_backend(&name, b.addr)?;
+                    new_backends.push((index, b.addr));
+                }
+            }
+        }
+        let health_changed = config.health != running.health || config.load != running.load;
+        let mut update = self.balancer.update(config);
+        let reset = self.balancer.config.on_backend_down == lb::config::OnDown::Reset;
+        // Backends gone: out of the table (below) first, then their slot is
+        // kept for their connections, or emptied.
+        let mut gone: Vec<(String, IpAddr)> = update
+            .removed_backends
+            .iter()
+            .map(|(service, b)| (service.clone(), b.addr))
+            .collect();
+        for st in &update.removed_services {
+            let name = st.service.name();
+            let key = xdp_redirect::lb::service_key(
+                st.service.vip,
+                st.service.port,
+                st.service.proto.number(),
+            );
+            if let Err(e) = self.maps.remove_service(&key) {
+                tracing::error!(service = %name, "cannot remove the service: {e:#}");
+            }
+            if let Some(id) = slots.service_ids.remove(&name) {
+                slots.free_ids.push(id);
+            }
+            gone.extend(st.backends.iter().map(|b| (name.clone(), b.addr)));
+        }
+        for name in &update.added_services {
+            let id = slots.id(name);
+            if let Err(e) = self.maps.reset_stats(id, false) {
+                tracing::warn!(service = %name, "cannot zero the service's counters: {e:#}");
+            }
+        }
+        self.slots = slots;
+        for (index, addr) in &new_backends {
+            if let Err(e) = self.maps.reset_stats(*index, true) {
+                tracing::warn!(backend = %addr, "cannot zero the backend's counters: {e:#}");
+            }
+        }
+        if self.balancer.config.gateway_mac.is_none() {
+            let addrs: Vec<IpAddr> = new_backends.iter().map(|(_, a)| *a).collect();
+            self.neighbours.extend(&addrs);
+        }
+        let mut changed = Vec::new();
+        let topology_changed = update.topology_changed();
+        for change in std::mem::take(&mut update.changes) {
+            let name = self.balancer.services[change.service].service.name();
+            changed.push(json!({
+                "service": name,
+                "moved_slots": change.diff.moved,
+            }));
+            self.apply(change);
+        }
+        for (service, addr) in &gone {
+            let Some(index) = self.slots.backends.remove(&(service.clone(), *addr)) else {
+                continue;
+            };
+            if reset {
+                if let Err(e) = self.maps.clear_backend(index) {
+                    tracing::error!(backend = %addr, "cannot clear the backend: {e:#}");
+                }
+                self.slots.free_backends.push(index);
+            } else {
+                self.slots.retired.push((index, Instant::now()));
+            }
+            tracing::info!(
+                service = %service,
+                backend = %addr,
+                connections = if reset { "reset" } else { "kept until they end" },
+                "backend removed"
+            );
+        }
+        for name in &update.added_services {
+            tracing::info!(service = %name, "service added");
+        }
+        for st in &update.removed_services {
+            tracing::info!(service = %st.service.name(), "service removed");
+        }
+        if topology_changed || health_changed {
+            self.restart_probes();
+        }
+        Ok(json!({
+            "services_added": update.added_services,
+            "services_removed": update
+                .removed_services
+                .iter()
+                .map(|s| s.service.name())
+                .collect::<Vec<_>>(),
+            "backends_added": update
+                .added_backends
+                .iter()
+                .map(|(s, a)| format!("{s} {a}"))
+                .collect::<Vec<_>>(),
+            "backends_removed": update
+                .removed_backends
+                .iter()
+                .map(|(s, b)| format!("{s} {}", b.addr))
+                .collect::<Vec<_>>(),
+            "changed": changed,
+        }))
+    }
+
+    /// New probes for the current layout (the old ones stop first).
+    fn restart_probes(&mut self) {
+        self.monitor = None;
+        self.monitor = Some(lb::monitor::Monitor::start(
+            &self.balancer.config,
+            self.balancer.generation,
+            self.events.clone(),
+        ));
+    }
+
+    /// Frees the slots of removed backends that no connection seen within
+    /// [`CONN_IDLE`] still uses.
+    fn sweep_retired(&mut self, now_ns: u64) {
+        if self.slots.retired.is_empty() {
+            return;
+        }
+        let since = now_ns.saturating_sub(CONN_IDLE.as_nanos() as u64);
+        let in_use = self.maps.backends_in_use(since);
+        let (still, done): (Vec<_>, Vec<_>) = self
+            .slots
+            .retired
+            .drain(..)
+            .partition(|(index, _)| in_use.contains(index));
+        self.slots.retired = still;
+        for (index, since) in done {
+            if let Err(e) = self.maps.clear_backend(index) {
+                tracing::error!(index, "cannot clear a retired backend: {e:#}");
+                continue;
+            }
+            self.slots.free_backends.push(index);
+            tracing::debug!(
+                index,
+                after_s = since.elapsed().as_secs(),
+                "a removed backend's connections are over: its slot is free"
+            );
+        }
+    }
+
     /// The `lb show` document: services, backends, weights, health and counters.
     fn show(&self, kernel: &xdp_redirect::Counters) -> Value {
         let services: Vec<Value> = self
             .balancer
             .services
             .iter()
-            .enumerate()
-            .map(|(s, st)| {
+            .map(|st| {
+                let name = st.service.name();
                 let slots = st.table.shares(st.backends.len());
-                let per_backend: Vec<_> = (0..st.backends.len())
-                    .map(|b| {
-                        self.maps
-                            .backend_stats(self.layout.index(s, b))
-                            .unwrap_or_default()
-                    })
+                let indexes: Vec<u32> = st
+                    .backends
+                    .iter()
+                    .map(|b| self.slots.backend(&name, b.addr))
                     .collect();
-                let replies = self.maps.reply_stats(s as u32).unwrap_or_default();
+                let per_backend: Vec<_> = indexes
+                    .iter()
+                    .map(|&i| self.maps.backend_stats(i).unwrap_or_default())
+                    .collect();
+                let replies = self
+                    .maps
+                    .reply_stats(self.slots.id(&name))
+                    .unwrap_or_default();
                 let stats = xdp_redirect::lb::sum(per_backend.iter().chain([&replies]));
                 let backends: Vec<Value> = st
                     .backends
                     .iter()
                     .zip(&per_backend)
+                    .zip(&indexes)
                     .enumerate()
-                    .map(|(b, (be, bs))| {
+                    .map(|(b, ((be, bs), index))| {
                         json!({
                             "addr": be.addr.to_string(),
                             "up": be.health.up,
+                            "health_reason": be.health_reason,
                             "weight": be.configured,
+                            "drained": be.drained,
                             "effective_weight": be.effective,
                             "load": be.load,
                             "slots": slots[b],
                             "packets": bs.packets,
                             "bytes": bs.bytes,
                             "new_conns": bs.new_conns,
+                            "packets_per_s": self.rates.get(index).map(|r| r.2),
                         })
                     })
                     .collect();
                 json!({
-                    "service": st.service.name(),
+                    "service": name,
                     "packets": stats.packets,
                     "bytes": stats.bytes,
                     "new_conns": stats.new_conns,
@@ -271,6 +545,7 @@ impl Lb<'_> {
             "table": self.balancer.config.table.as_str(),
             "table_size": RING_SIZE,
             "services": services,
+            "retired_backends": self.slots.retired.len(),
             "connections": {
                 "hits": kernel.lb_conn_hits,
                 "misses": kernel.lb_conn_misses,
@@ -280,143 +555,255 @@ impl Lb<'_> {
         })
     }
 
-    /// `lb set-weight ADDR W` / `lb drain ADDR`: every service with that backend.
-    fn set_weight(&mut self, addr: &str, weight: u32) -> Result<Value, String> {
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("`{addr}` is not a backend address"))?;
-        if weight > lb::config::MAX_WEIGHT {
+    /// The services a command names: `tcp/VIP:PORT`, or every service with
+    /// the backend when none is named.
+    fn services_with(&self, service: Option<&str>, addr: IpAddr) -> Result<Vec<usize>, String> {
+        let found: Vec<usize> = self
+            .balancer
+            .config
+            .services
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| service.is_none_or(|n| s.name() == n))
+            .filter(|(_, s)| s.backends.iter().any(|b| b.addr == addr))
+            .map(|(i, _)| i)
+            .collect();
+        if let Some(name) = service
+            && !self
+                .balancer
+                .config
+                .services
+                .iter()
+                .any(|s| s.name() == name)
+        {
             return Err(format!(
-                "weight {weight} is out of range 0..={}",
-                lb::config::MAX_WEIGHT
+                "no service {name} (services are named like tcp/198.18.0.10:80)"
             ));
         }
-        let mut hits = Vec::new();
-        for s in 0..self.balancer.services.len() {
-            if let Some(b) = self.balancer.services[s]
-                .backends
-                .iter()
-                .position(|be| be.addr == addr)
-            {
-                hits.push((s, b));
+        if found.is_empty() {
+            return Err(format!(
+                "{addr} is not a backend of {}",
+                service.unwrap_or("any service")
+            ));
+        }
+        Ok(found)
+    }
+
+    /// Applies an edit of the running configuration, checked as the lb
+    /// file is (the edited configuration must read back from its file form).
+    fn edit(&mut self, f: impl FnOnce(&mut Config) -> Result<(), String>) -> Result<Value, String> {
+        let mut config = self.balancer.config.clone();
+        f(&mut config)?;
+        let checked = Config::parse("change", &config.to_toml()).map_err(|e| match e {
+            lb::config::ConfigError::Invalid { key, message, .. } => {
+                format!("{key}: {message}; nothing was changed")
             }
-        }
-        if hits.is_empty() {
-            return Err(format!("{addr} is not a backend of any service"));
-        }
-        let mut changed = Vec::new();
-        for (s, b) in hits {
-            let event = Event::SetWeight {
-                service: s,
-                backend: b,
-                weight,
-            };
-            if let Some(change) = self.balancer.apply(event) {
-                changed.push(json!({
-                    "service": self.balancer.services[s].service.name(),
-                    "moved_slots": change.diff.moved,
-                }));
-                self.apply(change);
-            }
-        }
-        Ok(json!({"backend": addr.to_string(), "weight": weight, "changed": changed}))
+            other => format!("{other}; nothing was changed"),
+        })?;
+        self.apply_config(checked)
     }
 
     fn command(&mut self, line: &str, kernel: &xdp_redirect::Counters) -> Result<Value, String> {
         let words: Vec<&str> = line.split_whitespace().collect();
+        let addr = |a: &str| -> Result<IpAddr, String> {
+            a.parse()
+                .map_err(|_| format!("`{a}` is not a backend address"))
+        };
+        let weight = |w: &str| -> Result<u32, String> {
+            w.parse().map_err(|_| format!("`{w}` is not a weight"))
+        };
         match words.as_slice() {
             ["lb"] | ["lb", "show"] => Ok(self.show(kernel)),
-            ["lb", "set-weight", addr, w] => {
-                let w: u32 = w.parse().map_err(|_| format!("`{w}` is not a weight"))?;
-                self.set_weight(addr, w)
+            ["lb", "set-weight", rest @ ..] if matches!(rest.len(), 2 | 3) => {
+                let (service, a, w) = match rest {
+                    [a, w] => (None, *a, *w),
+                    [s, a, w] => (Some(*s), *a, *w),
+                    _ => unreachable!("two or three words"),
+                };
+                let (a, w) = (addr(a)?, weight(w)?);
+                let targets = self.services_with(service, a)?;
+                let value = self.edit(|c| {
+                    for s in targets {
+                        for b in &mut c.services[s].backends {
+                            if b.addr == a {
+                                b.weight = w;
+                            }
+                        }
+                    }
+                    Ok(())
+                })?;
+                Ok(json!({"backend": a.to_string(), "weight": w, "changed": value["changed"]}))
             }
-            ["lb", "drain", addr] => self.set_weight(addr, 0),
+            ["lb", verb @ ("drain" | "undrain"), rest @ ..] if matches!(rest.len(), 1 | 2) => {
+                let (service, a) = match rest {
+                    [a] => (None, *a),
+                    [s, a] => (Some(*s), *a),
+                    _ => unreachable!("one or two words"),
+                };
+                let a = addr(a)?;
+                let drained = *verb == "drain";
+                let targets = self.services_with(service, a)?;
+                let value = self.edit(|c| {
+                    for s in targets {
+                        for b in &mut c.services[s].backends {
+                            if b.addr == a {
+                                b.drained = drained;
+                            }
+                        }
+                    }
+                    Ok(())
+                })?;
+                Ok(json!({"backend": a.to_string(), "drained": drained, "changed": value["changed"]}))
+            }
+            ["lb", "add-service", proto, vip_port, backends @ ..] => {
+                let proto = match *proto {
+                    "tcp" => lb::config::Proto::Tcp,
+                    "udp" => lb::config::Proto::Udp,
+                    other => return Err(format!("`{other}` is not tcp or udp")),
+                };
+                let vip: SocketAddr = vip_port
+                    .parse()
+                    .map_err(|_| format!("`{vip_port}` is not VIP:PORT"))?;
+                if backends.is_empty() {
+                    return Err("a service needs a backend: lb add-service PROTO VIP:PORT ADDR[=WEIGHT]...".into());
+                }
+                let mut list = Vec::new();
+                for b in backends {
+                    let (a, w) = b.split_once('=').unwrap_or((b, "1"));
+                    list.push(lb::config::Backend {
+                        addr: addr(a)?,
+                        weight: weight(w)?,
+                        drained: false,
+                        line: 0,
+                    });
+                }
+                self.edit(|c| {
+                    c.services.push(lb::config::Service {
+                        vip: vip.ip(),
+                        port: vip.port(),
+                        proto,
+                        backends: list,
+                    });
+                    Ok(())
+                })
+            }
+            ["lb", "remove-service", service] => {
+                let name = service.to_string();
+                self.edit(|c| {
+                    let before = c.services.len();
+                    c.services.retain(|s| s.name() != name);
+                    if c.services.len() == before {
+                        return Err(format!("no service {name} (services are named like tcp/198.18.0.10:80)"));
+                    }
+                    if c.services.is_empty() {
+                        return Err("the balancer needs a service: this is its last one".into());
+                    }
+                    Ok(())
+                })
+            }
+            ["lb", "add-backend", service, a, rest @ ..] if rest.len() <= 1 => {
+                let (name, a) = (service.to_string(), addr(a)?);
+                let w = rest.first().map_or(Ok(1), |w| weight(w))?;
+                self.edit(|c| {
+                    let s = c
+                        .services
+                        .iter_mut()
+                        .find(|s| s.name() == name)
+                        .ok_or_else(|| format!("no service {name}"))?;
+                    s.backends.push(lb::config::Backend {
+                        addr: a,
+                        weight: w,
+                        drained: false,
+                        line: 0,
+                    });
+                    Ok(())
+                })
+            }
+            ["lb", "remove-backend", service, a] => {
+                let (name, a) = (service.to_string(), addr(a)?);
+                self.edit(|c| {
+                    let s = c
+                        .services
+                        .iter_mut()
+                        .find(|s| s.name() == name)
+                        .ok_or_else(|| format!("no service {name}"))?;
+                    let before = s.backends.len();
+                    s.backends.retain(|b| b.addr != a);
+                    if s.backends.len() == before {
+                        return Err(format!("{a} is not a backend of {name}"));
+                    }
+                    if s.backends.is_empty() {
+                        return Err(format!(
+                            "{a} is the last backend of {name}: remove the service instead"
+                        ));
+                    }
+                    Ok(())
+                })
+            }
             ["lb", "reload"] => self.reload(),
+            ["lb", "save"] => self.save(),
             _ => Err(
-                "lb commands: lb show | lb set-weight BACKEND WEIGHT | lb drain BACKEND | lb reload"
+                "lb commands: show | set-weight [SERVICE] BACKEND WEIGHT | drain [SERVICE] BACKEND | \
+                 undrain [SERVICE] BACKEND | add-service tcp|udp VIP:PORT BACKEND[=WEIGHT]... | \
+                 remove-service SERVICE | add-backend SERVICE BACKEND [WEIGHT] | \
+                 remove-backend SERVICE BACKEND | reload | save  (SERVICE: tcp/VIP:PORT)"
                     .into(),
             ),
         }
     }
 
-    /// Reads the lb file again. Only weights can change while running (the
-    /// services and backends are the program's maps and the probes'
-    /// threads); anything else, or a file that does not parse, is refused
-    /// and changes nothing.
+    /// Reads the lb file again and makes it the running configuration
+    /// (services, backends, weights, health and load settings; not mode,
+    /// table or gateway_mac). A file that does not parse changes nothing.
     fn reload(&mut self) -> Result<Value, String> {
         let fresh = Config::load(self.file).map_err(|e| e.to_string())?;
-        let running = &self.balancer.config;
-        let shape = |c: &Config| {
-            c.services
-                .iter()
-                .map(|s| {
-                    (
-                        s.vip,
-                        s.port,
-                        s.proto,
-                        s.backends.iter().map(|b| b.addr).collect::<Vec<_>>(),
-                    )
-                })
-                .collect::<Vec<_>>()
-        };
-        let mut differs = Vec::new();
-        if shape(&fresh) != shape(running) {
-            differs.push("services or backends");
-        }
-        if fresh.mode != running.mode {
-            differs.push("mode");
-        }
-        if fresh.table != running.table {
-            differs.push("table");
-        }
-        if fresh.gateway_mac != running.gateway_mac {
-            differs.push("gateway_mac");
-        }
-        if fresh.health != running.health || fresh.load != running.load {
-            differs.push("[health] or [load]");
-        }
-        if fresh.on_backend_down != running.on_backend_down {
-            differs.push("on_backend_down");
-        }
-        if !differs.is_empty() {
-            return Err(format!(
-                "{}: {} changed; only weights change while running (restart for the rest); nothing was changed",
-                self.file.display(),
-                differs.join(", ")
-            ));
-        }
-        let mut changed = Vec::new();
-        for (s, service) in fresh.services.iter().enumerate() {
-            for (b, backend) in service.backends.iter().enumerate() {
-                if self.balancer.services[s].backends[b].configured == backend.weight {
-                    continue;
+        let mut value = self.apply_config(fresh)?;
+        value["file"] = json!(self.file.display().to_string());
+        Ok(value)
+    }
+
+    /// Writes the running configuration (with the changes made at run
+    /// time) to the lb file, atomically, so a restart keeps them.
+    fn save(&self) -> Result<Value, String> {
+        let text = self.balancer.config.to_toml();
+        let tmp = self.file.with_extension("toml.saving");
+        std::fs::write(&tmp, &text)
+            .and_then(|()| std::fs::rename(&tmp, self.file))
+            .map_err(|e| format!("cannot write {}: {e}", self.file.display()))?;
+        Ok(json!({"file": self.file.display().to_string(), "saved": true}))
+    }
+
+    /// Samples every backend's packet counter: the rates `lb show` reports.
+    fn sample_rates(&mut self) {
+        let now = Instant::now();
+        for &index in self.slots.backends.values() {
+            let packets = self
+                .maps
+                .backend_stats(index)
+                .map(|s| s.packets)
+                .unwrap_or(0);
+            let rate = match self.rates.get(&index) {
+                Some((before, at, _)) if packets >= *before => {
+                    (packets - before) as f64 / now.duration_since(*at).as_secs_f64().max(1e-3)
                 }
-                let event = Event::SetWeight {
-                    service: s,
-                    backend: b,
-                    weight: backend.weight,
-                };
-                changed.push(json!({
-                    "service": service.name(),
-                    "backend": backend.addr.to_string(),
-                    "weight": backend.weight,
-                }));
-                if let Some(change) = self.balancer.apply(event) {
-                    self.apply(change);
-                }
-            }
+                _ => 0.0,
+            };
+            self.rates.insert(index, (packets, now, rate));
         }
-        self.balancer.config = fresh;
-        Ok(json!({"file": self.file.display().to_string(), "changed": changed}))
     }
 
     fn status_line(&self) -> String {
         let mut parts = Vec::new();
-        for (s, st) in self.balancer.services.iter().enumerate() {
-            let first = self.layout.index(s, 0);
+        for st in &self.balancer.services {
+            let name = st.service.name();
             let stats = self
                 .maps
-                .service_stats(s as u32, first..first + st.backends.len() as u32)
+                .service_stats(
+                    self.slots.id(&name),
+                    st.backends
+                        .iter()
+                        .map(|b| self.slots.backend(&name, b.addr)),
+                )
                 .unwrap_or_default();
             let backends: Vec<String> = st
                 .backends
@@ -432,7 +819,7 @@ impl Lb<'_> {
                 .collect();
             parts.push(format!(
                 "{}: {} pkts {} conns [{}]",
-                st.service.name(),
+                name,
                 stats.packets,
                 stats.new_conns,
                 backends.join(", ")
@@ -473,7 +860,18 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
     let config = Config::load(file)?;
     crate::preflight::check_lb(args)?;
     check_forwarding(&config, &args.iface)?;
-    let layout = Layout::new(&config)?;
+    // every service and backend its kernel slot, and a route, before
+    // anything is loaded
+    let mut slots = Slots::new();
+    for s in &config.services {
+        let name = s.name();
+        slots.add_service(&name).map_err(anyhow::Error::msg)?;
+        for b in &s.backends {
+            slots
+                .add_backend(&name, b.addr)
+                .map_err(anyhow::Error::msg)?;
+        }
+    }
 
     let program = xdp_redirect::XdpRedirect::load(&xdp_redirect::LoadOptions {
         stamp_meta: false,
@@ -489,12 +887,27 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
     let clock = program.heartbeat()?;
     clock.tick();
     let balancer = Balancer::new(config.clone(), RING_SIZE);
+    let (events_tx, events_rx) = mpsc::channel();
+    let neighbours = match config.gateway_mac {
+        Some(_) => ManagedNeighbours(Vec::new()),
+        None => ManagedNeighbours::add(
+            &config
+                .services
+                .iter()
+                .flat_map(|s| s.backends.iter().map(|b| b.addr))
+                .collect::<Vec<_>>(),
+        ),
+    };
     let mut lb = Lb {
         args,
         file,
         balancer,
-        layout,
+        slots,
         maps: program.lb_maps()?,
+        neighbours,
+        monitor: None,
+        events: events_tx,
+        rates: HashMap::new(),
     };
     for s in 0..lb.balancer.services.len() {
         for b in 0..lb.balancer.services[s].backends.len() {
@@ -506,19 +919,8 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
     let servers = control::Servers::start(args)?;
     let ctl_rx = servers.commands();
 
-    let _neighbours = match config.gateway_mac {
-        Some(_) => ManagedNeighbours(Vec::new()),
-        None => ManagedNeighbours::add(
-            &config
-                .services
-                .iter()
-                .flat_map(|s| s.backends.iter().map(|b| b.addr))
-                .collect::<Vec<_>>(),
-        ),
-    };
     let xdp_mode = program.attach(&args.iface, args.xdp_mode.into(), args.force)?;
-    let (events_tx, events_rx) = mpsc::channel();
-    let monitor = lb::monitor::Monitor::start(&config, events_tx);
+    lb.restart_probes();
     let services: Vec<String> = lb
         .balancer
         .services
@@ -543,6 +945,7 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
     let deadline = args.duration.map(|d| started + Duration::from_secs_f64(d));
     let tick = (args.stats_interval > 0.0).then(|| Duration::from_secs_f64(args.stats_interval));
     let mut next_status = tick.map(|t| started + t);
+    let mut next_sweep = started + RETIRED_SWEEP;
     'run: loop {
         for signal in signals.pending() {
             if signal != SIGHUP {
@@ -570,13 +973,12 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                if monitor.is_idle() {
-                    std::thread::sleep(Duration::from_millis(20));
-                } else {
-                    bail!("the backend probes stopped");
-                }
-            }
+            // (the balancer holds a sender: the channel never disconnects)
+            Err(mpsc::RecvTimeoutError::Disconnected) => bail!("the backend probes stopped"),
+        }
+        if Instant::now() >= next_sweep {
+            next_sweep = Instant::now() + RETIRED_SWEEP;
+            lb.sweep_retired(clock.clock());
         }
         while let Ok(command) = ctl_rx.try_recv() {
             let kernel = program.counters().unwrap_or_default();
@@ -586,18 +988,21 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
                 control::Request::Metrics => {
                     Ok(Value::String(crate::metrics::render_lb(&lb.show(&kernel))))
                 }
-                _ => Err("this data plane runs as a load balancer (--lb): commands are stats, lb show, lb set-weight BACKEND WEIGHT, lb drain BACKEND".to_string()),
+                _ => Err("this data plane runs as a load balancer (--lb): commands are stats and lb ... (`dataplane ctl help`)".to_string()),
             };
             let _ = command.reply.send(result);
         }
         if let (Some(t), Some(next)) = (tick, next_status)
             && Instant::now() >= next
         {
-            tracing::info!("{}", lb.status_line());
+            lb.sample_rates();
+            // every second or so: for debugging, not the log of record
+            // (health changes and table changes have their own lines)
+            tracing::debug!("{}", lb.status_line());
             next_status = Some(next + t);
         }
     }
-    drop(monitor);
+    lb.monitor = None;
     drop(servers);
     let kernel = program.counters().unwrap_or_default();
     let doc = lb.show(&kernel);

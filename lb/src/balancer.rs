@@ -10,6 +10,16 @@ use crate::{
     table::{self, Entry, Table},
 };
 
+/// Effective weight of a backend as the operator left it: drained counts
+/// as weight 0, its configured weight kept.
+fn effective_of(b: &BackendState) -> u32 {
+    effective_weight(
+        if b.drained { 0 } else { b.configured },
+        b.health.up,
+        b.load,
+    )
+}
+
 /// Configured weights are multiplied by this before load scales them, so a
 /// load of 0.3 on a weight-1 backend still changes its share.
 pub const SCALE: u32 = 100;
@@ -72,7 +82,12 @@ pub struct BackendState {
     pub addr: IpAddr,
     /// From the file, or `ctl lb set-weight`.
     pub configured: u32,
+    /// `ctl lb drain`: weight 0 until `lb undrain`, `configured` kept.
+    pub drained: bool,
     pub health: Health,
+    /// Why health last changed (`connection refused`, `HTTP status 503`,
+    /// `probe ok`), once it has.
+    pub health_reason: Option<String>,
     /// Last load figure (0.0..=1.0), if a load source is configured and answered.
     pub load: Option<f64>,
     /// Weight in the current table.
@@ -116,6 +131,8 @@ pub struct Change {
     pub diff: table::Diff,
     /// Why: "health", "load" or "operator".
     pub cause: &'static str,
+    /// For a health change: what the probe said.
+    pub reason: Option<String>,
 }
 
 /// All services' state.
@@ -124,25 +141,52 @@ pub struct Balancer {
     pub config: Config,
     pub services: Vec<ServiceState>,
     size: u32,
+    /// Bumped whenever services or backends come or go: probe results of
+    /// an earlier layout ([`Event`]s carry it) are ignored.
+    pub generation: u64,
+}
+
+/// What [`Balancer::update`] changed besides weights: the kernel's side
+/// (service ids, backend slots, probes) follows from it.
+#[derive(Debug, Default)]
+pub struct Update {
+    /// Services gone, with the backends they had.
+    pub removed_services: Vec<ServiceState>,
+    /// Names of services that are new.
+    pub added_services: Vec<String>,
+    /// (service name, backend) of backends gone from services that stay.
+    pub removed_backends: Vec<(String, BackendState)>,
+    /// (service name, address) of backends new in services that stay.
+    pub added_backends: Vec<(String, IpAddr)>,
+    /// Tables rebuilt (services that stay or are new), by new position.
+    pub changes: Vec<Change>,
+}
+
+impl Update {
+    /// Services or backends came or went.
+    pub fn topology_changed(&self) -> bool {
+        !(self.removed_services.is_empty()
+            && self.added_services.is_empty()
+            && self.removed_backends.is_empty()
+            && self.added_backends.is_empty())
+    }
 }
 
 /// What a probe or the operator reports.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     Probe {
+        generation: u64,
         service: usize,
         backend: usize,
-        ok: bool,
+        /// Ok, or why not (`connection refused`, `HTTP status 503`...).
+        result: Result<(), String>,
     },
     Load {
+        generation: u64,
         service: usize,
         backend: usize,
         load: Option<f64>,
-    },
-    SetWeight {
-        service: usize,
-        backend: usize,
-        weight: u32,
     },
 }
 
@@ -153,17 +197,7 @@ impl Balancer {
             .services
             .iter()
             .map(|s| {
-                let backends: Vec<BackendState> = s
-                    .backends
-                    .iter()
-                    .map(|b| BackendState {
-                        addr: b.addr,
-                        configured: b.weight,
-                        health: Health::default(),
-                        load: None,
-                        effective: effective_weight(b.weight, true, None),
-                    })
-                    .collect();
+                let backends: Vec<BackendState> = s.backends.iter().map(new_backend).collect();
                 let mut st = ServiceState {
                     service: s.clone(),
                     backends,
@@ -177,7 +211,82 @@ impl Balancer {
             config,
             services,
             size,
+            generation: 0,
         }
+    }
+
+    /// Makes `config` the running configuration: services and backends
+    /// that stay keep their health and load, new ones start up, and every
+    /// table whose weights changed is rebuilt. The caller checked `config`
+    /// (it parsed).
+    pub fn update(&mut self, config: Config) -> Update {
+        let mut update = Update::default();
+        let mut old: Vec<ServiceState> = std::mem::take(&mut self.services);
+        let mut services = Vec::with_capacity(config.services.len());
+        for s in &config.services {
+            let name = s.name();
+            let st = match old.iter().position(|o| o.service.name() == name) {
+                Some(i) => {
+                    let mut st = old.remove(i);
+                    let mut backends = Vec::with_capacity(s.backends.len());
+                    for b in &s.backends {
+                        match st.backends.iter().position(|x| x.addr == b.addr) {
+                            Some(j) => {
+                                let mut kept = st.backends.remove(j);
+                                kept.configured = b.weight;
+                                kept.drained = b.drained;
+                                backends.push(kept);
+                            }
+                            None => {
+                                update.added_backends.push((name.clone(), b.addr));
+                                let mut fresh = new_backend(b);
+                                // enters with weight 0: the rebuild below adds it
+                                fresh.effective = 0;
+                                backends.push(fresh);
+                            }
+                        }
+                    }
+                    for gone in st.backends.drain(..) {
+                        update.removed_backends.push((name.clone(), gone));
+                    }
+                    st.backends = backends;
+                    st.service = s.clone();
+                    st
+                }
+                None => {
+                    update.added_services.push(name.clone());
+                    let backends: Vec<BackendState> = s
+                        .backends
+                        .iter()
+                        .map(|b| BackendState {
+                            effective: 0,
+                            ..new_backend(b)
+                        })
+                        .collect();
+                    ServiceState {
+                        service: s.clone(),
+                        backends,
+                        table: Table::build(config.table, &[], self.size),
+                    }
+                }
+            };
+            services.push(st);
+        }
+        update.removed_services = old;
+        self.services = services;
+        self.config = config;
+        if update.topology_changed() {
+            self.generation += 1;
+        }
+        for i in 0..self.services.len() {
+            let name = self.services[i].service.name();
+            let forced = update.added_services.contains(&name)
+                || update.removed_backends.iter().any(|(n, _)| *n == name);
+            if let Some(change) = self.rebuild_with(i, "operator", None, forced) {
+                update.changes.push(change);
+            }
+        }
+        update
     }
 
     /// Applies an event; returns the change when the table of its service had
@@ -185,51 +294,61 @@ impl Balancer {
     /// a configuration that has since been replaced).
     pub fn apply(&mut self, event: Event) -> Option<Change> {
         let (rise, fall) = (self.config.health.rise, self.config.health.fall);
+        let current = self.generation;
+        let mut reason = None;
         let (service, backend, cause) = match event {
             Event::Probe {
+                generation,
                 service,
                 backend,
-                ok,
+                result,
             } => {
-                let b = self.services.get_mut(service)?.backends.get_mut(backend)?;
-                if !b.health.record(ok, rise, fall) {
+                if generation != current {
                     return None;
                 }
+                let b = self.services.get_mut(service)?.backends.get_mut(backend)?;
+                if !b.health.record(result.is_ok(), rise, fall) {
+                    return None;
+                }
+                let why = result.err().unwrap_or_else(|| "probe ok".into());
+                b.health_reason = Some(why.clone());
+                reason = Some(why);
                 (service, backend, "health")
             }
             Event::Load {
+                generation,
                 service,
                 backend,
                 load,
             } => {
+                if generation != current {
+                    return None;
+                }
                 let b = self.services.get_mut(service)?.backends.get_mut(backend)?;
                 b.load = load;
                 (service, backend, "load")
             }
-            Event::SetWeight {
-                service,
-                backend,
-                weight,
-            } => {
-                let b = self.services.get_mut(service)?.backends.get_mut(backend)?;
-                b.configured = weight;
-                (service, backend, "operator")
-            }
         };
         let _ = backend;
-        self.rebuild(service, cause)
+        self.rebuild_with(service, cause, reason, false)
     }
 
     /// Recomputes the effective weights of one service; rebuilds its table if
-    /// any changed.
-    fn rebuild(&mut self, service: usize, cause: &'static str) -> Option<Change> {
+    /// any changed (or, `forced`, in any case: its backends changed).
+    fn rebuild_with(
+        &mut self,
+        service: usize,
+        cause: &'static str,
+        reason: Option<String>,
+        forced: bool,
+    ) -> Option<Change> {
         let algorithm = self.config.table;
         let size = self.size;
         let st = &mut self.services[service];
         let old_entries = st.entries();
         let mut weights = Vec::new();
         for b in &mut st.backends {
-            let w = effective_weight(b.configured, b.health.up, b.load);
+            let w = effective_of(b);
             // Load figures jitter: ignore changes under 10 % of the weight,
             // which would move slots (and new connections) for nothing.
             let small = cause == "load"
@@ -241,7 +360,7 @@ impl Balancer {
                 b.effective = w;
             }
         }
-        if weights.is_empty() {
+        if weights.is_empty() && !forced {
             return None;
         }
         let new_entries = st.entries();
@@ -253,8 +372,24 @@ impl Balancer {
             weights,
             diff,
             cause,
+            reason,
         })
     }
+}
+
+/// A backend as it enters: up, not loaded, at its configured weight.
+fn new_backend(b: &crate::config::Backend) -> BackendState {
+    let mut state = BackendState {
+        addr: b.addr,
+        configured: b.weight,
+        drained: b.drained,
+        health: Health::default(),
+        health_reason: None,
+        load: None,
+        effective: 0,
+    };
+    state.effective = effective_of(&state);
+    state
 }
 
 #[cfg(test)]
@@ -312,10 +447,15 @@ weight = 2
     #[test]
     fn a_failed_backend_leaves_the_table_and_comes_back() {
         let mut b = Balancer::new(config(), 251);
-        let probe = |ok| Event::Probe {
+        let probe = |ok: bool| Event::Probe {
+            generation: 0,
             service: 0,
             backend: 2,
-            ok,
+            result: if ok {
+                Ok(())
+            } else {
+                Err("connection refused".into())
+            },
         };
         assert_eq!(b.apply(probe(false)), None);
         let change = b.apply(probe(false)).expect("down after fall = 2");
@@ -333,6 +473,7 @@ weight = 2
     fn small_load_jitter_does_not_move_slots() {
         let mut b = Balancer::new(config(), 251);
         let load = |l| Event::Load {
+            generation: 0,
             service: 0,
             backend: 0,
             load: Some(l),
@@ -340,5 +481,86 @@ weight = 2
         assert!(b.apply(load(0.05)).is_none());
         assert!(b.apply(load(0.5)).is_some());
         assert_eq!(b.services[0].backends[0].effective, 250);
+    }
+
+    #[test]
+    fn updates_keep_the_state_of_what_stays_and_move_only_what_changes() {
+        let mut b = Balancer::new(config(), 251);
+        // backend 2 goes down first: that state must survive the update
+        for _ in 0..2 {
+            b.apply(Event::Probe {
+                generation: 0,
+                service: 0,
+                backend: 2,
+                result: Err("connection refused".into()),
+            });
+        }
+        assert_eq!(
+            b.services[0].backends[2].health_reason.as_deref(),
+            Some("connection refused")
+        );
+        let before = b.services[0].table.clone();
+        let mut next = b.config.clone();
+        next.services[0].backends.remove(0); // 198.18.71.1 goes
+        next.services[0].backends.push(crate::config::Backend {
+            addr: "198.18.71.4".parse().unwrap(),
+            weight: 5,
+            drained: false,
+            line: 0,
+        });
+        let update = b.update(next);
+        assert_eq!(b.generation, 1, "the layout changed");
+        assert_eq!(update.removed_backends.len(), 1);
+        assert_eq!(update.added_backends.len(), 1);
+        assert_eq!(update.changes.len(), 1);
+        let st = &b.services[0];
+        assert_eq!(
+            st.backends
+                .iter()
+                .map(|x| x.addr.to_string())
+                .collect::<Vec<_>>(),
+            ["198.18.71.2", "198.18.71.3", "198.18.71.4"]
+        );
+        assert!(!st.backends[1].health.up, "the down backend stays down");
+        assert_eq!(st.backends[2].effective, 500);
+        // the table is the one any balancer builds from these weights
+        assert_eq!(
+            st.table.slots(),
+            Table::build(b.config.table, &st.entries(), 251).slots()
+        );
+        assert_ne!(before.slots(), st.table.slots());
+        // events of the old layout are ignored
+        assert_eq!(
+            b.apply(Event::Probe {
+                generation: 0,
+                service: 0,
+                backend: 1,
+                result: Ok(()),
+            }),
+            None
+        );
+        // drained: weight 0, the configured weight kept
+        let mut next = b.config.clone();
+        next.services[0].backends[0].drained = true;
+        let update = b.update(next);
+        assert!(!update.topology_changed());
+        assert_eq!(b.services[0].backends[0].effective, 0);
+        assert_eq!(b.services[0].backends[0].configured, 3);
+    }
+
+    #[test]
+    fn the_configuration_written_back_reads_as_itself() {
+        let mut c = config();
+        c.services[0].backends[1].drained = true;
+        c.health.path = "/health \"x\"".into();
+        let text = c.to_toml();
+        let mut again = Config::parse("saved", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        // lines differ; everything else is the same
+        for s in again.services.iter_mut().chain(c.services.iter_mut()) {
+            for b in &mut s.backends {
+                b.line = 0;
+            }
+        }
+        assert_eq!(again, c);
     }
 }

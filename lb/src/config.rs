@@ -146,8 +146,11 @@ pub struct Load {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backend {
     pub addr: IpAddr,
-    /// Weight from the file (0..=MAX_WEIGHT); 0 = drained: no new connections.
+    /// Weight from the file (0..=MAX_WEIGHT); 0: no new connections.
     pub weight: u32,
+    /// Drained (`ctl lb drain`): no new connections, its weight kept for
+    /// `lb undrain`.
+    pub drained: bool,
     /// Line in the file, for messages.
     pub line: usize,
 }
@@ -254,6 +257,8 @@ struct RawService {
 struct RawBackend {
     addr: Spanned<String>,
     weight: Spanned<u32>,
+    #[serde(default)]
+    drained: bool,
 }
 
 impl Config {
@@ -464,6 +469,7 @@ impl Config {
                 backends.push(Backend {
                     addr,
                     weight,
+                    drained: b.drained,
                     line: line(b.addr.span()),
                 });
             }
@@ -502,6 +508,89 @@ impl Config {
             services,
         })
     }
+}
+
+impl Config {
+    /// The configuration as an lb file that [`Config::parse`] reads back to
+    /// the same configuration (what `ctl lb save` writes; comments of the
+    /// original file are not kept).
+    pub fn to_toml(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::from(
+            "# written by `dataplane ctl lb save`: the balancer's running configuration\n",
+        );
+        let _ = writeln!(out, "mode = \"{}\"", self.mode.as_str());
+        if let Some(m) = self.gateway_mac {
+            let _ = writeln!(
+                out,
+                "gateway_mac = \"{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}\"",
+                m[0], m[1], m[2], m[3], m[4], m[5]
+            );
+        }
+        let _ = writeln!(out, "table = \"{}\"", self.table.as_str());
+        let _ = writeln!(
+            out,
+            "on_backend_down = \"{}\"",
+            match self.on_backend_down {
+                OnDown::Keep => "keep",
+                OnDown::Reset => "reset",
+            }
+        );
+        let h = &self.health;
+        let _ = writeln!(out, "\n[health]");
+        let _ = writeln!(
+            out,
+            "kind = \"{}\"",
+            match h.kind {
+                HealthKind::Tcp => "tcp",
+                HealthKind::Http => "http",
+                HealthKind::None => "none",
+            }
+        );
+        let _ = writeln!(out, "path = {}", quote(&h.path));
+        if let Some(p) = h.port {
+            let _ = writeln!(out, "port = {p}");
+        }
+        let _ = writeln!(out, "interval_ms = {}", h.interval.as_millis());
+        let _ = writeln!(out, "timeout_ms = {}", h.timeout.as_millis());
+        let _ = writeln!(out, "rise = {}\nfall = {}", h.rise, h.fall);
+        if let Some(l) = &self.load {
+            let _ = writeln!(out, "\n[load]");
+            let _ = writeln!(
+                out,
+                "source = \"{}\"",
+                match l.source {
+                    LoadSource::Http => "http",
+                    LoadSource::ProbeTime => "probe_time",
+                }
+            );
+            if l.source == LoadSource::Http {
+                let _ = writeln!(out, "port = {}", l.port);
+            }
+            let _ = writeln!(out, "path = {}", quote(&l.path));
+            let _ = writeln!(out, "interval_ms = {}", l.interval.as_millis());
+        }
+        for s in &self.services {
+            let _ = writeln!(out, "\n[[service]]");
+            let _ = writeln!(out, "vip = \"{}\"", s.vip);
+            let _ = writeln!(out, "port = {}", s.port);
+            let _ = writeln!(out, "proto = \"{}\"", s.proto.as_str());
+            for b in &s.backends {
+                let _ = writeln!(out, "[[service.backend]]");
+                let _ = writeln!(out, "addr = \"{}\"", b.addr);
+                let _ = writeln!(out, "weight = {}", b.weight);
+                if b.drained {
+                    let _ = writeln!(out, "drained = true");
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A TOML basic string.
+fn quote(text: &str) -> String {
+    toml::Value::String(text.to_string()).to_string()
 }
 
 /// `aa:bb:cc:dd:ee:ff`

@@ -107,7 +107,8 @@ impl Monitor {
 
     /// Starts probing every backend of `config`. Results come as events on
     /// `events`; probe failures are also logged at debug level.
-    pub fn start(config: &Config, events: mpsc::Sender<Event>) -> Monitor {
+    /// Probe results carry `generation` (see [`crate::Balancer::generation`]).
+    pub fn start(config: &Config, generation: u64, events: mpsc::Sender<Event>) -> Monitor {
         let mut monitor = Monitor {
             stop: Vec::new(),
             threads: Vec::new(),
@@ -148,12 +149,12 @@ impl Monitor {
                             if let Err(e) = result {
                                 tracing::debug!(backend = %target, "health probe failed: {e}");
                             }
-                            let ok = result.is_ok();
                             if events
                                 .send(Event::Probe {
+                                    generation,
                                     service: si,
                                     backend: bi,
-                                    ok,
+                                    result: result.as_ref().map(|_| ()).map_err(Clone::clone),
                                 })
                                 .is_err()
                             {
@@ -182,6 +183,7 @@ impl Monitor {
                                 },
                             };
                             let event = Event::Load {
+                                generation,
                                 service: si,
                                 backend: bi,
                                 load: figure,

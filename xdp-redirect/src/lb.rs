@@ -250,4 +250,61 @@ impl LbMaps {
     pub fn conn_count(&self) -> usize {
         self.conns.keys().filter(Result::is_ok).count()
     }
+
+    /// The backend indexes that connections seen at or after `since_ns`
+    /// (the program's clock) are pinned to: a walk over the table.
+    pub fn backends_in_use(&self, since_ns: u64) -> std::collections::HashSet<u32> {
+        self.conns
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, c)| c.last_seen_ns >= since_ns)
+            .map(|(_, c)| c.backend)
+            .collect()
+    }
+
+    /// Removes a service: its VIP's packets go to the stack from now on.
+    pub fn remove_service(&mut self, key: &ServiceKey) -> Result<(), Error> {
+        match self.services.remove(key) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(map_error(MAP_SERVICES, "remove a service", source)),
+        }
+    }
+
+    /// Empties backend slot `index`: connections pinned to it are balanced
+    /// again at their next packet.
+    pub fn clear_backend(&mut self, index: u32) -> Result<(), Error> {
+        self.backends
+            .set(index, Backend::default(), 0)
+            .map_err(|source| map_error(MAP_BACKENDS, &format!("clear backend {index}"), source))
+    }
+
+    /// Zeroes the counters of service `id` or, `backend`, backend `index`
+    /// (a slot given to a new service or backend starts from zero).
+    pub fn reset_stats(&mut self, slot: u32, backend: bool) -> Result<(), Error> {
+        let slot = if backend { MAX_SERVICES + slot } else { slot };
+        let cpus = aya::util::nr_cpus().map_err(|(_, source)| {
+            map_error(
+                MAP_STATS,
+                "count the CPUs",
+                MapError::SyscallError(aya::sys::SyscallError {
+                    call: "nr_cpus",
+                    io_error: source,
+                }),
+            )
+        })?;
+        let zero =
+            aya::maps::PerCpuValues::try_from(vec![Stats::default(); cpus]).map_err(|source| {
+                map_error(
+                    MAP_STATS,
+                    "zero a slot",
+                    MapError::SyscallError(aya::sys::SyscallError {
+                        call: "zero",
+                        io_error: source,
+                    }),
+                )
+            })?;
+        self.stats
+            .set(slot, zero, 0)
+            .map_err(|source| map_error(MAP_STATS, &format!("zero slot {slot}"), source))
+    }
 }
