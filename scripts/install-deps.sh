@@ -13,6 +13,9 @@
 #                                            same test
 #   fever                                    a real eve.json consumer (DCSO's event router) the
 #                                            eve test feeds (tests/eve.rs); its service is left disabled
+#   snmpd prometheus-node-exporter           the agents the balancer reads backend load from
+#                                            ([load] source = "snmp" | "prometheus"; run in
+#                                            test namespaces only; services left disabled)
 #   nfdump                                   a real IPFIX collector (nfcapd) and reader (nfdump) for
 #                                            the IPFIX export test; its service is left disabled
 #   nftables                                 the peer the load balancer is compared with
@@ -32,7 +35,7 @@ fi
 
 packages=(clang llvm libbpf-dev linux-libc-dev libelf-dev zlib1g-dev m4 make pkg-config iproute2 ethtool
           iputils-ping curl openssl python3 nftables slapd ldap-utils krb5-kdc krb5-user
-          krb5-admin-server freetds-bin fever nfdump)
+          krb5-admin-server freetds-bin fever nfdump snmpd prometheus-node-exporter)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -50,7 +53,7 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     # test peers, not services of this machine
     if command -v systemctl >/dev/null; then
-        for service in slapd krb5-kdc krb5-admin-server fever nfdump; do
+        for service in slapd krb5-kdc krb5-admin-server fever nfdump snmpd prometheus-node-exporter; do
             $sudo systemctl disable --now "$service" >/dev/null 2>&1 || true
         done
     fi

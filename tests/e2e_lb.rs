@@ -679,3 +679,244 @@ fn services_and_backends_change_at_run_time_and_are_saved_root() {
     dp.interrupt(Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
 }
+
+/// What a backend's load agent reads in these tests: one file per
+/// backend, served by real agents. Network namespaces share one kernel,
+/// so the machine's load average is the same for every backend here; a
+/// per-backend figure has to come from somewhere per backend.
+fn load_file(scratch: &Scratch, i: usize) -> std::path::PathBuf {
+    scratch.path(&format!("load-b{}", i + 1))
+}
+
+/// `[load]` from each backend's agent: `source` and the rest of the
+/// section, health probes as in the other tests.
+fn load_config(b4: &[String], load: &str) -> String {
+    let mut s = format!(
+        "[health]\nkind = \"tcp\"\nport = 80\ninterval_ms = {INTERVAL_MS}\ntimeout_ms = 150\nrise = 2\nfall = {FALL}\n\
+         [load]\ninterval_ms = 300\n{load}\n\
+         [[service]]\nvip = \"{VIP4}\"\nport = 80\nproto = \"tcp\"\n"
+    );
+    for a in b4 {
+        s += &format!("[[service.backend]]\naddr = \"{a}\"\nweight = 1\n");
+    }
+    s
+}
+
+/// Raises one backend's load, sees its weight and its share of new
+/// connections fall, lowers it, sees them recover; returns the time from
+/// the write to the weight change.
+fn load_moves_shares(
+    run: &Running,
+    set: &dyn Fn(usize, f64),
+    agents: &dyn Fn() -> String,
+) -> Duration {
+    let show = || ctl(&run.socket, &["lb", "show"]);
+    let effective = |doc: &Value, i: usize| {
+        doc["services"][0]["backends"][i]["effective_weight"]
+            .as_u64()
+            .unwrap()
+    };
+    for i in 0..3 {
+        set(i, 0.0);
+    }
+    wait_until("every backend's load read", Duration::from_secs(15), || {
+        let doc = show();
+        (0..3)
+            .all(|i| doc["services"][0]["backends"][i]["load"].as_f64() == Some(0.0))
+            .then_some(())
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\n{}\n{}\nagents:\n{}",
+            show(),
+            run.dp.output(),
+            agents()
+        )
+    });
+    let written = Instant::now();
+    set(0, 0.9);
+    let reaction = wait_until("b1's weight to fall", Duration::from_secs(15), || {
+        let doc = show();
+        (effective(&doc, 0) * 5 < effective(&doc, 1)).then(|| written.elapsed())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", show(), run.dp.output()));
+    let doc = client(&run.tb.client, &["count", VIP4, "80", "600"]);
+    assert_eq!(doc["errors"], 0, "{doc}");
+    let loaded = share(&counts(&doc), "b1");
+    // weights 0.1 : 1 : 1 -> about 5 %
+    assert!(loaded < 10.0, "a loaded backend's share falls: {doc}");
+    set(0, 0.0);
+    wait_until("b1's weight to recover", Duration::from_secs(15), || {
+        let doc = show();
+        (effective(&doc, 0) == effective(&doc, 1)).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", show()));
+    let doc = client(&run.tb.client, &["count", VIP4, "80", "600"]);
+    let back = share(&counts(&doc), "b1");
+    assert!((back - 33.3).abs() <= 6.0, "recovered: {doc}");
+    eprintln!(
+        "load 0.9 on b1: share {loaded:.1} %, back to {back:.1} %; weight changed {reaction:?} after the write"
+    );
+    reaction
+}
+
+/// A (load average, CPUs) reading an agent gave against the kernel's own.
+fn check_against_the_kernel((load, cpus): (f64, u32)) {
+    let kernel: f64 = std::fs::read_to_string("/proc/loadavg")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let online = std::thread::available_parallelism().unwrap().get() as u32;
+    assert_eq!(cpus, online, "the agent's CPU count");
+    assert!(
+        (load - kernel).abs() <= 0.5,
+        "the agent's 1-minute load average {load} against the kernel's {kernel}"
+    );
+}
+
+/// SNMP v2c from Debian's snmpd in each backend's namespace: the figure
+/// is a configured OID (NET-SNMP-EXTEND-MIB, the agent's `extend` of the
+/// backend's load file), and the UCD-SNMP-MIB load average per
+/// HOST-RESOURCES-MIB processor by default.
+#[test]
+fn load_from_snmpd_moves_shares_root() {
+    testbed::require_root("the SNMP load test");
+    assert!(
+        Command::new("snmpd").arg("-v").output().is_ok(),
+        "this test needs Debian's snmpd: run scripts/install-deps.sh"
+    );
+    // nsExtendOutput1Line."bload"
+    let oid = "1.3.6.1.4.1.8072.1.3.2.3.1.1.5.98.108.111.97.100";
+    let run = Running::start("snmp", "ipip", |b4, _| {
+        load_config(
+            b4,
+            &format!("source = \"snmp\"\noid = \"{oid}\"\nper_cpu = false\nfull = 1.0"),
+        )
+    });
+    let mut agents = Vec::new();
+    for (i, ns) in run.tb.backends.iter().enumerate() {
+        std::fs::write(load_file(&run.scratch, i), "0\n").unwrap();
+        let conf = run.scratch.path(&format!("snmpd-b{}.conf", i + 1));
+        std::fs::write(
+            &conf,
+            format!(
+                "agentaddress udp:{}:161\nrocommunity public default\nextend bload /bin/cat {}\n",
+                run.tb.backends4[i],
+                load_file(&run.scratch, i).display()
+            ),
+        )
+        .unwrap();
+        let state = run.scratch.path(&format!("snmpd-b{}", i + 1));
+        std::fs::create_dir_all(&state).unwrap();
+        let mut cmd = ns.command("snmpd");
+        cmd.args(["-f", "-Lo", "-C", "-c"])
+            .arg(&conf)
+            .arg("-p")
+            .arg(state.join("pid"))
+            .env("SNMP_PERSISTENT_DIR", &state)
+            .env("MIBS", "");
+        agents.push(Process::spawn(cmd).expect("start snmpd"));
+    }
+    // The default reading, UCD-SNMP-MIB's 1-minute load average per
+    // HOST-RESOURCES-MIB processor, is the kernel's own (the namespaces
+    // share it): compare with /proc/loadavg and the CPU count.
+    let agent = std::net::SocketAddr::new(run.tb.backends4[0].parse().unwrap(), 161);
+    let read = wait_until("snmpd answers", Duration::from_secs(10), || {
+        run.tb.backends[0]
+            .run_inside(move || {
+                let timeout = Duration::from_secs(1);
+                Some((
+                    lb::monitor::snmp_get(agent, "public", lb::config::SNMP_LOAD1, timeout).ok()?,
+                    lb::monitor::snmp_cpus(agent, "public", timeout).ok()?,
+                ))
+            })
+            .ok()
+            .flatten()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    check_against_the_kernel(read);
+    let set =
+        |i: usize, v: f64| std::fs::write(load_file(&run.scratch, i), format!("{v}\n")).unwrap();
+    let output = || {
+        agents
+            .iter()
+            .map(Process::output)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    load_moves_shares(&run, &set, &output);
+    drop(agents);
+}
+
+/// Prometheus from Debian's prometheus-node-exporter in each backend's
+/// namespace: a configured metric (its textfile collector serving the
+/// backend's load file), and by default `node_load1` per CPU, checked
+/// against the kernel's own load average under a bounded CPU burner.
+#[test]
+fn load_from_node_exporter_moves_shares_root() {
+    testbed::require_root("the node_exporter load test");
+    let exporter = "prometheus-node-exporter";
+    assert!(
+        Command::new(exporter).arg("--version").output().is_ok(),
+        "this test needs Debian's prometheus-node-exporter: run scripts/install-deps.sh"
+    );
+    // (the test backends serve their own HTTP load figure on 9100)
+    let run = Running::start("prom", "ipip", |b4, _| {
+        load_config(
+            b4,
+            "source = \"prometheus\"\nport = 9101\nmetric = \"backend_load\"\nper_cpu = false\nfull = 1.0",
+        )
+    });
+    let mut agents = Vec::new();
+    for (i, ns) in run.tb.backends.iter().enumerate() {
+        let dir = run.scratch.path(&format!("textfile-b{}", i + 1));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("load.prom"), "backend_load 0\n").unwrap();
+        let mut cmd = ns.command(exporter);
+        cmd.arg(format!("--web.listen-address={}:9101", run.tb.backends4[i]))
+            .args([
+                "--collector.disable-defaults",
+                "--collector.loadavg",
+                "--collector.cpu",
+                "--collector.textfile",
+            ])
+            .arg(format!("--collector.textfile.directory={}", dir.display()));
+        agents.push(Process::spawn(cmd).expect("start node_exporter"));
+    }
+    // The default reading, node_load1 per CPU, is the kernel's own.
+    let exporter = std::net::SocketAddr::new(run.tb.backends4[0].parse().unwrap(), 9101);
+    let read = wait_until("node_exporter answers", Duration::from_secs(10), || {
+        run.tb.backends[0]
+            .run_inside(move || {
+                lb::monitor::prometheus_scrape(
+                    exporter,
+                    "/metrics",
+                    "node_load1",
+                    Duration::from_secs(1),
+                )
+                .ok()
+            })
+            .ok()
+            .flatten()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    check_against_the_kernel(read);
+    let set = |i: usize, v: f64| {
+        let dir = run.scratch.path(&format!("textfile-b{}", i + 1));
+        // written whole, then renamed: the exporter never reads half a file
+        std::fs::write(dir.join("load.tmp"), format!("backend_load {v}\n")).unwrap();
+        std::fs::rename(dir.join("load.tmp"), dir.join("load.prom")).unwrap();
+    };
+    let output = || {
+        agents
+            .iter()
+            .map(Process::output)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    load_moves_shares(&run, &set, &output);
+    drop(agents);
+}

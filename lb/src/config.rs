@@ -133,14 +133,34 @@ pub enum LoadSource {
     Http,
     /// The health probe's response time, as a fraction of the probe timeout.
     ProbeTime,
+    /// SNMP v2c GET of `oid` (default UCD-SNMP-MIB `laLoad.1`, the 1-minute
+    /// load average) from the backend's agent (snmpd).
+    Snmp,
+    /// A metric (default `node_load1`) scraped from the backend's
+    /// Prometheus exporter (node_exporter).
+    Prometheus,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// UCD-SNMP-MIB::laLoad.1: the 1-minute load average, as a string.
+pub const SNMP_LOAD1: &str = "1.3.6.1.4.1.2021.10.1.3.1";
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct Load {
     pub source: LoadSource,
     pub port: u16,
     pub path: String,
     pub interval: Duration,
+    /// SNMP: the v2c community, and the OID read (dotted).
+    pub community: String,
+    pub oid: String,
+    /// Prometheus: the metric read.
+    pub metric: String,
+    /// SNMP and Prometheus: the reading is divided by the backend's CPU
+    /// count (what it reports: HOST-RESOURCES-MIB processors,
+    /// node_exporter's CPUs), so a load average equal to the CPUs is 1.0;
+    /// else by `full`.
+    pub per_cpu: bool,
+    pub full: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,7 +194,7 @@ impl Service {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub mode: Mode,
     /// Next-hop MAC for everything the balancer sends; `None`: the kernel's
@@ -240,6 +260,11 @@ struct RawLoad {
     port: Option<u16>,
     path: Option<String>,
     interval_ms: Option<Spanned<u64>>,
+    community: Option<String>,
+    oid: Option<Spanned<String>>,
+    metric: Option<String>,
+    per_cpu: Option<bool>,
+    full: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -352,13 +377,53 @@ impl Config {
                             message: "source = \"http\" needs the port of the load endpoint".into(),
                         });
                     }
+                    (LoadSource::Snmp, p) => p.unwrap_or(161),
+                    (LoadSource::Prometheus, p) => p.unwrap_or(9100),
                     (_, p) => p.unwrap_or(0),
+                };
+                let oid = match &l.oid {
+                    None => SNMP_LOAD1.to_string(),
+                    Some(o) => {
+                        let text = o.get_ref().trim_start_matches('.');
+                        if text.split('.').count() < 2
+                            || !text.split('.').all(|n| n.parse::<u32>().is_ok())
+                        {
+                            return Err(invalid(
+                                o.span(),
+                                "load.oid".into(),
+                                format!("`{}` is not a dotted OID like {SNMP_LOAD1}", o.get_ref()),
+                            ));
+                        }
+                        text.to_string()
+                    }
+                };
+                let full = match &l.full {
+                    None => 1.0,
+                    Some(f) if f.get_ref().is_finite() && *f.get_ref() > 0.0 => *f.get_ref(),
+                    Some(f) => {
+                        return Err(invalid(
+                            f.span(),
+                            "load.full".into(),
+                            format!("{} is not a positive number", f.get_ref()),
+                        ));
+                    }
+                };
+                let default_path = match l.source {
+                    LoadSource::Prometheus => "/metrics",
+                    _ => "/load",
                 };
                 Some(Load {
                     source: l.source,
                     port,
-                    path: l.path.clone().unwrap_or_else(|| "/load".into()),
+                    path: l.path.clone().unwrap_or_else(|| default_path.into()),
                     interval: millis(&l.interval_ms, "load.interval_ms", Duration::from_secs(1))?,
+                    community: l.community.clone().unwrap_or_else(|| "public".into()),
+                    oid,
+                    metric: l.metric.clone().unwrap_or_else(|| "node_load1".into()),
+                    // a load average means something per CPU; other figures
+                    // are read against `full`
+                    per_cpu: l.per_cpu.unwrap_or(l.full.is_none()),
+                    full,
                 })
             }
         };
@@ -562,13 +627,20 @@ impl Config {
                 match l.source {
                     LoadSource::Http => "http",
                     LoadSource::ProbeTime => "probe_time",
+                    LoadSource::Snmp => "snmp",
+                    LoadSource::Prometheus => "prometheus",
                 }
             );
-            if l.source == LoadSource::Http {
+            if l.source != LoadSource::ProbeTime {
                 let _ = writeln!(out, "port = {}", l.port);
             }
             let _ = writeln!(out, "path = {}", quote(&l.path));
             let _ = writeln!(out, "interval_ms = {}", l.interval.as_millis());
+            let _ = writeln!(out, "community = {}", quote(&l.community));
+            let _ = writeln!(out, "oid = \"{}\"", l.oid);
+            let _ = writeln!(out, "metric = {}", quote(&l.metric));
+            let _ = writeln!(out, "per_cpu = {}", l.per_cpu);
+            let _ = writeln!(out, "full = {:?}", l.full);
         }
         for s in &self.services {
             let _ = writeln!(out, "\n[[service]]");
@@ -686,5 +758,48 @@ weight = 3
             &GOOD[GOOD.find("[[service]]").unwrap()..]
         ));
         assert!(e.contains("already a service"), "{e}");
+    }
+
+    #[test]
+    fn snmp_and_prometheus_load_sources_take_their_defaults_and_refuse_bad_oids() {
+        let base = "[[service]]\nvip = \"198.18.70.100\"\nport = 80\nproto = \"tcp\"\n[[service.backend]]\naddr = \"198.18.71.1\"\nweight = 1\n";
+        let c = Config::parse("t", &format!("[load]\nsource = \"snmp\"\n{base}")).unwrap();
+        let l = c.load.clone().unwrap();
+        assert_eq!(
+            (l.port, l.community.as_str(), l.oid.as_str()),
+            (161, "public", SNMP_LOAD1)
+        );
+        assert!(l.per_cpu, "a load average is read per CPU by default");
+        let again = Config::parse("saved", &c.to_toml()).unwrap();
+        assert_eq!(again.load, c.load);
+        let c = Config::parse(
+            "t",
+            &format!("[load]\nsource = \"prometheus\"\nmetric = \"x\"\nfull = 4.0\n{base}"),
+        )
+        .unwrap();
+        let l = c.load.unwrap();
+        assert_eq!(
+            (l.port, l.path.as_str(), l.metric.as_str()),
+            (9100, "/metrics", "x")
+        );
+        assert!(!l.per_cpu, "with `full`, against it");
+        assert_eq!(l.full, 4.0);
+        let e = Config::parse(
+            "t",
+            &format!("[load]\nsource = \"snmp\"\noid = \"1.3.x\"\n{base}"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("t:3: load.oid: `1.3.x` is not a dotted OID"),
+            "{e}"
+        );
+        let e = Config::parse(
+            "t",
+            &format!("[load]\nsource = \"snmp\"\nfull = 0.0\n{base}"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("load.full: 0 is not a positive number"), "{e}");
     }
 }

@@ -62,6 +62,16 @@ fn url(target: SocketAddr, path: &str) -> String {
 }
 
 fn http_get(target: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, String), String> {
+    // a load figure or a health page: a few bytes; cap what we read
+    http_get_limited(target, path, timeout, 4096)
+}
+
+fn http_get_limited(
+    target: SocketAddr,
+    path: &str,
+    timeout: Duration,
+    limit: u64,
+) -> Result<(u16, String), String> {
     let agent = ureq::AgentBuilder::new()
         .timeout(timeout)
         .redirects(0)
@@ -72,10 +82,9 @@ fn http_get(target: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, S
         Err(e) => return Err(e.to_string()),
     };
     let status = response.status();
-    // a load figure or a health page: a few bytes; cap what we read
     let mut body = String::new();
     std::io::Read::read_to_string(
-        &mut std::io::Read::take(response.into_reader(), 4096),
+        &mut std::io::Read::take(response.into_reader(), limit),
         &mut body,
     )
     .map_err(|e| e.to_string())?;
@@ -96,6 +105,142 @@ pub fn probe_load(target: SocketAddr, path: &str, timeout: Duration) -> Result<f
         return Err(format!("load {v} is outside 0.0..=1.0"));
     }
     Ok(v)
+}
+
+/// A number an SNMP agent answered: integers of every SNMP kind, or a
+/// string holding a number (UCD-SNMP-MIB's `laLoad` is "0.52").
+fn snmp_number(value: &snmp2::Value<'_>) -> Option<f64> {
+    use snmp2::Value;
+    match value {
+        Value::Integer(n) => Some(*n as f64),
+        Value::Counter32(n) | Value::Unsigned32(n) | Value::Timeticks(n) => Some(f64::from(*n)),
+        Value::Counter64(n) => Some(*n as f64),
+        Value::OctetString(text) => std::str::from_utf8(text).ok()?.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// HOST-RESOURCES-MIB::hrDeviceType: one row per device, its type an OID.
+const HR_DEVICE_TYPE: &[u64] = &[1, 3, 6, 1, 2, 1, 25, 3, 2, 1, 2];
+/// HOST-RESOURCES-TYPES::hrDeviceProcessor.
+const HR_DEVICE_PROCESSOR: &[u64] = &[1, 3, 6, 1, 2, 1, 25, 3, 1, 3];
+
+fn parse_oid(dotted: &str) -> Result<Vec<u64>, String> {
+    dotted
+        .trim_start_matches('.')
+        .split('.')
+        .map(|n| {
+            n.parse()
+                .map_err(|_| format!("`{dotted}` is not a dotted OID"))
+        })
+        .collect()
+}
+
+/// Reads `oid` from the SNMP v2c agent at `target` with `community`.
+pub fn snmp_get(
+    target: SocketAddr,
+    community: &str,
+    oid: &str,
+    timeout: Duration,
+) -> Result<f64, String> {
+    let arcs = parse_oid(oid)?;
+    let oid = snmp2::Oid::from(&arcs).map_err(|e| format!("OID {oid}: {e:?}"))?;
+    let mut session = snmp2::SyncSession::new_v2c(target, community.as_bytes(), Some(timeout), 0)
+        .map_err(|e| format!("SNMP to {target}: {e}"))?;
+    let mut response = session
+        .get(&oid)
+        .map_err(|e| format!("SNMP GET {oid} from {target}: {e:?}"))?;
+    let (_, value) = response
+        .varbinds
+        .next()
+        .ok_or_else(|| format!("SNMP GET {oid} from {target}: no value"))?;
+    snmp_number(&value)
+        .ok_or_else(|| format!("SNMP {oid} from {target}: {value:?} is not a number"))
+}
+
+/// The processors the agent at `target` reports: the rows of
+/// HOST-RESOURCES-MIB::hrDeviceTable whose type is hrDeviceProcessor
+/// (walked with GETNEXT; at most 4096 rows).
+pub fn snmp_cpus(target: SocketAddr, community: &str, timeout: Duration) -> Result<u32, String> {
+    let mut session = snmp2::SyncSession::new_v2c(target, community.as_bytes(), Some(timeout), 0)
+        .map_err(|e| format!("SNMP to {target}: {e}"))?;
+    let mut at: Vec<u64> = HR_DEVICE_TYPE.to_vec();
+    let mut cpus = 0;
+    for _ in 0..4096 {
+        let oid = snmp2::Oid::from(&at).map_err(|e| format!("{e:?}"))?;
+        let mut response = session
+            .getnext(&oid)
+            .map_err(|e| format!("SNMP GETNEXT from {target}: {e:?}"))?;
+        let Some((next, value)) = response.varbinds.next() else {
+            break;
+        };
+        let arcs: Vec<u64> = match next.iter() {
+            Some(arcs) => arcs.collect(),
+            None => break,
+        };
+        if !arcs.starts_with(HR_DEVICE_TYPE) || arcs <= at {
+            break;
+        }
+        if let snmp2::Value::ObjectIdentifier(kind) = value
+            && kind
+                .iter()
+                .is_some_and(|k| k.eq(HR_DEVICE_PROCESSOR.iter().copied()))
+        {
+            cpus += 1;
+        }
+        at = arcs;
+    }
+    if cpus == 0 {
+        return Err(format!(
+            "the agent at {target} reports no processor (HOST-RESOURCES-MIB)"
+        ));
+    }
+    Ok(cpus)
+}
+
+/// Reads `metric` (its first sample) and the CPU count (the distinct
+/// `cpu` labels of `node_cpu_seconds_total`) from a Prometheus exporter.
+pub fn prometheus_scrape(
+    target: SocketAddr,
+    path: &str,
+    metric: &str,
+    timeout: Duration,
+) -> Result<(f64, u32), String> {
+    let (status, body) = http_get_limited(target, path, timeout, 8 << 20)?;
+    if status != 200 {
+        return Err(format!("HTTP status {status}"));
+    }
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+        .map_err(|e| format!("not Prometheus text: {e}"))?;
+    let value = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == metric)
+        .and_then(|s| match s.value {
+            prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Untyped(v) => Some(v),
+            _ => None,
+        })
+        .ok_or_else(|| format!("no metric {metric} at {}", url(target, path)))?;
+    let cpus: std::collections::BTreeSet<&str> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "node_cpu_seconds_total")
+        .filter_map(|s| s.labels.get("cpu"))
+        .collect();
+    Ok((value, cpus.len() as u32))
+}
+
+/// A load figure 0.0..=1.0 from a reading: per CPU, or against `full`.
+pub fn load_figure(reading: f64, cpus: Option<u32>, full: f64) -> Option<f64> {
+    let divisor = match cpus {
+        Some(0) => return None,
+        Some(n) => f64::from(n),
+        None => full,
+    };
+    let figure = reading / divisor;
+    figure.is_finite().then(|| figure.clamp(0.0, 1.0))
 }
 
 impl Monitor {
@@ -181,6 +326,34 @@ impl Monitor {
                                     }
                                     _ => None,
                                 },
+                                LoadSource::Snmp => {
+                                    let agent = SocketAddr::new(target.ip(), l.port);
+                                    let read = snmp_get(agent, &l.community, &l.oid, health.timeout)
+                                        .and_then(|v| {
+                                            let cpus = if l.per_cpu {
+                                                Some(snmp_cpus(agent, &l.community, health.timeout)?)
+                                            } else {
+                                                None
+                                            };
+                                            Ok(load_figure(v, cpus, l.full))
+                                        });
+                                    read.unwrap_or_else(|e| {
+                                        tracing::debug!(backend = %target, "SNMP load probe failed: {e}");
+                                        None
+                                    })
+                                }
+                                LoadSource::Prometheus => {
+                                    let exporter = SocketAddr::new(target.ip(), l.port);
+                                    match prometheus_scrape(exporter, &l.path, &l.metric, health.timeout) {
+                                        Ok((v, cpus)) => {
+                                            load_figure(v, l.per_cpu.then_some(cpus), l.full)
+                                        }
+                                        Err(e) => {
+                                            tracing::debug!(backend = %target, "Prometheus load probe failed: {e}");
+                                            None
+                                        }
+                                    }
+                                }
                             };
                             let event = Event::Load {
                                 generation,
