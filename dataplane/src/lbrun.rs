@@ -603,6 +603,27 @@ impl Lb<'_> {
         self.apply_config(checked)
     }
 
+    /// [`Lb::edit`] of backend `addr` in `service` (or every service that
+    /// has it).
+    fn edit_backend(
+        &mut self,
+        service: Option<&str>,
+        addr: IpAddr,
+        f: impl Fn(&mut lb::config::Backend),
+    ) -> Result<Value, String> {
+        let targets = self.services_with(service, addr)?;
+        self.edit(|c| {
+            for s in targets {
+                c.services[s]
+                    .backends
+                    .iter_mut()
+                    .filter(|b| b.addr == addr)
+                    .for_each(&f);
+            }
+            Ok(())
+        })
+    }
+
     fn command(&mut self, line: &str, kernel: &xdp_redirect::Counters) -> Result<Value, String> {
         let words: Vec<&str> = line.split_whitespace().collect();
         let addr = |a: &str| -> Result<IpAddr, String> {
@@ -621,17 +642,7 @@ impl Lb<'_> {
                     _ => unreachable!("two or three words"),
                 };
                 let (a, w) = (addr(a)?, weight(w)?);
-                let targets = self.services_with(service, a)?;
-                let value = self.edit(|c| {
-                    for s in targets {
-                        for b in &mut c.services[s].backends {
-                            if b.addr == a {
-                                b.weight = w;
-                            }
-                        }
-                    }
-                    Ok(())
-                })?;
+                let value = self.edit_backend(service, a, |b| b.weight = w)?;
                 Ok(json!({"backend": a.to_string(), "weight": w, "changed": value["changed"]}))
             }
             ["lb", verb @ ("drain" | "undrain"), rest @ ..] if matches!(rest.len(), 1 | 2) => {
@@ -642,17 +653,7 @@ impl Lb<'_> {
                 };
                 let a = addr(a)?;
                 let drained = *verb == "drain";
-                let targets = self.services_with(service, a)?;
-                let value = self.edit(|c| {
-                    for s in targets {
-                        for b in &mut c.services[s].backends {
-                            if b.addr == a {
-                                b.drained = drained;
-                            }
-                        }
-                    }
-                    Ok(())
-                })?;
+                let value = self.edit_backend(service, a, |b| b.drained = drained)?;
                 Ok(json!({"backend": a.to_string(), "drained": drained, "changed": value["changed"]}))
             }
             ["lb", "add-service", proto, vip_port, backends @ ..] => {
