@@ -665,6 +665,18 @@ fn services_and_backends_change_at_run_time_and_are_saved_root() {
         "lb show says why"
     );
 
+    // the health check a BGP daemon runs: fails with the reason while no
+    // backend carries the service
+    let healthy = ctl(&socket, &["lb", "health"]);
+    assert_eq!(healthy["healthy"], true, "{healthy}");
+    ctl(&socket, &["lb", "drain", b2]);
+    let err = ctl_err(&socket, &["lb", "health"]);
+    assert!(
+        err.contains(&format!("unhealthy: {service}: no backend up with weight")),
+        "{err}"
+    );
+    ctl(&socket, &["lb", "undrain", b2]);
+
     // save, restart from the saved file: the same services and weights
     ctl(&socket, &["lb", "set-weight", b2, "4"]);
     let saved = ctl(&socket, &["lb", "save"]);
@@ -675,6 +687,18 @@ fn services_and_backends_change_at_run_time_and_are_saved_root() {
     let mut dp = Running::spawn(&tb, &file, &socket);
     let again = show();
     assert_eq!(backends_of(&again), backends_of(&before), "{again}");
+    // b3 is down in the first run, up (its health starts up) in the new one
+    // until probed down again: compare once both agree on it
+    let digest = wait_until(
+        "the same table as before the restart",
+        Duration::from_secs(10),
+        || {
+            let now = show();
+            (now["digest"] == before["digest"]).then(|| now["digest"].clone())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {} vs {}", show()["digest"], before["digest"]));
+    assert!(digest.as_str().is_some_and(|d| d.len() == 16), "{digest}");
     assert_eq!(again["services"][0]["backends"][0]["weight"], 4, "{again}");
     dp.interrupt(Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));

@@ -607,11 +607,12 @@ fn human_lb(command: &[String], reply: &Value) -> String {
     match command.get(1).map(String::as_str) {
         None | Some("show") => {
             let mut out = format!(
-                "{} ({} mode, {} table of {} slots)\n{:<24} {:<40} {:>6} {:>9} {:>8} {:>6} {:>12} {:>10} {:>9}  {}\n",
+                "{} ({} mode, {} table of {} slots, digest {})\n{:<24} {:<40} {:>6} {:>9} {:>8} {:>6} {:>12} {:>10} {:>9}  {}\n",
                 reply["iface"].as_str().unwrap_or("?"),
                 reply["mode"].as_str().unwrap_or("?"),
                 reply["table"].as_str().unwrap_or("?"),
                 num(&reply["table_size"]),
+                reply["digest"].as_str().unwrap_or("-"),
                 "service",
                 "backend",
                 "weight",
@@ -660,6 +661,10 @@ fn human_lb(command: &[String], reply: &Value) -> String {
         Some("save") => format!(
             "running configuration written to {}",
             reply["file"].as_str().unwrap_or("?")
+        ),
+        Some("health") => format!(
+            "healthy (tables {})",
+            reply["digest"].as_str().unwrap_or("?")
         ),
         Some(_) => {
             let mut lines = Vec::new();
@@ -730,6 +735,8 @@ commands (dataplane ctl [--socket PATH | -i IFACE] [--json] COMMAND):
                                           (with on_backend_down = \"reset\": balanced again)
   lb reload                               read the services file again and run it (not mode, table, gateway_mac)
   lb save                                 write the running services, backends and weights to the file
+  lb health                               exit 0 if every service has a backend up with weight (for a
+                                          BGP daemon's check: announce the VIPs only then), else 1 and why
   help                                    this list
 --json (anywhere on the line) prints the reply as JSON instead of for people.";
 
@@ -978,7 +985,7 @@ mod tests {
         });
         let text = human(&words("lb show"), &show);
         assert!(
-            text.contains("lb0 (ipip mode, maglev table of 65537 slots)"),
+            text.contains("lb0 (ipip mode, maglev table of 65537 slots, digest -)"),
             "{text}"
         );
         let row = text.lines().nth(2).unwrap();

@@ -532,6 +532,7 @@ impl Lb<'_> {
                     .collect();
                 json!({
                     "service": name,
+                    "table_digest": st.digest(),
                     "packets": stats.packets,
                     "bytes": stats.bytes,
                     "new_conns": stats.new_conns,
@@ -544,6 +545,7 @@ impl Lb<'_> {
             "mode": self.balancer.config.mode.as_str(),
             "table": self.balancer.config.table.as_str(),
             "table_size": RING_SIZE,
+            "digest": self.balancer.digest(),
             "services": services,
             "retired_backends": self.slots.retired.len(),
             "connections": {
@@ -741,10 +743,14 @@ impl Lb<'_> {
                     Ok(())
                 })
             }
+            ["lb", "health"] => match self.balancer.health() {
+                Ok(()) => Ok(json!({"healthy": true, "digest": self.balancer.digest()})),
+                Err(reasons) => Err(format!("unhealthy: {}", reasons.join("; "))),
+            },
             ["lb", "reload"] => self.reload(),
             ["lb", "save"] => self.save(),
             _ => Err(
-                "lb commands: show | set-weight [SERVICE] BACKEND WEIGHT | drain [SERVICE] BACKEND | \
+                "lb commands: show | health | set-weight [SERVICE] BACKEND WEIGHT | drain [SERVICE] BACKEND | \
                  undrain [SERVICE] BACKEND | add-service tcp|udp VIP:PORT BACKEND[=WEIGHT]... | \
                  remove-service SERVICE | add-backend SERVICE BACKEND [WEIGHT] | \
                  remove-backend SERVICE BACKEND | reload | save  (SERVICE: tcp/VIP:PORT)"

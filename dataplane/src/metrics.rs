@@ -407,10 +407,22 @@ pub fn render_lb(doc: &serde_json::Value) -> String {
         "Connection table lookups: hit, or miss (a new connection)",
     );
 
+    let info = Family::<Labels, Gauge>::default();
+    r.register(
+        "dataplane_lb_table_info",
+        "The live table's digest per service (1): equal on instances that balance alike",
+        info.clone(),
+    );
     let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
     for service in doc["services"].as_array().into_iter().flatten() {
         let name = service["service"].as_str().unwrap_or("?");
         let l = label("service", name);
+        let mut with_digest = l.clone();
+        with_digest.push((
+            "digest".to_string(),
+            service["table_digest"].as_str().unwrap_or("").to_string(),
+        ));
+        info.get_or_create(&with_digest).set(1);
         svc_packets.get_or_create(&l).inc_by(n(&service["packets"]));
         svc_bytes.get_or_create(&l).inc_by(n(&service["bytes"]));
         svc_conns.get_or_create(&l).inc_by(n(&service["new_conns"]));
@@ -457,7 +469,8 @@ mod tests {
     fn the_balancer_document_becomes_per_backend_metrics() {
         let doc = serde_json::json!({
             "services": [{
-                "service": "tcp/198.18.70.100:80", "packets": 10, "bytes": 640, "new_conns": 2,
+                "service": "tcp/198.18.70.100:80", "table_digest": "0123456789abcdef",
+                "packets": 10, "bytes": 640, "new_conns": 2,
                 "backends": [{"addr": "198.18.71.1", "up": false, "effective_weight": 0,
                               "packets": 7, "bytes": 448, "new_conns": 1}],
             }],
@@ -470,6 +483,7 @@ mod tests {
             "dataplane_lb_backend_up{service=\"tcp/198.18.70.100:80\",backend=\"198.18.71.1\"} 0",
             "dataplane_lb_connection_table_lookups_total{result=\"miss\"} 2",
             "dataplane_lb_connections_lost_total 1",
+            "dataplane_lb_table_info{service=\"tcp/198.18.70.100:80\",digest=\"0123456789abcdef\"} 1",
         ] {
             assert!(text.contains(line), "{line} in\n{text}");
         }

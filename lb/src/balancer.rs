@@ -102,6 +102,27 @@ pub struct ServiceState {
 }
 
 impl ServiceState {
+    /// A digest of the live table: SHA-256 over each slot's backend
+    /// address (or none), first 16 hex digits. Instances that build the
+    /// same table, whatever order their backends came in or which kernel
+    /// slots they sit in, show the same digest.
+    pub fn digest(&self) -> String {
+        use sha2::Digest as _;
+        let mut hash = sha2::Sha256::new();
+        hash.update(self.service.name().as_bytes());
+        for &slot in self.table.slots() {
+            match self.backends.get(slot as usize) {
+                Some(b) if slot != table::EMPTY => {
+                    let id = addr_id(b.addr);
+                    hash.update([id.len() as u8]);
+                    hash.update(&id);
+                }
+                _ => hash.update([0u8]),
+            }
+        }
+        hex16(&hash.finalize())
+    }
+
     fn entries(&self) -> Vec<Entry> {
         self.backends
             .iter()
@@ -110,6 +131,44 @@ impl ServiceState {
                 weight: b.effective,
             })
             .collect()
+    }
+}
+
+/// The first 8 bytes of a digest in hex.
+fn hex16(bytes: &[u8]) -> String {
+    bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+impl Balancer {
+    /// A digest of every service's table (in name order, so the order of
+    /// the file does not matter): equal on instances that balance alike.
+    pub fn digest(&self) -> String {
+        use sha2::Digest as _;
+        let mut digests: Vec<(String, String)> = self
+            .services
+            .iter()
+            .map(|s| (s.service.name(), s.digest()))
+            .collect();
+        digests.sort();
+        let mut hash = sha2::Sha256::new();
+        for (name, digest) in digests {
+            hash.update(name.as_bytes());
+            hash.update(digest.as_bytes());
+        }
+        hex16(&hash.finalize())
+    }
+
+    /// Whether this instance should carry traffic (announce its VIPs):
+    /// every service has a backend with weight in its table. The reasons
+    /// why not, if not.
+    pub fn health(&self) -> Result<(), Vec<String>> {
+        let empty: Vec<String> = self
+            .services
+            .iter()
+            .filter(|s| s.backends.iter().all(|b| b.effective == 0))
+            .map(|s| format!("{}: no backend up with weight", s.service.name()))
+            .collect();
+        if empty.is_empty() { Ok(()) } else { Err(empty) }
     }
 }
 
@@ -562,5 +621,42 @@ weight = 2
             }
         }
         assert_eq!(again, c);
+    }
+
+    #[test]
+    fn digests_follow_the_table_not_the_order_or_the_state_that_made_it() {
+        let a = Balancer::new(config(), 251);
+        let mut reordered = config();
+        reordered.services[0].backends.reverse();
+        let b = Balancer::new(reordered, 251);
+        assert_eq!(a.services[0].digest(), b.services[0].digest());
+        assert_eq!(a.digest(), b.digest());
+        let mut c = Balancer::new(config(), 251);
+        for _ in 0..2 {
+            c.apply(Event::Probe {
+                generation: 0,
+                service: 0,
+                backend: 0,
+                result: Err("timed out".into()),
+            });
+        }
+        assert_ne!(a.digest(), c.digest(), "a backend down changes the table");
+        assert!(c.health().is_ok(), "two backends still carry it");
+        for backend in 1..3 {
+            for _ in 0..2 {
+                c.apply(Event::Probe {
+                    generation: 0,
+                    service: 0,
+                    backend,
+                    result: Err("timed out".into()),
+                });
+            }
+        }
+        assert_eq!(
+            c.health(),
+            Err(vec![
+                "tcp/198.18.70.100:80: no backend up with weight".to_string()
+            ])
+        );
     }
 }
