@@ -107,10 +107,25 @@ fn eve_events_follow_suricatas_schema_and_agree_with_the_flow_records() {
     );
     for section in ["http", "tls", "dns"] {
         assert!(
-            events.iter().any(|e| e.get(section).is_some()),
+            events
+                .iter()
+                .any(|e| e["event_type"] == "alert" && e.get(section).is_some()),
             "some alert carries its {section} fields"
         );
+        assert!(
+            kinds.get(section).copied().unwrap_or(0) > 10,
+            "{section} events as transactions are read: {kinds:?}"
+        );
     }
+    // every HTTP request the flow records count has its event
+    let requests: u64 = records
+        .iter()
+        .map(|r| r["http_requests"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(
+        kinds.get("http").copied().unwrap_or(0) as u64 >= requests,
+        "{kinds:?}, {requests} requests"
+    );
     // One flow event per flow record, with the same packets and bytes.
     assert_eq!(kinds["flow"], records.len(), "{kinds:?}");
     let record_flow = |r: &Value| {
@@ -166,6 +181,15 @@ fn eve_events_follow_suricatas_schema_and_agree_with_the_flow_records() {
                     f["alerted"].as_bool(),
                     Some(!record["sids"].as_array().unwrap().is_empty()),
                     "{e:#}\n{record:#}"
+                );
+            }
+            "http" | "dns" | "tls" => {
+                let body = &e[e["event_type"].as_str().unwrap()];
+                assert!(body.is_object(), "{e:#}");
+                assert_eq!(
+                    flow_ids.get(&e["flow_id"].as_u64().unwrap()),
+                    Some(&event_flow(e)),
+                    "the transaction's flow_id is its flow's: {e:#}"
                 );
             }
             other => panic!("offline there are no {other} events"),

@@ -1,7 +1,8 @@
 //! Events in Suricata's eve.json format (`--eve PATH`, JSON Lines), for the
 //! consumers that already read Suricata's: an `alert` event when a rule
 //! fires (not when its flow ends), a `drop` event for the packet at which a
-//! flow was dropped, and a `flow` event when a flow ends.
+//! flow was dropped, `http`, `dns` and `tls` events as requests, queries
+//! and handshakes are read, and a `flow` event when a flow ends.
 //!
 //! Field names, types and nesting are those of Suricata's published eve
 //! schema (`etc/schema.json` of Suricata's source), and only fields that
@@ -65,7 +66,26 @@ pub struct Event {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsBody>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub dns: Option<DnsBody>,
+    pub dns: Option<Dns>,
+}
+
+/// `dns`: in an alert, the queries the rule read; in a `dns` event, the
+/// query (Suricata 7's version-2 forms, which the schema asks to be named).
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
+pub enum Dns {
+    Alert(DnsBody),
+    Query(DnsQueryEvent),
+}
+
+/// `dns` of a `dns` event: one query.
+#[derive(Clone, Debug, Serialize)]
+pub struct DnsQueryEvent {
+    pub version: u8,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub rrname: String,
+    pub opcode: u8,
 }
 
 /// `alert`: the rule and what was done.
@@ -405,41 +425,83 @@ pub fn alert(
     event.flow = Some(flow_so_far(ctx, key, flow));
     let fired = &alert.fired;
     if let Some(app) = fired.app.as_deref() {
-        let info = &app.info;
         match app.protocol {
             Protocol::Http | Protocol::HttpProxy => {
-                event.http = Some(HttpBody {
-                    hostname: app.host.clone(),
-                    url: info.http_uri_raw.clone().or_else(|| info.http_uri.clone()),
-                    http_user_agent: info.http_user_agent.clone(),
-                    http_method: info.http_method.clone(),
-                    status: fired.http_status,
-                });
+                event.http = Some(http_body(app, fired.http_status));
             }
-            Protocol::Tls => {
-                event.tls = Some(TlsBody {
-                    sni: info.sni_raw.clone().or_else(|| app.host.clone()),
-                    ja3: info
-                        .ja3
-                        .clone()
-                        .zip(info.ja3_hash.clone())
-                        .map(|(string, hash)| Ja3 { hash, string }),
-                    ja4: info.ja4.clone(),
-                });
-            }
+            Protocol::Tls => event.tls = Some(tls_body(app)),
             _ => {}
         }
     }
     if let Some(name) = &fired.dns_query {
-        event.dns = Some(DnsBody {
+        event.dns = Some(Dns::Alert(DnsBody {
             version: 2,
             query: vec![DnsQuery {
                 kind: "query",
                 rrname: name.clone(),
             }],
-        });
+        }));
     }
     Some(event)
+}
+
+/// The `http` fields of a request as read.
+fn http_body(app: &dpi::Classification, status: Option<u16>) -> HttpBody {
+    let info = &app.info;
+    HttpBody {
+        hostname: app.host.clone(),
+        url: info.http_uri_raw.clone().or_else(|| info.http_uri.clone()),
+        http_user_agent: info.http_user_agent.clone(),
+        http_method: info.http_method.clone(),
+        status,
+    }
+}
+
+/// The `tls` fields of a client's handshake as read.
+fn tls_body(app: &dpi::Classification) -> TlsBody {
+    let info = &app.info;
+    TlsBody {
+        sni: info.sni_raw.clone().or_else(|| app.host.clone()),
+        ja3: info
+            .ja3
+            .clone()
+            .zip(info.ja3_hash.clone())
+            .map(|(string, hash)| Ja3 { hash, string }),
+        ja4: info.ja4.clone(),
+    }
+}
+
+/// An `http`, `dns` or `tls` event for a transaction a packet of `key`
+/// (sent by endpoint A when `from_a`) brought at `now_ns`.
+pub fn transaction(
+    ctx: &EveContext,
+    key: &FlowKey,
+    flow: &FlowState,
+    from_a: bool,
+    now_ns: u64,
+    tx: &dpi::policy::Transaction,
+) -> Event {
+    use dpi::policy::Transaction;
+    let (kind, protocol) = match tx {
+        Transaction::Http(_) => ("http", "HTTP"),
+        Transaction::Dns { .. } => ("dns", "DNS"),
+        Transaction::Tls(_) => ("tls", "TLS"),
+    };
+    let mut event = common(ctx, kind, key, flow, from_a, now_ns);
+    event.app_proto = app_proto(protocol);
+    match tx {
+        Transaction::Http(app) => event.http = Some(http_body(app, None)),
+        Transaction::Tls(app) => event.tls = Some(tls_body(app)),
+        Transaction::Dns { name, opcode } => {
+            event.dns = Some(Dns::Query(DnsQueryEvent {
+                version: 2,
+                kind: "query",
+                rrname: name.clone(),
+                opcode: *opcode,
+            }))
+        }
+    }
+    event
 }
 
 /// A `drop` event for the packet (`frame`, decoded as `decoded`) at which

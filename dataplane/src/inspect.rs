@@ -193,7 +193,18 @@ impl<'s> Inspection<'s> {
         }
         if let Some((context, sink)) = &mut self.eve {
             let alerts = std::mem::take(&mut self.flows.decider_mut().alerts);
+            let transactions = std::mem::take(&mut self.flows.decider_mut().transactions);
             if let Some(flow) = self.flows.get(&decoded.key) {
+                for tx in &transactions {
+                    sink(crate::eve::transaction(
+                        context,
+                        &decoded.key,
+                        flow,
+                        decoded.from_a,
+                        self.now_ns,
+                        tx,
+                    ));
+                }
                 for alert in &alerts {
                     if let Some(event) = crate::eve::alert(
                         context,

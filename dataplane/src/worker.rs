@@ -702,6 +702,7 @@ impl Flows {
     /// `drop` event if it made the flow dropped (where drops are enforced).
     fn eve_packet(&mut self, decoded: &dpi::Decoded, frame: &[u8], seen: &Seen, now_ns: u64) {
         let alerts = std::mem::take(&mut self.table.decider_mut().alerts);
+        let transactions = std::mem::take(&mut self.table.decider_mut().transactions);
         let Some((tx, ctx)) = &self.eve else {
             return;
         };
@@ -709,10 +710,15 @@ impl Flows {
             return;
         };
         let key = &decoded.key;
-        let mut events: Vec<crate::eve::Event> = alerts
+        let mut events: Vec<crate::eve::Event> = transactions
             .iter()
-            .filter_map(|a| crate::eve::alert(ctx, key, flow, decoded.from_a, now_ns, a))
+            .map(|t| crate::eve::transaction(ctx, key, flow, decoded.from_a, now_ns, t))
             .collect();
+        events.extend(
+            alerts
+                .iter()
+                .filter_map(|a| crate::eve::alert(ctx, key, flow, decoded.from_a, now_ns, a)),
+        );
         if seen.verdict == Some(Verdict::Drop) && ctx.enforcing {
             let decided_by = flow.label.as_ref().and_then(|l| l.decided_by);
             events.push(crate::eve::drop(

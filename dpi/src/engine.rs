@@ -115,6 +115,9 @@ pub struct InspectDecider {
     /// (for an event log); the caller takes them after each packet.
     pub collect_alerts: bool,
     pub alerts: Vec<Alert>,
+    /// With `collect_alerts`: the transactions each packet brought (eve's
+    /// `http`, `dns` and `tls` events), taken by the caller too.
+    pub transactions: Vec<crate::policy::Transaction>,
 }
 
 impl InspectDecider {
@@ -125,6 +128,7 @@ impl InspectDecider {
             check_checksums,
             collect_alerts: false,
             alerts: Vec::new(),
+            transactions: Vec::new(),
         }
     }
 }
@@ -161,7 +165,12 @@ impl Decider for InspectDecider {
         let Some(engine) = &self.engine else {
             return self.count.on_packet(&mut (), flow, packet, frame, wire_len);
         };
-        let inspector = state.get_or_insert_with(|| FlowInspector::new(packet.key.proto, engine));
+        let collect = self.collect_alerts;
+        let inspector = state.get_or_insert_with(|| {
+            let mut inspector = FlowInspector::new(packet.key.proto, engine);
+            inspector.collect_transactions = collect;
+            inspector
+        });
         let view = FlowPacket::from_frame(
             frame,
             packet,
@@ -171,6 +180,9 @@ impl Decider for InspectDecider {
             flow.last_ns,
         );
         let verdict = inspector.on_packet(engine, &view);
+        if collect {
+            self.transactions.extend(inspector.take_transactions());
+        }
         let fired = inspector.take_fired();
         if self.collect_alerts && !fired.is_empty() {
             let protocol = inspector

@@ -557,9 +557,21 @@ pub struct Fired {
     pub http_status: Option<u16>,
 }
 
+/// An application-layer transaction as it was read (for eve's `http`,
+/// `dns` and `tls` events): a request, a DNS query, a TLS handshake.
+#[derive(Clone, Debug)]
+pub enum Transaction {
+    Http(Box<Classification>),
+    Dns { name: String, opcode: u8 },
+    Tls(Box<Classification>),
+}
+
 /// Inspection state of one flow: classifier, stream, matched rules, verdict.
 #[derive(Debug)]
 pub struct FlowInspector {
+    /// Keep the transactions read ([`FlowInspector::take_transactions`]).
+    pub collect_transactions: bool,
+    transactions_out: Vec<Transaction>,
     l4: u8,
     classifier: FlowClassifier,
     sids: Vec<u32>,
@@ -609,6 +621,8 @@ impl FlowInspector {
             engine.policy.give_up_udp
         };
         FlowInspector {
+            collect_transactions: false,
+            transactions_out: Vec::new(),
             l4,
             classifier: FlowClassifier::new(l4, give_up),
             sids: Vec::new(),
@@ -639,6 +653,11 @@ impl FlowInspector {
 
     pub fn sids(&self) -> &[u32] {
         &self.sids
+    }
+
+    /// The transactions read since the last call, oldest first.
+    pub fn take_transactions(&mut self) -> Vec<Transaction> {
+        std::mem::take(&mut self.transactions_out)
     }
 
     /// The alerts raised since the last call (by the packets inspected
@@ -994,6 +1013,26 @@ impl FlowInspector {
             })
             .collect();
         let named = !(new_requests.is_empty() && new_responses.is_empty() && dns_apps.is_empty());
+        if self.collect_transactions {
+            for tx in &new_requests {
+                for app in &tx.apps {
+                    self.transactions_out
+                        .push(Transaction::Http(Box::new(app.clone())));
+                }
+            }
+            for (name, opcode) in dns_names.iter().take(dns_apps.len()) {
+                self.transactions_out.push(Transaction::Dns {
+                    name: name.clone(),
+                    opcode: *opcode,
+                });
+            }
+            if !self.classified
+                && let Some(c) = base.filter(|c| c.protocol == Protocol::Tls)
+            {
+                self.transactions_out
+                    .push(Transaction::Tls(Box::new(c.clone())));
+            }
+        }
         if named || body_grew || (base.is_some() && !self.classified) {
             self.transactions += 1;
             self.classified |= base.is_some();
