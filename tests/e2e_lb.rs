@@ -99,6 +99,38 @@ fn ctl_err(socket: &std::path::Path, words: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// `n` keep-alive connections to the VIP held open by the client script
+/// until [`release`] (each has made one request).
+fn hold(tb: &LbTestbed, scratch: &Scratch, n: usize) -> (Process, std::path::PathBuf) {
+    let go = scratch.path("go");
+    let mut cmd = tb.client.command("python3");
+    cmd.arg(format!("{PEERS}/lb_client.py"))
+        .args(["hold", VIP4, "80", &n.to_string()])
+        .arg(&go);
+    let mut held = Process::spawn(cmd).expect("start the long connections");
+    held.wait_for_line("held", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", held.output()));
+    (held, go)
+}
+
+/// Lets the held connections make their second request; returns the
+/// script's document (`same`, `moved`, `errors`, `before`).
+fn release((mut held, go): (Process, std::path::PathBuf)) -> Value {
+    std::fs::write(&go, "").unwrap();
+    let status = held
+        .wait_exit(Duration::from_secs(60))
+        .expect("long connections end");
+    assert!(status.success(), "{}", held.output());
+    serde_json::from_str(
+        held.output()
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .expect("hold JSON"),
+    )
+    .unwrap()
+}
+
 /// Share of `name` in `c`, in percent.
 fn share(c: &BTreeMap<String, u64>, name: &str) -> f64 {
     let total: u64 = c.values().sum();
@@ -300,16 +332,7 @@ fn scenario(mode: &str) {
     ctl(&socket, &["lb", "undrain", &tb.backends4[0]]);
 
     // 3. reweighting to 9:1:0 with 100 connections open moves new ones only
-    let go = scratch.path("go");
-    let mut hold = {
-        let mut cmd = tb.client.command("python3");
-        cmd.arg(format!("{PEERS}/lb_client.py"))
-            .args(["hold", VIP4, "80", "100"])
-            .arg(&go);
-        Process::spawn(cmd).expect("start the long connections")
-    };
-    hold.wait_for_line("held", Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("{e}\n{}", hold.output()));
+    let holding = hold(&tb, &scratch, 100);
     for (b, w) in tb.backends4.iter().zip(["9", "1", "0"]) {
         ctl(&socket, &["lb", "set-weight", b, w]);
     }
@@ -350,19 +373,7 @@ fn scenario(mode: &str) {
         ctl(&socket, &["lb", "set-weight", b, w]);
     }
     let after = client(&tb.client, &["count", VIP4, "80", "1000"]);
-    std::fs::write(&go, "").unwrap();
-    let out = hold
-        .wait_exit(Duration::from_secs(60))
-        .expect("long connections end");
-    assert!(out.success(), "{}", hold.output());
-    let held: Value = serde_json::from_str(
-        hold.output()
-            .lines()
-            .rev()
-            .find(|l| l.starts_with('{'))
-            .expect("hold JSON"),
-    )
-    .unwrap();
+    let held = release(holding);
     assert_eq!(
         (
             held["same"].as_u64(),
@@ -546,16 +557,7 @@ fn services_and_backends_change_at_run_time_and_are_saved_root() {
 
     // remove a backend with connections open: they finish on it; new ones
     // go elsewhere
-    let go = scratch.path("go");
-    let mut hold = {
-        let mut cmd = tb.client.command("python3");
-        cmd.arg(format!("{PEERS}/lb_client.py"))
-            .args(["hold", VIP4, "80", "60"])
-            .arg(&go);
-        Process::spawn(cmd).expect("start the long connections")
-    };
-    hold.wait_for_line("held", Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("{e}\n{}", hold.output()));
+    let holding = hold(&tb, &scratch, 60);
     let removed = ctl(&socket, &["lb", "remove-backend", &service, b1]);
     assert_eq!(
         removed["backends_removed"][0],
@@ -575,20 +577,7 @@ fn services_and_backends_change_at_run_time_and_are_saved_root() {
         None,
         "no new connection to a removed backend: {after}"
     );
-    std::fs::write(&go, "").unwrap();
-    assert!(
-        hold.wait_exit(Duration::from_secs(60)).unwrap().success(),
-        "{}",
-        hold.output()
-    );
-    let held: Value = serde_json::from_str(
-        hold.output()
-            .lines()
-            .rev()
-            .find(|l| l.starts_with('{'))
-            .expect("hold JSON"),
-    )
-    .unwrap();
+    let held = release(holding);
     assert!(
         held["before"]["b1"].as_u64().unwrap_or(0) > 0,
         "some held connections were on the removed backend: {held}"
