@@ -168,7 +168,7 @@ impl Decider for InspectDecider {
         let collect = self.collect_alerts;
         let inspector = state.get_or_insert_with(|| {
             let mut inspector = FlowInspector::new(packet.key.proto, engine);
-            inspector.collect_transactions = collect;
+            inspector.collect_events = collect;
             inspector
         });
         let view = FlowPacket::from_frame(
@@ -180,11 +180,12 @@ impl Decider for InspectDecider {
             flow.last_ns,
         );
         let verdict = inspector.on_packet(engine, &view);
+        // (the inspector keeps these only when collecting)
+        let fired = inspector.take_fired();
         if collect {
             self.transactions.extend(inspector.take_transactions());
         }
-        let fired = inspector.take_fired();
-        if self.collect_alerts && !fired.is_empty() {
+        if !fired.is_empty() {
             let protocol = inspector
                 .classification()
                 .map_or(crate::Protocol::Unknown, |c| c.protocol);

@@ -546,8 +546,6 @@ impl TcpState {
 pub struct Fired {
     /// The rule's index in the engine's rule set ([`crate::rules::RuleSet::rule`]).
     pub rule: usize,
-    /// The packet went from the client to the server.
-    pub to_server: bool,
     /// The application layer the rule read (the request's, the
     /// handshake's...), if any.
     pub app: Option<Box<Classification>>,
@@ -569,8 +567,10 @@ pub enum Transaction {
 /// Inspection state of one flow: classifier, stream, matched rules, verdict.
 #[derive(Debug)]
 pub struct FlowInspector {
-    /// Keep the transactions read ([`FlowInspector::take_transactions`]).
-    pub collect_transactions: bool,
+    /// Keep what an event log shows: the alerts raised
+    /// ([`FlowInspector::take_fired`]) and the transactions read
+    /// ([`FlowInspector::take_transactions`]).
+    pub collect_events: bool,
     transactions_out: Vec<Transaction>,
     l4: u8,
     classifier: FlowClassifier,
@@ -621,7 +621,7 @@ impl FlowInspector {
             engine.policy.give_up_udp
         };
         FlowInspector {
-            collect_transactions: false,
+            collect_events: false,
             transactions_out: Vec::new(),
             l4,
             classifier: FlowClassifier::new(l4, give_up),
@@ -1013,7 +1013,7 @@ impl FlowInspector {
             })
             .collect();
         let named = !(new_requests.is_empty() && new_responses.is_empty() && dns_apps.is_empty());
-        if self.collect_transactions {
+        if self.collect_events {
             for tx in &new_requests {
                 for app in &tx.apps {
                     self.transactions_out
@@ -1146,9 +1146,12 @@ impl FlowInspector {
             for hit in matched.hits {
                 if hit.alert {
                     hits.push(hit.sid);
+                }
+                // what the alert's event shows, kept only for an event log
+                // (a copy of the application fields per hit)
+                if hit.alert && self.collect_events {
                     self.fired.push(Fired {
                         rule: hit.rule,
-                        to_server: p.from_client,
                         app: app.map(|a| Box::new(a.clone())),
                         dns_query: dns_query.map(|(name, _)| name.to_string()),
                         http_status: reading
