@@ -573,21 +573,15 @@ pub fn flow(
 ) -> Event {
     let mut event = common(ctx, "flow", key, flow, flow.client_is_a, end_ns);
     event.direction = None;
-    let (mut packets, mut bytes) = flow.by_direction();
-    let bypassed = kernel
-        .filter(|k| k.packets() > 0)
+    let kernel_carried = kernel.filter(|k| k.packets() > 0);
+    let (packets, bytes) = flow.with_kernel(kernel_carried);
+    let bypassed = kernel_carried
         .map(|k| k.by_direction(flow.client_is_a))
-        .map(|(p, b)| {
-            for i in 0..2 {
-                packets[i] += p[i];
-                bytes[i] += b[i];
-            }
-            Bypassed {
-                pkts_toserver: p[0],
-                pkts_toclient: p[1],
-                bytes_toserver: b[0],
-                bytes_toclient: b[1],
-            }
+        .map(|(p, b)| Bypassed {
+            pkts_toserver: p[0],
+            pkts_toclient: p[1],
+            bytes_toserver: b[0],
+            bytes_toclient: b[1],
         });
     let label = flow.label.as_deref();
     let closing = flow.closing || kernel.is_some_and(|k| k.closing);

@@ -229,15 +229,7 @@ impl Worker {
             reports: links.reports,
             stop: links.stop,
             flow_log: links.flow_log,
-            eve: links.eve.map(|(tx, ctx)| {
-                (
-                    tx,
-                    crate::eve::EveContext {
-                        clock: WallClock::new(now),
-                        ..ctx
-                    },
-                )
-            }),
+            eve: links.eve,
             ipfix: links.ipfix.map(|(tx, active)| Ipfix {
                 tx,
                 active_timeout_ns: active.as_nanos() as u64,
@@ -973,14 +965,7 @@ impl Flows {
         let Some(ipfix) = self.ipfix.as_mut() else {
             return;
         };
-        let (mut packets, mut bytes) = flow.by_direction();
-        if let Some(k) = kernel {
-            let (p, b) = k.by_direction(flow.client_is_a);
-            for i in 0..2 {
-                packets[i] += p[i];
-                bytes[i] += b[i];
-            }
-        }
+        let (packets, bytes) = flow.with_kernel(kernel);
         let before = match reason {
             crate::ipfix::Reason::Active => ipfix.exported.get(key).copied(),
             _ => ipfix.exported.remove(key),
@@ -989,14 +974,8 @@ impl Flows {
         let (from_ns, delta_p, delta_b) = match before {
             Some(e) => (
                 e.at_ns,
-                [
-                    packets[0] - e.packets[0].min(packets[0]),
-                    packets[1] - e.packets[1].min(packets[1]),
-                ],
-                [
-                    bytes[0] - e.bytes[0].min(bytes[0]),
-                    bytes[1] - e.bytes[1].min(bytes[1]),
-                ],
+                [0, 1].map(|i| packets[i].saturating_sub(e.packets[i])),
+                [0, 1].map(|i| bytes[i].saturating_sub(e.bytes[i])),
             ),
             None => (flow.first_ns, packets, bytes),
         };

@@ -133,17 +133,34 @@ impl InspectDecider {
     }
 }
 
+/// Counts by sender, [endpoint A, endpoint B] of a flow's key, as (to
+/// server, to client) for a flow whose client is A when `client_is_a`.
+fn oriented(packets: [u64; 2], bytes: [u64; 2], client_is_a: bool) -> ([u64; 2], [u64; 2]) {
+    if client_is_a {
+        (packets, bytes)
+    } else {
+        ([packets[1], packets[0]], [bytes[1], bytes[0]])
+    }
+}
+
 impl FlowState {
     /// Packets and bytes user space saw (to server, to client).
     pub fn by_direction(&self) -> ([u64; 2], [u64; 2]) {
-        if self.client_is_a {
-            (self.packets_from, self.bytes_from)
-        } else {
-            (
-                [self.packets_from[1], self.packets_from[0]],
-                [self.bytes_from[1], self.bytes_from[0]],
-            )
+        oriented(self.packets_from, self.bytes_from, self.client_is_a)
+    }
+
+    /// The same with what the kernel carried under `kernel`, the flow's
+    /// verdict entry, added: the whole flow.
+    pub fn with_kernel(&self, kernel: Option<&KernelEntry>) -> ([u64; 2], [u64; 2]) {
+        let (mut packets, mut bytes) = self.by_direction();
+        if let Some(k) = kernel {
+            let (p, b) = k.by_direction(self.client_is_a);
+            for i in 0..2 {
+                packets[i] += p[i];
+                bytes[i] += b[i];
+            }
         }
+        (packets, bytes)
     }
 }
 
@@ -574,12 +591,7 @@ impl KernelEntry {
     /// Packets and bytes (to server, to client) of a flow whose client is
     /// endpoint A of its key when `client_is_a`.
     pub fn by_direction(&self, client_is_a: bool) -> ([u64; 2], [u64; 2]) {
-        let (p, b) = (self.packets_from, self.bytes_from);
-        if client_is_a {
-            (p, b)
-        } else {
-            ([p[1], p[0]], [b[1], b[0]])
-        }
+        oriented(self.packets_from, self.bytes_from, client_is_a)
     }
 }
 
