@@ -120,6 +120,9 @@ fn snmp_number(value: &snmp2::Value<'_>) -> Option<f64> {
     }
 }
 
+/// How long an SNMP agent's processor count is used before it is read again.
+const CPU_COUNT_TTL: Duration = Duration::from_secs(60);
+
 /// HOST-RESOURCES-MIB::hrDeviceType: one row per device, its type an OID.
 const HR_DEVICE_TYPE: &[u64] = &[1, 3, 6, 1, 2, 1, 25, 3, 2, 1, 2];
 /// HOST-RESOURCES-TYPES::hrDeviceProcessor.
@@ -274,6 +277,9 @@ impl Monitor {
                 let name = format!("probe-{}", b.addr);
                 let spawned = thread::Builder::new().name(name).spawn(move || {
                     let mut next_load = Instant::now();
+                    // the agent's processor count (a walk of its device
+                    // table), read again once a minute, not every probe
+                    let mut cpus_known: Option<(u32, Instant)> = None;
                     loop {
                         // UDP services are probed by TCP (or HTTP) on the same
                         // port only when told to with health.port; a UDP
@@ -330,10 +336,14 @@ impl Monitor {
                                     let agent = SocketAddr::new(target.ip(), l.port);
                                     let read = snmp_get(agent, &l.community, &l.oid, health.timeout)
                                         .and_then(|v| {
-                                            let cpus = if l.per_cpu {
-                                                Some(snmp_cpus(agent, &l.community, health.timeout)?)
-                                            } else {
-                                                None
+                                            let cpus = match cpus_known {
+                                                _ if !l.per_cpu => None,
+                                                Some((n, at)) if at.elapsed() < CPU_COUNT_TTL => Some(n),
+                                                _ => {
+                                                    let n = snmp_cpus(agent, &l.community, health.timeout)?;
+                                                    cpus_known = Some((n, Instant::now()));
+                                                    Some(n)
+                                                }
                                             };
                                             Ok(load_figure(v, cpus, l.full))
                                         });
