@@ -718,11 +718,14 @@ fn load_config(b4: &[String], load: &str) -> String {
 /// Raises one backend's load, sees its weight and its share of new
 /// connections fall, lowers it, sees them recover; returns the time from
 /// the write to the weight change.
-fn load_moves_shares(
-    run: &Running,
-    set: &dyn Fn(usize, f64),
-    agents: &dyn Fn() -> String,
-) -> Duration {
+fn load_moves_shares(run: &Running, set: &dyn Fn(usize, f64), agents: &[Process]) -> Duration {
+    let agents = || {
+        agents
+            .iter()
+            .map(Process::output)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     let show = || ctl(&run.socket, &["lb", "show"]);
     let effective = |doc: &Value, i: usize| {
         doc["services"][0]["backends"][i]["effective_weight"]
@@ -853,14 +856,7 @@ fn load_from_snmpd_moves_shares_root() {
     check_against_the_kernel(read);
     let set =
         |i: usize, v: f64| std::fs::write(load_file(&run.scratch, i), format!("{v}\n")).unwrap();
-    let output = || {
-        agents
-            .iter()
-            .map(Process::output)
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    load_moves_shares(&run, &set, &output);
+    load_moves_shares(&run, &set, &agents);
     drop(agents);
 }
 
@@ -923,13 +919,6 @@ fn load_from_node_exporter_moves_shares_root() {
         std::fs::write(dir.join("load.tmp"), format!("backend_load {v}\n")).unwrap();
         std::fs::rename(dir.join("load.tmp"), dir.join("load.prom")).unwrap();
     };
-    let output = || {
-        agents
-            .iter()
-            .map(Process::output)
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    load_moves_shares(&run, &set, &output);
+    load_moves_shares(&run, &set, &agents);
     drop(agents);
 }

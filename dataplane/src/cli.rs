@@ -736,6 +736,16 @@ mod tests {
         assert_eq!(run(&[]).queues, None, "default: every RX queue");
     }
 
+    /// `dataplane --config PATH EXTRA...`.
+    fn with_config(
+        path: &std::path::Path,
+        extra: &[&str],
+    ) -> Result<Cli, crate::config::ConfigError> {
+        let mut args = vec!["dataplane", "--config", path.to_str().unwrap()];
+        args.extend(extra);
+        Cli::from_args(args.into_iter().map(std::ffi::OsString::from))
+    }
+
     fn parse(args: &[&str]) -> String {
         let cli = <Cli as clap::Parser>::parse_from(args);
         format!("{:?} {:?} {:?}", cli.run, cli.command, cli.log_format)
@@ -751,12 +761,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("dataplane.toml");
         std::fs::write(&path, text).unwrap();
-        let from_file = Cli::from_args(
-            ["dataplane", "--config", path.to_str().unwrap()]
-                .iter()
-                .map(std::ffi::OsString::from),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let from_file = with_config(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
         let from_file = format!(
             "{:?} {:?} {:?}",
             from_file.run, from_file.command, from_file.log_format
@@ -930,43 +935,20 @@ mod tests {
             "[interface]\niface = \"eth9\"\n[workers]\nqueues = 4\n",
         )
         .unwrap();
-        let cli = Cli::from_args(
-            [
-                "dataplane",
-                "--config",
-                path.to_str().unwrap(),
-                "--queues",
-                "2",
-            ]
-            .iter()
-            .map(std::ffi::OsString::from),
-        )
-        .unwrap();
+        let cli = with_config(&path, &["--queues", "2"]).unwrap();
         assert_eq!(cli.run.unwrap().queues, Some(2), "the flag wins");
         std::fs::write(
             &path,
             "[interface]\niface = \"eth9\"\n\n[workers]\nqueues = 0\n",
         )
         .unwrap();
-        let e = Cli::from_args(
-            ["dataplane", "--config", path.to_str().unwrap()]
-                .iter()
-                .map(std::ffi::OsString::from),
-        )
-        .unwrap_err()
-        .to_string();
+        let e = with_config(&path, &[]).unwrap_err().to_string();
         assert!(
             e.starts_with(&format!("{}:5: workers.queues: ", path.display())) && e.contains("'0'"),
             "{e}"
         );
         std::fs::write(&path, "[af_xdp]\nring_size = 1000\n").unwrap();
-        let e = Cli::from_args(
-            ["dataplane", "--config", path.to_str().unwrap()]
-                .iter()
-                .map(std::ffi::OsString::from),
-        )
-        .unwrap_err()
-        .to_string();
+        let e = with_config(&path, &[]).unwrap_err().to_string();
         assert!(
             e.contains(":2: af_xdp.ring_size: ") && e.contains("power of two"),
             "{e}"
@@ -978,12 +960,7 @@ mod tests {
     fn the_shipped_example_is_a_valid_configuration() {
         let example =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/dataplane.toml");
-        let cli = Cli::from_args(
-            ["dataplane", "--config", example.to_str().unwrap()]
-                .iter()
-                .map(std::ffi::OsString::from),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let cli = with_config(&example, &[]).unwrap_or_else(|e| panic!("{e}"));
         let run = cli.run.expect("a run");
         assert_eq!(run.iface, "eth1");
         assert!(run.rules.unwrap().ends_with("dist/rules/local.rules"));
