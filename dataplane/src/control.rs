@@ -727,8 +727,10 @@ commands (dataplane ctl [--socket PATH | -i IFACE] [--json] COMMAND):
   lb set-weight [SERVICE] ADDR W          a backend's weight (in SERVICE, or every service that has it)
   lb drain [SERVICE] ADDR                 no new connections, established ones stay; the weight is kept
   lb undrain [SERVICE] ADDR               back to its weight
-  lb add-service tcp|udp VIP:PORT ADDR[=W]...
-                                          a new service (services are named like tcp/VIP:PORT)
+  lb add-service [--inspect] tcp|udp VIP:PORT ADDR[=W]...
+                                          a new service (services are named like tcp/VIP:PORT);
+                                          --inspect: its connections' first data packets are
+                                          inspected by the rules before the kernel balances them
   lb remove-service SERVICE               its VIP goes back to the stack
   lb add-backend SERVICE ADDR [W]         a new backend (weight 1 by default)
   lb remove-backend SERVICE ADDR          no new connections; established ones stay until they end

@@ -244,9 +244,12 @@ impl Lb<'_> {
             lb::Mode::Ipip => xdp_redirect::lb::Mode::Ipip,
             lb::Mode::Nat => xdp_redirect::lb::Mode::Nat,
         };
-        let reset = self.balancer.config.on_backend_down == lb::config::OnDown::Reset;
+        let flags = xdp_redirect::lb::ServiceFlags {
+            reset_down: self.balancer.config.on_backend_down == lb::config::OnDown::Reset,
+            inspect: state.service.inspect,
+        };
         let id = self.slots.id(&name);
-        Ok(self.maps.install(&key, id, mode, reset, &slots)?)
+        Ok(self.maps.install(&key, id, mode, flags, &slots)?)
     }
 
     fn write_backend(&mut self, s: usize, b: usize) -> anyhow::Result<()> {
@@ -658,7 +661,15 @@ impl Lb<'_> {
                 let value = self.edit_backend(service, a, |b| b.drained = drained)?;
                 Ok(json!({"backend": a.to_string(), "drained": drained, "changed": value["changed"]}))
             }
-            ["lb", "add-service", proto, vip_port, backends @ ..] => {
+            ["lb", "add-service", words @ ..] if words.len() >= 2 => {
+                // `--inspect` first: inspect, then balance
+                let (inspect, words) = match words {
+                    ["--inspect", rest @ ..] => (true, rest),
+                    rest => (false, rest),
+                };
+                let [proto, vip_port, backends @ ..] = words else {
+                    return Err("usage: lb add-service [--inspect] PROTO VIP:PORT ADDR[=WEIGHT]...".into());
+                };
                 let proto = match *proto {
                     "tcp" => lb::config::Proto::Tcp,
                     "udp" => lb::config::Proto::Udp,
@@ -668,7 +679,7 @@ impl Lb<'_> {
                     .parse()
                     .map_err(|_| format!("`{vip_port}` is not VIP:PORT"))?;
                 if backends.is_empty() {
-                    return Err("a service needs a backend: lb add-service PROTO VIP:PORT ADDR[=WEIGHT]...".into());
+                    return Err("a service needs a backend: lb add-service [--inspect] PROTO VIP:PORT ADDR[=WEIGHT]...".into());
                 }
                 let mut list = Vec::new();
                 for b in backends {
@@ -686,6 +697,7 @@ impl Lb<'_> {
                         port: vip.port(),
                         proto,
                         backends: list,
+                        inspect,
                     });
                     Ok(())
                 })

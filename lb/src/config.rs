@@ -181,6 +181,10 @@ pub struct Service {
     pub port: u16,
     pub proto: Proto,
     pub backends: Vec<Backend>,
+    /// Inspect, then balance: a connection's first data packets are
+    /// inspected in user space (the run's rules and policy) before the
+    /// kernel balances the rest of it alone.
+    pub inspect: bool,
 }
 
 impl Service {
@@ -273,6 +277,8 @@ struct RawService {
     vip: Spanned<String>,
     port: Spanned<u16>,
     proto: Proto,
+    #[serde(default)]
+    inspect: bool,
     #[serde(default)]
     backend: Vec<RawBackend>,
 }
@@ -551,6 +557,7 @@ impl Config {
                 port: *s.port.get_ref(),
                 proto: s.proto,
                 backends,
+                inspect: s.inspect,
             });
         }
         let gateway_mac = match &raw.gateway_mac {
@@ -647,6 +654,9 @@ impl Config {
             let _ = writeln!(out, "vip = \"{}\"", s.vip);
             let _ = writeln!(out, "port = {}", s.port);
             let _ = writeln!(out, "proto = \"{}\"", s.proto.as_str());
+            if s.inspect {
+                let _ = writeln!(out, "inspect = true");
+            }
             for b in &s.backends {
                 let _ = writeln!(out, "[[service.backend]]");
                 let _ = writeln!(out, "addr = \"{}\"", b.addr);

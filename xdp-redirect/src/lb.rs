@@ -35,6 +35,16 @@ pub struct LbOptions {
     pub gateway: Option<[u8; 6]>,
 }
 
+/// How a service treats its connections besides forwarding.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceFlags {
+    /// A connection whose backend is down is balanced again (else it stays).
+    pub reset_down: bool,
+    /// Inspect, then balance: a connection's data packets go to user space
+    /// (ready for the backend) until its flow has a verdict.
+    pub inspect: bool,
+}
+
 /// How a service forwards.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -167,7 +177,7 @@ impl LbMaps {
         key: &ServiceKey,
         id: u32,
         mode: Mode,
-        reset_down: bool,
+        flags: ServiceFlags,
         slots: &[u32],
     ) -> Result<u32, Error> {
         assert!(id < MAX_SERVICES, "service id {id} out of range");
@@ -193,11 +203,15 @@ impl LbMaps {
                 Mode::Ipip => abi::dp_lb_mode::DP_LB_MODE_IPIP,
                 Mode::Nat => abi::dp_lb_mode::DP_LB_MODE_NAT,
             },
-            flags: if reset_down {
+            flags: (if flags.reset_down {
                 abi::dp_lb_service_flags::DP_LB_SERVICE_F_RESET_DOWN
             } else {
                 0
-            },
+            }) | (if flags.inspect {
+                abi::dp_lb_service_flags::DP_LB_SERVICE_F_INSPECT
+            } else {
+                0
+            }),
         };
         self.services
             .insert(key, value, 0)

@@ -360,6 +360,10 @@ kernel_counters! {
     /// IPv6 chains, malformed IP), sent to user space instead of bridged
     /// uninspected (not an outcome).
     unparsed_to_user = DP_CNT_UNPARSED_TO_USER: Extra,
+    /// Load balancer, a service with inspection: undecided packets whose
+    /// backend is reached through another interface than the one they came
+    /// in on (the AF_XDP socket sends only there): dropped.
+    lb_inspect_egress = DP_CNT_LB_INSPECT_EGRESS: Outcome,
 }
 
 impl Counters {

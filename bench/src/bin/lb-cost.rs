@@ -91,14 +91,14 @@ fn load(mode: Mode) -> anyhow::Result<XdpRedirect> {
         &lb::service_key(ip("198.18.70.100"), 80, 6),
         0,
         mode,
-        false,
+        lb::ServiceFlags::default(),
         &table(0),
     )?;
     maps.install(
         &lb::service_key(ip("2001:2::70:100"), 53, 17),
         1,
         mode,
-        false,
+        lb::ServiceFlags::default(),
         &table(3),
     )?;
     Ok(prog)

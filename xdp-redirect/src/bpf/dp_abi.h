@@ -190,7 +190,10 @@ enum dp_counter {
 	DP_CNT_FAILOVER = 11,    /* undecided, but the queue's worker missed its heartbeat:
 				  * the failure action applied instead of user space */
 	/* Load balancer mode (dp_cfg_lb): every parsed IP packet ends in exactly
-	 * one of the next five instead of the verdict/user-space outcomes. */
+	 * one of the next five instead of the verdict/user-space outcomes; a
+	 * packet of a service with inspection may also end in to_user,
+	 * no_socket, failover (those three: sent ready for its backend, or
+	 * not), bypass_drop (its flow's verdict is drop) or lb_inspect_egress. */
 	DP_CNT_LB_FORWARDED = 12, /* service packet sent to its backend */
 	DP_CNT_LB_REPLIES = 13,   /* nat mode: backend reply rewritten to come from the VIP */
 	DP_CNT_LB_PASSED = 14,    /* service packet handed to the stack untouched: IP options,
@@ -224,7 +227,11 @@ enum dp_counter {
 	 * further or drops them, instead of being bridged uninspected (their
 	 * outcome is to_user or the failure action). */
 	DP_CNT_UNPARSED_TO_USER = 28,
-	DP_CNT_MAX = 29,
+	/* Load balancer, a service with inspection: an undecided packet whose
+	 * backend is reached through another interface than the one it came
+	 * in on, which the AF_XDP socket cannot send to: dropped (an outcome). */
+	DP_CNT_LB_INSPECT_EGRESS = 29,
+	DP_CNT_MAX = 30,
 };
 
 /*
@@ -234,6 +241,17 @@ enum dp_counter {
  */
 struct dp_xdp_meta {
 	__u64 rx_ns; /* bpf_ktime_get_ns() when XDP saw the packet; CLOCK_MONOTONIC */
+};
+
+/*
+ * Load balancer, a frame of a service with inspection: in front of
+ * struct dp_xdp_meta (so 16 bytes before the packet data). The balancer
+ * rewrote the frame's Ethernet header for the backend; a reset sent back to
+ * the client goes to the MAC the frame came from.
+ */
+struct dp_lb_meta {
+	__u8 peer_mac[6]; /* the frame's Ethernet source as received */
+	__u16 pad;        /* zero */
 };
 
 /*
@@ -347,6 +365,9 @@ enum dp_lb_mode {
 enum dp_lb_service_flags {
 	/* A connection whose backend is down is balanced again (else it stays). */
 	DP_LB_SERVICE_F_RESET_DOWN = 1,
+	/* Inspect, then balance: a connection's data packets go to user space
+	 * (ready for the backend) until its verdict is in the verdict map. */
+	DP_LB_SERVICE_F_INSPECT = 2,
 };
 
 /* Bits of dp_lb_backend.flags */

@@ -216,9 +216,22 @@ struct lb_packet {
 	__u32 l3_off;
 	__u8 v6;
 	__u8 tcp_flags;
+	__u8 payload; /* TCP: the segment carries data */
 };
 
 #define LB_L3_OFF sizeof(struct ethhdr)
+
+/* A service with inspection (DP_LB_SERVICE_F_INSPECT): what its packet
+ * needs (dp_xdp.c, which has the verdict maps and the sockets). */
+enum lb_inspect_need {
+	LB_INSPECT_NO = 0,   /* decided allow, or nothing to read: balance it */
+	LB_INSPECT_DROP = 1, /* decided drop */
+	LB_INSPECT_USER = 2, /* undecided, with data: to user space, ready to send */
+};
+#define LB_INSPECT_F_DATA 0x100
+int dp_lb_inspect(const struct dp_lb_conn_key *fk, __u32 flags, __u32 len);
+static __always_inline int lb_to_user(struct xdp_md *ctx);
+int dp_lb_stamp(struct xdp_md *ctx);
 
 /* The TCP or UDP checksum of the packet at `l4`; NULL if truncated, or for
  * UDP over IPv4 without a checksum (it stays without one). */
@@ -399,7 +412,7 @@ static __always_inline int lb_process(struct xdp_md *ctx, struct dp_lb_conn_key 
 	struct dp_lb_conn *conn;
 	struct dp_lb_backend *be = NULL;
 	__u32 backend = DP_LB_NO_BACKEND, new_conn = 0;
-	int ifindex;
+	int ifindex, inspect = LB_INSPECT_NO;
 
 	__builtin_memcpy(skey.addr, ckey->dst, 16);
 	skey.port = ckey->dport;
@@ -470,6 +483,20 @@ static __always_inline int lb_process(struct xdp_md *ctx, struct dp_lb_conn_key 
 	}
 	if (!be)
 		return XDP_PASS;
+	if (svc->flags & DP_LB_SERVICE_F_INSPECT) {
+		struct dp_lb_conn_key fk = *ckey;
+
+		if (svc->mode == DP_LB_MODE_NAT)
+			__builtin_memcpy(fk.dst, be->addr, 16);
+		inspect = dp_lb_inspect(&fk, p->tcp_flags | (p->payload ? LB_INSPECT_F_DATA : 0),
+					len);
+		if (inspect == LB_INSPECT_DROP) {
+			count(DP_CNT_BYPASS_DROP);
+			return XDP_DROP;
+		}
+		if (inspect == LB_INSPECT_USER)
+			dp_lb_stamp(ctx);
+	}
 
 	if (svc->mode == DP_LB_MODE_NAT)
 		ifindex = lb_dnat(ctx, be, p, ckey->proto, (const __u32 *)ckey->src);
@@ -485,6 +512,14 @@ static __always_inline int lb_process(struct xdp_md *ctx, struct dp_lb_conn_key 
 		return XDP_PASS;
 	}
 	lb_stat(DP_LB_MAX_SERVICES + (backend & (DP_LB_MAX_BACKENDS - 1)), len, new_conn);
+	if (inspect == LB_INSPECT_USER) {
+		/* user space sends it from the socket of the interface it came in on */
+		if (ifindex != (int)p->ifindex) {
+			count(DP_CNT_LB_INSPECT_EGRESS);
+			return XDP_DROP;
+		}
+		return lb_to_user(ctx);
+	}
 	count(DP_CNT_LB_FORWARDED);
 	return lb_send(p->ifindex, ifindex);
 }

@@ -269,6 +269,8 @@ struct parse_info {
 	__u8 from_b;     /* the packet was sent by endpoint B of the key */
 	__u8 ip_options; /* IPv4 header longer than 20 bytes */
 	__u16 l3_off;    /* offset of the IP header in the frame */
+	__u16 l4_len;    /* bytes of the IP payload (transport header and data) */
+	__u8 payload;    /* TCP: the segment carries data */
 	/* the addresses and ports as sent (not ordered), for the load balancer */
 	__u32 src[4];
 	__u32 dst[4];
@@ -288,6 +290,7 @@ static __always_inline int parse_l4(struct cursor *c, __u8 proto, __be16 *sport,
 		/* the options must be in the packet too */
 		if ((void *)tcp + tcp->doff * 4 > c->end)
 			return PARSE_ERROR;
+		info->payload = info->l4_len > tcp->doff * 4;
 		*sport = tcp->source;
 		*dport = tcp->dest;
 		info->tcp_flags = ((__u8 *)tcp)[13];
@@ -348,6 +351,7 @@ static __always_inline int parse_ipv4(struct cursor *c, struct dp_flow_key *key,
 		return PARSE_ERROR;
 	if (!cursor_take(c, hlen))
 		return PARSE_ERROR;
+	info->l4_len = bpf_ntohs(ip->tot_len) - hlen;
 	/* MF set or a non-zero offset: a fragment */
 	if (ip->frag_off & bpf_htons(0x3fff))
 		return PARSE_FRAGMENT;
@@ -424,6 +428,7 @@ static __always_inline int parse_ipv6(struct cursor *c, struct dp_flow_key *key,
 
 	/* extension headers are IPv6's options: the balancer leaves them alone */
 	info->ip_options = c->pos != (void *)(ip6 + 1);
+	info->l4_len = bpf_ntohs(ip6->payload_len) - (__u16)(c->pos - (void *)(ip6 + 1));
 	ret = parse_l4(c, nexthdr, &sport, &dport, info);
 	if (ret != PARSE_OK)
 		return ret;
@@ -653,6 +658,91 @@ static __always_inline int host_copy_xdp(struct xdp_md *ctx, __u32 len, __u32 ow
 	return host_output(rec, owner);
 }
 
+/* Load balancer, a service with inspection (declared in dp_lb.h): the
+ * flow's verdict, as user space wrote it under the flow's key (`fk`: the
+ * client's packet as user space reads it, to the VIP, or in nat mode to
+ * the backend). A decided flow's packet is counted on its entry. `flags`:
+ * the TCP flags byte, and bit 8 set if the segment carries data.
+ *
+ * A global function, verified once on its own: inlined, its branches
+ * multiplied the balancer's paths past the verifier's budget. */
+__attribute__((noinline)) int dp_lb_inspect(const struct dp_lb_conn_key *fk, __u32 flags,
+					    __u32 len)
+{
+	struct dp_flow_key key;
+	struct parse_info info = {};
+	struct dp_verdict *verdict;
+
+	if (!fk)
+		return LB_INSPECT_USER;
+	__builtin_memset(&key, 0, sizeof(key));
+	key.family = fk->family;
+	key.proto = fk->proto;
+	info.tcp_flags = flags & 0xff;
+	info.from_b = key_set_endpoints(&key, (const __u32 *)fk->src, (const __u32 *)fk->dst,
+					fk->sport, fk->dport);
+	verdict = verdict_lookup(&key);
+	if (verdict && verdict->action != DP_ACTION_NONE) {
+		verdict_account(verdict, len, &info);
+		return verdict->action == DP_ACTION_DROP ? LB_INSPECT_DROP : LB_INSPECT_NO;
+	}
+	/* the handshake and bare ACKs carry nothing to read: balanced here */
+	if (fk->proto == IPPROTO_TCP && !(flags & LB_INSPECT_F_DATA))
+		return LB_INSPECT_NO;
+	return LB_INSPECT_USER;
+}
+
+/* Load balancer, an undecided frame of a service with inspection, before
+ * the balancer rewrites it: its metadata (struct dp_lb_meta with the
+ * Ethernet source as received, then struct dp_xdp_meta), which
+ * bpf_xdp_adjust_head moves along with the frame. A global function, for
+ * the verifier's sake (see dp_lb_inspect). */
+__attribute__((noinline)) int dp_lb_stamp(struct xdp_md *ctx)
+{
+	struct dp_lb_meta *meta;
+	struct ethhdr *eth;
+
+	if (!ctx || bpf_xdp_adjust_meta(ctx, -(int)(sizeof(*meta) + sizeof(struct dp_xdp_meta))))
+		return -1;
+	meta = (void *)(long)ctx->data_meta;
+	eth = (void *)(long)ctx->data;
+	if ((void *)(meta + 1) + sizeof(struct dp_xdp_meta) > (void *)eth ||
+	    (void *)(eth + 1) > (void *)(long)ctx->data_end)
+		return -1;
+	__builtin_memcpy(meta->peer_mac, eth->h_source, ETH_ALEN);
+	meta->pad = 0;
+	((struct dp_xdp_meta *)(meta + 1))->rx_ns = bpf_ktime_get_ns();
+	return 0;
+}
+
+/* Load balancer: a frame the balancer made ready for its backend goes to
+ * the AF_XDP socket of its queue instead, to be inspected and sent (or
+ * not) from user space. No socket, or a worker past its heartbeat: the
+ * failure action (drop, or send it uninspected). */
+static __always_inline int lb_to_user(struct xdp_md *ctx)
+{
+	__u32 queue = ctx->rx_queue_index;
+	__u32 reason = DP_CNT_NO_SOCKET;
+
+	if (dp_cfg_failure_grace_ns) {
+		__u64 *beat = bpf_map_lookup_elem(&heartbeat, &queue);
+
+		if (beat && *beat && bpf_ktime_get_coarse_ns() - *beat > dp_cfg_failure_grace_ns) {
+			reason = DP_CNT_FAILOVER;
+			goto failure;
+		}
+	}
+	if (bpf_redirect_map(&xsks, queue, 0) == XDP_REDIRECT) {
+		count(DP_CNT_TO_USER);
+		return XDP_REDIRECT;
+	}
+failure:
+	count(reason);
+	if (dp_cfg_failure_drop)
+		return XDP_DROP;
+	return XDP_TX; /* the frame is ready for its backend, out of this interface */
+}
+
 SEC("xdp")
 int dp_xdp(struct xdp_md *ctx)
 {
@@ -699,6 +789,7 @@ int dp_xdp(struct xdp_md *ctx)
 			.l3_off = info.l3_off,
 			.v6 = key.family == DP_FAMILY_IPV6,
 			.tcp_flags = info.tcp_flags,
+			.payload = info.payload,
 		};
 
 		__builtin_memcpy(ckey.src, info.src, 16);
