@@ -154,6 +154,17 @@ impl Running {
     /// from the backends' IPv4 and IPv6 addresses.
     /// `tag` names its scratch directory (tests run in parallel).
     fn start(tag: &str, mode: &str, make: impl Fn(&[String], &[String]) -> String) -> Running {
+        Running::start_with(tag, mode, make, &[])
+    }
+
+    /// [`Running::start`] with more `dataplane` arguments; with any, the
+    /// backends log each request they receive.
+    fn start_with(
+        tag: &str,
+        mode: &str,
+        make: impl Fn(&[String], &[String]) -> String,
+        extra: &[String],
+    ) -> Running {
         let ret = if mode == "ipip" {
             Return::Direct
         } else {
@@ -175,6 +186,9 @@ impl Running {
             let mut cmd = ns.command("python3");
             cmd.arg(format!("{PEERS}/lb_backend.py"))
                 .arg(format!("b{}", i + 1));
+            if !extra.is_empty() {
+                cmd.arg("--log");
+            }
             if ret == Return::Direct {
                 cmd.args(["--udp-bind", VIP4, "--udp-bind", VIP6]);
             } else {
@@ -197,7 +211,7 @@ impl Running {
         let file = scratch.path("lb.toml");
         std::fs::write(&file, make(&tb.backends4, &tb.backends6)).unwrap();
         let socket = scratch.path("ctl.sock");
-        let dp = Running::spawn(&tb, &file, &socket);
+        let dp = Running::spawn(&tb, &file, &socket, extra);
         let running = Running {
             tb,
             scratch,
@@ -211,13 +225,19 @@ impl Running {
         running
     }
 
-    fn spawn(tb: &LbTestbed, file: &std::path::Path, socket: &std::path::Path) -> Process {
+    fn spawn(
+        tb: &LbTestbed,
+        file: &std::path::Path,
+        socket: &std::path::Path,
+        extra: &[String],
+    ) -> Process {
         let mut cmd = tb.lb.command(BIN);
         cmd.args(["--iface", &tb.lb_if, "--lb"])
             .arg(file)
             .arg("--control")
             .arg(socket)
             .args(["--stats-interval", "1"])
+            .args(extra)
             .env("RUST_LOG", "info");
         let mut dp = Process::spawn(cmd).expect("spawn dataplane --lb");
         dp.wait_for_line("load balancing on", Duration::from_secs(20))
@@ -673,7 +693,7 @@ fn services_and_backends_change_at_run_time_and_are_saved_root() {
     let before = show();
     dp.interrupt(Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e}\n{}", dp.output()));
-    let mut dp = Running::spawn(&tb, &file, &socket);
+    let mut dp = Running::spawn(&tb, &file, &socket, &[]);
     let again = show();
     assert_eq!(backends_of(&again), backends_of(&before), "{again}");
     // b3 is down in the first run, up (its health starts up) in the new one
@@ -921,4 +941,156 @@ fn load_from_node_exporter_moves_shares_root() {
     };
     load_moves_shares(&run, &set, &agents);
     drop(agents);
+}
+
+/// Inspect, then balance: the balancer's workers read each connection's
+/// first data packets with the rules before the kernel balances the rest.
+fn inspect_then_balance(mode: &str) {
+    let files = Scratch::new(&format!("lb-inspect-rules-{mode}"));
+    let rules = files.path("lb.rules");
+    std::fs::write(
+        &rules,
+        "reject http any any -> any any (msg:\"blocked host\"; http.host; content:\"blocked.test\"; sid:1;)\n",
+    )
+    .unwrap();
+    let flows = files.path("flows.jsonl");
+    let run = Running::start_with(
+        "inspect",
+        mode,
+        |b4, b6| {
+            // the HTTP service inspects; the others are balanced as before
+            config(mode, b4, b6).replacen(
+                "port = 80\nproto = \"tcp\"\n",
+                "port = 80\nproto = \"tcp\"\ninspect = true\n",
+                1,
+            )
+        },
+        &[
+            "--rules".into(),
+            rules.display().to_string(),
+            "--flow-log".into(),
+            flows.display().to_string(),
+        ],
+    );
+    let tb = &run.tb;
+    let socket = &run.socket;
+
+    // requests for the blocked host: reset at the balancer, never at a backend
+    let blocked = tb
+        .client
+        .command("python3")
+        .env("LB_HOST", "blocked.test")
+        .arg(format!("{PEERS}/lb_client.py"))
+        // (the client gives up after 5 failures in a row)
+        .args(["count", VIP4, "80", "5"])
+        .output()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&blocked.stdout).expect("client JSON");
+    assert_eq!(doc["errors"], 5, "every blocked request fails: {doc}");
+    assert!(
+        String::from_utf8_lossy(&blocked.stderr).contains("reset"),
+        "the client is reset (the rule says reject): {}",
+        String::from_utf8_lossy(&blocked.stderr)
+    );
+
+    // everything else is balanced by weight, 5:3:2
+    let doc = client(&tb.client, &["count", VIP4, "80", "1000"]);
+    assert_eq!(doc["errors"], 0, "{doc}\n{}", run.dp.output());
+    let c = counts(&doc);
+    for (name, want) in [("b1", 50.0), ("b2", 30.0), ("b3", 20.0)] {
+        let got = share(&c, name);
+        assert!(
+            (got - want).abs() <= 4.0,
+            "{name}: {got:.1}% of {c:?}, want {want}%"
+        );
+    }
+
+    // the workers report once a second
+    let stats = wait_until(
+        "the workers' reports of every request",
+        Duration::from_secs(10),
+        || {
+            let stats = ctl(socket, &["stats"]);
+            (stats["inspection"]["user_packets"].as_u64()? >= 2005).then_some(stats)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:#}", ctl(socket, &["stats"])));
+    let (inspected, kernel) = (&stats["inspection"], &stats["kernel"]);
+    assert!(
+        inspected["dropped_flows"].as_u64().unwrap() == 5,
+        "every blocked connection is dropped: {inspected}"
+    );
+    assert!(
+        inspected["rejects_sent"].as_u64().unwrap() == 5,
+        "and reset: {inspected}"
+    );
+    // user space saw each connection's request and FIN (5 blocked: their
+    // request only), the kernel carried the rest: handshakes, ACKs
+    assert!(
+        kernel["to_user"].as_u64().unwrap() <= 2100,
+        "only the first data packets went to user space: {kernel}"
+    );
+    assert!(kernel["lb_forwarded"].as_u64().unwrap() >= 4000, "{kernel}");
+
+    let mut servers = run.servers;
+    let mut logs = String::new();
+    for p in servers.iter_mut().flatten() {
+        logs += &p.output();
+    }
+    assert!(
+        !logs.contains("blocked.test"),
+        "no backend ever saw a blocked request:\n{logs}"
+    );
+    assert!(
+        logs.matches(&format!("request {VIP4} /")).count() >= 1000,
+        "the backends logged the allowed requests"
+    );
+
+    // the flow records name the backend and the verdict
+    let mut dp = run.dp;
+    dp.interrupt(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("the balancer stops: {e}"));
+    let records = std::fs::read_to_string(&flows).unwrap();
+    let records: Vec<Value> = records
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let dropped: Vec<&Value> = records.iter().filter(|r| r["verdict"] == "drop").collect();
+    assert!(!dropped.is_empty(), "blocked flows are recorded");
+    let backends4: Vec<Value> = tb
+        .backends4
+        .iter()
+        .map(|b| Value::from(b.as_str()))
+        .collect();
+    for r in &records {
+        assert!(
+            backends4.contains(&r["backend"]),
+            "a record names its backend: {r}"
+        );
+    }
+    for r in &dropped {
+        assert_eq!(r["host"], "blocked.test", "{r}");
+    }
+    // an allowed connection stays inspected while a rule could still match
+    // a later request on it (keep-alive): these ended undecided, after one
+    let allowed: Vec<&Value> = records.iter().filter(|r| r["verdict"] != "drop").collect();
+    assert!(
+        allowed.len() >= 1000,
+        "{} allowed flows recorded",
+        allowed.len()
+    );
+    for r in &allowed {
+        assert_eq!(r["host"], VIP4, "{r}");
+        assert_eq!(r["user_packets"], 2, "its request and its FIN: {r}");
+    }
+}
+
+#[test]
+fn ipip_inspect_then_balance_stops_blocked_requests_at_the_balancer_root() {
+    inspect_then_balance("ipip");
+}
+
+#[test]
+fn nat_inspect_then_balance_stops_blocked_requests_at_the_balancer_root() {
+    inspect_then_balance("nat");
 }

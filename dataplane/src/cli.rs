@@ -251,7 +251,7 @@ pub struct RunArgs {
     /// Load balancer mode: balance the services of this TOML file (VIPs,
     /// backends, weights, health checks, load policy) in XDP; traffic for
     /// anything else goes to the stack. See README "Load balancer".
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["peer", "pin", "mirror", "rules", "policy", "dpi", "flow_log", "eve", "ipfix"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["peer", "pin", "mirror", "eve", "ipfix"])]
     pub lb: Option<PathBuf>,
 
     /// Inline (IPS) mode: a bridge; everything entering --iface leaves this

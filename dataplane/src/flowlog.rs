@@ -58,6 +58,9 @@ pub struct FlowRecord {
     /// Only one direction of the flow reached this queue; the other went to
     /// another queue, whose worker decided it (asymmetric RSS hashing).
     pub split: bool,
+    /// Load balancer with inspection: the backend the flow was balanced to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<std::net::IpAddr>,
 }
 
 pub use dpi::engine::l4_name;
@@ -300,6 +303,7 @@ mod tests {
                 reason,
                 queue: 1,
                 split: false,
+                backend: None,
             })
             .unwrap();
         }

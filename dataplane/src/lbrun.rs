@@ -211,6 +211,8 @@ struct Lb<'a> {
     events: mpsc::Sender<Event>,
     /// Per backend slot: packets at the last status tick, and the rate since.
     rates: HashMap<u32, (u64, Instant, f64)>,
+    /// Workers inspect services with `inspect = true` (the run has rules).
+    inspecting: bool,
 }
 
 impl Lb<'_> {
@@ -327,6 +329,15 @@ impl Lb<'_> {
             return Err(format!(
                 "{} cannot change while running (restart for that); nothing was changed",
                 fixed.join(", ")
+            ));
+        }
+        if !self.inspecting
+            && let Some(s) = config.services.iter().find(|s| s.inspect)
+        {
+            return Err(format!(
+                "{} has inspect = true, but this balancer runs without rules (start it with \
+                 --rules or --policy to inspect); nothing was changed",
+                s.name()
             ));
         }
         // an IPv6 service needs IPv6 forwarding for its next hops, too
@@ -877,7 +888,35 @@ fn check_forwarding(config: &Config, iface: &str) -> anyhow::Result<()> {
 
 pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
     let config = Config::load(file)?;
-    crate::preflight::check_lb(args)?;
+    // Inspect, then balance: with rules, workers read the first data
+    // packets of the services that ask for it.
+    let use_dpi = args.dpi
+        || args.rules.is_some()
+        || args.policy.is_some()
+        || args.max_user_packets.is_some();
+    if !use_dpi {
+        if let Some(s) = config.services.iter().find(|s| s.inspect) {
+            bail!(
+                "{}: service {} has inspect = true: give the rules to inspect with (--rules \
+                 FILE and/or --policy FILE), or remove inspect",
+                file.display(),
+                s.name()
+            );
+        }
+        if args.flow_log.is_some() {
+            bail!(
+                "--flow-log with --lb records the connections of inspected services: give \
+                 --rules or --policy (the kernel balances the others without records)"
+            );
+        }
+    }
+    let (plan, engine) = if use_dpi {
+        let plan = crate::preflight::check(args)?;
+        (Some(plan), Some(std::sync::Arc::new(args.engine().load()?)))
+    } else {
+        crate::preflight::check_lb(args)?;
+        (None, None)
+    };
     check_forwarding(&config, &args.iface)?;
     // every service and backend its kernel slot, and a route, before
     // anything is loaded
@@ -898,6 +937,15 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
             nat: config.mode == lb::Mode::Nat,
             gateway: config.gateway_mac,
         }),
+        // an inspected connection's data packets when their worker cannot
+        // take them: dropped unless --on-failure pass (then sent on,
+        // uninspected)
+        failure: xdp_redirect::FailurePolicy {
+            grace: (use_dpi && args.failure_grace_ms > 0)
+                .then(|| Duration::from_millis(args.failure_grace_ms)),
+            drop: args.on_failure.unwrap_or(crate::cli::OnFailure::Drop)
+                == crate::cli::OnFailure::Drop,
+        },
         ..xdp_redirect::LoadOptions::default()
     })?;
     let mut program = program;
@@ -927,6 +975,7 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
         monitor: None,
         events: events_tx,
         rates: HashMap::new(),
+        inspecting: use_dpi,
     };
     for s in 0..lb.balancer.services.len() {
         for b in 0..lb.balancer.services[s].backends.len() {
@@ -934,6 +983,16 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
         }
         lb.install(s)?;
     }
+
+    let mut inspection = match (&plan, engine) {
+        (Some(plan), Some(engine)) => Some(crate::lbinspect::Inspection::start(
+            args,
+            plan,
+            &mut program,
+            engine,
+        )?),
+        _ => None,
+    };
 
     let servers = control::Servers::start(args)?;
     let ctl_rx = servers.commands();
@@ -950,13 +1009,21 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
     // line may stop us at once.
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .context("install signal handlers")?;
+    let inspecting = match (&inspection, &plan) {
+        (Some(i), Some(plan)) => format!(
+            ", inspecting with {} worker(s) on cores {:?} (AF_XDP {} mode)",
+            plan.queues, plan.cores, i.bind_mode
+        ),
+        _ => String::new(),
+    };
     crate::logging::say(&format!(
-        "dataplane: load balancing on {} in XDP {} mode, {} forwarding, {} tables of {} slots: {}; Ctrl-C to stop",
+        "dataplane: load balancing on {} in XDP {} mode, {} forwarding, {} tables of {} slots{}: {}; Ctrl-C to stop",
         args.iface,
         xdp_mode.as_str(),
         config.mode.as_str(),
         config.table.as_str(),
         RING_SIZE,
+        inspecting,
         services.join(", ")
     ));
 
@@ -965,7 +1032,14 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
     let tick = (args.stats_interval > 0.0).then(|| Duration::from_secs_f64(args.stats_interval));
     let mut next_status = tick.map(|t| started + t);
     let mut next_sweep = started + RETIRED_SWEEP;
+    let mut failure = None;
     'run: loop {
+        if let Some(i) = &mut inspection
+            && let Err(e) = i.poll()
+        {
+            failure = Some(e);
+            break;
+        }
         for signal in signals.pending() {
             if signal != SIGHUP {
                 break 'run;
@@ -1003,10 +1077,17 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
             let kernel = program.counters().unwrap_or_default();
             let result = match &command.request {
                 control::Request::Lb(line) => lb.command(line, &kernel),
-                control::Request::Stats => Ok(lb.show(&kernel)),
+                control::Request::Stats => Ok(with_inspection(lb.show(&kernel), &inspection)),
                 control::Request::Metrics => {
                     Ok(Value::String(crate::metrics::render_lb(&lb.show(&kernel))))
                 }
+                control::Request::RulesReload => match &mut inspection {
+                    Some(i) => i
+                        .reload_rules(args)
+                        .map(Value::String)
+                        .map_err(|e| format!("{e:#}; the old rules keep running")),
+                    None => Err("this balancer inspects nothing (start it with --rules or --policy)".to_string()),
+                },
                 _ => Err("this data plane runs as a load balancer (--lb): commands are stats and lb ... (`dataplane ctl help`)".to_string()),
             };
             let _ = command.reply.send(result);
@@ -1023,15 +1104,31 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
     }
     lb.monitor = None;
     drop(servers);
-    let kernel = program.counters().unwrap_or_default();
-    let doc = lb.show(&kernel);
     program.detach()?;
+    // the workers drain what is in flight once nothing new comes
+    let inspected = inspection.map(|i| i.finish()).transpose()?;
+    let kernel = program.counters().unwrap_or_default();
+    let mut doc = lb.show(&kernel);
+    if let Some(i) = inspected {
+        doc["inspection"] = i;
+    }
     print_summary(&doc, started.elapsed());
+    if let Some(e) = failure {
+        return Err(e);
+    }
     if let Some(path) = &args.stats_json {
         let text = serde_json::to_string_pretty(&doc)?;
         std::fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
     }
     Ok(())
+}
+
+/// `lb show` (and stats) with what the inspecting workers did.
+fn with_inspection(mut doc: Value, inspection: &Option<crate::lbinspect::Inspection>) -> Value {
+    if let Some(i) = inspection {
+        doc["inspection"] = i.json();
+    }
+    doc
 }
 
 fn print_summary(doc: &Value, uptime: Duration) {
@@ -1065,6 +1162,13 @@ fn print_summary(doc: &Value, uptime: Duration) {
                 b["new_conns"]
             ));
         }
+    }
+    let i = &doc["inspection"];
+    if i.is_object() {
+        crate::logging::say(&format!(
+            "  inspection: {} packets read in user space ({} sent on), {} flows, {} dropped, {} resets sent",
+            i["user_packets"], i["sent"], i["flows"], i["dropped_flows"], i["rejects_sent"]
+        ));
     }
     let k = &doc["kernel"];
     crate::logging::say(&format!(

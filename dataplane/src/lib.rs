@@ -24,6 +24,8 @@ pub mod handoff;
 pub mod inspect;
 pub mod ipfix;
 pub mod key;
+pub mod lbframe;
+mod lbinspect;
 mod lbrun;
 pub mod logging;
 pub mod metrics;

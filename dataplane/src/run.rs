@@ -166,7 +166,7 @@ impl Merged {
 
 /// Parses the rules and policy again; only if everything parses, hands the
 /// new engine to every worker. Without DPI at start-up there is nothing to reload.
-fn reload_rules(
+pub(crate) fn reload_rules(
     args: &RunArgs,
     engine: &mut Option<Arc<dpi::policy::Engine>>,
     queries: &[crossbeam_channel::Sender<crate::worker::WorkerQuery>],
@@ -410,6 +410,7 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         report_every,
         bridge: mode == Mode::Inline,
         mirror: mode == Mode::Mirror,
+        lb: false,
         timeouts: args.timeouts(),
     };
     // AF_XDP modes: a frame of a flow another worker owns goes to that

@@ -71,6 +71,11 @@ pub struct WorkerConfig {
     /// Monitor mode on a mirror (SPAN) port: allowed flows are discarded in
     /// XDP instead of handed to the stack.
     pub mirror: bool,
+    /// Load balancer with inspection: frames come ready for their backend
+    /// (encapsulated or rewritten by XDP) and, unless their flow is
+    /// dropped, go out of the port they came in on; the balancer in XDP
+    /// carries a flow once its verdict is written.
+    pub lb: bool,
     pub timeouts: dpi::table::Timeouts,
 }
 
@@ -390,7 +395,7 @@ impl Flows {
                 // SAFETY: the sender took the descriptor from its `receive`
                 // and gave it up with the parcel; it is ours until routed.
                 let frame = unsafe { socket.frame(&parcel.desc) };
-                let decoded = decode(frame, frame.len());
+                let decoded = self.decode(frame);
                 if self.config.bridge && decoded == Err(dpi::DecodeError::Fragment) {
                     self.fragment(
                         socket,
@@ -424,7 +429,7 @@ impl Flows {
                 // handed over only after the frame's last use below.
                 let frame = unsafe { socket.frame(desc) };
                 self.note_kernel_stamp(read_meta_stamp(frame), picked_up);
-                let decoded = decode(frame, frame.len());
+                let decoded = self.decode(frame);
                 if self.config.bridge && decoded == Err(dpi::DecodeError::Fragment) {
                     self.fragment(socket, *desc, port, picked_up, handoff);
                     before = self.record_processing(before);
@@ -550,6 +555,8 @@ impl Flows {
     fn route(&mut self, socket: &mut QueueSocket, desc: FrameDesc, port: usize, forward: bool) {
         if self.config.bridge && forward {
             socket.forward(desc, 1 - port);
+        } else if self.config.lb && forward {
+            socket.forward(desc, port);
         } else {
             socket.release(desc);
         }
@@ -590,6 +597,19 @@ impl Flows {
             self.end_batch();
         }
         received
+    }
+
+    /// Decodes a frame of an AF_XDP socket: load balancer frames come
+    /// encapsulated for their backend (ipip), and are read as the client's
+    /// packet inside.
+    fn decode(&self, frame: &[u8]) -> Result<dpi::Decoded, dpi::DecodeError> {
+        let outer = decode(frame, frame.len())?;
+        if self.config.lb
+            && let Some(inner) = dpi::tunnel::ip_in_ip(frame, &outer)
+        {
+            return Ok(inner);
+        }
+        Ok(outer)
     }
 
     /// Records one packet's processing time; returns now.
@@ -681,6 +701,17 @@ impl Flows {
             && self.config.bridge
         {
             self.replies = dpi::reject::frames(frame, &decoded, kind);
+        }
+        if self.config.lb {
+            if seen.new_flow
+                && let Some(flow) = self.table.get_mut(&decoded.key)
+            {
+                flow.backend = crate::lbframe::backend(frame, &decoded);
+            }
+            if let Some(kind) = seen.reject {
+                self.replies =
+                    crate::lbframe::rejects(frame, &decoded, kind, read_meta_peer(frame));
+            }
         }
         if seen.verdict.is_some() || seen.after_verdict.is_some() {
             self.pending.note(&decoded.key, &seen)
@@ -946,6 +977,7 @@ impl Flows {
             reason: ending.reason,
             queue: self.queue,
             split: ending.split,
+            backend: flow.backend,
         };
         if let Err(TrySendError::Full(_)) = log.try_send(record) {
             self.counters.flow_log_dropped += 1;
@@ -1095,6 +1127,23 @@ fn decode(frame: &[u8], wire_len: usize) -> Result<dpi::Decoded, dpi::DecodeErro
         dpi::decode_ethernet_cut(frame)
     } else {
         dpi::decode_ethernet(frame)
+    }
+}
+
+/// Load balancer: what the XDP program put in front of a frame
+/// (`struct dp_lb_meta`, before `struct dp_xdp_meta`) before rewriting it
+/// for the backend: the MAC it came from and the VIP.
+fn read_meta_peer(frame: &[u8]) -> xdp_redirect::LbMeta {
+    const META: usize =
+        std::mem::size_of::<xdp_redirect::XdpMeta>() + std::mem::size_of::<xdp_redirect::LbMeta>();
+    // SAFETY: as in `read_meta_stamp`: 32 bytes before the data, inside the
+    // chunk's headroom that we own while the descriptor is out of the rings.
+    unsafe {
+        frame
+            .as_ptr()
+            .sub(META)
+            .cast::<xdp_redirect::LbMeta>()
+            .read_unaligned()
     }
 }
 

@@ -270,6 +270,8 @@ pub struct FlowState {
     pub verdict_ns: u64,
     /// What the decider made of the flow (DPI), once decided or ended.
     pub label: Option<Box<FlowLabel>>,
+    /// Load balancer with inspection: the backend the flow's packets went to.
+    pub backend: Option<std::net::IpAddr>,
 }
 
 /// Result of accounting one packet in the table.

@@ -30,6 +30,16 @@ pub fn innermost(frame: &[u8], outer: Decoded) -> Decoded {
     d
 }
 
+/// The packet inside an IP-in-IP (or 6in4, 4in6, 6in6) packet, one level
+/// in only: what a load balancer in ipip mode sends its backend, read as the
+/// client's packet.
+pub fn ip_in_ip(frame: &[u8], outer: &Decoded) -> Option<Decoded> {
+    match outer.key.proto {
+        PROTO_IPIP | PROTO_IPV6 => ip_at(frame, outer.payload_offset),
+        _ => None,
+    }
+}
+
 /// One level in.
 fn inner(frame: &[u8], d: &Decoded) -> Option<Decoded> {
     let at = d.payload_offset;

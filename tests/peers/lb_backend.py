@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A load-balancer backend for the tests, run inside a backend namespace.
 
-  lb_backend.py NAME [--udp-bind ADDR ...] [--load FILE]
+  lb_backend.py NAME [--udp-bind ADDR ...] [--load FILE] [--log]
 
 - HTTP/1.1 on port 80 (IPv4 and IPv6): every GET answers NAME, except
   GET /load on port 9100, which answers the number in FILE (default 0.0):
@@ -11,6 +11,8 @@
   answered with NAME. In direct-server-return mode the replies must come from
   the VIP, so the test binds the VIP (it is on lo); a socket bound to the
   wildcard would answer from the interface address.
+
+With --log, every HTTP request is printed as "request HOST PATH".
 
 No name lookups (http.server's server_bind() would call getfqdn()). Prints
 "ready" once every socket is bound; runs until killed by PID.
@@ -62,6 +64,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, fmt, *a):
         pass
 
+    def log_request(self, code="-", size="-"):
+        # --log: one line per request received, with its Host (what the
+        # inspect-then-balance test reads: blocked requests never get here)
+        if args.log:
+            print(f"request {self.headers.get('Host', '-')} {self.path}", flush=True)
+
 
 class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
@@ -98,6 +106,7 @@ def main():
     p.add_argument("name")
     p.add_argument("--udp-bind", action="append", default=[])
     p.add_argument("--load", default="/nonexistent")
+    p.add_argument("--log", action="store_true", help="print a line per HTTP request")
     args = p.parse_args()
     servers = [Server(("::", 80), Handler), Server(("::", 9100), Handler)]
     for addr in args.udp_bind:

@@ -2,7 +2,8 @@
 """Load-balancer test client, run inside the client namespace. Prints one
 JSON document on stdout. Every loop is bounded in count and time.
 
-  lb_client.py count ADDR PORT N     N new TCP connections, one GET each:
+  lb_client.py count ADDR PORT N     N new TCP connections, one GET each
+                                     (Host: ADDR, or $LB_HOST if set):
                                      {"counts": {backend: n}, "errors": e}
   lb_client.py count ADDR PORT N SPORT
                                      the same from source ports SPORT..SPORT+N,
@@ -98,7 +99,7 @@ def connect(addr, port, sport=None):
 def count(addr, port, n, sport=None):
     def once(i):
         with connect(addr, port, None if sport is None else sport + i) as s:
-            return get(s, addr)
+            return get(s, os.environ.get("LB_HOST", addr))
 
     names, errors = bounded(n, once)
     return {"counts": tally(names), "errors": errors}

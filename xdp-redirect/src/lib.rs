@@ -35,7 +35,8 @@ use aya::{
 use thiserror::Error;
 
 pub use abi::{
-    dp_flow_key as FlowKey, dp_flow_key4 as FlowKey4, dp_verdict as Verdict, dp_xdp_meta as XdpMeta,
+    dp_flow_key as FlowKey, dp_flow_key4 as FlowKey4, dp_lb_meta as LbMeta, dp_verdict as Verdict,
+    dp_xdp_meta as XdpMeta,
 };
 pub use attached::AttachedProgram;
 

@@ -392,7 +392,8 @@ fn inspected_service_sends_data_to_user_space_until_its_verdict() {
             &[0x02, 0, 0, 0, 0, 0x01],
             "{mode:?}: the sender's MAC"
         );
-        let frame = &out[16..];
+        assert_eq!(&out[8..12], &[198, 18, 70, 100], "{mode:?}: the VIP");
+        let frame = &out[32..];
         assert_eq!(&frame[..6], &GATEWAY, "{mode:?}: ready for the next hop");
         assert_eq!(
             &frame[30..34],

@@ -245,13 +245,14 @@ struct dp_xdp_meta {
 
 /*
  * Load balancer, a frame of a service with inspection: in front of
- * struct dp_xdp_meta (so 16 bytes before the packet data). The balancer
- * rewrote the frame's Ethernet header for the backend; a reset sent back to
- * the client goes to the MAC the frame came from.
+ * struct dp_xdp_meta (so 32 bytes before the packet data). The balancer
+ * rewrote the frame for the backend; a reset sent back to the client goes
+ * to the MAC the frame came from, and in nat mode comes from the VIP.
  */
 struct dp_lb_meta {
 	__u8 peer_mac[6]; /* the frame's Ethernet source as received */
 	__u16 pad;        /* zero */
+	__u8 vip[16];     /* the service's address, network byte order; IPv4 in the first 4 */
 };
 
 /*

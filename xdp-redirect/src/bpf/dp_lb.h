@@ -231,7 +231,7 @@ enum lb_inspect_need {
 #define LB_INSPECT_F_DATA 0x100
 int dp_lb_inspect(const struct dp_lb_conn_key *fk, __u32 flags, __u32 len);
 static __always_inline int lb_to_user(struct xdp_md *ctx);
-int dp_lb_stamp(struct xdp_md *ctx);
+int dp_lb_stamp(struct xdp_md *ctx, const struct dp_lb_conn_key *ckey);
 
 /* The TCP or UDP checksum of the packet at `l4`; NULL if truncated, or for
  * UDP over IPv4 without a checksum (it stays without one). */
@@ -495,7 +495,7 @@ static __always_inline int lb_process(struct xdp_md *ctx, struct dp_lb_conn_key 
 			return XDP_DROP;
 		}
 		if (inspect == LB_INSPECT_USER)
-			dp_lb_stamp(ctx);
+			dp_lb_stamp(ctx, ckey);
 	}
 
 	if (svc->mode == DP_LB_MODE_NAT)

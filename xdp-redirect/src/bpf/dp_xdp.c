@@ -686,23 +686,25 @@ __attribute__((noinline)) int dp_lb_inspect(const struct dp_lb_conn_key *fk, __u
 		verdict_account(verdict, len, &info);
 		return verdict->action == DP_ACTION_DROP ? LB_INSPECT_DROP : LB_INSPECT_NO;
 	}
-	/* the handshake and bare ACKs carry nothing to read: balanced here */
-	if (fk->proto == IPPROTO_TCP && !(flags & LB_INSPECT_F_DATA))
+	/* the handshake and bare ACKs carry nothing to read: balanced here (a
+	 * FIN or RST goes up, so the worker sees the flow end) */
+	if (fk->proto == IPPROTO_TCP && !(flags & LB_INSPECT_F_DATA) &&
+	    !(flags & (TCP_FLAG_FIN | TCP_FLAG_RST)))
 		return LB_INSPECT_NO;
 	return LB_INSPECT_USER;
 }
 
 /* Load balancer, an undecided frame of a service with inspection, before
  * the balancer rewrites it: its metadata (struct dp_lb_meta with the
- * Ethernet source as received, then struct dp_xdp_meta), which
+ * Ethernet source as received and the VIP, then struct dp_xdp_meta), which
  * bpf_xdp_adjust_head moves along with the frame. A global function, for
  * the verifier's sake (see dp_lb_inspect). */
-__attribute__((noinline)) int dp_lb_stamp(struct xdp_md *ctx)
+__attribute__((noinline)) int dp_lb_stamp(struct xdp_md *ctx, const struct dp_lb_conn_key *ckey)
 {
 	struct dp_lb_meta *meta;
 	struct ethhdr *eth;
 
-	if (!ctx || bpf_xdp_adjust_meta(ctx, -(int)(sizeof(*meta) + sizeof(struct dp_xdp_meta))))
+	if (!ctx || !ckey || bpf_xdp_adjust_meta(ctx, -(int)(sizeof(*meta) + sizeof(struct dp_xdp_meta))))
 		return -1;
 	meta = (void *)(long)ctx->data_meta;
 	eth = (void *)(long)ctx->data;
@@ -711,6 +713,7 @@ __attribute__((noinline)) int dp_lb_stamp(struct xdp_md *ctx)
 		return -1;
 	__builtin_memcpy(meta->peer_mac, eth->h_source, ETH_ALEN);
 	meta->pad = 0;
+	__builtin_memcpy(meta->vip, ckey->dst, 16);
 	((struct dp_xdp_meta *)(meta + 1))->rx_ns = bpf_ktime_get_ns();
 	return 0;
 }
