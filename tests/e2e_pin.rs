@@ -363,6 +363,8 @@ fn a_million_new_flows_stay_within_bounds_root() {
                 dport: 9,
                 header_len: 0,
                 header: [0; 64],
+                short_fixed_dport: 0,
+                pad: 0,
             };
             generator.generate(&frame, ifindex, config, 1_000_000, 64)
         })

@@ -78,6 +78,10 @@ pub struct Spec {
     /// Frame size without FCS; at least what the headers and payload need.
     pub size: usize,
     pub flows: u32,
+    /// xdp-live engine: every `short_every`-th frame belongs to a short
+    /// flow, a new one every `short_len` such frames (0: long flows only).
+    pub short_every: u32,
+    pub short_len: u32,
     pub payload: PayloadKind,
     /// Host name put into HTTP/TLS/DNS payloads.
     pub host: String,
@@ -531,8 +535,8 @@ fn xdp_live(spec: &Spec, template: Template, target: &Target, job: &Job<'_>) -> 
     let mut generator = Baseline::load().context("load the generator program")?;
     let config = GenConfig {
         long_flows: spec.flows.max(1),
-        short_every: 0,
-        short_len: 1,
+        short_every: spec.short_every,
+        short_len: spec.short_len.max(1),
         l4_off: template.l4_off as u16,
         csum_off: template.csum_off.unwrap_or(0) as u16,
         stamp_off: template.stamp_off.unwrap_or(0) as u16,
@@ -546,6 +550,9 @@ fn xdp_live(spec: &Spec, template: Template, target: &Target, job: &Job<'_>) -> 
         // (NAT, encapsulation) must not change later frames
         header_len: (template.l4_off + 8).min(64) as u16,
         header: [0; 64],
+        // short flows to the one service port, new source ports
+        short_fixed_dport: 1,
+        pad: 0,
     };
     job.start();
     let mut pacer = Pacer::new(job.rate);
@@ -852,6 +859,8 @@ mod tests {
             dport: None,
             size: 256,
             flows: 8,
+            short_every: 0,
+            short_len: 1,
             payload,
             host: "example.test".into(),
             latency: false,

@@ -250,7 +250,10 @@ pub struct RunArgs {
 
     /// Load balancer mode: balance the services of this TOML file (VIPs,
     /// backends, weights, health checks, load policy) in XDP; traffic for
-    /// anything else goes to the stack. See README "Load balancer".
+    /// anything else goes to the stack. With --rules/--policy, services
+    /// that say `inspect = true` have their connections' first data
+    /// packets inspected before the kernel balances the rest (and
+    /// --flow-log records them). See README "Load balancer".
     #[arg(long, value_name = "FILE", conflicts_with_all = ["peer", "pin", "mirror", "eve", "ipfix"])]
     pub lb: Option<PathBuf>,
 

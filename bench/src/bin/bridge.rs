@@ -296,6 +296,8 @@ fn main() -> anyhow::Result<()> {
             dport: 9,
             header_len: 0,
             header: [0; 64],
+            short_fixed_dport: 0,
+            pad: 0,
         },
         generators,
         gen_cores: args.gen_cores.clone(),

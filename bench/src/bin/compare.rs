@@ -512,25 +512,44 @@ fn lb(args: &Args) -> anyhow::Result<Value> {
     lb_dut(&tb)?;
     let file = std::env::temp_dir().join(format!("compare-lb-{}.toml", std::process::id()));
     std::fs::write(&file, bench::lbpeers::xdp_config("ipip", "udp", 9))?;
+    // inspect, then balance: the same service, its flows' first datagrams
+    // through a worker with the typical rules
+    let inspect_file = file.with_extension("inspect.toml");
+    std::fs::write(
+        &inspect_file,
+        bench::lbpeers::xdp_config("ipip", "udp", 9).replacen(
+            "proto = \"udp\"\n",
+            "proto = \"udp\"\ninspect = true\n",
+            1,
+        ),
+    )?;
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/rules/typical.rules");
     let dut_mac = mac(&tb.dut, &tb.dut_if)?;
-    let mut gen_args = testbed_gen_args(&dut_mac, 64, s.frames);
-    gen_args[3] = "198.18.70.100".into(); // --dst-ip: the VIP
+    let mut long_args = testbed_gen_args(&dut_mac, 64, s.frames);
+    long_args[3] = "198.18.70.100".into(); // --dst-ip: the VIP
+    // the short-flow mix: every 4th frame is of a new 2-frame flow; 400,000
+    // frames, so that each of the 50,000 short flows is new (a 5-tuple to
+    // one service port varies by source port only)
+    let mut mix_args = testbed_gen_args(&dut_mac, 64, 400_000);
+    mix_args[3] = "198.18.70.100".into();
+    mix_args.extend(["--short-every", "4", "--short-len", "2"].map(String::from));
     let have_nft = installed("nft");
     if !have_nft {
         println!("- nftables: not installed, skipped (apt-get install nftables)");
     }
     // pktgen, with gen0's sink counting what the balancer sent back
-    let through = || -> anyhow::Result<(f64, u64)> {
+    let through_with = |gen_args: &[String]| -> anyhow::Result<(f64, u64)> {
         let mut cmd = tb.gen_ns.command(&bin("xdp-baseline")?);
         cmd.args(["--iface", "gen0", "--kind", "sink"]);
         let sink = Held::start(cmd, "xdp-baseline: attached")?;
-        let sent = pktgen(&tb.gen_ns, &gen_args)?;
+        let sent = pktgen(&tb.gen_ns, gen_args)?;
         std::thread::sleep(Duration::from_millis(200)); // in flight
         let got = last_json(&sink.stop()?)?["packets"].as_u64().unwrap_or(0);
         let seconds = sent["seconds"].as_f64().unwrap_or(1.0);
         let pps = got as f64 / seconds;
         Ok((pps, sent["packets"].as_u64().unwrap_or(0)))
     };
+    let through = || through_with(&long_args);
     let mut rounds = Vec::new();
     for _ in 0..s.rounds {
         let mut round = json!({});
@@ -546,9 +565,40 @@ fn lb(args: &Args) -> anyhow::Result<Value> {
         .arg(&file);
         let dp = Held::start(cmd, "load balancing on")?;
         let (pps, sent) = through()?;
+        let (mix_pps, _) = through_with(&mix_args)?;
         dp.stop()?;
         round["xdp_pps"] = json!(pps);
+        round["xdp_mix_pps"] = json!(mix_pps);
         round["sent"] = json!(sent);
+        // the same, inspecting
+        let stats = file.with_extension("stats.json");
+        let mut cmd = tb.dut.command(&bin("dataplane")?);
+        cmd.args([
+            "--iface",
+            "dut0",
+            "--no-control",
+            "--stats-interval",
+            "0",
+            "--rules",
+            rules,
+            "--stats-json",
+        ])
+        .arg(&stats)
+        .arg("--lb")
+        .arg(&inspect_file);
+        let dp = Held::start(cmd, "load balancing on")?;
+        let (pps, _) = through()?;
+        let (mix_pps, _) = through_with(&mix_args)?;
+        dp.stop()?;
+        round["inspect_pps"] = json!(pps);
+        round["inspect_mix_pps"] = json!(mix_pps);
+        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&stats)?)?;
+        let k = &doc["kernel"];
+        let n = |v: &Value| v.as_u64().unwrap_or(0) as f64;
+        round["inspect_user_share"] =
+            json!(n(&k["to_user"]) / (n(&k["to_user"]) + n(&k["lb_forwarded"])).max(1.0));
+        round["inspection"] = doc["inspection"].clone();
+        let _ = std::fs::remove_file(&stats);
         // the testbed's ceiling: a program that only sends frames back
         let mut cmd = tb.dut.command(&bin("xdp-baseline")?);
         cmd.args(["--iface", "dut0", "--kind", "tx"]);
@@ -578,6 +628,7 @@ fn lb(args: &Args) -> anyhow::Result<Value> {
         rounds.push(round);
     }
     let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_file(&inspect_file);
     drop(tb);
     let xdp = round_median(&rounds, "xdp_pps");
     let ceiling = round_median(&rounds, "bare_xdp_tx_pps");
@@ -602,6 +653,31 @@ fn lb(args: &Args) -> anyhow::Result<Value> {
         println!("| ceiling: bare XDP_TX, MACs swapped, no balancing | {ceiling:.0} | |");
     }
     println!("\ndataplane --lb / bare XDP_TX (median of per-round ratios): {of_ceiling:.2}");
+    println!(
+        "\nInspect, then balance (the same service with inspect = true and bench/rules/typical.rules; both packets and datagrams of both runs of each round):\n"
+    );
+    println!("| traffic | balancing only | inspect = true | ratio |\n|---|---:|---:|---:|");
+    for (name, plain, inspected) in [
+        ("128 long flows", "xdp_pps", "inspect_pps"),
+        (
+            "mix: 1 frame in 4 in new 2-frame flows (400,000 frames)",
+            "xdp_mix_pps",
+            "inspect_mix_pps",
+        ),
+    ] {
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.2} |",
+            round_median(&rounds, plain),
+            round_median(&rounds, inspected),
+            round_ratio(&rounds, inspected, plain)
+        );
+        result[inspected] = json!(round_median(&rounds, inspected));
+        result[plain] = json!(round_median(&rounds, plain));
+    }
+    println!(
+        "\nshare of the inspecting runs' service packets that went through user space: {:.1} %",
+        100.0 * round_median(&rounds, "inspect_user_share")
+    );
     if installed("haproxy") {
         println!(
             "\n- haproxy: installed, but a TCP proxy terminates connections and cannot be loaded with packets; see bench/README.md"

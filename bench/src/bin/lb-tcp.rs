@@ -9,6 +9,12 @@
 //! 2-core VM: the figures say how each balancer behaves under real TCP, the
 //! packets/s comparison is `compare lb`. Needs root; haproxy and nftables
 //! are skipped with a line when not installed.
+//!
+//! The XDP balancer runs twice per round: as is, and inspecting (`inspect =
+//! true`, `bench/rules/typical.rules`): each connection's request (and FIN)
+//! goes through a worker before the kernel balances the rest. Its kernel
+//! counters give the packets/s the balancer handled and the share that went
+//! through user space.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -108,6 +114,53 @@ fn measure(tb: &LbTestbed, args: &Args) -> anyhow::Result<(f64, f64)> {
     Ok((cps, bits / time / 1e6))
 }
 
+const RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/rules/typical.rules");
+
+/// One measurement through `dataplane --lb FILE` (more arguments in
+/// `extra`): (connections/s, Mbit/s, packets/s, share of packets through
+/// user space in %).
+fn measure_xdp(
+    tb: &LbTestbed,
+    args: &Args,
+    file: &std::path::Path,
+    extra: &[&str],
+) -> anyhow::Result<Value> {
+    let stats = file.with_extension("stats.json");
+    let mut cmd = tb.lb.command(&bin("dataplane")?);
+    cmd.args([
+        "--iface",
+        "lb0",
+        "--no-control",
+        "--stats-interval",
+        "0",
+        "--lb",
+    ])
+    .arg(file)
+    .arg("--stats-json")
+    .arg(&stats)
+    .args(extra);
+    let mut dp = Process::spawn(cmd)?;
+    dp.wait_for_line("load balancing on", Duration::from_secs(20))
+        .map_err(anyhow::Error::msg)?;
+    let started = std::time::Instant::now();
+    let measured = measure(tb, args);
+    let secs = started.elapsed().as_secs_f64();
+    dp.interrupt(Duration::from_secs(20))
+        .map_err(anyhow::Error::msg)?;
+    let (cps, mbps) = measured?;
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&stats)?)?;
+    let k = &doc["kernel"];
+    let n = |v: &Value| v.as_u64().unwrap_or(0) as f64;
+    let service = n(&k["lb_forwarded"]) + n(&k["to_user"]) + n(&k["bypass_drop"]);
+    Ok(json!({
+        "connections_per_s": cps,
+        "mbit_per_s": mbps,
+        "packets_per_s": service / secs,
+        "user_space_pct": 100.0 * n(&k["to_user"]) / service.max(1.0),
+        "inspection": doc["inspection"],
+    }))
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     testbed::require_root("lb-tcp (namespaces, XDP)");
@@ -131,30 +184,24 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let xdp_file = dir.join("lb.toml");
     std::fs::write(&xdp_file, bench::lbpeers::xdp_config("nat", "tcp", 80))?;
+    let inspect_file = dir.join("lb-inspect.toml");
+    std::fs::write(
+        &inspect_file,
+        bench::lbpeers::xdp_config("nat", "tcp", 80).replacen(
+            "proto = \"tcp\"\n",
+            "proto = \"tcp\"\ninspect = true\n",
+            1,
+        ),
+    )?;
     let haproxy_file = dir.join("haproxy.cfg");
     std::fs::write(&haproxy_file, HAPROXY)?;
     let (have_nft, have_haproxy) = (installed("nft"), installed("haproxy"));
     let mut rounds = Vec::new();
     for _ in 0..args.rounds {
         let mut round = json!({});
-        // the XDP balancer
-        let mut cmd = tb.lb.command(&bin("dataplane")?);
-        cmd.args([
-            "--iface",
-            "lb0",
-            "--no-control",
-            "--stats-interval",
-            "0",
-            "--lb",
-        ])
-        .arg(&xdp_file);
-        let mut dp = Process::spawn(cmd)?;
-        dp.wait_for_line("load balancing on", Duration::from_secs(20))
-            .map_err(anyhow::Error::msg)?;
-        let (cps, mbps) = measure(&tb, &args)?;
-        dp.interrupt(Duration::from_secs(10))
-            .map_err(anyhow::Error::msg)?;
-        round["xdp"] = json!({"connections_per_s": cps, "mbit_per_s": mbps});
+        // the XDP balancer, then the same inspecting
+        round["xdp"] = measure_xdp(&tb, &args, &xdp_file, &[])?;
+        round["xdp-inspect"] = measure_xdp(&tb, &args, &inspect_file, &["--rules", RULES])?;
         if have_nft {
             bench::lbpeers::nft_load(
                 tb.lb.command("nft"),
@@ -214,12 +261,25 @@ fn main() -> anyhow::Result<()> {
     println!("| balancer | new connections/s | download Mbit/s |\n|---|---:|---:|");
     for (who, name) in [
         ("xdp", "dataplane --lb (XDP, nat)"),
+        (
+            "xdp-inspect",
+            "dataplane --lb --rules, inspect = true (typical.rules)",
+        ),
         ("nft", "nftables DNAT (jhash, conntrack)"),
         ("haproxy", "haproxy 2.6, mode tcp"),
     ] {
         match (median(who, "connections_per_s"), median(who, "mbit_per_s")) {
             (Some(c), Some(m)) => println!("| {name} | {c:.0} | {m:.0} |"),
             _ => println!("| {name} | not installed | |"),
+        }
+    }
+    for who in ["xdp", "xdp-inspect"] {
+        if let (Some(pps), Some(user)) =
+            (median(who, "packets_per_s"), median(who, "user_space_pct"))
+        {
+            println!(
+                "{who}: {pps:.0} balancer packets/s over the whole round, {user:.1} % of them through user space"
+            );
         }
     }
     if let Some(path) = &args.json {

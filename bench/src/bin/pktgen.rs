@@ -40,6 +40,14 @@ struct Args {
     /// Flows (distinct source ports from --sport up).
     #[arg(long, short = 'f', default_value_t = 1)]
     flows: u32,
+    /// xdp-live engine: every Nth frame belongs to a short flow (a new
+    /// source port every --short-len such frames), the rest to the --flows
+    /// long ones; 0: long flows only.
+    #[arg(long, default_value_t = 0)]
+    short_every: u32,
+    /// Frames of each short flow.
+    #[arg(long, default_value_t = 1)]
+    short_len: u32,
     /// First source port.
     #[arg(long, default_value_t = 1024)]
     sport: u16,
@@ -142,6 +150,8 @@ fn main() -> anyhow::Result<()> {
         dport: args.dport,
         size: args.size,
         flows: args.flows.max(1),
+        short_every: args.short_every,
+        short_len: args.short_len,
         payload: args.payload,
         host: args.host.clone(),
         latency: args.latency,

@@ -281,7 +281,9 @@ struct dp_host_record {
  * sport = 10000 + k % 50000, dport = 20000 + cpu * 2000 + (k / 50000) % 2000);
  * otherwise long flow n % long_flows (sport = sport_base + cpu * long_flows +
  * flow, dport = dport). Each CPU thus sends its own flows, as RSS would give
- * each queue its own.
+ * each queue its own. With short_fixed_dport, short flows keep dport and
+ * take sport = 10000 + (cpu % 2) * 27500 + k % 27500 (distinct for two
+ * sending CPUs, up to 27500 short flows each).
  */
 struct dp_gen_config {
 	__u32 long_flows;  /* >= 1; host byte order */
@@ -298,6 +300,10 @@ struct dp_gen_config {
 	 * balancer) would otherwise change every later frame of that page. */
 	__u16 header_len;  /* host byte order */
 	__u8 header[64];   /* the template frame's first header_len bytes */
+	/* 1: short flows keep `dport` and differ by sport only (a service on
+	 * one port, such as a balancer's VIP); host byte order */
+	__u16 short_fixed_dport;
+	__u16 pad;         /* zero */
 };
 
 /* What `xdp_gen` writes into the payload with stamp_off set (latency runs). */

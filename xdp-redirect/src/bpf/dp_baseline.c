@@ -186,8 +186,14 @@ int xdp_gen(struct xdp_md *ctx)
 	cpu = bpf_get_smp_processor_id() % 8;
 	if (cfg->short_every && n % cfg->short_every == 0) {
 		flow = (n / cfg->short_every) / (cfg->short_len ? cfg->short_len : 1);
-		sport = 10000 + flow % 50000;
-		dport = 20000 + cpu * 2000 + (flow / 50000) % 2000;
+		if (cfg->short_fixed_dport) {
+			/* each of the (up to 2) sending CPUs its own 27500 */
+			sport = 10000 + (cpu % 2) * 27500 + flow % 27500;
+			dport = cfg->dport;
+		} else {
+			sport = 10000 + flow % 50000;
+			dport = 20000 + cpu * 2000 + (flow / 50000) % 2000;
+		}
 	} else {
 		__u32 flows = cfg->long_flows ? cfg->long_flows : 1;
 
