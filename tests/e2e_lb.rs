@@ -1016,6 +1016,20 @@ fn inspect_then_balance(mode: &str) {
     )
     .unwrap_or_else(|e| panic!("{e}: {:#}", ctl(socket, &["stats"])));
     let (inspected, kernel) = (&stats["inspection"], &stats["kernel"]);
+    // `lb show` for people says which services are inspected, and how much
+    let show = Command::new(BIN)
+        .args(["ctl", "--socket"])
+        .arg(socket)
+        .args(["lb", "show"])
+        .output()
+        .unwrap();
+    let show = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        show.contains(&format!(
+            "inspected, then balanced: tcp/{VIP4}:80; in user space: "
+        )),
+        "{show}"
+    );
     assert!(
         inspected["dropped_flows"].as_u64().unwrap() == 5,
         "every blocked connection is dropped: {inspected}"

@@ -656,6 +656,29 @@ fn human_lb(command: &[String], reply: &Value) -> String {
                 num(&c["lost"]),
                 num(&reply["retired_backends"])
             ));
+            let inspected: Vec<&str> = reply["services"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| s["inspect"] == true)
+                .filter_map(|s| s["service"].as_str())
+                .collect();
+            let i = &reply["inspection"];
+            if !inspected.is_empty() || i.is_object() {
+                out.push_str(&format!(
+                    "\ninspected, then balanced: {}; in user space: {} packets read, {} sent on, {} flows, {} dropped, {} resets",
+                    if inspected.is_empty() {
+                        "none".to_string()
+                    } else {
+                        inspected.join(", ")
+                    },
+                    num(&i["user_packets"]),
+                    num(&i["sent"]),
+                    num(&i["flows"]),
+                    num(&i["dropped_flows"]),
+                    num(&i["rejects_sent"])
+                ));
+            }
             out
         }
         Some("save") => format!(

@@ -546,6 +546,7 @@ impl Lb<'_> {
                     .collect();
                 json!({
                     "service": name,
+                    "inspect": st.service.inspect,
                     "table_digest": st.digest(),
                     "packets": stats.packets,
                     "bytes": stats.bytes,
@@ -1076,7 +1077,14 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
         while let Ok(command) = ctl_rx.try_recv() {
             let kernel = program.counters().unwrap_or_default();
             let result = match &command.request {
-                control::Request::Lb(line) => lb.command(line, &kernel),
+                control::Request::Lb(line) => lb.command(line, &kernel).map(|v| {
+                    // `lb show` with what the workers did
+                    if matches!(line.split_whitespace().collect::<Vec<_>>()[..], ["lb"] | ["lb", "show"]) {
+                        with_inspection(v, &inspection)
+                    } else {
+                        v
+                    }
+                }),
                 control::Request::Stats => Ok(with_inspection(lb.show(&kernel), &inspection)),
                 control::Request::Metrics => {
                     Ok(Value::String(crate::metrics::render_lb(&lb.show(&kernel))))
