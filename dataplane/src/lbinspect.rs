@@ -40,8 +40,10 @@ pub struct Inspection {
     stop: Arc<AtomicBool>,
     handles: Vec<(u32, JoinHandle<Result<(), WorkerError>>)>,
     reports: Receiver<WorkerReport>,
-    /// The latest counters of each queue's worker.
+    /// The latest counters of each queue's worker, and when they came.
     latest: BTreeMap<u32, QueueCounters>,
+    reported: BTreeMap<u32, std::time::Instant>,
+    started: std::time::Instant,
     queries: Vec<Sender<WorkerQuery>>,
     engine: Option<Arc<dpi::policy::Engine>>,
     flow_log: Option<JsonLog>,
@@ -136,6 +138,8 @@ impl Inspection {
             handles,
             reports,
             latest: BTreeMap::new(),
+            reported: BTreeMap::new(),
+            started: std::time::Instant::now(),
             queries,
             engine: Some(engine),
             flow_log,
@@ -150,8 +154,26 @@ impl Inspection {
                 bail!("the inspecting worker of queue {} stopped", report.queue);
             }
             self.latest.insert(report.queue, report.counters);
+            self.reported
+                .insert(report.queue, std::time::Instant::now());
         }
         Ok(())
+    }
+
+    /// Workers that have not reported for 3 s (they report every second).
+    pub fn stalled(&self) -> Vec<String> {
+        const STALE: Duration = Duration::from_secs(3);
+        (0..self.handles.len() as u32)
+            .filter(|q| {
+                self.reported
+                    .get(q)
+                    .copied()
+                    .unwrap_or(self.started)
+                    .elapsed()
+                    > STALE
+            })
+            .map(|q| format!("the inspecting worker of queue {q} has not reported for 3 s"))
+            .collect()
     }
 
     /// Parses the rules and policy again and hands them to the workers; a

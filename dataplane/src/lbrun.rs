@@ -1077,6 +1077,9 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
         while let Ok(command) = ctl_rx.try_recv() {
             let kernel = program.counters().unwrap_or_default();
             let result = match &command.request {
+                control::Request::Lb(line) if line.split_whitespace().eq(["lb", "health"]) => {
+                    health(&lb, inspection.as_ref(), &args.iface)
+                }
                 control::Request::Lb(line) => lb.command(line, &kernel).map(|v| {
                     // `lb show` with what the workers did
                     if matches!(line.split_whitespace().collect::<Vec<_>>()[..], ["lb"] | ["lb", "show"]) {
@@ -1129,6 +1132,35 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
         std::fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
     }
     Ok(())
+}
+
+/// `lb health`: what a routing daemon's check asks before it announces the
+/// VIPs. Healthy while this process answers, its XDP program is attached
+/// to the interface, every inspecting worker reports, and every service has
+/// a backend up with weight; else the reasons.
+fn health(
+    lb: &Lb<'_>,
+    inspection: Option<&crate::lbinspect::Inspection>,
+    iface: &str,
+) -> Result<Value, String> {
+    let mut reasons = Vec::new();
+    match xdp_redirect::attached_program(iface) {
+        Ok(Some(p)) if p.name == "dp_xdp" => {}
+        Ok(Some(p)) => reasons.push(format!("{iface} runs another XDP program ({})", p.name)),
+        Ok(None) => reasons.push(format!("no XDP program on {iface}")),
+        Err(e) => reasons.push(format!("cannot query {iface}'s XDP program: {e}")),
+    }
+    if let Some(i) = inspection {
+        reasons.extend(i.stalled());
+    }
+    if let Err(r) = lb.balancer.health() {
+        reasons.extend(r);
+    }
+    if reasons.is_empty() {
+        Ok(json!({"healthy": true, "digest": lb.balancer.digest()}))
+    } else {
+        Err(format!("unhealthy: {}", reasons.join("; ")))
+    }
 }
 
 /// `lb show` (and stats) with what the inspecting workers did.

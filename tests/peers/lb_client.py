@@ -16,6 +16,11 @@ JSON document on stdout. Every loop is bounded in count and time.
                                      60 s) for the file GO, then a second GET
                                      on each: {"same": s, "moved": m,
                                      "errors": e, "before": {...}}
+  lb_client.py steady ADDR PORT N S  N keep-alive connections (prints "connected"
+                                     on stderr once open), each a GET every 0.5 s
+                                     for S seconds: {"same": s, "moved": m,
+                                     "errors": e, "max_stall_s": x, "stall_end":
+                                     epoch s, "stalled_over_1s": k, "before": {...}}
 """
 import json
 import os
@@ -25,6 +30,8 @@ import sys
 import time
 
 TIMEOUT = 3.0
+# steady: the pause between two requests on one connection
+STEADY_EVERY = 0.5
 # Give up after this many failures in a row, or this long in all: a broken
 # balancer must fail the test quickly, not after N timeouts.
 MAX_FAILURES_IN_A_ROW = 5
@@ -142,12 +149,66 @@ def hold(addr, port, n, go):
     return {"same": same, "moved": moved, "errors": errors, "before": before}
 
 
+def steady(addr, port, n, seconds):
+    """n keep-alive connections, each making a GET every STEADY_EVERY s for
+    `seconds` (one thread each). Reports, per connection, whether every
+    answer came from the backend of its first, and the longest time
+    between two answers beyond the pause (a stall: the connection's
+    packets lost while its route changed, until TCP retransmitted them)."""
+    import threading
+
+    def once(_):
+        s = connect(addr, port)
+        return (s, get(s, addr))
+
+    conns, errors = bounded(n, once)
+    print("connected", file=sys.stderr, flush=True)
+    deadline = time.monotonic() + min(seconds, DEADLINE_S)
+    lock = threading.Lock()
+    out = {"same": 0, "moved": 0, "errors": errors, "max_stall_s": 0.0,
+           "stall_end": 0.0, "stalled_over_1s": 0, "before": tally(n for _, n in conns)}
+
+    def run(sock, name):
+        sock.settimeout(15.0)
+        last, worst, worst_end, moved, failed = time.time(), 0.0, 0.0, False, False
+        while time.monotonic() < deadline:
+            try:
+                got = get(sock, addr)
+            except OSError as e:
+                print(f"error: {e}", file=sys.stderr)
+                failed = True
+                break
+            now = time.time()
+            moved |= got != name
+            stall = now - last - STEADY_EVERY
+            if stall > worst:
+                worst, worst_end = stall, now
+            last = now
+            time.sleep(STEADY_EVERY)
+        sock.close()
+        with lock:
+            out["errors"] += int(failed)
+            out["moved" if moved else "same"] += int(not failed)
+            out["stalled_over_1s"] += int(worst > 1.0)
+            if worst > out["max_stall_s"]:
+                out["max_stall_s"], out["stall_end"] = worst, worst_end
+
+    threads = [threading.Thread(target=run, args=c) for c in conns]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
 def main():
     cmd, addr, port, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     if cmd == "count":
         out = count(addr, port, n, int(sys.argv[5]) if len(sys.argv) > 5 else None)
     elif cmd == "udp":
         out = udp(addr, port, n)
+    elif cmd == "steady":
+        out = steady(addr, port, n, float(sys.argv[5]))
     elif cmd == "hold":
         out = hold(addr, port, n, sys.argv[5])
     else:

@@ -47,7 +47,7 @@ pub struct LbTestbed {
     pub switch: Netns,
 }
 
-fn addr(ns: &Netns, cidr: &str, dev: &str) -> io::Result<()> {
+pub(crate) fn addr(ns: &Netns, cidr: &str, dev: &str) -> io::Result<()> {
     if cidr.contains(':') {
         ns.ip(&["-6", "addr", "add", cidr, "dev", dev, "nodad"])?;
     } else {
@@ -58,7 +58,7 @@ fn addr(ns: &Netns, cidr: &str, dev: &str) -> io::Result<()> {
 
 /// Link up with IPv6 on (no duplicate address detection wait), TX
 /// checksum offload off (veth would hand on partial checksums), and `mtu`.
-fn link(ns: &Netns, ifname: &str, mtu: u32) -> io::Result<()> {
+pub(crate) fn link(ns: &Netns, ifname: &str, mtu: u32) -> io::Result<()> {
     ns.sysctl(&format!("net.ipv6.conf.{ifname}.accept_dad"), "0")?;
     run(ns.command("ethtool").args(["-K", ifname, "tx", "off"]))?;
     ns.ip(&["link", "set", ifname, "mtu", &mtu.to_string(), "up"])?;

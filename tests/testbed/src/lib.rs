@@ -6,6 +6,7 @@
 //!
 //! Everything here needs root; [`require_root`] fails loudly otherwise.
 
+pub mod ecmp;
 pub mod frames;
 pub mod lb;
 pub mod peers;
