@@ -18,6 +18,9 @@
 #                                            test namespaces only; services left disabled)
 #   nfdump                                   a real IPFIX collector (nfcapd) and reader (nfdump) for
 #                                            the IPFIX export test; its service is left disabled
+#   bird2                                    BIRD 2, the BGP daemon of the ECMP scale-out test and
+#                                            template (dist/bird/; run in test namespaces only:
+#                                            its own service is left disabled)
 #   nftables                                 the peer the load balancer is compared with
 #                                            (`compare lb`; rules only inside test namespaces),
 #                                            and the evasion tests' raw client (no kernel RSTs)
@@ -35,7 +38,7 @@ fi
 
 packages=(clang llvm libbpf-dev linux-libc-dev libelf-dev zlib1g-dev m4 make pkg-config iproute2 ethtool
           iputils-ping curl openssl python3 nftables slapd ldap-utils krb5-kdc krb5-user
-          krb5-admin-server freetds-bin fever nfdump snmpd prometheus-node-exporter)
+          krb5-admin-server freetds-bin fever nfdump snmpd prometheus-node-exporter bird2)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -53,7 +56,7 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     # test peers, not services of this machine
     if command -v systemctl >/dev/null; then
-        for service in slapd krb5-kdc krb5-admin-server fever nfdump snmpd prometheus-node-exporter; do
+        for service in slapd krb5-kdc krb5-admin-server fever nfdump snmpd prometheus-node-exporter bird; do
             $sudo systemctl disable --now "$service" >/dev/null 2>&1 || true
         done
     fi

@@ -6,6 +6,12 @@
 #   scripts/testbed.sh up [NAME] [QUEUES]     build it (default NAME=dp, QUEUES=4)
 #   scripts/testbed.sh inline [NAME] [QUEUES] build the inline-bridge testbed instead
 #   scripts/testbed.sh down [NAME]            remove either
+#   scripts/testbed.sh ecmp [ROUNDS]          the ECMP testbed: a BGP router (BIRD 2, L4 multipath
+#                                             hashing) in front of three dataplane --lb instances
+#                                             that announce the VIP, three backends; runs ROUNDS
+#                                             (default 1) kill-and-return rounds under load, prints
+#                                             the failover figures, and keeps it all up until Enter
+#                                             (then removes it); builds what it runs
 #   scripts/testbed.sh env [NAME]             print the variables the other scripts use
 #
 # Layout (NAME=dp):
@@ -24,7 +30,7 @@ queues=${3:-4}
 gen="$name-gen"
 dut="$name-dut"
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; }
 
 need_root() {
     if [ "$(id -u)" -ne 0 ]; then
@@ -112,6 +118,12 @@ case "$cmd" in
     up) up ;;
     inline) inline ;;
     down) need_root; down ;;
+    ecmp)
+        need_root
+        cd "$(dirname "$0")/.."
+        cargo build --release -j2 -p dataplane -p bench >&2
+        exec target/release/ecmp-failover --rounds "${2:-1}" --hold
+        ;;
     env) env_vars ;;
     -h|--help|help) usage ;;
     *) usage >&2; exit 2 ;;

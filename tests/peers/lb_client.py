@@ -16,9 +16,10 @@ JSON document on stdout. Every loop is bounded in count and time.
                                      60 s) for the file GO, then a second GET
                                      on each: {"same": s, "moved": m,
                                      "errors": e, "before": {...}}
-  lb_client.py steady ADDR PORT N S  N keep-alive connections (prints "connected"
-                                     on stderr once open), each a GET every 0.5 s
-                                     for S seconds: {"same": s, "moved": m,
+  lb_client.py steady ADDR PORT N S [P]
+                                     N keep-alive connections (prints "connected"
+                                     on stderr once open), each a GET every P s
+                                     (default 0.5) for S seconds: {"same": s, "moved": m,
                                      "errors": e, "max_stall_s": x, "stall_end":
                                      epoch s, "stalled_over_1s": k, "before": {...}}
 """
@@ -149,13 +150,16 @@ def hold(addr, port, n, go):
     return {"same": same, "moved": moved, "errors": errors, "before": before}
 
 
-def steady(addr, port, n, seconds):
-    """n keep-alive connections, each making a GET every STEADY_EVERY s for
+def steady(addr, port, n, seconds, every=None):
+    """n keep-alive connections, each making a GET every `every` s (default
+    STEADY_EVERY) for
     `seconds` (one thread each). Reports, per connection, whether every
     answer came from the backend of its first, and the longest time
     between two answers beyond the pause (a stall: the connection's
     packets lost while its route changed, until TCP retransmitted them)."""
     import threading
+
+    every = STEADY_EVERY if every is None else every
 
     def once(_):
         s = connect(addr, port)
@@ -180,11 +184,11 @@ def steady(addr, port, n, seconds):
                 break
             now = time.time()
             moved |= got != name
-            stall = now - last - STEADY_EVERY
+            stall = now - last - every
             if stall > worst:
                 worst, worst_end = stall, now
             last = now
-            time.sleep(STEADY_EVERY)
+            time.sleep(every)
         sock.close()
         with lock:
             out["errors"] += int(failed)
@@ -208,7 +212,8 @@ def main():
     elif cmd == "udp":
         out = udp(addr, port, n)
     elif cmd == "steady":
-        out = steady(addr, port, n, float(sys.argv[5]))
+        every = float(sys.argv[6]) if len(sys.argv) > 6 else None
+        out = steady(addr, port, n, float(sys.argv[5]), every)
     elif cmd == "hold":
         out = hold(addr, port, n, sys.argv[5])
     else:
