@@ -149,15 +149,7 @@ fn instances_behind_ecmp_share_flows_and_survive_one_dying_root() {
         .wait_exit(Duration::from_secs(90))
         .expect("the long-lived connections end");
     assert!(status.success(), "{}", steady.output());
-    let doc: Value = serde_json::from_str(
-        steady
-            .output()
-            .lines()
-            .rev()
-            .find(|l| l.starts_with('{'))
-            .expect("steady JSON"),
-    )
-    .unwrap();
+    let doc: Value = steady.last_json().expect("steady JSON");
     let moved_on_join = run.connections(victim).unwrap().1;
     let killed = killed_at
         .duration_since(SystemTime::UNIX_EPOCH)

@@ -121,14 +121,7 @@ fn release((mut held, go): (Process, std::path::PathBuf)) -> Value {
         .wait_exit(Duration::from_secs(60))
         .expect("long connections end");
     assert!(status.success(), "{}", held.output());
-    serde_json::from_str(
-        held.output()
-            .lines()
-            .rev()
-            .find(|l| l.starts_with('{'))
-            .expect("hold JSON"),
-    )
-    .unwrap()
+    held.last_json().expect("hold JSON")
 }
 
 /// Share of `name` in `c`, in percent.

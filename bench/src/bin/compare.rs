@@ -550,20 +550,19 @@ fn lb(args: &Args) -> anyhow::Result<Value> {
         Ok((pps, sent["packets"].as_u64().unwrap_or(0)))
     };
     let through = || through_with(&long_args);
+    // `dataplane --lb FILE` on dut0, with more arguments
+    let balancer = |file: &std::path::Path, extra: &[&std::ffi::OsStr]| -> anyhow::Result<Held> {
+        let mut cmd = tb.dut.command(&bin("dataplane")?);
+        cmd.args(["--iface", "dut0", "--no-control", "--stats-interval", "0"])
+            .args(extra)
+            .arg("--lb")
+            .arg(file);
+        Held::start(cmd, "load balancing on")
+    };
     let mut rounds = Vec::new();
     for _ in 0..s.rounds {
         let mut round = json!({});
-        let mut cmd = tb.dut.command(&bin("dataplane")?);
-        cmd.args([
-            "--iface",
-            "dut0",
-            "--no-control",
-            "--stats-interval",
-            "0",
-            "--lb",
-        ])
-        .arg(&file);
-        let dp = Held::start(cmd, "load balancing on")?;
+        let dp = balancer(&file, &[])?;
         let (pps, sent) = through()?;
         let (mix_pps, _) = through_with(&mix_args)?;
         dp.stop()?;
@@ -572,21 +571,15 @@ fn lb(args: &Args) -> anyhow::Result<Value> {
         round["sent"] = json!(sent);
         // the same, inspecting
         let stats = file.with_extension("stats.json");
-        let mut cmd = tb.dut.command(&bin("dataplane")?);
-        cmd.args([
-            "--iface",
-            "dut0",
-            "--no-control",
-            "--stats-interval",
-            "0",
-            "--rules",
-            rules,
-            "--stats-json",
-        ])
-        .arg(&stats)
-        .arg("--lb")
-        .arg(&inspect_file);
-        let dp = Held::start(cmd, "load balancing on")?;
+        let dp = balancer(
+            &inspect_file,
+            &[
+                "--rules".as_ref(),
+                rules.as_ref(),
+                "--stats-json".as_ref(),
+                stats.as_os_str(),
+            ],
+        )?;
         let (pps, _) = through()?;
         let (mix_pps, _) = through_with(&mix_args)?;
         dp.stop()?;

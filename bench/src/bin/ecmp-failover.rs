@@ -73,14 +73,7 @@ fn round(run: &mut EcmpRun, args: &Args, victim: usize) -> anyhow::Result<Value>
     if !status.success() {
         bail!("the steady client failed: {}", steady.output());
     }
-    let doc: Value = serde_json::from_str(
-        steady
-            .output()
-            .lines()
-            .rev()
-            .find(|l| l.starts_with('{'))
-            .context("the steady client's JSON")?,
-    )?;
+    let doc: Value = steady.last_json().context("the steady client's JSON")?;
     let moved_back = run.connections(victim).map_err(anyhow::Error::msg)?.1;
     Ok(json!({
         "victim": victim + 1,

@@ -389,6 +389,16 @@ impl Process {
     }
 
     /// Waits until a printed line contains `needle`, the process exits, or `timeout` passes.
+    /// The last line of its output that is a JSON document (what the test
+    /// peers print at the end), parsed.
+    pub fn last_json(&self) -> Option<serde_json::Value> {
+        self.output()
+            .lines()
+            .rev()
+            .filter(|l| l.starts_with('{'))
+            .find_map(|l| serde_json::from_str(l).ok())
+    }
+
     pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> Result<String, String> {
         let deadline = Instant::now() + timeout;
         loop {
