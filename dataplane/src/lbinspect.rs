@@ -101,6 +101,23 @@ impl Inspection {
             lb: true,
             timeouts: args.timeouts(),
         };
+        // Only the client's side reaches the balancer, and RSS puts a
+        // connection's packets on one queue, but not for certain (a sender
+        // may re-hash its flow after a timeout, moving it to another queue
+        // of a veth): as in the other modes, a frame of a flow another
+        // worker owns goes to that worker, unless --trust-rss.
+        let handoff = if plan.queues > 1 && !args.trust_rss {
+            Some(
+                crate::handoff::Handoffs::new(
+                    plan.queues as usize,
+                    args.ring_size as usize,
+                    (args.ring_size * 2) as usize,
+                )
+                .context("create the workers' hand-off queues")?,
+            )
+        } else {
+            None
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let (report_tx, reports) = crossbeam_channel::unbounded();
         let mut handles = Vec::new();
@@ -123,9 +140,7 @@ impl Inspection {
                     ipfix: None,
                     queries: query_rx,
                     heartbeat: Arc::clone(&heartbeat),
-                    // only the client's side reaches the balancer, and RSS
-                    // keeps a connection's packets on one queue
-                    handoff: None,
+                    handoff: handoff.clone(),
                 },
             );
             let handle = worker
@@ -195,6 +210,8 @@ impl Inspection {
             "dropped_flows": sum(|c| c.verdicts_drop),
             "rejects_sent": sum(|c| c.rejects_sent),
             "tx_ring_full": sum(|c| c.tx_ring_full),
+            // frames of a flow that reached another queue than its worker's
+            "handed_off": sum(|c| c.handed_off),
         })
     }
 
