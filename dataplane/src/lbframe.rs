@@ -187,7 +187,7 @@ mod tests {
         vip[..4].copy_from_slice(&[198, 18, 70, 100]);
         xdp_redirect::LbMeta {
             peer_mac: CLIENT_MAC,
-            pad: 0,
+            flags: 0,
             vip,
         }
     }

@@ -80,7 +80,7 @@ pub fn render(
 ) -> String {
     let mut registry = Registry::with_prefix("dataplane");
 
-    let per_queue: [QueueCounter; 30] = [
+    let per_queue: [QueueCounter; 31] = [
         (
             "queue_rx_packets",
             "Frames taken from the queue's RX ring(s)",
@@ -98,6 +98,11 @@ pub fn render(
             "queue_flows_evicted",
             "Flows evicted from the worker's full table",
             |q| q.counters.flows_evicted,
+        ),
+        (
+            "queue_flows_reused",
+            "Load balancer: flows ended by a new connection on their 5-tuple",
+            |q| q.counters.flows_reused,
         ),
         (
             "queue_flows_ended",

@@ -28,6 +28,9 @@ pub struct QueueCounters {
     pub flows_active: u64,
     /// Flows evicted from the worker's table to make room.
     pub flows_evicted: u64,
+    /// Load balancer: flows ended because a new connection (a SYN) came on
+    /// their 5-tuple.
+    pub flows_reused: u64,
     /// Verdicts written to the kernel map.
     pub verdicts_written: u64,
     /// Of those, DROP verdicts.

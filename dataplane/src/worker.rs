@@ -654,6 +654,9 @@ impl Flows {
             self.counters.undecodable_dropped += u64::from(self.config.bridge);
             return !self.config.bridge;
         };
+        if self.config.lb {
+            self.lb_new_connection(&decoded.key, frame, picked_up);
+        }
         let mut seen = self.table.on_packet(&decoded, frame, wire_len, picked_up);
         if self.eve.is_some() {
             self.eve_packet(&decoded, frame, &seen, picked_up);
@@ -719,6 +722,29 @@ impl Flows {
             // Inline, a segment the host would discard goes no further.
             !(self.config.bridge && seen.discard.is_some())
         }
+    }
+
+    /// Load balancer: the first packet of a connection a SYN opened
+    /// (`DP_LB_META_F_NEW`, whose SYN removed the kernel's verdict of an
+    /// earlier connection on the same 5-tuple) ends the flow held under
+    /// that key, so the new connection is judged from its own first packet,
+    /// not by the old one's verdict.
+    fn lb_new_connection(&mut self, key: &dpi::FlowKey, frame: &[u8], now: u64) {
+        let meta = read_meta_peer(frame);
+        if meta.flags & xdp_redirect::abi::dp_lb_meta_flags::DP_LB_META_F_NEW as u16 == 0 {
+            return;
+        }
+        let Some(flow) = self.table.remove(key) else {
+            return;
+        };
+        self.counters.flows_reused += 1;
+        let ending = Ending {
+            reason: EndReason::Closed,
+            end_ns: flow.last_ns.max(flow.first_ns).min(now),
+            split: false,
+        };
+        // (its kernel entry went with the SYN: no kernel share to add)
+        self.end_flow(*key, flow, None, ending);
     }
 
     /// The eve events of a packet just judged: the alerts it raised, and a

@@ -107,7 +107,9 @@ def connect(addr, port, sport=None):
 def count(addr, port, n, sport=None):
     def once(i):
         with connect(addr, port, None if sport is None else sport + i) as s:
-            return get(s, os.environ.get("LB_HOST", addr))
+            # an IPv6 literal goes in brackets (RFC 3986 §3.2.2)
+            host = f"[{addr}]" if ":" in addr else addr
+            return get(s, os.environ.get("LB_HOST", host))
 
     names, errors = bounded(n, once)
     return {"counts": tally(names), "errors": errors}

@@ -393,6 +393,11 @@ fn inspected_service_sends_data_to_user_space_until_its_verdict() {
             "{mode:?}: the sender's MAC"
         );
         assert_eq!(&out[8..12], &[198, 18, 70, 100], "{mode:?}: the VIP");
+        assert_eq!(
+            &out[6..8],
+            &[1, 0],
+            "{mode:?}: the first packet of a new connection"
+        );
         let frame = &out[32..];
         assert_eq!(&frame[..6], &GATEWAY, "{mode:?}: ready for the next hop");
         assert_eq!(
@@ -434,5 +439,22 @@ fn inspected_service_sends_data_to_user_space_until_its_verdict() {
             "{mode:?}: the kernel's packets are counted on the flow's entry (written anew \
              with the pass), by sender"
         );
+        // a SYN on the same 5-tuple opens a new connection: the old
+        // verdict goes, and the new one's data is read from its start
+        let (action, _, c) = lb.run(&bare(41000, SYN));
+        assert_eq!((action, c.lb_forwarded), (xdp_action::TX, 1), "{mode:?}");
+        assert!(
+            verdicts.get(&key).unwrap().is_none(),
+            "{mode:?}: the old verdict is gone"
+        );
+        let (action, out, c) = lb.run(&data);
+        assert_eq!(
+            (action, c.no_socket),
+            (xdp_action::TX, 1),
+            "{mode:?}: to user space"
+        );
+        assert_eq!(&out[6..8], &[1, 0], "{mode:?}: marked new");
+        let (_, out, _) = lb.run(&data);
+        assert_eq!(&out[6..8], &[0, 0], "{mode:?}: only its first packet is");
     }
 }

@@ -249,9 +249,17 @@ struct dp_xdp_meta {
  * rewrote the frame for the backend; a reset sent back to the client goes
  * to the MAC the frame came from, and in nat mode comes from the VIP.
  */
+/* Bits of dp_lb_meta.flags */
+enum dp_lb_meta_flags {
+	/* The first packet user space gets of a connection a SYN opened (see
+	 * DP_LB_CONN_F_FRESH); the SYN removed any verdict of an earlier
+	 * connection with the same 5-tuple. */
+	DP_LB_META_F_NEW = 1,
+};
+
 struct dp_lb_meta {
 	__u8 peer_mac[6]; /* the frame's Ethernet source as received */
-	__u16 pad;        /* zero */
+	__u16 flags;      /* enum dp_lb_meta_flags; host byte order */
 	__u8 vip[16];     /* the service's address, network byte order; IPv4 in the first 4 */
 };
 
@@ -416,9 +424,19 @@ struct dp_lb_conn_key {
 	__u16 pad;     /* zero */
 };
 
+/* Bits of dp_lb_conn.flags */
+enum dp_lb_conn_flags {
+	/* Made by a SYN to a service with inspection, and no packet of it has
+	 * gone to user space yet: the first one that does says it starts a new
+	 * connection (DP_LB_META_F_NEW), so a flow user space still holds
+	 * under the same 5-tuple is over. */
+	DP_LB_CONN_F_FRESH = 1,
+};
+
 struct dp_lb_conn {
 	__u32 backend;      /* index into lb_backends; host byte order */
-	__u32 service;      /* service id; host byte order */
+	__u16 service;      /* service id; host byte order */
+	__u16 flags;        /* enum dp_lb_conn_flags; host byte order */
 	__u64 last_seen_ns; /* CLOCK_MONOTONIC_COARSE ns, from the program's clock (DP_HEARTBEAT_CLOCK, which
 			     * `dataplane --lb` advances every 20 ms) */
 };

@@ -231,7 +231,7 @@ enum lb_inspect_need {
 #define LB_INSPECT_F_DATA 0x100
 int dp_lb_inspect(const struct dp_lb_conn_key *fk, __u32 flags, __u32 len);
 static __always_inline int lb_to_user(struct xdp_md *ctx);
-int dp_lb_stamp(struct xdp_md *ctx, const struct dp_lb_conn_key *ckey);
+int dp_lb_stamp(struct xdp_md *ctx, const struct dp_lb_conn_key *ckey, __u32 flags);
 
 /* The TCP or UDP checksum of the packet at `l4`; NULL if truncated, or for
  * UDP over IPv4 without a checksum (it stays without one). */
@@ -460,6 +460,8 @@ static __always_inline int lb_process(struct xdp_md *ctx, struct dp_lb_conn_key 
 		backend = *pick;
 		fresh.backend = backend;
 		fresh.service = svc->id;
+		if ((svc->flags & DP_LB_SERVICE_F_INSPECT) && is_syn(ckey->proto, p->tcp_flags))
+			fresh.flags = DP_LB_CONN_F_FRESH;
 		fresh.last_seen_ns = coarse_now();
 		bpf_map_update_elem(&lb_conns, ckey, &fresh, BPF_ANY);
 		count(DP_CNT_LB_CONN_MISSES);
@@ -494,8 +496,15 @@ static __always_inline int lb_process(struct xdp_md *ctx, struct dp_lb_conn_key 
 			count(DP_CNT_BYPASS_DROP);
 			return XDP_DROP;
 		}
-		if (inspect == LB_INSPECT_USER)
-			dp_lb_stamp(ctx, ckey);
+		if (inspect == LB_INSPECT_USER) {
+			__u32 meta_flags = 0;
+
+			if (conn && (conn->flags & DP_LB_CONN_F_FRESH)) {
+				conn->flags &= ~DP_LB_CONN_F_FRESH;
+				meta_flags = DP_LB_META_F_NEW;
+			}
+			dp_lb_stamp(ctx, ckey, meta_flags);
+		}
 	}
 
 	if (svc->mode == DP_LB_MODE_NAT)

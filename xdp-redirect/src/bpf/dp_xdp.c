@@ -550,6 +550,25 @@ static __always_inline struct dp_verdict *verdict_lookup(const struct dp_flow_ke
 	return bpf_map_lookup_elem(&verdicts, key);
 }
 
+/* Removes the flow's entry, if any (see verdict_lookup). */
+static __always_inline void verdict_remove(const struct dp_flow_key *key)
+{
+	if (key->family == DP_FAMILY_IPV4) {
+		struct dp_flow_key4 key4 = {
+			.port_a = key->port_a,
+			.port_b = key->port_b,
+			.proto = key->proto,
+			.vlan = key->vlan,
+		};
+
+		__builtin_memcpy(&key4.addr_a, key->addr_a, 4);
+		__builtin_memcpy(&key4.addr_b, key->addr_b, 4);
+		bpf_map_delete_elem(&verdicts4, &key4);
+		return;
+	}
+	bpf_map_delete_elem(&verdicts, key);
+}
+
 /* A packet of a decided flow, received (XDP) or sent (TC): counted on its
  * entry, which is stamped with the time and marked closing on FIN or RST. */
 static __always_inline void verdict_account(struct dp_verdict *verdict, __u32 len,
@@ -681,6 +700,13 @@ __attribute__((noinline)) int dp_lb_inspect(const struct dp_lb_conn_key *fk, __u
 	info.tcp_flags = flags & 0xff;
 	info.from_b = key_set_endpoints(&key, (const __u32 *)fk->src, (const __u32 *)fk->dst,
 					fk->sport, fk->dport);
+	/* A SYN opens a new connection (the balancer's entry is replaced
+	 * too): a verdict under its 5-tuple was an earlier connection's. */
+	if (fk->proto == IPPROTO_TCP &&
+	    (flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN) {
+		verdict_remove(&key);
+		return LB_INSPECT_NO;
+	}
 	verdict = verdict_lookup(&key);
 	if (verdict && verdict->action != DP_ACTION_NONE) {
 		verdict_account(verdict, len, &info);
@@ -699,7 +725,8 @@ __attribute__((noinline)) int dp_lb_inspect(const struct dp_lb_conn_key *fk, __u
  * Ethernet source as received and the VIP, then struct dp_xdp_meta), which
  * bpf_xdp_adjust_head moves along with the frame. A global function, for
  * the verifier's sake (see dp_lb_inspect). */
-__attribute__((noinline)) int dp_lb_stamp(struct xdp_md *ctx, const struct dp_lb_conn_key *ckey)
+__attribute__((noinline)) int dp_lb_stamp(struct xdp_md *ctx, const struct dp_lb_conn_key *ckey,
+				       __u32 flags)
 {
 	struct dp_lb_meta *meta;
 	struct ethhdr *eth;
@@ -712,7 +739,7 @@ __attribute__((noinline)) int dp_lb_stamp(struct xdp_md *ctx, const struct dp_lb
 	    (void *)(eth + 1) > (void *)(long)ctx->data_end)
 		return -1;
 	__builtin_memcpy(meta->peer_mac, eth->h_source, ETH_ALEN);
-	meta->pad = 0;
+	meta->flags = flags;
 	__builtin_memcpy(meta->vip, ckey->dst, 16);
 	((struct dp_xdp_meta *)(meta + 1))->rx_ns = bpf_ktime_get_ns();
 	return 0;
