@@ -212,6 +212,8 @@ impl Inspection {
             "tx_ring_full": sum(|c| c.tx_ring_full),
             // frames of a flow that reached another queue than its worker's
             "handed_off": sum(|c| c.handed_off),
+            "handoff_full": sum(|c| c.handoff_full),
+            "after_verdict": sum(|c| c.after_verdict_packets),
         })
     }
 

@@ -158,6 +158,13 @@ fn measure_xdp(
         "packets_per_s": service / secs,
         "user_space_pct": 100.0 * n(&k["to_user"]) / service.max(1.0),
         "inspection": doc["inspection"],
+        // what could cost a connection a retransmission
+        "kernel": {
+            "failover": k["failover"],
+            "no_socket": k["no_socket"],
+            "lb_conn_lost": k["lb_conn_lost"],
+            "lb_no_route": k["lb_no_route"],
+        },
     }))
 }
 
