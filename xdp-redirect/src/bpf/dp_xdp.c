@@ -530,21 +530,29 @@ static __always_inline int on_failure(struct xdp_md *ctx, __u32 reason)
 	return XDP_PASS;
 }
 
+/* The 16-byte key of an IPv4 flow's entry in `verdicts4`. */
+static __always_inline struct dp_flow_key4 flow_key4(const struct dp_flow_key *key)
+{
+	struct dp_flow_key4 key4 = {
+		.port_a = key->port_a,
+		.port_b = key->port_b,
+		.proto = key->proto,
+		.vlan = key->vlan,
+	};
+
+	__builtin_memcpy(&key4.addr_a, key->addr_a, 4);
+	__builtin_memcpy(&key4.addr_b, key->addr_b, 4);
+	return key4;
+}
+
 /* The flow's entry: IPv4 flows live in `verdicts4` under a 16-byte key (the
  * kernel hashes and compares fewer than half the bytes), IPv6 flows in
  * `verdicts`. */
 static __always_inline struct dp_verdict *verdict_lookup(const struct dp_flow_key *key)
 {
 	if (key->family == DP_FAMILY_IPV4) {
-		struct dp_flow_key4 key4 = {
-			.port_a = key->port_a,
-			.port_b = key->port_b,
-			.proto = key->proto,
-			.vlan = key->vlan,
-		};
+		struct dp_flow_key4 key4 = flow_key4(key);
 
-		__builtin_memcpy(&key4.addr_a, key->addr_a, 4);
-		__builtin_memcpy(&key4.addr_b, key->addr_b, 4);
 		return bpf_map_lookup_elem(&verdicts4, &key4);
 	}
 	return bpf_map_lookup_elem(&verdicts, key);
@@ -554,15 +562,8 @@ static __always_inline struct dp_verdict *verdict_lookup(const struct dp_flow_ke
 static __always_inline void verdict_remove(const struct dp_flow_key *key)
 {
 	if (key->family == DP_FAMILY_IPV4) {
-		struct dp_flow_key4 key4 = {
-			.port_a = key->port_a,
-			.port_b = key->port_b,
-			.proto = key->proto,
-			.vlan = key->vlan,
-		};
+		struct dp_flow_key4 key4 = flow_key4(key);
 
-		__builtin_memcpy(&key4.addr_a, key->addr_a, 4);
-		__builtin_memcpy(&key4.addr_b, key->addr_b, 4);
 		bpf_map_delete_elem(&verdicts4, &key4);
 		return;
 	}
