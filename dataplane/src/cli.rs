@@ -498,6 +498,30 @@ impl RunArgs {
         })
     }
 
+    /// Packets a flow may take in user space before the kernel carries it
+    /// (without DPI); None: no limit.
+    pub fn sniff_limit(&self) -> Option<u32> {
+        match self.sniff_packets {
+            SniffLimit::Packets(k) => Some(k),
+            SniffLimit::Unlimited => None,
+        }
+    }
+
+    /// The AF_XDP sockets' settings.
+    pub fn xsk_config(&self) -> crate::xsk::XskConfig {
+        crate::xsk::XskConfig {
+            ring_size: self.ring_size,
+            frame_size: self.frame_size,
+            zero_copy: self.zero_copy,
+            // Generic XDP cannot feed a zero-copy socket; when the mode is
+            // auto we find out which one we get only at attach time, so
+            // ask the driver up front.
+            generic_xdp: self.xdp_mode == XdpModeArg::Generic,
+            busy_poll: self.busy_poll,
+            batch: self.batch,
+        }
+    }
+
     /// The idle timeouts.
     pub fn timeouts(&self) -> dpi::table::Timeouts {
         let secs = std::time::Duration::from_secs_f64;

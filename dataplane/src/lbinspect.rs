@@ -27,12 +27,12 @@ use serde_json::{Value, json};
 use xdp_redirect::{Port, XdpRedirect};
 
 use crate::{
-    cli::{RunArgs, SniffLimit},
+    cli::RunArgs,
     flowlog::{FlowLog, JsonLog},
     preflight::Plan,
     stats::{QueueCounters, WorkerReport},
     worker::{Input, Worker, WorkerConfig, WorkerError, WorkerLinks, WorkerQuery},
-    xsk::{self, XskConfig},
+    xsk,
 };
 
 /// The running workers of an inspecting balancer.
@@ -67,15 +67,13 @@ impl Inspection {
             }
             None => (None, None),
         };
-        let xsk_config = XskConfig {
-            ring_size: args.ring_size,
-            frame_size: args.frame_size,
-            zero_copy: args.zero_copy,
-            generic_xdp: args.xdp_mode == crate::cli::XdpModeArg::Generic,
-            busy_poll: args.busy_poll,
-            batch: args.batch,
-        };
-        let sockets = xsk::open_all(&xsk_config, &args.iface, &plan.driver, plan.queues, None)?;
+        let sockets = xsk::open_all(
+            &args.xsk_config(),
+            &args.iface,
+            &plan.driver,
+            plan.queues,
+            None,
+        )?;
         for socket in &sockets {
             program.register_socket(Port::Primary, socket.queue, socket.fd())?;
         }
@@ -89,10 +87,7 @@ impl Inspection {
         }
         let config = WorkerConfig {
             batch: args.batch,
-            sniff_limit: match args.sniff_packets {
-                SniffLimit::Packets(k) => Some(k),
-                SniffLimit::Unlimited => None,
-            },
+            sniff_limit: args.sniff_limit(),
             flow_table_size: NonZeroUsize::new(args.flow_table_size as usize)
                 .context("--flow-table-size must be positive")?,
             report_every: Some(Duration::from_secs(1)),

@@ -220,11 +220,7 @@ impl Lb<'_> {
     fn install(&mut self, s: usize) -> anyhow::Result<u32> {
         let state = &self.balancer.services[s];
         let name = state.service.name();
-        let indexes: Vec<u32> = state
-            .backends
-            .iter()
-            .map(|b| self.slots.backend(&name, b.addr))
-            .collect();
+        let indexes = self.backend_slots(state);
         let slots: Vec<u32> = state
             .table
             .slots()
@@ -252,6 +248,16 @@ impl Lb<'_> {
         };
         let id = self.slots.id(&name);
         Ok(self.maps.install(&key, id, mode, flags, &slots)?)
+    }
+
+    /// The kernel slots of a service's backends, in the service's order.
+    fn backend_slots(&self, state: &lb::balancer::ServiceState) -> Vec<u32> {
+        let name = state.service.name();
+        state
+            .backends
+            .iter()
+            .map(|b| self.slots.backend(&name, b.addr))
+            .collect()
     }
 
     fn write_backend(&mut self, s: usize, b: usize) -> anyhow::Result<()> {
@@ -507,11 +513,7 @@ impl Lb<'_> {
             .map(|st| {
                 let name = st.service.name();
                 let slots = st.table.shares(st.backends.len());
-                let indexes: Vec<u32> = st
-                    .backends
-                    .iter()
-                    .map(|b| self.slots.backend(&name, b.addr))
-                    .collect();
+                let indexes = self.backend_slots(st);
                 let per_backend: Vec<_> = indexes
                     .iter()
                     .map(|&i| self.maps.backend_stats(i).unwrap_or_default())
@@ -641,7 +643,14 @@ impl Lb<'_> {
         })
     }
 
-    fn command(&mut self, line: &str, kernel: &xdp_redirect::Counters) -> Result<Value, String> {
+    /// An `lb ...` command of the control socket; `show` and `health` also
+    /// look at the inspecting workers, if any.
+    fn command(
+        &mut self,
+        line: &str,
+        kernel: &xdp_redirect::Counters,
+        inspection: Option<&crate::lbinspect::Inspection>,
+    ) -> Result<Value, String> {
         let words: Vec<&str> = line.split_whitespace().collect();
         let addr = |a: &str| -> Result<IpAddr, String> {
             a.parse()
@@ -651,7 +660,7 @@ impl Lb<'_> {
             w.parse().map_err(|_| format!("`{w}` is not a weight"))
         };
         match words.as_slice() {
-            ["lb"] | ["lb", "show"] => Ok(self.show(kernel)),
+            ["lb"] | ["lb", "show"] => Ok(with_inspection(self.show(kernel), inspection)),
             ["lb", "set-weight", rest @ ..] if matches!(rest.len(), 2 | 3) => {
                 let (service, a, w) = match rest {
                     [a, w] => (None, *a, *w),
@@ -767,10 +776,7 @@ impl Lb<'_> {
                     Ok(())
                 })
             }
-            ["lb", "health"] => match self.balancer.health() {
-                Ok(()) => Ok(json!({"healthy": true, "digest": self.balancer.digest()})),
-                Err(reasons) => Err(format!("unhealthy: {}", reasons.join("; "))),
-            },
+            ["lb", "health"] => health(self, inspection),
             ["lb", "reload"] => self.reload(),
             ["lb", "save"] => self.save(),
             _ => Err(
@@ -1077,18 +1083,10 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
         while let Ok(command) = ctl_rx.try_recv() {
             let kernel = program.counters().unwrap_or_default();
             let result = match &command.request {
-                control::Request::Lb(line) if line.split_whitespace().eq(["lb", "health"]) => {
-                    health(&lb, inspection.as_ref(), &args.iface)
+                control::Request::Lb(line) => lb.command(line, &kernel, inspection.as_ref()),
+                control::Request::Stats => {
+                    Ok(with_inspection(lb.show(&kernel), inspection.as_ref()))
                 }
-                control::Request::Lb(line) => lb.command(line, &kernel).map(|v| {
-                    // `lb show` with what the workers did
-                    if matches!(line.split_whitespace().collect::<Vec<_>>()[..], ["lb"] | ["lb", "show"]) {
-                        with_inspection(v, &inspection)
-                    } else {
-                        v
-                    }
-                }),
-                control::Request::Stats => Ok(with_inspection(lb.show(&kernel), &inspection)),
                 control::Request::Metrics => {
                     Ok(Value::String(crate::metrics::render_lb(&lb.show(&kernel))))
                 }
@@ -1138,11 +1136,8 @@ pub fn run(args: &RunArgs, file: &Path) -> anyhow::Result<()> {
 /// VIPs. Healthy while this process answers, its XDP program is attached
 /// to the interface, every inspecting worker reports, and every service has
 /// a backend up with weight; else the reasons.
-fn health(
-    lb: &Lb<'_>,
-    inspection: Option<&crate::lbinspect::Inspection>,
-    iface: &str,
-) -> Result<Value, String> {
+fn health(lb: &Lb<'_>, inspection: Option<&crate::lbinspect::Inspection>) -> Result<Value, String> {
+    let iface = &lb.args.iface;
     let mut reasons = Vec::new();
     match xdp_redirect::attached_program(iface) {
         Ok(Some(p)) if p.name == "dp_xdp" => {}
@@ -1164,7 +1159,7 @@ fn health(
 }
 
 /// `lb show` (and stats) with what the inspecting workers did.
-fn with_inspection(mut doc: Value, inspection: &Option<crate::lbinspect::Inspection>) -> Value {
+fn with_inspection(mut doc: Value, inspection: Option<&crate::lbinspect::Inspection>) -> Value {
     if let Some(i) = inspection {
         doc["inspection"] = i.json();
     }

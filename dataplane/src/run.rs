@@ -24,13 +24,13 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use xdp_redirect::Port;
 
 use crate::{
-    cli::{Cli, Command, Mode, RunArgs, SniffLimit},
+    cli::{Cli, Command, Mode, RunArgs},
     control,
     flowlog::{FlowLog, JsonLog},
     preflight,
     stats::{self, KernelStats, Percentiles, QueueStats, StatsDoc, WorkerReport},
     worker::{Input, Worker, WorkerConfig, WorkerLinks},
-    xsk::{self, BindMode, XskConfig},
+    xsk::{self, BindMode},
 };
 
 /// Runs what the command line asks: a subcommand, or the data plane until
@@ -257,10 +257,7 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         Some(_) => "by DPI (classification, rules, policy)".to_string(),
         None => format!("after {} packet(s)", args.sniff_packets),
     };
-    let sniff_limit = match args.sniff_packets {
-        SniffLimit::Packets(k) => Some(k),
-        SniffLimit::Unlimited => None,
-    };
+    let sniff_limit = args.sniff_limit();
 
     let mode = args.mode();
     let on_failure = args.on_failure();
@@ -324,20 +321,8 @@ fn run_dataplane(args: &RunArgs) -> anyhow::Result<()> {
         let rings = program.host_rings(plan.queues)?;
         (rings.into_iter().map(Input::Host).collect(), "ringbuf")
     } else {
-        // Generic XDP cannot feed a zero-copy socket; when the mode is auto
-        // we find out which one we get only at attach time, so ask the
-        // driver up front.
-        let generic_xdp = args.xdp_mode == crate::cli::XdpModeArg::Generic;
-        let xsk_config = XskConfig {
-            ring_size: args.ring_size,
-            frame_size: args.frame_size,
-            zero_copy: args.zero_copy,
-            generic_xdp,
-            busy_poll: args.busy_poll,
-            batch: args.batch,
-        };
         let sockets = xsk::open_all(
-            &xsk_config,
+            &args.xsk_config(),
             &args.iface,
             &plan.driver,
             plan.queues,

@@ -591,6 +591,20 @@ static __always_inline void verdict_account(struct dp_verdict *verdict, __u32 le
 		verdict->flags |= DP_VERDICT_F_CLOSING;
 }
 
+/* The worker of the packet's queue missed its heartbeat for longer than
+ * the grace time (never, without one). */
+static __always_inline int queue_worker_stalled(struct xdp_md *ctx)
+{
+	__u32 queue = ctx->rx_queue_index;
+	__u64 *beat;
+
+	if (!dp_cfg_failure_grace_ns)
+		return 0;
+	beat = bpf_map_lookup_elem(&heartbeat, &queue);
+	/* 0: no worker ever served this queue (then no socket either) */
+	return beat && *beat && bpf_ktime_get_coarse_ns() - *beat > dp_cfg_failure_grace_ns;
+}
+
 /* To the AF_XDP socket of the packet's port and queue, unless that queue's
  * worker stopped beating or has no socket: then the failure action, so a
  * stuck or dead user space never blackholes the link silently. */
@@ -599,14 +613,8 @@ static __always_inline int to_user_space(struct xdp_md *ctx)
 	__u32 slot;
 	int ret;
 
-	if (dp_cfg_failure_grace_ns) {
-		__u32 queue = ctx->rx_queue_index;
-		__u64 *beat = bpf_map_lookup_elem(&heartbeat, &queue);
-
-		/* 0: no worker ever served this queue (then no socket either) */
-		if (beat && *beat && bpf_ktime_get_coarse_ns() - *beat > dp_cfg_failure_grace_ns)
-			return on_failure(ctx, DP_CNT_FAILOVER);
-	}
+	if (queue_worker_stalled(ctx))
+		return on_failure(ctx, DP_CNT_FAILOVER);
 	if (dp_cfg_stamp_meta)
 		stamp_meta(ctx);
 	slot = ingress_side(ctx) * DP_MAX_QUEUES + ctx->rx_queue_index;
@@ -752,22 +760,15 @@ __attribute__((noinline)) int dp_lb_stamp(struct xdp_md *ctx, const struct dp_lb
  * failure action (drop, or send it uninspected). */
 static __always_inline int lb_to_user(struct xdp_md *ctx)
 {
-	__u32 queue = ctx->rx_queue_index;
-	__u32 reason = DP_CNT_NO_SOCKET;
+	__u32 reason = DP_CNT_FAILOVER;
 
-	if (dp_cfg_failure_grace_ns) {
-		__u64 *beat = bpf_map_lookup_elem(&heartbeat, &queue);
-
-		if (beat && *beat && bpf_ktime_get_coarse_ns() - *beat > dp_cfg_failure_grace_ns) {
-			reason = DP_CNT_FAILOVER;
-			goto failure;
+	if (!queue_worker_stalled(ctx)) {
+		if (bpf_redirect_map(&xsks, ctx->rx_queue_index, 0) == XDP_REDIRECT) {
+			count(DP_CNT_TO_USER);
+			return XDP_REDIRECT;
 		}
+		reason = DP_CNT_NO_SOCKET;
 	}
-	if (bpf_redirect_map(&xsks, queue, 0) == XDP_REDIRECT) {
-		count(DP_CNT_TO_USER);
-		return XDP_REDIRECT;
-	}
-failure:
 	count(reason);
 	if (dp_cfg_failure_drop)
 		return XDP_DROP;
