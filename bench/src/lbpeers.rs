@@ -39,6 +39,33 @@ pub fn xdp_config(mode: &str, proto: &str, port: u16) -> String {
     s
 }
 
+/// [`xdp_config`] with the service inspected first (`inspect = true`: its
+/// connections' first data packets go through a worker with the run's rules).
+pub fn xdp_config_inspected(mode: &str, proto: &str, port: u16) -> String {
+    let proto_line = format!("proto = \"{proto}\"\n");
+    xdp_config(mode, proto, port).replacen(&proto_line, &format!("{proto_line}inspect = true\n"), 1)
+}
+
+/// `dataplane --iface IFACE --no-control --stats-interval 0 --lb FILE` in
+/// `ns` (more arguments can follow).
+pub fn dataplane_lb(
+    ns: &testbed::Netns,
+    iface: &str,
+    file: &std::path::Path,
+) -> anyhow::Result<Command> {
+    let mut cmd = ns.command(&sibling_bin("dataplane")?);
+    cmd.args([
+        "--iface",
+        iface,
+        "--no-control",
+        "--stats-interval",
+        "0",
+        "--lb",
+    ])
+    .arg(file);
+    Ok(cmd)
+}
+
 /// An nftables DNAT balancer with the same weights: jhash over the
 /// 5-tuple, mod 10, 5:3:2 (conntrack does the replies).
 pub fn nft_rules(table: &str, proto: &str, port: u16) -> String {

@@ -517,11 +517,7 @@ fn lb(args: &Args) -> anyhow::Result<Value> {
     let inspect_file = file.with_extension("inspect.toml");
     std::fs::write(
         &inspect_file,
-        bench::lbpeers::xdp_config("ipip", "udp", 9).replacen(
-            "proto = \"udp\"\n",
-            "proto = \"udp\"\ninspect = true\n",
-            1,
-        ),
+        bench::lbpeers::xdp_config_inspected("ipip", "udp", 9),
     )?;
     let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/rules/typical.rules");
     let dut_mac = mac(&tb.dut, &tb.dut_if)?;
@@ -552,11 +548,8 @@ fn lb(args: &Args) -> anyhow::Result<Value> {
     let through = || through_with(&long_args);
     // `dataplane --lb FILE` on dut0, with more arguments
     let balancer = |file: &std::path::Path, extra: &[&std::ffi::OsStr]| -> anyhow::Result<Held> {
-        let mut cmd = tb.dut.command(&bin("dataplane")?);
-        cmd.args(["--iface", "dut0", "--no-control", "--stats-interval", "0"])
-            .args(extra)
-            .arg("--lb")
-            .arg(file);
+        let mut cmd = bench::lbpeers::dataplane_lb(&tb.dut, "dut0", file)?;
+        cmd.args(extra);
         Held::start(cmd, "load balancing on")
     };
     let mut rounds = Vec::new();

@@ -19,7 +19,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, bail};
-use bench::lbpeers::{installed, sibling_bin as bin};
+use bench::lbpeers::installed;
 use clap::Parser;
 use serde_json::{Value, json};
 use testbed::{
@@ -126,19 +126,8 @@ fn measure_xdp(
     extra: &[&str],
 ) -> anyhow::Result<Value> {
     let stats = file.with_extension("stats.json");
-    let mut cmd = tb.lb.command(&bin("dataplane")?);
-    cmd.args([
-        "--iface",
-        "lb0",
-        "--no-control",
-        "--stats-interval",
-        "0",
-        "--lb",
-    ])
-    .arg(file)
-    .arg("--stats-json")
-    .arg(&stats)
-    .args(extra);
+    let mut cmd = bench::lbpeers::dataplane_lb(&tb.lb, "lb0", file)?;
+    cmd.arg("--stats-json").arg(&stats).args(extra);
     let mut dp = Process::spawn(cmd)?;
     dp.wait_for_line("load balancing on", Duration::from_secs(20))
         .map_err(anyhow::Error::msg)?;
@@ -194,11 +183,7 @@ fn main() -> anyhow::Result<()> {
     let inspect_file = dir.join("lb-inspect.toml");
     std::fs::write(
         &inspect_file,
-        bench::lbpeers::xdp_config("nat", "tcp", 80).replacen(
-            "proto = \"tcp\"\n",
-            "proto = \"tcp\"\ninspect = true\n",
-            1,
-        ),
+        bench::lbpeers::xdp_config_inspected("nat", "tcp", 80),
     )?;
     let haproxy_file = dir.join("haproxy.cfg");
     std::fs::write(&haproxy_file, HAPROXY)?;
