@@ -712,8 +712,7 @@ impl Flows {
                 flow.backend = crate::lbframe::backend(frame, &decoded);
             }
             if let Some(kind) = seen.reject {
-                self.replies =
-                    crate::lbframe::rejects(frame, &decoded, kind, read_meta_peer(frame));
+                self.replies = crate::lbframe::rejects(frame, &decoded, kind, read_lb_meta(frame));
             }
         }
         if seen.verdict.is_some() || seen.after_verdict.is_some() {
@@ -730,7 +729,7 @@ impl Flows {
     /// that key, so the new connection is judged from its own first packet,
     /// not by the old one's verdict.
     fn lb_new_connection(&mut self, key: &dpi::FlowKey, frame: &[u8], now: u64) {
-        let meta = read_meta_peer(frame);
+        let meta = read_lb_meta(frame);
         if meta.flags & xdp_redirect::abi::dp_lb_meta_flags::DP_LB_META_F_NEW as u16 == 0 {
             return;
         }
@@ -1159,7 +1158,7 @@ fn decode(frame: &[u8], wire_len: usize) -> Result<dpi::Decoded, dpi::DecodeErro
 /// Load balancer: what the XDP program put in front of a frame
 /// (`struct dp_lb_meta`, before `struct dp_xdp_meta`) before rewriting it
 /// for the backend: the MAC it came from and the VIP.
-fn read_meta_peer(frame: &[u8]) -> xdp_redirect::LbMeta {
+fn read_lb_meta(frame: &[u8]) -> xdp_redirect::LbMeta {
     const META: usize =
         std::mem::size_of::<xdp_redirect::XdpMeta>() + std::mem::size_of::<xdp_redirect::LbMeta>();
     // SAFETY: as in `read_meta_stamp`: 32 bytes before the data, inside the
